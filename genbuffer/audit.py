@@ -1,0 +1,44 @@
+"""The JSONL audit log: one JSON object a line for each validation with issues."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["append_audit_line", "audit_record"]
+
+
+def audit_record(
+    *,
+    validation_id: int,
+    organization_id: int | None,
+    generation_id: int,
+    mode: str,
+    source: str,
+    errors: list[dict[str, Any]],
+    ts: datetime,
+) -> dict[str, Any]:
+    """The audit line's fields, in the contract's order."""
+    return {
+        "ts": ts.isoformat(),
+        "validation_id": validation_id,
+        "organization_id": organization_id,
+        "generation_id": generation_id,
+        "mode": mode,
+        "source": source,
+        "errors": errors,
+    }
+
+
+def append_audit_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one line with a single O_APPEND write, so concurrent writers never interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)

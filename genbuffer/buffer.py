@@ -1,0 +1,406 @@
+"""The Redis side: push, snapshot, paged read, acknowledge, inspect. The only `import redis`.
+
+Compaction reads a buffer by *absolute* chunk position: the meta hash keeps
+``trimmed`` (chunks already acknowledged and removed from the head of the list)
+and ``stream_id`` (one life of the buffer). A chunk at list index ``i`` has
+position ``trimmed + i``, so a compactor can acknowledge exactly what it
+committed while producers keep appending and other compactors keep reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from genbuffer import keys
+from genbuffer.errors import RedisUnavailable, StreamChanged
+from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
+
+__all__ = [
+    "BufferSnapshot",
+    "GenerationBuffer",
+    "KeyInfo",
+    "PushResult",
+    "connect_redis",
+]
+
+log = logging.getLogger(__name__)
+
+PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
+READ_PAGE = 2000  # chunks per LRANGE page while compacting
+LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
+
+# `memory://` is an in-process Redis: one server per URL, shared by every client of
+# this process, so the demo's separate commands see the same buffers.
+_MEMORY_SERVERS: dict[str, Any] = {}
+
+
+def _script(name: str) -> str:
+    return (files("genbuffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def connect_redis(url: str) -> redis.Redis:
+    """Open a client for ``url``; ``memory://`` is an in-process fakeredis server."""
+    if url.startswith(MEMORY_REDIS_URL):
+        import fakeredis  # noqa: PLC0415  (only the embedded default needs it)
+
+        server = _MEMORY_SERVERS.setdefault(url, fakeredis.FakeServer())
+        client: redis.Redis = fakeredis.FakeRedis(server=server)
+        return client
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        )
+    except ValueError as exc:
+        from genbuffer.errors import UsageError  # noqa: PLC0415
+
+        raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
+
+
+@contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn connection-level redis-py errors into RedisUnavailable (exit 3)."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RedisUnavailable(
+            f"Redis is unreachable at {mask_url(url)}: {reason}",
+            hint="check REDIS_URL (or REDIS_HOST/REDIS_PORT) and that the server is up",
+        ) from None
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did: the list length after it, chunks appended and skipped."""
+
+    key: str
+    length: int
+    appended: int
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class BufferSnapshot:
+    """A consistent view of a buffer taken at the start of a compaction."""
+
+    key: str
+    exists: bool
+    length: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id of this life of the buffer (None for a meta hash without one)."""
+        return self.meta.get("stream_id")
+
+    @property
+    def trimmed(self) -> int:
+        """Chunks of this stream already acknowledged and removed from the list."""
+        return _int(self.meta.get("trimmed"), 0)
+
+    @property
+    def end(self) -> int:
+        """Absolute position just past the last chunk in the list."""
+        return self.trimmed + self.length
+
+    @property
+    def counted(self) -> int | None:
+        """Chunks the producer says it pushed (meta `chunk_count`), if it keeps a count."""
+        value = self.meta.get("chunk_count")
+        return None if value is None else _int(value, 0)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the producer marked the stream finished."""
+        return "finished_at" in self.meta
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One Redis key of a buffer, as `inspect-generation` shows it."""
+
+    key: str
+    type: str
+    length: int
+    ttl: int
+    memory_bytes: int | None
+
+
+def _int(value: object, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class GenerationBuffer:
+    """Generation buffers in one Redis database, under one key prefix."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        url: str = "",
+        prefix: str = "",
+        ttl: int = 86400,
+        max_len: int | None = None,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.prefix = prefix
+        self.ttl = ttl
+        self.max_len = max_len
+        self._push = client.register_script(_script("push"))
+        self._snapshot = client.register_script(_script("snapshot"))
+        self._read = client.register_script(_script("read"))
+        self._ack = client.register_script(_script("ack"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GenerationBuffer:
+        """Connect to the configured Redis with the configured prefix, TTL and alert length."""
+        url = settings.effective_redis_url()
+        return cls(
+            connect_redis(url),
+            url=url,
+            prefix=settings.redis_prefix,
+            ttl=settings.generation_chunk_ttl,
+            max_len=settings.generation_chunk_max_len,
+        )
+
+    # -- keys ------------------------------------------------------------------------
+
+    def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
+        """The chunks key of a generation, prefix included."""
+        return keys.chunks_key(organization_id, generation_id, scenario_id, self.prefix)
+
+    # -- producer --------------------------------------------------------------------
+
+    def push_chunk(
+        self,
+        organization_id: int,
+        generation_id: int,
+        chunk: bytes | str,
+        scenario_id: int | None = None,
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append one chunk and update the meta hash, in one atomic round trip.
+
+        With ``seq`` (the chunk's 0-based position in the stream) a retried push
+        is recognised and skipped instead of duplicating the chunk.
+        """
+        return self.push_many(organization_id, generation_id, [chunk], scenario_id, seq=seq)
+
+    def push_many(
+        self,
+        organization_id: int,
+        generation_id: int,
+        chunks: Iterable[bytes | str],
+        scenario_id: int | None = None,
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append chunks in order, a batch of them per atomic round trip."""
+        key = self.key_for(organization_id, generation_id, scenario_id)
+        ids = (organization_id, scenario_id, generation_id)
+        return self.push_to_key(key, chunks, ids, seq=seq)
+
+    def push_to_key(
+        self,
+        key: str,
+        chunks: Iterable[bytes | str],
+        ids: tuple[int, int | None, int],
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append chunks to an already built chunks key; ``ids`` are (org, scenario, generation)."""
+        org, scenario, generation = ids
+        id_args = (org, "" if scenario is None else scenario, generation)
+        length = appended = skipped = 0
+        batch: list[bytes | str] = []
+        with redis_errors(self.url):
+            for chunk in chunks:
+                batch.append(chunk)
+                if len(batch) == PUSH_BATCH:
+                    length, a, s = self._push_batch(key, id_args, batch, seq)
+                    appended, skipped = appended + a, skipped + s
+                    seq = None if seq is None else seq + len(batch)
+                    batch = []
+            if batch or appended + skipped == 0:
+                length, a, s = self._push_batch(key, id_args, batch, seq)
+                appended, skipped = appended + a, skipped + s
+        if self.max_len is not None and length > self.max_len:
+            log.warning(
+                "buffer %s holds %d chunks, over GENERATION_CHUNK_MAX_LEN=%d",
+                key,
+                length,
+                self.max_len,
+            )
+        return PushResult(key=key, length=length, appended=appended, skipped=skipped)
+
+    def _push_batch(
+        self, key: str, ids: tuple[object, object, object], batch: list[bytes | str], seq: int | None
+    ) -> tuple[int, int, int]:
+        if not batch:
+            return int(self.client.llen(key)), 0, 0  # type: ignore[arg-type]  # sync client
+        argv: list[Any] = [self.ttl, _now_iso(), *ids, "" if seq is None else seq, *batch]
+        length, appended, skipped = self._push(keys=[key, keys.meta_key(key)], args=argv)
+        return int(length), int(appended), int(skipped)
+
+    def finish(
+        self, organization_id: int, generation_id: int, scenario_id: int | None = None
+    ) -> str:
+        """Mark the stream finished (`finished_at` in the meta hash); returns the key."""
+        key = self.key_for(organization_id, generation_id, scenario_id)
+        with redis_errors(self.url):
+            self.client.hset(keys.meta_key(key), "finished_at", _now_iso())
+            if self.client.ttl(keys.meta_key(key)) == -1:
+                self.client.expire(keys.meta_key(key), self.ttl)
+        return key
+
+    # -- compaction ------------------------------------------------------------------
+
+    def snapshot(self, key: str) -> BufferSnapshot:
+        """Read length and meta atomically, give the stream an id, and lease its TTL."""
+        with redis_errors(self.url):
+            reply = self._snapshot(
+                keys=[key, keys.meta_key(key)],
+                args=[uuid.uuid4().hex, LEASE_SECONDS, self.ttl],
+            )
+        if int(reply[0]) == 0:
+            return BufferSnapshot(key=key, exists=False)
+        flat = [_text(item) for item in reply[2]]
+        meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        return BufferSnapshot(key=key, exists=True, length=int(reply[1]), meta=meta)
+
+    def read(
+        self, snapshot: BufferSnapshot, start: int, end: int, page: int = READ_PAGE
+    ) -> Iterator[list[bytes]]:
+        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive)."""
+        stream = snapshot.stream_id or ""
+        meta = keys.meta_key(snapshot.key)
+        position = start
+        with redis_errors(self.url):
+            while position < end:
+                last = min(position + page, end) - 1
+                try:
+                    chunks = self._read(keys=[snapshot.key, meta], args=[stream, position, last])
+                except redis.exceptions.ResponseError as exc:
+                    if "GENBUF_STREAM_CHANGED" in str(exc):
+                        raise StreamChanged(
+                            f"buffer {snapshot.key} was replaced while it was read",
+                            hint="nothing was written; run the command again",
+                        ) from None
+                    raise
+                if len(chunks) != last - position + 1:
+                    raise StreamChanged(
+                        f"buffer {snapshot.key} lost chunks while it was read "
+                        f"(expected {last - position + 1}, got {len(chunks)})",
+                        hint="nothing was written; run the command again",
+                    )
+                yield chunks
+                position = last + 1
+
+    def acknowledge(self, key: str, stream_id: str, persisted: int, delete: bool) -> tuple[int, bool, int]:
+        """Trim chunks below ``persisted`` (committed); with ``delete`` drop emptied keys.
+
+        Returns (chunks trimmed, keys deleted, chunks left).
+        """
+        with redis_errors(self.url):
+            trimmed, deleted, left = self._ack(
+                keys=[key, keys.meta_key(key)], args=[stream_id, persisted, 1 if delete else 0]
+            )
+        return int(trimmed), bool(int(deleted)), int(left)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def generation_keys(
+        self, organization_id: int, generation_id: int, scenario_id: int | None = None
+    ) -> list[str]:
+        """Every existing buffer key of a generation; SCANs scenarios when none is given."""
+        candidates: list[str] = []
+        with redis_errors(self.url):
+            if scenario_id is not None:
+                chunks = self.key_for(organization_id, generation_id, scenario_id)
+                candidates = [chunks, keys.meta_key(chunks)]
+            else:
+                chunks = self.key_for(organization_id, generation_id, None)
+                candidates = [chunks, keys.meta_key(chunks)]
+                pattern = keys.scenario_scan_pattern(organization_id, generation_id, self.prefix)
+                for raw in self.client.scan_iter(match=pattern, count=1000):
+                    found = _text(raw)
+                    parts = keys.parse_chunks_key(found, self.prefix)
+                    if parts and parts.generation_id == generation_id:
+                        candidates.append(found)  # as SCAN returned it: never prefixed again
+            pipe = self.client.pipeline(transaction=False)
+            for key in candidates:
+                pipe.exists(key)
+            present = pipe.execute()
+        return sorted({key for key, there in zip(candidates, present, strict=True) if there})
+
+    def describe(self, key_names: list[str]) -> list[KeyInfo]:
+        """Type, length, TTL and memory of each key."""
+        infos: list[KeyInfo] = []
+        with redis_errors(self.url):
+            for key in key_names:
+                kind = _text(self.client.type(key))  # type: ignore[arg-type]  # sync client
+                length = {"list": self.client.llen, "hash": self.client.hlen}.get(kind)
+                try:
+                    memory = self.client.memory_usage(key)
+                except redis.exceptions.ResponseError:
+                    memory = None  # MEMORY USAGE disabled or unsupported
+                infos.append(
+                    KeyInfo(
+                        key=key,
+                        type=kind,
+                        length=int(length(key)) if length else 0,  # type: ignore[arg-type]
+                        ttl=int(self.client.ttl(key)),  # type: ignore[arg-type]
+                        memory_bytes=None if memory is None else int(memory),  # type: ignore[arg-type]
+                    )
+                )
+        return infos
+
+    def delete(self, key_names: list[str]) -> int:
+        """Delete the given keys as they are; returns how many existed."""
+        if not key_names:
+            return 0
+        with redis_errors(self.url):
+            return int(self.client.delete(*key_names))  # type: ignore[arg-type]
+
+    def ttl_of(self, key: str) -> int:
+        """TTL of a key in seconds (-1 no expiry, -2 no such key)."""
+        with redis_errors(self.url):
+            return int(self.client.ttl(key))  # type: ignore[arg-type]  # sync client
+
+    def exists(self, key: str) -> bool:
+        """Whether the key exists."""
+        with redis_errors(self.url):
+            return bool(self.client.exists(key))
+
+    def ping(self) -> None:
+        """Raise RedisUnavailable unless the server answers."""
+        with redis_errors(self.url):
+            self.client.ping()

@@ -1,0 +1,114 @@
+"""The `genbuf` Typer app: builds the app and registers one module per command.
+
+The error boundary is ``GenbufGroup.invoke``: a GenbufferError raised anywhere
+below becomes ``error: …`` (and ``hint: …``) on stderr and its exit code;
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from genbuffer import __version__
+from genbuffer.cli._output import report_error, stderr
+from genbuffer.cli.compact import compact_generation
+from genbuffer.cli.db_cmd import db_app
+from genbuffer.cli.emit_cmd import emit_validation_test_cmd
+from genbuffer.cli.inspect_cmd import inspect_generation_cmd
+from genbuffer.cli.migrate_cmd import migrate_compacted_cmd
+from genbuffer.cli.purge_cmd import purge_chunks_cmd
+from genbuffer.cli.push_cmd import push_cmd
+from genbuffer.cli.smoke_cmd import test_redis_buffer
+from genbuffer.errors import GenbufferError
+from genbuffer.runtime import Runtime
+from genbuffer.settings import MEMORY_REDIS_URL, load_settings
+
+__all__ = ["app", "main"]
+
+
+class GenbufGroup(TyperGroup):
+    """The root group: the one place expected failures become exit codes."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; turn a GenbufferError into its message and exit code."""
+        try:
+            return super().invoke(ctx)
+        except GenbufferError as error:
+            runtime = ctx.obj if isinstance(ctx.obj, Runtime) else None
+            report_error(error, as_json=bool(runtime and runtime.json_output))
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            stderr().print("interrupted")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=GenbufGroup,
+    name="genbuf",
+    help="Buffer LLM generation chunks in Redis and compact them into the database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # an unexpected error prints a plain traceback, no locals
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genbuf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            envvar="GENBUF_ENV_FILE",
+            help="Read settings from this env file (a Laravel .env works as it is).",
+            dir_okay=False,
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more on stderr.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """genbuf: operations on genbuffer's Redis buffers and database."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s: %(message)s",
+        force=True,
+    )
+    settings = load_settings(env_file)
+    if settings.redis_url is None and settings.redis_host is None:
+        logging.getLogger("genbuffer").info(
+            "REDIS_URL is not set: using %s, an in-process Redis that ends with this command",
+            MEMORY_REDIS_URL,
+        )
+    ctx.obj = Runtime(settings)
+
+
+app.command("compact-generation")(compact_generation)
+app.command("inspect-generation")(inspect_generation_cmd)
+app.command("emit-validation-test")(emit_validation_test_cmd)
+app.command("test-redis-buffer")(test_redis_buffer)
+app.command("migrate-compacted-from-metadata")(migrate_compacted_cmd)
+app.command("purge-chunks")(purge_chunks_cmd)
+app.command("push")(push_cmd)
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,54 @@
+"""Options and arguments shared by the commands, each defined once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from genbuffer.keys import MAX_ID
+from genbuffer.runtime import Runtime
+
+__all__ = [
+    "DeleteOpt",
+    "DryRunOpt",
+    "GenerationArg",
+    "JsonOpt",
+    "OrganizationArg",
+    "ScenarioOpt",
+    "runtime",
+]
+
+OrganizationArg = Annotated[
+    int,
+    typer.Argument(
+        metavar="ORG", min=1, max=MAX_ID, help="Organization id (a positive integer).",
+        show_default=False,
+    ),
+]
+GenerationArg = Annotated[
+    int,
+    typer.Argument(
+        metavar="GEN", min=1, max=MAX_ID, help="Generation id (a positive integer).",
+        show_default=False,
+    ),
+]
+ScenarioOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--scenario-id", min=1, max=MAX_ID, help="Scenario id, when the key carries one.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+DeleteOpt = Annotated[bool, typer.Option("--delete", help="Remove the Redis buffer afterwards.")]
+
+
+def runtime(ctx: typer.Context, as_json: bool) -> Runtime:
+    """The Runtime built by the root callback; records --json for the error boundary."""
+    found: Runtime = ctx.find_root().obj
+    found.json_output = as_json
+    return found

@@ -1,0 +1,92 @@
+"""genbuf compact-generation: assemble, validate and persist one generation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from genbuffer.cli._options import (
+    DeleteOpt,
+    DryRunOpt,
+    GenerationArg,
+    JsonOpt,
+    OrganizationArg,
+    ScenarioOpt,
+    runtime,
+)
+from genbuffer.cli._output import emit, fields_table
+from genbuffer.compaction import CompactionRequest, CompactionResult, assemble_and_persist
+
+
+def compact_generation(
+    ctx: typer.Context,
+    organization_id: OrganizationArg,
+    generation_id: GenerationArg,
+    scenario_id: ScenarioOpt = None,
+    delete: DeleteOpt = False,
+    strict: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict/--soft",
+            help="Abort on validation errors, or persist anyway. [default: METADATA_VALIDATION_STRICT]",
+            show_default=False,
+        ),
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="Recorded in compacted_by.")] = "genbuf",
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Assemble a generation's Redis chunks and persist them into scenario_generations.
+
+    Example: genbuf compact-generation 12 59 --delete
+    """
+    rt = runtime(ctx, as_json)
+    request = CompactionRequest(
+        organization_id=organization_id,
+        generation_id=generation_id,
+        scenario_id=scenario_id,
+        delete=delete,
+        strict=strict,
+        compacted_by=by,
+        dry_run=dry_run,
+    )
+    result = assemble_and_persist(
+        request, buffer=rt.buffer, repository=rt.repository, config=rt.compaction
+    )
+    emit(result, as_json, lambda console: _render(console, result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _render(console: Console, result: CompactionResult) -> None:
+    status = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
+    console.print(f"{status} {escape(result.message)}")
+    console.print(
+        fields_table(
+            f"generation {result.generation_id} (organization {result.organization_id})",
+            [
+                ("key", result.key),
+                ("mode", result.mode),
+                ("persisted", result.persisted),
+                ("chunks", f"{result.chunk_count} ({result.new_chunks} new)"),
+                ("bytes", result.bytes),
+                ("sha256", result.sha256),
+                ("validation id", result.validation_id),
+                ("buffer deleted", result.deleted),
+            ],
+        )
+    )
+    if result.issues:
+        table = Table("severity", "code", "path", "message", title="issues", title_justify="left")
+        for issue in result.issues:
+            table.add_row(
+                issue["severity"],
+                issue["code"],
+                escape(issue.get("path", "")),
+                escape(issue["message"]),
+            )
+        console.print(table)

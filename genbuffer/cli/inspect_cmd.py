@@ -1,0 +1,50 @@
+"""genbuf inspect-generation: the buffer keys of a generation, optionally deleted."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from genbuffer.cli._options import (
+    DeleteOpt,
+    GenerationArg,
+    JsonOpt,
+    OrganizationArg,
+    ScenarioOpt,
+    runtime,
+)
+from genbuffer.cli._output import emit
+from genbuffer.inspection import InspectionResult, inspect_generation
+
+
+def inspect_generation_cmd(
+    ctx: typer.Context,
+    organization_id: OrganizationArg,
+    generation_id: GenerationArg,
+    scenario_id: ScenarioOpt = None,
+    delete: DeleteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a generation's Redis keys with type, length, TTL and memory.
+
+    Without --scenario-id the scenario keys are found with SCAN.
+    Example: genbuf inspect-generation 12 59 --scenario-id 345
+    """
+    rt = runtime(ctx, as_json)
+    result = inspect_generation(rt.buffer, organization_id, generation_id, scenario_id, delete)
+    emit(result, as_json, lambda console: _render(console, result))
+
+
+def _render(console: Console, result: InspectionResult) -> None:
+    if not result.keys:
+        console.print(f"no Redis keys for generation {result.generation_id}")
+        return
+    table = Table("key", "type", "length", "ttl", "memory")
+    for key in result.keys:
+        memory = "-" if key.memory_bytes is None else f"{key.memory_bytes} B"
+        table.add_row(escape(key.key), key.type, str(key.length), f"{key.ttl}s", memory)
+    console.print(table)
+    if result.deleted:
+        console.print(f"deleted {result.deleted} keys")

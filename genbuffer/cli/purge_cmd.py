@@ -1,0 +1,51 @@
+"""genbuf purge-chunks: the cron retention purge of generation_chunks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
+from genbuffer.cli._output import emit
+from genbuffer.cli._progress import progress_bar
+from genbuffer.maintenance import parse_age, purge_chunks
+
+
+def purge_chunks_cmd(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Age like 7d, 12h, 30m. [default: GENERATION_CHUNKS_RETENTION_DAYS]",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=1_000_000, help="Rows per transaction.")
+    ] = 5000,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete chunk backups older than the retention age, of compacted generations only.
+
+    Example (cron): genbuf purge-chunks --older-than 7d --json
+    """
+    rt = runtime(ctx, as_json)
+    age = older_than or f"{rt.settings.generation_chunks_retention_days}d"
+    parse_age(age)  # a bad age is a usage error before any query
+    with progress_bar("purging") as advance:
+        result = purge_chunks(
+            rt.repository, age, batch_size=batch_size, dry_run=dry_run, progress=advance
+        )
+    verb = "would delete" if dry_run else "deleted"
+    emit(
+        result,
+        as_json,
+        lambda console: console.print(
+            f"{verb} {result.purged} chunk backups older than {age} "
+            f"(before {result.cutoff:%Y-%m-%d %H:%M} UTC); kept {result.kept_not_compacted} "
+            "of generations not compacted"
+        ),
+    )

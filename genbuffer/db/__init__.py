@@ -1,0 +1,1 @@
+"""Relational side: the schema (mirrored by Alembic), the engine, and the repository."""

@@ -1,0 +1,86 @@
+"""Engines for the configured database, and the mapping of driver errors to genbuffer's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from genbuffer.errors import DatabaseUnavailable, SchemaMissing, UsageError
+from genbuffer.settings import mask_url
+
+__all__ = ["database_errors", "make_engine"]
+
+_MISSING_TABLE_MARKERS = ("no such table", "undefinedtable", "does not exist", "doesn't exist")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets a busy timeout and write-locking transactions."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise UsageError(f"invalid DATABASE_URL {mask_url(url)}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        _sqlite_immediate_transactions(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = 5
+    try:
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"the driver for {parsed.get_backend_name()} is not installed ({exc.name})",
+            hint="install genbuffer's optional extra for this database",
+        ) from None
+
+
+def _sqlite_immediate_transactions(engine: Engine) -> None:
+    """Make every SQLite transaction take the write lock at BEGIN.
+
+    Two compactors of one generation must not both read the row before either
+    writes it; on SQLite that serialisation is BEGIN IMMEDIATE (the recipe in
+    SQLAlchemy's pysqlite docs), where PostgreSQL uses SELECT … FOR UPDATE.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn connection failures into DatabaseUnavailable and a missing schema into SchemaMissing."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+        if any(marker in text for marker in _MISSING_TABLE_MARKERS) and "database" not in text:
+            raise SchemaMissing(
+                "the genbuffer tables are missing in the database",
+                hint="run `genbuf db upgrade`",
+            ) from None
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+            exc.connection_invalidated
+        ):
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseUnavailable(
+                f"the database is unreachable at {mask_url(url)}: {reason}",
+                hint="check DATABASE_URL (or DB_HOST/DB_PORT/DB_DATABASE) and that it is up",
+            ) from None
+        raise

@@ -1,0 +1,262 @@
+"""The only module that issues SQL. Every call maps driver failures to genbuffer errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from genbuffer.db.engine import database_errors, make_engine
+from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
+from genbuffer.settings import Settings
+
+__all__ = ["GenerationRow", "Repository", "Transaction"]
+
+GEN = ScenarioGeneration.__table__
+ISSUES = MetadataValidationIssue.__table__
+CHUNKS = GenerationChunk.__table__
+BACKUP_BATCH = 1000  # rows per INSERT … VALUES statement
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """The columns of a `scenario_generations` row that compaction reads."""
+
+    id: int
+    organization_id: int
+    scenario_id: int | None
+    metadata: Any
+    compacted: str | None
+    chunk_count: int | None
+    llm_response: Any = None
+    compacted_at: datetime | None = None
+    compacted_by: str | None = None
+    last_validation_issue_id: int | None = None
+
+
+_ROW_COLUMNS = (
+    GEN.c.id,
+    GEN.c.organization_id,
+    GEN.c.scenario_id,
+    GEN.c.metadata,
+    GEN.c.compacted,
+    GEN.c.chunk_count,
+    GEN.c.llm_response,
+    GEN.c.compacted_at,
+    GEN.c.compacted_by,
+    GEN.c.last_validation_issue_id,
+)
+
+
+def _row(values: Sequence[Any]) -> GenerationRow:
+    return GenerationRow(*values)
+
+
+class Transaction:
+    """The statements that run inside one database transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def lock_generation(self, generation_id: int) -> GenerationRow | None:
+        """Read a generation row and lock it until the transaction ends."""
+        query = select(*_ROW_COLUMNS).where(GEN.c.id == generation_id).with_for_update()
+        found = self.connection.execute(query).first()
+        return None if found is None else _row(found)
+
+    def save_compaction(self, generation_id: int, values: dict[str, Any]) -> None:
+        """Write the compaction columns of one row."""
+        self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
+
+    def insert_issue(
+        self,
+        *,
+        organization_id: int | None,
+        generation_id: int,
+        mode: str,
+        source: str,
+        errors: list[dict[str, Any]],
+        created_at: datetime,
+    ) -> int:
+        """Insert a `metadata_validation_issues` row; returns its id."""
+        result = self.connection.execute(
+            insert(ISSUES)
+            .values(
+                organization_id=organization_id,
+                generation_id=generation_id,
+                mode=mode,
+                source=source,
+                errors=errors,
+                created_at=created_at,
+            )
+            .returning(ISSUES.c.id)
+        )
+        return int(result.scalar_one())
+
+    def backup_chunks(
+        self, organization_id: int, generation_id: int, first_seq: int, chunks: Sequence[bytes]
+    ) -> None:
+        """Keep raw chunks in `generation_chunks`, numbered from ``first_seq``; re-runs are no-ops."""
+        dialect = self.connection.dialect.name
+        for start in range(0, len(chunks), BACKUP_BATCH):
+            rows = [
+                {
+                    "organization_id": organization_id,
+                    "generation_id": generation_id,
+                    "seq": first_seq + start + offset,
+                    "content": chunk,
+                }
+                for offset, chunk in enumerate(chunks[start : start + BACKUP_BATCH])
+            ]
+            if dialect == "postgresql":
+                stmt: Any = postgresql.insert(CHUNKS).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                stmt = sqlite.insert(CHUNKS).on_conflict_do_nothing()
+            else:
+                stmt = insert(CHUNKS).prefix_with("IGNORE")
+            self.connection.execute(stmt, rows)
+
+
+class Repository:
+    """Transactions and maintenance queries against one database."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Repository:
+        """Open the configured database (nothing connects until the first query)."""
+        url = settings.effective_database_url()
+        return cls(make_engine(url), url)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with database_errors(self.url), self.engine.begin() as connection:
+            yield Transaction(connection)
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Map driver errors raised in the block to genbuffer errors."""
+        with database_errors(self.url):
+            yield
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+    def get_generation(self, generation_id: int) -> GenerationRow | None:
+        """Read one generation row without locking it."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            found = connection.execute(
+                select(*_ROW_COLUMNS).where(GEN.c.id == generation_id)
+            ).first()
+        return None if found is None else _row(found)
+
+    def create_generation(
+        self,
+        organization_id: int,
+        scenario_id: int | None = None,
+        metadata: Any = None,
+        generation_id: int | None = None,
+    ) -> int:
+        """Insert a generation row (the producer app's job; used by demos and smoke tests)."""
+        values: dict[str, Any] = {
+            "organization_id": organization_id,
+            "scenario_id": scenario_id,
+            "metadata": {} if metadata is None else metadata,
+        }
+        if generation_id is not None:
+            values["id"] = generation_id
+        with self.transaction() as tx:
+            result = tx.connection.execute(insert(GEN).values(**values).returning(GEN.c.id))
+            return int(result.scalar_one())
+
+    def issue(self, issue_id: int) -> dict[str, Any] | None:
+        """One `metadata_validation_issues` row as a dict."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            found = connection.execute(select(ISSUES).where(ISSUES.c.id == issue_id)).first()
+        return None if found is None else dict(found._mapping)
+
+    def backups(self, generation_id: int) -> list[bytes]:
+        """The backed-up chunks of a generation, in order."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            rows = connection.execute(
+                select(CHUNKS.c.content)
+                .where(CHUNKS.c.generation_id == generation_id)
+                .order_by(CHUNKS.c.seq)
+            )
+            return [bytes(row[0]) for row in rows]
+
+    # -- retention purge -------------------------------------------------------------
+
+    def purgeable_chunks(self, cutoff: datetime) -> tuple[int, int]:
+        """Count backups older than ``cutoff``: (of compacted generations, of others kept)."""
+        compacted = select(GEN.c.id).where(GEN.c.compacted_at.is_not(None))
+        with database_errors(self.url), self.engine.connect() as connection:
+            old = CHUNKS.c.created_at < cutoff
+            purgeable = connection.execute(
+                select(func.count()).where(old, CHUNKS.c.generation_id.in_(compacted))
+            ).scalar_one()
+            kept = connection.execute(
+                select(func.count()).where(old, CHUNKS.c.generation_id.not_in(compacted))
+            ).scalar_one()
+        return int(purgeable), int(kept)
+
+    def purge_chunks_batch(self, cutoff: datetime, batch_size: int) -> int:
+        """Delete one batch of purgeable backups in its own transaction; returns rows deleted."""
+        compacted = select(GEN.c.id).where(GEN.c.compacted_at.is_not(None))
+        ids = (
+            select(CHUNKS.c.id)
+            .where(CHUNKS.c.created_at < cutoff, CHUNKS.c.generation_id.in_(compacted))
+            .order_by(CHUNKS.c.id)
+            .limit(batch_size)
+        )
+        with self.transaction() as tx:
+            batch = [row[0] for row in tx.connection.execute(ids)]
+            if not batch:
+                return 0
+            tx.connection.execute(delete(CHUNKS).where(CHUNKS.c.id.in_(batch)))
+            return len(batch)
+
+    # -- metadata.compacted migration ------------------------------------------------
+
+    def legacy_blob_rows(self) -> int:
+        """Count rows whose metadata still holds a `compacted` blob."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).where(_has_legacy_blob(connection))
+                ).scalar_one()
+            )
+
+    def legacy_blob_batch(self, after_id: int, batch_size: int) -> list[GenerationRow]:
+        """The next rows (by id, after ``after_id``) whose metadata holds a `compacted` blob."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*_ROW_COLUMNS)
+                .where(GEN.c.id > after_id, _has_legacy_blob(connection))
+                .order_by(GEN.c.id)
+                .limit(batch_size)
+            )
+            return [_row(row) for row in rows]
+
+    def save_many(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Apply per-row column updates in one transaction."""
+        with self.transaction() as tx:
+            for row_id, values in updates.items():
+                tx.save_compaction(row_id, values)
+
+
+def _has_legacy_blob(connection: Connection) -> Any:
+    """A portable predicate: metadata is an object with a `compacted` key."""
+    if connection.dialect.name == "postgresql":
+        return GEN.c.metadata.op("?")("compacted")
+    return func.json_extract(GEN.c.metadata, "$.compacted").is_not(None)

@@ -1,0 +1,92 @@
+"""The one exception tree of genbuffer, and the exit code each class maps to.
+
+::
+
+    GenbufferError                  1  base; never raised itself
+    ├── UsageError                  2  bad id, bad option, bad setting or env file
+    ├── OperationFailed             1  the operation ran and failed
+    │   ├── GenerationNotFound      1  no row, or the row belongs to another organization
+    │   ├── NothingToCompact        1  no buffer for the generation
+    │   ├── ForeignArtifact         1  the row holds an artifact genbuf did not write
+    │   ├── SchemaMissing           1  the tables are not there: run `genbuf db upgrade`
+    │   └── StreamChanged           1  the buffer was replaced while it was read; retry
+    └── DependencyUnavailable       3  a server is unreachable
+        ├── RedisUnavailable        3
+        └── DatabaseUnavailable     3
+
+The CLI catches ``GenbufferError`` at one boundary, prints ``error: <message>``
+(and ``hint: <hint>`` when there is one) on stderr and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatabaseUnavailable",
+    "DependencyUnavailable",
+    "ForeignArtifact",
+    "GenbufferError",
+    "GenerationNotFound",
+    "NothingToCompact",
+    "OperationFailed",
+    "RedisUnavailable",
+    "SchemaMissing",
+    "StreamChanged",
+    "UsageError",
+]
+
+
+class GenbufferError(Exception):
+    """Base of every error genbuffer raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(GenbufferError):
+    """The caller asked for something malformed: a bad id, option or setting."""
+
+    exit_code = 2
+
+
+class OperationFailed(GenbufferError):
+    """The operation ran and did not succeed."""
+
+    exit_code = 1
+
+
+class GenerationNotFound(OperationFailed):
+    """No `scenario_generations` row with that id for that organization."""
+
+
+class NothingToCompact(OperationFailed):
+    """There is no Redis buffer for the generation."""
+
+
+class ForeignArtifact(OperationFailed):
+    """The row already holds a `compacted` artifact that genbuf did not write."""
+
+
+class SchemaMissing(OperationFailed):
+    """The database has not been migrated."""
+
+
+class StreamChanged(OperationFailed):
+    """The buffer was deleted and recreated while it was being read."""
+
+
+class DependencyUnavailable(GenbufferError):
+    """A server genbuffer depends on could not be reached."""
+
+    exit_code = 3
+
+
+class RedisUnavailable(DependencyUnavailable):
+    """Redis refused, dropped or timed out the connection."""
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The database refused, dropped or timed out the connection."""

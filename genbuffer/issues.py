@@ -1,0 +1,72 @@
+"""emit-validation-test: write one synthetic issue row and audit line, end to end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from genbuffer.audit import append_audit_line, audit_record
+from genbuffer.db.repository import Repository
+
+__all__ = ["EmitResult", "emit_validation_test"]
+
+TEST_ISSUE = {
+    "code": "validation_test",
+    "message": "synthetic issue written by genbuf emit-validation-test",
+    "severity": "warning",
+}
+
+
+class EmitResult(BaseModel):
+    """What `emit-validation-test --json` prints."""
+
+    validation_id: int
+    organization_id: int | None
+    generation_id: int
+    mode: str
+    source: str
+    log: str
+
+
+def emit_validation_test(
+    repository: Repository,
+    audit_log: Path,
+    generation_id: int,
+    organization_id: int | None = None,
+    strict: bool = False,
+) -> EmitResult:
+    """Insert a `metadata_validation_issues` row (source `debug`), then its JSONL line."""
+    now = datetime.now(UTC)
+    mode = "strict" if strict else "soft"
+    errors = [dict(TEST_ISSUE)]
+    with repository.transaction() as tx:
+        validation_id = tx.insert_issue(
+            organization_id=organization_id,
+            generation_id=generation_id,
+            mode=mode,
+            source="debug",
+            errors=errors,
+            created_at=now,
+        )
+    append_audit_line(
+        audit_log,
+        audit_record(
+            validation_id=validation_id,
+            organization_id=organization_id,
+            generation_id=generation_id,
+            mode=mode,
+            source="debug",
+            errors=errors,
+            ts=now,
+        ),
+    )
+    return EmitResult(
+        validation_id=validation_id,
+        organization_id=organization_id,
+        generation_id=generation_id,
+        mode=mode,
+        source="debug",
+        log=str(audit_log),
+    )

@@ -1,0 +1,117 @@
+"""The Redis key scheme: the only place a key is built or parsed.
+
+Chunks (list)::
+
+    {prefix}app:scenario_planning:org:{org}:scenario:{scenario}:generation:{gen}:chunks
+    {prefix}app:scenario_planning:org:{org}:generation:{gen}:chunks
+
+Metadata (hash): the chunks key + ``:meta``. The prefix is Laravel's
+``REDIS_PREFIX``; it is prepended here exactly once, and keys that come back
+from SCAN already carry it, so they are used as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from genbuffer.errors import UsageError
+
+__all__ = [
+    "MAX_ID",
+    "KeyParts",
+    "chunks_key",
+    "glob_escape",
+    "meta_key",
+    "parse_chunks_key",
+    "scenario_scan_pattern",
+    "smoke_chunks_key",
+    "validate_id",
+]
+
+ROOT = "app:scenario_planning"
+META_SUFFIX = ":meta"
+MAX_ID = 2**63 - 1  # ids are bigint columns
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_ID = r"([1-9][0-9]{0,18})"
+_KEY_RE = re.compile(
+    rf"{ROOT}:org:{_ID}(?::scenario:{_ID})?:generation:{_ID}:chunks(?P<meta>:meta)?\Z"
+)
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """The ids a buffer key names, and whether it is the meta hash."""
+
+    organization_id: int
+    scenario_id: int | None
+    generation_id: int
+    is_meta: bool
+
+
+def validate_id(value: object, name: str = "id") -> int:
+    """Return ``value`` as a positive bigint id, or raise UsageError."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
+        number = int(value.strip())
+    else:
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    if not 1 <= number <= MAX_ID:
+        raise UsageError(f"{name} must be between 1 and {MAX_ID}, got {number}")
+    return number
+
+
+def chunks_key(
+    organization_id: int, generation_id: int, scenario_id: int | None = None, prefix: str = ""
+) -> str:
+    """Build the chunks list key of a generation."""
+    org = validate_id(organization_id, "organization id")
+    gen = validate_id(generation_id, "generation id")
+    if scenario_id is None:
+        return f"{prefix}{ROOT}:org:{org}:generation:{gen}:chunks"
+    scenario = validate_id(scenario_id, "scenario id")
+    return f"{prefix}{ROOT}:org:{org}:scenario:{scenario}:generation:{gen}:chunks"
+
+
+def meta_key(chunks: str) -> str:
+    """Return the meta hash key that belongs to a chunks key."""
+    return chunks + META_SUFFIX
+
+
+def smoke_chunks_key(token: str, prefix: str = "") -> str:
+    """A throw-away chunks key for `genbuf test-redis-buffer`, outside every generation."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", token):
+        raise UsageError(f"smoke-test token must be hex, got {token!r}")
+    return f"{prefix}{ROOT}:smoke-test:{token}:chunks"
+
+
+def glob_escape(text: str) -> str:
+    """Escape the glob characters SCAN MATCH understands."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def scenario_scan_pattern(organization_id: int, generation_id: int, prefix: str = "") -> str:
+    """SCAN pattern for a generation's keys under any scenario (list and meta)."""
+    org = validate_id(organization_id, "organization id")
+    gen = validate_id(generation_id, "generation id")
+    return f"{glob_escape(prefix)}{ROOT}:org:{org}:scenario:*:generation:{gen}:chunks*"
+
+
+def parse_chunks_key(key: str, prefix: str = "") -> KeyParts | None:
+    """Parse a key (as SCAN returns it, prefix included); None if it is not a buffer key."""
+    if not key.startswith(prefix):
+        return None
+    match = _KEY_RE.fullmatch(key[len(prefix) :])
+    if match is None:
+        return None
+    org, scenario, gen = match.group(1), match.group(2), match.group(3)
+    return KeyParts(
+        organization_id=int(org),
+        scenario_id=int(scenario) if scenario is not None else None,
+        generation_id=int(gen),
+        is_meta=match.group("meta") is not None,
+    )

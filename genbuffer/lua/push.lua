@@ -1,0 +1,49 @@
+-- Append chunks to a generation buffer and update its meta hash, atomically.
+-- KEYS[1]  the chunks list
+-- KEYS[2]  the meta hash
+-- ARGV[1]  TTL in seconds, set on a key when this push creates it
+-- ARGV[2]  now, ISO 8601 UTC
+-- ARGV[3]  organization id
+-- ARGV[4]  scenario id, or '' when there is none
+-- ARGV[5]  generation id
+-- ARGV[6]  sequence number (0-based, counted over the stream) of the first chunk, or ''
+-- ARGV[7…] the chunks, in order
+-- With a sequence number the push is idempotent: chunks the meta counter already
+-- counts are skipped (a retried push), and a jump forward is recorded in `gaps`.
+-- Returns {list length, chunks appended, chunks skipped}.
+local first = 7
+local skipped = 0
+local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
+local is_new_stream = count == 0
+if ARGV[6] ~= '' then
+  local seq = tonumber(ARGV[6])
+  if seq < count then
+    skipped = math.min(count - seq, #ARGV - first + 1)
+    first = first + skipped
+  elseif seq > count then
+    redis.call('HINCRBY', KEYS[2], 'gaps', seq - count)
+    redis.call('HSET', KEYS[2], 'chunk_count', seq)
+  end
+end
+local appended = #ARGV - first + 1
+if appended <= 0 then
+  return {redis.call('LLEN', KEYS[1]), 0, skipped}
+end
+local bytes = 0
+for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+local length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
+redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
+redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
+if is_new_stream then
+  redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[3],
+    'generation_id', ARGV[5])
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[4]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+if length == appended then
+  -- this push created the list; the meta hash must live at least as long
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+end
+return {length, appended, skipped}

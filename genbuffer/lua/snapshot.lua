@@ -1,0 +1,27 @@
+-- Take a consistent snapshot of a buffer for compaction.
+-- KEYS[1]  the chunks list
+-- KEYS[2]  the meta hash
+-- ARGV[1]  a fresh stream id, stored when the meta hash has none yet
+-- ARGV[2]  lease in seconds: a key that would expire sooner is extended to it,
+--          so nothing expires while it is being compacted
+-- ARGV[3]  TTL in seconds for a meta hash that has none
+-- The stream id tells one life of the buffer from the next: after a --delete,
+-- chunks pushed again start a new stream, counted from 0.
+-- Returns {0} when neither key exists, else {1, list length, meta as a flat list}.
+local has_list = redis.call('EXISTS', KEYS[1]) == 1
+local has_meta = redis.call('EXISTS', KEYS[2]) == 1
+if not has_list and not has_meta then return {0} end
+local lease = tonumber(ARGV[2])
+if has_list then
+  redis.call('HSETNX', KEYS[2], 'stream_id', ARGV[1])
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl >= 0 and ttl < lease then redis.call('EXPIRE', KEYS[1], lease) end
+end
+local list_ttl = redis.call('TTL', KEYS[1])
+local meta_ttl = redis.call('TTL', KEYS[2])
+if meta_ttl == -1 then
+  redis.call('EXPIRE', KEYS[2], math.max(list_ttl, tonumber(ARGV[3])))
+elseif meta_ttl < math.max(list_ttl, lease) then
+  redis.call('EXPIRE', KEYS[2], math.max(list_ttl, lease))
+end
+return {1, redis.call('LLEN', KEYS[1]), redis.call('HGETALL', KEYS[2])}

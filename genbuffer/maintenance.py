@@ -1,0 +1,155 @@
+"""Batch maintenance: move legacy `metadata.compacted` blobs, purge old chunk backups."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from genbuffer.db.repository import GenerationRow, Repository
+from genbuffer.errors import UsageError
+
+__all__ = [
+    "MigrationResult",
+    "PurgeResult",
+    "migrate_compacted_from_metadata",
+    "parse_age",
+    "purge_chunks",
+]
+
+Progress = Callable[[int, int], None]  # (done, total)
+_AGE = re.compile(r"\s*([0-9]+)\s*([smhdw]?)\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
+
+
+def parse_age(text: str) -> timedelta:
+    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` (a bare number is days)."""
+    match = _AGE.fullmatch(text)
+    if match is None or int(match.group(1)) == 0:
+        raise UsageError(f"invalid age {text!r}", hint="use a positive number with s, m, h, d or w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class PurgeResult(BaseModel):
+    """What `purge-chunks --json` prints."""
+
+    older_than: str
+    cutoff: datetime
+    purged: int
+    kept_not_compacted: int
+    dry_run: bool
+    batches: int
+
+
+def purge_chunks(
+    repository: Repository,
+    older_than: str,
+    *,
+    batch_size: int = 5000,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> PurgeResult:
+    """Delete chunk backups older than ``older_than`` whose generation is compacted.
+
+    Backups of a generation that is not compacted yet (or whose row is gone) are
+    kept and counted. Each batch is its own short transaction.
+    """
+    cutoff = (now or datetime.now(UTC)) - parse_age(older_than)
+    purgeable, kept = repository.purgeable_chunks(cutoff)
+    purged = batches = 0
+    if not dry_run:
+        while deleted := repository.purge_chunks_batch(cutoff, batch_size):
+            purged += deleted
+            batches += 1
+            if progress:
+                progress(purged, max(purgeable, purged))
+    return PurgeResult(
+        older_than=older_than,
+        cutoff=cutoff,
+        purged=purgeable if dry_run else purged,
+        kept_not_compacted=kept,
+        dry_run=dry_run,
+        batches=batches,
+    )
+
+
+class MigrationResult(BaseModel):
+    """What `migrate-compacted-from-metadata --json` prints."""
+
+    candidates: int
+    migrated: int
+    conflicts: list[int]
+    dry_run: bool
+    batches: int
+
+
+def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
+    """Column values that move a row's blob out of metadata; None on a conflict."""
+    metadata = dict(row.metadata)
+    blob = metadata.pop("compacted")
+    if not isinstance(blob, str):
+        return None
+    try:
+        base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if row.compacted is not None and row.compacted != blob:
+        return None  # two different artifacts: leave the row for a person to look at
+    values: dict[str, Any] = {"compacted": blob, "metadata": metadata}
+    count = metadata.get("chunk_count")
+    if row.chunk_count is None and isinstance(count, int) and not isinstance(count, bool):
+        values["chunk_count"] = count
+    stamp = metadata.get("compacted_at")
+    if row.compacted_at is None and isinstance(stamp, str):
+        try:
+            values["compacted_at"] = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return values
+
+
+def migrate_compacted_from_metadata(
+    repository: Repository,
+    *,
+    batch_size: int = 500,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> MigrationResult:
+    """Move each `metadata.compacted` blob into the `compacted` column, batch by batch.
+
+    Idempotent (a moved row no longer matches) and resumable (each batch commits;
+    a rerun picks up what is left). Rows with a conflicting or malformed blob are
+    reported and left unchanged.
+    """
+    candidates = repository.legacy_blob_rows()
+    migrated = batches = 0
+    conflicts: list[int] = []
+    after_id = 0
+    while rows := repository.legacy_blob_batch(after_id, batch_size):
+        after_id = rows[-1].id
+        updates: dict[int, dict[str, Any]] = {}
+        for row in rows:
+            values = _migrated_values(row)
+            if values is None:
+                conflicts.append(row.id)
+            else:
+                updates[row.id] = values
+        if updates and not dry_run:
+            repository.save_many(updates)
+        migrated += len(updates)
+        batches += 1
+        if progress:
+            progress(migrated + len(conflicts), candidates)
+    return MigrationResult(
+        candidates=candidates,
+        migrated=migrated,
+        conflicts=conflicts,
+        dry_run=dry_run,
+        batches=batches,
+    )

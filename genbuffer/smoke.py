@@ -1,0 +1,103 @@
+"""test-redis-buffer: a smoke test of the configured Redis through the real code paths."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from genbuffer import keys
+from genbuffer.buffer import GenerationBuffer
+
+__all__ = ["SmokeCheck", "SmokeResult", "smoke_test"]
+
+# One smoke-test buffer lives under these ids; its key is outside every real generation.
+_SMOKE_IDS = (1, None, 1)
+
+
+class SmokeCheck(BaseModel):
+    """One step of the smoke test."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class SmokeResult(BaseModel):
+    """What `test-redis-buffer --json` prints."""
+
+    ok: bool
+    key: str
+    chunks: int
+    kept: bool
+    elapsed_ms: float
+    checks: list[SmokeCheck]
+
+
+def _sample_chunk(index: int) -> bytes:
+    # multibyte text, and now and then bytes that are not UTF-8, to catch any decoding
+    if index % 7 == 3:
+        return b"\x00\xff raw bytes " + str(index).encode()
+    return f"chunk {index:05d} ✓ ñ\n".encode()
+
+
+def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -> SmokeResult:
+    """Push, read back, check order, counters, TTL and idempotence, then clean up."""
+    started = time.perf_counter()
+    key = keys.smoke_chunks_key(secrets.token_hex(8), buffer.prefix)
+    meta = keys.meta_key(key)
+    checks: list[SmokeCheck] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append(SmokeCheck(name=name, ok=ok, detail=detail))
+
+    sent = [_sample_chunk(i) for i in range(chunks)]
+    try:
+        buffer.ping()
+        check("ping", True, f"{buffer.url.split('@')[-1]} answered")
+        for index, chunk in enumerate(sent):
+            buffer.push_to_key(key, [chunk], _SMOKE_IDS, seq=index)
+        retried = buffer.push_to_key(key, [sent[-1]], _SMOKE_IDS, seq=chunks - 1)
+        check("push", True, f"{chunks} chunks pushed one at a time")
+        check(
+            "idempotent retry",
+            retried.skipped == 1 and retried.appended == 0,
+            f"re-sent chunk skipped={retried.skipped} appended={retried.appended}",
+        )
+        snapshot = buffer.snapshot(key)
+        got = [chunk for page in buffer.read(snapshot, 0, snapshot.end) for chunk in page]
+        check("read back", got == sent, f"{len(got)} of {chunks} chunks, byte-exact and in order")
+        total = sum(len(chunk) for chunk in sent)
+        counted = (snapshot.counted, snapshot.meta.get("bytes"))
+        check(
+            "counters",
+            counted == (chunks, str(total)),
+            f"chunk_count={counted[0]} bytes={counted[1]} (want {chunks}, {total})",
+        )
+        ttls = (buffer.ttl_of(key), buffer.ttl_of(meta))
+        check(
+            "ttl",
+            all(0 < ttl <= buffer.ttl for ttl in ttls),
+            f"list {ttls[0]}s, meta {ttls[1]}s (GENERATION_CHUNK_TTL={buffer.ttl})",
+        )
+    finally:
+        if not keep:
+            _clean(buffer, [key, meta], check)
+    return SmokeResult(
+        ok=all(c.ok for c in checks),
+        key=key,
+        chunks=chunks,
+        kept=keep,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+        checks=checks,
+    )
+
+
+def _clean(
+    buffer: GenerationBuffer, names: list[str], check: Callable[[str, bool, str], None]
+) -> None:
+    buffer.delete(names)
+    left = [name for name in names if buffer.exists(name)]
+    check("clean-up", not left, "keys deleted" if not left else f"left behind: {left}")

@@ -1,0 +1,264 @@
+"""MetadataValidator: pure checks of an assembled generation. No I/O.
+
+Every issue has a stable ``code``, a ``severity`` (strict mode aborts on
+``error`` only) and, where it points into the JSON, a ``path``.
+
+=====================  ========  ===============================================
+code                   severity  when
+=====================  ========  ===============================================
+empty_generation       error     the assembled content has no bytes
+invalid_utf8           error     the bytes are not UTF-8 (the offset is given)
+invalid_json           error     not JSON, or NaN/Infinity (line, column, offset)
+duplicate_key          warning   an object repeats a key (the last one wins)
+json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
+                                 a number beyond a double)
+chunk_count_mismatch   error     fewer chunks than the producer counted (lost)
+                       warning   more chunks than it counted
+oversize               error     over GENERATION_MAX_BYTES
+metadata_invalid       error     the row's metadata is not an object, or a reserved
+                                 key has the wrong type
+schema_violation       error     llm_response breaks GENERATION_JSON_SCHEMA
+=====================  ========  ===============================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["RESERVED_METADATA_TYPES", "Issue", "Validation", "size_issue", "validate"]
+
+Severity = Literal["error", "warning"]
+
+# Keys genbuffer writes into `metadata`, and the JSON types they must have.
+RESERVED_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "chunk_count": (int,),
+    "compacted_at": (str,),
+    "bytes": (int,),
+    "sha256": (str,),
+    "validation_errors": (list,),
+    "compacted": (str,),
+    "buffer": (dict,),
+}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One validation finding."""
+
+    code: str
+    message: str
+    severity: Severity = "error"
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form stored in `errors` and the audit log."""
+        data = {"code": self.code, "message": self.message, "severity": self.severity}
+        if self.path is not None:
+            data["path"] = self.path
+        return data
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The issues found, and the parsed JSON to store as `llm_response` (or None)."""
+
+    issues: tuple[Issue, ...] = ()
+    llm_response: Any = None
+    is_json: bool = False
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether any issue has severity `error`."""
+        return any(issue.severity == "error" for issue in self.issues)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def size_issue(size: int, limit: int) -> Issue | None:
+    """An `oversize` issue when ``size`` exceeds ``limit`` bytes."""
+    if size <= limit:
+        return None
+    return Issue("oversize", f"generation is {size} bytes, over the limit of {limit} bytes")
+
+
+def validate(
+    content: bytes,
+    *,
+    counted_chunks: int | None = None,
+    present_chunks: int | None = None,
+    row_metadata: Any = None,
+    schema: Mapping[str, Any] | None = None,
+    max_bytes: int | None = None,
+) -> Validation:
+    """Validate assembled content, the chunk counts and the row's metadata."""
+    issues: list[Issue] = []
+    if max_bytes is not None and (too_big := size_issue(len(content), max_bytes)):
+        issues.append(too_big)
+    issues.extend(_count_issues(counted_chunks, present_chunks))
+    issues.extend(_metadata_issues(row_metadata))
+    if not content:
+        issues.append(Issue("empty_generation", "the generation has no content"))
+        return Validation(tuple(issues))
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        issues.append(
+            Issue("invalid_utf8", f"content is not UTF-8: {exc.reason} at byte {exc.start}")
+        )
+        return Validation(tuple(issues))
+    parsed, json_issues = _parse_json(text)
+    issues.extend(json_issues)
+    if json_issues and json_issues[0].code == "invalid_json":
+        return Validation(tuple(issues))
+    unstorable = _unstorable_path(parsed)
+    if any(issue.code == "json_unstorable" for issue in json_issues):
+        unstorable = unstorable or "$"
+    elif unstorable is not None:
+        issues.append(
+            Issue(
+                "json_unstorable",
+                "JSON holds a NUL character or lone surrogate that a JSONB column cannot "
+                "hold; llm_response is left null, compacted keeps the bytes",
+                "warning",
+                unstorable,
+            )
+        )
+    if schema is not None:
+        issues.extend(_schema_issues(parsed, schema))
+    return Validation(tuple(issues), None if unstorable else parsed, is_json=True)
+
+
+def _count_issues(counted: int | None, present: int | None) -> list[Issue]:
+    if counted is None or present is None or counted == present:
+        return []
+    if present < counted:
+        return [
+            Issue(
+                "chunk_count_mismatch",
+                f"the producer counted {counted} chunks but {present} are there: "
+                f"{counted - present} expired or were removed before compaction",
+            )
+        ]
+    return [
+        Issue(
+            "chunk_count_mismatch",
+            f"{present} chunks are there but the producer counted {counted}",
+            "warning",
+        )
+    ]
+
+
+def _metadata_issues(metadata: Any) -> list[Issue]:
+    if metadata is None:
+        return []
+    if not isinstance(metadata, dict):
+        return [
+            Issue(
+                "metadata_invalid",
+                f"metadata must be a JSON object, found {type(metadata).__name__}",
+                path="$",
+            )
+        ]
+    issues = []
+    for key, types in RESERVED_METADATA_TYPES.items():
+        value = metadata.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            issues.append(
+                Issue(
+                    "metadata_invalid",
+                    f"metadata.{key} must be {expected}, found {type(value).__name__}",
+                    path=f"$.{key}",
+                )
+            )
+    return issues
+
+
+def _parse_json(text: str) -> tuple[Any, list[Issue]]:
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                duplicates.append(key)
+            seen[key] = value
+        return seen
+
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    def finite_float(literal: str) -> float:
+        number = float(literal)
+        if math.isinf(number):
+            overflows.append(literal)
+        return number
+
+    overflows: list[str] = []
+    try:
+        parsed = json.loads(
+            text, object_pairs_hook=pairs, parse_constant=reject_constant, parse_float=finite_float
+        )
+    except json.JSONDecodeError as exc:
+        return None, [
+            Issue(
+                "invalid_json",
+                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                f"(char {exc.pos})",
+            )
+        ]
+    except (ValueError, RecursionError) as exc:
+        reason = "nesting is too deep" if isinstance(exc, RecursionError) else str(exc)
+        return None, [Issue("invalid_json", f"not valid JSON: {reason}")]
+    issues = [
+        Issue("duplicate_key", f"key {key!r} appears more than once; the last wins", "warning")
+        for key in dict.fromkeys(duplicates)
+    ]
+    if overflows:
+        issues.append(
+            Issue(
+                "json_unstorable",
+                f"number {overflows[0]} does not fit a double; llm_response is left null",
+                "warning",
+            )
+        )
+    return parsed, issues
+
+
+def _has_unstorable(text: str) -> bool:
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _unstorable_path(value: Any) -> str | None:
+    """JSON path of the first string JSONB cannot store; iterative, so depth is no limit."""
+    stack: list[tuple[str, Any]] = [("$", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if _has_unstorable(node):
+                return path
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if _has_unstorable(key):
+                    return path
+                stack.append((f"{path}.{key}", child))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(node))
+    return None
+
+
+def _schema_issues(instance: Any, schema: Mapping[str, Any]) -> list[Issue]:
+    from jsonschema import validators  # noqa: PLC0415  (only when a schema is configured)
+
+    validator_class = validators.validator_for(schema)
+    validator = validator_class(schema)
+    found = sorted(validator.iter_errors(instance), key=lambda error: error.json_path)
+    return [Issue("schema_violation", error.message, path=error.json_path) for error in found]
