@@ -262,10 +262,14 @@ class GenerationBuffer:
         return PushResult(key=key, length=length, appended=appended, skipped=skipped)
 
     def _push_batch(
-        self, key: str, ids: tuple[object, object, object], batch: list[bytes | str], seq: int | None
+        self,
+        key: str,
+        ids: tuple[object, object, object],
+        batch: list[bytes | str],
+        seq: int | None,
     ) -> tuple[int, int, int]:
         if not batch:
-            return int(self.client.llen(key)), 0, 0  # type: ignore[arg-type]  # sync client
+            return int(self.client.llen(key)), 0, 0
         argv: list[Any] = [self.ttl, _now_iso(), *ids, "" if seq is None else seq, *batch]
         length, appended, skipped = self._push(keys=[key, keys.meta_key(key)], args=argv)
         return int(length), int(appended), int(skipped)
@@ -324,7 +328,9 @@ class GenerationBuffer:
                 yield chunks
                 position = last + 1
 
-    def acknowledge(self, key: str, stream_id: str, persisted: int, delete: bool) -> tuple[int, bool, int]:
+    def acknowledge(
+        self, key: str, stream_id: str, persisted: int, delete: bool
+    ) -> tuple[int, bool, int]:
         """Trim chunks below ``persisted`` (committed); with ``delete`` drop emptied keys.
 
         Returns (chunks trimmed, keys deleted, chunks left).
@@ -366,7 +372,7 @@ class GenerationBuffer:
         infos: list[KeyInfo] = []
         with redis_errors(self.url):
             for key in key_names:
-                kind = _text(self.client.type(key))  # type: ignore[arg-type]  # sync client
+                kind = _text(self.client.type(key))
                 length = {"list": self.client.llen, "hash": self.client.hlen}.get(kind)
                 try:
                     memory = self.client.memory_usage(key)
@@ -376,9 +382,9 @@ class GenerationBuffer:
                     KeyInfo(
                         key=key,
                         type=kind,
-                        length=int(length(key)) if length else 0,  # type: ignore[arg-type]
-                        ttl=int(self.client.ttl(key)),  # type: ignore[arg-type]
-                        memory_bytes=None if memory is None else int(memory),  # type: ignore[arg-type]
+                        length=int(length(key)) if length else 0,
+                        ttl=int(self.client.ttl(key)),
+                        memory_bytes=None if memory is None else int(memory),
                     )
                 )
         return infos
@@ -388,12 +394,12 @@ class GenerationBuffer:
         if not key_names:
             return 0
         with redis_errors(self.url):
-            return int(self.client.delete(*key_names))  # type: ignore[arg-type]
+            return int(self.client.delete(*key_names))
 
     def ttl_of(self, key: str) -> int:
         """TTL of a key in seconds (-1 no expiry, -2 no such key)."""
         with redis_errors(self.url):
-            return int(self.client.ttl(key))  # type: ignore[arg-type]  # sync client
+            return int(self.client.ttl(key))
 
     def exists(self, key: str) -> bool:
         """Whether the key exists."""

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from genbuffer.buffer import BufferSnapshot, GenerationBuffer
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
 from genbuffer.errors import ForeignArtifact, GenerationNotFound, NothingToCompact, UsageError
 from genbuffer.settings import Settings
-from genbuffer.validator import Issue, Validation, size_issue, validate
+from genbuffer.validator import Validation, size_issue, validate
 
 __all__ = [
     "CRASH_POINTS",
@@ -116,7 +116,38 @@ class CompactionResult(BaseModel):
     message: str = ""
 
 
-class _Abort(Exception):
+@dataclass
+class _Outcome:
+    """What happened while the row was locked."""
+
+    key: str
+    scenario_id: int | None
+    stream: str | None
+    end: int
+    chunk_count: int
+    size: int
+    new_chunks: int = 0
+    validation: Validation = field(default_factory=Validation)
+    sha256: str | None = None
+    persist: bool = False
+    abort_reason: str | None = None
+    validation_id: int | None = None
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the compaction was abandoned (strict errors, oversize, nothing left)."""
+        return self.abort_reason is not None
+
+    @property
+    def lost_chunks(self) -> bool:
+        """Whether validation found chunks missing from the buffer."""
+        return any(
+            issue.code == "chunk_count_mismatch" and issue.severity == "error"
+            for issue in self.validation.issues
+        )
+
+
+class _Rollback(Exception):
     """Leaves the row transaction so that it rolls back."""
 
 
@@ -144,18 +175,18 @@ def _existing_artifact(row: GenerationRow) -> bytes:
     legacy = isinstance(row.metadata, dict) and "compacted" in row.metadata
     if row.compacted is None and not legacy:
         return b""
-    hint = "run `genbuf migrate-compacted-from-metadata` first" if legacy else None
     if _buffer_record(row.metadata) is None or row.compacted is None:
         raise ForeignArtifact(
             f"generation {row.id} already holds an artifact that genbuf did not write",
-            hint=hint or "it was compacted by another tool; nothing was changed",
+            hint="run `genbuf migrate-compacted-from-metadata` first"
+            if legacy
+            else "it was compacted by another tool; nothing was changed",
         )
     try:
         data = base64.b64decode(row.compacted, validate=True)
     except (binascii.Error, ValueError):
         raise ForeignArtifact(f"generation {row.id}: compacted is not valid base64") from None
-    expected = row.metadata.get("sha256")
-    if expected != hashlib.sha256(data).hexdigest():
+    if row.metadata.get("sha256") != hashlib.sha256(data).hexdigest():
         raise ForeignArtifact(
             f"generation {row.id}: compacted was changed outside genbuf (sha256 differs)",
             hint="nothing was changed; inspect the row before compacting it again",
@@ -188,34 +219,26 @@ def assemble_and_persist(
     strict = config.strict if request.strict is None else request.strict
     mode = "strict" if strict else "soft"
     now = datetime.now(UTC)
-    outcome: dict[str, Any] = {}
+    outcome: _Outcome | None = None
     try:
         with repository.transaction() as tx:
-            outcome = _compact_locked(request, tx, buffer, config, mode, now)
-            if outcome["abort"] or request.dry_run:
-                raise _Abort
+            outcome = _compact_locked(request, tx, buffer, config, mode=mode, now=now)
+            if outcome.aborted or request.dry_run:
+                raise _Rollback
             _crash(config, "before_commit")
-    except _Abort:
+    except _Rollback:
         pass
+    assert outcome is not None  # _compact_locked either returned or raised past here
     _crash(config, "after_commit")
-    validation: Validation = outcome["validation"]
-    issues = [issue.as_dict() for issue in validation.issues]
-    validation_id = outcome.get("validation_id")
-    if outcome["abort"] and validation.issues and not request.dry_run:
-        with repository.transaction() as tx:
-            validation_id = tx.insert_issue(
-                organization_id=request.organization_id,
-                generation_id=request.generation_id,
-                mode=mode,
-                source=request.source,
-                errors=issues,
-                created_at=now,
-            )
-    if validation_id is not None:
+    issues = [issue.as_dict() for issue in outcome.validation.issues]
+    if outcome.aborted and issues and not request.dry_run:
+        with repository.transaction() as tx:  # strict mode still records what it found
+            outcome.validation_id = _insert_issue(tx, request, mode, issues, now)
+    if outcome.validation_id is not None:
         append_audit_line(
             config.audit_log,
             audit_record(
-                validation_id=validation_id,
+                validation_id=outcome.validation_id,
                 organization_id=request.organization_id,
                 generation_id=request.generation_id,
                 mode=mode,
@@ -225,54 +248,62 @@ def assemble_and_persist(
             ),
         )
     deleted, left = False, None
-    persisted = outcome["persist"] and not request.dry_run
-    if request.delete and not request.dry_run and not outcome["abort"] and outcome["stream"]:
+    if request.delete and not request.dry_run and not outcome.aborted and outcome.stream:
         _crash(config, "before_ack")
-        _, deleted, left = buffer.acknowledge(
-            outcome["key"], outcome["stream"], outcome["end"], delete=True
-        )
-    lost = any(
-        issue.code == "chunk_count_mismatch" and issue.severity == "error"
-        for issue in validation.issues
-    )
+        _, deleted, left = buffer.acknowledge(outcome.key, outcome.stream, outcome.end, True)
+    persisted = outcome.persist and not request.dry_run
     return CompactionResult(
-        ok=not outcome["abort"] and not lost,
+        ok=not outcome.aborted and not outcome.lost_chunks,
         persisted=persisted,
         organization_id=request.organization_id,
         generation_id=request.generation_id,
-        scenario_id=outcome["scenario_id"],
-        key=outcome["key"],
-        chunk_count=outcome["chunk_count"],
-        bytes=outcome["bytes"],
-        validation_id=validation_id,
+        scenario_id=outcome.scenario_id,
+        key=outcome.key,
+        chunk_count=outcome.chunk_count,
+        bytes=outcome.size,
+        validation_id=outcome.validation_id,
         issues=issues,
         deleted=deleted,
         mode=mode,
         dry_run=request.dry_run,
-        new_chunks=outcome["new_chunks"],
+        new_chunks=outcome.new_chunks,
         chunks_left=left,
-        sha256=outcome["sha256"],
-        message=_message(outcome, persisted, deleted, lost, request.dry_run),
+        sha256=outcome.sha256,
+        message=_message(outcome, persisted=persisted, deleted=deleted, dry_run=request.dry_run),
     )
 
 
-def _message(
-    outcome: dict[str, Any], persisted: bool, deleted: bool, lost: bool, dry_run: bool
-) -> str:
-    if outcome["abort"]:
-        return outcome["abort_reason"]
-    parts = []
+def _message(outcome: _Outcome, *, persisted: bool, deleted: bool, dry_run: bool) -> str:
+    if outcome.abort_reason is not None:
+        return outcome.abort_reason
     if dry_run:
-        parts.append(f"dry run: would persist {outcome['new_chunks']} new chunks")
+        parts = [f"dry run: would persist {outcome.new_chunks} new chunks"]
     elif persisted:
-        parts.append(f"persisted {outcome['new_chunks']} new chunks")
+        parts = [f"persisted {outcome.new_chunks} new chunks"]
     else:
-        parts.append("already up to date")
-    if lost:
+        parts = ["already up to date"]
+    if outcome.lost_chunks:
         parts.append("chunks were lost before compaction (see issues)")
     if deleted:
         parts.append("buffer deleted")
     return "; ".join(parts)
+
+
+def _insert_issue(
+    tx: Transaction,
+    request: CompactionRequest,
+    mode: str,
+    issues: list[dict[str, str]],
+    now: datetime,
+) -> int:
+    return tx.insert_issue(
+        organization_id=request.organization_id,
+        generation_id=request.generation_id,
+        mode=mode,
+        source=request.source,
+        errors=issues,
+        created_at=now,
+    )
 
 
 def _compact_locked(
@@ -280,10 +311,11 @@ def _compact_locked(
     tx: Transaction,
     buffer: GenerationBuffer,
     config: CompactionConfig,
+    *,
     mode: str,
     now: datetime,
-) -> dict[str, Any]:
-    """Everything that happens while the row is locked; returns what the caller needs."""
+) -> _Outcome:
+    """Everything that happens while the row is locked."""
     row = tx.lock_generation(request.generation_id)
     if row is None or row.organization_id != request.organization_id:
         raise GenerationNotFound(
@@ -300,74 +332,53 @@ def _compact_locked(
     _crash(config, "after_snapshot")
     existing = _existing_artifact(row)
     record = _buffer_record(row.metadata)
-    stream = snapshot.stream_id
-    done = record[1] if record is not None and record[0] == stream else 0
+    done = record[1] if record is not None and record[0] == snapshot.stream_id else 0
     start = max(done, snapshot.trimmed)
-    budget = config.max_bytes - len(existing)
-    new_chunks, new_size, over = _read_new_chunks(buffer, snapshot, start, budget)
-    total_size = len(existing) + new_size
-    outcome: dict[str, Any] = {
-        "key": key,
-        "scenario_id": scenario_id,
-        "stream": stream,
-        "end": snapshot.end,
-        "new_chunks": len(new_chunks),
-        "chunk_count": (row.chunk_count or 0) + len(new_chunks),
-        "bytes": total_size,
-        "sha256": None,
-        "abort": False,
-        "persist": False,
-        "abort_reason": "",
-    }
+    new_chunks, new_size, over = _read_new_chunks(
+        buffer, snapshot, start, config.max_bytes - len(existing)
+    )
+    outcome = _Outcome(
+        key=key,
+        scenario_id=scenario_id,
+        stream=snapshot.stream_id,
+        end=snapshot.end,
+        chunk_count=(row.chunk_count or 0) + len(new_chunks),
+        size=len(existing) + new_size,
+        new_chunks=len(new_chunks),
+    )
     if over:
-        issue = size_issue(total_size, config.max_bytes)
-        outcome.update(
-            validation=Validation((issue,) if issue else ()),
-            abort=True,
-            abort_reason=f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)",
-        )
+        issue = size_issue(outcome.size, config.max_bytes)
+        outcome.validation = Validation((issue,) if issue else ())
+        outcome.abort_reason = f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)"
         return outcome
     content = existing + b"".join(new_chunks)
-    validation = validate(
+    outcome.validation = validate(
         content,
         counted_chunks=snapshot.counted,
         present_chunks=snapshot.end,
         row_metadata=row.metadata,
         schema=config.schema,
     )
-    outcome["validation"] = validation
-    outcome["sha256"] = hashlib.sha256(content).hexdigest()
+    outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not new_chunks:
-        if existing or start > 0:
-            return outcome  # up to date: nothing to write, maybe something to acknowledge
-        if validation.has_errors and snapshot.counted:
-            outcome.update(abort=True, abort_reason="nothing left to compact: chunks were lost")
-            outcome["validation"] = Validation(
-                tuple(i for i in validation.issues if i.code == "chunk_count_mismatch")
-            )
-            return outcome
-        raise NothingToCompact(f"nothing to compact: the buffer at {key} holds no chunks")
-    if mode == "strict" and validation.has_errors:
-        outcome.update(abort=True, abort_reason="strict validation failed: nothing persisted")
+        return _nothing_new(outcome, key, has_history=bool(existing) or start > 0)
+    if mode == "strict" and outcome.validation.has_errors:
+        outcome.abort_reason = "strict validation failed: nothing persisted"
         return outcome
     if request.dry_run:
         return outcome
-    validation_id = None
-    issues = [issue.as_dict() for issue in validation.issues]
+    issues = [issue.as_dict() for issue in outcome.validation.issues]
     if issues:
-        validation_id = tx.insert_issue(
-            organization_id=request.organization_id,
-            generation_id=request.generation_id,
-            mode=mode,
-            source=request.source,
-            errors=issues,
-            created_at=now,
-        )
+        outcome.validation_id = _insert_issue(tx, request, mode, issues, now)
     tx.save_compaction(
         request.generation_id,
         _row_values(
-            row, content, validation, validation_id, snapshot, request, now, issues,
-            chunk_count=outcome["chunk_count"],
+            row,
+            content,
+            outcome,
+            compacted_by=request.compacted_by,
+            now=now,
+            issues=issues,
         ),
     )
     if config.backup_chunks:
@@ -375,21 +386,30 @@ def _compact_locked(
             request.organization_id, request.generation_id, row.chunk_count or 0, new_chunks
         )
     _crash(config, "after_update")
-    outcome.update(persist=True, validation_id=validation_id)
+    outcome.persist = True
     return outcome
+
+
+def _nothing_new(outcome: _Outcome, key: str, *, has_history: bool) -> _Outcome:
+    """No chunk to add: up to date, chunks lost before compaction, or nothing at all."""
+    if has_history:
+        return outcome  # up to date: nothing to write, maybe something to acknowledge
+    lost = tuple(i for i in outcome.validation.issues if i.code == "chunk_count_mismatch")
+    if lost and outcome.lost_chunks:
+        outcome.validation = Validation(lost)
+        outcome.abort_reason = "nothing left to compact: the chunks were lost"
+        return outcome
+    raise NothingToCompact(f"nothing to compact: the buffer at {key} holds no chunks")
 
 
 def _row_values(
     row: GenerationRow,
     content: bytes,
-    validation: Validation,
-    validation_id: int | None,
-    snapshot: BufferSnapshot,
-    request: CompactionRequest,
+    outcome: _Outcome,
+    *,
+    compacted_by: str,
     now: datetime,
     issues: list[dict[str, str]],
-    *,
-    chunk_count: int,
 ) -> dict[str, Any]:
     """The column values of a compacted row; metadata keeps everything but the blob."""
     metadata: dict[str, Any]
@@ -398,11 +418,11 @@ def _row_values(
     else:
         metadata = {} if row.metadata is None else {"previous_metadata": row.metadata}
     metadata.update(
-        chunk_count=chunk_count,
+        chunk_count=outcome.chunk_count,
         compacted_at=now.isoformat(),
         bytes=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        buffer={"stream_id": snapshot.stream_id, "offset": snapshot.end},
+        sha256=outcome.sha256,
+        buffer={"stream_id": outcome.stream, "offset": outcome.end},
     )
     if issues:
         metadata["validation_errors"] = issues
@@ -410,14 +430,13 @@ def _row_values(
         metadata.pop("validation_errors", None)
     values: dict[str, Any] = {
         "compacted": base64.b64encode(content).decode("ascii"),
-        "llm_response": validation.llm_response,
+        "llm_response": outcome.validation.llm_response,
         "metadata": metadata,
-        "chunk_count": chunk_count,
+        "chunk_count": outcome.chunk_count,
         "compacted_at": now,
-        "compacted_by": request.compacted_by,
+        "compacted_by": compacted_by,
         "updated_at": now,
     }
-    if validation_id is not None:
-        values["last_validation_issue_id"] = validation_id
+    if outcome.validation_id is not None:
+        values["last_validation_issue_id"] = outcome.validation_id
     return values
-

@@ -30,6 +30,7 @@ def push_lines(
     organization_id: int,
     generation_id: int,
     stream: BinaryIO | Iterable[bytes],
+    *,
     scenario_id: int | None = None,
     finish: bool = False,
 ) -> PushSummary:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -107,10 +108,8 @@ def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
         values["chunk_count"] = count
     stamp = metadata.get("compacted_at")
     if row.compacted_at is None and isinstance(stamp, str):
-        try:
+        with contextlib.suppress(ValueError):  # an unparsable stamp stays in metadata only
             values["compacted_at"] = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            pass
     return values
 
 

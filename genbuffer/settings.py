@@ -130,7 +130,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is not None and not env_file.is_file():
         raise UsageError(f"env file not found: {env_file}")
     try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        return Settings(_env_file=env_file)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"

@@ -22,28 +22,39 @@ __all__ = [
 OrganizationArg = Annotated[
     int,
     typer.Argument(
-        metavar="ORG", min=1, max=MAX_ID, help="Organization id (a positive integer).",
+        metavar="ORG",
+        min=1,
+        max=MAX_ID,
+        help="Organization id (a positive integer).",
         show_default=False,
     ),
 ]
 GenerationArg = Annotated[
     int,
     typer.Argument(
-        metavar="GEN", min=1, max=MAX_ID, help="Generation id (a positive integer).",
+        metavar="GEN",
+        min=1,
+        max=MAX_ID,
+        help="Generation id (a positive integer).",
         show_default=False,
     ),
 ]
 ScenarioOpt = Annotated[
     int | None,
     typer.Option(
-        "--scenario-id", min=1, max=MAX_ID, help="Scenario id, when the key carries one.",
+        "--scenario-id",
+        min=1,
+        max=MAX_ID,
+        help="Scenario id, when the key carries one.",
         show_default=False,
     ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
 ]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
+]
 DeleteOpt = Annotated[bool, typer.Option("--delete", help="Remove the Redis buffer afterwards.")]
 
 

@@ -32,7 +32,8 @@ def compact_generation(
         bool | None,
         typer.Option(
             "--strict/--soft",
-            help="Abort on validation errors, or persist anyway. [default: METADATA_VALIDATION_STRICT]",
+            help="Abort on validation errors, or persist anyway."
+            " [default: METADATA_VALIDATION_STRICT]",
             show_default=False,
         ),
     ] = None,

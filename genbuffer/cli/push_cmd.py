@@ -27,7 +27,9 @@ def push_cmd(
     """
     rt = runtime(ctx, as_json)
     stdin = typer.get_binary_stream("stdin")
-    result = push_lines(rt.buffer, organization_id, generation_id, stdin, scenario_id, finish)
+    result = push_lines(
+        rt.buffer, organization_id, generation_id, stdin, scenario_id=scenario_id, finish=finish
+    )
     emit(
         result,
         as_json,

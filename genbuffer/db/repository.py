@@ -6,9 +6,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from genbuffer.db.engine import database_errors, make_engine
@@ -17,9 +17,10 @@ from genbuffer.settings import Settings
 
 __all__ = ["GenerationRow", "Repository", "Transaction"]
 
-GEN = ScenarioGeneration.__table__
-ISSUES = MetadataValidationIssue.__table__
-CHUNKS = GenerationChunk.__table__
+# Core tables of the ORM models (the repository writes Core statements, not ORM units).
+GEN = cast(Table, ScenarioGeneration.__table__)
+ISSUES = cast(Table, MetadataValidationIssue.__table__)
+CHUNKS = cast(Table, GenerationChunk.__table__)
 BACKUP_BATCH = 1000  # rows per INSERT … VALUES statement
 
 
@@ -101,7 +102,7 @@ class Transaction:
     def backup_chunks(
         self, organization_id: int, generation_id: int, first_seq: int, chunks: Sequence[bytes]
     ) -> None:
-        """Keep raw chunks in `generation_chunks`, numbered from ``first_seq``; re-runs are no-ops."""
+        """Back raw chunks up in `generation_chunks` from ``first_seq``; re-runs are no-ops."""
         dialect = self.connection.dialect.name
         for start in range(0, len(chunks), BACKUP_BATCH):
             rows = [

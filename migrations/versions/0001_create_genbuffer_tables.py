@@ -59,7 +59,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["last_validation_issue_id"],
             ["metadata_validation_issues.id"],
-            name=op.f("fk_scenario_generations_last_validation_issue_id_metadata_validation_issues"),
+            name=op.f(
+                "fk_scenario_generations_last_validation_issue_id_metadata_validation_issues"
+            ),
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_scenario_generations")),
@@ -77,9 +79,7 @@ def upgrade() -> None:
             "generation_id", "seq", name=op.f("uq_generation_chunks_generation_id")
         ),
     )
-    op.create_index(
-        op.f("ix_generation_chunks_created_at"), "generation_chunks", ["created_at"]
-    )
+    op.create_index(op.f("ix_generation_chunks_created_at"), "generation_chunks", ["created_at"])
 
 
 def downgrade() -> None:

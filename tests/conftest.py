@@ -1,0 +1,207 @@
+"""Fixtures that choose the backend: embedded (fakeredis + SQLite) or the real servers.
+
+The same tests run on both. A test that needs a real server skips, with the
+reason, when the server is absent, except under CI=true, where it fails.
+Every test gets its own Redis key prefix (or fakeredis server) and its own
+database, and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from typer.testing import CliRunner, Result
+
+from genbuffer.buffer import GenerationBuffer
+from genbuffer.cli import app
+from genbuffer.compaction import CompactionConfig
+from genbuffer.db import migrate
+from genbuffer.db.repository import Repository
+from genbuffer.runtime import Runtime
+from genbuffer.settings import Settings
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_reachable: dict[str, str | None] = {}
+
+
+def _probe(name: str) -> str | None:
+    """None if the server answers, else why not (probed once per session)."""
+    if name not in _reachable:
+        try:
+            if name == "redis":
+                redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+            else:
+                psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+            _reachable[name] = None
+        except Exception as exc:  # any failure means: not reachable
+            _reachable[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _reachable[name]
+
+
+def require_server(name: str) -> None:
+    """Skip (fail under CI) unless the real server ``name`` ('redis' or 'postgres') answers."""
+    reason = _probe(name)
+    if reason is None:
+        return
+    target = REDIS_TEST_URL if name == "redis" else POSTGRES_ADMIN_URL
+    message = f"{name} is not reachable at {target} ({reason})"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def pg_url(database: str) -> str:
+    """SQLAlchemy URL of a database on the test PostgreSQL server."""
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    return base.replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database, created once; each test copies it."""
+    require_server("postgres")
+    name = f"genbuf_tpl_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    repository = Repository.from_settings(Settings(database_url=pg_url(name)))
+    migrate.upgrade(repository.engine, repository.url)
+    repository.engine.dispose()
+    yield name
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh migrated PostgreSQL database for one test; its URL."""
+    name = f"genbuf_t_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield pg_url(name)
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix on the real Redis owned by one test; its keys are removed afterwards."""
+    require_server("redis")
+    prefix = f"genbuf-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    for key in client.scan_iter(match=prefix.replace(":", r"\:") + "*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@dataclass
+class Stack:
+    """Settings, adapters and a CLI runner bound to one backend."""
+
+    name: str
+    env: dict[str, str]
+    tmp_path: Path
+    _runtime: Runtime | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """Settings read from this stack's environment."""
+        return Settings(**{key.lower(): value for key, value in self.env.items()})
+
+    @property
+    def runtime(self) -> Runtime:
+        """One shared Runtime (connections reused across a test)."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings)
+        return self._runtime
+
+    @property
+    def buffer(self) -> GenerationBuffer:
+        """The buffer adapter."""
+        return self.runtime.buffer
+
+    @property
+    def repository(self) -> Repository:
+        """The repository adapter."""
+        return self.runtime.repository
+
+    def config(self, **overrides: Any) -> CompactionConfig:
+        """Compaction config from settings, with overrides."""
+        base = CompactionConfig.from_settings(self.settings)
+        return CompactionConfig(**{**vars(base), **overrides})
+
+    @property
+    def audit_log(self) -> Path:
+        """The JSONL audit log path."""
+        return Path(self.env["METADATA_VALIDATION_LOG"])
+
+    def cli(
+        self, *args: str, input: bytes | str | None = None, env: Mapping[str, str] | None = None
+    ) -> Result:
+        """Run genbuf in-process with this stack's environment."""
+        return CliRunner().invoke(
+            app, list(args), input=input, env={**self.env, **(env or {})}, catch_exceptions=False
+        )
+
+    def close(self) -> None:
+        """Release connections."""
+        if self._runtime is not None and "repository" in vars(self._runtime):
+            self._runtime.repository.engine.dispose()
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": f"memory://{uuid.uuid4().hex}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'genbuffer.sqlite3'}",
+        "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
+    }
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The same test on fakeredis + SQLite and on the real Redis + PostgreSQL."""
+    if request.param == "embedded":
+        env = _embedded_env(tmp_path)
+        repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
+        migrate.upgrade(repository.engine, repository.url)
+        repository.engine.dispose()
+    else:
+        env = {
+            "REDIS_URL": REDIS_TEST_URL,
+            "REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+            "DATABASE_URL": request.getfixturevalue("pg_database"),
+            "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
+        }
+    built = Stack(name=request.param, env=env, tmp_path=tmp_path)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Stack]:
+    """Only the embedded backend, for tests about logic rather than servers."""
+    env = _embedded_env(tmp_path)
+    repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
+    migrate.upgrade(repository.engine, repository.url)
+    repository.engine.dispose()
+    built = Stack(name="embedded", env=env, tmp_path=tmp_path)
+    yield built
+    built.close()

@@ -1,0 +1,36 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from genbuffer.compaction import CompactionRequest, CompactionResult, assemble_and_persist
+from tests.conftest import Stack
+
+
+def compact(stack: Stack, org: int, gen: int, **options: Any) -> CompactionResult:
+    """Run assemble_and_persist on the stack; ``config`` overrides go in ``config=``."""
+    config = stack.config(**options.pop("config", {}))
+    return assemble_and_persist(
+        CompactionRequest(org, gen, **options),
+        buffer=stack.buffer,
+        repository=stack.repository,
+        config=config,
+    )
+
+
+def stored_bytes(stack: Stack, gen: int) -> bytes | None:
+    """The base64-decoded `compacted` column of a row."""
+    row = stack.repository.get_generation(gen)
+    assert row is not None
+    return None if row.compacted is None else base64.b64decode(row.compacted)
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    """Every JSON line of the audit log (none if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -1,0 +1,88 @@
+"""The Redis buffer: push atomicity and meta, TTL, idempotent sequence numbers, inspection."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from genbuffer import keys
+from tests.conftest import Stack
+
+
+def test_push_writes_list_meta_and_ttl_on_creation(stack: Stack) -> None:
+    """One push: RPUSH, counters, timestamps, ids, and the TTL on both keys."""
+    result = stack.buffer.push_chunk(12, 59, "héllo", scenario_id=345)
+    assert result.key == (
+        f"{stack.buffer.prefix}app:scenario_planning:org:12:scenario:345:generation:59:chunks"
+    )
+    meta = stack.buffer.snapshot(result.key).meta
+    assert meta["chunk_count"] == "1" and meta["bytes"] == "6"
+    assert (meta["organization_id"], meta["scenario_id"], meta["generation_id"]) == (
+        "12",
+        "345",
+        "59",
+    )
+    assert meta["first_chunk_at"].endswith("Z") and meta["last_chunk_at"] >= meta["first_chunk_at"]
+    for key in (result.key, keys.meta_key(result.key)):
+        assert 86000 < stack.buffer.ttl_of(key) <= 86400
+
+
+def test_ttl_is_set_at_creation_not_refreshed(stack: Stack) -> None:
+    """Later pushes do not extend the TTL set when the key was created."""
+    key = stack.buffer.push_chunk(1, 2, b"a").key
+    stack.buffer.client.expire(key, 100)
+    stack.buffer.push_chunk(1, 2, b"b")
+    assert stack.buffer.ttl_of(key) <= 100
+
+
+def test_sequence_numbers_make_retried_pushes_idempotent(stack: Stack) -> None:
+    """A re-sent chunk (same seq) is skipped; a jump forward is recorded as a gap."""
+    stack.buffer.push_many(1, 3, [b"a", b"b"], seq=0)
+    retried = stack.buffer.push_chunk(1, 3, b"b", seq=1)
+    assert (retried.appended, retried.skipped) == (0, 1)
+    stack.buffer.push_chunk(1, 3, b"z", seq=5)
+    snapshot = stack.buffer.snapshot(retried.key)
+    assert snapshot.length == 3 and snapshot.meta["gaps"] == "3"
+    assert snapshot.counted == 6  # the counter says 6 were produced: 3 are missing
+
+
+def test_push_over_max_len_warns(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """GENERATION_CHUNK_MAX_LEN exceeded: a warning naming the key."""
+    stack.buffer.max_len = 2
+    with caplog.at_level(logging.WARNING, logger="genbuffer"):
+        stack.buffer.push_many(1, 4, [b"a", b"b", b"c"])
+    assert "over GENERATION_CHUNK_MAX_LEN=2" in caplog.text
+
+
+def test_large_batches_keep_order(stack: Stack) -> None:
+    """push_many splits big batches across Lua calls without reordering."""
+    sent = [str(i).encode() for i in range(2500)]
+    key = stack.buffer.push_many(1, 5, sent).key
+    snapshot = stack.buffer.snapshot(key)
+    assert [c for page in stack.buffer.read(snapshot, 0, snapshot.end) for c in page] == sent
+
+
+def test_acknowledge_trims_only_committed_chunks(stack: Stack) -> None:
+    """An acknowledgement trims by absolute position; repeated or older ones are no-ops."""
+    key = stack.buffer.push_many(1, 6, [b"a", b"b", b"c"]).key
+    snapshot = stack.buffer.snapshot(key)
+    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 2, delete=True) == (2, False, 1)
+    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 1, delete=True) == (0, False, 1)
+    again = stack.buffer.snapshot(key)
+    assert (again.trimmed, again.length) == (2, 1)
+    assert list(stack.buffer.read(again, 2, 3)) == [[b"c"]]
+    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 3, delete=True) == (1, True, 0)
+    assert stack.buffer.generation_keys(1, 6) == []
+
+
+def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
+    """Without --scenario-id every scenario's keys of the generation are found."""
+    stack.buffer.push_chunk(1, 7, b"a", scenario_id=10)
+    stack.buffer.push_chunk(1, 7, b"b")
+    stack.buffer.push_chunk(1, 70, b"other generation", scenario_id=10)
+    found = stack.buffer.generation_keys(1, 7)
+    assert len(found) == 4
+    assert all(key.startswith(stack.buffer.prefix) for key in found)
+    assert all(":generation:7:" in key for key in found)
+    assert stack.buffer.delete(found) == 4

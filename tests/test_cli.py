@@ -1,0 +1,192 @@
+"""genbuf through CliRunner: every command, its exit codes, human and --json output."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.conftest import Stack
+from tests.helpers import audit_lines, stored_bytes
+
+
+def _json(output: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+def test_push_compact_inspect_round_trip(stack: Stack) -> None:
+    """push from stdin, compact --delete --json, inspect shows no key left."""
+    gen = stack.repository.create_generation(12)
+    document = '{\n  "plan": "ñandú 🙂",\n  "steps": [1, 2]\n}\n'
+    pushed = stack.cli("push", "12", str(gen), "--finish", "--json", input=document.encode())
+    assert pushed.exit_code == 0, pushed.output
+    assert _json(pushed.stdout)["chunks"] == 4
+
+    compacted = stack.cli("compact-generation", "12", str(gen), "--delete", "--json")
+    assert compacted.exit_code == 0, compacted.output
+    out = _json(compacted.stdout)
+    for field in (
+        "ok",
+        "persisted",
+        "organization_id",
+        "generation_id",
+        "scenario_id",
+        "key",
+        "chunk_count",
+        "bytes",
+        "validation_id",
+        "issues",
+        "deleted",
+    ):
+        assert field in out
+    assert out["ok"] and out["persisted"] and out["deleted"] and out["chunk_count"] == 4
+    assert stored_bytes(stack, gen) == document.encode()
+
+    inspected = stack.cli("inspect-generation", "12", str(gen), "--json")
+    assert inspected.exit_code == 0 and _json(inspected.stdout)["keys"] == []
+
+
+def test_compact_human_output_names_the_outcome(stack: Stack) -> None:
+    """Without --json a person sees the result and the issues table."""
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_chunk(3, gen, b"{oops")
+    result = stack.cli("compact-generation", "3", str(gen), "--soft")
+    assert result.exit_code == 0
+    assert "persisted 1 new chunks" in result.stdout and "invalid_json" in result.stdout
+
+
+def test_strict_failure_exits_1_with_validation_id(stack: Stack) -> None:
+    """Strict validation failure: exit 1, ok=false and the validation_id in the JSON."""
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_chunk(3, gen, b"{oops")
+    result = stack.cli("compact-generation", "3", str(gen), "--strict", "--json")
+    assert result.exit_code == 1
+    out = _json(result.stdout)
+    assert out["ok"] is False and out["persisted"] is False and out["validation_id"] >= 1
+
+
+def test_strict_comes_from_the_setting_by_default(stack: Stack) -> None:
+    """METADATA_VALIDATION_STRICT=true makes compaction strict without --strict."""
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_chunk(3, gen, b"{oops")
+    result = stack.cli(
+        "compact-generation", "3", str(gen), "--json", env={"METADATA_VALIDATION_STRICT": "true"}
+    )
+    assert result.exit_code == 1 and _json(result.stdout)["mode"] == "strict"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compact-generation", "0", "1"],
+        ["compact-generation", "12", "-5"],
+        ["compact-generation", "12", "5*"],
+        ["compact-generation", "12", "abc"],
+        ["compact-generation", "1", "2", "--scenario-id", "0"],
+        ["compact-generation", "1", str(2**63)],
+        ["inspect-generation", "1", "[a-z]"],
+        ["push", "x", "1"],
+        ["emit-validation-test", "0"],
+        ["test-redis-buffer", "--chunks", "0"],
+        ["migrate-compacted-from-metadata", "--batch-size", "0"],
+        ["purge-chunks", "--older-than", "soon"],
+        ["compact-generation", "1", "2", "--no-such-option"],
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(stack: Stack, args: list[str]) -> None:
+    """Bad ids and options: exit 2, a message on stderr, nothing on stdout."""
+    result = stack.cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_missing_row_exits_1(stack: Stack) -> None:
+    """No such row (or another organization's): exit 1 and one error line."""
+    gen = stack.repository.create_generation(1)
+    result = stack.cli("compact-generation", "2", str(gen), "--json")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no generation")
+    assert _json(result.stdout)["error"]["type"] == "GenerationNotFound"
+
+
+def test_nothing_to_compact_exits_1(stack: Stack) -> None:
+    """A row without a buffer: exit 1 with a hint."""
+    gen = stack.repository.create_generation(1)
+    result = stack.cli("compact-generation", "1", str(gen))
+    assert result.exit_code == 1 and "nothing to compact" in result.stderr
+    assert "hint:" in result.stderr
+
+
+def test_inspect_and_delete(stack: Stack) -> None:
+    """inspect-generation lists type, length and TTL; --delete removes the keys."""
+    stack.buffer.push_many(5, 6, [b"a", b"b"], scenario_id=7)
+    listed = stack.cli("inspect-generation", "5", "6", "--json")
+    keys = _json(listed.stdout)["keys"]
+    assert [(k["type"], k["length"]) for k in keys] == [("list", 2), ("hash", 7)]
+    assert all(0 < k["ttl"] <= 86400 for k in keys)
+    human = stack.cli("inspect-generation", "5", "6", "--scenario-id", "7")
+    assert "list" in human.stdout and "hash" in human.stdout
+    deleted = stack.cli("inspect-generation", "5", "6", "--delete", "--json")
+    assert _json(deleted.stdout)["deleted"] == 2
+    assert _json(stack.cli("inspect-generation", "5", "6", "--json").stdout)["keys"] == []
+
+
+def test_emit_validation_test_writes_row_and_line(stack: Stack) -> None:
+    """emit-validation-test prints the id of the row it wrote and logs the same id."""
+    result = stack.cli("emit-validation-test", "9999", "--org", "12", "--json")
+    assert result.exit_code == 0
+    validation_id = _json(result.stdout)["validation_id"]
+    row = stack.repository.issue(validation_id)
+    assert row is not None and row["generation_id"] == 9999 and row["source"] == "debug"
+    assert audit_lines(stack.audit_log)[-1]["validation_id"] == validation_id
+    human = stack.cli("emit-validation-test", "9999")
+    assert f"validation_id {validation_id + 1}" in human.stdout
+
+
+def test_redis_smoke_test_passes_and_cleans_up(stack: Stack) -> None:
+    """test-redis-buffer passes every check and leaves no key behind."""
+    result = stack.cli("test-redis-buffer", "--chunks", "15", "--json")
+    assert result.exit_code == 0, result.output
+    out = _json(result.stdout)
+    assert out["ok"] and {c["name"] for c in out["checks"]} >= {"read back", "ttl", "clean-up"}
+    assert not stack.buffer.exists(out["key"])
+    kept = _json(stack.cli("test-redis-buffer", "--keep", "--json").stdout)
+    assert stack.buffer.exists(kept["key"])
+    stack.buffer.delete([kept["key"], kept["key"] + ":meta"])
+
+
+def test_migrate_and_purge_commands(stack: Stack) -> None:
+    """migrate-compacted-from-metadata and purge-chunks run and report in JSON."""
+    blob = base64.b64encode(b"legacy").decode()
+    gen = stack.repository.create_generation(1, metadata={"compacted": blob, "chunk_count": 2})
+    dry = _json(stack.cli("migrate-compacted-from-metadata", "--dry-run", "--json").stdout)
+    assert dry["migrated"] == 1 and stored_bytes(stack, gen) is None
+    done = stack.cli("migrate-compacted-from-metadata", "--json")
+    assert _json(done.stdout)["migrated"] == 1 and stored_bytes(stack, gen) == b"legacy"
+    purge = stack.cli("purge-chunks", "--older-than", "1d", "--json")
+    assert purge.exit_code == 0 and _json(purge.stdout)["purged"] == 0
+
+
+def test_db_upgrade_is_idempotent(stack: Stack) -> None:
+    """genbuf db upgrade on a migrated database reports head and changes nothing."""
+    result = stack.cli("db", "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert _json(result.stdout)["revision"] == "0001"
+
+
+def test_every_command_has_help_with_an_example(stack: Stack) -> None:
+    """Each command's --help works and shows an example line."""
+    for command in (
+        "compact-generation",
+        "inspect-generation",
+        "emit-validation-test",
+        "test-redis-buffer",
+        "migrate-compacted-from-metadata",
+        "purge-chunks",
+        "push",
+    ):
+        result = stack.cli(command, "--help")
+        assert result.exit_code == 0 and "Example" in result.stdout, command
+    assert "Example" in stack.cli("db", "upgrade", "--help").stdout

@@ -1,0 +1,61 @@
+"""The Redis key scheme, pinned as literal strings."""
+
+from __future__ import annotations
+
+import pytest
+
+from genbuffer import keys
+from genbuffer.errors import UsageError
+
+
+def test_chunks_key_with_scenario_is_pinned() -> None:
+    """The scenario key is exactly the contract's string."""
+    assert (
+        keys.chunks_key(12, 59, 345)
+        == "app:scenario_planning:org:12:scenario:345:generation:59:chunks"
+    )
+
+
+def test_chunks_key_without_scenario_is_pinned() -> None:
+    """Without a scenario the key drops the scenario segment."""
+    assert keys.chunks_key(12, 59) == "app:scenario_planning:org:12:generation:59:chunks"
+
+
+def test_meta_key_is_chunks_key_plus_meta() -> None:
+    """The meta hash is the chunks key with ':meta'."""
+    assert (
+        keys.meta_key(keys.chunks_key(12, 59))
+        == "app:scenario_planning:org:12:generation:59:chunks:meta"
+    )
+
+
+@pytest.mark.parametrize("prefix", ["laravel_database_", "laravel-database-", "my*app["])
+def test_prefix_is_applied_once_and_parsed_back(prefix: str) -> None:
+    """A key built with a prefix parses back to its ids with the same prefix."""
+    key = keys.chunks_key(7, 8, 9, prefix)
+    assert key == f"{prefix}app:scenario_planning:org:7:scenario:9:generation:8:chunks"
+    parts = keys.parse_chunks_key(key, prefix)
+    assert parts == keys.KeyParts(7, 9, 8, is_meta=False)
+    assert keys.parse_chunks_key(prefix + key, prefix) is None  # never prefixed twice
+
+
+def test_scan_pattern_escapes_glob_characters_in_the_prefix() -> None:
+    """Glob characters in a prefix are escaped so SCAN matches them literally."""
+    assert (
+        keys.scenario_scan_pattern(1, 2, "a*b?[c]")
+        == r"a\*b\?\[c\]app:scenario_planning:org:1:scenario:*:generation:2:chunks*"
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, "12*", "1e3", "", "abc", True, 2**63, "٣"])
+def test_validate_id_rejects_everything_but_positive_bigints(bad: object) -> None:
+    """Ids must be positive integers that fit a bigint."""
+    with pytest.raises(UsageError):
+        keys.validate_id(bad)
+
+
+def test_parse_rejects_foreign_keys() -> None:
+    """Keys that are not buffer keys parse to None."""
+    assert keys.parse_chunks_key("app:scenario_planning:org:1:generation:2:chunksX") is None
+    assert keys.parse_chunks_key("app:scenario_planning:org:0:generation:2:chunks") is None
+    assert keys.parse_chunks_key("other") is None
