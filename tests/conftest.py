@@ -175,22 +175,38 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def _servers_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": REDIS_TEST_URL,
+        "REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+        "DATABASE_URL": request.getfixturevalue("pg_database"),
+        "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
+    }
+
+
+def _embedded_stack(tmp_path: Path) -> Stack:
+    env = _embedded_env(tmp_path)
+    repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
+    migrate.upgrade(repository.engine, repository.url)
+    repository.engine.dispose()
+    return Stack(name="embedded", env=env, tmp_path=tmp_path)
+
+
 @pytest.fixture(params=["embedded", "servers"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """The same test on fakeredis + SQLite and on the real Redis + PostgreSQL."""
     if request.param == "embedded":
-        env = _embedded_env(tmp_path)
-        repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
-        migrate.upgrade(repository.engine, repository.url)
-        repository.engine.dispose()
+        built = _embedded_stack(tmp_path)
     else:
-        env = {
-            "REDIS_URL": REDIS_TEST_URL,
-            "REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
-            "DATABASE_URL": request.getfixturevalue("pg_database"),
-            "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
-        }
-    built = Stack(name=request.param, env=env, tmp_path=tmp_path)
+        built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """Only the real Redis + PostgreSQL, for what an in-process backend cannot show."""
+    built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
     yield built
     built.close()
 
@@ -198,10 +214,56 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Stack]:
     """Only the embedded backend, for tests about logic rather than servers."""
-    env = _embedded_env(tmp_path)
-    repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
-    migrate.upgrade(repository.engine, repository.url)
-    repository.engine.dispose()
-    built = Stack(name="embedded", env=env, tmp_path=tmp_path)
+    built = _embedded_stack(tmp_path)
     yield built
     built.close()
+
+
+# -- reporting: how many tests ran against the real servers ---------------------------
+
+_REDIS_FIXTURES = {"redis_prefix", "servers"}
+_PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
+_server_outcomes: dict[str, dict[str, int]] = {
+    "redis": {"passed": 0, "failed": 0, "skipped": 0},
+    "postgres": {"passed": 0, "failed": 0, "skipped": 0},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the real servers it uses."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_servers = callspec is not None and callspec.params.get("stack") == "servers"
+        if on_servers or names & _REDIS_FIXTURES:
+            item.add_marker(pytest.mark.redis_server)
+        uses_pg = callspec is not None and callspec.params.get("kind") == "postgres"
+        if on_servers or uses_pg or names & _PG_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Count outcomes of server tests (setup skips included)."""
+    if call.when == "teardown":
+        return
+    outcome = (
+        "skipped" if call.excinfo and call.excinfo.errisinstance(pytest.skip.Exception) else None
+    )
+    if outcome is None and call.when == "call":
+        outcome = "failed" if call.excinfo else "passed"
+    if outcome is None:
+        if call.excinfo is None:
+            return
+        outcome = "failed"
+    for marker, name in (("redis_server", "redis"), ("postgres", "postgres")):
+        if item.get_closest_marker(marker):
+            _server_outcomes[name][outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per real server: how many tests ran against it."""
+    for name, counts in _server_outcomes.items():
+        terminalreporter.write_line(
+            f"real {name}: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped"
+        )

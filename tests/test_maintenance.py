@@ -1,0 +1,116 @@
+"""migrate-compacted-from-metadata and purge-chunks on both backends."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from genbuffer.db.repository import CHUNKS
+from genbuffer.errors import UsageError
+from genbuffer.maintenance import migrate_compacted_from_metadata, parse_age, purge_chunks
+from tests.conftest import Stack
+from tests.helpers import compact, stored_bytes
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_migration_moves_blobs_in_batches_and_is_idempotent(stack: Stack) -> None:
+    """Every legacy blob moves to the column; metadata keeps the rest; a rerun does nothing."""
+    gens = [
+        stack.repository.create_generation(
+            1,
+            metadata={
+                "compacted": _b64(f"gen{i}".encode()),
+                "chunk_count": i,
+                "compacted_at": "2025-01-02T03:04:05Z",
+                "note": "kept",
+            },
+        )
+        for i in range(7)
+    ]
+    plain = stack.repository.create_generation(1, metadata={"note": "no blob"})
+    seen: list[tuple[int, int]] = []
+    result = migrate_compacted_from_metadata(
+        stack.repository, batch_size=3, progress=lambda done, total: seen.append((done, total))
+    )
+    assert (result.candidates, result.migrated, result.batches) == (7, 7, 3)
+    assert seen[-1] == (7, 7)
+    for i, gen in enumerate(gens):
+        row = stack.repository.get_generation(gen)
+        assert row is not None
+        assert stored_bytes(stack, gen) == f"gen{i}".encode()
+        assert row.metadata == {
+            "chunk_count": i,
+            "compacted_at": "2025-01-02T03:04:05Z",
+            "note": "kept",
+        }
+        assert row.chunk_count == i and row.compacted_at is not None
+    assert stack.repository.get_generation(plain).compacted is None  # type: ignore[union-attr]
+    again = migrate_compacted_from_metadata(stack.repository, batch_size=3)
+    assert (again.candidates, again.migrated) == (0, 0)
+
+
+def test_migration_dry_run_and_conflicts(stack: Stack) -> None:
+    """--dry-run writes nothing; a blob that disagrees with the column is left alone."""
+    moved = stack.repository.create_generation(1, metadata={"compacted": _b64(b"a")})
+    broken = stack.repository.create_generation(1, metadata={"compacted": "%%% not base64"})
+    dry = migrate_compacted_from_metadata(stack.repository, dry_run=True)
+    assert (dry.migrated, dry.conflicts) == (1, [broken])
+    assert stored_bytes(stack, moved) is None
+    real = migrate_compacted_from_metadata(stack.repository)
+    assert (real.migrated, real.conflicts) == (1, [broken])
+    assert stack.repository.get_generation(broken).metadata["compacted"] == "%%% not base64"  # type: ignore[union-attr]
+
+
+def _age_backups(stack: Stack, days: int) -> None:
+    with stack.repository.transaction() as tx:
+        tx.connection.execute(
+            update(CHUNKS).values(created_at=datetime.now(UTC) - timedelta(days=days))
+        )
+
+
+def test_purge_removes_old_backups_of_compacted_generations_only(stack: Stack) -> None:
+    """Old backups of compacted generations go; others, and recent ones, stay."""
+    gen = stack.repository.create_generation(2)
+    stack.buffer.push_many(2, gen, [b"a", b"b", b"c"])
+    compact(stack, 2, gen)
+    pending = stack.repository.create_generation(2)
+    with stack.repository.transaction() as tx:  # a backup the producer app wrote itself
+        tx.backup_chunks(2, pending, 0, [b"not compacted yet"])
+    assert purge_chunks(stack.repository, "7d").purged == 0  # all recent
+    _age_backups(stack, 10)
+    dry = purge_chunks(stack.repository, "7d", dry_run=True)
+    assert (dry.purged, dry.kept_not_compacted) == (3, 1)
+    assert len(stack.repository.backups(gen)) == 3
+    real = purge_chunks(stack.repository, "7d", batch_size=2)
+    assert (real.purged, real.batches, real.kept_not_compacted) == (3, 2, 1)
+    assert stack.repository.backups(gen) == []
+    assert stack.repository.backups(pending) == [b"not compacted yet"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", timedelta(days=7)),
+        ("12h", timedelta(hours=12)),
+        ("30m", timedelta(minutes=30)),
+        ("2w", timedelta(weeks=2)),
+        ("90s", timedelta(seconds=90)),
+        ("3", timedelta(days=3)),
+    ],
+)
+def test_parse_age(text: str, expected: timedelta) -> None:
+    """Ages take s, m, h, d, w; a bare number is days."""
+    assert parse_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0d", "-1d", "7x", "d7", "1.5d"])
+def test_parse_age_rejects_bad_input(text: str) -> None:
+    """Anything else is a usage error."""
+    with pytest.raises(UsageError):
+        parse_age(text)

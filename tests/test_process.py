@@ -1,0 +1,104 @@
+"""genbuf as a real process: exit codes, one-line errors, no traceback, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+from tests.helpers import stored_bytes
+
+pytestmark = pytest.mark.slow
+GENBUF = str(Path(sys.executable).parent / "genbuf")
+
+
+def _run(
+    args: list[str], env: dict[str, str], stdin: bytes = b""
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DB_", "DATABASE_"))
+    }
+    done = subprocess.run(
+        [GENBUF, *args],
+        input=stdin,
+        env={**clean, **env},
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def test_redis_down_exits_3_with_one_line(tmp_path: Path) -> None:
+    """Nothing listens on the Redis port: exit 3, one error line, a hint, no traceback."""
+    env = {
+        "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+    }
+    done = _run(["test-redis-buffer"], env)
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("error: Redis is unreachable at redis://:***@127.0.0.1:1/0")
+    assert lines[1].startswith("hint:") and len(lines) == 2
+    assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_database_down_exits_3_with_one_line(tmp_path: Path) -> None:
+    """Nothing listens on the database port: exit 3, password masked, JSON error on stdout."""
+    env = {"DATABASE_URL": "postgresql://app:hunter2@127.0.0.1:1/app", "REDIS_URL": "memory://"}
+    done = _run(["emit-validation-test", "5", "--json"], env)
+    assert done.returncode == 3
+    assert done.stderr.startswith("error: the database is unreachable at ")
+    assert "app:***@127.0.0.1:1/app" in done.stderr
+    assert json.loads(done.stdout)["error"]["exit_code"] == 3
+    assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_schema_missing_exits_1_with_hint(tmp_path: Path) -> None:
+    """An unmigrated database: exit 1 and the hint to run `genbuf db upgrade`."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}", "REDIS_URL": "memory://"}
+    done = _run(["emit-validation-test", "5"], env)
+    assert done.returncode == 1
+    assert "tables are missing" in done.stderr and "genbuf db upgrade" in done.stderr
+
+
+def test_bad_id_exits_2(tmp_path: Path) -> None:
+    """A non-integer id is a usage error: exit 2, nothing on stdout."""
+    done = _run(["compact-generation", "12", "5*", "--json"], {})
+    assert done.returncode == 2 and done.stdout == ""
+    assert "Invalid value for 'GEN'" in done.stderr
+
+
+def test_env_file_option_and_variable(tmp_path: Path) -> None:
+    """--env-file and GENBUF_ENV_FILE both load settings; a missing file is exit 2."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"DB_CONNECTION=sqlite\nDB_DATABASE={tmp_path / 'db.sqlite3'}\n")
+    upgraded = _run(["--env-file", str(env_file), "db", "upgrade", "--json"], {})
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["database"].endswith("db.sqlite3")
+    via_variable = _run(["db", "upgrade", "--json"], {"GENBUF_ENV_FILE": str(env_file)})
+    assert json.loads(via_variable.stdout)["revision"] == "0001"
+    missing = _run(["--env-file", str(tmp_path / "nope.env"), "db", "upgrade"], {})
+    assert missing.returncode == 2
+
+
+def test_push_then_compact_on_real_servers_in_separate_processes(servers: Stack) -> None:
+    """The operator flow across processes: push, compact --delete, inspect; byte-exact."""
+    stack = servers
+    gen = stack.repository.create_generation(12)
+    payload = b'{"a": "\xc3\xb1"}\n[1,\n2]\n\x00no newline at end'
+    assert _run(["push", "12", str(gen)], stack.env, stdin=payload).returncode == 0
+    done = _run(["compact-generation", "12", str(gen), "--delete", "--soft", "--json"], stack.env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["deleted"] and out["chunk_count"] == 4 and out["bytes"] == len(payload)
+    inspected = _run(["inspect-generation", "12", str(gen), "--json"], stack.env)
+    assert json.loads(inspected.stdout)["keys"] == []
+    assert stored_bytes(stack, gen) == payload

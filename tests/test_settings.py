@@ -1,0 +1,134 @@
+"""Settings: Laravel names, env files, precedence, masking and bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genbuffer.errors import UsageError
+from genbuffer.settings import MEMORY_REDIS_URL, Settings, load_settings, mask_url
+
+LARAVEL_ENV = """\
+APP_NAME=Laravel
+REDIS_CLIENT=phpredis
+REDIS_HOST=10.1.2.3
+REDIS_PASSWORD=null
+REDIS_PORT=6380
+REDIS_DB=2
+REDIS_PREFIX=laravel_database_
+DB_CONNECTION=pgsql
+DB_HOST=db.internal
+DB_PORT=5433
+DB_DATABASE=app
+DB_USERNAME=app
+DB_PASSWORD="s3cr:et@"
+GENERATION_CHUNK_TTL=3600
+METADATA_VALIDATION_STRICT=true
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No genbuffer-related variables leak in from the machine running the tests."""
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_defaults_are_embedded(clean_env: None) -> None:
+    """With nothing configured: in-process Redis and a local SQLite file."""
+    settings = load_settings()
+    assert settings.effective_redis_url() == MEMORY_REDIS_URL
+    assert settings.effective_database_url() == "sqlite:///storage/genbuffer.sqlite3"
+    assert settings.generation_chunk_ttl == 86400 and not settings.metadata_validation_strict
+
+
+def test_laravel_env_file_is_read_as_it_is(clean_env: None, tmp_path: Path) -> None:
+    """A Laravel .env: REDIS_* and DB_* build the URLs; 'null' is null; quotes are stripped."""
+    env = tmp_path / ".env"
+    env.write_text(LARAVEL_ENV)
+    settings = load_settings(env)
+    assert settings.redis_password is None
+    assert settings.effective_redis_url() == "redis://10.1.2.3:6380/2"
+    assert settings.redis_prefix == "laravel_database_"
+    assert settings.effective_database_url() == (
+        "postgresql+psycopg://app:s3cr%3Aet%40@db.internal:5433/app"
+    )
+    assert settings.generation_chunk_ttl == 3600 and settings.metadata_validation_strict
+
+
+def test_environment_wins_over_env_file(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variable in the environment overrides the same one in the env file."""
+    env = tmp_path / ".env"
+    env.write_text(LARAVEL_ENV)
+    monkeypatch.setenv("REDIS_URL", "redis://override:6379/0")
+    assert load_settings(env).effective_redis_url() == "redis://override:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("connection", "expected"),
+    [
+        ("sqlite", "sqlite:///database/database.sqlite"),
+        ("mysql", "mysql+pymysql://u@h:3306/d"),
+        ("mariadb", "mysql+pymysql://u@h:3306/d"),
+        ("pgsql", "postgresql+psycopg://u@h:5432/d"),
+    ],
+)
+def test_db_connection_names(clean_env: None, connection: str, expected: str) -> None:
+    """Each Laravel DB_CONNECTION maps to its SQLAlchemy URL."""
+    fields = {"db_connection": connection, "db_host": "h", "db_username": "u"}
+    if connection != "sqlite":
+        fields["db_database"] = "d"
+    assert Settings(**fields).effective_database_url() == expected
+
+
+def test_plain_postgres_urls_use_psycopg3(clean_env: None) -> None:
+    """postgres:// and postgresql:// are pointed at the psycopg 3 driver."""
+    for scheme in ("postgres", "postgresql"):
+        url = Settings(database_url=f"{scheme}://u@h/d").effective_database_url()
+        assert url == "postgresql+psycopg://u@h/d"
+
+
+def test_unknown_db_connection_is_a_usage_error(clean_env: None) -> None:
+    """An unsupported DB_CONNECTION says which ones are supported."""
+    with pytest.raises(UsageError, match="not supported"):
+        Settings(db_connection="oracle").effective_database_url()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GENERATION_CHUNK_TTL", "soon"), ("GENERATION_CHUNK_TTL", "0"), ("REDIS_PORT", "99999")],
+)
+def test_bad_values_are_usage_errors_naming_the_setting(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A bad value is a UsageError that names the variable."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=name):
+        load_settings()
+
+
+def test_missing_env_file_is_a_usage_error(tmp_path: Path) -> None:
+    """--env-file pointing nowhere is a usage error."""
+    with pytest.raises(UsageError, match="env file not found"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_mask_url_hides_only_the_password() -> None:
+    """The password is masked; user, host and database stay readable."""
+    assert (
+        mask_url("postgresql+psycopg://app:s3cret@h:5432/d")
+        == "postgresql+psycopg://app:***@h:5432/d"
+    )
+    assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_secrets_are_not_in_the_repr(clean_env: None) -> None:
+    """Passwords are SecretStr: repr and str do not show them."""
+    settings = Settings(
+        db_password="hunter2", redis_password="hunter3", database_url="x://u:hunter4@h/d"
+    )
+    assert "hunter" not in repr(settings) and "hunter" not in str(settings)

@@ -1,0 +1,99 @@
+"""MetadataValidator: each code, its severity and path; pure functions, no backend."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from genbuffer.validator import validate
+
+
+def _codes(content: bytes, **kw: object) -> list[tuple[str, str]]:
+    return [(i.code, i.severity) for i in validate(content, **kw).issues]  # type: ignore[arg-type]
+
+
+def test_clean_json_has_no_issues_and_is_parsed() -> None:
+    """Valid JSON: no issues, llm_response is the parsed value."""
+    result = validate(b'{"a": [1, 2.5, "x"]}', counted_chunks=2, present_chunks=2)
+    assert result.issues == () and result.llm_response == {"a": [1, 2.5, "x"]}
+
+
+def test_empty_generation() -> None:
+    """No bytes at all is an error."""
+    assert _codes(b"") == [("empty_generation", "error")]
+
+
+def test_invalid_utf8_gives_the_offset() -> None:
+    """Non-UTF-8 content is an error pointing at the byte."""
+    (issue,) = validate(b'{"a": "\xff"}').issues
+    assert issue.code == "invalid_utf8" and "at byte 7" in issue.message
+
+
+def test_invalid_json_gives_line_and_column() -> None:
+    """A JSON syntax error names the line, column and offset."""
+    (issue,) = validate(b'{\n  "a": }').issues
+    assert issue.code == "invalid_json" and "line 2 column 8 (char 9)" in issue.message
+
+
+def test_nan_and_infinity_are_invalid_json() -> None:
+    """NaN and Infinity are not JSON, whatever Python's parser allows."""
+    assert _codes(b"[NaN]") == [("invalid_json", "error")]
+    assert _codes(b"[-Infinity]") == [("invalid_json", "error")]
+
+
+def test_duplicate_keys_warn_and_last_wins() -> None:
+    """Duplicate keys are a warning; the value is the last one, as in JSON.parse."""
+    result = validate(b'{"a": 1, "a": 2}')
+    assert _codes(b'{"a": 1, "a": 2}') == [("duplicate_key", "warning")]
+    assert result.llm_response == {"a": 2}
+
+
+def test_nul_in_json_string_is_unstorable_with_path() -> None:
+    """A \\u0000 inside a string cannot go to JSONB: warning with its path, no llm_response."""
+    result = validate(b'{"a": [{"b": "x\\u0000"}]}')
+    (issue,) = result.issues
+    assert (issue.code, issue.path) == ("json_unstorable", "$.a[0].b")
+    assert result.llm_response is None
+
+
+def test_chunk_count_mismatch_severity_depends_on_direction() -> None:
+    """Fewer chunks than counted is data loss (error); more is a warning."""
+    assert _codes(b"1", counted_chunks=3, present_chunks=2) == [("chunk_count_mismatch", "error")]
+    assert _codes(b"1", counted_chunks=1, present_chunks=2) == [("chunk_count_mismatch", "warning")]
+
+
+def test_oversize() -> None:
+    """Content over the limit is an error."""
+    assert _codes(b"[1]", max_bytes=2) == [("oversize", "error")]
+
+
+def test_metadata_must_be_an_object_with_typed_reserved_keys() -> None:
+    """Non-object metadata and reserved keys of the wrong type are errors with paths."""
+    assert [(i.code, i.path) for i in validate(b"1", row_metadata=[1]).issues] == [
+        ("metadata_invalid", "$")
+    ]
+    issues = validate(b"1", row_metadata={"bytes": True, "sha256": 5, "other": 1}).issues
+    assert [i.path for i in issues] == ["$.bytes", "$.sha256"]
+
+
+def test_deep_nesting_is_invalid_json_not_a_crash() -> None:
+    """Nesting beyond the parser's recursion limit is reported, not raised."""
+    assert _codes(b"[" * 100_000 + b"]" * 100_000) == [("invalid_json", "error")]
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    )
+)
+def test_any_json_value_round_trips_or_is_flagged(value: object) -> None:
+    """Any JSON document either parses back equal or is flagged json_unstorable."""
+    result = validate(json.dumps(value).encode())
+    assert not result.has_errors
+    if result.issues:
+        assert [i.code for i in result.issues] == ["json_unstorable"]
+    else:
+        assert result.llm_response == value
