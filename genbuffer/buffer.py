@@ -125,6 +125,16 @@ class BufferSnapshot:
         return None if value is None else _int(value, 0)
 
     @property
+    def quarantined(self) -> bool:
+        """Whether compaction set this buffer aside after too many failures."""
+        return "quarantined_at" in self.meta
+
+    @property
+    def gaps(self) -> int:
+        """Sequence numbers the producer skipped (chunks it never delivered)."""
+        return _int(self.meta.get("gaps"), 0)
+
+    @property
     def finished(self) -> bool:
         """Whether the producer marked the stream finished."""
         return "finished_at" in self.meta
@@ -177,6 +187,7 @@ class GenerationBuffer:
         self._snapshot = client.register_script(_script("snapshot"))
         self._read = client.register_script(_script("read"))
         self._ack = client.register_script(_script("ack"))
+        self._fail = client.register_script(_script("fail"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GenerationBuffer:
@@ -340,6 +351,20 @@ class GenerationBuffer:
                 keys=[key, keys.meta_key(key)], args=[stream_id, persisted, 1 if delete else 0]
             )
         return int(trimmed), bool(int(deleted)), int(left)
+
+    def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
+        """Count a failed compaction of ``key``; returns (attempts, quarantined)."""
+        line = " ".join(error.split())[:500]
+        with redis_errors(self.url):
+            attempts, quarantined = self._fail(
+                keys=[keys.meta_key(key)], args=[line, max_attempts, _now_iso(), self.ttl]
+            )
+        return int(attempts), bool(int(quarantined))
+
+    def clear_failures(self, key: str) -> None:
+        """Forget failed attempts (and a quarantine) after a successful compaction."""
+        with redis_errors(self.url):
+            self.client.hdel(keys.meta_key(key), "attempts", "last_error", "quarantined_at")
 
     # -- inspection ------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ The protocol, per generation::
 
 The row records which buffer stream it holds and up to which position
 (``metadata.buffer``), so a crash anywhere, a retry or a second compactor
-appends exactly the chunks not yet persisted.
+appends exactly the chunks not yet persisted. There is no claim to sweep after
+a crash: the row lock dies with the connection, and the buffer is only trimmed
+below what a committed row already holds. A COMMIT whose reply is lost is
+checked on a fresh connection before anything is acknowledged.
+
+A generation whose compaction keeps failing (an abort, or an unexpected error;
+not an outage) is quarantined after COMPACTION_MAX_ATTEMPTS attempts, and
+refused until ``--force``.
 """
 
 from __future__ import annotations
@@ -22,8 +29,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,19 +39,27 @@ from pydantic import BaseModel
 from genbuffer.audit import append_audit_line, audit_record
 from genbuffer.buffer import BufferSnapshot, GenerationBuffer
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
-from genbuffer.errors import ForeignArtifact, GenerationNotFound, NothingToCompact, UsageError
+from genbuffer.errors import (
+    DatabaseUnavailable,
+    DependencyUnavailable,
+    ForeignArtifact,
+    GenbufferError,
+    GenerationNotFound,
+    NothingToCompact,
+    Quarantined,
+    StreamChanged,
+    UsageError,
+)
+from genbuffer.faults import FaultPlan
 from genbuffer.settings import Settings
 from genbuffer.validator import Validation, size_issue, validate
 
 __all__ = [
-    "CRASH_POINTS",
     "CompactionConfig",
     "CompactionRequest",
     "CompactionResult",
     "assemble_and_persist",
 ]
-
-CRASH_POINTS = ("after_snapshot", "after_update", "before_commit", "after_commit", "before_ack")
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,8 @@ class CompactionConfig:
     schema: dict[str, Any] | None = None
     backup_chunks: bool = True
     audit_log: Path = Path("storage/logs/metadata-validation.log")
-    crash_at: str | None = None
+    max_attempts: int = 5
+    faults: FaultPlan = field(default_factory=FaultPlan)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CompactionConfig:
@@ -76,7 +90,8 @@ class CompactionConfig:
             schema=schema,
             backup_chunks=settings.generation_chunks_backup,
             audit_log=settings.metadata_validation_log,
-            crash_at=settings.genbuffer_crash_at,
+            max_attempts=settings.compaction_max_attempts,
+            faults=FaultPlan.parse(settings.genbuffer_crash_at, settings.genbuffer_pause_at),
         )
 
 
@@ -92,6 +107,7 @@ class CompactionRequest:
     compacted_by: str = "genbuf"
     dry_run: bool = False
     source: str = "compaction"
+    force: bool = False  # compact a quarantined generation anyway
 
 
 class CompactionResult(BaseModel):
@@ -113,7 +129,12 @@ class CompactionResult(BaseModel):
     new_chunks: int = 0
     chunks_left: int | None = None
     sha256: str | None = None
+    attempts: int = 0
+    quarantined: bool = False
     message: str = ""
+
+
+_LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap"})
 
 
 @dataclass
@@ -132,6 +153,7 @@ class _Outcome:
     persist: bool = False
     abort_reason: str | None = None
     validation_id: int | None = None
+    had_failures: bool = False
 
     @property
     def aborted(self) -> bool:
@@ -142,19 +164,13 @@ class _Outcome:
     def lost_chunks(self) -> bool:
         """Whether validation found chunks missing from the buffer."""
         return any(
-            issue.code == "chunk_count_mismatch" and issue.severity == "error"
+            issue.code in _LOSS_CODES and issue.severity == "error"
             for issue in self.validation.issues
         )
 
 
 class _Rollback(Exception):
     """Leaves the row transaction so that it rolls back."""
-
-
-def _crash(config: CompactionConfig, point: str) -> None:
-    """Test hook: die here without any clean-up, as kill -9 would."""
-    if config.crash_at == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _buffer_record(metadata: Any) -> tuple[str, int] | None:
@@ -225,11 +241,16 @@ def assemble_and_persist(
             outcome = _compact_locked(request, tx, buffer, config, mode=mode, now=now)
             if outcome.aborted or request.dry_run:
                 raise _Rollback
-            _crash(config, "before_commit")
+            config.faults.at("before_commit")
     except _Rollback:
         pass
+    except DatabaseUnavailable:
+        # The connection may have failed on COMMIT itself, leaving its outcome unknown:
+        # look on a fresh connection, and acknowledge nothing unless it was applied.
+        if outcome is None or not outcome.persist or not _committed(repository, request, outcome):
+            raise
     assert outcome is not None  # _compact_locked either returned or raised past here
-    _crash(config, "after_commit")
+    config.faults.at("after_commit")
     issues = [issue.as_dict() for issue in outcome.validation.issues]
     if outcome.aborted and issues and not request.dry_run:
         with repository.transaction() as tx:  # strict mode still records what it found
@@ -249,9 +270,16 @@ def assemble_and_persist(
         )
     deleted, left = False, None
     if request.delete and not request.dry_run and not outcome.aborted and outcome.stream:
-        _crash(config, "before_ack")
+        config.faults.at("before_ack")
         _, deleted, left = buffer.acknowledge(outcome.key, outcome.stream, outcome.end, True)
     persisted = outcome.persist and not request.dry_run
+    attempts, quarantined = 0, False
+    if outcome.aborted and not request.dry_run and not outcome.lost_chunks:
+        attempts, quarantined = buffer.record_failure(
+            outcome.key, outcome.abort_reason or "aborted", config.max_attempts
+        )
+    elif persisted and outcome.had_failures:
+        buffer.clear_failures(outcome.key)
     return CompactionResult(
         ok=not outcome.aborted and not outcome.lost_chunks,
         persisted=persisted,
@@ -269,7 +297,10 @@ def assemble_and_persist(
         new_chunks=outcome.new_chunks,
         chunks_left=left,
         sha256=outcome.sha256,
-        message=_message(outcome, persisted=persisted, deleted=deleted, dry_run=request.dry_run),
+        attempts=attempts,
+        quarantined=quarantined,
+        message=_message(outcome, persisted=persisted, deleted=deleted, dry_run=request.dry_run)
+        + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
     )
 
 
@@ -329,7 +360,43 @@ def _compact_locked(
             f"nothing to compact: no Redis buffer at {key}",
             hint="check the ids, --scenario-id and REDIS_PREFIX",
         )
-    _crash(config, "after_snapshot")
+    if snapshot.quarantined and not request.force:
+        raise Quarantined(
+            f"generation {request.generation_id} is quarantined after "
+            f"{snapshot.meta.get('attempts', '?')} failed attempts: "
+            f"{snapshot.meta.get('last_error', 'unknown error')}",
+            hint="fix the cause, then run compact-generation with --force",
+        )
+    config.faults.at("after_snapshot")
+    try:
+        return _compact_snapshot(
+            request, tx, buffer, config, row=row, snapshot=snapshot, mode=mode, now=now
+        )
+    except (DependencyUnavailable, StreamChanged):
+        raise  # outages and races are retried, never held against the generation
+    except Exception as exc:
+        attempts, quarantined = buffer.record_failure(
+            key, f"{type(exc).__name__}: {exc}", config.max_attempts
+        )
+        if quarantined and isinstance(exc, GenbufferError):
+            exc.message += f" (quarantined after {attempts} failed attempts)"
+        raise
+
+
+def _compact_snapshot(
+    request: CompactionRequest,
+    tx: Transaction,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+    *,
+    row: GenerationRow,
+    snapshot: BufferSnapshot,
+    mode: str,
+    now: datetime,
+) -> _Outcome:
+    """Read, validate and write, for a row already locked and a buffer snapshot taken."""
+    key = snapshot.key
+    scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
     existing = _existing_artifact(row)
     record = _buffer_record(row.metadata)
     done = record[1] if record is not None and record[0] == snapshot.stream_id else 0
@@ -345,6 +412,7 @@ def _compact_locked(
         chunk_count=(row.chunk_count or 0) + len(new_chunks),
         size=len(existing) + new_size,
         new_chunks=len(new_chunks),
+        had_failures="attempts" in snapshot.meta,
     )
     if over:
         issue = size_issue(outcome.size, config.max_bytes)
@@ -358,6 +426,7 @@ def _compact_locked(
         present_chunks=snapshot.end,
         row_metadata=row.metadata,
         schema=config.schema,
+        gaps=snapshot.gaps,
     )
     outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not new_chunks:
@@ -385,16 +454,27 @@ def _compact_locked(
         tx.backup_chunks(
             request.organization_id, request.generation_id, row.chunk_count or 0, new_chunks
         )
-    _crash(config, "after_update")
+    config.faults.at("after_update")
     outcome.persist = True
     return outcome
+
+
+def _committed(repository: Repository, request: CompactionRequest, outcome: _Outcome) -> bool:
+    """Whether the row now holds exactly what this compaction wrote."""
+    row = repository.get_generation(request.generation_id)
+    if row is None or not isinstance(row.metadata, dict):
+        return False
+    return row.metadata.get("sha256") == outcome.sha256 and _buffer_record(row.metadata) == (
+        outcome.stream,
+        outcome.end,
+    )
 
 
 def _nothing_new(outcome: _Outcome, key: str, *, has_history: bool) -> _Outcome:
     """No chunk to add: up to date, chunks lost before compaction, or nothing at all."""
     if has_history:
         return outcome  # up to date: nothing to write, maybe something to acknowledge
-    lost = tuple(i for i in outcome.validation.issues if i.code == "chunk_count_mismatch")
+    lost = tuple(i for i in outcome.validation.issues if i.code in _LOSS_CODES)
     if lost and outcome.lost_chunks:
         outcome.validation = Validation(lost)
         outcome.abort_reason = "nothing left to compact: the chunks were lost"

@@ -9,6 +9,7 @@
     │   ├── NothingToCompact        1  no buffer for the generation
     │   ├── ForeignArtifact         1  the row holds an artifact genbuf did not write
     │   ├── SchemaMissing           1  the tables are not there: run `genbuf db upgrade`
+    │   ├── Quarantined             1  the generation failed too often; --force retries it
     │   └── StreamChanged           1  the buffer was replaced while it was read; retry
     └── DependencyUnavailable       3  a server is unreachable
         ├── RedisUnavailable        3
@@ -28,6 +29,7 @@ __all__ = [
     "GenerationNotFound",
     "NothingToCompact",
     "OperationFailed",
+    "Quarantined",
     "RedisUnavailable",
     "SchemaMissing",
     "StreamChanged",
@@ -72,6 +74,10 @@ class ForeignArtifact(OperationFailed):
 
 class SchemaMissing(OperationFailed):
     """The database has not been migrated."""
+
+
+class Quarantined(OperationFailed):
+    """The generation failed COMPACTION_MAX_ATTEMPTS times and is set aside."""
 
 
 class StreamChanged(OperationFailed):

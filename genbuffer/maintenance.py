@@ -45,6 +45,7 @@ class PurgeResult(BaseModel):
     kept_not_compacted: int
     dry_run: bool
     batches: int
+    already_running: bool = False
 
 
 def purge_chunks(
@@ -59,9 +60,40 @@ def purge_chunks(
     """Delete chunk backups older than ``older_than`` whose generation is compacted.
 
     Backups of a generation that is not compacted yet (or whose row is gone) are
-    kept and counted. Each batch is its own short transaction.
+    kept and counted. Each batch is its own short transaction. A second purge
+    started while one runs returns at once with ``already_running``.
     """
     cutoff = (now or datetime.now(UTC)) - parse_age(older_than)
+    with repository.job_lock("purge-chunks") as acquired:
+        if not acquired:
+            return PurgeResult(
+                older_than=older_than,
+                cutoff=cutoff,
+                purged=0,
+                kept_not_compacted=0,
+                dry_run=dry_run,
+                batches=0,
+                already_running=True,
+            )
+        return _purge(
+            repository,
+            older_than,
+            cutoff,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+
+def _purge(
+    repository: Repository,
+    older_than: str,
+    cutoff: datetime,
+    *,
+    batch_size: int,
+    dry_run: bool,
+    progress: Progress | None,
+) -> PurgeResult:
     purgeable, kept = repository.purgeable_chunks(cutoff)
     purged = batches = 0
     if not dry_run:
@@ -88,6 +120,7 @@ class MigrationResult(BaseModel):
     conflicts: list[int]
     dry_run: bool
     batches: int
+    already_running: bool = False
 
 
 def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
@@ -124,8 +157,24 @@ def migrate_compacted_from_metadata(
 
     Idempotent (a moved row no longer matches) and resumable (each batch commits;
     a rerun picks up what is left). Rows with a conflicting or malformed blob are
-    reported and left unchanged.
+    reported and left unchanged. A second run started meanwhile returns at once.
     """
+    with repository.job_lock("migrate-compacted-from-metadata") as acquired:
+        if not acquired:
+            return MigrationResult(
+                candidates=0,
+                migrated=0,
+                conflicts=[],
+                dry_run=dry_run,
+                batches=0,
+                already_running=True,
+            )
+        return _migrate(repository, batch_size, dry_run, progress)
+
+
+def _migrate(
+    repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
+) -> MigrationResult:
     candidates = repository.legacy_blob_rows()
     migrated = batches = 0
     conflicts: list[int] = []

@@ -57,8 +57,11 @@ class Settings(BaseSettings):
     metadata_validation_strict: bool = False
     metadata_validation_log: Path = Path("storage/logs/metadata-validation.log")
 
-    # Test hook: the compaction step at which the process kills itself with SIGKILL.
+    compaction_max_attempts: int = Field(default=5, gt=0)
+
+    # Test hooks (genbuffer/faults.py): SIGKILL, or pause, at a compaction step.
     genbuffer_crash_at: str | None = None
+    genbuffer_pause_at: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod

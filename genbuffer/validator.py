@@ -14,6 +14,7 @@ json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surr
                                  a number beyond a double)
 chunk_count_mismatch   error     fewer chunks than the producer counted (lost)
                        warning   more chunks than it counted
+sequence_gap           error     the producer skipped sequence numbers (never delivered)
 oversize               error     over GENERATION_MAX_BYTES
 metadata_invalid       error     the row's metadata is not an object, or a reserved
                                  key has the wrong type
@@ -95,9 +96,14 @@ def validate(
     row_metadata: Any = None,
     schema: Mapping[str, Any] | None = None,
     max_bytes: int | None = None,
+    gaps: int = 0,
 ) -> Validation:
     """Validate assembled content, the chunk counts and the row's metadata."""
     issues: list[Issue] = []
+    if gaps:
+        issues.append(
+            Issue("sequence_gap", f"the producer skipped {gaps} sequence numbers: chunks missing")
+        )
     if max_bytes is not None and (too_big := size_issue(len(content), max_bytes)):
         issues.append(too_big)
     issues.extend(_count_issues(counted_chunks, present_chunks))

@@ -39,6 +39,9 @@ def compact_generation(
     ] = None,
     by: Annotated[str, typer.Option("--by", help="Recorded in compacted_by.")] = "genbuf",
     dry_run: DryRunOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Compact a quarantined generation anyway.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Assemble a generation's Redis chunks and persist them into scenario_generations.
@@ -54,6 +57,7 @@ def compact_generation(
         strict=strict,
         compacted_by=by,
         dry_run=dry_run,
+        force=force,
     )
     result = assemble_and_persist(
         request, buffer=rt.buffer, repository=rt.repository, config=rt.compaction

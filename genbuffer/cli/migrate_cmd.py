@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, stderr
 from genbuffer.cli._progress import progress_bar
 from genbuffer.maintenance import migrate_compacted_from_metadata
 
@@ -31,6 +31,8 @@ def migrate_compacted_cmd(
             rt.repository, batch_size=batch_size, dry_run=dry_run, progress=advance
         )
     verb = "would move" if dry_run else "moved"
+    if result.already_running:
+        stderr().print("migrate-compacted-from-metadata is already running elsewhere; nothing done")
     emit(
         result,
         as_json,

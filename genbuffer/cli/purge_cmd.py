@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, stderr
 from genbuffer.cli._progress import progress_bar
 from genbuffer.maintenance import parse_age, purge_chunks
 
@@ -40,6 +40,8 @@ def purge_chunks_cmd(
             rt.repository, age, batch_size=batch_size, dry_run=dry_run, progress=advance
         )
     verb = "would delete" if dry_run else "deleted"
+    if result.already_running:
+        stderr().print("purge-chunks is already running elsewhere; nothing done")
     emit(
         result,
         as_json,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from genbuffer.db.engine import database_errors, make_engine
@@ -148,6 +152,48 @@ class Repository:
         with database_errors(self.url):
             yield
 
+    @contextmanager
+    def job_lock(self, name: str) -> Iterator[bool]:
+        """Hold the cross-process lock ``name`` for the block; yields False if it is taken.
+
+        PostgreSQL: a session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: flock on
+        a file beside the database. Each is released when its process dies, so a
+        killed cron run never leaves a stale lock behind.
+        """
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            with _file_lock(self.engine.url.database, name) as acquired:
+                yield acquired
+            return
+        lock_key = int.from_bytes(
+            hashlib.sha256(f"genbuf:{name}".encode()).digest()[:8], "big", signed=True
+        )
+        with database_errors(self.url), self.engine.connect() as opened:
+            # autocommit: the lock is held by the session, with no transaction left open
+            connection = opened.execution_options(isolation_level="AUTOCOMMIT")
+            if dialect == "postgresql":
+                acquired = connection.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": lock_key}
+                ).scalar_one()
+            elif dialect in {"mysql", "mariadb"}:
+                acquired = (
+                    connection.execute(
+                        text("SELECT GET_LOCK(:name, 0)"), {"name": f"genbuf:{name}"}
+                    ).scalar_one()
+                    == 1
+                )
+            else:
+                acquired = True
+            try:
+                yield bool(acquired)
+            finally:
+                if acquired and dialect == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key})
+                elif acquired and dialect in {"mysql", "mariadb"}:
+                    connection.execute(
+                        text("SELECT RELEASE_LOCK(:name)"), {"name": f"genbuf:{name}"}
+                    )
+
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
         with database_errors(self.url), self.engine.connect() as connection:
@@ -254,6 +300,25 @@ class Repository:
         with self.transaction() as tx:
             for row_id, values in updates.items():
                 tx.save_compaction(row_id, values)
+
+
+@contextmanager
+def _file_lock(database: str | None, name: str) -> Iterator[bool]:
+    """An exclusive, non-blocking flock beside a SQLite file (none for in-memory)."""
+    if not database or database == ":memory:":
+        yield True
+        return
+    path = Path(f"{database}.{name}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _has_legacy_blob(connection: Connection) -> Any:

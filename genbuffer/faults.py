@@ -1,0 +1,60 @@
+"""Fault injection at named compaction steps, for tests only.
+
+``GENBUFFER_CRASH_AT=<step>`` makes the process SIGKILL itself at that step, as
+``kill -9`` would; ``GENBUFFER_PAUSE_AT=<step>=<seconds>`` makes it sleep there
+(so a test can restart a server or terminate a backend at that exact moment).
+In-process tests use ``mode="raise"``: a BaseException that no handler catches,
+which leaves transactions and Redis exactly as a killed process would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from genbuffer.errors import UsageError
+
+__all__ = ["STEPS", "FaultPlan", "SimulatedCrash"]
+
+STEPS = ("after_snapshot", "after_update", "before_commit", "after_commit", "before_ack")
+
+
+class SimulatedCrash(BaseException):
+    """Raised at a crash step when faults run in-process (never caught by genbuffer)."""
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Where to crash or pause; the default plan does nothing."""
+
+    crash_at: str | None = None
+    pause_at: str | None = None
+    pause_seconds: float = 0.0
+    mode: Literal["kill", "raise"] = "kill"
+
+    @classmethod
+    def parse(cls, crash_at: str | None, pause_at: str | None) -> FaultPlan:
+        """Build a plan from the two settings, rejecting unknown steps."""
+        pause_step, seconds = None, 0.0
+        if pause_at:
+            pause_step, _, raw = pause_at.partition("=")
+            try:
+                seconds = float(raw or "1")
+            except ValueError:
+                raise UsageError(f"GENBUFFER_PAUSE_AT={pause_at!r}: use <step>=<seconds>") from None
+        for step in (crash_at, pause_step):
+            if step is not None and step not in STEPS:
+                raise UsageError(f"unknown fault step {step!r}", hint=f"one of {', '.join(STEPS)}")
+        return cls(crash_at=crash_at, pause_at=pause_step, pause_seconds=seconds)
+
+    def at(self, step: str) -> None:
+        """Apply the plan at ``step``."""
+        if self.pause_at == step:
+            time.sleep(self.pause_seconds)
+        if self.crash_at == step:
+            if self.mode == "raise":
+                raise SimulatedCrash(step)
+            os.kill(os.getpid(), signal.SIGKILL)
