@@ -422,15 +422,15 @@ def _compact_snapshot(
     content = existing + b"".join(new_chunks)
     outcome.validation = validate(
         content,
-        counted_chunks=snapshot.counted,
-        present_chunks=snapshot.end,
+        missing_chunks=max(0, snapshot.trimmed - done),
+        extra_chunks=0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
         row_metadata=row.metadata,
         schema=config.schema,
         gaps=snapshot.gaps,
     )
     outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not new_chunks:
-        return _nothing_new(outcome, key, has_history=bool(existing) or start > 0)
+        return _nothing_new(outcome, key, has_history=bool(existing) or done > 0)
     if mode == "strict" and outcome.validation.has_errors:
         outcome.abort_reason = "strict validation failed: nothing persisted"
         return outcome
@@ -471,14 +471,15 @@ def _committed(repository: Repository, request: CompactionRequest, outcome: _Out
 
 
 def _nothing_new(outcome: _Outcome, key: str, *, has_history: bool) -> _Outcome:
-    """No chunk to add: up to date, chunks lost before compaction, or nothing at all."""
+    """No chunk to add: chunks lost before compaction, up to date, or nothing at all."""
+    if outcome.lost_chunks:
+        # recorded (issue row, audit line) and exit 1 on every run until someone looks
+        lost = tuple(i for i in outcome.validation.issues if i.code in _LOSS_CODES)
+        outcome.validation = Validation(lost)
+        outcome.abort_reason = "nothing new to compact, and chunks were lost (see issues)"
+        return outcome
     if has_history:
         return outcome  # up to date: nothing to write, maybe something to acknowledge
-    lost = tuple(i for i in outcome.validation.issues if i.code in _LOSS_CODES)
-    if lost and outcome.lost_chunks:
-        outcome.validation = Validation(lost)
-        outcome.abort_reason = "nothing left to compact: the chunks were lost"
-        return outcome
     raise NothingToCompact(f"nothing to compact: the buffer at {key} holds no chunks")
 
 

@@ -12,8 +12,8 @@ invalid_json           error     not JSON, or NaN/Infinity (line, column, offset
 duplicate_key          warning   an object repeats a key (the last one wins)
 json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
                                  a number beyond a double)
-chunk_count_mismatch   error     fewer chunks than the producer counted (lost)
-                       warning   more chunks than it counted
+chunk_count_mismatch   error     chunks the producer pushed are gone (expired, popped)
+                       warning   more chunks than the producer counted
 sequence_gap           error     the producer skipped sequence numbers (never delivered)
 oversize               error     over GENERATION_MAX_BYTES
 metadata_invalid       error     the row's metadata is not an object, or a reserved
@@ -91,8 +91,8 @@ def size_issue(size: int, limit: int) -> Issue | None:
 def validate(
     content: bytes,
     *,
-    counted_chunks: int | None = None,
-    present_chunks: int | None = None,
+    missing_chunks: int = 0,
+    extra_chunks: int = 0,
     row_metadata: Any = None,
     schema: Mapping[str, Any] | None = None,
     max_bytes: int | None = None,
@@ -106,7 +106,7 @@ def validate(
         )
     if max_bytes is not None and (too_big := size_issue(len(content), max_bytes)):
         issues.append(too_big)
-    issues.extend(_count_issues(counted_chunks, present_chunks))
+    issues.extend(_count_issues(missing_chunks, extra_chunks))
     issues.extend(_metadata_issues(row_metadata))
     if not content:
         issues.append(Issue("empty_generation", "the generation has no content"))
@@ -140,24 +140,25 @@ def validate(
     return Validation(tuple(issues), None if unstorable else parsed, is_json=True)
 
 
-def _count_issues(counted: int | None, present: int | None) -> list[Issue]:
-    if counted is None or present is None or counted == present:
-        return []
-    if present < counted:
-        return [
+def _count_issues(missing: int, extra: int) -> list[Issue]:
+    issues = []
+    if missing > 0:
+        issues.append(
             Issue(
                 "chunk_count_mismatch",
-                f"the producer counted {counted} chunks but {present} are there: "
-                f"{counted - present} expired or were removed before compaction",
+                f"{missing} chunks the producer counted are gone from the buffer "
+                "(expired or removed before compaction)",
             )
-        ]
-    return [
-        Issue(
-            "chunk_count_mismatch",
-            f"{present} chunks are there but the producer counted {counted}",
-            "warning",
         )
-    ]
+    if extra > 0:
+        issues.append(
+            Issue(
+                "chunk_count_mismatch",
+                f"{extra} more chunks are in the buffer than the producer counted",
+                "warning",
+            )
+        )
+    return issues
 
 
 def _metadata_issues(metadata: Any) -> list[Issue]:

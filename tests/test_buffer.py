@@ -43,8 +43,9 @@ def test_sequence_numbers_make_retried_pushes_idempotent(stack: Stack) -> None:
     assert (retried.appended, retried.skipped) == (0, 1)
     stack.buffer.push_chunk(1, 3, b"z", seq=5)
     snapshot = stack.buffer.snapshot(retried.key)
-    assert snapshot.length == 3 and snapshot.meta["gaps"] == "3"
-    assert snapshot.counted == 6  # the counter says 6 were produced: 3 are missing
+    assert snapshot.length == 3 and snapshot.gaps == 3
+    assert snapshot.counted == 3  # chunk_count counts chunks appended; gaps are apart
+    assert stack.buffer.push_chunk(1, 3, b"z", seq=5).skipped == 1  # next expected is 6
 
 
 def test_push_over_max_len_warns(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:

@@ -287,3 +287,29 @@ def test_two_concurrent_compactors_neither_lose_nor_duplicate(stack: Stack) -> N
         compact(stack, 15, gen, delete=True)
     assert stored_bytes(stack, gen) == b"".join(sent)
     assert stack.repository.backups(gen) == sent
+
+
+def test_list_expired_and_recreated_keeps_positions_right(stack: Stack) -> None:
+    """The list expires under a live meta hash and new pushes recreate it: the new
+    chunks are appended after what the row holds, and the gone ones are reported."""
+    gen = stack.repository.create_generation(16)
+    key = stack.buffer.push_many(16, gen, [b"a", b"b"]).key
+    compact(stack, 16, gen)  # persisted a, b; buffer kept (no --delete)
+    stack.buffer.push_many(16, gen, [b"c", b"d"])
+    stack.buffer.client.delete(key)  # c, d expire before any compaction saw them
+    stack.buffer.push_many(16, gen, [b"e", b"f"])
+    result = compact(stack, 16, gen, delete=True)
+    assert stored_bytes(stack, gen) == b"abef"
+    assert not result.ok and result.deleted
+    (lost,) = [i for i in result.issues if i["code"] == "chunk_count_mismatch"]
+    assert lost["message"].startswith("2 chunks") and lost["severity"] == "error"
+
+
+def test_sequence_gap_is_reported(stack: Stack) -> None:
+    """A producer that skipped sequence numbers: persisted, but ok=false with sequence_gap."""
+    gen = stack.repository.create_generation(17)
+    stack.buffer.push_chunk(17, gen, b"[1", seq=0)
+    stack.buffer.push_chunk(17, gen, b"]", seq=2)
+    result = compact(stack, 17, gen)
+    assert result.persisted and not result.ok
+    assert "sequence_gap" in [i["code"] for i in result.issues]

@@ -16,7 +16,7 @@ def _codes(content: bytes, **kw: object) -> list[tuple[str, str]]:
 
 def test_clean_json_has_no_issues_and_is_parsed() -> None:
     """Valid JSON: no issues, llm_response is the parsed value."""
-    result = validate(b'{"a": [1, 2.5, "x"]}', counted_chunks=2, present_chunks=2)
+    result = validate(b'{"a": [1, 2.5, "x"]}')
     assert result.issues == () and result.llm_response == {"a": [1, 2.5, "x"]}
 
 
@@ -59,9 +59,10 @@ def test_nul_in_json_string_is_unstorable_with_path() -> None:
 
 
 def test_chunk_count_mismatch_severity_depends_on_direction() -> None:
-    """Fewer chunks than counted is data loss (error); more is a warning."""
-    assert _codes(b"1", counted_chunks=3, present_chunks=2) == [("chunk_count_mismatch", "error")]
-    assert _codes(b"1", counted_chunks=1, present_chunks=2) == [("chunk_count_mismatch", "warning")]
+    """Chunks gone is data loss (error); more than counted is a warning; gaps are errors."""
+    assert _codes(b"1", missing_chunks=1) == [("chunk_count_mismatch", "error")]
+    assert _codes(b"1", extra_chunks=1) == [("chunk_count_mismatch", "warning")]
+    assert _codes(b"1", gaps=2) == [("sequence_gap", "error")]
 
 
 def test_oversize() -> None:

@@ -8,8 +8,10 @@
 -- ARGV[5]  generation id
 -- ARGV[6]  sequence number (0-based, counted over the stream) of the first chunk, or ''
 -- ARGV[7…] the chunks, in order
--- With a sequence number the push is idempotent: chunks the meta counter already
--- counts are skipped (a retried push), and a jump forward is recorded in `gaps`.
+-- With a sequence number the push is idempotent: the producer's next expected
+-- number is chunk_count + gaps; chunks below it are skipped (a retried push), and a
+-- jump forward is added to `gaps` (chunks never delivered). chunk_count only ever
+-- counts chunks really appended, so it stays equal to trimmed + list length.
 -- Returns {list length, chunks appended, chunks skipped}.
 local first = 7
 local skipped = 0
@@ -17,12 +19,12 @@ local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
 local is_new_stream = count == 0
 if ARGV[6] ~= '' then
   local seq = tonumber(ARGV[6])
-  if seq < count then
-    skipped = math.min(count - seq, #ARGV - first + 1)
+  local expected = count + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
+  if seq < expected then
+    skipped = math.min(expected - seq, #ARGV - first + 1)
     first = first + skipped
-  elseif seq > count then
-    redis.call('HINCRBY', KEYS[2], 'gaps', seq - count)
-    redis.call('HSET', KEYS[2], 'chunk_count', seq)
+  elseif seq > expected then
+    redis.call('HINCRBY', KEYS[2], 'gaps', seq - expected)
   end
 end
 local appended = #ARGV - first + 1

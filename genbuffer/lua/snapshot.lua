@@ -7,6 +7,10 @@
 -- ARGV[3]  TTL in seconds for a meta hash that has none
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
+-- Chunks that vanished from the head of the list (the list expired while the meta
+-- hash lived on, or something popped them) are detected from chunk_count - trimmed
+-- > length: `trimmed` moves past them so positions stay right, and `expired`
+-- counts them; compaction reports them, never silently.
 -- Returns {0} when neither key exists, else {1, list length, meta as a flat list}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
 local has_meta = redis.call('EXISTS', KEYS[2]) == 1
@@ -17,6 +21,13 @@ if has_list then
   local ttl = redis.call('TTL', KEYS[1])
   if ttl >= 0 and ttl < lease then redis.call('EXPIRE', KEYS[1], lease) end
 end
+local length = redis.call('LLEN', KEYS[1])
+local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')
+local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+if count >= 0 and count - trimmed > length then
+  redis.call('HINCRBY', KEYS[2], 'expired', count - trimmed - length)
+  redis.call('HSET', KEYS[2], 'trimmed', count - length)
+end
 local list_ttl = redis.call('TTL', KEYS[1])
 local meta_ttl = redis.call('TTL', KEYS[2])
 if meta_ttl == -1 then
@@ -24,4 +35,4 @@ if meta_ttl == -1 then
 elseif meta_ttl < math.max(list_ttl, lease) then
   redis.call('EXPIRE', KEYS[2], math.max(list_ttl, lease))
 end
-return {1, redis.call('LLEN', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+return {1, length, redis.call('HGETALL', KEYS[2])}
