@@ -4,7 +4,8 @@
 ``kill -9`` would; ``GENBUFFER_PAUSE_AT=<step>=<seconds>`` makes it sleep there
 (so a test can restart a server or terminate a backend at that exact moment).
 In-process tests use ``mode="raise"``: a BaseException that no handler catches,
-which leaves transactions and Redis exactly as a killed process would.
+which leaves transactions and Redis exactly as a killed process would, and
+``on_step``, a callback run at every step (to push chunks mid-compaction).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +36,7 @@ class FaultPlan:
     pause_at: str | None = None
     pause_seconds: float = 0.0
     mode: Literal["kill", "raise"] = "kill"
+    on_step: Callable[[str], None] | None = None
 
     @classmethod
     def parse(cls, crash_at: str | None, pause_at: str | None) -> FaultPlan:
@@ -52,6 +55,8 @@ class FaultPlan:
 
     def at(self, step: str) -> None:
         """Apply the plan at ``step``."""
+        if self.on_step is not None:
+            self.on_step(step)
         if self.pause_at == step:
             time.sleep(self.pause_seconds)
         if self.crash_at == step:

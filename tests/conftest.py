@@ -260,8 +260,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             _server_outcomes[name][outcome] += 1
 
 
+SUMMARY_LINES: list[str] = []  # tests add figures worth seeing at the end of a run
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """One line per real server: how many tests ran against it."""
+    """One line per real server (how many tests ran against it), then tests' own figures."""
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
     for name, counts in _server_outcomes.items():
         terminalreporter.write_line(
             f"real {name}: {counts['passed']} passed, {counts['failed']} failed, "
