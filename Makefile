@@ -28,6 +28,9 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+chaos: venv
+	$(PY) -m tests.chaos --chunks 5000 --generations 20 --kills 50 --duration 60
+
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .

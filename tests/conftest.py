@@ -221,7 +221,7 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
 
 # -- reporting: how many tests ran against the real servers ---------------------------
 
-_REDIS_FIXTURES = {"redis_prefix", "servers"}
+_REDIS_FIXTURES = {"redis_prefix", "servers", "private_redis"}
 _PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
 _server_outcomes: dict[str, dict[str, int]] = {
     "redis": {"passed": 0, "failed": 0, "skipped": 0},
@@ -238,6 +238,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if on_servers or names & _REDIS_FIXTURES:
             item.add_marker(pytest.mark.redis_server)
         uses_pg = callspec is not None and callspec.params.get("kind") == "postgres"
+        if item.name.startswith("test_short_chaos_run"):
+            item.add_marker(pytest.mark.redis_server)
+            uses_pg = True
         if on_servers or uses_pg or names & _PG_FIXTURES:
             item.add_marker(pytest.mark.postgres)
 
