@@ -248,15 +248,13 @@ class _Chaos:
         config = CompactionConfig.from_settings(self.settings)
         for gen in self.generations:
             for _ in range(5):
-                try:
+                with contextlib.suppress(NothingToCompact):
                     assemble_and_persist(
                         CompactionRequest(ORG, gen, delete=True, strict=False, force=True),
                         buffer=self.buffer,
                         repository=self.repository,
                         config=config,
                     )
-                except NothingToCompact:
-                    pass
                 if not self.buffer.generation_keys(ORG, gen):
                     break
 
