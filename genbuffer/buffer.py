@@ -196,7 +196,7 @@ class GenerationBuffer:
         return cls(
             connect_redis(url),
             url=url,
-            prefix=settings.redis_prefix,
+            prefix=settings.effective_redis_prefix(),
             ttl=settings.generation_chunk_ttl,
             max_len=settings.generation_chunk_max_len,
         )

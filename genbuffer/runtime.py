@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from genbuffer.buffer import GenerationBuffer
 from genbuffer.compaction import CompactionConfig
@@ -15,8 +16,9 @@ __all__ = ["Runtime"]
 class Runtime:
     """What a command needs, built lazily so `--help` and usage errors touch no server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env_file: Path | None = None) -> None:
         self.settings = settings
+        self.env_file = env_file
         self.json_output = False  # set by the command, read by the CLI's error boundary
 
     @cached_property

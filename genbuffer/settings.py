@@ -8,16 +8,30 @@ are accepted as they are (``REDIS_HOST``, ``DB_CONNECTION``, …) so an app's
 
 from __future__ import annotations
 
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genbuffer.errors import UsageError
 
-__all__ = ["MEMORY_REDIS_URL", "Settings", "load_settings", "mask_url"]
+__all__ = [
+    "MEMORY_REDIS_URL",
+    "SettingSource",
+    "Settings",
+    "describe_settings",
+    "laravel_slug",
+    "load_settings",
+    "mask_url",
+]
 
 MEMORY_REDIS_URL = "memory://"
 DEFAULT_SQLITE_URL = "sqlite:///storage/genbuffer.sqlite3"
@@ -28,9 +42,7 @@ _PG_SCHEMES = {"postgres", "postgresql", "pgsql", "postgresql+psycopg2"}
 class Settings(BaseSettings):
     """Every setting genbuffer reads, by its environment name (case-insensitive)."""
 
-    model_config = SettingsConfigDict(
-        extra="ignore", case_sensitive=False, env_ignore_empty=True, frozen=True
-    )
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
     redis_url: str | None = None
     redis_host: str | None = None
@@ -38,7 +50,9 @@ class Settings(BaseSettings):
     redis_username: str | None = None
     redis_password: SecretStr | None = None
     redis_db: int = Field(default=0, ge=0)
-    redis_prefix: str = ""
+    redis_prefix: str | None = None  # None: not set (an empty value is an explicit "")
+    redis_prefix_rule: Literal["none", "underscore", "hyphen"] = "none"
+    app_name: str | None = None
 
     database_url: SecretStr | None = None
     db_connection: str | None = None
@@ -65,11 +79,37 @@ class Settings(BaseSettings):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _laravel_null(cls, value: Any) -> Any:
-        # Laravel's env() turns the literal strings "null" and "(null)" into null.
-        if isinstance(value, str) and value.strip().lower() in _LARAVEL_NULLS:
-            return None
+    def _laravel_values(cls, value: Any, info: ValidationInfo) -> Any:
+        # Laravel's env() turns "null" and "(null)" into null, and "(empty)" into "".
+        if isinstance(value, str):
+            if value.strip().lower() in _LARAVEL_NULLS:
+                return None
+            if value.strip().lower() == "(empty)":
+                value = ""
+            if value == "" and info.field_name != "redis_prefix":
+                raise PydanticUseDefault  # an empty variable means: not set
         return value
+
+    def effective_redis_prefix(self) -> str:
+        """REDIS_PREFIX if set (even empty), else the REDIS_PREFIX_RULE applied to APP_NAME."""
+        if self.redis_prefix is not None:
+            return self.redis_prefix
+        app = self.app_name or "laravel"
+        if self.redis_prefix_rule == "underscore":
+            return laravel_slug(app, "_") + "_database_"
+        if self.redis_prefix_rule == "hyphen":
+            return laravel_slug(app, "-") + "-database-"
+        return ""
+
+    def prefix_warning(self) -> str | None:
+        """A note when a Laravel app would derive a prefix that genbuf does not apply."""
+        if self.redis_prefix is None and self.redis_prefix_rule == "none" and self.app_name:
+            return (
+                "APP_NAME is set but REDIS_PREFIX is not: Laravel derives its key prefix from "
+                "APP_NAME, genbuf does not guess and uses no prefix; set REDIS_PREFIX, or "
+                "REDIS_PREFIX_RULE=underscore (laravel_database_) or hyphen (laravel-database-)"
+            )
+        return None
 
     def effective_redis_url(self) -> str:
         """The Redis URL to connect to: REDIS_URL, else Laravel's REDIS_*, else in-process."""
@@ -92,8 +132,11 @@ class Settings(BaseSettings):
         connection = self.db_connection.lower()
         if connection == "sqlite":
             return f"sqlite:///{self.db_database or 'database/database.sqlite'}"
-        drivers = {"pgsql": ("postgresql+psycopg", 5432), "mysql": ("mysql+pymysql", 3306)}
-        drivers["mariadb"] = drivers["mysql"]
+        drivers = {
+            "pgsql": ("postgresql+psycopg", 5432),
+            "mysql": ("mysql+pymysql", 3306),
+            "mariadb": ("mariadb+pymysql", 3306),
+        }
         if connection not in drivers:
             raise UsageError(
                 f"DB_CONNECTION={self.db_connection!r} is not supported",
@@ -118,6 +161,17 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
+def laravel_slug(text: str, separator: str = "-") -> str:
+    """Laravel's Str::slug: ASCII, lower case, runs of anything else become one separator."""
+    flip = "_" if separator == "-" else "-"
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = re.sub(rf"[{re.escape(flip)}]+", separator, ascii_text)
+    ascii_text = ascii_text.replace("@", f"{separator}at{separator}")
+    ascii_text = re.sub(rf"[^{re.escape(separator)}a-z0-9\s]+", "", ascii_text.lower())
+    ascii_text = re.sub(rf"[{re.escape(separator)}\s]+", separator, ascii_text)
+    return ascii_text.strip(separator)
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***``."""
     parts = urlsplit(url)
@@ -138,3 +192,53 @@ def load_settings(env_file: Path | None = None) -> Settings:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"
         raise UsageError(f"invalid setting {name}: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One effective setting, shown with where it came from; secrets masked."""
+
+    name: str
+    value: str | None
+    source: str
+
+
+_SECRETS = {"redis_password", "db_password", "database_url"}
+
+
+def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
+    """Every setting's effective value and its source: environment, env file, default, derived."""
+    settings = load_settings(env_file)
+    from_file = (
+        {k.lower(): v for k, v in dotenv_values(env_file).items()} if env_file is not None else {}
+    )
+    environment = {k.lower(): v for k, v in os.environ.items()}
+    rows = []
+    for name in Settings.model_fields:
+        if name in environment and environment[name] != "":
+            source = "environment"
+        elif from_file.get(name) not in (None, ""):
+            source = "env file"
+        else:
+            source = "default"
+        value = getattr(settings, name)
+        if name in _SECRETS and value is not None:
+            shown: str | None = (
+                "***" if name != "database_url" else mask_url(value.get_secret_value())
+            )
+        else:
+            shown = None if value is None else str(value)
+        rows.append(SettingSource(name.upper(), shown, source))
+    prefix_source = (
+        "REDIS_PREFIX"
+        if settings.redis_prefix is not None
+        else f"REDIS_PREFIX_RULE={settings.redis_prefix_rule} on APP_NAME"
+    )
+    rows += [
+        SettingSource("redis url (effective)", mask_url(settings.effective_redis_url()), "derived"),
+        SettingSource("redis prefix (effective)", settings.effective_redis_prefix(), prefix_source),
+        SettingSource(
+            "database url (effective)", mask_url(settings.effective_database_url()), "derived"
+        ),
+    ]
+    return rows

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from genbuffer.buffer import GenerationBuffer
@@ -32,6 +33,7 @@ REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_ADMIN_URL = os.environ.get(
     "POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+MARIADB_ADMIN_URL = os.environ.get("MARIADB_TEST_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +46,8 @@ def _probe(name: str) -> str | None:
         try:
             if name == "redis":
                 redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+            elif name == "mariadb":
+                _mariadb_admin().close()
             else:
                 psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
             _reachable[name] = None
@@ -53,11 +57,11 @@ def _probe(name: str) -> str | None:
 
 
 def require_server(name: str) -> None:
-    """Skip (fail under CI) unless the real server ``name`` ('redis' or 'postgres') answers."""
+    """Skip (fail under CI) unless the real server ``name`` (redis, postgres, mariadb) answers."""
     reason = _probe(name)
     if reason is None:
         return
-    target = REDIS_TEST_URL if name == "redis" else POSTGRES_ADMIN_URL
+    target = {"redis": REDIS_TEST_URL, "mariadb": MARIADB_ADMIN_URL}.get(name, POSTGRES_ADMIN_URL)
     message = f"{name} is not reachable at {target} ({reason})"
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
@@ -68,6 +72,36 @@ def pg_url(database: str) -> str:
     """SQLAlchemy URL of a database on the test PostgreSQL server."""
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     return base.replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
+
+
+def _mariadb_admin() -> Any:
+    import pymysql  # noqa: PLC0415  (an optional driver)
+
+    url = make_url(MARIADB_ADMIN_URL)
+    return pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        connect_timeout=3,
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def mariadb_database() -> Iterator[str]:
+    """A fresh migrated MariaDB database for one test; its URL."""
+    require_server("mariadb")
+    name = f"genbuf_m_{uuid.uuid4().hex[:12]}"
+    admin = _mariadb_admin()
+    admin.cursor().execute(f"CREATE DATABASE `{name}`")
+    url = str(make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
+    repository = Repository.from_settings(Settings(database_url=url))
+    migrate.upgrade(repository.engine, repository.url)
+    repository.engine.dispose()
+    yield url
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
 
 
 def _admin() -> psycopg.Connection[Any]:
@@ -97,6 +131,18 @@ def pg_database(pg_template: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     yield pg_url(name)
     with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_pg_database() -> Iterator[str]:
+    """An empty PostgreSQL database (no template), dropped afterwards."""
+    require_server("postgres")
+    name = f"genbuf_e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_url(name)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -192,11 +238,15 @@ def _embedded_stack(tmp_path: Path) -> Stack:
     return Stack(name="embedded", env=env, tmp_path=tmp_path)
 
 
-@pytest.fixture(params=["embedded", "servers"])
+@pytest.fixture(params=["embedded", "servers", "mariadb"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    """The same test on fakeredis + SQLite and on the real Redis + PostgreSQL."""
+    """The same test on fakeredis + SQLite, the real Redis + PostgreSQL, fakeredis + MariaDB."""
     if request.param == "embedded":
         built = _embedded_stack(tmp_path)
+    elif request.param == "mariadb":
+        env = _embedded_env(tmp_path)
+        env["DATABASE_URL"] = request.getfixturevalue("mariadb_database")
+        built = Stack(name="mariadb", env=env, tmp_path=tmp_path)
     else:
         built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
     yield built
@@ -221,11 +271,12 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
 
 # -- reporting: how many tests ran against the real servers ---------------------------
 
-_REDIS_FIXTURES = {"redis_prefix", "servers", "private_redis"}
+_REDIS_FIXTURES = {"redis_prefix", "servers", "private_redis", "scrub_redis"}
 _PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
+_MARIADB_FIXTURES = {"mariadb_database"}
 _server_outcomes: dict[str, dict[str, int]] = {
-    "redis": {"passed": 0, "failed": 0, "skipped": 0},
-    "postgres": {"passed": 0, "failed": 0, "skipped": 0},
+    name: {"passed": 0, "failed": 0, "skipped": 0}
+    for name in ("redis", "postgres", "mariadb", "php")
 }
 
 
@@ -243,6 +294,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             uses_pg = True
         if on_servers or uses_pg or names & _PG_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        on_mariadb = callspec is not None and "mariadb" in (
+            callspec.params.get("stack"),
+            callspec.params.get("kind"),
+        )
+        if on_mariadb or names & _MARIADB_FIXTURES:
+            item.add_marker(pytest.mark.mariadb)
+        if "php" in item.name or "php" in str(getattr(item, "fspath", "")):
+            item.add_marker(pytest.mark.php)
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
@@ -258,7 +317,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if call.excinfo is None:
             return
         outcome = "failed"
-    for marker, name in (("redis_server", "redis"), ("postgres", "postgres")):
+    for marker, name in (
+        ("redis_server", "redis"),
+        ("postgres", "postgres"),
+        ("mariadb", "mariadb"),
+        ("php", "php"),
+    ):
         if item.get_closest_marker(marker):
             _server_outcomes[name][outcome] += 1
 

@@ -9,33 +9,40 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from genbuffer.db import migrate
 from genbuffer.db.engine import make_engine
-from tests.conftest import POSTGRES_ADMIN_URL, REPO_ROOT, pg_url, require_server
+from tests.conftest import (
+    MARIADB_ADMIN_URL,
+    REPO_ROOT,
+    _mariadb_admin,
+    require_server,
+)
 
 
 def _database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    if kind == "mariadb":
+        return str(request.getfixturevalue("empty_mariadb_database"))
     return str(request.getfixturevalue("empty_pg_database"))
 
 
 @pytest.fixture
-def empty_pg_database() -> Iterator[str]:
-    """An empty PostgreSQL database (no template), dropped afterwards."""
-    require_server("postgres")
-    name = f"genbuf_e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_url(name)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def empty_mariadb_database() -> Iterator[str]:
+    """An empty MariaDB database, dropped afterwards."""
+    require_server("mariadb")
+    name = f"genbuf_me_{uuid.uuid4().hex[:12]}"
+    admin = _mariadb_admin()
+    admin.cursor().execute(f"CREATE DATABASE `{name}`")
+    yield str(make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
 def test_upgrade_from_empty_then_check_finds_no_drift(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -72,7 +72,7 @@ def test_environment_wins_over_env_file(
     [
         ("sqlite", "sqlite:///database/database.sqlite"),
         ("mysql", "mysql+pymysql://u@h:3306/d"),
-        ("mariadb", "mysql+pymysql://u@h:3306/d"),
+        ("mariadb", "mariadb+pymysql://u@h:3306/d"),
         ("pgsql", "postgresql+psycopg://u@h:5432/d"),
     ],
 )

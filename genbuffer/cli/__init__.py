@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from genbuffer import __version__
 from genbuffer.cli._output import report_error, stderr
 from genbuffer.cli.compact import compact_generation
+from genbuffer.cli.config_cmd import config_app
 from genbuffer.cli.db_cmd import db_app
 from genbuffer.cli.emit_cmd import emit_validation_test_cmd
 from genbuffer.cli.inspect_cmd import inspect_generation_cmd
@@ -91,12 +92,15 @@ def root(
         force=True,
     )
     settings = load_settings(env_file)
+    log = logging.getLogger("genbuffer")
     if settings.redis_url is None and settings.redis_host is None:
-        logging.getLogger("genbuffer").info(
+        log.info(
             "REDIS_URL is not set: using %s, an in-process Redis that ends with this command",
             MEMORY_REDIS_URL,
         )
-    ctx.obj = Runtime(settings)
+    if warning := settings.prefix_warning():
+        log.warning(warning)
+    ctx.obj = Runtime(settings, env_file)
 
 
 app.command("compact-generation")(compact_generation)
@@ -107,6 +111,7 @@ app.command("migrate-compacted-from-metadata")(migrate_compacted_cmd)
 app.command("purge-chunks")(purge_chunks_cmd)
 app.command("push")(push_cmd)
 app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

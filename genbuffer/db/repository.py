@@ -12,8 +12,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 
 from genbuffer.db.engine import database_errors, make_engine
 from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
@@ -90,8 +103,7 @@ class Transaction:
     ) -> int:
         """Insert a `metadata_validation_issues` row; returns its id."""
         result = self.connection.execute(
-            insert(ISSUES)
-            .values(
+            insert(ISSUES).values(
                 organization_id=organization_id,
                 generation_id=generation_id,
                 mode=mode,
@@ -99,9 +111,8 @@ class Transaction:
                 errors=errors,
                 created_at=created_at,
             )
-            .returning(ISSUES.c.id)
         )
-        return int(result.scalar_one())
+        return _new_id(result)
 
     def backup_chunks(
         self, organization_id: int, generation_id: int, first_seq: int, chunks: Sequence[bytes]
@@ -122,7 +133,7 @@ class Transaction:
                 stmt: Any = postgresql.insert(CHUNKS).on_conflict_do_nothing()
             elif dialect == "sqlite":
                 stmt = sqlite.insert(CHUNKS).on_conflict_do_nothing()
-            else:
+            else:  # MySQL / MariaDB
                 stmt = insert(CHUNKS).prefix_with("IGNORE")
             self.connection.execute(stmt, rows)
 
@@ -223,8 +234,8 @@ class Repository:
         if generation_id is not None:
             values["id"] = generation_id
         with self.transaction() as tx:
-            result = tx.connection.execute(insert(GEN).values(**values).returning(GEN.c.id))
-            return int(result.scalar_one())
+            result = tx.connection.execute(insert(GEN).values(**values))
+            return _new_id(result)
 
     def issue(self, issue_id: int) -> dict[str, Any] | None:
         """One `metadata_validation_issues` row as a dict."""
@@ -302,6 +313,14 @@ class Repository:
                 tx.save_compaction(row_id, values)
 
 
+def _new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT generated (RETURNING where the dialect has it)."""
+    key = result.inserted_primary_key
+    if key is None or key[0] is None:
+        raise RuntimeError("the database returned no id for the new row")
+    return int(key[0])
+
+
 @contextmanager
 def _file_lock(database: str | None, name: str) -> Iterator[bool]:
     """An exclusive, non-blocking flock beside a SQLite file (none for in-memory)."""
@@ -324,5 +343,6 @@ def _file_lock(database: str | None, name: str) -> Iterator[bool]:
 def _has_legacy_blob(connection: Connection) -> Any:
     """A portable predicate: metadata is an object with a `compacted` key."""
     if connection.dialect.name == "postgresql":
-        return GEN.c.metadata.op("?")("compacted")
+        # a Laravel table may have `json` rather than `jsonb`: the cast works for both
+        return cast_(GEN.c.metadata, JSONB).op("?")("compacted")
     return func.json_extract(GEN.c.metadata, "$.compacted").is_not(None)

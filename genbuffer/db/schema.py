@@ -19,6 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.mysql import LONGBLOB, LONGTEXT
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +37,9 @@ NAMING_CONVENTION = {
 Id = BigInteger().with_variant(Integer(), "sqlite")
 # JSONB on PostgreSQL; a Python None is SQL NULL, not the JSON literal null.
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# MySQL/MariaDB TEXT and BLOB stop at 64 KiB; artifacts and chunks can be far larger.
+LongText = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
+LongBytes = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
@@ -72,7 +76,7 @@ class ScenarioGeneration(Base):
     metadata_: Mapped[Any] = mapped_column(
         "metadata", Json, nullable=False, server_default=text("'{}'")
     )
-    compacted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    compacted: Mapped[str | None] = mapped_column(LongText, nullable=True)
     chunk_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     compacted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -99,7 +103,7 @@ class GenerationChunk(Base):
     organization_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     generation_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
-    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    content: Mapped[bytes] = mapped_column(LongBytes, nullable=False)
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )

@@ -1,0 +1,48 @@
+"""genbuf config: the effective configuration and where each value came from."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from genbuffer.cli._options import JsonOpt, runtime
+from genbuffer.cli._output import emit
+from genbuffer.settings import describe_settings
+
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+
+
+class ConfigRow(BaseModel):
+    """One setting: its value (secrets masked) and its source."""
+
+    name: str
+    value: str | None
+    source: str
+
+
+class ConfigShow(BaseModel):
+    """What `config show --json` prints."""
+
+    settings: list[ConfigRow]
+
+
+@config_app.command("show")
+def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print every setting, where it came from (environment, env file, default), secrets masked.
+
+    Example: genbuf --env-file /var/www/app/.env config show
+    """
+    rt = runtime(ctx, as_json)
+    rows = [ConfigRow(**vars(row)) for row in describe_settings(rt.env_file)]
+    result = ConfigShow(settings=rows)
+    emit(result, as_json, lambda console: _render(console, result))
+
+
+def _render(console: Console, result: ConfigShow) -> None:
+    table = Table("setting", "value", "source")
+    for row in result.settings:
+        table.add_row(row.name, escape("-" if row.value is None else row.value), escape(row.source))
+    console.print(table)

@@ -1,0 +1,115 @@
+"""`genbuf db check`: what the database lacks or holds differently from what genbuf needs.
+
+Tolerant of a schema that a Laravel app created: `json` where genbuf would use
+`jsonb`, timestamps without time zone, and extra columns are fine (reported as
+notes). A missing table or column, or a column genbuf cannot use, is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Column, Engine, inspect
+from sqlalchemy import types as sa_types
+from sqlalchemy.engine.interfaces import ReflectedColumn
+
+from genbuffer.db.engine import database_errors
+from genbuffer.db.schema import Base
+
+__all__ = ["SchemaProblem", "check_schema"]
+
+Severity = Literal["error", "warning", "note"]
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """One difference between the database and genbuf's models."""
+
+    table: str
+    column: str | None
+    severity: Severity
+    message: str
+
+
+def _family(kind: sa_types.TypeEngine[Any]) -> str:
+    """A coarse type family, enough to tell whether genbuf can use a column."""
+    name = type(kind).__name__.upper()
+    if isinstance(kind, sa_types.JSON) or "JSON" in name:
+        return "json"
+    if isinstance(kind, sa_types.Integer):
+        return "integer"
+    if isinstance(kind, sa_types.DateTime | sa_types.TIMESTAMP):
+        return "datetime"
+    if isinstance(kind, sa_types.LargeBinary) or name in {"BYTEA", "BLOB", "LONGBLOB"}:
+        return "bytes"
+    if isinstance(kind, sa_types.String):
+        return "text"
+    return name.lower()
+
+
+def check_schema(engine: Engine, url: str) -> list[SchemaProblem]:
+    """Compare the live schema with genbuf's models."""
+    problems: list[SchemaProblem] = []
+    with database_errors(url), engine.connect() as connection:
+        inspector = inspect(connection)
+        mariadb = connection.dialect.name in {"mysql", "mariadb"}
+        for table in Base.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                problems.append(SchemaProblem(table.name, None, "error", "table is missing"))
+                continue
+            live = {column["name"]: column for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                found = live.get(column.name)
+                if found is None:
+                    problems.append(
+                        SchemaProblem(table.name, column.name, "error", "column is missing")
+                    )
+                    continue
+                problems.extend(_compare(table.name, column, found, mariadb))
+            known = {column.name for column in table.columns}
+            for name, found in live.items():
+                if name not in known and not found["nullable"] and found.get("default") is None:
+                    problems.append(
+                        SchemaProblem(
+                            table.name,
+                            name,
+                            "note",
+                            "extra NOT NULL column without a default: genbuf never inserts "
+                            "rows here in production, so this only matters for demos",
+                        )
+                    )
+    return problems
+
+
+def _compare(
+    table: str, column: Column[Any], found: ReflectedColumn, mariadb: bool
+) -> list[SchemaProblem]:
+    name = column.name
+    wanted, have = _family(column.type), _family(found["type"])
+    if mariadb and wanted == "json" and have == "text":
+        have = "json"  # MariaDB's JSON is LONGTEXT with a JSON check
+    problems = []
+    if wanted != have:
+        problems.append(
+            SchemaProblem(table, name, "error", f"type is {found['type']}, genbuf needs {wanted}")
+        )
+    elif wanted == "json" and "JSONB" not in str(found["type"]).upper() and not mariadb:
+        problems.append(
+            SchemaProblem(table, name, "note", f"{found['type']} rather than jsonb: works")
+        )
+    elif wanted == "datetime" and not getattr(found["type"], "timezone", False):
+        problems.append(
+            SchemaProblem(
+                table, name, "note", "timestamp without time zone: genbuf writes UTC values"
+            )
+        )
+    if column.nullable and not found["nullable"] and found.get("default") is None:
+        problems.append(
+            SchemaProblem(table, name, "error", "NOT NULL without a default, genbuf may write NULL")
+        )
+    elif not column.nullable and found["nullable"]:
+        problems.append(
+            SchemaProblem(table, name, "warning", "nullable here; genbuf always fills it")
+        )
+    return problems

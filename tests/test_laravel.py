@@ -1,0 +1,231 @@
+"""Beside a Laravel app: its .env, its key prefix, its tables, and a real PHP producer.
+
+The PHP scripts in tests/php/ use phpredis and PDO the way the Laravel code does;
+php-cli with the redis and pgsql extensions comes from Debian's packages
+(.ci/run installs them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+from tests.conftest import IN_CI, REDIS_TEST_URL, REPO_ROOT, require_server
+
+GENBUF = str(Path(sys.executable).parent / "genbuf")
+PHP_DIR = REPO_ROOT / "tests" / "php"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "laravel_pgsql.sql"
+
+
+def require_php() -> None:
+    """Skip (fail under CI) unless php has the redis and pdo_pgsql extensions."""
+    php = shutil.which("php")
+    modules = (
+        subprocess.run([php, "-m"], capture_output=True, text=True, check=False).stdout.split()
+        if php
+        else []
+    )
+    missing = [m for m in ("redis", "pdo_pgsql") if m not in modules]
+    if php and not missing:
+        return
+    reason = "php-cli is not installed" if not php else f"php lacks {', '.join(missing)}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(f"{reason} (apt-get install php-cli php-redis php-pgsql)")
+
+
+@pytest.fixture
+def laravel_database(empty_pg_database: str) -> str:
+    """A PostgreSQL database holding the tables and rows a Laravel app created."""
+    url = make_url(empty_pg_database)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+    ) as conn:
+        conn.execute(FIXTURE.read_text())
+    return empty_pg_database
+
+
+def _env_file(tmp_path: Path, database_url: str, **extra: str) -> Path:
+    """A Laravel .env for this database and the test Redis."""
+    url = make_url(database_url)
+    redis_url = redis.connection.parse_url(REDIS_TEST_URL)
+    lines = {
+        "APP_NAME": "Laravel",
+        "APP_ENV": "production",
+        "REDIS_CLIENT": "phpredis",
+        "REDIS_HOST": str(redis_url.get("host", "127.0.0.1")),
+        "REDIS_PASSWORD": "null",
+        "REDIS_PORT": str(redis_url.get("port", 6379)),
+        "DB_CONNECTION": "pgsql",
+        "DB_HOST": str(url.host),
+        "DB_PORT": str(url.port or 5432),
+        "DB_DATABASE": str(url.database),
+        "DB_USERNAME": str(url.username),
+        "DB_PASSWORD": "",
+        "METADATA_VALIDATION_LOG": str(tmp_path / "audit.log"),
+        **extra,
+    }
+    path = tmp_path / ".env"
+    path.write_text("".join(f"{key}={json.dumps(value)}\n" for key, value in lines.items()))
+    return path
+
+
+def _genbuf(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DB_", "DATA"))}
+    return subprocess.run(
+        [GENBUF, "--env-file", str(env_file), *args],
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _rows(database_url: str) -> dict[int, tuple[object, ...]]:
+    url = make_url(database_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
+        return {
+            row[0]: row[1:]
+            for row in c.execute(
+                "SELECT id, organization_id, scenario_id, status, prompt, metadata::text, "
+                "created_at FROM scenario_generations ORDER BY id"
+            )
+        }
+
+
+@pytest.fixture
+def scrub_redis() -> Iterator[list[str]]:
+    """Prefixes whose keys are removed from the test Redis afterwards."""
+    require_server("redis")
+    prefixes: list[str] = []
+    yield prefixes
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    for prefix in prefixes:
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+
+
+def test_db_upgrade_adopts_a_laravel_schema(laravel_database: str, tmp_path: Path) -> None:
+    """db check exits 1 on the Laravel tables; db upgrade adds what is missing and keeps
+    every row and column; db check then passes, and the legacy blob can be migrated."""
+    env = _env_file(tmp_path, laravel_database)
+    before = _rows(laravel_database)
+    check = _genbuf(env, "db", "check", "--json")
+    assert check.returncode == 1, check.stderr
+    missing = {
+        (p["table"], p["column"])
+        for p in json.loads(check.stdout)["problems"]
+        if p["severity"] == "error"
+    }
+    assert ("scenario_generations", "compacted") in missing
+    assert ("generation_chunks", None) in missing
+
+    upgrade = _genbuf(env, "db", "upgrade", "--json")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert _rows(laravel_database) == before  # rows and unknown columns untouched
+    after = _genbuf(env, "db", "check", "--json")
+    assert after.returncode == 0, after.stdout
+    notes = [p["message"] for p in json.loads(after.stdout)["problems"]]
+    assert any("jsonb" in note for note in notes)
+
+    url = make_url(laravel_database)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
+        assert c.execute("SELECT count(*) FROM migrations").fetchone() == (1,)
+        assert c.execute("SELECT count(*) FROM metadata_validation_issues").fetchone() == (1,)
+    moved = _genbuf(env, "migrate-compacted-from-metadata", "--json")
+    assert json.loads(moved.stdout)["migrated"] == 1
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
+        compacted, metadata = c.execute(
+            "SELECT compacted, metadata::jsonb FROM scenario_generations WHERE id = 101"
+        ).fetchone()
+    assert base64.b64decode(compacted) == b'{"a": 1}'
+    assert metadata == {"chunk_count": 3, "compacted_at": "2025-06-01T10:00:00Z", "note": "legacy"}
+
+
+CHUNKS = [
+    b'{"plan": "Lisboa ',
+    "ñ".encode()[:1],
+    "ñ".encode()[1:] + b" \xf0\x9f",
+    b"\x9a\x80",
+    b'",\n "steps": [1, 2]}\n',
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("rule", "mode"), [("underscore", "meta"), ("hyphen", "nometa")])
+def test_php_producer_compacted_by_genbuf_and_read_back_by_php(
+    laravel_database: str, tmp_path: Path, scrub_redis: list[str], rule: str, mode: str
+) -> None:
+    """PHP pushes with Laravel's prefix; genbuf (--env-file) compacts byte-exact into
+    PostgreSQL and deletes the keys; PHP reads the row back and decodes the same bytes."""
+    require_php()
+    app_name = f"Genbuf Test {uuid.uuid4().hex[:8]}"
+    env = _env_file(tmp_path, laravel_database, APP_NAME=app_name, REDIS_PREFIX_RULE=rule)
+    assert _genbuf(env, "db", "upgrade").returncode == 0
+    slug = app_name.lower().replace(" ", "_" if rule == "underscore" else "-")
+    prefix = f"{slug}_database_" if rule == "underscore" else f"{slug}-database-"
+    scrub_redis.append(prefix)
+
+    chunks_file = tmp_path / "chunks.b64"
+    chunks_file.write_text("".join(base64.b64encode(c).decode() + "\n" for c in CHUNKS))
+    redis_url = redis.connection.parse_url(REDIS_TEST_URL)
+    produced = subprocess.run(
+        [
+            "php",
+            str(PHP_DIR / "producer.php"),
+            str(redis_url.get("host", "127.0.0.1")),
+            str(redis_url.get("port", 6379)),
+            prefix,
+            "12",
+            "102",
+            "-",
+            "3600",
+            mode,
+            str(chunks_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = produced.stdout.splitlines()[0]
+    assert key == f"{prefix}app:scenario_planning:org:12:generation:102:chunks"
+
+    inspected = json.loads(_genbuf(env, "inspect-generation", "12", "102", "--json").stdout)
+    assert inspected["keys"][0]["key"] == key  # the prefix applied once
+    done = _genbuf(env, "compact-generation", "12", "102", "--delete", "--soft", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["deleted"] and result["chunk_count"] == len(CHUNKS)
+    assert not [i for i in result["issues"] if i["code"] == "chunk_count_mismatch"]
+    assert (
+        json.loads(_genbuf(env, "inspect-generation", "12", "102", "--json").stdout)["keys"] == []
+    )
+
+    url = make_url(laravel_database)
+    read = subprocess.run(
+        [
+            "php",
+            str(PHP_DIR / "read_compacted.php"),
+            str(url.host),
+            str(url.port or 5432),
+            str(url.database),
+            str(url.username),
+            "102",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert read.stdout == b"".join(CHUNKS)
