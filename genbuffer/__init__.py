@@ -2,28 +2,39 @@
 
 The public API::
 
-    buffer = GenerationBuffer.from_settings(load_settings())
+    settings = load_settings()
+    buffer = GenerationBuffer.from_settings(settings)
     buffer.push_chunk(org, generation, chunk)             # producer
     assemble_and_persist(CompactionRequest(org, generation, delete=True),
                          buffer=buffer, repository=Repository.from_settings(settings),
                          config=CompactionConfig.from_settings(settings))
+
+Names are imported on first use, so `genbuf --help` does not pay for SQLAlchemy
+and redis-py.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from genbuffer.buffer import GenerationBuffer, PushResult
-from genbuffer.compaction import (
-    CompactionConfig,
-    CompactionRequest,
-    CompactionResult,
-    assemble_and_persist,
-)
-from genbuffer.db.repository import Repository
-from genbuffer.errors import GenbufferError
-from genbuffer.settings import Settings, load_settings
-from genbuffer.validator import Issue, Validation, validate
+_EXPORTS = {
+    "CompactionConfig": "genbuffer.compaction",
+    "CompactionRequest": "genbuffer.compaction",
+    "CompactionResult": "genbuffer.compaction",
+    "assemble_and_persist": "genbuffer.compaction",
+    "GenbufferError": "genbuffer.errors",
+    "GenerationBuffer": "genbuffer.buffer",
+    "PushResult": "genbuffer.buffer",
+    "Repository": "genbuffer.db.repository",
+    "Settings": "genbuffer.settings",
+    "load_settings": "genbuffer.settings",
+    "Issue": "genbuffer.validator",
+    "Validation": "genbuffer.validator",
+    "validate": "genbuffer.validator",
+}
 
 __all__ = [
     "CompactionConfig",
@@ -41,3 +52,23 @@ __all__ = [
     "load_settings",
     "validate",
 ]
+
+if TYPE_CHECKING:
+    from genbuffer.buffer import GenerationBuffer, PushResult
+    from genbuffer.compaction import (
+        CompactionConfig,
+        CompactionRequest,
+        CompactionResult,
+        assemble_and_persist,
+    )
+    from genbuffer.db.repository import Repository
+    from genbuffer.errors import GenbufferError
+    from genbuffer.settings import Settings, load_settings
+    from genbuffer.validator import Issue, Validation, validate
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'genbuffer' has no attribute {name!r}")

@@ -368,6 +368,31 @@ class GenerationBuffer:
 
     # -- inspection ------------------------------------------------------------------
 
+    def pending_buffers(self, page: int = 1000) -> Iterator[tuple[keys.KeyParts, dict[str, str]]]:
+        """Every generation buffer (by its meta hash), with the meta fields batch work needs."""
+        pattern = keys.all_meta_scan_pattern(self.prefix)
+        fields = ("finished_at", "last_chunk_at", "quarantined_at")
+        with redis_errors(self.url):
+            names: list[str] = []
+            for raw in self.client.scan_iter(match=pattern, count=page):
+                names.append(_text(raw))
+                if len(names) == page:
+                    yield from self._meta_page(names, fields)
+                    names = []
+            if names:
+                yield from self._meta_page(names, fields)
+
+    def _meta_page(
+        self, names: list[str], fields: tuple[str, ...]
+    ) -> Iterator[tuple[keys.KeyParts, dict[str, str]]]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(name, fields)
+        for name, values in zip(names, pipe.execute(), strict=True):
+            parts = keys.parse_chunks_key(name, self.prefix)
+            if parts is not None and parts.is_meta:
+                yield parts, {f: _text(v) for f, v in zip(fields, values, strict=True) if v}
+
     def generation_keys(
         self, organization_id: int, generation_id: int, scenario_id: int | None = None
     ) -> list[str]:

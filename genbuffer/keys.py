@@ -20,6 +20,7 @@ from genbuffer.errors import UsageError
 __all__ = [
     "MAX_ID",
     "KeyParts",
+    "all_meta_scan_pattern",
     "chunks_key",
     "glob_escape",
     "meta_key",
@@ -99,6 +100,11 @@ def scenario_scan_pattern(organization_id: int, generation_id: int, prefix: str 
     org = validate_id(organization_id, "organization id")
     gen = validate_id(generation_id, "generation id")
     return f"{glob_escape(prefix)}{ROOT}:org:{org}:scenario:*:generation:{gen}:chunks*"
+
+
+def all_meta_scan_pattern(prefix: str = "") -> str:
+    """SCAN pattern matching the meta hash of every generation buffer under ``prefix``."""
+    return f"{glob_escape(prefix)}{ROOT}:org:*:generation:*:chunks{META_SUFFIX}"
 
 
 def parse_chunks_key(key: str, prefix: str = "") -> KeyParts | None:

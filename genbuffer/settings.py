@@ -17,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +25,8 @@ from genbuffer.errors import UsageError
 
 __all__ = [
     "MEMORY_REDIS_URL",
+    "ConfigRow",
+    "ConfigShow",
     "SettingSource",
     "Settings",
     "describe_settings",
@@ -242,3 +244,17 @@ def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
         ),
     ]
     return rows
+
+
+class ConfigRow(BaseModel):
+    """One setting as `config show` prints it: value (secrets masked) and source."""
+
+    name: str
+    value: str | None
+    source: str
+
+
+class ConfigShow(BaseModel):
+    """What `config show --json` prints."""
+
+    settings: list[ConfigRow]

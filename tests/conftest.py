@@ -176,7 +176,7 @@ class Stack:
     def runtime(self) -> Runtime:
         """One shared Runtime (connections reused across a test)."""
         if self._runtime is None:
-            self._runtime = Runtime(self.settings)
+            self._runtime = Runtime(settings=self.settings)
         return self._runtime
 
     @property

@@ -23,12 +23,12 @@ from genbuffer.cli.db_cmd import db_app
 from genbuffer.cli.emit_cmd import emit_validation_test_cmd
 from genbuffer.cli.inspect_cmd import inspect_generation_cmd
 from genbuffer.cli.migrate_cmd import migrate_compacted_cmd
+from genbuffer.cli.pending_cmd import compact_pending_cmd
 from genbuffer.cli.purge_cmd import purge_chunks_cmd
 from genbuffer.cli.push_cmd import push_cmd
 from genbuffer.cli.smoke_cmd import test_redis_buffer
 from genbuffer.errors import GenbufferError
 from genbuffer.runtime import Runtime
-from genbuffer.settings import MEMORY_REDIS_URL, load_settings
 
 __all__ = ["app", "main"]
 
@@ -91,16 +91,7 @@ def root(
         format="%(levelname)s: %(message)s",
         force=True,
     )
-    settings = load_settings(env_file)
-    log = logging.getLogger("genbuffer")
-    if settings.redis_url is None and settings.redis_host is None:
-        log.info(
-            "REDIS_URL is not set: using %s, an in-process Redis that ends with this command",
-            MEMORY_REDIS_URL,
-        )
-    if warning := settings.prefix_warning():
-        log.warning(warning)
-    ctx.obj = Runtime(settings, env_file)
+    ctx.obj = Runtime(env_file)  # settings load on first use, inside the error boundary
 
 
 app.command("compact-generation")(compact_generation)
@@ -109,6 +100,7 @@ app.command("emit-validation-test")(emit_validation_test_cmd)
 app.command("test-redis-buffer")(test_redis_buffer)
 app.command("migrate-compacted-from-metadata")(migrate_compacted_cmd)
 app.command("purge-chunks")(purge_chunks_cmd)
+app.command("compact-pending")(compact_pending_cmd)
 app.command("push")(push_cmd)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")

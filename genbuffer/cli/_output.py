@@ -5,25 +5,29 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+    from rich.table import Table
 
-from genbuffer.errors import GenbufferError
+    from genbuffer.errors import GenbufferError
 
 __all__ = ["emit", "fields_table", "report_error", "stderr", "stdout"]
 
 
 def stdout() -> Console:
     """A console on stdout (created per call so test runners can swap the stream)."""
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def stderr() -> Console:
     """A console on stderr for progress, notes and errors."""
+    from rich.console import Console
+
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
@@ -38,6 +42,9 @@ def emit(result: BaseModel, as_json: bool, human: Callable[[Console], None]) -> 
 
 def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     """A two-column table of labelled values."""
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -48,6 +55,8 @@ def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def report_error(error: GenbufferError, as_json: bool) -> None:
     """One `error:` line (and a `hint:` line) on stderr; with --json, an error document too."""
+    from rich.markup import escape
+
     console = stderr()
     console.print(f"[red]error:[/red] {escape(error.message)}")
     if error.hint:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from genbuffer.cli._output import stderr
 
 __all__ = ["progress_bar"]
@@ -15,6 +13,14 @@ __all__ = ["progress_bar"]
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
     """Yield an ``advance(done, total)`` callback that drives the bar."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     console = stderr()
     with Progress(
         TextColumn(label),

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from genbuffer.cli._options import (
     DeleteOpt,
@@ -19,7 +16,11 @@ from genbuffer.cli._options import (
     runtime,
 )
 from genbuffer.cli._output import emit, fields_table
-from genbuffer.compaction import CompactionRequest, CompactionResult, assemble_and_persist
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.compaction import CompactionResult
 
 
 def compact_generation(
@@ -48,6 +49,8 @@ def compact_generation(
 
     Example: genbuf compact-generation 12 59 --delete
     """
+    from genbuffer.compaction import CompactionRequest, assemble_and_persist
+
     rt = runtime(ctx, as_json)
     request = CompactionRequest(
         organization_id=organization_id,
@@ -68,6 +71,9 @@ def compact_generation(
 
 
 def _render(console: Console, result: CompactionResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     status = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
     console.print(f"{status} {escape(result.message)}")
     console.print(

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from genbuffer.cli._options import JsonOpt, runtime
 from genbuffer.cli._output import emit
-from genbuffer.settings import describe_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.settings import ConfigShow
+
 
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
-
-
-class ConfigRow(BaseModel):
-    """One setting: its value (secrets masked) and its source."""
-
-    name: str
-    value: str | None
-    source: str
-
-
-class ConfigShow(BaseModel):
-    """What `config show --json` prints."""
-
-    settings: list[ConfigRow]
 
 
 @config_app.command("show")
@@ -35,6 +24,8 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf --env-file /var/www/app/.env config show
     """
+    from genbuffer.settings import ConfigRow, ConfigShow, describe_settings
+
     rt = runtime(ctx, as_json)
     rows = [ConfigRow(**vars(row)) for row in describe_settings(rt.env_file)]
     result = ConfigShow(settings=rows)
@@ -42,6 +33,9 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _render(console: Console, result: ConfigShow) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table("setting", "value", "source")
     for row in result.settings:
         table.add_row(row.name, escape("-" if row.value is None else row.value), escape(row.source))

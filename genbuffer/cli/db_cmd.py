@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from genbuffer.cli._options import JsonOpt, runtime
 from genbuffer.cli._output import emit
-from genbuffer.db import migrate
-from genbuffer.db.check import check_schema
-from genbuffer.settings import mask_url
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.db.check import CheckResult
+
 
 db_app = typer.Typer(help="Database schema: apply the Alembic migrations.", no_args_is_help=True)
-
-
-class UpgradeResult(BaseModel):
-    """What `db upgrade --json` prints."""
-
-    database: str
-    revision: str | None
 
 
 @db_app.command("upgrade")
@@ -30,6 +24,10 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf db upgrade
     """
+    from genbuffer.db import migrate
+    from genbuffer.db.check import UpgradeResult
+    from genbuffer.settings import mask_url
+
     rt = runtime(ctx, as_json)
     repository = rt.repository
     revision = migrate.upgrade(repository.engine, repository.url)
@@ -41,29 +39,15 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     )
 
 
-class CheckRow(BaseModel):
-    """One difference: table, column, severity (error, warning, note), message."""
-
-    table: str
-    column: str | None
-    severity: str
-    message: str
-
-
-class CheckResult(BaseModel):
-    """What `db check --json` prints."""
-
-    database: str
-    ok: bool
-    problems: list[CheckRow]
-
-
 @db_app.command("check")
 def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Report what the database lacks for genbuf; exit 1 if something required is missing.
 
     Example: genbuf --env-file /var/www/app/.env db check
     """
+    from genbuffer.db.check import CheckResult, CheckRow, check_schema
+    from genbuffer.settings import mask_url
+
     rt = runtime(ctx, as_json)
     repository = rt.repository
     problems = [CheckRow(**vars(p)) for p in check_schema(repository.engine, repository.url)]
@@ -78,6 +62,9 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _render_check(console: Console, result: CheckResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     if result.problems:
         table = Table("severity", "table", "column", "message")
         for row in result.problems:

@@ -8,7 +8,6 @@ import typer
 
 from genbuffer.cli._options import GenerationArg, JsonOpt, runtime
 from genbuffer.cli._output import emit
-from genbuffer.issues import emit_validation_test
 from genbuffer.keys import MAX_ID
 
 
@@ -24,6 +23,8 @@ def emit_validation_test_cmd(
 
     Example: genbuf emit-validation-test 9999
     """
+    from genbuffer.issues import emit_validation_test
+
     rt = runtime(ctx, as_json)
     result = emit_validation_test(
         rt.repository,

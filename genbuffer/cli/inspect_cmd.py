@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from genbuffer.cli._options import (
     DeleteOpt,
@@ -16,7 +15,11 @@ from genbuffer.cli._options import (
     runtime,
 )
 from genbuffer.cli._output import emit
-from genbuffer.inspection import InspectionResult, inspect_generation
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.inspection import InspectionResult
 
 
 def inspect_generation_cmd(
@@ -32,12 +35,17 @@ def inspect_generation_cmd(
     Without --scenario-id the scenario keys are found with SCAN.
     Example: genbuf inspect-generation 12 59 --scenario-id 345
     """
+    from genbuffer.inspection import inspect_generation
+
     rt = runtime(ctx, as_json)
     result = inspect_generation(rt.buffer, organization_id, generation_id, scenario_id, delete)
     emit(result, as_json, lambda console: _render(console, result))
 
 
 def _render(console: Console, result: InspectionResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     if not result.keys:
         console.print(f"no Redis keys for generation {result.generation_id}")
         return

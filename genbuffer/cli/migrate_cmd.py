@@ -9,7 +9,6 @@ import typer
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
 from genbuffer.cli._output import emit, stderr
 from genbuffer.cli._progress import progress_bar
-from genbuffer.maintenance import migrate_compacted_from_metadata
 
 
 def migrate_compacted_cmd(
@@ -25,6 +24,8 @@ def migrate_compacted_cmd(
     Idempotent and resumable: every batch commits, and a rerun continues.
     Example: genbuf migrate-compacted-from-metadata --batch-size 1000
     """
+    from genbuffer.maintenance import migrate_compacted_from_metadata
+
     rt = runtime(ctx, as_json)
     with progress_bar("migrating") as advance:
         result = migrate_compacted_from_metadata(

@@ -9,7 +9,6 @@ import typer
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
 from genbuffer.cli._output import emit, stderr
 from genbuffer.cli._progress import progress_bar
-from genbuffer.maintenance import parse_age, purge_chunks
 
 
 def purge_chunks_cmd(
@@ -32,6 +31,8 @@ def purge_chunks_cmd(
 
     Example (cron): genbuf purge-chunks --older-than 7d --json
     """
+    from genbuffer.maintenance import parse_age, purge_chunks
+
     rt = runtime(ctx, as_json)
     age = older_than or f"{rt.settings.generation_chunks_retention_days}d"
     parse_age(age)  # a bad age is a usage error before any query

@@ -8,7 +8,6 @@ import typer
 
 from genbuffer.cli._options import GenerationArg, JsonOpt, OrganizationArg, ScenarioOpt, runtime
 from genbuffer.cli._output import emit
-from genbuffer.ingest import push_lines
 
 
 def push_cmd(
@@ -25,6 +24,8 @@ def push_cmd(
 
     Example: genbuf push 12 59 --finish < response.json
     """
+    from genbuffer.ingest import push_lines
+
     rt = runtime(ctx, as_json)
     stdin = typer.get_binary_stream("stdin")
     result = push_lines(

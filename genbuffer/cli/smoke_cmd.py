@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from genbuffer.cli._options import JsonOpt, runtime
 from genbuffer.cli._output import emit
-from genbuffer.smoke import SmokeResult, smoke_test
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.smoke import SmokeResult
 
 
 def test_redis_buffer(
@@ -25,6 +27,8 @@ def test_redis_buffer(
 
     Example: genbuf test-redis-buffer --chunks 100
     """
+    from genbuffer.smoke import smoke_test
+
     rt = runtime(ctx, as_json)
     result = smoke_test(rt.buffer, chunks=chunks, keep=keep)
     emit(result, as_json, lambda console: _render(console, result))
@@ -33,6 +37,8 @@ def test_redis_buffer(
 
 
 def _render(console: Console, result: SmokeResult) -> None:
+    from rich.markup import escape
+
     for check in result.checks:
         mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
         console.print(f"{mark} {check.name}: {escape(check.detail)}")

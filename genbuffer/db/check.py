@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from sqlalchemy import Column, Engine, inspect
 from sqlalchemy import types as sa_types
 from sqlalchemy.engine.interfaces import ReflectedColumn
@@ -17,7 +18,7 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from genbuffer.db.engine import database_errors
 from genbuffer.db.schema import Base
 
-__all__ = ["SchemaProblem", "check_schema"]
+__all__ = ["CheckResult", "CheckRow", "SchemaProblem", "UpgradeResult", "check_schema"]
 
 Severity = Literal["error", "warning", "note"]
 
@@ -30,6 +31,30 @@ class SchemaProblem:
     column: str | None
     severity: Severity
     message: str
+
+
+class UpgradeResult(BaseModel):
+    """What `db upgrade --json` prints."""
+
+    database: str
+    revision: str | None
+
+
+class CheckRow(BaseModel):
+    """One difference: table, column, severity (error, warning, note), message."""
+
+    table: str
+    column: str | None
+    severity: str
+    message: str
+
+
+class CheckResult(BaseModel):
+    """What `db check --json` prints."""
+
+    database: str
+    ok: bool
+    problems: list[CheckRow]
 
 
 def _family(kind: sa_types.TypeEngine[Any]) -> str:

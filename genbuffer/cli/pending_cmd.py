@@ -1,0 +1,64 @@
+"""genbuf compact-pending: the cron batch compaction of finished buffers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
+from genbuffer.cli._output import emit, stderr
+from genbuffer.cli._progress import progress_bar
+
+
+def compact_pending_cmd(
+    ctx: typer.Context,
+    idle: Annotated[
+        str | None,
+        typer.Option(
+            "--idle",
+            help="Also compact unfinished buffers with no chunk for this long (e.g. 30m).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Compact at most this many buffers.")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the buffers (no --delete).")] = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compact every finished buffer (and idle ones with --idle), deleting each after commit.
+
+    Exit 1 if any generation failed (the others are still compacted).
+    Example (cron): genbuf compact-pending --idle 30m --json
+    """
+    from genbuffer.batch import compact_pending
+    from genbuffer.maintenance import parse_age
+
+    rt = runtime(ctx, as_json)
+    age = parse_age(idle) if idle else None
+    with progress_bar("compacting") as advance:
+        result = compact_pending(
+            rt.buffer,
+            rt.repository,
+            rt.compaction,
+            idle=age,
+            limit=limit,
+            delete=not keep,
+            dry_run=dry_run,
+            progress=advance,
+        )
+    if result.already_running:
+        stderr().print("compact-pending is already running elsewhere; nothing done")
+    emit(
+        result,
+        as_json,
+        lambda console: console.print(
+            f"compacted {result.compacted} of {result.eligible} eligible buffers "
+            f"({result.buffers} seen; {result.skipped_active} still streaming, "
+            f"{result.skipped_quarantined} quarantined); failed {result.failed}"
+        ),
+    )
+    if result.failed:
+        raise typer.Exit(1)
