@@ -28,6 +28,9 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+bench: venv
+	$(PY) bench/run.py
+
 chaos: venv
 	$(PY) -m tests.chaos --chunks 5000 --generations 20 --kills 50 --duration 60
 

@@ -15,6 +15,7 @@ from genbuffer.errors import DependencyUnavailable, GenbufferError
 __all__ = ["PendingResult", "compact_pending"]
 
 Progress = Callable[[int, int], None]
+ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
 
 
 class PendingResult(BaseModel):
@@ -72,6 +73,7 @@ def compact_pending(
                 active += 1
         candidates = candidates[:limit] if limit is not None else candidates
         compacted, failures = 0, []
+        acks: list[tuple[str, str, int]] = []  # committed, trimmed a batch at a time
         for done, parts in enumerate(candidates, start=1):
             request = CompactionRequest(
                 parts.organization_id,
@@ -79,16 +81,25 @@ def compact_pending(
                 parts.scenario_id,
                 delete=delete,
                 dry_run=dry_run,
+                acknowledge=False,
             )
             try:
-                assemble_and_persist(request, buffer=buffer, repository=repository, config=config)
+                result = assemble_and_persist(
+                    request, buffer=buffer, repository=repository, config=config
+                )
                 compacted += 1
+                if delete and not dry_run and result.stream_id and (result.ok or result.persisted):
+                    acks.append((result.key, result.stream_id, result.stream_end))
+                if len(acks) == ACK_BATCH:
+                    buffer.acknowledge_many(acks, delete=True)
+                    acks = []
             except DependencyUnavailable:
                 raise
             except GenbufferError as error:
                 failures.append({"generation_id": parts.generation_id, "error": error.message})
             if progress:
                 progress(done, len(candidates))
+        buffer.acknowledge_many(acks, delete=True)
     return PendingResult(
         buffers=buffers,
         eligible=len(candidates),

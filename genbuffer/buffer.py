@@ -10,11 +10,12 @@ committed while producers keep appending and other compactors keep reading.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
+PUSH_PIPELINE = 16  # batches sent per round trip by push_many
 READ_PAGE = 2000  # chunks per LRANGE page while compacting
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
 
@@ -102,6 +104,7 @@ class BufferSnapshot:
     exists: bool
     length: int = 0
     meta: dict[str, str] = field(default_factory=dict)
+    first_page: list[bytes] = field(default_factory=list)  # from the position asked for
 
     @property
     def stream_id(self) -> str | None:
@@ -151,6 +154,42 @@ class KeyInfo:
     memory_bytes: int | None
 
 
+def _nbytes(chunk: bytes | str) -> int:
+    """Length in bytes, as Redis stores it (str chunks are sent as UTF-8)."""
+    return len(chunk) if isinstance(chunk, bytes) else len(chunk.encode())
+
+
+def _batches(chunks: Iterable[bytes | str], size: int) -> Iterator[list[bytes | str]]:
+    """Lists of up to ``size`` chunks, in order."""
+    batch: list[bytes | str] = []
+    for chunk in chunks:
+        batch.append(chunk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _sum_replies(replies: list[Any], appended: int, skipped: int) -> tuple[int, int, int]:
+    """(last list length, appended, skipped) after a pipeline of push.lua replies."""
+    length = 0
+    for reply_length, reply_appended, reply_skipped in replies:
+        length = int(reply_length)
+        appended += int(reply_appended)
+        skipped += int(reply_skipped)
+    return length, appended, skipped
+
+
+@lru_cache(maxsize=4096)
+def _cached_keys(
+    organization_id: int, generation_id: int, scenario_id: int | None, prefix: str
+) -> tuple[str, str]:
+    """(chunks key, meta key), built and validated once per generation."""
+    chunks = keys.chunks_key(organization_id, generation_id, scenario_id, prefix)
+    return chunks, keys.meta_key(chunks)
+
+
 def _int(value: object, default: int) -> int:
     try:
         return int(str(value))
@@ -158,8 +197,15 @@ def _int(value: object, default: int) -> int:
         return default
 
 
+_SECOND: list[object] = [None, ""]  # (epoch second, its formatted prefix): one strftime a second
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now as ISO 8601 UTC with microseconds, e.g. 2026-11-25T21:15:53.028616Z."""
+    second, fraction = divmod(time.time_ns(), 1_000_000_000)
+    if _SECOND[0] != second:
+        _SECOND[0], _SECOND[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_SECOND[1]}.{fraction // 1000:06d}Z"
 
 
 def _text(value: bytes | str) -> str:
@@ -184,6 +230,7 @@ class GenerationBuffer:
         self.ttl = ttl
         self.max_len = max_len
         self._push = client.register_script(_script("push"))
+        self._push_one = client.register_script(_script("push_one"))
         self._snapshot = client.register_script(_script("snapshot"))
         self._read = client.register_script(_script("read"))
         self._ack = client.register_script(_script("ack"))
@@ -205,7 +252,7 @@ class GenerationBuffer:
 
     def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
         """The chunks key of a generation, prefix included."""
-        return keys.chunks_key(organization_id, generation_id, scenario_id, self.prefix)
+        return _cached_keys(organization_id, generation_id, scenario_id, self.prefix)[0]
 
     # -- producer --------------------------------------------------------------------
 
@@ -223,7 +270,33 @@ class GenerationBuffer:
         With ``seq`` (the chunk's 0-based position in the stream) a retried push
         is recognised and skipped instead of duplicating the chunk.
         """
-        return self.push_many(organization_id, generation_id, [chunk], scenario_id, seq=seq)
+        key, meta = _cached_keys(organization_id, generation_id, scenario_id, self.prefix)
+        if seq is not None:
+            return self.push_to_key(
+                key, [chunk], (organization_id, scenario_id, generation_id), seq=seq
+            )
+        # The hot path of a streaming producer: cached keys, one EVALSHA of push_one.lua.
+        scenario = "" if scenario_id is None else scenario_id
+        argv = (
+            chunk,
+            _now_iso(),
+            _nbytes(chunk),
+            self.ttl,
+            organization_id,
+            scenario,
+            generation_id,
+        )
+        try:
+            length = self.client.evalsha(self._push_one.sha, 2, key, meta, *argv)
+        except redis.exceptions.NoScriptError:
+            with redis_errors(self.url):  # a restarted server: load the script, once
+                length = self._push_one(keys=(key, meta), args=argv)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            with redis_errors(self.url):
+                raise
+        if self.max_len is not None and length > self.max_len:
+            self._warn_length(key, int(length))
+        return PushResult(key=key, length=int(length), appended=1, skipped=0)
 
     def push_many(
         self,
@@ -247,43 +320,39 @@ class GenerationBuffer:
         *,
         seq: int | None = None,
     ) -> PushResult:
-        """Append chunks to an already built chunks key; ``ids`` are (org, scenario, generation)."""
+        """Append chunks to an already built chunks key; ``ids`` are (org, scenario, generation).
+
+        Each batch of PUSH_BATCH chunks is one atomic script call; PUSH_PIPELINE
+        batches travel per round trip, in order.
+        """
         org, scenario, generation = ids
-        id_args = (org, "" if scenario is None else scenario, generation)
+        head = (self.ttl, _now_iso(), org, "" if scenario is None else scenario, generation)
+        meta = keys.meta_key(key)
         length = appended = skipped = 0
-        batch: list[bytes | str] = []
         with redis_errors(self.url):
-            for chunk in chunks:
-                batch.append(chunk)
-                if len(batch) == PUSH_BATCH:
-                    length, a, s = self._push_batch(key, id_args, batch, seq)
-                    appended, skipped = appended + a, skipped + s
-                    seq = None if seq is None else seq + len(batch)
-                    batch = []
-            if batch or appended + skipped == 0:
-                length, a, s = self._push_batch(key, id_args, batch, seq)
-                appended, skipped = appended + a, skipped + s
+            pipe = self.client.pipeline(transaction=False)
+            queued = 0
+            for batch in _batches(chunks, PUSH_BATCH):
+                total = sum(map(_nbytes, batch))
+                argv = (*head, "" if seq is None else seq, total, *batch)
+                self._push(keys=(key, meta), args=argv, client=pipe)
+                seq = None if seq is None else seq + len(batch)
+                queued += 1
+                if queued == PUSH_PIPELINE:
+                    length, appended, skipped = _sum_replies(pipe.execute(), appended, skipped)
+                    queued = 0
+            if queued:
+                length, appended, skipped = _sum_replies(pipe.execute(), appended, skipped)
+            elif appended + skipped == 0:
+                length = int(self.client.llen(key))
         if self.max_len is not None and length > self.max_len:
-            log.warning(
-                "buffer %s holds %d chunks, over GENERATION_CHUNK_MAX_LEN=%d",
-                key,
-                length,
-                self.max_len,
-            )
+            self._warn_length(key, length)
         return PushResult(key=key, length=length, appended=appended, skipped=skipped)
 
-    def _push_batch(
-        self,
-        key: str,
-        ids: tuple[object, object, object],
-        batch: list[bytes | str],
-        seq: int | None,
-    ) -> tuple[int, int, int]:
-        if not batch:
-            return int(self.client.llen(key)), 0, 0
-        argv: list[Any] = [self.ttl, _now_iso(), *ids, "" if seq is None else seq, *batch]
-        length, appended, skipped = self._push(keys=[key, keys.meta_key(key)], args=argv)
-        return int(length), int(appended), int(skipped)
+    def _warn_length(self, key: str, length: int) -> None:
+        log.warning(
+            "buffer %s holds %d chunks, over GENERATION_CHUNK_MAX_LEN=%s", key, length, self.max_len
+        )
 
     def finish(
         self, organization_id: int, generation_id: int, scenario_id: int | None = None
@@ -298,26 +367,43 @@ class GenerationBuffer:
 
     # -- compaction ------------------------------------------------------------------
 
-    def snapshot(self, key: str) -> BufferSnapshot:
-        """Read length and meta atomically, give the stream an id, and lease its TTL."""
+    def snapshot(
+        self, key: str, held: tuple[str, int] | None = None, page: int = READ_PAGE
+    ) -> BufferSnapshot:
+        """Read length and meta atomically, give the stream an id, and lease its TTL.
+
+        ``held`` is (stream id, chunks of it already persisted): the first page of
+        chunks after those comes back in the same round trip.
+        """
+        stream, offset = held if held is not None else ("", 0)
         with redis_errors(self.url):
             reply = self._snapshot(
                 keys=[key, keys.meta_key(key)],
-                args=[uuid.uuid4().hex, LEASE_SECONDS, self.ttl],
+                args=[uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page],
             )
         if int(reply[0]) == 0:
             return BufferSnapshot(key=key, exists=False)
         flat = [_text(item) for item in reply[2]]
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
-        return BufferSnapshot(key=key, exists=True, length=int(reply[1]), meta=meta)
+        return BufferSnapshot(
+            key=key, exists=True, length=int(reply[1]), meta=meta, first_page=list(reply[3])
+        )
 
     def read(
         self, snapshot: BufferSnapshot, start: int, end: int, page: int = READ_PAGE
     ) -> Iterator[list[bytes]]:
-        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive)."""
+        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive).
+
+        When ``start`` is where the snapshot's first page begins, that page is used
+        rather than read again.
+        """
         stream = snapshot.stream_id or ""
         meta = keys.meta_key(snapshot.key)
         position = start
+        if snapshot.first_page and start < end:
+            first = snapshot.first_page[: end - start]
+            yield first
+            position += len(first)
         with redis_errors(self.url):
             while position < end:
                 last = min(position + page, end) - 1
@@ -351,6 +437,23 @@ class GenerationBuffer:
                 keys=[key, keys.meta_key(key)], args=[stream_id, persisted, 1 if delete else 0]
             )
         return int(trimmed), bool(int(deleted)), int(left)
+
+    def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
+        """Acknowledge several committed compactions (key, stream id, persisted) in one trip.
+
+        Returns how many buffers were deleted.
+        """
+        if not acks:
+            return 0
+        with redis_errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for key, stream_id, persisted in acks:
+                self._ack(
+                    keys=[key, keys.meta_key(key)],
+                    args=[stream_id, persisted, 1 if delete else 0],
+                    client=pipe,
+                )
+            return sum(int(reply[1]) for reply in pipe.execute())
 
     def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed compaction of ``key``; returns (attempts, quarantined)."""

@@ -108,6 +108,7 @@ class CompactionRequest:
     dry_run: bool = False
     source: str = "compaction"
     force: bool = False  # compact a quarantined generation anyway
+    acknowledge: bool = True  # False: the caller trims later (compact-pending batches it)
 
 
 class CompactionResult(BaseModel):
@@ -132,6 +133,8 @@ class CompactionResult(BaseModel):
     attempts: int = 0
     quarantined: bool = False
     message: str = ""
+    stream_id: str | None = None
+    stream_end: int = 0
 
 
 _LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap"})
@@ -269,7 +272,8 @@ def assemble_and_persist(
             ),
         )
     deleted, left = False, None
-    if request.delete and not request.dry_run and not outcome.aborted and outcome.stream:
+    ack_due = request.delete and not request.dry_run and not outcome.aborted
+    if ack_due and request.acknowledge and outcome.stream is not None:
         config.faults.at("before_ack")
         _, deleted, left = buffer.acknowledge(outcome.key, outcome.stream, outcome.end, True)
     persisted = outcome.persist and not request.dry_run
@@ -299,6 +303,8 @@ def assemble_and_persist(
         sha256=outcome.sha256,
         attempts=attempts,
         quarantined=quarantined,
+        stream_id=outcome.stream,
+        stream_end=outcome.end,
         message=_message(outcome, persisted=persisted, deleted=deleted, dry_run=request.dry_run)
         + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
     )
@@ -354,7 +360,7 @@ def _compact_locked(
         )
     scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
     key = buffer.key_for(request.organization_id, request.generation_id, scenario_id)
-    snapshot = buffer.snapshot(key)
+    snapshot = buffer.snapshot(key, held=_buffer_record(row.metadata))
     if not snapshot.exists:
         raise NothingToCompact(
             f"nothing to compact: no Redis buffer at {key}",
@@ -518,6 +524,7 @@ def _row_values(
         "compacted_by": compacted_by,
         "updated_at": now,
     }
-    if outcome.validation_id is not None:
-        values["last_validation_issue_id"] = outcome.validation_id
+    values["last_validation_issue_id"] = (
+        outcome.validation_id if outcome.validation_id is not None else row.last_validation_issue_id
+    )
     return values

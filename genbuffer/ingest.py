@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from genbuffer.buffer import PUSH_BATCH, GenerationBuffer
+from genbuffer.buffer import GenerationBuffer
 
 __all__ = ["PushSummary", "push_lines"]
 
@@ -37,21 +37,20 @@ def push_lines(
     """Push every line of ``stream`` as a chunk, a batch per round trip.
 
     Lines keep their newline (a last line without one stays as it is), so the
-    compacted artifact reproduces the input byte for byte.
+    compacted artifact reproduces the input byte for byte. The buffer batches
+    and pipelines them.
     """
-    chunks = bytes_total = 0
-    length = 0
-    key = buffer.key_for(organization_id, generation_id, scenario_id)
-    batch: list[bytes] = []
-    for line in stream:
-        batch.append(line)
-        chunks += 1
-        bytes_total += len(line)
-        if len(batch) == PUSH_BATCH:
-            length = buffer.push_many(organization_id, generation_id, batch, scenario_id).length
-            batch = []
-    if batch:
-        length = buffer.push_many(organization_id, generation_id, batch, scenario_id).length
+    counted = [0, 0]  # lines, bytes
+
+    def lines() -> Iterator[bytes]:
+        for line in stream:
+            counted[0] += 1
+            counted[1] += len(line)
+            yield line
+
+    result = buffer.push_many(organization_id, generation_id, lines(), scenario_id)
+    key, length = result.key, result.length
+    chunks, bytes_total = counted
     if finish:
         buffer.finish(organization_id, generation_id, scenario_id)
     return PushSummary(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -122,7 +123,7 @@ def validate(
     issues.extend(json_issues)
     if json_issues and json_issues[0].code == "invalid_json":
         return Validation(tuple(issues))
-    unstorable = _unstorable_path(parsed)
+    unstorable = _unstorable_path(parsed) if _RISKY_ESCAPE.search(text) else None
     if any(issue.code == "json_unstorable" for issue in json_issues):
         unstorable = unstorable or "$"
     elif unstorable is not None:
@@ -240,8 +241,14 @@ def _parse_json(text: str) -> tuple[Any, list[Issue]]:
     return parsed, issues
 
 
+# In valid JSON a NUL or a lone surrogate can only arrive as a \u escape, so documents
+# without one of these escapes are not walked at all.
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _has_unstorable(text: str) -> bool:
-    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _UNSTORABLE.search(text) is not None
 
 
 def _unstorable_path(value: Any) -> str | None:

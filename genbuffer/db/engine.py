@@ -35,7 +35,9 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = 5
     try:
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        # No pool_pre_ping: it costs a round trip per transaction, and a connection
+        # that died is invalidated on its first error anyway (reported as exit 3).
+        return create_engine(parsed, connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise UsageError(
             f"the driver for {parsed.get_backend_name()} is not installed ({exc.name})",

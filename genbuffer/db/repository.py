@@ -17,6 +17,7 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -71,6 +72,25 @@ _ROW_COLUMNS = (
 )
 
 
+# Built once: compaction locks and writes a row per generation, thousands of times a batch.
+_LOCK_ROW = select(*_ROW_COLUMNS).where(GEN.c.id == bindparam("id")).with_for_update()
+COMPACTION_COLUMNS = (
+    "compacted",
+    "llm_response",
+    "metadata",
+    "chunk_count",
+    "compacted_at",
+    "compacted_by",
+    "updated_at",
+    "last_validation_issue_id",
+)
+_SAVE_ROW = (
+    update(GEN)
+    .where(GEN.c.id == bindparam("row_id"))
+    .values({name: bindparam(name) for name in COMPACTION_COLUMNS})
+)
+
+
 def _row(values: Sequence[Any]) -> GenerationRow:
     return GenerationRow(*values)
 
@@ -83,13 +103,15 @@ class Transaction:
 
     def lock_generation(self, generation_id: int) -> GenerationRow | None:
         """Read a generation row and lock it until the transaction ends."""
-        query = select(*_ROW_COLUMNS).where(GEN.c.id == generation_id).with_for_update()
-        found = self.connection.execute(query).first()
+        found = self.connection.execute(_LOCK_ROW, {"id": generation_id}).first()
         return None if found is None else _row(found)
 
     def save_compaction(self, generation_id: int, values: dict[str, Any]) -> None:
-        """Write the compaction columns of one row."""
-        self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
+        """Write the compaction columns of one row (all of COMPACTION_COLUMNS, or a subset)."""
+        if set(values) == set(COMPACTION_COLUMNS):
+            self.connection.execute(_SAVE_ROW, {"row_id": generation_id, **values})
+        else:
+            self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
 
     def insert_issue(
         self,

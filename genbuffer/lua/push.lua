@@ -7,17 +7,18 @@
 -- ARGV[4]  scenario id, or '' when there is none
 -- ARGV[5]  generation id
 -- ARGV[6]  sequence number (0-based, counted over the stream) of the first chunk, or ''
--- ARGV[7…] the chunks, in order
+-- ARGV[7]  the total length in bytes of the chunks (computed by the caller)
+-- ARGV[8…] the chunks, in order
 -- With a sequence number the push is idempotent: the producer's next expected
 -- number is chunk_count + gaps; chunks below it are skipped (a retried push), and a
 -- jump forward is added to `gaps` (chunks never delivered). chunk_count only ever
 -- counts chunks really appended, so it stays equal to trimmed + list length.
 -- Returns {list length, chunks appended, chunks skipped}.
-local first = 7
+local first = 8
 local skipped = 0
-local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
-local is_new_stream = count == 0
 if ARGV[6] ~= '' then
+  -- only sequenced pushes pay for reading the counters first
+  local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
   local seq = tonumber(ARGV[6])
   local expected = count + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
   if seq < expected then
@@ -31,13 +32,18 @@ local appended = #ARGV - first + 1
 if appended <= 0 then
   return {redis.call('LLEN', KEYS[1]), 0, skipped}
 end
-local bytes = 0
-for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+local bytes = tonumber(ARGV[7])
+if skipped > 0 then
+  -- a retried batch: count only the bytes of the chunks really appended
+  bytes = 0
+  for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+end
 local length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
-redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
+local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
 redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
 redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
-if is_new_stream then
+if count == appended then
+  -- the first chunks of this stream: its ids, its start, and the TTL on the meta hash
   redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[3],
     'generation_id', ARGV[5])
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[4]) end
@@ -46,6 +52,8 @@ end
 if length == appended then
   -- this push created the list; the meta hash must live at least as long
   redis.call('EXPIRE', KEYS[1], ARGV[1])
-  if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+  if count ~= appended and redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then
+    redis.call('EXPIRE', KEYS[2], ARGV[1])
+  end
 end
 return {length, appended, skipped}

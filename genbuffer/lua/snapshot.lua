@@ -5,13 +5,17 @@
 -- ARGV[2]  lease in seconds: a key that would expire sooner is extended to it,
 --          so nothing expires while it is being compacted
 -- ARGV[3]  TTL in seconds for a meta hash that has none
+-- ARGV[4]  the stream id the row records, or ''
+-- ARGV[5]  how many chunks of that stream the row holds
+-- ARGV[6]  page size: the first page of chunks not yet held comes back with the snapshot
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
 -- Chunks that vanished from the head of the list (the list expired while the meta
 -- hash lived on, or something popped them) are detected from chunk_count - trimmed
 -- > length: `trimmed` moves past them so positions stay right, and `expired`
 -- counts them; compaction reports them, never silently.
--- Returns {0} when neither key exists, else {1, list length, meta as a flat list}.
+-- Returns {0} when neither key exists, else {1, list length, meta as a flat list,
+-- first page of chunks from max(held, trimmed)}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
 local has_meta = redis.call('EXISTS', KEYS[2]) == 1
 if not has_list and not has_meta then return {0} end
@@ -35,4 +39,11 @@ if meta_ttl == -1 then
 elseif meta_ttl < math.max(list_ttl, lease) then
   redis.call('EXPIRE', KEYS[2], math.max(list_ttl, lease))
 end
-return {1, length, redis.call('HGETALL', KEYS[2])}
+local held = 0
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], 'stream_id') == ARGV[4] then
+  held = tonumber(ARGV[5])
+end
+trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+local first = math.max(held, trimmed) - trimmed
+local page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
+return {1, length, redis.call('HGETALL', KEYS[2]), page}

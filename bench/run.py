@@ -1,0 +1,731 @@
+"""`make bench`: genbuf beside hand-written raw redis-py / psycopg baselines doing the same I/O.
+
+Each row is the median of REPEAT runs (setup untimed). Ratios are "genbuf / raw"
+for rates (higher is better) and "genbuf / raw" for times (lower is better), as
+each row says. Needs the real Redis and PostgreSQL (REDIS_TEST_URL,
+POSTGRES_TEST_URL). Writes bench/results.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import redis
+
+from genbuffer.batch import compact_pending
+from genbuffer.buffer import GenerationBuffer
+from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
+from genbuffer.db import migrate
+from genbuffer.db.repository import Repository
+from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
+from genbuffer.settings import Settings
+
+REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
+ADMIN_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"  # smaller sizes, for trying the harness
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Row:
+    """One benchmark line."""
+
+    operation: str
+    genbuf: str
+    baseline: str
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+def compare(
+    ours: Callable[[], object],
+    raw: Callable[[], object],
+    setup_ours: Callable[[], object] | None = None,
+    setup_raw: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Medians of genbuf and the baseline, run alternately so machine drift hits both."""
+    ours_times: list[float] = []
+    raw_times: list[float] = []
+    for rep in range(REPEAT):
+        order = [(ours, setup_ours, ours_times), (raw, setup_raw, raw_times)]
+        for run, setup, times in order if rep % 2 == 0 else order[::-1]:
+            if setup:
+                setup()
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ours_times), statistics.median(raw_times)
+
+
+def median_time(
+    run: Callable[[], object], setup: Callable[[], object] | None = None, repeat: int = 0
+) -> float:
+    """Median wall time of ``run`` over REPEAT repetitions, ``setup`` untimed before each."""
+    times = []
+    for _ in range(repeat or REPEAT):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Bench:
+    """Owns a scratch PostgreSQL database and a Redis key prefix."""
+
+    def __init__(self) -> None:
+        self.database = f"genbuf_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        base = ADMIN_URL.rsplit("/", 1)[0]
+        self.pg_dsn = f"{base}/{self.database}"
+        self.prefix = f"genbuf-bench:{uuid.uuid4().hex[:8]}:"
+        self.settings = Settings(
+            redis_url=REDIS_URL,
+            redis_prefix=self.prefix,
+            database_url=self.pg_dsn,
+            generation_chunks_backup=False,
+            metadata_validation_log=Path(tempfile.mkdtemp()) / "audit.log",
+        )
+        self.repository = Repository.from_settings(self.settings)
+        migrate.upgrade(self.repository.engine, self.repository.url)
+        self.buffer = GenerationBuffer.from_settings(self.settings)
+        self.config = CompactionConfig.from_settings(self.settings)
+        self.redis = redis.Redis.from_url(REDIS_URL)
+        self.pg = psycopg.connect(self.pg_dsn)
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        """Drop the scratch database and keys."""
+        self.pg.close()
+        self.repository.engine.dispose()
+        for key in self.redis.scan_iter(match=self.prefix.replace(":", "\\:") + "*", count=5000):
+            self.redis.delete(key)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def flush(self) -> None:
+        """Remove this run's keys."""
+        keys = list(self.redis.scan_iter(match=self.prefix.replace(":", "\\:") + "*", count=5000))
+        for start in range(0, len(keys), 5000):
+            self.redis.delete(*keys[start : start + 5000])
+
+    def sql(self, statement: str, params: tuple[object, ...] = ()) -> None:
+        """Run one statement and commit."""
+        self.pg.execute(statement, params)
+        self.pg.commit()
+
+    def add(self, row: Row) -> None:
+        """Record and print a row."""
+        self.rows.append(row)
+        verdict = "" if row.met is None else ("ok" if row.met else "MISSED")
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        print(
+            f"{row.operation:<58} {row.genbuf:>14} {row.baseline:>14} {ratio:>7} "
+            f"{row.target:>8} {verdict}",
+            flush=True,
+        )
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+# -- 1. push_chunk ------------------------------------------------------------------------
+
+
+def bench_push_chunk(b: Bench) -> None:
+    n = 2000 if QUICK else 10000
+    chunk = b"x" * 100
+    gen = iter(range(1, 10**9))
+    raw_key = f"{b.prefix}raw:push"
+
+    def genbuf_push() -> None:
+        g = next(gen)
+        for _ in range(n):
+            b.buffer.push_chunk(1, g, chunk)
+
+    def raw_rpush() -> None:
+        for _ in range(n):
+            b.redis.rpush(raw_key, chunk)
+
+    def laravel_flow() -> None:
+        key = f"{b.prefix}raw:laravel:{next(gen)}"
+        for _ in range(n):
+            length = b.redis.rpush(key, chunk)
+            if length == 1:
+                b.redis.expire(key, 86400)
+            b.redis.hincrby(key + ":meta", "chunk_count", 1)
+            b.redis.hset(key + ":meta", "last_chunk_at", datetime.now(UTC).isoformat())
+            if length == 1:
+                b.redis.expire(key + ":meta", 86400)
+
+    ours, raw = compare(genbuf_push, raw_rpush, b.flush, b.flush)
+    ours_again, laravel = compare(genbuf_push, laravel_flow, b.flush, b.flush)
+    ours = statistics.median([ours, ours_again])
+    b.add(
+        Row(
+            "1. push_chunk, full meta update, one chunk at a time",
+            rate(n, ours),
+            rate(n, raw),
+            raw / ours,
+            ">=0.85x",
+            raw / ours >= 0.85,
+            "baseline: a raw RPUSH loop",
+        )
+    )
+    b.add(
+        Row(
+            "1. push_chunk vs the Laravel flow (RPUSH, HINCRBY, HSET, EXPIRE)",
+            rate(n, ours),
+            rate(n, laravel),
+            laravel / ours,
+            ">=2.5x",
+            laravel / ours >= 2.5,
+            "baseline: separate calls as the PHP code makes them",
+        )
+    )
+
+
+# -- 2. push_many and genbuf push ----------------------------------------------------------
+
+
+def bench_push_many(b: Bench) -> None:
+    n = 20000 if QUICK else 200000
+    chunks = [f"{i:09d}".encode() + b"y" * 91 for i in range(n)]
+    gen = iter(range(10**6, 10**9))
+
+    def genbuf_many() -> None:
+        b.buffer.push_many(2, next(gen), chunks)
+
+    def raw_pipelined() -> None:
+        key = f"{b.prefix}raw:many:{next(gen)}"
+        pipe = b.redis.pipeline(transaction=False)
+        for start in range(0, n, 1000):
+            pipe.rpush(key, *chunks[start : start + 1000])
+        pipe.execute()
+
+    ours, raw = compare(genbuf_many, raw_pipelined, b.flush, b.flush)
+
+    b.add(
+        Row(
+            f"2. push_many, {n:,} chunks of 100 B",
+            rate(n, ours),
+            rate(n, raw),
+            raw / ours,
+            ">=0.8x",
+            raw / ours >= 0.8,
+            "baseline: pipelined variadic RPUSH of 1,000",
+        )
+    )
+
+    lines = 200000 if QUICK else 1000000
+    with tempfile.NamedTemporaryFile(delete=False) as handle:
+        for i in range(lines):
+            handle.write(f"{i:09d}".encode() + b"z" * 90 + b"\n")
+        path = handle.name
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "REDIS_PREFIX": b.prefix, "DATABASE_URL": b.pg_dsn}
+    raw_script = (
+        "import sys, redis\n"
+        f"r = redis.Redis.from_url({REDIS_URL!r}); key = sys.argv[1]\n"
+        "pipe = r.pipeline(transaction=False); batch = []\n"
+        "for line in sys.stdin.buffer:\n"
+        "    batch.append(line)\n"
+        "    if len(batch) == 1000:\n"
+        "        pipe.rpush(key, *batch); batch = []\n"
+        "        if len(pipe) >= 50: pipe.execute()\n"
+        "if batch: pipe.rpush(key, *batch)\n"
+        "pipe.execute()\n"
+    )
+
+    def genbuf_cli() -> None:
+        with Path(path).open("rb") as stdin:
+            subprocess.run(
+                [str(BIN / "genbuf"), "push", "3", str(next(gen))],
+                stdin=stdin,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+
+    def raw_cli() -> None:
+        with Path(path).open("rb") as stdin:
+            subprocess.run(
+                [sys.executable, "-c", raw_script, f"{b.prefix}raw:cli:{next(gen)}"],
+                stdin=stdin,
+                env=env,
+                check=True,
+            )
+
+    ours, raw = compare(genbuf_cli, raw_cli, b.flush, b.flush)
+
+    Path(path).unlink()
+    b.add(
+        Row(
+            f"2. genbuf push < {lines:,} lines (whole process)",
+            rate(lines, ours),
+            rate(lines, raw),
+            raw / ours,
+            ">=0.8x",
+            raw / ours >= 0.8,
+            "baseline: a python process, pipelined variadic RPUSH",
+        )
+    )
+
+
+# -- 3. compact one generation ------------------------------------------------------------
+
+
+def _raw_compact(b: Bench, key: str, gen: int) -> None:
+    """The hand-written baseline: lock, LRANGE, UPDATE, COMMIT, LTRIM."""
+    with b.pg.transaction():
+        b.pg.execute("SELECT id FROM scenario_generations WHERE id = %s FOR UPDATE", (gen,))
+        chunks = b.redis.lrange(key, 0, -1)
+        data = b"".join(chunks)
+        b.pg.execute(
+            "UPDATE scenario_generations SET compacted = %s, chunk_count = %s, "
+            "compacted_at = now(), metadata = %s::jsonb WHERE id = %s",
+            (
+                base64.b64encode(data).decode(),
+                len(chunks),
+                json.dumps({"chunk_count": len(chunks), "bytes": len(data)}),
+                gen,
+            ),
+        )
+    b.redis.ltrim(key, len(chunks), -1)
+
+
+def _compact_pair(
+    b: Bench, chunks: list[bytes], label: str, target: str | None
+) -> tuple[float, float]:
+    state: dict[str, int] = {}
+
+    def setup_ours() -> None:
+        b.flush()
+        state["gen"] = b.repository.create_generation(4)
+        b.buffer.push_many(4, state["gen"], chunks)
+
+    def ours() -> None:
+        assemble_and_persist(
+            CompactionRequest(4, state["gen"], delete=True),
+            buffer=b.buffer,
+            repository=b.repository,
+            config=b.config,
+        )
+
+    def setup_raw() -> None:
+        b.flush()
+        state["gen"] = b.repository.create_generation(4)
+        state_key = f"{b.prefix}raw:compact:{state['gen']}"
+        pipe = b.redis.pipeline(transaction=False)
+        for start in range(0, len(chunks), 1000):
+            pipe.rpush(state_key, *chunks[start : start + 1000])
+        pipe.execute()
+
+    def raw() -> None:
+        _raw_compact(b, f"{b.prefix}raw:compact:{state['gen']}", state["gen"])
+
+    genbuf_time, raw_time = compare(ours, raw, setup_ours, setup_raw)
+
+    if target:
+        b.add(
+            Row(
+                label,
+                ms(genbuf_time),
+                ms(raw_time),
+                genbuf_time / raw_time,
+                target,
+                genbuf_time / raw_time <= 1.5,
+                "time ratio; baseline: lock, LRANGE, UPDATE, LTRIM",
+            )
+        )
+    return genbuf_time, raw_time
+
+
+def bench_compact(b: Bench) -> None:
+    chunks = [bytes([65 + i % 26]) * 100 for i in range(10000)]
+    _compact_pair(b, chunks, "3. compact-generation, 10,000 chunks of 100 B", "<=1.5x")
+
+
+def bench_scaling(b: Bench) -> None:
+    sizes = [1000, 10000] if QUICK else [1000, 10000, 100000]
+    for count in sizes:
+        chunks = [b"s" * 100] * count
+        ours, raw = _compact_pair(b, chunks, "", None)
+        b.add(
+            Row(
+                f"   scaling: {count:,} chunks of 100 B",
+                ms(ours),
+                ms(raw),
+                ours / raw,
+                "linear",
+                None,
+                f"{ours / count * 1e6:.1f} us per chunk",
+            )
+        )
+    megabytes = [1, 16] if QUICK else [1, 16, 64]
+    for mb in megabytes:
+        chunks = [b"m" * 1024] * (mb * 1024)
+        ours, raw = _compact_pair(b, chunks, "", None)
+        b.add(
+            Row(
+                f"   scaling: {mb} MB in 1 KB chunks",
+                ms(ours),
+                ms(raw),
+                ours / raw,
+                "linear",
+                None,
+                f"{ours / mb * 1000:.1f} ms per MB",
+            )
+        )
+
+
+# -- 4. batch compaction ------------------------------------------------------------------
+
+
+def bench_batch(b: Bench) -> None:
+    gens, per = (200, 200) if QUICK else (1000, 200)
+
+    # valid JSON, as a finished LLM response is: the raw loop validates nothing either
+    body = [b"["] + [b'"' + b"b" * 97 + b'",'] * (per - 2) + [b'"end"]']
+    state: dict[str, list[int]] = {}
+
+    def setup(raw: bool) -> Callable[[], None]:
+        def inner() -> None:
+            b.flush()
+            ids = [b.repository.create_generation(5) for _ in range(gens)]
+            state["ids"] = ids
+            pipe = b.redis.pipeline(transaction=False)
+            for gen in ids:
+                if raw:
+                    pipe.rpush(f"{b.prefix}raw:batch:{gen}", *body)
+                else:
+                    key = b.buffer.key_for(5, gen, None)
+                    pipe.rpush(key, *body)
+                    pipe.hset(key + ":meta", mapping={"chunk_count": per, "finished_at": "x"})
+            pipe.execute()
+
+        return inner
+
+    def ours() -> None:
+        result = compact_pending(b.buffer, b.repository, b.config)
+        assert result.compacted == gens, result
+
+    def raw() -> None:
+        for gen in state["ids"]:
+            key = f"{b.prefix}raw:batch:{gen}"
+            chunks = b.redis.lrange(key, 0, -1)
+            data = b"".join(chunks)
+            # the same columns genbuf writes: artifact, parsed JSON, metadata, counters
+            metadata = {"chunk_count": len(chunks), "bytes": len(data)}
+            with b.pg.transaction():
+                b.pg.execute(
+                    "UPDATE scenario_generations SET compacted = %s, llm_response = %s::jsonb, "
+                    "metadata = %s::jsonb, chunk_count = %s, compacted_at = now(), "
+                    "compacted_by = 'raw' WHERE id = %s",
+                    (
+                        base64.b64encode(data).decode(),
+                        json.dumps(json.loads(data)),
+                        json.dumps(metadata),
+                        len(chunks),
+                        gen,
+                    ),
+                )
+            b.redis.delete(key)
+
+    ours_time, raw_time = compare(ours, raw, setup(False), setup(True))
+
+    b.add(
+        Row(
+            f"4. compact-pending, {gens:,} finished generations x {per} chunks",
+            rate(gens, ours_time),
+            rate(gens, raw_time),
+            raw_time / ours_time,
+            ">=0.5x",
+            raw_time / ours_time >= 0.5,
+            "baseline: read + UPDATE + DEL, a transaction each",
+        )
+    )
+
+
+# -- 5. peak memory -----------------------------------------------------------------------
+
+MEMORY_CHILD = r"""
+import json, resource, sys
+from genbuffer.buffer import GenerationBuffer
+from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
+from genbuffer.db.repository import Repository
+from genbuffer.settings import Settings
+settings = Settings(redis_url=sys.argv[1], redis_prefix=sys.argv[2], database_url=sys.argv[3],
+                    metadata_validation_log=sys.argv[5])
+buffer = GenerationBuffer.from_settings(settings)
+repository = Repository.from_settings(settings)
+buffer.ping(); repository.ping()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = assemble_and_persist(CompactionRequest(6, int(sys.argv[4]), delete=True),
+                              buffer=buffer, repository=repository,
+                              config=CompactionConfig.from_settings(settings))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kb": before, "peak_kb": after, "bytes": result.bytes}))
+"""
+
+
+def bench_memory(b: Bench) -> None:
+    mb = 16 if QUICK else 64
+    chunk = ('"' + "w" * 1021 + '",').encode()  # a JSON array of 1 KB strings
+    results = []
+    for _ in range(3):
+        b.flush()
+        gen = b.repository.create_generation(6)
+        count = mb * 1024
+        chunks = [b"["] + [chunk] * (count - 1) + [b'"end"]']
+        b.buffer.push_many(6, gen, chunks)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MEMORY_CHILD,
+                REDIS_URL,
+                b.prefix,
+                b.pg_dsn,
+                str(gen),
+                str(b.settings.metadata_validation_log),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(out.stdout))
+    growth = statistics.median((r["peak_kb"] - r["before_kb"]) / 1024 for r in results)
+    peak = statistics.median(r["peak_kb"] / 1024 for r in results)
+    ratio = growth / mb
+    b.add(
+        Row(
+            f"5. peak memory compacting a {mb} MB generation (1 KB chunks, backups on)",
+            f"+{growth:,.0f} MB",
+            f"{mb} MB",
+            ratio,
+            "<=5x",
+            ratio <= 5,
+            f"peak RSS {peak:,.0f} MB incl. interpreter and libraries",
+        )
+    )
+
+
+# -- 6. migrate and purge -----------------------------------------------------------------
+
+
+def bench_migrate(b: Bench) -> None:
+    n = 20000 if QUICK else 100000
+    blob = base64.b64encode(b"q" * 300).decode()
+
+    def setup() -> None:
+        b.sql("TRUNCATE scenario_generations RESTART IDENTITY CASCADE")
+        b.sql(
+            "INSERT INTO scenario_generations (organization_id, metadata) "
+            "SELECT 7, jsonb_build_object('compacted', %s::text, 'chunk_count', 3, 'k', g) "
+            "FROM generate_series(1, %s) g",
+            (blob, n),
+        )
+
+    def ours() -> None:
+        result = migrate_compacted_from_metadata(b.repository, batch_size=5000)
+        assert result.migrated == n, result
+
+    def raw() -> None:
+        b.sql(
+            "UPDATE scenario_generations SET compacted = metadata->>'compacted', "
+            "chunk_count = COALESCE(chunk_count, (metadata->>'chunk_count')::int), "
+            "metadata = metadata - 'compacted' WHERE metadata ? 'compacted'"
+        )
+
+    ours_time, raw_time = compare(ours, raw, setup, setup)
+
+    b.add(
+        Row(
+            f"6. migrate-compacted-from-metadata, {n:,} rows",
+            rate(n, ours_time),
+            rate(n, raw_time),
+            raw_time / ours_time,
+            ">=0.5x",
+            raw_time / ours_time >= 0.5,
+            "baseline: one UPDATE statement; genbuf commits every 5,000 rows",
+        )
+    )
+
+
+def bench_purge(b: Bench) -> None:
+    n = 100000 if QUICK else 1000000
+    gens = 1000
+
+    def setup() -> None:
+        b.sql("TRUNCATE generation_chunks, scenario_generations RESTART IDENTITY CASCADE")
+        b.sql(
+            "INSERT INTO scenario_generations (id, organization_id, compacted_at) "
+            "SELECT g, 8, now() FROM generate_series(1, %s) g",
+            (gens,),
+        )
+        b.sql(
+            "INSERT INTO generation_chunks "
+            "(organization_id, generation_id, seq, content, created_at) "
+            "SELECT 8, 1 + (g %% %s), g / %s, '\\x00010203'::bytea, now() - interval '30 days' "
+            "FROM generate_series(0, %s - 1) g",
+            (gens, gens, n),
+        )
+
+    def ours() -> None:
+        result = purge_chunks(b.repository, "7d", batch_size=5000)
+        assert result.purged == n, result
+
+    def raw() -> None:
+        while True:
+            cur = b.pg.execute(
+                "DELETE FROM generation_chunks WHERE id IN (SELECT id FROM generation_chunks "
+                "WHERE created_at < now() - interval '7 days' LIMIT 5000)"
+            )
+            b.pg.commit()
+            if cur.rowcount == 0:
+                break
+
+    ours_time, raw_time = compare(ours, raw, setup, setup)
+
+    b.add(
+        Row(
+            f"6. purge-chunks, {n:,} backup rows",
+            rate(n, ours_time),
+            rate(n, raw_time),
+            raw_time / ours_time,
+            ">=0.5x",
+            raw_time / ours_time >= 0.5,
+            "baseline: batched DELETE of 5,000; genbuf also checks the generation is compacted",
+        )
+    )
+
+
+# -- 7. start-up --------------------------------------------------------------------------
+
+
+def bench_startup(b: Bench) -> None:
+    def run(args: list[str]) -> Callable[[], None]:
+        return lambda: subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+
+    typer_time = median_time(run([sys.executable, "-c", "import typer"]), repeat=10)
+    for args, label in (
+        (["--help"], "genbuf --help"),
+        (["compact-generation", "--help"], "genbuf compact-generation --help"),
+    ):
+        ours = median_time(run([str(BIN / "genbuf"), *args]), repeat=10)
+        b.add(
+            Row(
+                f"7. {label}",
+                ms(ours),
+                ms(typer_time),
+                ours / typer_time,
+                "<=3x",
+                ours / typer_time <= 3,
+                'baseline: python -c "import typer"',
+            )
+        )
+
+
+def machine() -> list[str]:
+    """A description of the machine and servers."""
+    cpu = "unknown"
+    with Path("/proc/cpuinfo").open() as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = int(next(x for x in meminfo if x.startswith("MemTotal")).split()[1])
+    redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
+    with psycopg.connect(ADMIN_URL) as conn:
+        pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem_kb / 1024 / 1024:.1f} GiB",
+        f"- {platform.platform()}; Python {platform.python_version()}",
+        f"- Redis {redis_version} and PostgreSQL {pg_version} on the same machine (loopback)",
+        f"- medians of {REPEAT} repetitions (start-up: 10); {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+    ]
+
+
+def write_results(b: Bench, description: list[str]) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        "`make bench` on:",
+        "",
+        *description,
+        "",
+        "| operation | genbuf | raw baseline | ratio | target | met | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in b.rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(
+            f"| {row.operation.strip()} | {row.genbuf} | {row.baseline} | {ratio} | "
+            f"{row.target} | {met} | {row.note} |"
+        )
+    notes = ROOT / "bench" / "NOTES.md"
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    (ROOT / "bench" / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    """Run every benchmark, print them, write bench/results.md."""
+    only = set(sys.argv[1:])
+    b = Bench()
+    description = machine()
+    print("\n".join(description))
+    print(f"{'operation':<58} {'genbuf':>14} {'raw':>14} {'ratio':>7} {'target':>8}")
+    try:
+        for name, fn in [
+            ("push", bench_push_chunk),
+            ("many", bench_push_many),
+            ("compact", bench_compact),
+            ("batch", bench_batch),
+            ("memory", bench_memory),
+            ("migrate", bench_migrate),
+            ("purge", bench_purge),
+            ("startup", bench_startup),
+            ("scaling", bench_scaling),
+        ]:
+            if not only or name in only:
+                fn(b)
+    finally:
+        b.close()
+    if not only:
+        write_results(b, description)
+    missed = [row.operation for row in b.rows if row.met is False]
+    print("all targets met" if not missed else f"targets missed: {missed}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

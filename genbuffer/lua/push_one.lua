@@ -1,0 +1,30 @@
+-- The hot path: append one chunk without a sequence number (push.lua does the rest).
+-- Kept apart from push.lua because a streaming producer calls it once per token:
+-- no counter read first, the byte length computed by the caller, one integer back.
+-- KEYS[1]  the chunks list
+-- KEYS[2]  the meta hash
+-- ARGV[1]  the chunk
+-- ARGV[2]  now, ISO 8601 UTC
+-- ARGV[3]  the chunk's length in bytes
+-- ARGV[4]  TTL in seconds, set on a key when this push creates it
+-- ARGV[5]  organization id
+-- ARGV[6]  scenario id, or ''
+-- ARGV[7]  generation id
+-- Returns the list length.
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', 1)
+redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[3])
+redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
+if count == 1 then
+  redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[5],
+    'generation_id', ARGV[7])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[6]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if length == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  if count ~= 1 and redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+  end
+end
+return length
