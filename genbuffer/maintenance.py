@@ -94,19 +94,27 @@ def _purge(
     dry_run: bool,
     progress: Progress | None,
 ) -> PurgeResult:
-    purgeable, kept = repository.purgeable_chunks(cutoff)
+    if dry_run:
+        purgeable, kept = repository.purgeable_chunks(cutoff)
+        return PurgeResult(
+            older_than=older_than,
+            cutoff=cutoff,
+            purged=purgeable,
+            kept_not_compacted=kept,
+            dry_run=True,
+            batches=0,
+        )
     purged = batches = 0
-    if not dry_run:
-        while deleted := repository.purge_chunks_batch(cutoff, batch_size):
-            purged += deleted
-            batches += 1
-            if progress:
-                progress(purged, max(purgeable, purged))
+    while deleted := repository.purge_chunks_batch(cutoff, batch_size):
+        purged += deleted
+        batches += 1
+        if progress:
+            progress(purged, 0)  # the total is not counted up front: that is a full scan
     return PurgeResult(
         older_than=older_than,
         cutoff=cutoff,
-        purged=purgeable if dry_run else purged,
-        kept_not_compacted=kept,
+        purged=purged,
+        kept_not_compacted=repository.old_chunks_kept(cutoff),
         dry_run=dry_run,
         batches=batches,
     )
@@ -146,6 +154,35 @@ def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
     return values
 
 
+def _migrate_in_sql(
+    repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
+) -> MigrationResult:
+    """The PostgreSQL path: each keyset batch judged and moved by two statements.
+
+    No count up front (a full scan): the candidates are what the batches found.
+    """
+    migrated = batches = 0
+    conflicts: list[int] = []
+    after_id = 0
+    while True:
+        last, moved, batch_conflicts = repository.migrate_blobs_bulk(after_id, batch_size, dry_run)
+        if last == after_id:
+            break
+        after_id = last
+        migrated += moved
+        conflicts += batch_conflicts
+        batches += 1
+        if progress:
+            progress(migrated + len(conflicts), 0)
+    return MigrationResult(
+        candidates=migrated + len(conflicts),
+        migrated=migrated,
+        conflicts=conflicts,
+        dry_run=dry_run,
+        batches=batches,
+    )
+
+
 def migrate_compacted_from_metadata(
     repository: Repository,
     *,
@@ -175,6 +212,8 @@ def migrate_compacted_from_metadata(
 def _migrate(
     repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
 ) -> MigrationResult:
+    if repository.supports_bulk_migration():
+        return _migrate_in_sql(repository, batch_size, dry_run, progress)
     candidates = repository.legacy_blob_rows()
     migrated = batches = 0
     conflicts: list[int] = []

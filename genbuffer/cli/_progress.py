@@ -34,6 +34,6 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
         task = progress.add_task(label, total=None)
 
         def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            progress.update(task, completed=done, total=total or None)  # 0: unknown
 
         yield advance

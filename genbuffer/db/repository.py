@@ -277,6 +277,12 @@ class Repository:
 
     # -- retention purge -------------------------------------------------------------
 
+    def old_chunks_kept(self, cutoff: datetime) -> int:
+        """Count backups older than ``cutoff`` (after a purge: those it had to keep)."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            query = select(func.count()).where(CHUNKS.c.created_at < cutoff)
+            return int(connection.execute(query).scalar_one())
+
     def purgeable_chunks(self, cutoff: datetime) -> tuple[int, int]:
         """Count backups older than ``cutoff``: (of compacted generations, of others kept)."""
         compacted = select(GEN.c.id).where(GEN.c.compacted_at.is_not(None))
@@ -300,10 +306,14 @@ class Repository:
             .limit(batch_size)
         )
         with self.transaction() as tx:
+            if tx.connection.dialect.name not in {"mysql", "mariadb"}:
+                return int(
+                    tx.connection.execute(delete(CHUNKS).where(CHUNKS.c.id.in_(ids))).rowcount
+                )
+            # MySQL and MariaDB refuse LIMIT inside an IN subquery: select, then delete.
             batch = [row[0] for row in tx.connection.execute(ids)]
-            if not batch:
-                return 0
-            tx.connection.execute(delete(CHUNKS).where(CHUNKS.c.id.in_(batch)))
+            if batch:
+                tx.connection.execute(delete(CHUNKS).where(CHUNKS.c.id.in_(batch)))
             return len(batch)
 
     # -- metadata.compacted migration ------------------------------------------------
@@ -327,6 +337,26 @@ class Repository:
                 .limit(batch_size)
             )
             return [_row(row) for row in rows]
+
+    def supports_bulk_migration(self) -> bool:
+        """Whether the legacy-blob move can run as set-based SQL (PostgreSQL)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def migrate_blobs_bulk(
+        self, after_id: int, batch_size: int, dry_run: bool
+    ) -> tuple[int, int, list[int]]:
+        """Move one keyset batch of blobs in SQL: (last id seen, rows moved, conflict ids).
+
+        A blob moves when it is a base64 string and the column is empty or equal;
+        anything else is a conflict, reported and left alone. One short transaction.
+        """
+        statement = _BULK_BATCH if dry_run else _BULK_MOVE
+        with self.transaction() as tx:
+            rows = tx.connection.execute(statement, {"after": after_id, "n": batch_size}).all()
+        if not rows:
+            return after_id, 0, []
+        conflicts = [row[0] for row in rows if not row[1]]
+        return max(row[0] for row in rows), len(rows) - len(conflicts), conflicts
 
     def save_many(self, updates: dict[int, dict[str, Any]]) -> None:
         """Apply per-row column updates in one transaction."""
@@ -360,6 +390,47 @@ def _file_lock(database: str | None, name: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+# PostgreSQL: one statement a batch picks rows by id, judges each blob and moves the good
+# ones (a data-modifying CTE), returning every id it looked at with its verdict.
+_BATCH_SQL = r"""
+    SELECT id,
+           jsonb_typeof(metadata::jsonb -> 'compacted') = 'string'
+           AND length(metadata::jsonb ->> 'compacted') % 4 = 0
+           AND (metadata::jsonb ->> 'compacted') ~ '^[A-Za-z0-9+/]*={0,2}$'
+           AND (compacted IS NULL OR compacted = metadata::jsonb ->> 'compacted') AS movable
+    FROM scenario_generations
+    WHERE id > :after AND metadata::jsonb ? 'compacted'
+    ORDER BY id
+    LIMIT :n
+"""
+_BULK_BATCH = text(_BATCH_SQL)
+_BULK_MOVE = text(  # noqa: S608  (constant SQL pieces; the values are bound parameters)
+    r"""
+    WITH batch AS ("""
+    + _BATCH_SQL
+    + r"""),
+    moved AS (
+        UPDATE scenario_generations AS g
+        SET compacted = g.metadata::jsonb ->> 'compacted',
+            chunk_count = COALESCE(
+                g.chunk_count,
+                CASE WHEN jsonb_typeof(g.metadata::jsonb -> 'chunk_count') = 'number'
+                     THEN (g.metadata::jsonb ->> 'chunk_count')::int END),
+            compacted_at = COALESCE(
+                g.compacted_at,
+                CASE WHEN g.metadata::jsonb ->> 'compacted_at'
+                          ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$'
+                     THEN (g.metadata::jsonb ->> 'compacted_at')::timestamptz END),
+            metadata = g.metadata::jsonb - 'compacted'
+        FROM batch
+        WHERE g.id = batch.id AND batch.movable
+        RETURNING g.id
+    )
+    SELECT id, movable FROM batch
+    """
+)
 
 
 def _has_legacy_blob(connection: Connection) -> Any:
