@@ -406,7 +406,7 @@ _BATCH_SQL = r"""
     LIMIT :n
 """
 _BULK_BATCH = text(_BATCH_SQL)
-_BULK_MOVE = text(  # noqa: S608  (constant SQL pieces; the values are bound parameters)
+_BULK_MOVE = text(
     r"""
     WITH batch AS ("""
     + _BATCH_SQL
