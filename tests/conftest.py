@@ -89,19 +89,24 @@ def _mariadb_admin() -> Any:
 
 
 @pytest.fixture
-def mariadb_database() -> Iterator[str]:
-    """A fresh migrated MariaDB database for one test; its URL."""
+def empty_mariadb_database() -> Iterator[str]:
+    """An empty MariaDB database, dropped afterwards; its URL."""
     require_server("mariadb")
     name = f"genbuf_m_{uuid.uuid4().hex[:12]}"
     admin = _mariadb_admin()
     admin.cursor().execute(f"CREATE DATABASE `{name}`")
-    url = str(make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
-    repository = Repository.from_settings(Settings(database_url=url))
-    migrate.upgrade(repository.engine, repository.url)
-    repository.engine.dispose()
-    yield url
+    yield str(make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
     admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
     admin.close()
+
+
+@pytest.fixture
+def mariadb_database(empty_mariadb_database: str) -> str:
+    """A fresh migrated MariaDB database for one test; its URL."""
+    repository = Repository.from_settings(Settings(database_url=empty_mariadb_database))
+    migrate.upgrade(repository.engine, repository.url)
+    repository.engine.dispose()
+    return empty_mariadb_database
 
 
 def _admin() -> psycopg.Connection[Any]:
@@ -273,7 +278,7 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
 
 _REDIS_FIXTURES = {"redis_prefix", "servers", "private_redis", "scrub_redis"}
 _PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
-_MARIADB_FIXTURES = {"mariadb_database"}
+_MARIADB_FIXTURES = {"mariadb_database", "empty_mariadb_database"}
 _server_outcomes: dict[str, dict[str, int]] = {
     name: {"passed": 0, "failed": 0, "skipped": 0}
     for name in ("redis", "postgres", "mariadb", "php")

@@ -5,20 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from genbuffer.db import migrate
 from genbuffer.db.engine import make_engine
 from tests.conftest import (
-    MARIADB_ADMIN_URL,
     REPO_ROOT,
-    _mariadb_admin,
-    require_server,
 )
 
 
@@ -28,18 +22,6 @@ def _database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     if kind == "mariadb":
         return str(request.getfixturevalue("empty_mariadb_database"))
     return str(request.getfixturevalue("empty_pg_database"))
-
-
-@pytest.fixture
-def empty_mariadb_database() -> Iterator[str]:
-    """An empty MariaDB database, dropped afterwards."""
-    require_server("mariadb")
-    name = f"genbuf_me_{uuid.uuid4().hex[:12]}"
-    admin = _mariadb_admin()
-    admin.cursor().execute(f"CREATE DATABASE `{name}`")
-    yield str(make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
