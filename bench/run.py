@@ -585,8 +585,9 @@ def bench_purge(b: Bench) -> None:
     def setup() -> None:
         b.sql("TRUNCATE generation_chunks, scenario_generations RESTART IDENTITY CASCADE")
         b.sql(
-            "INSERT INTO scenario_generations (id, organization_id, compacted_at) "
-            "SELECT g, 8, now() FROM generate_series(1, %s) g",
+            # ids 1..gens from the sequence just restarted, so later rows do not collide
+            "INSERT INTO scenario_generations (organization_id, compacted_at) "
+            "SELECT 8, now() FROM generate_series(1, %s) g",
             (gens,),
         )
         b.sql(
