@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
+from itertools import islice
 from typing import Any
 
 import redis
@@ -231,6 +232,7 @@ class GenerationBuffer:
         self.max_len = max_len
         self._push = client.register_script(_script("push"))
         self._push_one = client.register_script(_script("push_one"))
+        self._expire_nx: bool | None = None
         self._snapshot = client.register_script(_script("snapshot"))
         self._read = client.register_script(_script("read"))
         self._ack = client.register_script(_script("ack"))
@@ -330,6 +332,11 @@ class GenerationBuffer:
         meta = keys.meta_key(key)
         length = appended = skipped = 0
         with redis_errors(self.url):
+            if seq is None and self._has_expire_nx():
+                length, appended = self._push_transactions(key, meta, chunks, head)
+                if self.max_len is not None and length > self.max_len:
+                    self._warn_length(key, length)
+                return PushResult(key=key, length=length, appended=appended, skipped=0)
             pipe = self.client.pipeline(transaction=False)
             queued = 0
             for batch in _batches(chunks, PUSH_BATCH):
@@ -348,6 +355,60 @@ class GenerationBuffer:
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, length)
         return PushResult(key=key, length=length, appended=appended, skipped=skipped)
+
+    def _has_expire_nx(self) -> bool:
+        """Whether the server takes EXPIRE … NX (Redis 7+); asked once per buffer."""
+        if self._expire_nx is None:
+            probe = keys.meta_key(keys.smoke_chunks_key(uuid.uuid4().hex, self.prefix))
+            try:  # on a key that does not exist: 0 on Redis 7+, an error before
+                self.client.expire(probe, 1, nx=True)
+                self._expire_nx = True
+            except redis.exceptions.ResponseError:
+                self._expire_nx = False
+        return self._expire_nx
+
+    def _push_transactions(
+        self, key: str, meta: str, chunks: Iterable[bytes | str], head: tuple[object, ...]
+    ) -> tuple[int, int]:
+        """Unsequenced batches as MULTI/EXEC: native variadic RPUSH, then the meta update.
+
+        Each transaction holds PUSH_PIPELINE batches and is atomic; `EXPIRE … NX`
+        sets the TTL only on a key that has none, i.e. when this push created it.
+        """
+        ttl, now, org, scenario, generation = head
+        fields: dict[str, object] = {
+            "last_chunk_at": now,
+            "organization_id": org,
+            "generation_id": generation,
+        }
+        if scenario != "":
+            fields["scenario_id"] = scenario
+        length = appended = 0
+        source = iter(chunks)
+        while True:
+            pipe = self.client.pipeline(transaction=True)
+            count = total = 0
+            for _ in range(PUSH_PIPELINE):
+                batch = list(islice(source, PUSH_BATCH))
+                if not batch:
+                    break
+                pipe.rpush(key, *batch)
+                count += len(batch)
+                total += sum(map(_nbytes, batch))
+            if count == 0:
+                break
+            pipe.hincrby(meta, "chunk_count", count)
+            pipe.hincrby(meta, "bytes", total)
+            pipe.hset(meta, mapping=fields)  # type: ignore[arg-type]
+            pipe.hsetnx(meta, "first_chunk_at", now)  # type: ignore[arg-type]
+            pipe.expire(key, ttl, nx=True)  # type: ignore[arg-type]
+            pipe.expire(meta, ttl, nx=True)  # type: ignore[arg-type]
+            replies = pipe.execute()
+            length = int(replies[-7])  # the last RPUSH: the list length after this transaction
+            appended += count
+        if appended == 0:
+            length = int(self.client.llen(key))
+        return length, appended
 
     def _warn_length(self, key: str, length: int) -> None:
         log.warning(

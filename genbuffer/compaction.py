@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -425,7 +426,11 @@ def _compact_snapshot(
         outcome.validation = Validation((issue,) if issue else ())
         outcome.abort_reason = f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)"
         return outcome
-    content = existing + b"".join(new_chunks)
+    # One copy of the new bytes: the chunk list goes as soon as it is joined, and the
+    # backups are sliced from the joined bytes (a 64 MB generation must not cost 8x).
+    sizes = [len(chunk) for chunk in new_chunks]
+    content = existing + b"".join(new_chunks) if existing else b"".join(new_chunks)
+    del new_chunks
     outcome.validation = validate(
         content,
         missing_chunks=max(0, snapshot.trimmed - done),
@@ -435,7 +440,7 @@ def _compact_snapshot(
         gaps=snapshot.gaps,
     )
     outcome.sha256 = hashlib.sha256(content).hexdigest()
-    if not new_chunks:
+    if not sizes:
         return _nothing_new(outcome, key, has_history=bool(existing) or done > 0)
     if mode == "strict" and outcome.validation.has_errors:
         outcome.abort_reason = "strict validation failed: nothing persisted"
@@ -445,24 +450,29 @@ def _compact_snapshot(
     issues = [issue.as_dict() for issue in outcome.validation.issues]
     if issues:
         outcome.validation_id = _insert_issue(tx, request, mode, issues, now)
-    tx.save_compaction(
-        request.generation_id,
-        _row_values(
-            row,
-            content,
-            outcome,
-            compacted_by=request.compacted_by,
-            now=now,
-            issues=issues,
-        ),
-    )
     if config.backup_chunks:
         tx.backup_chunks(
-            request.organization_id, request.generation_id, row.chunk_count or 0, new_chunks
+            request.organization_id,
+            request.generation_id,
+            row.chunk_count or 0,
+            _slices(content, len(existing), sizes),
         )
+    values = _row_values(
+        row, content, outcome, compacted_by=request.compacted_by, now=now, issues=issues
+    )
+    del content, existing  # only the base64 text goes to the database
+    tx.save_compaction(request.generation_id, values)
     config.faults.at("after_update")
     outcome.persist = True
     return outcome
+
+
+def _slices(content: bytes, start: int, sizes: list[int]) -> Iterator[memoryview]:
+    """The chunks again, as views into the joined bytes (no copies)."""
+    view = memoryview(content)
+    for size in sizes:
+        yield view[start : start + size]
+        start += size
 
 
 def _committed(repository: Repository, request: CompactionRequest, outcome: _Outcome) -> bool:

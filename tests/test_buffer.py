@@ -87,3 +87,24 @@ def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
     assert all(key.startswith(stack.buffer.prefix) for key in found)
     assert all(":generation:7:" in key for key in found)
     assert stack.buffer.delete(found) == 4
+
+
+def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
+    """MULTI/EXEC (Redis 7+) and the Lua fallback leave the same list, counters and TTLs."""
+    sent = [f"{i:05d}-ñ".encode() for i in range(2300)]
+    results = {}
+    for gen, transactions in ((8, True), (9, False)):
+        stack.buffer._expire_nx = transactions  # choose the path as the probe would
+        pushed = stack.buffer.push_many(1, gen, sent, scenario_id=4)
+        snapshot = stack.buffer.snapshot(pushed.key)
+        chunks = [c for page in stack.buffer.read(snapshot, 0, snapshot.end) for c in page]
+        meta = {
+            k: snapshot.meta[k]
+            for k in ("chunk_count", "bytes", "organization_id", "scenario_id", "generation_id")
+        }
+        assert "first_chunk_at" in snapshot.meta and "last_chunk_at" in snapshot.meta
+        assert 0 < stack.buffer.ttl_of(pushed.key) <= 86400
+        results[transactions] = (pushed.length, pushed.appended, chunks, meta)
+    assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
+    assert {**results[True][3], "generation_id": "-"} == {**results[False][3], "generation_id": "-"}
+    assert results[True][3]["bytes"] == str(sum(len(c) for c in sent))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -137,20 +138,30 @@ class Transaction:
         return _new_id(result)
 
     def backup_chunks(
-        self, organization_id: int, generation_id: int, first_seq: int, chunks: Sequence[bytes]
+        self,
+        organization_id: int,
+        generation_id: int,
+        first_seq: int,
+        chunks: Iterable[bytes | memoryview],
     ) -> None:
-        """Back raw chunks up in `generation_chunks` from ``first_seq``; re-runs are no-ops."""
+        """Back raw chunks up in `generation_chunks` from ``first_seq``; re-runs are no-ops.
+
+        Chunks may be views; a batch at a time is copied for the driver.
+        """
         dialect = self.connection.dialect.name
-        for start in range(0, len(chunks), BACKUP_BATCH):
+        source = iter(chunks)
+        start = 0
+        while batch := list(islice(source, BACKUP_BATCH)):
             rows = [
                 {
                     "organization_id": organization_id,
                     "generation_id": generation_id,
                     "seq": first_seq + start + offset,
-                    "content": chunk,
+                    "content": bytes(chunk),
                 }
-                for offset, chunk in enumerate(chunks[start : start + BACKUP_BATCH])
+                for offset, chunk in enumerate(batch)
             ]
+            start += len(batch)
             if dialect == "postgresql":
                 stmt: Any = postgresql.insert(CHUNKS).on_conflict_do_nothing()
             elif dialect == "sqlite":
