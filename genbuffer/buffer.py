@@ -39,7 +39,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
-PUSH_PIPELINE = 16  # batches sent per round trip by push_many
+PUSH_PIPELINE = 16  # batch scripts sent per round trip by push_many
+TRANSACTION_BATCHES = 50  # batches per MULTI/EXEC on Redis 7+ …
+TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 READ_PAGE = 2000  # chunks per LRANGE page while compacting
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
 
@@ -95,6 +97,7 @@ class PushResult:
     length: int
     appended: int
     skipped: int = 0
+    bytes: int | None = None  # bytes appended, where the path counted them
 
 
 @dataclass(frozen=True)
@@ -330,17 +333,18 @@ class GenerationBuffer:
         org, scenario, generation = ids
         head = (self.ttl, _now_iso(), org, "" if scenario is None else scenario, generation)
         meta = keys.meta_key(key)
-        length = appended = skipped = 0
+        length = appended = skipped = pushed_bytes = 0
         with redis_errors(self.url):
             if seq is None and self._has_expire_nx():
-                length, appended = self._push_transactions(key, meta, chunks, head)
+                length, appended, pushed = self._push_transactions(key, meta, chunks, head)
                 if self.max_len is not None and length > self.max_len:
                     self._warn_length(key, length)
-                return PushResult(key=key, length=length, appended=appended, skipped=0)
+                return PushResult(key, length, appended, 0, pushed)
             pipe = self.client.pipeline(transaction=False)
             queued = 0
             for batch in _batches(chunks, PUSH_BATCH):
                 total = sum(map(_nbytes, batch))
+                pushed_bytes += total
                 argv = (*head, "" if seq is None else seq, total, *batch)
                 self._push(keys=(key, meta), args=argv, client=pipe)
                 seq = None if seq is None else seq + len(batch)
@@ -354,7 +358,8 @@ class GenerationBuffer:
                 length = int(self.client.llen(key))
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, length)
-        return PushResult(key=key, length=length, appended=appended, skipped=skipped)
+        # skipped chunks' bytes were sent but not appended: then the count is unknown
+        return PushResult(key, length, appended, skipped, None if skipped else pushed_bytes)
 
     def _has_expire_nx(self) -> bool:
         """Whether the server takes EXPIRE … NX (Redis 7+); asked once per buffer."""
@@ -369,11 +374,12 @@ class GenerationBuffer:
 
     def _push_transactions(
         self, key: str, meta: str, chunks: Iterable[bytes | str], head: tuple[object, ...]
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """Unsequenced batches as MULTI/EXEC: native variadic RPUSH, then the meta update.
 
-        Each transaction holds PUSH_PIPELINE batches and is atomic; `EXPIRE … NX`
-        sets the TTL only on a key that has none, i.e. when this push created it.
+        Each transaction holds up to TRANSACTION_BATCHES batches (TRANSACTION_BYTES at
+        most) and is atomic; `EXPIRE … NX` sets the TTL only on a key that has none,
+        i.e. when this push created it. Returns (list length, appended, bytes).
         """
         ttl, now, org, scenario, generation = head
         fields: dict[str, object] = {
@@ -383,18 +389,20 @@ class GenerationBuffer:
         }
         if scenario != "":
             fields["scenario_id"] = scenario
-        length = appended = 0
+        length = appended = pushed_bytes = 0
         source = iter(chunks)
         while True:
             pipe = self.client.pipeline(transaction=True)
             count = total = 0
-            for _ in range(PUSH_PIPELINE):
+            for _ in range(TRANSACTION_BATCHES):
                 batch = list(islice(source, PUSH_BATCH))
                 if not batch:
                     break
                 pipe.rpush(key, *batch)
                 count += len(batch)
                 total += sum(map(_nbytes, batch))
+                if total >= TRANSACTION_BYTES:
+                    break
             if count == 0:
                 break
             pipe.hincrby(meta, "chunk_count", count)
@@ -406,9 +414,10 @@ class GenerationBuffer:
             replies = pipe.execute()
             length = int(replies[-7])  # the last RPUSH: the list length after this transaction
             appended += count
+            pushed_bytes += total
         if appended == 0:
             length = int(self.client.llen(key))
-        return length, appended
+        return length, appended, pushed_bytes
 
     def _warn_length(self, key: str, length: int) -> None:
         log.warning(

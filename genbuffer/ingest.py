@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from pydantic import BaseModel
@@ -40,17 +40,9 @@ def push_lines(
     compacted artifact reproduces the input byte for byte. The buffer batches
     and pipelines them.
     """
-    counted = [0, 0]  # lines, bytes
-
-    def lines() -> Iterator[bytes]:
-        for line in stream:
-            counted[0] += 1
-            counted[1] += len(line)
-            yield line
-
-    result = buffer.push_many(organization_id, generation_id, lines(), scenario_id)
-    key, length = result.key, result.length
-    chunks, bytes_total = counted
+    result = buffer.push_many(organization_id, generation_id, stream, scenario_id)
+    key, length, chunks = result.key, result.length, result.appended + result.skipped
+    bytes_total = result.bytes or 0  # counted by both paths when no sequence number is used
     if finish:
         buffer.finish(organization_id, generation_id, scenario_id)
     return PushSummary(

@@ -104,6 +104,7 @@ def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
         }
         assert "first_chunk_at" in snapshot.meta and "last_chunk_at" in snapshot.meta
         assert 0 < stack.buffer.ttl_of(pushed.key) <= 86400
+        assert pushed.bytes == sum(len(c) for c in sent)
         results[transactions] = (pushed.length, pushed.appended, chunks, meta)
     assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
     assert {**results[True][3], "generation_id": "-"} == {**results[False][3], "generation_id": "-"}
