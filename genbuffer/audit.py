@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["append_audit_line", "audit_record"]
+if TYPE_CHECKING:
+    from genbuffer.db.repository import Transaction
+
+__all__ = ["IssueRecord", "append_audit_line", "audit_record"]
 
 
 def audit_record(
@@ -42,3 +46,41 @@ def append_audit_line(path: Path, record: dict[str, Any]) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class IssueRecord:
+    """One validation with issues: written as a `metadata_validation_issues` row and a line."""
+
+    organization_id: int | None
+    generation_id: int
+    mode: str
+    source: str
+    errors: list[dict[str, Any]]
+    ts: datetime
+
+    def insert(self, tx: Transaction) -> int:
+        """Insert the issue row in ``tx``; returns its id (the validation id)."""
+        return tx.insert_issue(
+            organization_id=self.organization_id,
+            generation_id=self.generation_id,
+            mode=self.mode,
+            source=self.source,
+            errors=self.errors,
+            created_at=self.ts,
+        )
+
+    def log(self, path: Path, validation_id: int) -> None:
+        """Append the audit line for the row ``validation_id``."""
+        append_audit_line(
+            path,
+            audit_record(
+                validation_id=validation_id,
+                organization_id=self.organization_id,
+                generation_id=self.generation_id,
+                mode=self.mode,
+                source=self.source,
+                errors=self.errors,
+                ts=self.ts,
+            ),
+        )

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from genbuffer.audit import append_audit_line, audit_record
+from genbuffer.audit import IssueRecord
 from genbuffer.buffer import BufferSnapshot, GenerationBuffer
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
 from genbuffer.errors import (
@@ -258,20 +258,9 @@ def assemble_and_persist(
     issues = [issue.as_dict() for issue in outcome.validation.issues]
     if outcome.aborted and issues and not request.dry_run:
         with repository.transaction() as tx:  # strict mode still records what it found
-            outcome.validation_id = _insert_issue(tx, request, mode, issues, now)
+            outcome.validation_id = _issue_record(request, mode, issues, now).insert(tx)
     if outcome.validation_id is not None:
-        append_audit_line(
-            config.audit_log,
-            audit_record(
-                validation_id=outcome.validation_id,
-                organization_id=request.organization_id,
-                generation_id=request.generation_id,
-                mode=mode,
-                source=request.source,
-                errors=issues,
-                ts=now,
-            ),
-        )
+        _issue_record(request, mode, issues, now).log(config.audit_log, outcome.validation_id)
     deleted, left = False, None
     ack_due = request.delete and not request.dry_run and not outcome.aborted
     if ack_due and request.acknowledge and outcome.stream is not None:
@@ -327,20 +316,11 @@ def _message(outcome: _Outcome, *, persisted: bool, deleted: bool, dry_run: bool
     return "; ".join(parts)
 
 
-def _insert_issue(
-    tx: Transaction,
-    request: CompactionRequest,
-    mode: str,
-    issues: list[dict[str, str]],
-    now: datetime,
-) -> int:
-    return tx.insert_issue(
-        organization_id=request.organization_id,
-        generation_id=request.generation_id,
-        mode=mode,
-        source=request.source,
-        errors=issues,
-        created_at=now,
+def _issue_record(
+    request: CompactionRequest, mode: str, issues: list[dict[str, str]], now: datetime
+) -> IssueRecord:
+    return IssueRecord(
+        request.organization_id, request.generation_id, mode, request.source, list(issues), now
     )
 
 
@@ -449,7 +429,7 @@ def _compact_snapshot(
         return outcome
     issues = [issue.as_dict() for issue in outcome.validation.issues]
     if issues:
-        outcome.validation_id = _insert_issue(tx, request, mode, issues, now)
+        outcome.validation_id = _issue_record(request, mode, issues, now).insert(tx)
     if config.backup_chunks:
         tx.backup_chunks(
             request.organization_id,

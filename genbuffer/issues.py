@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from genbuffer.audit import append_audit_line, audit_record
+from genbuffer.audit import IssueRecord
 from genbuffer.db.repository import Repository
 
 __all__ = ["EmitResult", "emit_validation_test"]
@@ -41,27 +41,10 @@ def emit_validation_test(
     now = datetime.now(UTC)
     mode = "strict" if strict else "soft"
     errors = [dict(TEST_ISSUE)]
+    record = IssueRecord(organization_id, generation_id, mode, "debug", errors, now)
     with repository.transaction() as tx:
-        validation_id = tx.insert_issue(
-            organization_id=organization_id,
-            generation_id=generation_id,
-            mode=mode,
-            source="debug",
-            errors=errors,
-            created_at=now,
-        )
-    append_audit_line(
-        audit_log,
-        audit_record(
-            validation_id=validation_id,
-            organization_id=organization_id,
-            generation_id=generation_id,
-            mode=mode,
-            source="debug",
-            errors=errors,
-            ts=now,
-        ),
-    )
+        validation_id = record.insert(tx)
+    record.log(audit_log, validation_id)
     return EmitResult(
         validation_id=validation_id,
         organization_id=organization_id,
