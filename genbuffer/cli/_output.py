@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from genbuffer.errors import GenbufferError
 
-__all__ = ["emit", "fields_table", "report_error", "stderr", "stdout"]
+__all__ = ["emit", "fields_table", "note_already_running", "report_error", "stderr", "stdout"]
 
 
 def stdout() -> Console:
@@ -38,6 +38,11 @@ def emit(result: BaseModel, as_json: bool, human: Callable[[Console], None]) -> 
         sys.stdout.flush()
     else:
         human(stdout())
+
+
+def note_already_running(job: str) -> None:
+    """The one stderr line a cron job prints when another run holds its lock."""
+    stderr().print(f"{job} is already running elsewhere; nothing done")
 
 
 def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:

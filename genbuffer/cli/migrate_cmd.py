@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
-from genbuffer.cli._output import emit, stderr
+from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
 
 
@@ -33,7 +33,7 @@ def migrate_compacted_cmd(
         )
     verb = "would move" if dry_run else "moved"
     if result.already_running:
-        stderr().print("migrate-compacted-from-metadata is already running elsewhere; nothing done")
+        note_already_running("migrate-compacted-from-metadata")
     emit(
         result,
         as_json,

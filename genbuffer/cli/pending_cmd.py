@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
-from genbuffer.cli._output import emit, stderr
+from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
 
 
@@ -50,7 +50,7 @@ def compact_pending_cmd(
             progress=advance,
         )
     if result.already_running:
-        stderr().print("compact-pending is already running elsewhere; nothing done")
+        note_already_running("compact-pending")
     emit(
         result,
         as_json,

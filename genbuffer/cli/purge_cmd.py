@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
-from genbuffer.cli._output import emit, stderr
+from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
 
 
@@ -42,7 +42,7 @@ def purge_chunks_cmd(
         )
     verb = "would delete" if dry_run else "deleted"
     if result.already_running:
-        stderr().print("purge-chunks is already running elsewhere; nothing done")
+        note_already_running("purge-chunks")
     emit(
         result,
         as_json,
