@@ -26,6 +26,7 @@ from redis.retry import Retry
 
 from genbuffer import keys
 from genbuffer.errors import RedisUnavailable, StreamChanged
+from genbuffer.held import HeldConnection, HeldConnectionLost
 from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
 
 __all__ = [
@@ -235,6 +236,7 @@ class GenerationBuffer:
         self.max_len = max_len
         self._push = client.register_script(_script("push"))
         self._push_one = client.register_script(_script("push_one"))
+        self._held = HeldConnection(client)
         self._expire_nx: bool | None = None
         self._snapshot = client.register_script(_script("snapshot"))
         self._read = client.register_script(_script("read"))
@@ -252,6 +254,11 @@ class GenerationBuffer:
             ttl=settings.generation_chunk_ttl,
             max_len=settings.generation_chunk_max_len,
         )
+
+    def close(self) -> None:
+        """Close the held producer connection and the client's pool."""
+        self._held.close()
+        self.client.close()
 
     # -- keys ------------------------------------------------------------------------
 
@@ -280,7 +287,8 @@ class GenerationBuffer:
             return self.push_to_key(
                 key, [chunk], (organization_id, scenario_id, generation_id), seq=seq
             )
-        # The hot path of a streaming producer: cached keys, one EVALSHA of push_one.lua.
+        # The hot path of a streaming producer: cached keys, one EVALSHA of push_one.lua
+        # on a held connection (see genbuffer.held).
         scenario = "" if scenario_id is None else scenario_id
         argv = (
             chunk,
@@ -292,13 +300,12 @@ class GenerationBuffer:
             generation_id,
         )
         try:
-            length = self.client.evalsha(self._push_one.sha, 2, key, meta, *argv)
-        except redis.exceptions.NoScriptError:
-            with redis_errors(self.url):  # a restarted server: load the script, once
-                length = self._push_one(keys=(key, meta), args=argv)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            length = self._held.call("EVALSHA", self._push_one.sha, 2, key, meta, *argv)
+        except (redis.exceptions.NoScriptError, HeldConnectionLost):
+            # A restarted server or a dropped connection: redis-py's path loads the
+            # script and retries with backoff.
             with redis_errors(self.url):
-                raise
+                length = self._push_one(keys=(key, meta), args=argv)
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, int(length))
         return PushResult(key=key, length=int(length), appended=1, skipped=0)

@@ -216,6 +216,8 @@ class Stack:
         """Release connections."""
         if self._runtime is not None and "repository" in vars(self._runtime):
             self._runtime.repository.engine.dispose()
+        if self._runtime is not None and "buffer" in vars(self._runtime):
+            self._runtime.buffer.close()
 
 
 def _embedded_env(tmp_path: Path) -> dict[str, str]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from genbuffer import keys
 from tests.conftest import Stack
@@ -109,3 +112,64 @@ def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
     assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
     assert {**results[True][3], "generation_id": "-"} == {**results[False][3], "generation_id": "-"}
     assert results[True][3]["bytes"] == str(sum(len(c) for c in sent))
+
+
+def test_push_chunk_reloads_a_flushed_script(stack: Stack) -> None:
+    """After SCRIPT FLUSH (a restarted server) the hot path loads push_one.lua again."""
+    stack.buffer.push_chunk(1, 10, b"a")
+    stack.buffer.client.script_flush()
+    stack.buffer.push_chunk(1, 10, b"b")
+    stack.buffer.push_chunk(1, 10, b"c")
+    key = stack.buffer.key_for(1, 10, None)
+    assert stack.buffer.client.lrange(key, 0, -1) == [b"a", b"b", b"c"]
+    assert stack.buffer.snapshot(key).counted == 3
+
+
+def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
+    """Threads sharing one buffer share its held connection without crossing replies."""
+    per_thread, threads = 150, 6
+
+    def produce(worker: int) -> list[int]:
+        return [stack.buffer.push_chunk(1, 11, f"{worker}:{i}").length for i in range(per_thread)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        lengths = [n for result in pool.map(produce, range(threads)) for n in result]
+    key = stack.buffer.key_for(1, 11, None)
+    chunks = stack.buffer.client.lrange(key, 0, -1)
+    assert sorted(lengths) == list(range(1, per_thread * threads + 1))  # each reply its own
+    assert sorted(chunks) == sorted(f"{w}:{i}".encode() for w in range(6) for i in range(150))
+    assert stack.buffer.snapshot(key).counted == per_thread * threads
+
+
+def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
+    """The server drops the held connection (CLIENT KILL): the next push reconnects."""
+    servers.buffer.push_chunk(1, 12, b"a")
+    admin = redis.Redis.from_url(servers.settings.effective_redis_url())
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    servers.buffer.push_chunk(1, 12, b"b")
+    servers.buffer.push_chunk(1, 12, b"c")
+    key = servers.buffer.key_for(1, 12, None)
+    assert admin.lrange(key, 0, -1) == [b"a", b"b", b"c"]
+    admin.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_push_chunk_in_a_forked_child_opens_its_own_connection(servers: Stack) -> None:
+    """A child process must not write on the parent's socket: both keep their replies."""
+    servers.buffer.push_chunk(1, 13, b"parent-1")  # the parent's held connection is open
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            inherited = servers.buffer._held._conn
+            lengths = [servers.buffer.push_chunk(1, 13, b"child").length for _ in range(20)]
+            own = servers.buffer._held._conn not in (None, inherited)
+            code = 0 if own and lengths == list(range(2, 22)) else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert servers.buffer.push_chunk(1, 13, b"parent-2").length == 22
+    key = servers.buffer.key_for(1, 13, None)
+    assert servers.buffer.client.lrange(key, 0, -1) == [b"parent-1", *[b"child"] * 20, b"parent-2"]
