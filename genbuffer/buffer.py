@@ -355,26 +355,54 @@ class GenerationBuffer:
                 if self.max_len is not None and length > self.max_len:
                     self._warn_length(key, length)
                 return PushResult(key, length, appended, 0, pushed)
-            pipe = self.client.pipeline(transaction=False)
-            queued = 0
+            group: list[tuple[object, ...]] = []
             for batch in _batches(chunks, PUSH_BATCH):
                 total = _total_bytes(batch)
                 pushed_bytes += total
-                argv = (*head, "" if seq is None else seq, total, *batch)
-                self._push(keys=(key, meta), args=argv, client=pipe)
+                group.append((*head, "" if seq is None else seq, total, *batch))
                 seq = None if seq is None else seq + len(batch)
-                queued += 1
-                if queued == PUSH_PIPELINE:
-                    length, appended, skipped = _sum_replies(pipe.execute(), appended, skipped)
-                    queued = 0
-            if queued:
-                length, appended, skipped = _sum_replies(pipe.execute(), appended, skipped)
+                if len(group) == PUSH_PIPELINE:
+                    replies = self._run_scripts(key, meta, group)
+                    length, appended, skipped = _sum_replies(replies, appended, skipped)
+                    group = []
+            if group:
+                replies = self._run_scripts(key, meta, group)
+                length, appended, skipped = _sum_replies(replies, appended, skipped)
             elif appended + skipped == 0:
                 length = int(self.client.llen(key))
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, length)
         # skipped chunks' bytes were sent but not appended: then the count is unknown
         return PushResult(key, length, appended, skipped, None if skipped else pushed_bytes)
+
+    def _run_scripts(self, key: str, meta: str, group: list[tuple[object, ...]]) -> list[Any]:
+        """push.lua calls for ``group`` (argument tuples), in order, one round trip.
+
+        A call refused with NOSCRIPT did not run: after a Redis restart (redis-py
+        retries a pipeline on a new connection without loading its scripts) the
+        refused calls are a suffix of the group, and are sent again, in order.
+        """
+        replies: list[Any] = []
+        for _ in range(3):
+            pipe = self.client.pipeline(transaction=False)
+            for argv in group[len(replies) :]:
+                self._push(keys=(key, meta), args=argv, client=pipe)  # type: ignore[arg-type]
+            results = pipe.execute(raise_on_error=False)
+            refused = [isinstance(r, redis.exceptions.NoScriptError) for r in results]
+            ran = refused.index(True) if True in refused else len(results)
+            if any(refused[ran:]) and not all(refused[ran:]):
+                raise redis.exceptions.ResponseError(
+                    f"push to {key}: the script cache was flushed mid-pipeline; stopped "
+                    "rather than append batches out of order"
+                )
+            for result in results[:ran]:
+                if isinstance(result, Exception):
+                    raise result
+            replies += results[:ran]
+            if len(replies) == len(group):
+                return replies
+            self.client.script_load(self._push.script)
+        raise redis.exceptions.NoScriptError(f"push to {key}: push.lua keeps being unloaded")
 
     def _has_expire_nx(self) -> bool:
         """Whether the server takes EXPIRE … NX (Redis 7+); asked once per buffer."""

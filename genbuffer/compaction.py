@@ -30,7 +30,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -411,7 +411,7 @@ def _compact_snapshot(
     sizes = [len(chunk) for chunk in new_chunks]
     content = existing + b"".join(new_chunks) if existing else b"".join(new_chunks)
     del new_chunks
-    outcome.validation = validate(
+    validation = validate(
         content,
         missing_chunks=max(0, snapshot.trimmed - done),
         extra_chunks=0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
@@ -419,6 +419,11 @@ def _compact_snapshot(
         schema=config.schema,
         gaps=snapshot.gaps,
     )
+    # llm_response is written from the bytes themselves; the parsed document (heavier
+    # than its text) is not kept past validation.
+    as_json = validation.is_json and validation.llm_response is not None
+    outcome.validation = replace(validation, llm_response=None)
+    del validation
     outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not sizes:
         return _nothing_new(outcome, key, has_history=bool(existing) or done > 0)
@@ -437,11 +442,11 @@ def _compact_snapshot(
             row.chunk_count or 0,
             _slices(content, len(existing), sizes),
         )
+    del existing
     values = _row_values(
         row, content, outcome, compacted_by=request.compacted_by, now=now, issues=issues
     )
-    del content, existing  # only the base64 text goes to the database
-    tx.save_compaction(request.generation_id, values)
+    tx.save_artifact(request.generation_id, content, as_json=as_json, values=values)
     config.faults.at("after_update")
     outcome.persist = True
     return outcome
@@ -488,7 +493,7 @@ def _row_values(
     now: datetime,
     issues: list[dict[str, str]],
 ) -> dict[str, Any]:
-    """The column values of a compacted row; metadata keeps everything but the blob."""
+    """The row's columns besides the artifact's two; metadata keeps everything but the blob."""
     metadata: dict[str, Any]
     if isinstance(row.metadata, dict):
         metadata = {k: v for k, v in row.metadata.items() if k != "compacted"}
@@ -506,8 +511,6 @@ def _row_values(
     else:
         metadata.pop("validation_errors", None)
     values: dict[str, Any] = {
-        "compacted": base64.b64encode(content).decode("ascii"),
-        "llm_response": outcome.validation.llm_response,
         "metadata": metadata,
         "chunk_count": outcome.chunk_count,
         "compacted_at": now,

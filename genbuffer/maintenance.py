@@ -137,8 +137,9 @@ def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
     blob = metadata.pop("compacted")
     if not isinstance(blob, str):
         return None
-    try:
-        base64.b64decode(blob, validate=True)
+    try:  # canonical base64 only: what decodes and encodes back to the same text
+        if base64.b64encode(base64.b64decode(blob, validate=True)).decode() != blob:
+            return None
     except (binascii.Error, ValueError):
         return None
     if row.compacted is not None and row.compacted != blob:
@@ -157,23 +158,27 @@ def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
 def _migrate_in_sql(
     repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
 ) -> MigrationResult:
-    """The PostgreSQL path: each keyset batch judged and moved by two statements.
+    """The PostgreSQL path: id ranges of ``batch_size``, each judged and moved in SQL.
 
-    No count up front (a full scan): the candidates are what the batches found.
+    No count up front (a full scan): the candidates are what the ranges held. Rows
+    added past the last id while the run goes are taken too.
     """
     migrated = batches = 0
     conflicts: list[int] = []
-    after_id = 0
-    while True:
-        last, moved, batch_conflicts = repository.migrate_blobs_bulk(after_id, batch_size, dry_run)
-        if last == after_id:
-            break
-        after_id = last
-        migrated += moved
-        conflicts += batch_conflicts
-        batches += 1
-        if progress:
-            progress(migrated + len(conflicts), 0)
+    bounds = repository.id_bounds()
+    low, high = (0, 0) if bounds is None else (bounds[0] - 1, bounds[1])
+    while low < high:
+        while low < high:
+            top = min(low + batch_size, high)
+            moved, found = repository.migrate_blobs_range(low, top, dry_run)
+            low = top
+            migrated += moved
+            conflicts += found
+            batches += 1
+            if progress:
+                progress(migrated + len(conflicts), 0)
+        bounds = repository.id_bounds()
+        high = high if bounds is None else max(high, bounds[1])
     return MigrationResult(
         candidates=migrated + len(conflicts),
         migrated=migrated,

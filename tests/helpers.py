@@ -23,10 +23,14 @@ def compact(stack: Stack, org: int, gen: int, **options: Any) -> CompactionResul
 
 
 def stored_bytes(stack: Stack, gen: int) -> bytes | None:
-    """The base64-decoded `compacted` column of a row."""
+    """The base64-decoded `compacted` column of a row, checked to be canonical base64."""
     row = stack.repository.get_generation(gen)
     assert row is not None
-    return None if row.compacted is None else base64.b64decode(row.compacted)
+    if row.compacted is None:
+        return None
+    data = base64.b64decode(row.compacted, validate=True)  # no newlines, nothing stray
+    assert base64.b64encode(data).decode("ascii") == row.compacted
+    return data
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:

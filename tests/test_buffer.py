@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from genbuffer import keys
+from genbuffer.buffer import PUSH_BATCH
 from tests.conftest import Stack
 
 
@@ -173,3 +174,18 @@ def test_push_chunk_in_a_forked_child_opens_its_own_connection(servers: Stack) -
     assert servers.buffer.push_chunk(1, 13, b"parent-2").length == 22
     key = servers.buffer.key_for(1, 13, None)
     assert servers.buffer.client.lrange(key, 0, -1) == [b"parent-1", *[b"child"] * 20, b"parent-2"]
+
+
+def test_sequenced_push_resends_calls_refused_with_noscript(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline that reaches a server without push.lua (restarted after redis-py loaded
+    it) is refused whole: the batches go again, in order, none lost or doubled."""
+    sent = [f"{i:04d}".encode() for i in range(PUSH_BATCH * 3 + 5)]
+    stack.buffer.push_many(1, 14, sent[:2], seq=0)
+    stack.buffer.client.script_flush()
+    monkeypatch.setattr(redis.client.Pipeline, "load_scripts", lambda self: None)
+    result = stack.buffer.push_many(1, 14, sent[1:], seq=1)  # one re-sent chunk, then new
+    assert (result.appended, result.skipped, result.length) == (len(sent) - 2, 1, len(sent))
+    key = stack.buffer.key_for(1, 14, None)
+    assert stack.buffer.client.lrange(key, 0, -1) == sent

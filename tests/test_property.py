@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,3 +29,40 @@ def test_compacted_equals_concatenation_of_pushed_chunks(
         stack.buffer.push_many(21, gen, batch)
         compact(stack, 21, gen, delete=delete, strict=False)
     assert stored_bytes(stack, gen) == b"".join(itertools.chain.from_iterable(batches))
+
+
+# Floats stay under 1e16: beyond, Python writes an exponent ("1e+16") and PostgreSQL's
+# jsonb normalises it to a plain integer, which reads back as an int.
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15)
+    | st.text(st.characters(blacklist_characters="\x00"), max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(st.characters(blacklist_characters="\x00"), max_size=8), children, max_size=5
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(value=_json_values, ascii_only=st.booleans(), size=st.integers(min_value=1, max_value=9))
+def test_llm_response_is_the_streamed_document(
+    stack: Stack, value: object, ascii_only: bool, size: int
+) -> None:
+    """Any JSON document, streamed in chunks that split characters: llm_response equals it."""
+    gen = stack.repository.create_generation(22)
+    data = json.dumps({"doc": value}, ensure_ascii=ascii_only).encode()
+    stack.buffer.push_many(22, gen, [data[i : i + size] for i in range(0, len(data), size)])
+    result = compact(stack, 22, gen, strict=False)
+    assert result.persisted and stored_bytes(stack, gen) == data
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.llm_response == {"doc": value}

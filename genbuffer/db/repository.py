@@ -27,9 +27,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as cast_
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
+from genbuffer.db.artifact import save_artifact
 from genbuffer.db.engine import database_errors, make_engine
 from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
 from genbuffer.settings import Settings
@@ -113,6 +115,12 @@ class Transaction:
             self.connection.execute(_SAVE_ROW, {"row_id": generation_id, **values})
         else:
             self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
+
+    def save_artifact(
+        self, generation_id: int, content: bytes, *, as_json: bool, values: dict[str, Any]
+    ) -> None:
+        """Write a compacted artifact and the row's other compaction columns (see db.artifact)."""
+        save_artifact(self.connection, generation_id, content, as_json=as_json, values=values)
 
     def insert_issue(
         self,
@@ -353,21 +361,43 @@ class Repository:
         """Whether the legacy-blob move can run as set-based SQL (PostgreSQL)."""
         return self.engine.dialect.name == "postgresql"
 
-    def migrate_blobs_bulk(
-        self, after_id: int, batch_size: int, dry_run: bool
-    ) -> tuple[int, int, list[int]]:
-        """Move one keyset batch of blobs in SQL: (last id seen, rows moved, conflict ids).
-
-        A blob moves when it is a base64 string and the column is empty or equal;
-        anything else is a conflict, reported and left alone. One short transaction.
-        """
-        statement = _BULK_BATCH if dry_run else _BULK_MOVE
+    def id_bounds(self) -> tuple[int, int] | None:
+        """(lowest, highest) id of `scenario_generations`, or None when it is empty."""
         with self.transaction() as tx:
-            rows = tx.connection.execute(statement, {"after": after_id, "n": batch_size}).all()
-        if not rows:
-            return after_id, 0, []
-        conflicts = [row[0] for row in rows if not row[1]]
-        return max(row[0] for row in rows), len(rows) - len(conflicts), conflicts
+            low, high = tx.connection.execute(select(func.min(GEN.c.id), func.max(GEN.c.id))).one()
+        return None if low is None else (int(low), int(high))
+
+    def migrate_blobs_range(self, low: int, high: int, dry_run: bool) -> tuple[int, list[int]]:
+        """Move the blobs of rows ``low < id <= high`` in SQL: (rows moved, conflict ids).
+
+        A blob moves when it is a canonical base64 string and the column is empty or
+        equal; anything else is a conflict, reported and left alone. One short
+        transaction; an id range rather than ORDER BY … LIMIT, so each batch is one
+        index range scan, like a hand-written ranged UPDATE.
+        """
+        params = {"low": low, "high": high}
+        try:
+            return self._migrate_range(params, dry_run, careful=False)
+        except sa_exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _DECODE_REFUSED:
+                raise
+            # a malformed blob in this range: judge it again by regex, which never raises
+            return self._migrate_range(params, dry_run, careful=True)
+
+    def _migrate_range(
+        self, params: dict[str, int], dry_run: bool, *, careful: bool
+    ) -> tuple[int, list[int]]:
+        move, conflicts = _RANGE[careful]
+        with self.transaction() as tx:
+            moved = 0
+            if not dry_run:
+                _relaxed_commit(tx.connection)
+                moved = len(tx.connection.execute(move, params).all())
+            found = tx.connection.execute(conflicts if not dry_run else _judge(careful), params)
+            rows = found.all()
+        if dry_run:
+            return sum(1 for row in rows if row[1]), [row[0] for row in rows if not row[1]]
+        return moved, [row[0] for row in rows]
 
     def save_many(self, updates: dict[int, dict[str, Any]]) -> None:
         """Apply per-row column updates in one transaction."""
@@ -403,45 +433,83 @@ def _file_lock(database: str | None, name: str) -> Iterator[bool]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-# PostgreSQL: one statement a batch picks rows by id, judges each blob and moves the good
-# ones (a data-modifying CTE), returning every id it looked at with its verdict.
-_BATCH_SQL = r"""
-    SELECT id,
-           jsonb_typeof(metadata::jsonb -> 'compacted') = 'string'
-           AND length(metadata::jsonb ->> 'compacted') % 4 = 0
-           AND (metadata::jsonb ->> 'compacted') ~ '^[A-Za-z0-9+/]*={0,2}$'
-           AND (compacted IS NULL OR compacted = metadata::jsonb ->> 'compacted') AS movable
-    FROM scenario_generations
-    WHERE id > :after AND metadata::jsonb ? 'compacted'
-    ORDER BY id
-    LIMIT :n
+# PostgreSQL: a batch is an id range. One UPDATE judges and moves the good blobs; what
+# still holds a blob it could not move is then listed as a conflict.
+_MOVABLE = r"""
+    jsonb_typeof(metadata::jsonb -> 'compacted') = 'string'
+    AND BASE64_CHECK
+    AND (compacted IS NULL OR compacted = metadata::jsonb ->> 'compacted')
 """
-_BULK_BATCH = text(_BATCH_SQL)
-_BULK_MOVE = text(
-    r"""
-    WITH batch AS ("""
-    + _BATCH_SQL
-    + r"""),
-    moved AS (
-        UPDATE scenario_generations AS g
-        SET compacted = g.metadata::jsonb ->> 'compacted',
-            chunk_count = COALESCE(
-                g.chunk_count,
-                CASE WHEN jsonb_typeof(g.metadata::jsonb -> 'chunk_count') = 'number'
-                     THEN (g.metadata::jsonb ->> 'chunk_count')::int END),
-            compacted_at = COALESCE(
-                g.compacted_at,
-                CASE WHEN g.metadata::jsonb ->> 'compacted_at'
-                          ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$'
-                     THEN (g.metadata::jsonb ->> 'compacted_at')::timestamptz END),
-            metadata = g.metadata::jsonb - 'compacted'
-        FROM batch
-        WHERE g.id = batch.id AND batch.movable
-        RETURNING g.id
-    )
-    SELECT id, movable FROM batch
-    """
+# "Canonical base64": the text is exactly the base64 of what it decodes to (encode()
+# wraps lines at 76 characters, hence the replace). decode() raises on a symbol outside
+# the alphabet, which aborts the statement: the fast check lets it, and a range it
+# aborts is judged again by the careful check, which runs decode() only on text a
+# regex has already shown to be well-formed (CASE fixes the order of evaluation).
+_CANONICAL = r"""replace(encode(decode(metadata::jsonb ->> 'compacted', 'base64'), 'base64'),
+                 E'\n', '') = metadata::jsonb ->> 'compacted'"""
+_FAST_CHECK = _CANONICAL
+_CAREFUL_CHECK = (
+    r"""CASE WHEN octet_length(metadata::jsonb ->> 'compacted') % 4 = 0
+              AND (metadata::jsonb ->> 'compacted') ~ '^[A-Za-z0-9+/]*={0,2}$'
+         THEN """
+    + _CANONICAL
+    + " ELSE false END"
 )
+_IN_RANGE = "id > :low AND id <= :high AND metadata::jsonb ? 'compacted'"
+_MOVE_SQL = r"""
+    UPDATE scenario_generations
+    SET compacted = metadata::jsonb ->> 'compacted',
+        chunk_count = COALESCE(
+            chunk_count,
+            CASE WHEN jsonb_typeof(metadata::jsonb -> 'chunk_count') = 'number'
+                 THEN (metadata::jsonb ->> 'chunk_count')::int END),
+        compacted_at = COALESCE(
+            compacted_at,
+            CASE WHEN metadata::jsonb ->> 'compacted_at'
+                      ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$'
+                 THEN (metadata::jsonb ->> 'compacted_at')::timestamptz END),
+        metadata = metadata::jsonb - 'compacted'
+    WHERE IN_RANGE AND (MOVABLE)
+    RETURNING id
+"""
+
+
+def _sql(template: str, check: str) -> str:
+    movable = _MOVABLE.replace("BASE64_CHECK", check)
+    return template.replace("IN_RANGE", _IN_RANGE).replace("MOVABLE", movable)
+
+
+def _judge(careful: bool) -> Any:
+    """Dry run: every blob in the range with its verdict."""
+    check = _CAREFUL_CHECK if careful else _FAST_CHECK
+    return text(_sql("SELECT id, (MOVABLE) FROM scenario_generations WHERE IN_RANGE", check))
+
+
+# careful -> (move, conflicts left after the move); the conflicts query judges by regex
+# so that a blob committed meanwhile, still movable, is not reported as a conflict
+_RANGE = {
+    careful: (
+        text(_sql(_MOVE_SQL, _CAREFUL_CHECK if careful else _FAST_CHECK)),
+        text(
+            _sql(
+                "SELECT id FROM scenario_generations WHERE IN_RANGE AND NOT (MOVABLE) ORDER BY id",
+                _CAREFUL_CHECK,
+            )
+        ),
+    )
+    for careful in (False, True)
+}
+_DECODE_REFUSED = "22023"  # invalid_parameter_value: decode() met a symbol outside base64
+
+
+def _relaxed_commit(connection: Connection) -> None:
+    """Commit this transaction without waiting for the WAL flush.
+
+    Safe for the migration alone: a batch whose commit a server crash loses is rolled
+    back whole (the blobs are still in `metadata`, the columns untouched) and the next
+    run moves it again; nothing else is acknowledged on the strength of that commit.
+    """
+    connection.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def _has_legacy_blob(connection: Connection) -> Any:
@@ -449,4 +517,7 @@ def _has_legacy_blob(connection: Connection) -> Any:
     if connection.dialect.name == "postgresql":
         # a Laravel table may have `json` rather than `jsonb`: the cast works for both
         return cast_(GEN.c.metadata, JSONB).op("?")("compacted")
+    if connection.dialect.name == "sqlite":
+        # json_type is NULL only for a missing key; json_extract is NULL for a JSON null too
+        return func.json_type(GEN.c.metadata, "$.compacted").is_not(None)
     return func.json_extract(GEN.c.metadata, "$.compacted").is_not(None)
