@@ -1,4 +1,4 @@
-"""The Redis side: push, snapshot, paged read, acknowledge, inspect. The only `import redis`.
+"""Redis: push, snapshot, paged read, acknowledge, inspect. With held.py, the only `import redis`.
 
 Compaction reads a buffer by *absolute* chunk position: the meta hash keeps
 ``trimmed`` (chunks already acknowledged and removed from the head of the list)
@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
-from itertools import islice
 from typing import Any
 
 import redis
@@ -28,6 +27,7 @@ from genbuffer import keys
 from genbuffer.errors import RedisUnavailable, StreamChanged
 from genbuffer.held import HeldConnection, HeldConnectionLost
 from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
+from genbuffer.transactions import push_transactions, total_bytes
 
 __all__ = [
     "BufferSnapshot",
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # batch scripts sent per round trip by push_many
-TRANSACTION_BATCHES = 50  # batches per MULTI/EXEC on Redis 7+ …
-TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 READ_PAGE = 2000  # chunks per LRANGE page while compacting
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
 
@@ -162,14 +160,6 @@ class KeyInfo:
 def _nbytes(chunk: bytes | str) -> int:
     """Length in bytes, as Redis stores it (str chunks are sent as UTF-8)."""
     return len(chunk) if isinstance(chunk, bytes) else len(chunk.encode())
-
-
-def _total_bytes(batch: list[bytes | str]) -> int:
-    """Bytes in a batch; one C-level join for the usual all-bytes batch."""
-    try:
-        return len(b"".join(batch))  # type: ignore[arg-type]
-    except TypeError:  # str chunks among them: counted as UTF-8
-        return sum(map(_nbytes, batch))
 
 
 def _batches(chunks: Iterable[bytes | str], size: int) -> Iterator[list[bytes | str]]:
@@ -351,13 +341,17 @@ class GenerationBuffer:
         length = appended = skipped = pushed_bytes = 0
         with redis_errors(self.url):
             if seq is None and self._has_expire_nx():
-                length, appended, pushed = self._push_transactions(key, meta, chunks, head)
+                length, appended, pushed = push_transactions(
+                    self._held, key, chunks, head, url=self.url, batch_size=PUSH_BATCH
+                )
+                if appended == 0:
+                    length = int(self.client.llen(key))
                 if self.max_len is not None and length > self.max_len:
                     self._warn_length(key, length)
                 return PushResult(key, length, appended, 0, pushed)
             group: list[tuple[object, ...]] = []
             for batch in _batches(chunks, PUSH_BATCH):
-                total = _total_bytes(batch)
+                total = total_bytes(batch)
                 pushed_bytes += total
                 group.append((*head, "" if seq is None else seq, total, *batch))
                 seq = None if seq is None else seq + len(batch)
@@ -414,53 +408,6 @@ class GenerationBuffer:
             except redis.exceptions.ResponseError:
                 self._expire_nx = False
         return self._expire_nx
-
-    def _push_transactions(
-        self, key: str, meta: str, chunks: Iterable[bytes | str], head: tuple[object, ...]
-    ) -> tuple[int, int, int]:
-        """Unsequenced batches as MULTI/EXEC: native variadic RPUSH, then the meta update.
-
-        Each transaction holds up to TRANSACTION_BATCHES batches (TRANSACTION_BYTES at
-        most) and is atomic; `EXPIRE … NX` sets the TTL only on a key that has none,
-        i.e. when this push created it. Returns (list length, appended, bytes).
-        """
-        ttl, now, org, scenario, generation = head
-        fields: dict[str, object] = {
-            "last_chunk_at": now,
-            "organization_id": org,
-            "generation_id": generation,
-        }
-        if scenario != "":
-            fields["scenario_id"] = scenario
-        length = appended = pushed_bytes = 0
-        source = iter(chunks)
-        while True:
-            pipe = self.client.pipeline(transaction=True)
-            count = total = 0
-            for _ in range(TRANSACTION_BATCHES):
-                batch = list(islice(source, PUSH_BATCH))
-                if not batch:
-                    break
-                pipe.rpush(key, *batch)
-                count += len(batch)
-                total += _total_bytes(batch)
-                if total >= TRANSACTION_BYTES:
-                    break
-            if count == 0:
-                break
-            pipe.hincrby(meta, "chunk_count", count)
-            pipe.hincrby(meta, "bytes", total)
-            pipe.hset(meta, mapping=fields)  # type: ignore[arg-type]
-            pipe.hsetnx(meta, "first_chunk_at", now)  # type: ignore[arg-type]
-            pipe.expire(key, ttl, nx=True)  # type: ignore[arg-type]
-            pipe.expire(meta, ttl, nx=True)  # type: ignore[arg-type]
-            replies = pipe.execute()
-            length = int(replies[-7])  # the last RPUSH: the list length after this transaction
-            appended += count
-            pushed_bytes += total
-        if appended == 0:
-            length = int(self.client.llen(key))
-        return length, appended, pushed_bytes
 
     def _warn_length(self, key: str, length: int) -> None:
         log.warning(

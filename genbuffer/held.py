@@ -1,23 +1,63 @@
-"""One Redis connection of its own for a producer's hot loop.
+"""One Redis connection of its own for a producer's hot paths.
 
 redis-py's per-command path (pool checkout and release, stale-data poll, event
-dispatch, observability hooks, retry wrapper) costs more than the round trip
-itself on loopback. A streaming producer calls ``push_chunk`` once per token, so
-that path keeps one connection of its own (built as the client's pool builds
-one, same URL, timeouts and TLS) and sends pre-packed commands on it. A failed
-connection is closed and the caller retries on redis-py's full path, with its
-retry policy; a forked child opens its own.
+dispatch, observability hooks, retry wrapper, argument filtering) costs more than
+the round trip itself on loopback. A streaming producer calls ``push_chunk`` once
+per token, and ``push_many`` packs hundreds of thousands of arguments, so both
+keep one connection of their own (built as the client's pool builds one: same
+URL, timeouts and TLS) and send commands packed by hiredis on it. A failed
+connection is closed and reported as ``HeldConnectionLost``; each caller decides
+whether a retry is safe. A forked child opens its own connection.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import redis
+from hiredis import pack_command
 
-__all__ = ["HeldConnection", "HeldConnectionLost"]
+__all__ = ["HeldConnection", "HeldConnectionLost", "HeldSession", "pack"]
+
+_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# A connection idle longer than this is polled before use (a server may close idle
+# clients); one in steady use is not, as the poll would cost a syscall per token.
+IDLE_CHECK_SECONDS = 1.0
+
+
+class HeldConnectionLost(Exception):
+    """The held connection failed (before or during a command) and was closed."""
+
+
+def pack(commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """Commands in the Redis protocol (bytes, str and int arguments), ready to send."""
+    return [pack_command(command) for command in commands]
+
+
+class HeldSession:
+    """Pipelined commands on the held connection: send some, read their replies later."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def send(self, packed: list[bytes]) -> None:
+        """Send packed commands (see ``pack``) without waiting for their replies."""
+        self._conn.send_packed_command(packed, check_health=False)
+
+    def read(self, count: int) -> list[Any]:
+        """The next ``count`` replies; an error reply is returned as its exception."""
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(self._conn.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
 
 
 class HeldConnection:
@@ -27,29 +67,57 @@ class HeldConnection:
         self._pool: Any = client.connection_pool
         self._conn: Any = None
         self._pid = 0
+        self._used = 0.0  # monotonic time of the last reply
         self._lock = threading.Lock()
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its reply.
 
         Raises redis-py's ``ResponseError`` family for an error reply (the
-        connection stays usable) and ``HeldConnectionLost`` when the connection
-        failed, after giving it back: the caller retries on redis-py's own path.
+        connection stays usable) and ``HeldConnectionLost`` when the connection failed.
         """
+        # session() inlined: this is the once-per-token path
         with self._lock:
             conn = self._conn
             try:
-                if conn is None or self._pid != os.getpid():
-                    conn = self._open()
-                conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                return conn.read_response()
+                if (
+                    conn is None
+                    or self._pid != os.getpid()
+                    or time.monotonic() - self._used > IDLE_CHECK_SECONDS
+                ):
+                    conn = self._ready()
+                conn.send_packed_command([pack_command(args)], check_health=False)
+                reply = conn.read_response()
             except redis.exceptions.ResponseError:
+                self._used = time.monotonic()
                 raise
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            except _LOST:
                 self._drop(conn)
                 raise HeldConnectionLost from None
             except BaseException:
-                # e.g. KeyboardInterrupt between send and read: the reply is still in
+                self._drop(conn)
+                raise
+            self._used = time.monotonic()
+            return reply
+
+    @contextmanager
+    def session(self) -> Iterator[HeldSession]:
+        """The connection, exclusively, for the block; closed if the block raises.
+
+        Every reply a block sends for must be read inside it, so the next user
+        finds the connection in step.
+        """
+        with self._lock:
+            conn = None
+            try:
+                conn = self._ready()
+                yield HeldSession(conn)
+                self._used = time.monotonic()
+            except _LOST:
+                self._drop(conn)
+                raise HeldConnectionLost from None
+            except BaseException:
+                # e.g. KeyboardInterrupt between send and read: replies may still be in
                 # flight, so the connection can't be trusted for the next command.
                 self._drop(conn)
                 raise
@@ -61,7 +129,20 @@ class HeldConnection:
                 self._conn.disconnect()
             self._conn = None
 
-    def _open(self) -> Any:
+    def _ready(self) -> Any:
+        """The open connection, or a new one: after a fork, or when the idle one went bad."""
+        conn = self._conn
+        self._used = time.monotonic()
+        if conn is not None and self._pid == os.getpid():
+            # An idle connection with something to read was closed by the server (EOF)
+            # or holds a stray reply: replace it before sending, when nothing is at stake.
+            try:
+                stale = conn.can_read(timeout=0)
+            except _LOST:
+                stale = True
+            if not stale:
+                return conn
+            conn.disconnect()
         self._conn = None  # a socket inherited across a fork is the parent's: leave it be
         conn = self._pool.connection_class(**self._pool.connection_kwargs)
         conn.connect()
@@ -72,7 +153,3 @@ class HeldConnection:
         self._conn = None
         if conn is not None:
             conn.disconnect()
-
-
-class HeldConnectionLost(Exception):
-    """The held connection failed mid-command and was closed."""

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from genbuffer import keys
+from genbuffer import held, keys, transactions
 from genbuffer.buffer import PUSH_BATCH
+from genbuffer.errors import RedisUnavailable
 from tests.conftest import Stack
 
 
@@ -97,8 +98,8 @@ def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
     """MULTI/EXEC (Redis 7+) and the Lua fallback leave the same list, counters and TTLs."""
     sent = [f"{i:05d}-ñ".encode() for i in range(2300)]
     results = {}
-    for gen, transactions in ((8, True), (9, False)):
-        stack.buffer._expire_nx = transactions  # choose the path as the probe would
+    for gen, use_transactions in ((8, True), (9, False)):
+        stack.buffer._expire_nx = use_transactions  # choose the path as the probe would
         pushed = stack.buffer.push_many(1, gen, sent, scenario_id=4)
         snapshot = stack.buffer.snapshot(pushed.key)
         chunks = [c for page in stack.buffer.read(snapshot, 0, snapshot.end) for c in page]
@@ -109,7 +110,7 @@ def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
         assert "first_chunk_at" in snapshot.meta and "last_chunk_at" in snapshot.meta
         assert 0 < stack.buffer.ttl_of(pushed.key) <= 86400
         assert pushed.bytes == sum(len(c) for c in sent)
-        results[transactions] = (pushed.length, pushed.appended, chunks, meta)
+        results[use_transactions] = (pushed.length, pushed.appended, chunks, meta)
     assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
     assert {**results[True][3], "generation_id": "-"} == {**results[False][3], "generation_id": "-"}
     assert results[True][3]["bytes"] == str(sum(len(c) for c in sent))
@@ -149,8 +150,10 @@ def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
     servers.buffer.push_chunk(1, 12, b"b")
     servers.buffer.push_chunk(1, 12, b"c")
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    servers.buffer.push_many(1, 12, [b"d", b"e"])  # the dead socket is found before sending
     key = servers.buffer.key_for(1, 12, None)
-    assert admin.lrange(key, 0, -1) == [b"a", b"b", b"c"]
+    assert admin.lrange(key, 0, -1) == [b"a", b"b", b"c", b"d", b"e"]
     admin.close()
 
 
@@ -189,3 +192,59 @@ def test_sequenced_push_resends_calls_refused_with_noscript(
     assert (result.appended, result.skipped, result.length) == (len(sent) - 2, 1, len(sent))
     key = stack.buffer.key_for(1, 14, None)
     assert stack.buffer.client.lrange(key, 0, -1) == sent
+
+
+def test_push_many_spans_pipelined_transactions_in_order(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several MULTI/EXEC transactions in flight one after another: order, counters, bytes."""
+    monkeypatch.setattr(transactions, "TRANSACTION_BATCHES", 2)
+    stack.buffer._expire_nx = True
+    sent: list[bytes | str] = [f"{i:05d}-ñ" if i % 3 else f"{i:05d}".encode() for i in range(5500)]
+    result = stack.buffer.push_many(1, 15, sent, scenario_id=9)
+    as_bytes = [c if isinstance(c, bytes) else c.encode() for c in sent]
+    assert (result.length, result.appended, result.bytes) == (5500, 5500, len(b"".join(as_bytes)))
+    snapshot = stack.buffer.snapshot(result.key)
+    assert stack.buffer.client.lrange(result.key, 0, -1) == as_bytes
+    assert snapshot.counted == 5500 and snapshot.meta["bytes"] == str(result.bytes)
+    assert snapshot.meta["scenario_id"] == "9"
+
+
+def test_push_many_error_reply_leaves_the_connection_in_step(stack: Stack) -> None:
+    """RPUSH onto a key of another type fails inside EXEC: a clear error, and the next
+    push on the same held connection gets its own replies."""
+    stack.buffer._expire_nx = True
+    key = stack.buffer.key_for(1, 16, None)
+    stack.buffer.client.set(key, "not a list")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        stack.buffer.push_many(1, 16, [b"a", b"b"])
+    assert stack.buffer.push_many(1, 17, [b"c", b"d"]).length == 2
+    assert stack.buffer.push_chunk(1, 17, b"e").length == 3
+
+
+def test_push_many_connection_lost_mid_push_is_reported_not_retried(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops while a transaction is unconfirmed: exit-3 error naming what
+    was confirmed and what is in doubt; nothing is sent twice; the next push reconnects."""
+    monkeypatch.setattr(transactions, "TRANSACTION_BATCHES", 1)
+    stack.buffer._expire_nx = True
+    real_read = held.HeldSession.read
+    calls = {"n": 0}
+
+    def flaky_read(self: held.HeldSession, count: int) -> list[object]:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second transaction's replies never arrive
+            raise redis.exceptions.ConnectionError("connection reset")
+        return real_read(self, count)
+
+    monkeypatch.setattr(held.HeldSession, "read", flaky_read)
+    sent = [f"{i:05d}".encode() for i in range(PUSH_BATCH * 3)]
+    with pytest.raises(
+        RedisUnavailable, match=f"{PUSH_BATCH} chunks confirmed, up to {PUSH_BATCH}"
+    ):
+        stack.buffer.push_many(1, 18, sent)
+    key = stack.buffer.key_for(1, 18, None)
+    assert stack.buffer.client.lrange(key, 0, -1) == sent[: PUSH_BATCH * 2]  # none twice
+    monkeypatch.setattr(held.HeldSession, "read", real_read)
+    assert stack.buffer.push_many(1, 18, [b"z"]).length == PUSH_BATCH * 2 + 1

@@ -1,4 +1,4 @@
-"""The only module that issues SQL. Every call maps driver failures to genbuffer errors."""
+"""With db.artifact, the only SQL. Every call maps driver failures to genbuffer errors."""
 
 from __future__ import annotations
 

@@ -1,0 +1,141 @@
+"""Unsequenced pushes as MULTI/EXEC transactions, pipelined on the held connection.
+
+Each transaction appends up to TRANSACTION_BATCHES variadic RPUSHes (at most
+TRANSACTION_BYTES) and updates the meta hash, atomically; `EXPIRE … NX` sets the
+TTL only on a key that has none, i.e. when this push created it (Redis 7+).
+While Redis executes one transaction the next is packed, so the client's packing
+and the server's work overlap.
+
+A dropped connection is not retried: a transaction sent but unconfirmed may have
+been applied, and sending it again would duplicate chunks. The error says how many
+chunks were confirmed and how many are in doubt (sequenced pushes are the
+exactly-once path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import redis
+
+from genbuffer import keys
+from genbuffer.errors import RedisUnavailable
+from genbuffer.held import HeldConnection, HeldConnectionLost, HeldSession, pack
+from genbuffer.settings import mask_url
+
+__all__ = ["TRANSACTION_BATCHES", "TRANSACTION_BYTES", "push_transactions", "total_bytes"]
+
+TRANSACTION_BATCHES = 50  # variadic RPUSHes per MULTI/EXEC …
+TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
+_META_COMMANDS = 6  # after the RPUSHes: HINCRBY x2, HSET, HSETNX, EXPIRE x2
+
+
+def total_bytes(batch: list[bytes | str]) -> int:
+    """Bytes in a batch; one C-level join for the usual all-bytes batch."""
+    try:
+        return len(b"".join(batch))  # type: ignore[arg-type]
+    except TypeError:  # str chunks among them: counted as UTF-8
+        return sum(len(c) if isinstance(c, bytes) else len(c.encode()) for c in batch)
+
+
+class _Transaction:
+    """One MULTI/EXEC, packed: its commands, chunk count and bytes."""
+
+    def __init__(self, commands: list[tuple[Any, ...]], count: int, total: int) -> None:
+        self.packed = pack(commands)
+        self.replies = len(commands)
+        self.pushes = len(commands) - 2 - _META_COMMANDS
+        self.count = count
+        self.total = total
+
+
+def _transactions(
+    key: str, meta: str, chunks: Iterable[bytes | str], head: tuple[Any, ...], batch_size: int
+) -> Iterator[_Transaction]:
+    ttl, now, org, scenario, generation = head
+    fields: tuple[Any, ...] = ("last_chunk_at", now, "organization_id", org)
+    fields += ("generation_id", generation) + (() if scenario == "" else ("scenario_id", scenario))
+    source = iter(chunks)
+    while True:
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        count = total = 0
+        for _ in range(TRANSACTION_BATCHES):
+            batch = list(islice(source, batch_size))
+            if not batch:
+                break
+            commands.append(("RPUSH", key, *batch))
+            count += len(batch)
+            total += total_bytes(batch)
+            if total >= TRANSACTION_BYTES:
+                break
+        if count == 0:
+            return
+        commands += [
+            ("HINCRBY", meta, "chunk_count", count),
+            ("HINCRBY", meta, "bytes", total),
+            ("HSET", meta, *fields),
+            ("HSETNX", meta, "first_chunk_at", now),
+            ("EXPIRE", key, ttl, "NX"),
+            ("EXPIRE", meta, ttl, "NX"),
+            ("EXEC",),
+        ]
+        yield _Transaction(commands, count, total)
+
+
+def _settle(session: HeldSession, sent: _Transaction, key: str) -> int:
+    """Read one transaction's replies; the list length after it."""
+    replies = session.read(sent.replies)
+    executed = replies[-1]
+    if isinstance(executed, Exception):  # EXECABORT (e.g. OOM while queueing): none applied
+        raise executed
+    failed = [reply for reply in executed if isinstance(reply, Exception)]
+    if failed:
+        raise redis.exceptions.ResponseError(f"push to {key}: {failed[0]}")
+    return int(executed[sent.pushes - 1])
+
+
+def push_transactions(
+    held: HeldConnection,
+    key: str,
+    chunks: Iterable[bytes | str],
+    head: tuple[Any, ...],
+    *,
+    url: str,
+    batch_size: int,
+) -> tuple[int, int, int]:
+    """Append ``chunks`` to the list ``key``, in order, and update its meta hash.
+
+    ``head`` is (ttl, now, org, scenario or '', generation); ``url`` names the
+    server in errors; ``batch_size`` chunks go per RPUSH.
+
+    Returns (list length after the last transaction or 0, chunks appended, bytes).
+    """
+    meta = keys.meta_key(key)
+    length = appended = pushed_bytes = 0
+    in_flight: _Transaction | None = None  # sent, not yet confirmed
+    try:
+        with held.session() as session:
+            # The generator packs the next transaction while Redis runs the one in flight.
+            for transaction in _transactions(key, meta, chunks, head, batch_size):
+                if in_flight is not None:
+                    length = _settle(session, in_flight, key)
+                    appended += in_flight.count
+                    pushed_bytes += in_flight.total
+                in_flight = transaction
+                session.send(transaction.packed)
+            if in_flight is not None:
+                length = _settle(session, in_flight, key)
+                appended += in_flight.count
+                pushed_bytes += in_flight.total
+                in_flight = None
+    except HeldConnectionLost:
+        doubt = 0 if in_flight is None else in_flight.count
+        raise RedisUnavailable(
+            f"Redis is unreachable at {mask_url(url)}: the connection dropped during a push "
+            f"to {key}; {appended} chunks confirmed, up to {doubt} more may have been appended",
+            hint="check the buffer with inspect-generation before pushing again "
+            "(or push with sequence numbers, which skip what already arrived)",
+        ) from None
+    return length, appended, pushed_bytes
