@@ -107,7 +107,8 @@ class BufferSnapshot:
     exists: bool
     length: int = 0
     meta: dict[str, str] = field(default_factory=dict)
-    first_page: list[bytes] = field(default_factory=list)  # from the position asked for
+    first_page: list[bytes] = field(default_factory=list)  # chunks from first_page_at on
+    first_page_at: int = 0  # absolute position of first_page[0]
 
     @property
     def stream_id(self) -> str | None:
@@ -237,7 +238,6 @@ class GenerationBuffer:
         self._held = HeldConnection(client)
         self._expire_nx: bool | None = None
         self._snapshot = client.register_script(_script("snapshot"))
-        self._read = client.register_script(_script("read"))
         self._ack = client.register_script(_script("ack"))
         self._fail = client.register_script(_script("fail"))
 
@@ -445,8 +445,14 @@ class GenerationBuffer:
             return BufferSnapshot(key=key, exists=False)
         flat = [_text(item) for item in reply[2]]
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        held_at = offset if stream and meta.get("stream_id") == stream else 0
         return BufferSnapshot(
-            key=key, exists=True, length=int(reply[1]), meta=meta, first_page=list(reply[3])
+            key=key,
+            exists=True,
+            length=int(reply[1]),
+            meta=meta,
+            first_page=list(reply[3]),
+            first_page_at=max(held_at, _int(meta.get("trimmed"), 0)),  # as snapshot.lua
         )
 
     def read(
@@ -455,27 +461,21 @@ class GenerationBuffer:
         """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive).
 
         When ``start`` is where the snapshot's first page begins, that page is used
-        rather than read again.
+        rather than read again; any other start reads from Redis.
         """
         stream = snapshot.stream_id or ""
-        meta = keys.meta_key(snapshot.key)
         position = start
-        if snapshot.first_page and start < end:
+        if snapshot.first_page and start == snapshot.first_page_at and start < end:
             first = snapshot.first_page[: end - start]
             yield first
             position += len(first)
+        trimmed = snapshot.trimmed
         with redis_errors(self.url):
             while position < end:
                 last = min(position + page, end) - 1
-                try:
-                    chunks = self._read(keys=[snapshot.key, meta], args=[stream, position, last])
-                except redis.exceptions.ResponseError as exc:
-                    if "GENBUF_STREAM_CHANGED" in str(exc):
-                        raise StreamChanged(
-                            f"buffer {snapshot.key} was replaced while it was read",
-                            hint="nothing was written; run the command again",
-                        ) from None
-                    raise
+                chunks, trimmed = self._read_page(
+                    snapshot.key, stream, (position, last), trimmed=trimmed
+                )
                 if len(chunks) != last - position + 1:
                     raise StreamChanged(
                         f"buffer {snapshot.key} lost chunks while it was read "
@@ -484,6 +484,38 @@ class GenerationBuffer:
                     )
                 yield chunks
                 position = last + 1
+
+    def _read_page(
+        self, key: str, stream: str, span: tuple[int, int], *, trimmed: int
+    ) -> tuple[list[bytes], int]:
+        """Chunks at absolute positions ``span`` (first, last), and the `trimmed` they assume.
+
+        A native LRANGE inside MULTI/EXEC with the meta fields its indexes depend on
+        (a Lua script converting every chunk to a Lua string and back cost twice
+        as much); when a concurrent acknowledgement moved `trimmed`, read again.
+        """
+        first, last = span
+        meta = keys.meta_key(key)
+        for _ in range(16):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(meta, ["stream_id", "trimmed"])
+            pipe.lrange(key, first - trimmed, last - trimmed)
+            (seen_stream, seen_trimmed), chunks = pipe.execute()
+            if seen_stream is None or _text(seen_stream) != stream:
+                raise StreamChanged(
+                    f"buffer {key} was replaced while it was read",
+                    hint="nothing was written; run the command again",
+                )
+            now = _int(_text(seen_trimmed) if seen_trimmed is not None else "0", 0)
+            if now == trimmed:
+                return list(chunks), trimmed
+            if first < now:  # acknowledged past what this read still needs
+                break
+            trimmed = now
+        raise StreamChanged(
+            f"buffer {key} was trimmed while it was read",
+            hint="nothing was written; run the command again",
+        )
 
     def acknowledge(
         self, key: str, stream_id: str, persisted: int, delete: bool

@@ -222,7 +222,7 @@ def _read_new_chunks(
     size = 0
     for page in buffer.read(snapshot, start, snapshot.end):
         chunks.extend(page)
-        size += sum(len(chunk) for chunk in page)
+        size += sum(map(len, page))
         if size > budget:
             return chunks, size, True
     return chunks, size, False
@@ -408,7 +408,7 @@ def _compact_snapshot(
         return outcome
     # One copy of the new bytes: the chunk list goes as soon as it is joined, and the
     # backups are sliced from the joined bytes (a 64 MB generation must not cost 8x).
-    sizes = [len(chunk) for chunk in new_chunks]
+    sizes = list(map(len, new_chunks))
     content = existing + b"".join(new_chunks) if existing else b"".join(new_chunks)
     del new_chunks
     validation = validate(
@@ -442,11 +442,12 @@ def _compact_snapshot(
             row.chunk_count or 0,
             _slices(content, len(existing), sizes),
         )
-    del existing
     values = _row_values(
         row, content, outcome, compacted_by=request.compacted_by, now=now, issues=issues
     )
-    tx.save_artifact(request.generation_id, content, as_json=as_json, values=values)
+    encoded = base64.b64encode(content)
+    del content, existing  # from here on only the base64 bytes are held
+    tx.save_artifact(request.generation_id, encoded, as_json=as_json, values=values)
     config.faults.at("after_update")
     outcome.persist = True
     return outcome

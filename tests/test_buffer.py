@@ -11,7 +11,7 @@ import redis
 
 from genbuffer import held, keys, transactions
 from genbuffer.buffer import PUSH_BATCH
-from genbuffer.errors import RedisUnavailable
+from genbuffer.errors import RedisUnavailable, StreamChanged
 from tests.conftest import Stack
 
 
@@ -248,3 +248,45 @@ def test_push_many_connection_lost_mid_push_is_reported_not_retried(
     assert stack.buffer.client.lrange(key, 0, -1) == sent[: PUSH_BATCH * 2]  # none twice
     monkeypatch.setattr(held.HeldSession, "read", real_read)
     assert stack.buffer.push_many(1, 18, [b"z"]).length == PUSH_BATCH * 2 + 1
+
+
+def test_read_follows_a_concurrent_acknowledgement(stack: Stack) -> None:
+    """Another compactor trims the head between two pages: positions stay absolute, so
+    the read goes on with the right chunks; trimming past the read stops it cleanly."""
+    sent = [f"{i:03d}".encode() for i in range(10)]
+    key = stack.buffer.push_many(1, 19, sent).key
+    snapshot = stack.buffer.snapshot(key, page=0)
+    stream = snapshot.stream_id or ""
+    pages = stack.buffer.read(snapshot, 4, 10, page=2)
+    assert next(pages) == sent[4:6]
+    stack.buffer.acknowledge(key, stream, 3, delete=False)  # trims positions 0..2
+    assert [c for page in pages for c in page] == sent[6:10]
+
+    again = stack.buffer.read(stack.buffer.snapshot(key, page=0), 3, 10, page=2)
+    assert next(again) == sent[3:5]
+    stack.buffer.acknowledge(key, stream, 6, delete=False)  # past position 5, still unread
+    with pytest.raises(StreamChanged, match="trimmed while it was read"):
+        next(again)
+
+
+def test_read_stops_when_the_buffer_is_replaced(stack: Stack) -> None:
+    """The buffer is deleted and a new stream starts between two pages: StreamChanged."""
+    key = stack.buffer.push_many(1, 20, [b"a", b"b", b"c", b"d"]).key
+    pages = stack.buffer.read(stack.buffer.snapshot(key, page=0), 0, 4, page=2)
+    assert next(pages) == [b"a", b"b"]
+    stack.buffer.delete([key, keys.meta_key(key)])
+    stack.buffer.push_many(1, 20, [b"x", b"y", b"z", b"w"])
+    stack.buffer.snapshot(key)  # the new stream gets its own id
+    with pytest.raises(StreamChanged, match="was replaced"):
+        next(pages)
+
+
+def test_read_uses_the_snapshot_page_only_where_it_begins(stack: Stack) -> None:
+    """The snapshot's first page covers positions from its own start; a read elsewhere
+    goes to Redis instead of returning that page."""
+    sent = [f"{i:02d}".encode() for i in range(8)]
+    key = stack.buffer.push_many(1, 21, sent).key
+    snapshot = stack.buffer.snapshot(key)
+    assert snapshot.first_page == sent and snapshot.first_page_at == 0
+    assert [c for page in stack.buffer.read(snapshot, 3, 6) for c in page] == sent[3:6]
+    assert [c for page in stack.buffer.read(snapshot, 0, 2) for c in page] == sent[0:2]

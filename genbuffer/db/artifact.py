@@ -1,10 +1,12 @@
-"""Writing a compacted artifact: `compacted` (base64) and `llm_response` from the raw bytes.
+"""Writing a compacted artifact: `compacted` and `llm_response` from its base64 bytes.
 
-On PostgreSQL the bytes cross the wire once, as a binary bytea parameter, and the
-server derives both columns from them: a 64 MB generation costs genbuf one driver
-copy instead of a base64 text, a JSON text and the driver's copies of each.
-Elsewhere Python encodes the base64, and `llm_response` is bound as the validated
-JSON text itself (never parsed and re-serialised here).
+The caller hands over the base64 encoding (bytes, made by one C call) and drops
+the raw content. On PostgreSQL those bytes cross the wire once, as a binary bytea
+parameter, and the server derives both columns: the text (`convert_from`, a
+UTF-8 check) and, for valid JSON, the jsonb of the decoded bytes. A 64 MB
+generation costs genbuf the base64 bytes and one driver copy, instead of a base64
+text, a JSON text and the driver's copies of each. Elsewhere the text is bound as
+is and `llm_response` as the decoded JSON text (never parsed and re-serialised).
 """
 
 from __future__ import annotations
@@ -34,19 +36,17 @@ ROW_COLUMNS = (
 
 
 def _postgresql(as_json: bool) -> Any:
-    raw = select(
-        cast_(bindparam("content", type_=LargeBinary), BYTEA).label("b"),
+    encoded = select(
+        cast_(bindparam("encoded", type_=LargeBinary), BYTEA).label("b64"),
         cast_(bindparam("row_id"), GEN.c.id.type).label("id"),
     ).subquery("artifact")
-    # encode(…, 'base64') wraps lines at 76 characters; without the newlines it is
-    # exactly Python's base64.b64encode.
-    compacted = func.translate(func.encode(raw.c.b, "base64"), "\n", "")
-    llm_response = cast_(func.convert_from(raw.c.b, "UTF8"), JSONB) if as_json else null()
+    decoded = func.decode(func.convert_from(encoded.c.b64, "UTF8"), "base64")
+    llm_response = cast_(func.convert_from(decoded, "UTF8"), JSONB) if as_json else null()
     return (
         update(GEN)
-        .where(GEN.c.id == raw.c.id)
+        .where(GEN.c.id == encoded.c.id)
         .values(
-            compacted=compacted,
+            compacted=func.convert_from(encoded.c.b64, "UTF8"),
             llm_response=llm_response,
             **{name: bindparam(name) for name in ROW_COLUMNS},
         )
@@ -69,20 +69,20 @@ _POSTGRESQL = {True: _postgresql(True), False: _postgresql(False)}
 def save_artifact(
     connection: Connection,
     generation_id: int,
-    content: bytes,
+    encoded: bytes,
     *,
     as_json: bool,
     values: dict[str, Any],
 ) -> None:
-    """Write ``content`` as the row's artifact, plus ROW_COLUMNS from ``values``.
+    """Write the artifact whose standard base64 is ``encoded``, plus ROW_COLUMNS from ``values``.
 
     ``as_json`` says the content is valid UTF-8 JSON that the column can store
     (the validator's verdict); otherwise `llm_response` is NULL.
     """
     params = {"row_id": generation_id, **{name: values[name] for name in ROW_COLUMNS}}
     if connection.dialect.name == "postgresql":
-        connection.execute(_POSTGRESQL[as_json], {**params, "content": content})
+        connection.execute(_POSTGRESQL[as_json], {**params, "encoded": encoded})
         return
-    params["compacted"] = base64.b64encode(content).decode("ascii")
-    params["llm_response"] = content.decode("utf-8") if as_json else None
+    params["compacted"] = encoded.decode("ascii")
+    params["llm_response"] = base64.b64decode(encoded).decode("utf-8") if as_json else None
     connection.execute(_GENERIC, params)

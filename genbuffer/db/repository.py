@@ -117,10 +117,10 @@ class Transaction:
             self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
 
     def save_artifact(
-        self, generation_id: int, content: bytes, *, as_json: bool, values: dict[str, Any]
+        self, generation_id: int, encoded: bytes, *, as_json: bool, values: dict[str, Any]
     ) -> None:
         """Write a compacted artifact and the row's other compaction columns (see db.artifact)."""
-        save_artifact(self.connection, generation_id, content, as_json=as_json, values=values)
+        save_artifact(self.connection, generation_id, encoded, as_json=as_json, values=values)
 
     def insert_issue(
         self,

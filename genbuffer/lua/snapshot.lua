@@ -45,5 +45,8 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], 'stream_id') == ARGV[4] then
 end
 trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 local first = math.max(held, trimmed) - trimmed
-local page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
+local page = {}
+if tonumber(ARGV[6]) > 0 then  -- LRANGE first, first - 1 would be the whole list at 0
+  page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
+end
 return {1, length, redis.call('HGETALL', KEYS[2]), page}
