@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+
+from genbuffer import batch
+from genbuffer.batch import compact_pending
+from genbuffer.compaction import CompactionRequest
+from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 
@@ -54,3 +61,60 @@ def test_compact_pending_without_idle_leaves_unfinished_buffers(stack: Stack) ->
     assert kept.exit_code == 0 and json.loads(kept.stdout)["compacted"] == 1
     assert stored_bytes(stack, gen) == b"[1]"
     assert stack.buffer.generation_keys(61, gen) != []
+
+
+def test_compact_pending_with_workers_compacts_each_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several generations in flight: every one byte-exact and acknowledged, failures
+    reported in id order, whatever order the workers finish in."""
+    gens = [stack.repository.create_generation(61) for _ in range(24)]
+    for gen in gens:
+        stack.buffer.push_many(61, gen, [f'{{"gen": {gen}, '.encode(), b'"ok": true}'])
+        stack.buffer.finish(61, gen)
+    broken = gens[3:6]
+    real = batch.assemble_and_persist
+
+    def flaky(request: CompactionRequest, **kwargs: Any) -> Any:
+        if request.generation_id in broken:
+            raise GenbufferError(f"boom {request.generation_id}")
+        return real(request, **kwargs)
+
+    monkeypatch.setattr(batch, "assemble_and_persist", flaky)
+    result = compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=4)
+    assert (result.compacted, result.failed) == (21, 3)
+    assert [f["generation_id"] for f in result.failures] == sorted(broken)
+    for gen in gens:
+        if gen in broken:
+            assert stored_bytes(stack, gen) is None and stack.buffer.generation_keys(61, gen)
+        else:
+            assert stored_bytes(stack, gen) == f'{{"gen": {gen}, "ok": true}}'.encode()
+            assert stack.buffer.generation_keys(61, gen) == []
+
+
+def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage in one worker: nothing new starts, those in flight finish and are
+    acknowledged, and the outage is raised (exit 3)."""
+    gens = [stack.repository.create_generation(62) for _ in range(12)]
+    for gen in gens:
+        stack.buffer.push_many(62, gen, [b"[", f"{gen}".encode(), b"]"])
+        stack.buffer.finish(62, gen)
+    real = batch.assemble_and_persist
+    started: list[int] = []
+
+    def failing(request: CompactionRequest, **kwargs: Any) -> Any:
+        started.append(request.generation_id)
+        if len(started) == 3:
+            raise DatabaseUnavailable("the database went away")
+        return real(request, **kwargs)
+
+    monkeypatch.setattr(batch, "assemble_and_persist", failing)
+    with pytest.raises(DatabaseUnavailable):
+        compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=2)
+    assert len(started) < len(gens)  # no new work after the outage
+    done = [gen for gen in gens if stored_bytes(stack, gen) is not None]
+    assert len(done) == len(started) - 1
+    for gen in done:  # committed, so acknowledged before the outage was raised
+        assert stack.buffer.generation_keys(62, gen) == []

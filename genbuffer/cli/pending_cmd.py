@@ -25,6 +25,15 @@ def compact_pending_cmd(
         int | None, typer.Option("--limit", min=1, help="Compact at most this many buffers.")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the buffers (no --delete).")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=32,
+            help="Generations compacted at once, each in its own transaction (1 on SQLite).",
+        ),
+    ] = 4,  # batch.DEFAULT_WORKERS, not imported here: --help loads no service module
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -48,6 +57,7 @@ def compact_pending_cmd(
             delete=not keep,
             dry_run=dry_run,
             progress=advance,
+            workers=workers,
         )
     if result.already_running:
         note_already_running("compact-pending")
