@@ -102,3 +102,24 @@ def test_push_then_compact_on_real_servers_in_separate_processes(servers: Stack)
     inspected = _run(["inspect-generation", "12", str(gen), "--json"], stack.env)
     assert json.loads(inspected.stdout)["keys"] == []
     assert stored_bytes(stack, gen) == payload
+
+
+def test_help_loads_no_service_module_nor_pydantic() -> None:
+    """`genbuf CMD --help` imports neither the services nor pydantic (start-up time);
+    a real option value still goes through typer's coercion."""
+    probe = (
+        "import sys\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'pydantic', 'sqlalchemy', 'redis', 'alembic'} or m == 'genbuffer.compaction')\n"
+        "print(code, heavy, file=sys.stderr)\n"
+    )
+    for args in (["compact-generation", "--help"], ["--help"], ["compact-pending", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True
+        )
+        assert done.stderr.strip().splitlines()[-1] == "0 []", (args, done.stderr)
+    bad = _run(["--verbose", "compact-generation", "12", "x5"], {"REDIS_URL": "memory://h"})
+    assert bad.returncode == 2 and "valid integer" in bad.stderr

@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from genbuffer import __version__
+from genbuffer.cli._lazy import defer_coercion
 from genbuffer.cli._output import report_error, stderr
 from genbuffer.cli.compact import compact_generation
 from genbuffer.cli.config_cmd import config_app
@@ -35,6 +36,17 @@ __all__ = ["app", "main"]
 
 class GenbufGroup(TyperGroup):
     """The root group: the one place expected failures become exit codes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        defer_coercion(self.params)  # `genbuf CMD --help` stays free of pydantic
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """The root `--help` option, its coercion deferred like the other root options."""
+        option = super().get_help_option(ctx)
+        if option is not None:
+            defer_coercion([option])
+        return option
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; turn a GenbufferError into its message and exit code."""
