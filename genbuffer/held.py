@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from hiredis import pack_command
@@ -88,15 +88,9 @@ class HeldConnection:
                     conn = self._ready()
                 conn.send_packed_command([pack_command(args)], check_health=False)
                 reply = conn.read_response()
-            except redis.exceptions.ResponseError:
-                self._used = time.monotonic()
-                raise
-            except _LOST:
-                self._drop(conn)
-                raise HeldConnectionLost from None
-            except BaseException:
-                self._drop(conn)
-                raise
+            except BaseException as exc:
+                # an error reply was read whole: the connection is still in step
+                self._fail(conn, exc, in_step=isinstance(exc, redis.exceptions.ResponseError))
             self._used = time.monotonic()
             return reply
 
@@ -113,14 +107,8 @@ class HeldConnection:
                 conn = self._ready()
                 yield HeldSession(conn)
                 self._used = time.monotonic()
-            except _LOST:
-                self._drop(conn)
-                raise HeldConnectionLost from None
-            except BaseException:
-                # e.g. KeyboardInterrupt between send and read: replies may still be in
-                # flight, so the connection can't be trusted for the next command.
-                self._drop(conn)
-                raise
+            except BaseException as exc:
+                self._fail(conn, exc, in_step=False)
 
     def close(self) -> None:
         """Close the connection (the next call opens another)."""
@@ -148,6 +136,21 @@ class HeldConnection:
         conn.connect()
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _fail(self, conn: Any, exc: BaseException, *, in_step: bool) -> NoReturn:
+        """Re-raise ``exc``; close the connection unless it is known to be in step.
+
+        A failed connection becomes HeldConnectionLost. Anything else (e.g. a
+        KeyboardInterrupt between send and read) may leave replies in flight, so
+        the connection is not trusted for the next command.
+        """
+        if in_step:
+            self._used = time.monotonic()
+            raise exc
+        self._drop(conn)
+        if isinstance(exc, _LOST):
+            raise HeldConnectionLost from None
+        raise exc
 
     def _drop(self, conn: Any) -> None:
         self._conn = None

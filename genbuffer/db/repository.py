@@ -31,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
-from genbuffer.db.artifact import save_artifact
+from genbuffer.db.artifact import ROW_COLUMNS, save_artifact
 from genbuffer.db.engine import database_errors, make_engine
 from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
 from genbuffer.settings import Settings
@@ -77,16 +77,7 @@ _ROW_COLUMNS = (
 
 # Built once: compaction locks and writes a row per generation, thousands of times a batch.
 _LOCK_ROW = select(*_ROW_COLUMNS).where(GEN.c.id == bindparam("id")).with_for_update()
-COMPACTION_COLUMNS = (
-    "compacted",
-    "llm_response",
-    "metadata",
-    "chunk_count",
-    "compacted_at",
-    "compacted_by",
-    "updated_at",
-    "last_validation_issue_id",
-)
+COMPACTION_COLUMNS = ("compacted", "llm_response", *ROW_COLUMNS)
 _SAVE_ROW = (
     update(GEN)
     .where(GEN.c.id == bindparam("row_id"))
