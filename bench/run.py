@@ -621,20 +621,30 @@ def bench_purge(b: Bench) -> None:
             "FROM generate_series(0, %s - 1) g",
             (gens, gens, n),
         )
+        # as a table in service is: with statistics (genbuf would ANALYZE a table that
+        # has none, and that would change the baseline's plans on the next run)
+        b.sql("ANALYZE generation_chunks, scenario_generations")
 
     def ours() -> None:
         result = purge_chunks(b.repository, "7d", batch_size=5000)
         assert result.purged == n, result
 
     def raw() -> None:
-        while True:
-            cur = b.pg.execute(
-                "DELETE FROM generation_chunks WHERE id IN (SELECT id FROM generation_chunks "
-                "WHERE created_at < now() - interval '7 days' LIMIT 5000)"
+        # id ranges of 5,000: with statistics, the DELETE … IN (SELECT … LIMIT 5000) form
+        # walks the created_at index over every row earlier batches deleted (~50k rows/s)
+        low, high = b.pg.execute(
+            "SELECT min(id) - 1, max(id) FROM generation_chunks "
+            "WHERE created_at < now() - interval '7 days'"
+        ).fetchone()  # type: ignore[misc]
+        b.pg.commit()
+        while low is not None and low < high:
+            b.pg.execute(
+                "DELETE FROM generation_chunks WHERE id > %s AND id <= %s "
+                "AND created_at < now() - interval '7 days'",
+                (low, min(low + 5000, high)),
             )
             b.pg.commit()
-            if cur.rowcount == 0:
-                break
+            low += 5000
 
     ours_time, raw_time = compare(ours, raw, setup, setup)
 
@@ -646,7 +656,8 @@ def bench_purge(b: Bench) -> None:
             raw_time / ours_time,
             ">=0.5x",
             raw_time / ours_time >= 0.5,
-            "baseline: batched DELETE of 5,000; genbuf also checks the generation is compacted",
+            "baseline: DELETE in id ranges of 5,000; genbuf also checks the generation "
+            "is compacted",
         )
     )
 

@@ -105,9 +105,14 @@ def _purge(
             batches=0,
         )
     purged = batches = 0
-    while deleted := repository.purge_chunks_batch(cutoff, batch_size):
-        purged += deleted
+    repository.analyze_if_never_analyzed()
+    bounds = repository.old_chunk_ids(cutoff)
+    low, high = (0, 0) if bounds is None else (bounds[0] - 1, bounds[1])
+    while low < high:  # id ranges of batch_size: at most that many rows a transaction
+        top = min(low + batch_size, high)
+        purged += repository.purge_chunks_range(cutoff, low, top)
         batches += 1
+        low = top
         if progress:
             progress(purged, 0)  # the total is not counted up front: that is a full scan
     return PurgeResult(
