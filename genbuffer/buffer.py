@@ -27,7 +27,7 @@ from genbuffer import keys
 from genbuffer.errors import RedisUnavailable, StreamChanged
 from genbuffer.held import HeldConnection, HeldConnectionLost
 from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
-from genbuffer.transactions import push_transactions, total_bytes
+from genbuffer.transactions import chunk_bytes, push_transactions, total_bytes
 
 __all__ = [
     "BufferSnapshot",
@@ -158,11 +158,6 @@ class KeyInfo:
     memory_bytes: int | None
 
 
-def _nbytes(chunk: bytes | str) -> int:
-    """Length in bytes, as Redis stores it (str chunks are sent as UTF-8)."""
-    return len(chunk) if isinstance(chunk, bytes) else len(chunk.encode())
-
-
 def _batches(chunks: Iterable[bytes | str], size: int) -> Iterator[list[bytes | str]]:
     """Lists of up to ``size`` chunks, in order."""
     batch: list[bytes | str] = []
@@ -291,7 +286,7 @@ class GenerationBuffer:
         argv = (
             chunk,
             _now_iso(),
-            _nbytes(chunk),
+            chunk_bytes(chunk),
             self.ttl,
             organization_id,
             scenario,
@@ -445,14 +440,13 @@ class GenerationBuffer:
             return BufferSnapshot(key=key, exists=False)
         flat = [_text(item) for item in reply[2]]
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
-        held_at = offset if stream and meta.get("stream_id") == stream else 0
         return BufferSnapshot(
             key=key,
             exists=True,
             length=int(reply[1]),
             meta=meta,
             first_page=list(reply[3]),
-            first_page_at=max(held_at, _int(meta.get("trimmed"), 0)),  # as snapshot.lua
+            first_page_at=int(reply[4]),
         )
 
     def read(
@@ -506,7 +500,7 @@ class GenerationBuffer:
                     f"buffer {key} was replaced while it was read",
                     hint="nothing was written; run the command again",
                 )
-            now = _int(_text(seen_trimmed) if seen_trimmed is not None else "0", 0)
+            now = int(seen_trimmed or 0)
             if now == trimmed:
                 return list(chunks), trimmed
             if first < now:  # acknowledged past what this read still needs

@@ -15,7 +15,7 @@ exactly-once path).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import redis
@@ -25,11 +25,22 @@ from genbuffer.errors import RedisUnavailable
 from genbuffer.held import HeldConnection, HeldConnectionLost, HeldSession, pack
 from genbuffer.settings import mask_url
 
-__all__ = ["TRANSACTION_BATCHES", "TRANSACTION_BYTES", "push_transactions", "total_bytes"]
+__all__ = [
+    "TRANSACTION_BATCHES",
+    "TRANSACTION_BYTES",
+    "chunk_bytes",
+    "push_transactions",
+    "total_bytes",
+]
 
 TRANSACTION_BATCHES = 50  # variadic RPUSHes per MULTI/EXEC …
 TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 _META_COMMANDS = 6  # after the RPUSHes: HINCRBY x2, HSET, HSETNX, EXPIRE x2
+
+
+def chunk_bytes(chunk: bytes | str) -> int:
+    """Length in bytes, as Redis stores it (str chunks are sent as UTF-8)."""
+    return len(chunk) if isinstance(chunk, bytes) else len(chunk.encode())
 
 
 def total_bytes(batch: list[bytes | str]) -> int:
@@ -37,7 +48,7 @@ def total_bytes(batch: list[bytes | str]) -> int:
     try:
         return len(b"".join(batch))  # type: ignore[arg-type]
     except TypeError:  # str chunks among them: counted as UTF-8
-        return sum(len(c) if isinstance(c, bytes) else len(c.encode()) for c in batch)
+        return sum(map(chunk_bytes, batch))
 
 
 class _Transaction:
@@ -117,19 +128,17 @@ def push_transactions(
     in_flight: _Transaction | None = None  # sent, not yet confirmed
     try:
         with held.session() as session:
-            # The generator packs the next transaction while Redis runs the one in flight.
-            for transaction in _transactions(key, meta, chunks, head, batch_size):
+            # The generator packs the next transaction while Redis runs the one in flight;
+            # the final None only settles the last one.
+            batches = _transactions(key, meta, chunks, head, batch_size)
+            for transaction in chain(batches, [None]):
                 if in_flight is not None:
                     length = _settle(session, in_flight, key)
                     appended += in_flight.count
                     pushed_bytes += in_flight.total
                 in_flight = transaction
-                session.send(transaction.packed)
-            if in_flight is not None:
-                length = _settle(session, in_flight, key)
-                appended += in_flight.count
-                pushed_bytes += in_flight.total
-                in_flight = None
+                if transaction is not None:
+                    session.send(transaction.packed)
     except HeldConnectionLost:
         doubt = 0 if in_flight is None else in_flight.count
         raise RedisUnavailable(

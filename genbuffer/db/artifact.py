@@ -36,17 +36,20 @@ ROW_COLUMNS = (
 
 
 def _postgresql(as_json: bool) -> Any:
+    # the text made once, in the one-row FROM, for both columns
     encoded = select(
-        cast_(bindparam("encoded", type_=LargeBinary), BYTEA).label("b64"),
+        func.convert_from(cast_(bindparam("encoded", type_=LargeBinary), BYTEA), "UTF8").label(
+            "b64"
+        ),
         cast_(bindparam("row_id"), GEN.c.id.type).label("id"),
     ).subquery("artifact")
-    decoded = func.decode(func.convert_from(encoded.c.b64, "UTF8"), "base64")
-    llm_response = cast_(func.convert_from(decoded, "UTF8"), JSONB) if as_json else null()
+    decoded = func.convert_from(func.decode(encoded.c.b64, "base64"), "UTF8")
+    llm_response = cast_(decoded, JSONB) if as_json else null()
     return (
         update(GEN)
         .where(GEN.c.id == encoded.c.id)
         .values(
-            compacted=func.convert_from(encoded.c.b64, "UTF8"),
+            compacted=encoded.c.b64,
             llm_response=llm_response,
             **{name: bindparam(name) for name in ROW_COLUMNS},
         )

@@ -31,7 +31,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
-from genbuffer.db.artifact import ROW_COLUMNS, save_artifact
+from genbuffer.db.artifact import save_artifact
 from genbuffer.db.engine import database_errors, make_engine
 from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
 from genbuffer.settings import Settings
@@ -77,12 +77,6 @@ _ROW_COLUMNS = (
 
 # Built once: compaction locks and writes a row per generation, thousands of times a batch.
 _LOCK_ROW = select(*_ROW_COLUMNS).where(GEN.c.id == bindparam("id")).with_for_update()
-COMPACTION_COLUMNS = ("compacted", "llm_response", *ROW_COLUMNS)
-_SAVE_ROW = (
-    update(GEN)
-    .where(GEN.c.id == bindparam("row_id"))
-    .values({name: bindparam(name) for name in COMPACTION_COLUMNS})
-)
 
 
 def _row(values: Sequence[Any]) -> GenerationRow:
@@ -100,12 +94,9 @@ class Transaction:
         found = self.connection.execute(_LOCK_ROW, {"id": generation_id}).first()
         return None if found is None else _row(found)
 
-    def save_compaction(self, generation_id: int, values: dict[str, Any]) -> None:
-        """Write the compaction columns of one row (all of COMPACTION_COLUMNS, or a subset)."""
-        if set(values) == set(COMPACTION_COLUMNS):
-            self.connection.execute(_SAVE_ROW, {"row_id": generation_id, **values})
-        else:
-            self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
+    def update_generation(self, generation_id: int, values: dict[str, Any]) -> None:
+        """Write some columns of one row (the compaction writes with save_artifact)."""
+        self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
 
     def save_artifact(
         self, generation_id: int, encoded: bytes, *, as_json: bool, values: dict[str, Any]
@@ -406,23 +397,19 @@ class Repository:
     def _migrate_range(
         self, params: dict[str, int], dry_run: bool, *, careful: bool
     ) -> tuple[int, list[int]]:
-        move, conflicts = _RANGE[careful]
         with self.transaction() as tx:
-            moved = 0
-            if not dry_run:
-                _relaxed_commit(tx.connection)
-                moved = len(tx.connection.execute(move, params).all())
-            found = tx.connection.execute(conflicts if not dry_run else _judge(careful), params)
-            rows = found.all()
-        if dry_run:
-            return sum(1 for row in rows if row[1]), [row[0] for row in rows if not row[1]]
-        return moved, [row[0] for row in rows]
+            if dry_run:
+                judged = tx.connection.execute(_JUDGE[careful], params).all()
+                return sum(1 for _, ok in judged if ok), [row_id for row_id, ok in judged if not ok]
+            _relaxed_commit(tx.connection)
+            moved = len(tx.connection.execute(_MOVE[careful], params).all())
+            return moved, list(tx.connection.execute(_CONFLICTS, params).scalars())
 
     def save_many(self, updates: dict[int, dict[str, Any]]) -> None:
         """Apply per-row column updates in one transaction."""
         with self.transaction() as tx:
             for row_id, values in updates.items():
-                tx.save_compaction(row_id, values)
+                tx.update_generation(row_id, values)
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -498,26 +485,21 @@ def _sql(template: str, check: str) -> str:
     return template.replace("IN_RANGE", _IN_RANGE).replace("MOVABLE", movable)
 
 
-def _judge(careful: bool) -> Any:
-    """Dry run: every blob in the range with its verdict."""
-    check = _CAREFUL_CHECK if careful else _FAST_CHECK
-    return text(_sql("SELECT id, (MOVABLE) FROM scenario_generations WHERE IN_RANGE", check))
-
-
-# careful -> (move, conflicts left after the move); the conflicts query judges by regex
-# so that a blob committed meanwhile, still movable, is not reported as a conflict
-_RANGE = {
-    careful: (
-        text(_sql(_MOVE_SQL, _CAREFUL_CHECK if careful else _FAST_CHECK)),
-        text(
-            _sql(
-                "SELECT id FROM scenario_generations WHERE IN_RANGE AND NOT (MOVABLE) ORDER BY id",
-                _CAREFUL_CHECK,
-            )
-        ),
-    )
-    for careful in (False, True)
+_CHECKS = {False: _FAST_CHECK, True: _CAREFUL_CHECK}  # careful -> check
+# the move; a dry run's verdicts (id, movable) on every blob in the range
+_MOVE = {careful: text(_sql(_MOVE_SQL, check)) for careful, check in _CHECKS.items()}
+_JUDGE = {
+    careful: text(_sql("SELECT id, (MOVABLE) FROM scenario_generations WHERE IN_RANGE", check))
+    for careful, check in _CHECKS.items()
 }
+# what still holds a blob after the move, judged by regex (it never raises), so that a
+# blob committed meanwhile, still movable, is not reported as a conflict
+_CONFLICTS = text(
+    _sql(
+        "SELECT id FROM scenario_generations WHERE IN_RANGE AND NOT (MOVABLE) ORDER BY id",
+        _CAREFUL_CHECK,
+    )
+)
 _DECODE_REFUSED = "22023"  # invalid_parameter_value: decode() met a symbol outside base64
 
 

@@ -44,9 +44,10 @@ if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], 'stream_id') == ARGV[4] then
   held = tonumber(ARGV[5])
 end
 trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
-local first = math.max(held, trimmed) - trimmed
+local first_at = math.max(held, trimmed)  -- absolute position of the page's first chunk
+local first = first_at - trimmed
 local page = {}
 if tonumber(ARGV[6]) > 0 then  -- LRANGE first, first - 1 would be the whole list at 0
   page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
 end
-return {1, length, redis.call('HGETALL', KEYS[2]), page}
+return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at}
