@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from pydantic import BaseModel
 
-from genbuffer.buffer import GenerationBuffer
+from genbuffer.buffer import FoundBuffer, GenerationBuffer
 from genbuffer.compaction import (
     CompactionConfig,
     CompactionRequest,
@@ -17,8 +18,8 @@ from genbuffer.compaction import (
     assemble_and_persist,
 )
 from genbuffer.db.repository import Repository
-from genbuffer.errors import DependencyUnavailable, GenbufferError
-from genbuffer.keys import KeyParts
+from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound
+from genbuffer.prefixes import check_prefix
 
 __all__ = ["DEFAULT_WORKERS", "PendingResult", "compact_pending"]
 
@@ -31,17 +32,34 @@ DEFAULT_WORKERS = 4
 
 
 class PendingResult(BaseModel):
-    """What `compact-pending --json` prints."""
+    """What `compact-pending --json` prints (a dry run counts in `would_compact`)."""
 
+    ok: bool = True
     buffers: int
     eligible: int
     compacted: int
     failed: int
     skipped_quarantined: int
     skipped_active: int
+    skipped_orphaned: int = 0
+    skipped_empty: int = 0
     dry_run: bool
     already_running: bool = False
+    would_compact: int = 0
     failures: list[dict[str, object]] = []
+    orphaned: list[dict[str, object]] = []
+
+
+@dataclass
+class _Selection:
+    """The scan's verdict: what to compact, and what was skipped and why."""
+
+    candidates: list[tuple[FoundBuffer, bool]] = field(default_factory=list)  # (buffer, idle)
+    buffers: int = 0
+    quarantined: int = 0
+    orphaned: int = 0
+    active: int = 0
+    empty: int = 0
 
 
 def compact_pending(
@@ -59,9 +77,11 @@ def compact_pending(
 ) -> PendingResult:
     """Compact each buffer whose stream is finished, or idle for longer than ``idle``.
 
-    A generation that fails is reported and the run goes on; an outage stops it
-    (exit 3). Quarantined buffers are skipped. One run at a time (a job lock).
-    ``workers`` generations are compacted at once (each in its own transaction).
+    Every buffer under the prefix is considered, with or without a meta hash. A
+    generation that fails is reported and the run goes on (exit 1); an outage stops
+    it (exit 3). Quarantined and orphaned buffers are skipped; a buffer found to have
+    no row is reported once, then set aside as orphaned. One run at a time (a job
+    lock). ``workers`` generations are compacted at once, each in its own transaction.
     """
     with repository.job_lock("compact-pending") as acquired:
         if not acquired:
@@ -75,18 +95,11 @@ def compact_pending(
                 dry_run=dry_run,
                 already_running=True,
             )
-        cutoff = None if idle is None else (now or datetime.now(UTC)) - idle
-        candidates, buffers, quarantined, active = [], 0, 0, 0
-        for parts, meta in buffer.pending_buffers():
-            buffers += 1
-            if "quarantined_at" in meta:
-                quarantined += 1
-            elif "finished_at" in meta or _idle_since(meta.get("last_chunk_at"), cutoff):
-                candidates.append(parts)
-            else:
-                active += 1
-        candidates = candidates[:limit] if limit is not None else candidates
-        compacted, failures = _compact_all(
+        chosen = _select(buffer, idle, now or datetime.now(UTC), dry_run=dry_run)
+        if chosen.buffers == 0:
+            check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
+        candidates = chosen.candidates[:limit] if limit is not None else chosen.candidates
+        compacted, failures, orphans = _compact_all(
             candidates,
             buffer=buffer,
             repository=repository,
@@ -97,29 +110,63 @@ def compact_pending(
             progress=progress,
         )
     return PendingResult(
-        buffers=buffers,
+        ok=not failures and not orphans,
+        buffers=chosen.buffers,
         eligible=len(candidates),
-        compacted=compacted,
+        compacted=0 if dry_run else compacted,
+        would_compact=compacted if dry_run else 0,
         failed=len(failures),
-        skipped_quarantined=quarantined,
-        skipped_active=active,
+        skipped_quarantined=chosen.quarantined,
+        skipped_active=chosen.active,
+        skipped_orphaned=chosen.orphaned,
+        skipped_empty=chosen.empty,
         dry_run=dry_run,
         failures=failures,
+        orphaned=orphans,
     )
 
 
-def _idle_since(last_chunk_at: str | None, cutoff: datetime | None) -> bool:
-    if cutoff is None or last_chunk_at is None:
-        return False
-    try:
-        stamp = datetime.fromisoformat(last_chunk_at.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) < cutoff
+def _select(
+    buffer: GenerationBuffer, idle: timedelta | None, now: datetime, *, dry_run: bool
+) -> _Selection:
+    """Scan every buffer and sort it: finished or idle (compact), or skipped and why."""
+    chosen = _Selection()
+    for found in buffer.discover():
+        chosen.buffers += 1
+        state = found.state
+        if state == "quarantined":
+            chosen.quarantined += 1
+        elif state == "orphaned":
+            chosen.orphaned += 1
+        elif not found.has_list and "chunk_count" not in found.meta:
+            chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
+        elif state == "finished":
+            chosen.candidates.append((found, False))
+        elif idle is not None and _idle_for(buffer, found, now, dry_run=dry_run) >= idle:
+            chosen.candidates.append((found, True))
+        else:
+            chosen.active += 1
+    return chosen
+
+
+def _idle_for(
+    buffer: GenerationBuffer, found: FoundBuffer, now: datetime, *, dry_run: bool
+) -> timedelta:
+    """How long the buffer has had no chunk; zero while that cannot be known yet.
+
+    `last_chunk_at` when the producer keeps it, else OBJECT IDLETIME. Where the server
+    cannot say (an LFU policy, the in-process Redis) genbuf notes the list's length and
+    when it last saw it change (observe.lua; not in a dry run), and judges by that.
+    """
+    idle_for = found.idle_for(now)
+    if idle_for is None and found.has_list and not dry_run:
+        seen = buffer.observe(found.key)
+        idle_for = None if seen is None else now - seen
+    return idle_for if idle_for is not None else timedelta(0)
 
 
 def _compact_all(
-    candidates: list[KeyParts],
+    candidates: list[tuple[FoundBuffer, bool]],
     *,
     buffer: GenerationBuffer,
     repository: Repository,
@@ -128,8 +175,8 @@ def _compact_all(
     dry_run: bool,
     workers: int,
     progress: Progress | None,
-) -> tuple[int, list[dict[str, object]]]:
-    """Compact ``candidates``, up to ``workers`` at once; (compacted, failures by id).
+) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
+    """Compact ``candidates``, up to ``workers`` at once; (compacted, failures, orphans).
 
     Results are handled here, in order of completion: acknowledgements (each after
     its own commit) go ACK_BATCH per round trip. On an outage no new compaction
@@ -138,52 +185,81 @@ def _compact_all(
     if repository.engine.dialect.name == "sqlite":
         workers = 1
 
-    def run(parts: KeyParts) -> CompactionResult:
+    def run(candidate: tuple[FoundBuffer, bool]) -> CompactionResult:
+        found, was_idle = candidate
         request = CompactionRequest(
-            parts.organization_id,
-            parts.generation_id,
-            parts.scenario_id,
+            found.organization_id,
+            found.generation_id,
+            found.scenario_id,
             delete=delete,
             dry_run=dry_run,
             acknowledge=False,
+            exact_key=True,
+            closes_stream=was_idle,
         )
         return assemble_and_persist(request, buffer=buffer, repository=repository, config=config)
 
-    compacted, done = 0, 0
-    failed: list[tuple[int, str]] = []  # (generation id, message)
-    acks: list[tuple[str, str, int]] = []  # committed, trimmed a batch at a time
-    outage: DependencyUnavailable | None = None
+    tally = _Tally(buffer=buffer, delete=delete, dry_run=dry_run)
     queue = iter(candidates)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compact") as pool:
-        running = {pool.submit(run, parts): parts for parts in islice(queue, workers)}
+        running = {pool.submit(run, item): item for item in islice(queue, workers)}
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                parts = running.pop(future)
-                done += 1
-                try:
-                    result = future.result()
-                except DependencyUnavailable as exc:
-                    outage = outage or exc
-                except GenbufferError as error:
-                    failed.append((parts.generation_id, error.message))
-                else:
-                    compacted += 1
-                    if (
-                        delete
-                        and not dry_run
-                        and result.stream_id
-                        and (result.ok or result.persisted)
-                    ):
-                        acks.append((result.key, result.stream_id, result.stream_end))
+                tally.settle(running.pop(future)[0], future)
                 if progress:
-                    progress(done, len(candidates))
-                if outage is None and (following := next(queue, None)) is not None:
+                    progress(tally.done, len(candidates))
+                if tally.outage is None and (following := next(queue, None)) is not None:
                     running[pool.submit(run, following)] = following
-            if len(acks) >= ACK_BATCH:
-                buffer.acknowledge_many(acks, delete=True)
-                acks = []
-    buffer.acknowledge_many(acks, delete=True)
-    if outage is not None:
-        raise outage
-    return compacted, [{"generation_id": gen, "error": message} for gen, message in sorted(failed)]
+            if len(tally.acks) >= ACK_BATCH:
+                buffer.acknowledge_many(tally.acks, delete=True)
+                tally.acks = []
+    buffer.acknowledge_many(tally.acks, delete=True)
+    if tally.outage is not None:
+        raise tally.outage
+    failed = sorted(tally.failed)
+    failures = [{"generation_id": gen, "error": message} for gen, message in failed]
+    return tally.compacted, failures, tally.orphans
+
+
+@dataclass
+class _Tally:
+    """The results of a batch as they complete, and the acknowledgements they owe."""
+
+    buffer: GenerationBuffer
+    delete: bool
+    dry_run: bool
+    done: int = 0
+    compacted: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (generation id, message)
+    orphans: list[dict[str, object]] = field(default_factory=list)  # reported once
+    acks: list[tuple[str, str, int]] = field(default_factory=list)  # committed, to trim
+    outage: DependencyUnavailable | None = None
+
+    def settle(self, found: FoundBuffer, future: Future[CompactionResult]) -> None:
+        """Count one finished compaction; owe its acknowledgement if it committed."""
+        self.done += 1
+        try:
+            result = future.result()
+        except DependencyUnavailable as exc:
+            self.outage = self.outage or exc
+            return
+        except GenerationNotFound as error:
+            if self.dry_run or self.buffer.mark_orphaned(found.key, error.message):
+                entry = {"generation_id": found.generation_id, "key": found.key}
+                self.orphans.append({**entry, "error": error.message})
+            return
+        except GenbufferError as error:
+            self.failed.append((found.generation_id, error.message))
+            return
+        if result.ok:
+            self.compacted += 1
+        else:
+            self.failed.append((found.generation_id, result.message))
+        if (
+            self.delete
+            and not self.dry_run
+            and result.stream_id
+            and (result.ok or result.persisted)
+        ):
+            self.acks.append((result.key, result.stream_id, result.stream_end))

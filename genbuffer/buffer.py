@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
@@ -24,13 +25,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from genbuffer import keys
-from genbuffer.errors import RedisUnavailable, StreamChanged
+from genbuffer.errors import RedisUnavailable, StreamChanged, UsageError
 from genbuffer.held import HeldConnection, HeldConnectionLost
 from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
 from genbuffer.transactions import chunk_bytes, push_transactions, total_bytes
 
 __all__ = [
     "BufferSnapshot",
+    "FoundBuffer",
     "GenerationBuffer",
     "KeyInfo",
     "PushResult",
@@ -49,8 +51,29 @@ LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
 _MEMORY_SERVERS: dict[str, Any] = {}
 
 
+SCRIPT_RELOADS = 5  # a script cache flushed this many times in a row: give up (exit 3)
+
+
 def _script(name: str) -> str:
     return (files("genbuffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def run_script(script: Any, keys_: list[str], args: list[Any], url: str) -> Any:
+    """Run a registered Lua script; reload it when the server's cache was flushed.
+
+    NOSCRIPT means the call did not run (a restart, a failover, SCRIPT FLUSH between
+    load and call), so calling again is safe for every script. A server that keeps
+    refusing is reported as unavailable.
+    """
+    for _ in range(SCRIPT_RELOADS):
+        try:
+            return script(keys=keys_, args=args)
+        except redis.exceptions.NoScriptError:
+            script.registered_client.script_load(script.script)
+    raise RedisUnavailable(
+        f"Redis at {mask_url(url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)",
+        hint="is something running SCRIPT FLUSH in a loop, or is the server restarting?",
+    )
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -70,8 +93,6 @@ def connect_redis(url: str) -> redis.Redis:
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
         )
     except ValueError as exc:
-        from genbuffer.errors import UsageError  # noqa: PLC0415
-
         raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
 
 
@@ -80,6 +101,13 @@ def redis_errors(url: str) -> Iterator[None]:
     """Turn connection-level redis-py errors into RedisUnavailable (exit 3)."""
     try:
         yield
+    except redis.exceptions.ResponseError as exc:
+        if "DB index is out of range" in str(exc):
+            raise UsageError(
+                f"Redis at {mask_url(url)} has no such database: {exc}",
+                hint="check REDIS_DB (or the /N at the end of REDIS_URL)",
+            ) from None
+        raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RedisUnavailable(
@@ -109,6 +137,9 @@ class BufferSnapshot:
     meta: dict[str, str] = field(default_factory=dict)
     first_page: list[bytes] = field(default_factory=list)  # chunks from first_page_at on
     first_page_at: int = 0  # absolute position of first_page[0]
+    # A read-only snapshot (dry run) does not record chunks vanished from the head in
+    # the meta hash; they are counted here and added to positions instead.
+    vanished: int = 0
 
     @property
     def stream_id(self) -> str | None:
@@ -118,7 +149,12 @@ class BufferSnapshot:
     @property
     def trimmed(self) -> int:
         """Chunks of this stream already acknowledged and removed from the list."""
-        return _int(self.meta.get("trimmed"), 0)
+        return _int(self.meta.get("trimmed"), 0) + self.vanished
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether compaction set this buffer aside because its row does not exist."""
+        return "orphaned_at" in self.meta
 
     @property
     def end(self) -> int:
@@ -145,6 +181,60 @@ class BufferSnapshot:
     def finished(self) -> bool:
         """Whether the producer marked the stream finished."""
         return "finished_at" in self.meta
+
+
+_DISCOVERY_FIELDS = (
+    "finished_at",
+    "last_chunk_at",
+    "quarantined_at",
+    "orphaned_at",
+    "chunk_count",
+)
+
+
+@dataclass(frozen=True)
+class FoundBuffer:
+    """A buffer found by a scan: its chunks key, ids, and what batch work decides on."""
+
+    key: str
+    organization_id: int
+    scenario_id: int | None
+    generation_id: int
+    has_list: bool
+    meta: dict[str, str]
+    list_idle_seconds: int | None
+
+    @property
+    def state(self) -> str:
+        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: ``idle_for``)."""
+        if "quarantined_at" in self.meta:
+            return "quarantined"
+        if "orphaned_at" in self.meta:
+            return "orphaned"
+        if "finished_at" in self.meta:
+            return "finished"
+        return "open"
+
+    def idle_for(self, now: datetime) -> timedelta | None:
+        """How long no chunk arrived: `last_chunk_at` when the producer keeps it, else the
+        list's idle time (OBJECT IDLETIME); None when neither is known."""
+        stamp = _parse_time(self.meta.get("last_chunk_at"))
+        if stamp is not None:
+            return now - stamp
+        if self.list_idle_seconds is not None:
+            return timedelta(seconds=self.list_idle_seconds)
+        return None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 timestamp as written by producers (UTC when it has no zone)."""
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -222,8 +312,10 @@ class GenerationBuffer:
         prefix: str = "",
         ttl: int = 86400,
         max_len: int | None = None,
+        app_name: str | None = None,
     ) -> None:
         self.client = client
+        self.app_name = app_name  # Laravel's APP_NAME: names the prefix rule in hints
         self.url = url
         self.prefix = prefix
         self.ttl = ttl
@@ -235,6 +327,7 @@ class GenerationBuffer:
         self._snapshot = client.register_script(_script("snapshot"))
         self._ack = client.register_script(_script("ack"))
         self._fail = client.register_script(_script("fail"))
+        self._observe = client.register_script(_script("observe"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GenerationBuffer:
@@ -246,6 +339,7 @@ class GenerationBuffer:
             prefix=settings.effective_redis_prefix(),
             ttl=settings.generation_chunk_ttl,
             max_len=settings.generation_chunk_max_len,
+            app_name=settings.app_name,
         )
 
     def close(self) -> None:
@@ -298,7 +392,7 @@ class GenerationBuffer:
             # A restarted server or a dropped connection: redis-py's path loads the
             # script and retries with backoff.
             with redis_errors(self.url):
-                length = self._push_one(keys=(key, meta), args=argv)
+                length = run_script(self._push_one, [key, meta], list(argv), self.url)
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, int(length))
         return PushResult(key=key, length=int(length), appended=1, skipped=0)
@@ -423,18 +517,27 @@ class GenerationBuffer:
     # -- compaction ------------------------------------------------------------------
 
     def snapshot(
-        self, key: str, held: tuple[str, int] | None = None, page: int = READ_PAGE
+        self,
+        key: str,
+        held: tuple[str, int] | None = None,
+        page: int = READ_PAGE,
+        *,
+        read_only: bool = False,
     ) -> BufferSnapshot:
         """Read length and meta atomically, give the stream an id, and lease its TTL.
 
         ``held`` is (stream id, chunks of it already persisted): the first page of
-        chunks after those comes back in the same round trip.
+        chunks after those comes back in the same round trip. ``read_only`` (a dry
+        run) writes nothing at all: no stream id, no lease, no correction stored.
         """
         stream, offset = held if held is not None else ("", 0)
+        args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
         with redis_errors(self.url):
-            reply = self._snapshot(
-                keys=[key, keys.meta_key(key)],
-                args=[uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page],
+            reply = run_script(
+                self._snapshot,
+                [key, keys.meta_key(key)],
+                [*args, "1" if read_only else "0"],
+                self.url,
             )
         if int(reply[0]) == 0:
             return BufferSnapshot(key=key, exists=False)
@@ -447,6 +550,7 @@ class GenerationBuffer:
             meta=meta,
             first_page=list(reply[3]),
             first_page_at=int(reply[4]),
+            vanished=int(reply[5]),
         )
 
     def read(
@@ -468,7 +572,11 @@ class GenerationBuffer:
             while position < end:
                 last = min(position + page, end) - 1
                 chunks, trimmed = self._read_page(
-                    snapshot.key, stream, (position, last), trimmed=trimmed
+                    snapshot.key,
+                    stream,
+                    (position, last),
+                    trimmed=trimmed,
+                    vanished=snapshot.vanished,
                 )
                 if len(chunks) != last - position + 1:
                     raise StreamChanged(
@@ -480,7 +588,7 @@ class GenerationBuffer:
                 position = last + 1
 
     def _read_page(
-        self, key: str, stream: str, span: tuple[int, int], *, trimmed: int
+        self, key: str, stream: str, span: tuple[int, int], *, trimmed: int, vanished: int = 0
     ) -> tuple[list[bytes], int]:
         """Chunks at absolute positions ``span`` (first, last), and the `trimmed` they assume.
 
@@ -495,12 +603,12 @@ class GenerationBuffer:
             pipe.hmget(meta, ["stream_id", "trimmed"])
             pipe.lrange(key, first - trimmed, last - trimmed)
             (seen_stream, seen_trimmed), chunks = pipe.execute()
-            if seen_stream is None or _text(seen_stream) != stream:
+            if ("" if seen_stream is None else _text(seen_stream)) != stream:
                 raise StreamChanged(
                     f"buffer {key} was replaced while it was read",
                     hint="nothing was written; run the command again",
                 )
-            now = int(seen_trimmed or 0)
+            now = int(seen_trimmed or 0) + vanished
             if now == trimmed:
                 return list(chunks), trimmed
             if first < now:  # acknowledged past what this read still needs
@@ -519,8 +627,11 @@ class GenerationBuffer:
         Returns (chunks trimmed, keys deleted, chunks left).
         """
         with redis_errors(self.url):
-            trimmed, deleted, left = self._ack(
-                keys=[key, keys.meta_key(key)], args=[stream_id, persisted, 1 if delete else 0]
+            trimmed, deleted, left = run_script(
+                self._ack,
+                [key, keys.meta_key(key)],
+                [stream_id, persisted, 1 if delete else 0],
+                self.url,
             )
         return int(trimmed), bool(int(deleted)), int(left)
 
@@ -532,55 +643,138 @@ class GenerationBuffer:
         if not acks:
             return 0
         with redis_errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for key, stream_id, persisted in acks:
-                self._ack(
-                    keys=[key, keys.meta_key(key)],
-                    args=[stream_id, persisted, 1 if delete else 0],
-                    client=pipe,
-                )
-            return sum(int(reply[1]) for reply in pipe.execute())
+            for _ in range(SCRIPT_RELOADS):
+                pipe = self.client.pipeline(transaction=False)
+                for key, stream_id, persisted in acks:
+                    self._ack(
+                        keys=[key, keys.meta_key(key)],
+                        args=[stream_id, persisted, 1 if delete else 0],
+                        client=pipe,
+                    )
+                try:
+                    return sum(int(reply[1]) for reply in pipe.execute())
+                except redis.exceptions.NoScriptError:
+                    # acknowledgements are idempotent: the whole pipeline is sent again
+                    self.client.script_load(self._ack.script)
+        raise RedisUnavailable(
+            f"Redis at {mask_url(self.url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)"
+        )
 
     def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
-        """Count a failed compaction of ``key``; returns (attempts, quarantined)."""
+        """Count a failed compaction of ``key``; returns (attempts, quarantined).
+
+        Both keys get a TTL if they have none, so a buffer set aside still expires.
+        """
+        return self._set_aside(key, error, max_attempts, "quarantined_at")
+
+    def mark_orphaned(self, key: str, error: str) -> bool:
+        """Set aside a buffer whose row does not exist; True the first time (report it once)."""
+        attempts, _ = self._set_aside(key, error, 1, "orphaned_at")
+        return attempts == 1
+
+    def _set_aside(self, key: str, error: str, limit: int, field_name: str) -> tuple[int, bool]:
         line = " ".join(error.split())[:500]
         with redis_errors(self.url):
-            attempts, quarantined = self._fail(
-                keys=[keys.meta_key(key)], args=[line, max_attempts, _now_iso(), self.ttl]
+            attempts, aside = run_script(
+                self._fail,
+                [keys.meta_key(key), key],
+                [line, limit, _now_iso(), self.ttl, field_name],
+                self.url,
             )
-        return int(attempts), bool(int(quarantined))
+        return int(attempts), bool(int(aside))
 
     def clear_failures(self, key: str) -> None:
-        """Forget failed attempts (and a quarantine) after a successful compaction."""
+        """Forget failed attempts (and a quarantine or orphan mark) after a compaction."""
         with redis_errors(self.url):
-            self.client.hdel(keys.meta_key(key), "attempts", "last_error", "quarantined_at")
+            self.client.hdel(
+                keys.meta_key(key), "attempts", "last_error", "quarantined_at", "orphaned_at"
+            )
 
     # -- inspection ------------------------------------------------------------------
 
-    def pending_buffers(self, page: int = 1000) -> Iterator[tuple[keys.KeyParts, dict[str, str]]]:
-        """Every generation buffer (by its meta hash), with the meta fields batch work needs."""
-        pattern = keys.all_meta_scan_pattern(self.prefix)
-        fields = ("finished_at", "last_chunk_at", "quarantined_at")
+    def discover(self, page: int = 1000) -> Iterator[FoundBuffer]:
+        """Every generation buffer under the prefix, each once: lists with or without a
+        meta hash, and meta hashes whose list is gone.
+
+        Read-only and bounded in memory: a SCAN page at a time, one pipelined round
+        trip per page (EXISTS and OBJECT IDLETIME do not reset a key's idle time).
+        """
+        pattern = keys.all_buffers_scan_pattern(self.prefix)
         with redis_errors(self.url):
             names: list[str] = []
             for raw in self.client.scan_iter(match=pattern, count=page):
                 names.append(_text(raw))
                 if len(names) == page:
-                    yield from self._meta_page(names, fields)
+                    yield from self._describe_page(names)
                     names = []
             if names:
-                yield from self._meta_page(names, fields)
+                yield from self._describe_page(names)
 
-    def _meta_page(
-        self, names: list[str], fields: tuple[str, ...]
-    ) -> Iterator[tuple[keys.KeyParts, dict[str, str]]]:
-        pipe = self.client.pipeline(transaction=False)
+    def _describe_page(self, names: list[str]) -> Iterator[FoundBuffer]:
+        found: list[tuple[keys.KeyParts, str]] = []
         for name in names:
-            pipe.hmget(name, fields)
-        for name, values in zip(names, pipe.execute(), strict=True):
             parts = keys.parse_chunks_key(name, self.prefix)
-            if parts is not None and parts.is_meta:
-                yield parts, {f: _text(v) for f, v in zip(fields, values, strict=True) if v}
+            if parts is not None:
+                found.append((parts, keys.chunks_key_of(name)))
+        pipe = self.client.pipeline(transaction=False)
+        for _, chunks in found:
+            pipe.exists(chunks)
+            pipe.hmget(keys.meta_key(chunks), _DISCOVERY_FIELDS)
+            pipe.object("idletime", chunks)
+        replies = pipe.execute(raise_on_error=False)
+        for index, (parts, chunks) in enumerate(found):
+            has_list, values, idle = replies[3 * index : 3 * index + 3]
+            if isinstance(has_list, Exception) or isinstance(values, Exception):
+                raise has_list if isinstance(has_list, Exception) else values
+            if parts.is_meta and int(has_list):
+                continue  # the list is there too: reported once, from the list
+            meta = {f: _text(v) for f, v in zip(_DISCOVERY_FIELDS, values, strict=True) if v}
+            yield FoundBuffer(
+                key=chunks,
+                organization_id=parts.organization_id,
+                scenario_id=parts.scenario_id,
+                generation_id=parts.generation_id,
+                has_list=bool(int(has_list)),
+                meta=meta,
+                # None: unknown (the in-process Redis, or an LFU eviction policy)
+                list_idle_seconds=None
+                if isinstance(idle, Exception) or idle is None
+                else int(idle),
+            )
+
+    def has_buffers(self, page: int = 1000) -> bool:
+        """Whether any buffer key lives under the configured prefix (stops at the first)."""
+        pattern = keys.all_buffers_scan_pattern(self.prefix)
+        with redis_errors(self.url):
+            for raw in self.client.scan_iter(match=pattern, count=page):
+                if keys.parse_chunks_key(_text(raw), self.prefix) is not None:
+                    return True
+        return False
+
+    def other_prefixes(self, page: int = 1000, sample: int = 10_000) -> dict[str, int]:
+        """Buffer keys under prefixes other than the configured one, counted by prefix.
+
+        A SCAN of the whole keyspace (no KEYS), stopped after ``sample`` matching keys.
+        """
+        counts: dict[str, int] = {}
+        seen = 0
+        with redis_errors(self.url):
+            for raw in self.client.scan_iter(match=keys.any_prefix_scan_pattern(), count=page):
+                found = keys.prefix_of(_text(raw))
+                if found is not None and found != self.prefix:
+                    counts[found] = counts.get(found, 0) + 1
+                seen += 1
+                if seen >= sample:
+                    break
+        return counts
+
+    def observe(self, key: str) -> datetime | None:
+        """When the list last changed as genbuf saw it (observe.lua); None if it is gone."""
+        with redis_errors(self.url):
+            seen = run_script(
+                self._observe, [key, keys.meta_key(key)], [_now_iso(), self.ttl], self.url
+            )
+        return _parse_time(_text(seen)) if seen else None
 
     def generation_keys(
         self, organization_id: int, generation_id: int, scenario_id: int | None = None
@@ -639,6 +833,14 @@ class GenerationBuffer:
         """TTL of a key in seconds (-1 no expiry, -2 no such key)."""
         with redis_errors(self.url):
             return int(self.client.ttl(key))
+
+    def existing_keys(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that exist, in one round trip."""
+        with redis_errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.exists(name)
+            return [name for name, there in zip(names, pipe.execute(), strict=True) if there]
 
     def exists(self, key: str) -> bool:
         """Whether the key exists."""

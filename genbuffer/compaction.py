@@ -37,10 +37,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from genbuffer import keys
 from genbuffer.audit import IssueRecord
 from genbuffer.buffer import BufferSnapshot, GenerationBuffer
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
 from genbuffer.errors import (
+    AmbiguousBuffer,
     DatabaseUnavailable,
     DependencyUnavailable,
     ForeignArtifact,
@@ -52,6 +54,7 @@ from genbuffer.errors import (
     UsageError,
 )
 from genbuffer.faults import FaultPlan
+from genbuffer.prefixes import check_prefix
 from genbuffer.settings import Settings
 from genbuffer.validator import Validation, size_issue, validate
 
@@ -60,6 +63,7 @@ __all__ = [
     "CompactionRequest",
     "CompactionResult",
     "assemble_and_persist",
+    "buffer_record",
 ]
 
 
@@ -73,6 +77,7 @@ class CompactionConfig:
     backup_chunks: bool = True
     audit_log: Path = Path("storage/logs/metadata-validation.log")
     max_attempts: int = 5
+    regeneration: str = "replace"  # GENERATION_REGENERATION: "replace" or "append"
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     @classmethod
@@ -92,6 +97,7 @@ class CompactionConfig:
             backup_chunks=settings.generation_chunks_backup,
             audit_log=settings.metadata_validation_log,
             max_attempts=settings.compaction_max_attempts,
+            regeneration=settings.generation_regeneration,
             faults=FaultPlan.parse(settings.genbuffer_crash_at, settings.genbuffer_pause_at),
         )
 
@@ -110,6 +116,11 @@ class CompactionRequest:
     source: str = "compaction"
     force: bool = False  # compact a quarantined generation anyway
     acknowledge: bool = True  # False: the caller trims later (compact-pending batches it)
+    # True: the key is exactly the one scenario_id names (None: the key without one),
+    # as a scan found it; False: try the row's scenario key and the key without one.
+    exact_key: bool = False
+    closes_stream: bool = False  # the stream is over (compact-pending took it as idle)
+    regeneration: str | None = None  # None: GENERATION_REGENERATION
 
 
 class CompactionResult(BaseModel):
@@ -136,6 +147,8 @@ class CompactionResult(BaseModel):
     message: str = ""
     stream_id: str | None = None
     stream_end: int = 0
+    regenerated: str | None = None  # "replaced" or "appended": a new stream met an artifact
+    history_id: int | None = None  # where the artifact it met is kept
 
 
 _LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap"})
@@ -158,6 +171,9 @@ class _Outcome:
     abort_reason: str | None = None
     validation_id: int | None = None
     had_failures: bool = False
+    note: str | None = None  # said in the message (which key, already compacted, …)
+    regenerated: str | None = None
+    history_id: int | None = None
 
     @property
     def aborted(self) -> bool:
@@ -177,7 +193,7 @@ class _Rollback(Exception):
     """Leaves the row transaction so that it rolls back."""
 
 
-def _buffer_record(metadata: Any) -> tuple[str, int] | None:
+def buffer_record(metadata: Any) -> tuple[str, int] | None:
     """(stream id, chunks of it persisted) from `metadata.buffer`, if genbuf wrote one."""
     if not isinstance(metadata, dict):
         return None
@@ -190,12 +206,20 @@ def _buffer_record(metadata: Any) -> tuple[str, int] | None:
     return None
 
 
+def _stream_closed(row: GenerationRow) -> bool:
+    """Whether the row's artifact is a whole stream: marked finished, taken as idle by
+    compact-pending, or a complete JSON document. A new stream after it is a regeneration."""
+    record = row.metadata.get("buffer") if isinstance(row.metadata, dict) else None
+    closed = isinstance(record, dict) and record.get("closed") is True
+    return closed or row.llm_response is not None
+
+
 def _existing_artifact(row: GenerationRow) -> bytes:
     """The bytes the row already holds; refuse an artifact genbuf cannot account for."""
     legacy = isinstance(row.metadata, dict) and "compacted" in row.metadata
     if row.compacted is None and not legacy:
         return b""
-    if _buffer_record(row.metadata) is None or row.compacted is None:
+    if buffer_record(row.metadata) is None or row.compacted is None:
         raise ForeignArtifact(
             f"generation {row.id} already holds an artifact that genbuf did not write",
             hint="run `genbuf migrate-compacted-from-metadata` first"
@@ -268,7 +292,7 @@ def assemble_and_persist(
         _, deleted, left = buffer.acknowledge(outcome.key, outcome.stream, outcome.end, True)
     persisted = outcome.persist and not request.dry_run
     attempts, quarantined = 0, False
-    if outcome.aborted and not request.dry_run and not outcome.lost_chunks:
+    if outcome.aborted and not request.dry_run and not outcome.lost_chunks and outcome.stream:
         attempts, quarantined = buffer.record_failure(
             outcome.key, outcome.abort_reason or "aborted", config.max_attempts
         )
@@ -295,6 +319,8 @@ def assemble_and_persist(
         quarantined=quarantined,
         stream_id=outcome.stream,
         stream_end=outcome.end,
+        regenerated=outcome.regenerated,
+        history_id=outcome.history_id,
         message=_message(outcome, persisted=persisted, deleted=deleted, dry_run=request.dry_run)
         + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
     )
@@ -303,12 +329,20 @@ def assemble_and_persist(
 def _message(outcome: _Outcome, *, persisted: bool, deleted: bool, dry_run: bool) -> str:
     if outcome.abort_reason is not None:
         return outcome.abort_reason
-    if dry_run:
+    if dry_run and outcome.new_chunks:
         parts = [f"dry run: would persist {outcome.new_chunks} new chunks"]
     elif persisted:
         parts = [f"persisted {outcome.new_chunks} new chunks"]
     else:
-        parts = ["already up to date"]
+        parts = ["already compacted: nothing new"]
+    if outcome.regenerated is not None:
+        verb = "would replace" if dry_run else outcome.regenerated
+        parts.append(
+            f"a new stream {verb} the previous artifact"
+            + (f" (kept as history {outcome.history_id})" if outcome.history_id else "")
+        )
+    if outcome.note:
+        parts.append(outcome.note)
     if outcome.lost_chunks:
         parts.append("chunks were lost before compaction (see issues)")
     if deleted:
@@ -339,13 +373,25 @@ def _compact_locked(
         raise GenerationNotFound(
             f"no generation {request.generation_id} for organization {request.organization_id}"
         )
-    scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
-    key = buffer.key_for(request.organization_id, request.generation_id, scenario_id)
-    snapshot = buffer.snapshot(key, held=_buffer_record(row.metadata))
+    key, scenario_id, note = _resolve_key(request, row, buffer)
+    snapshot = buffer.snapshot(key, held=buffer_record(row.metadata), read_only=request.dry_run)
     if not snapshot.exists:
+        record = buffer_record(row.metadata)
+        if row.compacted is not None and record is not None:
+            return _Outcome(  # done before: a re-run is a success that changes nothing
+                key=key,
+                scenario_id=scenario_id,
+                stream=None,
+                end=record[1],
+                chunk_count=row.chunk_count or 0,
+                size=int(row.metadata.get("bytes", 0)),
+                sha256=row.metadata.get("sha256"),
+                note="no buffer left in Redis",
+            )
+        check_prefix(buffer)  # buffers under another prefix: the error names it
         raise NothingToCompact(
             f"nothing to compact: no Redis buffer at {key}",
-            hint="check the ids, --scenario-id and REDIS_PREFIX",
+            hint="check the ids, --scenario-id and REDIS_PREFIX (genbuf config show)",
         )
     if snapshot.quarantined and not request.force:
         raise Quarantined(
@@ -356,18 +402,54 @@ def _compact_locked(
         )
     config.faults.at("after_snapshot")
     try:
-        return _compact_snapshot(
+        outcome = _compact_snapshot(
             request, tx, buffer, config, row=row, snapshot=snapshot, mode=mode, now=now
         )
     except (DependencyUnavailable, StreamChanged):
         raise  # outages and races are retried, never held against the generation
     except Exception as exc:
+        if request.dry_run:
+            raise  # a dry run changes nothing, not even the attempt count
         attempts, quarantined = buffer.record_failure(
             key, f"{type(exc).__name__}: {exc}", config.max_attempts
         )
         if quarantined and isinstance(exc, GenbufferError):
             exc.message += f" (quarantined after {attempts} failed attempts)"
         raise
+    outcome.scenario_id, outcome.note = scenario_id, note
+    return outcome
+
+
+def _resolve_key(
+    request: CompactionRequest, row: GenerationRow, buffer: GenerationBuffer
+) -> tuple[str, int | None, str | None]:
+    """The chunks key to compact, its scenario, and a note when it was not the obvious one.
+
+    A producer that does not know the scenario at push time writes the key without
+    it, while the row has one: both are tried. Both present is an error naming both.
+    """
+    org, gen = request.organization_id, request.generation_id
+    if request.exact_key or request.scenario_id is not None:
+        return buffer.key_for(org, gen, request.scenario_id), request.scenario_id, None
+    if row.scenario_id is None:
+        return buffer.key_for(org, gen, None), None, None
+    with_scenario = buffer.key_for(org, gen, row.scenario_id)
+    without = buffer.key_for(org, gen, None)
+    present = set(
+        buffer.existing_keys(
+            [with_scenario, keys.meta_key(with_scenario), without, keys.meta_key(without)]
+        )
+    )
+    has_with = bool({with_scenario, keys.meta_key(with_scenario)} & present)
+    has_without = bool({without, keys.meta_key(without)} & present)
+    if has_with and has_without:
+        raise AmbiguousBuffer(
+            f"generation {gen} has two buffers: {with_scenario} and {without}",
+            hint="compact each with --scenario-id (the key without one: see inspect-generation)",
+        )
+    if has_without:
+        return without, None, f"buffer found under the key without scenario {row.scenario_id}"
+    return with_scenario, row.scenario_id, None
 
 
 def _compact_snapshot(
@@ -384,9 +466,17 @@ def _compact_snapshot(
     """Read, validate and write, for a row already locked and a buffer snapshot taken."""
     key = snapshot.key
     scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
-    existing = _existing_artifact(row)
-    record = _buffer_record(row.metadata)
-    done = record[1] if record is not None and record[0] == snapshot.stream_id else 0
+    held = _existing_artifact(row)
+    record = buffer_record(row.metadata)
+    same_stream = record is not None and record[0] == snapshot.stream_id
+    done = record[1] if record is not None and same_stream else 0
+    # A new stream meeting an artifact: a regeneration replaces a whole one (by default),
+    # anything else is continued; what it met is kept in the history either way.
+    new_stream = bool(held) and not same_stream
+    policy = request.regeneration or config.regeneration
+    replacing = new_stream and policy == "replace" and _stream_closed(row)
+    existing = b"" if replacing else held
+    base_count = 0 if replacing else (row.chunk_count or 0)
     start = max(done, snapshot.trimmed)
     new_chunks, new_size, over = _read_new_chunks(
         buffer, snapshot, start, config.max_bytes - len(existing)
@@ -396,7 +486,7 @@ def _compact_snapshot(
         scenario_id=scenario_id,
         stream=snapshot.stream_id,
         end=snapshot.end,
-        chunk_count=(row.chunk_count or 0) + len(new_chunks),
+        chunk_count=base_count + len(new_chunks),
         size=len(existing) + new_size,
         new_chunks=len(new_chunks),
         had_failures="attempts" in snapshot.meta,
@@ -422,16 +512,24 @@ def _compact_snapshot(
     # llm_response is written from the bytes themselves; the parsed document (heavier
     # than its text) is not kept past validation.
     as_json = validation.is_json and validation.llm_response is not None
+    # a document the row holds is never wiped by a concatenation that does not parse
+    llm_response = (
+        "json" if as_json else "keep" if row.llm_response is not None and not replacing else "null"
+    )
     outcome.validation = replace(validation, llm_response=None)
     del validation
     outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not sizes:
-        return _nothing_new(outcome, key, has_history=bool(existing) or done > 0)
+        return _nothing_new(outcome, key, has_history=bool(held) or done > 0)
+    if new_stream:
+        outcome.regenerated = "replaced" if replacing else "appended"
     if mode == "strict" and outcome.validation.has_errors:
         outcome.abort_reason = "strict validation failed: nothing persisted"
         return outcome
     if request.dry_run:
         return outcome
+    if new_stream:
+        outcome.history_id = tx.keep_history(request.generation_id, outcome.regenerated or "")
     issues = [issue.as_dict() for issue in outcome.validation.issues]
     if issues:
         outcome.validation_id = _issue_record(request, mode, issues, now).insert(tx)
@@ -439,15 +537,21 @@ def _compact_snapshot(
         tx.backup_chunks(
             request.organization_id,
             request.generation_id,
-            row.chunk_count or 0,
+            tx.next_backup_seq(request.generation_id),
             _slices(content, len(existing), sizes),
         )
     values = _row_values(
-        row, content, outcome, compacted_by=request.compacted_by, now=now, issues=issues
+        row,
+        content,
+        outcome,
+        compacted_by=request.compacted_by,
+        now=now,
+        issues=issues,
+        closed=snapshot.finished or request.closes_stream,
     )
     encoded = base64.b64encode(content)
-    del content, existing  # from here on only the base64 bytes are held
-    tx.save_artifact(request.generation_id, encoded, as_json=as_json, values=values)
+    del content, existing, held  # from here on only the base64 bytes are held
+    tx.save_artifact(request.generation_id, encoded, llm_response=llm_response, values=values)
     config.faults.at("after_update")
     outcome.persist = True
     return outcome
@@ -466,7 +570,7 @@ def _committed(repository: Repository, request: CompactionRequest, outcome: _Out
     row = repository.get_generation(request.generation_id)
     if row is None or not isinstance(row.metadata, dict):
         return False
-    return row.metadata.get("sha256") == outcome.sha256 and _buffer_record(row.metadata) == (
+    return row.metadata.get("sha256") == outcome.sha256 and buffer_record(row.metadata) == (
         outcome.stream,
         outcome.end,
     )
@@ -493,6 +597,7 @@ def _row_values(
     compacted_by: str,
     now: datetime,
     issues: list[dict[str, str]],
+    closed: bool,
 ) -> dict[str, Any]:
     """The row's columns besides the artifact's two; metadata keeps everything but the blob."""
     metadata: dict[str, Any]
@@ -500,12 +605,25 @@ def _row_values(
         metadata = {k: v for k, v in row.metadata.items() if k != "compacted"}
     else:
         metadata = {} if row.metadata is None else {"previous_metadata": row.metadata}
+    if outcome.history_id is not None:
+        previous = row.metadata if isinstance(row.metadata, dict) else {}
+        metadata["history"] = [
+            *(previous.get("history") or []),
+            {
+                "id": outcome.history_id,
+                "reason": outcome.regenerated,
+                "sha256": previous.get("sha256"),
+                "bytes": previous.get("bytes"),
+                "chunk_count": row.chunk_count,
+                "at": now.isoformat(),
+            },
+        ]
     metadata.update(
         chunk_count=outcome.chunk_count,
         compacted_at=now.isoformat(),
         bytes=len(content),
         sha256=outcome.sha256,
-        buffer={"stream_id": outcome.stream, "offset": outcome.end},
+        buffer={"stream_id": outcome.stream, "offset": outcome.end, "closed": closed},
     )
     if issues:
         metadata["validation_errors"] = issues

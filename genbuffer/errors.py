@@ -7,6 +7,8 @@
     ├── OperationFailed             1  the operation ran and failed
     │   ├── GenerationNotFound      1  no row, or the row belongs to another organization
     │   ├── NothingToCompact        1  no buffer for the generation
+    │   ├── AmbiguousBuffer         1  two buffers (with and without the scenario) for one
+    │   ├── WrongPrefix             1  no buffer under the prefix, buffers under another
     │   ├── ForeignArtifact         1  the row holds an artifact genbuf did not write
     │   ├── SchemaMissing           1  the tables are not there: run `genbuf db upgrade`
     │   ├── Quarantined             1  the generation failed too often; --force retries it
@@ -22,6 +24,7 @@ The CLI catches ``GenbufferError`` at one boundary, prints ``error: <message>``
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousBuffer",
     "DatabaseUnavailable",
     "DependencyUnavailable",
     "ForeignArtifact",
@@ -34,6 +37,7 @@ __all__ = [
     "SchemaMissing",
     "StreamChanged",
     "UsageError",
+    "WrongPrefix",
 ]
 
 
@@ -66,6 +70,14 @@ class GenerationNotFound(OperationFailed):
 
 class NothingToCompact(OperationFailed):
     """There is no Redis buffer for the generation."""
+
+
+class AmbiguousBuffer(OperationFailed):
+    """A generation has a buffer under its scenario key and one under the key without."""
+
+
+class WrongPrefix(OperationFailed):
+    """Nothing under the configured key prefix while buffers exist under another one."""
 
 
 class ForeignArtifact(OperationFailed):

@@ -15,6 +15,8 @@ __all__ = ["PushSummary", "push_lines"]
 class PushSummary(BaseModel):
     """What `genbuf push --json` prints."""
 
+    ok: bool = True
+
     organization_id: int
     generation_id: int
     scenario_id: int | None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel
 
+from genbuffer import keys
 from genbuffer.buffer import GenerationBuffer
+from genbuffer.compaction import buffer_record
+from genbuffer.db.repository import Repository
+from genbuffer.errors import OperationFailed
+from genbuffer.prefixes import check_prefix
 
-__all__ = ["InspectionResult", "KeyReport", "inspect_generation"]
+__all__ = ["InspectionResult", "KeyReport", "inspect_generation", "unpersisted_chunks"]
 
 
 class KeyReport(BaseModel):
@@ -22,11 +29,36 @@ class KeyReport(BaseModel):
 class InspectionResult(BaseModel):
     """What `inspect-generation --json` prints."""
 
+    ok: bool = True
     organization_id: int
     generation_id: int
     scenario_id: int | None
     keys: list[KeyReport]
     deleted: int
+    unpersisted_chunks: int | None = None  # counted when deleting: chunks no row holds
+
+
+def unpersisted_chunks(
+    buffer: GenerationBuffer,
+    repository: Repository,
+    organization_id: int,
+    generation_id: int,
+    names: list[str],
+) -> int:
+    """How many chunks in these keys no row holds (read-only: nothing is written)."""
+    row = repository.get_generation(generation_id)
+    held = None
+    if row is not None and row.organization_id == organization_id:
+        held = buffer_record(row.metadata)
+    total = 0
+    for name in names:
+        parts = keys.parse_chunks_key(name, buffer.prefix)
+        if parts is None or parts.is_meta:
+            continue
+        snapshot = buffer.snapshot(name, held=held, page=0, read_only=True)
+        done = held[1] if held is not None and held[0] == snapshot.stream_id else 0
+        total += max(0, snapshot.end - max(done, snapshot.trimmed))
+    return total
 
 
 def inspect_generation(
@@ -35,15 +67,32 @@ def inspect_generation(
     generation_id: int,
     scenario_id: int | None = None,
     delete: bool = False,
+    *,
+    repository: Repository | None = None,
+    confirm: Callable[[int], bool] | None = None,
 ) -> InspectionResult:
-    """Describe a generation's keys; with ``delete``, remove exactly those keys."""
+    """Describe a generation's keys; with ``delete``, remove exactly those keys.
+
+    Deleting chunks that no row holds needs ``confirm(count)`` to say yes (the CLI's
+    ``--yes`` or its prompt); ``repository`` tells which chunks a row holds.
+    """
     names = buffer.generation_keys(organization_id, generation_id, scenario_id)
+    if not names:
+        check_prefix(buffer)  # nothing here, but buffers under another prefix: say so
     reports = [KeyReport(**vars(info)) for info in buffer.describe(names)]
-    deleted = buffer.delete(names) if delete else 0
+    deleted, unpersisted = 0, None
+    if delete and names:
+        if repository is None:
+            raise OperationFailed("deleting buffer keys needs the database, to spare chunks")
+        unpersisted = unpersisted_chunks(buffer, repository, organization_id, generation_id, names)
+        if unpersisted == 0 or (confirm is not None and confirm(unpersisted)):
+            deleted = buffer.delete(names)
     return InspectionResult(
+        ok=not delete or deleted > 0 or not names,
         organization_id=organization_id,
         generation_id=generation_id,
         scenario_id=scenario_id,
         keys=reports,
         deleted=deleted,
+        unpersisted_chunks=unpersisted,
     )

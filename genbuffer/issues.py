@@ -22,6 +22,8 @@ TEST_ISSUE = {
 class EmitResult(BaseModel):
     """What `emit-validation-test --json` prints."""
 
+    ok: bool = True
+
     validation_id: int
     organization_id: int | None
     generation_id: int

@@ -20,11 +20,15 @@ from genbuffer.errors import UsageError
 __all__ = [
     "MAX_ID",
     "KeyParts",
+    "all_buffers_scan_pattern",
     "all_meta_scan_pattern",
+    "any_prefix_scan_pattern",
     "chunks_key",
+    "chunks_key_of",
     "glob_escape",
     "meta_key",
     "parse_chunks_key",
+    "prefix_of",
     "scenario_scan_pattern",
     "smoke_chunks_key",
     "validate_id",
@@ -105,6 +109,29 @@ def scenario_scan_pattern(organization_id: int, generation_id: int, prefix: str 
 def all_meta_scan_pattern(prefix: str = "") -> str:
     """SCAN pattern matching the meta hash of every generation buffer under ``prefix``."""
     return f"{glob_escape(prefix)}{ROOT}:org:*:generation:*:chunks{META_SUFFIX}"
+
+
+def all_buffers_scan_pattern(prefix: str = "") -> str:
+    """SCAN pattern matching every buffer key under ``prefix``: lists and meta hashes."""
+    return f"{glob_escape(prefix)}{ROOT}:org:*:generation:*:chunks*"
+
+
+def any_prefix_scan_pattern() -> str:
+    """SCAN pattern matching buffer keys under any prefix (to find where buffers live)."""
+    return f"*{ROOT}:org:*:generation:*:chunks*"
+
+
+def prefix_of(key: str) -> str | None:
+    """The prefix a buffer key carries (what stands before the key scheme), or None."""
+    at = key.find(f"{ROOT}:org:")
+    if at < 0 or parse_chunks_key(key, key[:at]) is None:
+        return None
+    return key[:at]
+
+
+def chunks_key_of(key: str) -> str:
+    """The chunks list key of a buffer key (a meta hash key loses its suffix)."""
+    return key.removesuffix(META_SUFFIX)
 
 
 def parse_chunks_key(key: str, prefix: str = "") -> KeyParts | None:

@@ -37,8 +37,9 @@ def parse_age(text: str) -> timedelta:
 
 
 class PurgeResult(BaseModel):
-    """What `purge-chunks --json` prints."""
+    """What `purge-chunks --json` prints (a dry run counts in `would_purge`, `purged` is 0)."""
 
+    ok: bool = True
     older_than: str
     cutoff: datetime
     purged: int
@@ -46,6 +47,7 @@ class PurgeResult(BaseModel):
     dry_run: bool
     batches: int
     already_running: bool = False
+    would_purge: int = 0
 
 
 def purge_chunks(
@@ -99,7 +101,8 @@ def _purge(
         return PurgeResult(
             older_than=older_than,
             cutoff=cutoff,
-            purged=purgeable,
+            purged=0,
+            would_purge=purgeable,
             kept_not_compacted=kept,
             dry_run=True,
             batches=0,
@@ -126,14 +129,16 @@ def _purge(
 
 
 class MigrationResult(BaseModel):
-    """What `migrate-compacted-from-metadata --json` prints."""
+    """What `migrate-compacted-from-metadata --json` prints (a dry run: `would_migrate`)."""
 
+    ok: bool = True
     candidates: int
     migrated: int
     conflicts: list[int]
     dry_run: bool
     batches: int
     already_running: bool = False
+    would_migrate: int = 0
 
 
 def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
@@ -186,7 +191,8 @@ def _migrate_in_sql(
         high = high if bounds is None else max(high, bounds[1])
     return MigrationResult(
         candidates=migrated + len(conflicts),
-        migrated=migrated,
+        migrated=0 if dry_run else migrated,
+        would_migrate=migrated if dry_run else 0,
         conflicts=conflicts,
         dry_run=dry_run,
         batches=batches,
@@ -245,7 +251,8 @@ def _migrate(
             progress(migrated + len(conflicts), candidates)
     return MigrationResult(
         candidates=candidates,
-        migrated=migrated,
+        migrated=0 if dry_run else migrated,
+        would_migrate=migrated if dry_run else 0,
         conflicts=conflicts,
         dry_run=dry_run,
         batches=batches,

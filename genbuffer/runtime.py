@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Runtime"]
 
+log = logging.getLogger("genbuffer")
+
 
 class Runtime:
     """Lazy on purpose: `--help` and usage errors load no settings and touch no server."""
@@ -21,39 +24,44 @@ class Runtime:
     def __init__(self, env_file: Path | None = None, settings: Settings | None = None) -> None:
         self.env_file = env_file
         self.json_output = False  # set by the command, read by the CLI's error boundary
+        self.warnings: list[str] = []  # also in the --json document, never inside it on stderr
         if settings is not None:
             self.__dict__["settings"] = settings
+
+    def warn(self, message: str) -> None:
+        """A warning: one line on stderr, and a `warnings` entry in the --json document."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning(message)
 
     @cached_property
     def settings(self) -> Settings:
         """Settings from the environment and the env file; warns about an unset prefix."""
-        import logging  # noqa: PLC0415
-
-        from genbuffer.settings import MEMORY_REDIS_URL, load_settings  # noqa: PLC0415
+        from genbuffer.settings import load_settings  # noqa: PLC0415
 
         settings = load_settings(self.env_file)
-        log = logging.getLogger("genbuffer")
-        if settings.redis_url is None and settings.redis_host is None:
-            log.info(
-                "REDIS_URL is not set: using %s, an in-process Redis that ends with this command",
-                MEMORY_REDIS_URL,
-            )
         if warning := settings.prefix_warning():
-            log.warning(warning)
+            self.warn(warning)
         return settings
 
     @cached_property
     def buffer(self) -> GenerationBuffer:
-        """The Redis buffer adapter."""
+        """The Redis buffer adapter (a UsageError when no Redis is configured)."""
         from genbuffer.buffer import GenerationBuffer  # noqa: PLC0415
 
         return GenerationBuffer.from_settings(self.settings)
 
     @cached_property
     def repository(self) -> Repository:
-        """The database adapter."""
+        """The database adapter; the embedded SQLite default is announced, never silent."""
         from genbuffer.db.repository import Repository  # noqa: PLC0415
+        from genbuffer.settings import mask_url  # noqa: PLC0415
 
+        if not self.settings.database_configured():
+            self.warn(
+                "DATABASE_URL is not set (nor DB_CONNECTION): using the embedded database "
+                f"{mask_url(self.settings.effective_database_url())}"
+            )
         return Repository.from_settings(self.settings)
 
     @cached_property

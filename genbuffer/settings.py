@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -30,6 +30,7 @@ __all__ = [
     "SettingSource",
     "Settings",
     "describe_settings",
+    "env_file_from_environment",
     "laravel_slug",
     "load_settings",
     "mask_url",
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     metadata_validation_log: Path = Path("storage/logs/metadata-validation.log")
 
     compaction_max_attempts: int = Field(default=5, gt=0)
+    # A new stream of a generation whose artifact came from a closed stream: replace
+    # the artifact (kept in generation_artifact_history), or append to it.
+    generation_regeneration: Literal["replace", "append"] = "replace"
 
     # Test hooks (genbuffer/faults.py): SIGKILL, or pause, at a compaction step.
     genbuffer_crash_at: str | None = None
@@ -113,12 +117,28 @@ class Settings(BaseSettings):
             )
         return None
 
+    def redis_configured(self) -> bool:
+        """Whether REDIS_URL or REDIS_HOST says which Redis to use."""
+        return bool(self.redis_url or self.redis_host)
+
+    def database_configured(self) -> bool:
+        """Whether DATABASE_URL or DB_CONNECTION says which database to use."""
+        return self.database_url is not None or bool(self.db_connection)
+
     def effective_redis_url(self) -> str:
-        """The Redis URL to connect to: REDIS_URL, else Laravel's REDIS_*, else in-process."""
+        """The Redis URL to connect to: REDIS_URL, else Laravel's REDIS_*.
+
+        With neither, a UsageError: the in-process Redis (``memory://``) is used only
+        when asked for, since chunks pushed into it vanish with the process.
+        """
         if self.redis_url:
             return self.redis_url
         if not self.redis_host:
-            return MEMORY_REDIS_URL
+            raise UsageError(
+                "Redis is not configured: neither REDIS_URL nor REDIS_HOST is set",
+                hint="set REDIS_URL (or point --env-file at the app's .env); "
+                "REDIS_URL=memory:// is an in-process Redis that ends with the command",
+            )
         auth = ""
         if self.redis_password is not None:
             user = quote(self.redis_username or "", safe="")
@@ -126,7 +146,10 @@ class Settings(BaseSettings):
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     def effective_database_url(self) -> str:
-        """The SQLAlchemy URL: DATABASE_URL, else Laravel's DB_*, else a local SQLite file."""
+        """The SQLAlchemy URL: DATABASE_URL, else Laravel's DB_*, else the embedded SQLite file.
+
+        The embedded default is announced by the CLI (see ``database_configured``).
+        """
         if self.database_url is not None:
             return _normalise_database_url(self.database_url.get_secret_value())
         if not self.db_connection:
@@ -174,14 +197,34 @@ def laravel_slug(text: str, separator: str = "-") -> str:
     return ascii_text.strip(separator)
 
 
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|pass|pwd|secret|token)=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """Return ``url`` with its password (userinfo or ``?password=``) replaced by ``***``.
+
+    Parsed by hand rather than with urlsplit: a raw password may hold ``/``, ``#``,
+    ``?`` or ``@``, which a URL parser takes for the start of the path, fragment,
+    query or host, and would then print.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_SECRET.sub(r"\1***", url)
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo, host = rest[:at], rest[at + 1 :]
+        if ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return _QUERY_SECRET.sub(r"\1***", f"{scheme}://{rest}")
+
+
+ENV_FILE_VARIABLE = "GENBUF_ENV_FILE"
+
+
+def env_file_from_environment() -> Path | None:
+    """The env file named by GENBUF_ENV_FILE (what `genbuf --env-file` defaults to)."""
+    value = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    return Path(value) if value else None
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
@@ -205,7 +248,8 @@ class SettingSource:
     source: str
 
 
-_SECRETS = {"redis_password", "db_password", "database_url"}
+_SECRETS = {"redis_password", "db_password"}  # shown as ***
+_URLS = {"redis_url", "database_url"}  # shown with the password masked
 
 
 def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
@@ -224,10 +268,11 @@ def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
         else:
             source = "default"
         value = getattr(settings, name)
-        if name in _SECRETS and value is not None:
-            shown: str | None = (
-                "***" if name != "database_url" else mask_url(value.get_secret_value())
-            )
+        if value is not None and name in _SECRETS:
+            shown: str | None = "***"
+        elif value is not None and name in _URLS:
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            shown = mask_url(raw)
         else:
             shown = None if value is None else str(value)
         rows.append(SettingSource(name.upper(), shown, source))
@@ -236,11 +281,15 @@ def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
         if settings.redis_prefix is not None
         else f"REDIS_PREFIX_RULE={settings.redis_prefix_rule} on APP_NAME"
     )
+    redis_url = mask_url(settings.effective_redis_url()) if settings.redis_configured() else None
+    database_source = "derived" if settings.database_configured() else "embedded default"
     rows += [
-        SettingSource("redis url (effective)", mask_url(settings.effective_redis_url()), "derived"),
+        SettingSource(
+            "redis url (effective)", redis_url, "derived" if redis_url else "not set: required"
+        ),
         SettingSource("redis prefix (effective)", settings.effective_redis_prefix(), prefix_source),
         SettingSource(
-            "database url (effective)", mask_url(settings.effective_database_url()), "derived"
+            "database url (effective)", mask_url(settings.effective_database_url()), database_source
         ),
     ]
     return rows
@@ -256,5 +305,7 @@ class ConfigRow(BaseModel):
 
 class ConfigShow(BaseModel):
     """What `config show --json` prints."""
+
+    ok: bool = True
 
     settings: list[ConfigRow]

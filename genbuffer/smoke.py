@@ -10,6 +10,8 @@ from pydantic import BaseModel
 
 from genbuffer import keys
 from genbuffer.buffer import GenerationBuffer
+from genbuffer.prefixes import prefix_report
+from genbuffer.settings import mask_url
 
 __all__ = ["SmokeCheck", "SmokeResult", "smoke_test"]
 
@@ -56,7 +58,19 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
     sent = [_sample_chunk(i) for i in range(chunks)]
     try:
         buffer.ping()
-        check("ping", True, f"{buffer.url.split('@')[-1]} answered")
+        check("ping", True, f"{mask_url(buffer.url)} answered")
+        report = prefix_report(buffer)
+        check(
+            "prefix",
+            report.buffers_here or not report.elsewhere,
+            f"buffers under {report.configured!r}"
+            if report.buffers_here
+            else f"no buffer anywhere yet (prefix {report.configured!r})"
+            if not report.elsewhere
+            else f"no buffer under {report.configured!r}, but under "
+            + ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items())[:5])
+            + ": set REDIS_PREFIX",
+        )
         for index, chunk in enumerate(sent):
             buffer.push_to_key(key, [chunk], _SMOKE_IDS, seq=index)
         retried = buffer.push_to_key(key, [sent[-1]], _SMOKE_IDS, seq=chunks - 1)

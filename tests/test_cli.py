@@ -120,7 +120,8 @@ def test_nothing_to_compact_exits_1(stack: Stack) -> None:
 
 
 def test_inspect_and_delete(stack: Stack) -> None:
-    """inspect-generation lists type, length and TTL; --delete removes the keys."""
+    """inspect-generation lists type, length and TTL; --delete removes the keys, and asks
+    for --yes when no row holds their chunks."""
     stack.buffer.push_many(5, 6, [b"a", b"b"], scenario_id=7)
     listed = stack.cli("inspect-generation", "5", "6", "--json")
     keys = _json(listed.stdout)["keys"]
@@ -128,7 +129,11 @@ def test_inspect_and_delete(stack: Stack) -> None:
     assert all(0 < k["ttl"] <= 86400 for k in keys)
     human = stack.cli("inspect-generation", "5", "6", "--scenario-id", "7")
     assert "list" in human.stdout and "hash" in human.stdout
-    deleted = stack.cli("inspect-generation", "5", "6", "--delete", "--json")
+    refused = stack.cli("inspect-generation", "5", "6", "--delete", "--json")
+    assert refused.exit_code == 2, refused.output  # no row holds these chunks
+    assert "refusing to delete 2 chunks that no row holds" in refused.stderr
+    assert len(_json(stack.cli("inspect-generation", "5", "6", "--json").stdout)["keys"]) == 2
+    deleted = stack.cli("inspect-generation", "5", "6", "--delete", "--yes", "--json")
     assert _json(deleted.stdout)["deleted"] == 2
     assert _json(stack.cli("inspect-generation", "5", "6", "--json").stdout)["keys"] == []
 
@@ -162,7 +167,8 @@ def test_migrate_and_purge_commands(stack: Stack) -> None:
     blob = base64.b64encode(b"legacy").decode()
     gen = stack.repository.create_generation(1, metadata={"compacted": blob, "chunk_count": 2})
     dry = _json(stack.cli("migrate-compacted-from-metadata", "--dry-run", "--json").stdout)
-    assert dry["migrated"] == 1 and stored_bytes(stack, gen) is None
+    assert dry["would_migrate"] == 1 and dry["migrated"] == 0  # a dry run moves nothing
+    assert stored_bytes(stack, gen) is None
     done = stack.cli("migrate-compacted-from-metadata", "--json")
     assert _json(done.stdout)["migrated"] == 1 and stored_bytes(stack, gen) == b"legacy"
     purge = stack.cli("purge-chunks", "--older-than", "1d", "--json")
@@ -173,7 +179,7 @@ def test_db_upgrade_is_idempotent(stack: Stack) -> None:
     """genbuf db upgrade on a migrated database reports head and changes nothing."""
     result = stack.cli("db", "upgrade", "--json")
     assert result.exit_code == 0, result.output
-    assert _json(result.stdout)["revision"] == "0001"
+    assert _json(result.stdout)["revision"] == "0002"
 
 
 def test_every_command_has_help_with_an_example(stack: Stack) -> None:

@@ -60,7 +60,7 @@ def test_migration_dry_run_and_conflicts(stack: Stack) -> None:
     moved = stack.repository.create_generation(1, metadata={"compacted": _b64(b"a")})
     broken = stack.repository.create_generation(1, metadata={"compacted": "%%% not base64"})
     dry = migrate_compacted_from_metadata(stack.repository, dry_run=True)
-    assert (dry.migrated, dry.conflicts) == (1, [broken])
+    assert (dry.migrated, dry.would_migrate, dry.conflicts) == (0, 1, [broken])
     assert stored_bytes(stack, moved) is None
     real = migrate_compacted_from_metadata(stack.repository)
     assert (real.migrated, real.conflicts) == (1, [broken])
@@ -85,7 +85,7 @@ def test_purge_removes_old_backups_of_compacted_generations_only(stack: Stack) -
     assert purge_chunks(stack.repository, "7d").purged == 0  # all recent
     _age_backups(stack, 10)
     dry = purge_chunks(stack.repository, "7d", dry_run=True)
-    assert (dry.purged, dry.kept_not_compacted) == (3, 1)
+    assert (dry.purged, dry.would_purge, dry.kept_not_compacted) == (0, 3, 1)
     assert len(stack.repository.backups(gen)) == 3
     real = purge_chunks(stack.repository, "7d", batch_size=2)
     assert (real.purged, real.batches, real.kept_not_compacted) == (3, 2, 1)

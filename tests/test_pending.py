@@ -36,11 +36,18 @@ def test_compact_pending_takes_finished_and_idle_buffers(stack: Stack) -> None:
     stack.buffer.finish(60, orphan_gen)
 
     result = stack.cli("compact-pending", "--idle", "1h", "--json")
-    assert result.exit_code == 1, result.output  # the orphan failed
+    assert result.exit_code == 1, result.output  # the orphan is reported, once
     out = json.loads(result.stdout)
-    assert (out["buffers"], out["eligible"], out["compacted"], out["failed"]) == (5, 3, 2, 1)
+    assert (out["buffers"], out["eligible"], out["compacted"], out["failed"]) == (5, 3, 2, 0)
     assert (out["skipped_quarantined"], out["skipped_active"]) == (1, 1)
-    assert out["failures"][0]["generation_id"] == orphan_gen
+    assert [o["generation_id"] for o in out["orphaned"]] == [orphan_gen] and not out["ok"]
+    again = stack.cli("compact-pending", "--idle", "1h", "--json")
+    assert again.exit_code == 0, again.output  # set aside: not reported every run
+    repeat = json.loads(again.stdout)
+    assert (repeat["skipped_orphaned"], repeat["orphaned"], repeat["ok"]) == (1, [], True)
+    orphan_key = stack.buffer.key_for(60, orphan_gen, None)
+    ttls = (stack.buffer.ttl_of(orphan_key), stack.buffer.ttl_of(orphan_key + ":meta"))
+    assert all(ttl > 0 for ttl in ttls), ttls  # set aside, and still expiring
     assert stored_bytes(stack, finished) == b'{"a":1}'
     assert stored_bytes(stack, idle) == b"[2]"
     assert stored_bytes(stack, streaming) is None

@@ -70,10 +70,15 @@ def test_schema_missing_exits_1_with_hint(tmp_path: Path) -> None:
 
 
 def test_bad_id_exits_2(tmp_path: Path) -> None:
-    """A non-integer id is a usage error: exit 2, nothing on stdout."""
+    """A non-integer id is a usage error: exit 2, the message on stderr, and with --json
+    one error document on stdout."""
     done = _run(["compact-generation", "12", "5*", "--json"], {})
-    assert done.returncode == 2 and done.stdout == ""
-    assert "Invalid value for 'GEN'" in done.stderr
+    assert done.returncode == 2 and "Invalid value for 'GEN'" in done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["error"]["exit_code"] == 2
+    assert document["error"]["hint"]
+    plain = _run(["compact-generation", "12", "5*"], {})
+    assert plain.returncode == 2 and plain.stdout == ""
 
 
 def test_env_file_option_and_variable(tmp_path: Path) -> None:
@@ -84,7 +89,7 @@ def test_env_file_option_and_variable(tmp_path: Path) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout)["database"].endswith("db.sqlite3")
     via_variable = _run(["db", "upgrade", "--json"], {"GENBUF_ENV_FILE": str(env_file)})
-    assert json.loads(via_variable.stdout)["revision"] == "0001"
+    assert json.loads(via_variable.stdout)["revision"] == "0002"
     missing = _run(["--env-file", str(tmp_path / "nope.env"), "db", "upgrade"], {})
     assert missing.returncode == 2
 

@@ -35,10 +35,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name.upper(), raising=False)
 
 
-def test_defaults_are_embedded(clean_env: None) -> None:
-    """With nothing configured: in-process Redis and a local SQLite file."""
+def test_unconfigured_redis_is_a_usage_error_not_an_in_process_one(clean_env: None) -> None:
+    """With nothing configured: no Redis (exit 2, with a hint), never a throw-away one;
+    the database defaults to the embedded SQLite file, which the CLI announces."""
     settings = load_settings()
-    assert settings.effective_redis_url() == MEMORY_REDIS_URL
+    with pytest.raises(UsageError) as raised:
+        settings.effective_redis_url()
+    assert raised.value.exit_code == 2 and "memory://" in (raised.value.hint or "")
+    assert not settings.redis_configured() and not settings.database_configured()
+    assert Settings(redis_url=MEMORY_REDIS_URL).effective_redis_url() == MEMORY_REDIS_URL
     assert settings.effective_database_url() == "sqlite:///storage/genbuffer.sqlite3"
     assert settings.generation_chunk_ttl == 86400 and not settings.metadata_validation_strict
 

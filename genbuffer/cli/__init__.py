@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from genbuffer import __version__
 from genbuffer.cli._lazy import defer_coercion
-from genbuffer.cli._output import report_error, stderr
+from genbuffer.cli._output import error_document, report_error, stderr, write_json
 from genbuffer.cli.compact import compact_generation
 from genbuffer.cli.config_cmd import config_app
 from genbuffer.cli.db_cmd import db_app
@@ -41,6 +41,12 @@ class GenbufGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         defer_coercion(self.params)  # `genbuf CMD --help` stays free of pydantic
 
+    def get_params(self, ctx: Any) -> Any:
+        """The root options, typer's completion options included, their coercion deferred."""
+        params = super().get_params(ctx)
+        defer_coercion(params)
+        return params
+
     def get_help_option(self, ctx: Any) -> Any:
         """The root `--help` option, its coercion deferred like the other root options."""
         option = super().get_help_option(ctx)
@@ -48,10 +54,22 @@ class GenbufGroup(TyperGroup):
             defer_coercion([option])
         return option
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Note whether --json was asked for, so a usage error can answer in JSON too."""
+        ctx.meta["genbuf.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: Any) -> Any:
         """Run the command; turn a GenbufferError into its message and exit code."""
         try:
             return super().invoke(ctx)
+        except typer.TyperException as error:
+            # typer's usage errors (exit code 2): with --json, stdout still gets its one
+            # JSON document; typer then prints its usage message on stderr as always
+            if ctx.meta.get("genbuf.json") and getattr(error, "exit_code", 1) == 2:
+                hint = "see the command's --help"
+                write_json(error_document("UsageError", error.format_message(), hint, 2))
+            raise
         except GenbufferError as error:
             runtime = ctx.obj if isinstance(ctx.obj, Runtime) else None
             report_error(error, as_json=bool(runtime and runtime.json_output))
@@ -66,7 +84,7 @@ app = typer.Typer(
     name="genbuf",
     help="Buffer LLM generation chunks in Redis and compact them into the database.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,  # an unexpected error prints a plain traceback, no locals
     rich_markup_mode=None,
 )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
+from genbuffer.errors import UsageError
 from genbuffer.keys import MAX_ID
 from genbuffer.runtime import Runtime
 
@@ -16,6 +19,8 @@ __all__ = [
     "JsonOpt",
     "OrganizationArg",
     "ScenarioOpt",
+    "YesOpt",
+    "confirm_deletion",
     "runtime",
 ]
 
@@ -56,6 +61,25 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
 ]
 DeleteOpt = Annotated[bool, typer.Option("--delete", help="Remove the Redis buffer afterwards.")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Delete chunks that no row holds without asking.")
+]
+
+
+def confirm_deletion(yes: bool, as_json: bool) -> Callable[[int], bool]:
+    """What to do before deleting chunks no row holds: --yes, a prompt, or a usage error."""
+
+    def confirm(count: int) -> bool:
+        if yes:
+            return True
+        if not as_json and sys.stdin.isatty():
+            return typer.confirm(f"{count} chunks in these keys are held by no row; delete them?")
+        raise UsageError(
+            f"refusing to delete {count} chunks that no row holds",
+            hint="compact them first, or add --yes to delete them anyway",
+        )
+
+    return confirm
 
 
 def runtime(ctx: typer.Context, as_json: bool) -> Runtime:

@@ -13,8 +13,18 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from genbuffer.errors import GenbufferError
+    from genbuffer.runtime import Runtime
 
-__all__ = ["emit", "fields_table", "note_already_running", "report_error", "stderr", "stdout"]
+__all__ = [
+    "emit",
+    "error_document",
+    "fields_table",
+    "note_already_running",
+    "report_error",
+    "stderr",
+    "stdout",
+    "write_json",
+]
 
 
 def stdout() -> Console:
@@ -31,13 +41,26 @@ def stderr() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
-def emit(result: BaseModel, as_json: bool, human: Callable[[Console], None]) -> None:
-    """Print ``result`` as one JSON document, or let ``human`` render it."""
-    if as_json:
-        sys.stdout.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+def emit(rt: Runtime, result: BaseModel, human: Callable[[Console], None]) -> None:
+    """Print ``result`` as one JSON document (with `warnings`), or let ``human`` render it.
+
+    Every document has `ok`: a result model without one is a programming error.
+    """
+    if rt.json_output:
+        document = result.model_dump(mode="json")
+        if "ok" not in document:
+            raise TypeError(f"{type(result).__name__} has no `ok` field")
+        if rt.warnings:
+            document["warnings"] = list(rt.warnings)
+        write_json(document)
     else:
         human(stdout())
+
+
+def write_json(document: dict[str, Any]) -> None:
+    """One JSON document, one line, on stdout."""
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def note_already_running(job: str) -> None:
@@ -51,8 +74,8 @@ def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # long keys fold at 80 columns, never cut alike
     for label, value in rows:
         table.add_row(label, escape("-" if value is None else str(value)))
     return table
@@ -67,12 +90,12 @@ def report_error(error: GenbufferError, as_json: bool) -> None:
     if error.hint:
         console.print(f"hint: {escape(error.hint)}")
     if as_json:
-        document = {
-            "ok": False,
-            "error": {
-                "type": type(error).__name__,
-                "message": error.message,
-                "exit_code": error.exit_code,
-            },
-        }
-        sys.stdout.write(json.dumps(document) + "\n")
+        write_json(error_document(type(error).__name__, error.message, error.hint, error.exit_code))
+
+
+def error_document(kind: str, message: str, hint: str | None, exit_code: int) -> dict[str, Any]:
+    """The --json document of a failure: `ok` false and the error with its hint."""
+    return {
+        "ok": False,
+        "error": {"type": kind, "message": message, "hint": hint, "exit_code": exit_code},
+    }

@@ -65,7 +65,7 @@ def compact_generation(
     result = assemble_and_persist(
         request, buffer=rt.buffer, repository=rt.repository, config=rt.compaction
     )
-    emit(result, as_json, lambda console: _render(console, result))
+    emit(rt, result, lambda console: _render(console, result))
     if not result.ok:
         raise typer.Exit(1)
 

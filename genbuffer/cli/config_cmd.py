@@ -12,7 +12,8 @@ from genbuffer.cli._output import emit
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.settings import ConfigShow
+    from genbuffer.runtime import Runtime
+    from genbuffer.settings import ConfigRow, ConfigShow
 
 
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -28,8 +29,31 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     rt = runtime(ctx, as_json)
     rows = [ConfigRow(**vars(row)) for row in describe_settings(rt.env_file)]
+    rows.append(_buffers_row(rt))
     result = ConfigShow(settings=rows)
-    emit(result, as_json, lambda console: _render(console, result))
+    emit(rt, result, lambda console: _render(console, result))
+
+
+def _buffers_row(rt: Runtime) -> ConfigRow:
+    """Where buffers were found in Redis: under the prefix, elsewhere, or not looked."""
+    from genbuffer.errors import GenbufferError
+    from genbuffer.prefixes import prefix_report
+    from genbuffer.settings import ConfigRow
+
+    name = "buffers found"
+    if not rt.settings.redis_configured():
+        return ConfigRow(name=name, value=None, source="not checked: Redis is not configured")
+    try:
+        report = prefix_report(rt.buffer)
+    except GenbufferError as error:
+        return ConfigRow(name=name, value=None, source=f"not checked: {error.message}")
+    if report.buffers_here:
+        return ConfigRow(name=name, value="under the effective prefix", source="redis scan")
+    if not report.elsewhere:
+        return ConfigRow(name=name, value="none yet, under any prefix", source="redis scan")
+    where = ", ".join(f"{p!r}: {n} keys" for p, n in sorted(report.elsewhere.items())[:5])
+    rt.warn(f"no buffer under the effective prefix, but under {where}: set REDIS_PREFIX")
+    return ConfigRow(name=name, value=f"only under other prefixes: {where}", source="redis scan")
 
 
 def _render(console: Console, result: ConfigShow) -> None:

@@ -33,8 +33,8 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     revision = migrate.upgrade(repository.engine, repository.url)
     result = UpgradeResult(database=mask_url(repository.url), revision=revision)
     emit(
+        rt,
         result,
-        as_json,
         lambda console: console.print(f"{result.database} is at revision {result.revision}"),
     )
 
@@ -56,7 +56,7 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ok=not any(p.severity == "error" for p in problems),
         problems=problems,
     )
-    emit(result, as_json, lambda console: _render_check(console, result))
+    emit(rt, result, lambda console: _render_check(console, result))
     if not result.ok:
         raise typer.Exit(1)
 

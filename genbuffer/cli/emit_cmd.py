@@ -34,8 +34,8 @@ def emit_validation_test_cmd(
         strict=rt.settings.metadata_validation_strict,
     )
     emit(
+        rt,
         result,
-        as_json,
         lambda console: console.print(
             f"validation_id {result.validation_id} written to metadata_validation_issues "
             f"and {result.log}"

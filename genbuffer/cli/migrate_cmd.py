@@ -32,13 +32,14 @@ def migrate_compacted_cmd(
             rt.repository, batch_size=batch_size, dry_run=dry_run, progress=advance
         )
     verb = "would move" if dry_run else "moved"
+    count = result.would_migrate if dry_run else result.migrated
     if result.already_running:
         note_already_running("migrate-compacted-from-metadata")
     emit(
+        rt,
         result,
-        as_json,
         lambda console: console.print(
-            f"{verb} {result.migrated} of {result.candidates} blobs in {result.batches} batches; "
+            f"{verb} {count} of {result.candidates} blobs in {result.batches} batches; "
             f"conflicts left unchanged: {result.conflicts or 'none'}"
         ),
     )

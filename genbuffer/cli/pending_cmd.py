@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
 from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbuffer.batch import PendingResult
 
 
 def compact_pending_cmd(
@@ -61,14 +66,26 @@ def compact_pending_cmd(
         )
     if result.already_running:
         note_already_running("compact-pending")
-    emit(
-        result,
-        as_json,
-        lambda console: console.print(
-            f"compacted {result.compacted} of {result.eligible} eligible buffers "
-            f"({result.buffers} seen; {result.skipped_active} still streaming, "
-            f"{result.skipped_quarantined} quarantined); failed {result.failed}"
-        ),
-    )
-    if result.failed:
+    emit(rt, result, lambda console: _render(console, result))
+    if not result.ok:
         raise typer.Exit(1)
+
+
+def _render(console: Console, result: PendingResult) -> None:
+    from rich.markup import escape
+
+    verb = "would compact" if result.dry_run else "compacted"
+    done = result.would_compact if result.dry_run else result.compacted
+    console.print(
+        f"{verb} {done} of {result.eligible} eligible buffers ({result.buffers} seen; "
+        f"{result.skipped_active} still streaming, {result.skipped_quarantined} quarantined, "
+        f"{result.skipped_orphaned} orphaned); failed {result.failed}"
+    )
+    for failure in result.failures:
+        console.print(
+            f"failed: generation {failure['generation_id']}: {escape(str(failure['error']))}"
+        )
+    for orphan in result.orphaned:
+        console.print(
+            f"orphaned (no row; set aside until it expires): {escape(str(orphan['key']))}"
+        )

@@ -41,13 +41,14 @@ def purge_chunks_cmd(
             rt.repository, age, batch_size=batch_size, dry_run=dry_run, progress=advance
         )
     verb = "would delete" if dry_run else "deleted"
+    count = result.would_purge if dry_run else result.purged
     if result.already_running:
         note_already_running("purge-chunks")
     emit(
+        rt,
         result,
-        as_json,
         lambda console: console.print(
-            f"{verb} {result.purged} chunk backups older than {age} "
+            f"{verb} {count} chunk backups older than {age} "
             f"(before {result.cutoff:%Y-%m-%d %H:%M} UTC); kept {result.kept_not_compacted} "
             "of generations not compacted"
         ),

@@ -32,8 +32,8 @@ def push_cmd(
         rt.buffer, organization_id, generation_id, stdin, scenario_id=scenario_id, finish=finish
     )
     emit(
+        rt,
         result,
-        as_json,
         lambda console: console.print(
             f"pushed {result.chunks} chunks ({result.bytes} bytes) to {result.key}; "
             f"it now holds {result.length}"

@@ -31,7 +31,7 @@ def test_redis_buffer(
 
     rt = runtime(ctx, as_json)
     result = smoke_test(rt.buffer, chunks=chunks, keep=keep)
-    emit(result, as_json, lambda console: _render(console, result))
+    emit(rt, result, lambda console: _render(console, result))
     if not result.ok:
         raise typer.Exit(1)
 

@@ -35,7 +35,7 @@ ROW_COLUMNS = (
 )
 
 
-def _postgresql(as_json: bool) -> Any:
+def _postgresql(llm_response_mode: str) -> Any:
     # the text made once, in the one-row FROM, for both columns
     encoded = select(
         func.convert_from(cast_(bindparam("encoded", type_=LargeBinary), BYTEA), "UTF8").label(
@@ -44,7 +44,11 @@ def _postgresql(as_json: bool) -> Any:
         cast_(bindparam("row_id"), GEN.c.id.type).label("id"),
     ).subquery("artifact")
     decoded = func.convert_from(func.decode(encoded.c.b64, "base64"), "UTF8")
-    llm_response = cast_(decoded, JSONB) if as_json else null()
+    llm_response: Any = {
+        "json": cast_(decoded, JSONB),
+        "null": null(),
+        "keep": GEN.c.llm_response,
+    }[llm_response_mode]
     return (
         update(GEN)
         .where(GEN.c.id == encoded.c.id)
@@ -56,17 +60,22 @@ def _postgresql(as_json: bool) -> Any:
     )
 
 
-_GENERIC = (
-    update(GEN)
-    .where(GEN.c.id == bindparam("row_id"))
-    .values(
-        compacted=bindparam("compacted"),
-        # Text, not the column's JSON type: the bound value is already JSON text.
-        llm_response=bindparam("llm_response", type_=Text()),
-        **{name: bindparam(name) for name in ROW_COLUMNS},
+def _generic(keep: bool) -> Any:
+    # Text, not the column's JSON type: the bound value is already JSON text.
+    llm_response = GEN.c.llm_response if keep else bindparam("llm_response", type_=Text())
+    return (
+        update(GEN)
+        .where(GEN.c.id == bindparam("row_id"))
+        .values(
+            compacted=bindparam("compacted"),
+            llm_response=llm_response,
+            **{name: bindparam(name) for name in ROW_COLUMNS},
+        )
     )
-)
-_POSTGRESQL = {True: _postgresql(True), False: _postgresql(False)}
+
+
+_GENERIC = {False: _generic(False), True: _generic(True)}  # keep llm_response?
+_POSTGRESQL = {mode: _postgresql(mode) for mode in ("json", "null", "keep")}
 
 
 def save_artifact(
@@ -74,18 +83,22 @@ def save_artifact(
     generation_id: int,
     encoded: bytes,
     *,
-    as_json: bool,
+    llm_response: str,
     values: dict[str, Any],
 ) -> None:
     """Write the artifact whose standard base64 is ``encoded``, plus ROW_COLUMNS from ``values``.
 
-    ``as_json`` says the content is valid UTF-8 JSON that the column can store
-    (the validator's verdict); otherwise `llm_response` is NULL.
+    ``llm_response``: "json" when the content is valid UTF-8 JSON that the column can
+    store (the validator's verdict), "null" otherwise, or "keep" to leave the column
+    as it is (a good document is never wiped by a concatenation that does not parse).
     """
     params = {"row_id": generation_id, **{name: values[name] for name in ROW_COLUMNS}}
     if connection.dialect.name == "postgresql":
-        connection.execute(_POSTGRESQL[as_json], {**params, "encoded": encoded})
+        connection.execute(_POSTGRESQL[llm_response], {**params, "encoded": encoded})
         return
     params["compacted"] = encoded.decode("ascii")
-    params["llm_response"] = base64.b64decode(encoded).decode("utf-8") if as_json else None
-    connection.execute(_GENERIC, params)
+    if llm_response != "keep":
+        params["llm_response"] = (
+            base64.b64decode(encoded).decode("utf-8") if llm_response == "json" else None
+        )
+    connection.execute(_GENERIC[llm_response == "keep"], params)

@@ -36,6 +36,8 @@ class SchemaProblem:
 class UpgradeResult(BaseModel):
     """What `db upgrade --json` prints."""
 
+    ok: bool = True
+
     database: str
     revision: str | None
 

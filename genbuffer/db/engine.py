@@ -16,7 +16,9 @@ from genbuffer.settings import mask_url
 
 __all__ = ["database_errors", "make_engine"]
 
-_MISSING_TABLE_MARKERS = ("no such table", "undefinedtable", "does not exist", "doesn't exist")
+_UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
+_MYSQL_NO_SUCH_TABLE = 1146
+_AUTH_SQLSTATES = {"28000", "28P01"}  # invalid authorization, invalid password
 
 
 def make_engine(url: str) -> Engine:
@@ -65,14 +67,24 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _missing_table(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the driver said a table does not exist (not a role, not a database)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _UNDEFINED_TABLE:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] == _MYSQL_NO_SUCH_TABLE:
+        return True
+    return "no such table" in str(orig).lower()
+
+
 @contextmanager
 def database_errors(url: str) -> Iterator[None]:
     """Turn connection failures into DatabaseUnavailable and a missing schema into SchemaMissing."""
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-        if any(marker in text for marker in _MISSING_TABLE_MARKERS) and "database" not in text:
+        if _missing_table(exc):
             raise SchemaMissing(
                 "the genbuffer tables are missing in the database",
                 hint="run `genbuf db upgrade`",
@@ -81,8 +93,11 @@ def database_errors(url: str) -> Iterator[None]:
             exc.connection_invalidated
         ):
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            credentials = getattr(exc.orig, "sqlstate", None) in _AUTH_SQLSTATES
             raise DatabaseUnavailable(
                 f"the database is unreachable at {mask_url(url)}: {reason}",
-                hint="check DATABASE_URL (or DB_HOST/DB_PORT/DB_DATABASE) and that it is up",
+                hint="check DB_USERNAME/DB_PASSWORD (or the user in DATABASE_URL)"
+                if credentials
+                else "check DATABASE_URL (or DB_HOST/DB_PORT/DB_DATABASE) and that it is up",
             ) from None
         raise

@@ -15,8 +15,8 @@ __all__ = ["alembic_config", "check", "current_revision", "upgrade"]
 
 
 def _script_location() -> Path:
-    """migrations/ beside the package (a source checkout or an editable install)."""
-    return Path(str(files("genbuffer"))).parent / "migrations"
+    """The migrations: genbuffer.migrations, which is migrations/ at the repository root."""
+    return Path(str(files("genbuffer.migrations")))
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -33,7 +33,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from genbuffer.db.artifact import save_artifact
 from genbuffer.db.engine import database_errors, make_engine
-from genbuffer.db.schema import GenerationChunk, MetadataValidationIssue, ScenarioGeneration
+from genbuffer.db.schema import (
+    GenerationArtifactHistory,
+    GenerationChunk,
+    MetadataValidationIssue,
+    ScenarioGeneration,
+)
 from genbuffer.settings import Settings
 
 __all__ = ["GenerationRow", "Repository", "Transaction"]
@@ -42,6 +47,16 @@ __all__ = ["GenerationRow", "Repository", "Transaction"]
 GEN = cast(Table, ScenarioGeneration.__table__)
 ISSUES = cast(Table, MetadataValidationIssue.__table__)
 CHUNKS = cast(Table, GenerationChunk.__table__)
+HISTORY = cast(Table, GenerationArtifactHistory.__table__)
+_HISTORY_COPIED = (
+    "organization_id",
+    "compacted",
+    "llm_response",
+    "metadata",
+    "chunk_count",
+    "compacted_at",
+    "compacted_by",
+)
 BACKUP_BATCH = 1000  # rows per INSERT … VALUES statement
 
 
@@ -99,10 +114,20 @@ class Transaction:
         self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
 
     def save_artifact(
-        self, generation_id: int, encoded: bytes, *, as_json: bool, values: dict[str, Any]
+        self,
+        generation_id: int,
+        encoded: bytes,
+        *,
+        llm_response: str,
+        values: dict[str, Any],
     ) -> None:
-        """Write a compacted artifact and the row's other compaction columns (see db.artifact)."""
-        save_artifact(self.connection, generation_id, encoded, as_json=as_json, values=values)
+        """Write a compacted artifact and the row's other compaction columns (see db.artifact).
+
+        ``llm_response``: "json" (parse the artifact), "null", or "keep" (leave it).
+        """
+        save_artifact(
+            self.connection, generation_id, encoded, llm_response=llm_response, values=values
+        )
 
     def insert_issue(
         self,
@@ -126,6 +151,33 @@ class Transaction:
             )
         )
         return _new_id(result)
+
+    def keep_history(self, generation_id: int, reason: str) -> int:
+        """Copy the row's artifact into `generation_artifact_history` (server-side); its id.
+
+        Runs with the row locked, so no other history row of this generation can be
+        inserted meanwhile: the highest id is this one.
+        """
+        source = select(
+            *(GEN.c[name] for name in _HISTORY_COPIED),
+            GEN.c.id,
+            bindparam("reason", reason),
+        ).where(GEN.c.id == generation_id)
+        self.connection.execute(
+            insert(HISTORY).from_select([*_HISTORY_COPIED, "generation_id", "reason"], source)
+        )
+        return int(
+            self.connection.execute(
+                select(func.max(HISTORY.c.id)).where(HISTORY.c.generation_id == generation_id)
+            ).scalar_one()
+        )
+
+    def next_backup_seq(self, generation_id: int) -> int:
+        """The `seq` after the generation's last chunk backup (0 when it has none)."""
+        last = self.connection.execute(
+            select(func.max(CHUNKS.c.seq)).where(CHUNKS.c.generation_id == generation_id)
+        ).scalar_one()
+        return 0 if last is None else int(last) + 1
 
     def backup_chunks(
         self,
@@ -265,6 +317,16 @@ class Repository:
         with database_errors(self.url), self.engine.connect() as connection:
             found = connection.execute(select(ISSUES).where(ISSUES.c.id == issue_id)).first()
         return None if found is None else dict(found._mapping)
+
+    def history(self, generation_id: int) -> list[dict[str, Any]]:
+        """The generation's replaced artifacts, oldest first."""
+        with database_errors(self.url), self.engine.connect() as connection:
+            rows = connection.execute(
+                select(HISTORY)
+                .where(HISTORY.c.generation_id == generation_id)
+                .order_by(HISTORY.c.id)
+            )
+            return [dict(row._mapping) for row in rows]
 
     def backups(self, generation_id: int) -> list[bytes]:
         """The backed-up chunks of a generation, in order."""

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the three tables. `migrations/` mirrors them; a test checks it."""
+"""SQLAlchemy models of genbuffer's tables. `migrations/` mirrors them; a test checks it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,13 @@ from sqlalchemy.dialects.mysql import LONGBLOB, LONGTEXT
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "GenerationChunk", "MetadataValidationIssue", "ScenarioGeneration"]
+__all__ = [
+    "Base",
+    "GenerationArtifactHistory",
+    "GenerationChunk",
+    "MetadataValidationIssue",
+    "ScenarioGeneration",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -106,4 +112,29 @@ class GenerationChunk(Base):
     content: Mapped[bytes] = mapped_column(LongBytes, nullable=False)
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
+class GenerationArtifactHistory(Base):
+    """An artifact a new stream of its generation replaced (or extended): kept, never wiped.
+
+    Written in the compaction's transaction, copied row-side from `scenario_generations`;
+    the row's `metadata.history` lists the entries with their sha256. No foreign key:
+    like audit rows, history outlives the generation row.
+    """
+
+    __tablename__ = "generation_artifact_history"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    generation_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    compacted: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    llm_response: Mapped[Any] = mapped_column(Json, nullable=True)
+    metadata_: Mapped[Any] = mapped_column("metadata", Json, nullable=True)
+    chunk_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    compacted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
     )

@@ -1,15 +1,19 @@
 -- Count a failed compaction attempt; quarantine the buffer when the limit is reached.
 -- KEYS[1]  the meta hash
+-- KEYS[2]  the chunks list (given a TTL if it has none: a buffer set aside still expires)
 -- ARGV[1]  the error, one line
 -- ARGV[2]  the attempt limit (COMPACTION_MAX_ATTEMPTS)
 -- ARGV[3]  now, ISO 8601 UTC
--- ARGV[4]  TTL in seconds for a meta hash that has none
--- Returns {attempts so far, 1 if the buffer is quarantined else 0}.
+-- ARGV[4]  TTL in seconds for a key that has none
+-- ARGV[5]  the field that sets the buffer aside at the limit: 'quarantined_at', or
+--          'orphaned_at' for a buffer whose row does not exist (limit 1)
+-- Returns {attempts so far, 1 if the buffer is set aside else 0}.
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'last_error', ARGV[1])
 if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+if redis.call('TTL', KEYS[2]) == -1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 if attempts >= tonumber(ARGV[2]) then
-  redis.call('HSETNX', KEYS[1], 'quarantined_at', ARGV[3])
+  redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[3])
   return {attempts, 1}
 end
 return {attempts, 0}

@@ -8,6 +8,8 @@
 -- ARGV[4]  the stream id the row records, or ''
 -- ARGV[5]  how many chunks of that stream the row holds
 -- ARGV[6]  page size: the first page of chunks not yet held comes back with the snapshot
+-- ARGV[7]  '1' for a read-only snapshot (a dry run): nothing is written, no stream id
+--          is given, no TTL is touched; `trimmed` is corrected in the reply only
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
 -- Chunks that vanished from the head of the list (the list expired while the meta
@@ -15,12 +17,14 @@
 -- > length: `trimmed` moves past them so positions stay right, and `expired`
 -- counts them; compaction reports them, never silently.
 -- Returns {0} when neither key exists, else {1, list length, meta as a flat list,
--- first page of chunks from max(held, trimmed)}.
+-- first page of chunks from max(held, trimmed), absolute position of that page,
+-- chunks vanished from the head that the meta hash does not count yet (read-only)}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
 local has_meta = redis.call('EXISTS', KEYS[2]) == 1
 if not has_list and not has_meta then return {0} end
+local read_only = ARGV[7] == '1'
 local lease = tonumber(ARGV[2])
-if has_list then
+if has_list and not read_only then
   redis.call('HSETNX', KEYS[2], 'stream_id', ARGV[1])
   local ttl = redis.call('TTL', KEYS[1])
   if ttl >= 0 and ttl < lease then redis.call('EXPIRE', KEYS[1], lease) end
@@ -28,26 +32,33 @@ end
 local length = redis.call('LLEN', KEYS[1])
 local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')
 local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+local vanished = 0
 if count >= 0 and count - trimmed > length then
-  redis.call('HINCRBY', KEYS[2], 'expired', count - trimmed - length)
-  redis.call('HSET', KEYS[2], 'trimmed', count - length)
+  vanished = count - trimmed - length
+  if not read_only then
+    redis.call('HINCRBY', KEYS[2], 'expired', vanished)
+    redis.call('HSET', KEYS[2], 'trimmed', count - length)
+    vanished = 0
+  end
 end
-local list_ttl = redis.call('TTL', KEYS[1])
-local meta_ttl = redis.call('TTL', KEYS[2])
-if meta_ttl == -1 then
-  redis.call('EXPIRE', KEYS[2], math.max(list_ttl, tonumber(ARGV[3])))
-elseif meta_ttl < math.max(list_ttl, lease) then
-  redis.call('EXPIRE', KEYS[2], math.max(list_ttl, lease))
+if not read_only then
+  local list_ttl = redis.call('TTL', KEYS[1])
+  local meta_ttl = redis.call('TTL', KEYS[2])
+  if meta_ttl == -1 then
+    redis.call('EXPIRE', KEYS[2], math.max(list_ttl, tonumber(ARGV[3])))
+  elseif meta_ttl < math.max(list_ttl, lease) then
+    redis.call('EXPIRE', KEYS[2], math.max(list_ttl, lease))
+  end
 end
 local held = 0
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], 'stream_id') == ARGV[4] then
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], 'stream_id') or '') == ARGV[4] then
   held = tonumber(ARGV[5])
 end
-trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + vanished
 local first_at = math.max(held, trimmed)  -- absolute position of the page's first chunk
 local first = first_at - trimmed
 local page = {}
 if tonumber(ARGV[6]) > 0 then  -- LRANGE first, first - 1 would be the whole list at 0
   page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
 end
-return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at}
+return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at, vanished}

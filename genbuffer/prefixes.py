@@ -1,0 +1,60 @@
+"""Prefix honesty: a scan that finds nothing under the configured prefix says where buffers are.
+
+Laravel prepends a prefix to every key, derived from APP_NAME when REDIS_PREFIX is
+unset, and the rule changed between versions. genbuf never guesses it; when the
+configured prefix sees no buffer while buffers exist under another, the command
+fails (exit 1) naming the prefix to set, instead of reporting "nothing to do".
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from genbuffer.buffer import GenerationBuffer
+from genbuffer.errors import WrongPrefix
+from genbuffer.settings import laravel_slug
+
+__all__ = ["PrefixReport", "check_prefix", "prefix_report"]
+
+
+class PrefixReport(BaseModel):
+    """Where buffers live: under the configured prefix, and under others (key counts)."""
+
+    configured: str
+    buffers_here: bool
+    elsewhere: dict[str, int]
+
+
+def prefix_report(buffer: GenerationBuffer) -> PrefixReport:
+    """Look for buffers under the configured prefix and, when there are none, elsewhere."""
+    here = buffer.has_buffers()
+    return PrefixReport(
+        configured=buffer.prefix,
+        buffers_here=here,
+        elsewhere={} if here else buffer.other_prefixes(),
+    )
+
+
+def check_prefix(buffer: GenerationBuffer) -> PrefixReport:
+    """Raise WrongPrefix when no buffer is under the configured prefix but some are elsewhere."""
+    report = prefix_report(buffer)
+    if report.buffers_here or not report.elsewhere:
+        return report
+    best = max(report.elsewhere, key=lambda prefix: report.elsewhere[prefix])
+    shown = ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items())[:5])
+    raise WrongPrefix(
+        f"no buffer under the configured key prefix {report.configured!r}, "
+        f"but buffers exist under {shown}",
+        hint=f"set REDIS_PREFIX={best}" + _rule_hint(best, buffer.app_name),
+    )
+
+
+def _rule_hint(prefix: str, app_name: str | None) -> str:
+    """Name the Laravel rule that derives ``prefix`` from APP_NAME, when one does."""
+    app = app_name or "laravel"
+    rules = {
+        laravel_slug(app, "_") + "_database_": "underscore",
+        laravel_slug(app, "-") + "-database-": "hyphen",
+    }
+    rule = rules.get(prefix)
+    return f" (or REDIS_PREFIX_RULE={rule}, Laravel's rule for APP_NAME={app!r})" if rule else ""

@@ -1,0 +1,1 @@
+"""Alembic migrations of genbuffer, shipped in the package as genbuffer.migrations."""
