@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +230,80 @@ def test_php_producer_compacted_by_genbuf_and_read_back_by_php(
         check=True,
     )
     assert read.stdout == b"".join(CHUNKS)
+
+
+def _php_produce(prefix: str, gen: int, scenario: str, mode: str, chunks_file: Path) -> str:
+    """Run the PHP producer; the key it wrote (prefix included)."""
+    redis_url = redis.connection.parse_url(REDIS_TEST_URL)
+    produced = subprocess.run(
+        [
+            "php",
+            str(PHP_DIR / "producer.php"),
+            str(redis_url.get("host", "127.0.0.1")),
+            str(redis_url.get("port", 6379)),
+            prefix,
+            "12",
+            str(gen),
+            scenario,
+            "3600",
+            mode,
+            str(chunks_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return produced.stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_php_plain_producers_are_all_compacted_by_the_cron_line(
+    laravel_database: str, tmp_path: Path, scrub_redis: list[str]
+) -> None:
+    """The app's own producers: a list without meta hash, a list with only the counter,
+    and a key without the scenario its row has. The README's cron line compacts all
+    three byte-exact and removes the buffers, exit 0; with REDIS_PREFIX missing from the
+    .env it exits 1 naming the prefix."""
+    require_php()
+    prefix = f"genbuf_cron_{uuid.uuid4().hex[:8]}_database_"
+    scrub_redis.append(prefix)
+    env = _env_file(tmp_path, laravel_database, REDIS_PREFIX=prefix)
+    assert _genbuf(env, "db", "upgrade").returncode == 0
+    url = make_url(laravel_database)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+    ) as c:
+        c.execute(
+            "INSERT INTO scenario_generations (id, organization_id, scenario_id) "
+            "VALUES (103, 12, NULL), (104, 12, NULL), (105, 12, 345)"
+        )
+    chunks_file = tmp_path / "chunks.b64"
+    chunks_file.write_text("".join(base64.b64encode(c).decode() + "\n" for c in CHUNKS))
+    wrote = [
+        _php_produce(prefix, 103, "-", "nometa", chunks_file),
+        _php_produce(prefix, 104, "-", "counter", chunks_file),
+        _php_produce(prefix, 105, "-", "meta", chunks_file),  # its row has scenario 345
+    ]
+    unprefixed = tmp_path / "no-prefix.env"
+    unprefixed.write_text(
+        "".join(ln + "\n" for ln in env.read_text().splitlines() if "REDIS_PREFIX" not in ln)
+    )
+    wrong = _genbuf(unprefixed, "compact-pending", "--idle", "2s", "--json")
+    assert wrong.returncode == 1 and f"REDIS_PREFIX={prefix}" in wrong.stderr, wrong.stderr
+
+    time.sleep(2.5)
+    done = _genbuf(env, "compact-pending", "--idle", "2s", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["buffers"], out["compacted"], out["failed"]) == (3, 3, 0), out
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
+        stored = dict(
+            c.execute(
+                "SELECT id, compacted FROM scenario_generations WHERE id IN (103, 104, 105)"
+            ).fetchall()
+        )
+    assert {gen: base64.b64decode(blob) for gen, blob in stored.items()} == dict.fromkeys(
+        (103, 104, 105), b"".join(CHUNKS)
+    )
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    assert [client.exists(key, key + ":meta") for key in wrote] == [0, 0, 0]

@@ -128,3 +128,52 @@ def test_help_loads_no_service_module_nor_pydantic() -> None:
         assert done.stderr.strip().splitlines()[-1] == "0 []", (args, done.stderr)
     bad = _run(["--verbose", "compact-generation", "12", "x5"], {"REDIS_URL": "memory://h"})
     assert bad.returncode == 2 and "valid integer" in bad.stderr
+
+
+def test_no_redis_setting_is_exit_2_not_a_throw_away_redis(tmp_path: Path) -> None:
+    """`env -i genbuf push 1 1`: no Redis configured is a usage error with a hint, and no
+    chunk is 'pushed' into an in-process Redis that vanishes with the process."""
+    done = subprocess.run(
+        [GENBUF, "push", "1", "1"],
+        input=b'{"a":1}\n',
+        env={},
+        capture_output=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "Redis is not configured" in stderr and "memory://" in stderr
+    assert "Traceback" not in stderr and done.stdout == b""
+
+
+def test_redis_db_out_of_range_is_one_line_exit_2(tmp_path: Path) -> None:
+    """REDIS_DB=99 on a server with 16 databases: exit 2, one error line, no traceback."""
+    env = {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_DB": "99",
+        "DB_CONNECTION": "sqlite",
+        "DB_DATABASE": str(tmp_path / "db.sqlite3"),
+    }
+    done = _run(["test-redis-buffer"], env)
+    assert done.returncode == 2, done.stderr
+    assert "REDIS_DB" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_wrong_database_user_is_not_a_missing_schema(tmp_path: Path) -> None:
+    """A role that does not exist: exit 3 with a hint about the credentials, not 'the
+    genbuffer tables are missing'."""
+    from tests.conftest import require_server  # noqa: PLC0415
+
+    require_server("postgres")
+    env = {
+        "REDIS_URL": "memory://",
+        "DB_CONNECTION": "pgsql",
+        "DB_HOST": "127.0.0.1",
+        "DB_DATABASE": "postgres",
+        "DB_USERNAME": "no_such_role_genbuf",
+    }
+    done = _run(["emit-validation-test", "5"], env)
+    assert done.returncode == 3, done.stderr
+    assert "tables are missing" not in done.stderr and "DB_USERNAME" in done.stderr

@@ -19,6 +19,9 @@ __all__ = ["database_errors", "make_engine"]
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 _MYSQL_NO_SUCH_TABLE = 1146
 _AUTH_SQLSTATES = {"28000", "28P01"}  # invalid authorization, invalid password
+# what the servers say when a connection is refused for its credentials (psycopg gives
+# no SQLSTATE for a failed connect, so the text is what there is)
+_AUTH_MARKERS = ("password authentication failed", "role ", "access denied for user")
 
 
 def make_engine(url: str) -> Engine:
@@ -93,7 +96,9 @@ def database_errors(url: str) -> Iterator[None]:
             exc.connection_invalidated
         ):
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            credentials = getattr(exc.orig, "sqlstate", None) in _AUTH_SQLSTATES
+            credentials = getattr(exc.orig, "sqlstate", None) in _AUTH_SQLSTATES or any(
+                marker in reason.lower() for marker in _AUTH_MARKERS
+            )
             raise DatabaseUnavailable(
                 f"the database is unreachable at {mask_url(url)}: {reason}",
                 hint="check DB_USERNAME/DB_PASSWORD (or the user in DATABASE_URL)"

@@ -1,8 +1,9 @@
 <?php
 // Pushes a generation the way the Laravel app's GenerationRedisBuffer does through the
 // Redis facade with phpredis: the connection prefix (OPT_PREFIX), RPUSH, EXPIRE on the
-// first push, then HINCRBY/HSET on the meta hash (or no meta hash at all).
-// usage: php producer.php HOST PORT PREFIX ORG GEN SCENARIO|- TTL meta|nometa CHUNKS_FILE
+// first push, then HINCRBY/HSET on the meta hash, only the HINCRBY counter, or no meta
+// hash at all.
+// usage: php producer.php HOST PORT PREFIX ORG GEN SCENARIO|- TTL meta|counter|nometa CHUNKS_FILE
 // CHUNKS_FILE holds one base64 chunk a line, so any bytes can be sent.
 [$_, $host, $port, $prefix, $org, $gen, $scenario, $ttl, $mode, $file] = $argv;
 
@@ -18,6 +19,9 @@ foreach (file($file, FILE_IGNORE_NEW_LINES) as $line) {
     $length = $redis->rPush($key, $chunk);
     if ($length === 1) {
         $redis->expire($key, (int) $ttl);
+    }
+    if ($mode === 'counter') {
+        $redis->hIncrBy("{$key}:meta", 'chunk_count', 1);
     }
     if ($mode === 'meta') {
         $redis->hIncrBy("{$key}:meta", 'chunk_count', 1);

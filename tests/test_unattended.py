@@ -1,0 +1,317 @@
+"""The unattended path beside a Laravel app: cron finds every buffer, nothing is wiped,
+nothing is silently skipped (issue 9).
+
+Producers here write the way the app's own code does: a bare RPUSH (no meta hash),
+RPUSH with only a HINCRBY counter, and a key without the scenario the row has.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from genbuffer import keys
+from genbuffer.buffer import GenerationBuffer
+from genbuffer.faults import FaultPlan
+from tests.conftest import Stack
+from tests.helpers import compact, stored_bytes
+
+ORG = 12
+
+
+def _plain_push(stack: Stack, key: str, chunks: list[bytes], counter: bool = False) -> None:
+    """Push like phpredis in the Laravel app: RPUSH, EXPIRE on the first, maybe HINCRBY."""
+    client = stack.buffer.client
+    for chunk in chunks:
+        if client.rpush(key, chunk) == 1:
+            client.expire(key, 3600)
+        if counter:
+            client.hincrby(keys.meta_key(key), "chunk_count", 1)
+
+
+def _pending_until_done(stack: Stack, *args: str, runs: int = 3) -> list[dict[str, Any]]:
+    """Run the cron line until nothing is eligible any more (the in-process Redis has no
+    OBJECT IDLETIME: its first run only notes what it saw)."""
+    outputs = []
+    for _ in range(runs):
+        time.sleep(1.2)
+        done = stack.cli("compact-pending", "--idle", "1s", "--json", *args)
+        assert done.exit_code == 0, done.output
+        outputs.append(json.loads(done.stdout))
+        if outputs[-1]["compacted"]:
+            break
+    return outputs
+
+
+@pytest.mark.parametrize("counter", [False, True], ids=["no-meta", "counter-only"])
+def test_compact_pending_compacts_a_plain_producers_buffer(stack: Stack, counter: bool) -> None:
+    """A list without a meta hash, or with only `chunk_count`, is found, judged idle and
+    compacted byte-exact by the cron line; the buffer is gone afterwards."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    chunks = [b'{"plan": "Porto ', "ñ".encode(), b'", "steps": [1, 2]}']
+    _plain_push(stack, key, chunks, counter=counter)
+    outputs = _pending_until_done(stack)
+    if stack.name == "servers":  # OBJECT IDLETIME answers on the first run
+        assert len(outputs) == 1
+    assert outputs[-1]["compacted"] == 1 and outputs[-1]["ok"]
+    assert stored_bytes(stack, gen) == b"".join(chunks)
+    assert stack.buffer.generation_keys(ORG, gen) == []
+
+
+def test_a_streaming_plain_buffer_is_left_alone(stack: Stack) -> None:
+    """A plain list still being written is not taken as idle."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    _plain_push(stack, key, [b"[1"])
+    done = stack.cli("compact-pending", "--idle", "1h", "--json")
+    out = json.loads(done.stdout)
+    assert (out["compacted"], out["skipped_active"], done.exit_code) == (0, 1, 0)
+    assert stored_bytes(stack, gen) is None
+
+
+def test_key_without_the_rows_scenario_is_compacted_and_named(stack: Stack) -> None:
+    """The producer did not know the scenario: the key without it is used, and said."""
+    gen = stack.repository.create_generation(ORG, scenario_id=345)
+    stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"])  # no scenario in the key
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    assert out["key"] == stack.buffer.key_for(ORG, gen, None) and out["deleted"]
+    assert "without scenario 345" in out["message"]
+    assert stored_bytes(stack, gen) == b"[1,2]"
+
+
+def test_two_buffers_for_one_generation_is_an_error_naming_both(stack: Stack) -> None:
+    """A buffer under the scenario key and one under the key without: exit 1, both named."""
+    gen = stack.repository.create_generation(ORG, scenario_id=345)
+    stack.buffer.push_many(ORG, gen, [b"a"])
+    stack.buffer.push_many(ORG, gen, [b"b"], scenario_id=345)
+    done = stack.cli("compact-generation", str(ORG), str(gen))
+    assert done.exit_code == 1
+    assert stack.buffer.key_for(ORG, gen, None) in done.stderr
+    assert stack.buffer.key_for(ORG, gen, 345) in done.stderr
+    assert stored_bytes(stack, gen) is None
+
+
+def test_compact_pending_uses_the_key_it_found(stack: Stack) -> None:
+    """compact-pending compacts the scenario-less key of a row that has a scenario."""
+    gen = stack.repository.create_generation(ORG, scenario_id=345)
+    stack.buffer.push_many(ORG, gen, [b'{"a": 1}'])
+    stack.buffer.finish(ORG, gen)
+    done = stack.cli("compact-pending", "--json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["compacted"] == 1, done.output
+    assert stored_bytes(stack, gen) == b'{"a": 1}'
+
+
+def test_rerun_of_a_finished_compaction_is_success(stack: Stack) -> None:
+    """Already done is success: exit 0, persisted false, "already compacted"."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1]"])
+    first = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert first.exit_code == 0
+    again = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert again.exit_code == 0, again.output
+    out = json.loads(again.stdout)
+    assert out["ok"] and not out["persisted"] and "already compacted" in out["message"]
+    assert stored_bytes(stack, gen) == b"[1]"
+
+
+def test_a_regenerated_stream_replaces_a_whole_artifact_and_keeps_it(stack: Stack) -> None:
+    """A job retried after its compaction streams everything again: the new stream
+    replaces the artifact, the old one (bytes and llm_response) stays in the history."""
+    gen = stack.repository.create_generation(ORG)
+    first = [b'{"v": ', b"1}"]
+    stack.buffer.push_many(ORG, gen, first)
+    assert compact(stack, ORG, gen, delete=True).persisted
+    second = [b'{"v": ', b"2}"]
+    stack.buffer.push_many(ORG, gen, second)
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.ok and result.regenerated == "replaced" and result.history_id is not None
+    assert stored_bytes(stack, gen) == b'{"v": 2}'
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.llm_response == {"v": 2} and row.chunk_count == 2
+    history = stack.repository.history(gen)
+    assert [h["id"] for h in history] == [result.history_id]
+    assert base64.b64decode(history[0]["compacted"]) == b'{"v": 1}'
+    assert history[0]["llm_response"] == {"v": 1} and history[0]["reason"] == "replaced"
+    assert row.metadata["history"][0]["id"] == result.history_id
+    assert row.metadata["history"][0]["bytes"] == len(b'{"v": 1}')
+
+
+def test_append_policy_keeps_a_good_llm_response(stack: Stack) -> None:
+    """With GENERATION_REGENERATION=append the new stream is appended; the document the
+    row held is not wiped by a concatenation that does not parse, and is in the history."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b'{"v": 1}'])
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_many(ORG, gen, [b'{"v": 2}'])
+    result = compact(stack, ORG, gen, delete=True, config={"regeneration": "append"})
+    assert result.regenerated == "appended" and result.persisted
+    assert stored_bytes(stack, gen) == b'{"v": 1}{"v": 2}'
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.llm_response == {"v": 1}
+    assert "invalid_json" in [issue["code"] for issue in result.issues]
+    assert len(stack.repository.history(gen)) == 1
+
+
+def test_a_partial_artifact_is_continued_not_replaced(stack: Stack) -> None:
+    """A stream compacted (and deleted) mid-way goes on: the next chunks are appended."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b'{"v": '])
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_many(ORG, gen, [b"1}"])
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.regenerated == "appended" and stored_bytes(stack, gen) == b'{"v": 1}'
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.llm_response == {"v": 1}
+
+
+def test_idle_compaction_closes_the_stream_for_a_regeneration(stack: Stack) -> None:
+    """A plain producer's stream taken as idle by cron is whole: a later stream replaces it."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    _plain_push(stack, key, [b"partial text, "])  # not JSON: only the idle rule closes it
+    _pending_until_done(stack)
+    _plain_push(stack, key, [b"all of it again"])
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.regenerated == "replaced" and stored_bytes(stack, gen) == b"all of it again"
+
+
+def _state(client: redis.Redis, names: list[str]) -> dict[str, tuple[Any, int]]:
+    """Each key's serialized value and TTL (ms), as DUMP and PTTL report them."""
+    return {name: (client.dump(name), int(client.pttl(name))) for name in names}
+
+
+def test_dry_runs_change_nothing(servers: Stack) -> None:
+    """--dry-run leaves every key byte-identical (DUMP) with its TTL, writes no row, and
+    reports what it would do; five of them do not quarantine anything."""
+    stack = servers
+    client = stack.buffer.client
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    _plain_push(stack, key, [b"[1,", b"2]"], counter=True)
+    client.expire(key, 30)
+    client.expire(keys.meta_key(key), 30)
+    bad = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, bad, [b"{broken"])
+    names = [key, keys.meta_key(key), *stack.buffer.generation_keys(ORG, bad)]
+    before = _state(client, names)
+    time.sleep(1.1)  # so that a plain push would be idle for --idle 1s
+    for _ in range(5):
+        done = stack.cli("compact-generation", str(ORG), str(gen), "--dry-run", "--json")
+        assert done.exit_code == 0 and "would persist 2" in json.loads(done.stdout)["message"]
+        strict = stack.cli(
+            "compact-generation", str(ORG), str(bad), "--dry-run", "--strict", "--json"
+        )
+        assert strict.exit_code == 1
+    pending = stack.cli("compact-pending", "--idle", "1s", "--dry-run", "--json")
+    out = json.loads(pending.stdout)
+    assert (out["compacted"], out["would_compact"], out["dry_run"]) == (0, 1, True), out
+    after = _state(client, names)
+    assert {n: v for n, (v, _) in after.items()} == {n: v for n, (v, _) in before.items()}
+    for name in names:  # TTLs only ran down, never raised
+        assert after[name][1] <= before[name][1]
+    assert stored_bytes(stack, gen) is None and stored_bytes(stack, bad) is None
+
+
+def test_wrong_prefix_fails_naming_the_prefix(stack: Stack) -> None:
+    """The app writes under its prefix, genbuf is configured without: the cron lines exit 1
+    naming the prefix to set, instead of reporting zero buffers."""
+    app_prefix = stack.buffer.prefix + "laravel_database_"
+    app = GenerationBuffer(stack.buffer.client, prefix=app_prefix)
+    gen = stack.repository.create_generation(ORG)
+    app.push_many(ORG, gen, [b"[1]"])
+    app.finish(ORG, gen)
+    pending = stack.cli("compact-pending", "--idle", "30m", "--json")
+    assert pending.exit_code == 1, pending.output
+    assert f"REDIS_PREFIX={app_prefix}" in pending.stderr
+    document = json.loads(pending.stdout)
+    assert document["ok"] is False and app_prefix in document["error"]["hint"]
+    smoke = stack.cli("test-redis-buffer", "--json")
+    assert smoke.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(smoke.stdout)["checks"]}
+    assert not checks["prefix"]["ok"] and app_prefix in checks["prefix"]["detail"]
+    shown = stack.cli("config", "show", "--json")
+    found = {row["name"]: row for row in json.loads(shown.stdout)["settings"]}
+    assert app_prefix in found["buffers found"]["value"]
+    compacted = stack.cli("compact-generation", str(ORG), str(gen))
+    assert compacted.exit_code == 1 and app_prefix in compacted.stderr
+    assert stack.cli("compact-pending", "--json", env={"REDIS_PREFIX": app_prefix}).exit_code == 0
+    assert stored_bytes(stack, gen) == b"[1]"
+
+
+def test_warnings_go_into_the_json_document_not_around_it(embedded: Stack) -> None:
+    """With APP_NAME set and no prefix, --json stdout is exactly one document with the
+    warning inside it."""
+    done = embedded.cli("compact-pending", "--json", env={"APP_NAME": "Scenario Planner"})
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    document = json.loads(lines[0])
+    assert document["ok"] and any("REDIS_PREFIX" in w for w in document["warnings"])
+
+
+def test_a_quarantined_buffer_keeps_expiring(stack: Stack) -> None:
+    """A list pushed without a TTL that gets quarantined is given one, like its meta."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    stack.buffer.client.rpush(key, b"{bad")  # no EXPIRE: the app forgot it
+    for _ in range(2):
+        compact(stack, ORG, gen, strict=True, config={"max_attempts": 2})
+    assert stack.buffer.snapshot(key, read_only=True).quarantined
+    assert stack.buffer.ttl_of(key) > 0 and stack.buffer.ttl_of(keys.meta_key(key)) > 0
+
+
+def test_lua_calls_survive_a_flushed_script_cache(servers: Stack) -> None:
+    """SCRIPT FLUSH at every step of a compaction (a restart, a failover): it completes."""
+    stack = servers
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"])
+
+    def flush(_step: str) -> None:
+        stack.buffer.client.script_flush()
+
+    stack.buffer.client.script_flush()
+    result = compact(stack, ORG, gen, delete=True, config={"faults": FaultPlan(on_step=flush)})
+    assert result.ok and result.deleted and stored_bytes(stack, gen) == b"[1,2]"
+    stack.buffer.client.script_flush()
+    assert stack.cli("test-redis-buffer").exit_code == 0
+
+
+def test_human_output_folds_long_keys_at_80_columns(stack: Stack) -> None:
+    """At 80 columns a long key folds onto more lines instead of being cut to '…'."""
+    gen = stack.repository.create_generation(ORG, scenario_id=9_000_000_000_000)
+    stack.buffer.push_many(ORG, gen, [b"[1]"], scenario_id=9_000_000_000_000)
+    shown = stack.cli("inspect-generation", str(ORG), str(gen), env={"COLUMNS": "80"})
+    assert "…" not in shown.stdout
+    flat = "".join(part.strip(" │┃|") for part in shown.stdout.splitlines())
+    assert stack.buffer.key_for(ORG, gen, 9_000_000_000_000) in "".join(flat.split())
+
+
+COMMANDS_WITH_JSON = [
+    ["compact-pending"],
+    ["test-redis-buffer"],
+    ["emit-validation-test", "5"],
+    ["migrate-compacted-from-metadata", "--dry-run"],
+    ["purge-chunks", "--dry-run"],
+    ["inspect-generation", "1", "2"],
+    ["db", "upgrade"],
+    ["db", "check"],
+    ["config", "show"],
+    ["compact-generation", "1", "99999"],
+    ["push", "1", "2"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS_WITH_JSON, ids=" ".join)
+def test_every_json_document_has_ok(embedded: Stack, args: list[str]) -> None:
+    """Every command's --json stdout is one document with a boolean `ok`."""
+    done = embedded.cli(*args, "--json", input=b"x\n")
+    document = json.loads(done.stdout)
+    assert isinstance(document["ok"], bool), done.stdout
+    assert document["ok"] == (done.exit_code == 0), done.output
