@@ -74,6 +74,7 @@ def compact_pending(
     progress: Progress | None = None,
     now: datetime | None = None,
     workers: int = DEFAULT_WORKERS,
+    regeneration: str | None = None,
 ) -> PendingResult:
     """Compact each buffer whose stream is finished, or idle for longer than ``idle``.
 
@@ -108,6 +109,7 @@ def compact_pending(
             dry_run=dry_run,
             workers=workers,
             progress=progress,
+            regeneration=regeneration,
         )
     return PendingResult(
         ok=not failures and not orphans,
@@ -175,6 +177,7 @@ def _compact_all(
     dry_run: bool,
     workers: int,
     progress: Progress | None,
+    regeneration: str | None,
 ) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
     """Compact ``candidates``, up to ``workers`` at once; (compacted, failures, orphans).
 
@@ -196,6 +199,7 @@ def _compact_all(
             acknowledge=False,
             exact_key=True,
             closes_stream=was_idle,
+            regeneration=regeneration,
         )
         return assemble_and_persist(request, buffer=buffer, repository=repository, config=config)
 

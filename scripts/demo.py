@@ -13,10 +13,14 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from genbuffer import GenerationBuffer, Repository
 
 DEMO_DIR = Path("storage/demo")
 ENV = {
@@ -134,8 +138,25 @@ def main() -> None:
     console.print(f"generation {good}: compacted decodes byte-exact to the streamed JSON ✓")
     console.print(f"  llm_response.summary = {row.llm_response['summary']!r}")
     console.print(f"  metadata.sha256      = {row.metadata['sha256']}")
+    regenerate(buffer, repository, good, text)
     genbuf("test-redis-buffer", "--chunks", "25")
     console.print("\n[bold green]demo finished[/bold green]")
+
+
+def regenerate(buffer: GenerationBuffer, repository: Repository, good: int, text: str) -> None:
+    """The app's job runs again after the compaction: the new stream replaces the artifact."""
+    revised = json.dumps({**LLM_RESPONSE, "confidence": 0.9}, ensure_ascii=False)
+    buffer.push_many(12, good, stream_chunks(revised, 32), scenario_id=345)
+    console.print(f"\nthe app's job ran again: generation {good} was streamed anew")
+    genbuf("compact-generation", "12", str(good), "--delete", "--json")
+    row = repository.get_generation(good)
+    assert row is not None and row.llm_response["confidence"] == 0.9
+    (kept,) = repository.history(good)
+    assert base64.b64decode(kept["compacted"]) == text.encode()
+    console.print(
+        f"generation {good}: replaced by the new stream; the first artifact is kept as "
+        f"generation_artifact_history {kept['id']} (sha256 {row.metadata['history'][0]['sha256']})"
+    )
 
 
 if __name__ == "__main__":

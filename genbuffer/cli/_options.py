@@ -18,9 +18,11 @@ __all__ = [
     "GenerationArg",
     "JsonOpt",
     "OrganizationArg",
+    "RegenerationOpt",
     "ScenarioOpt",
     "YesOpt",
     "confirm_deletion",
+    "regeneration_policy",
     "runtime",
 ]
 
@@ -61,9 +63,25 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
 ]
 DeleteOpt = Annotated[bool, typer.Option("--delete", help="Remove the Redis buffer afterwards.")]
+RegenerationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--regeneration",
+        help="A new stream of a generation whose artifact is whole: replace it (kept in "
+        "the history) or append to it. [default: GENERATION_REGENERATION, replace]",
+        show_default=False,
+    ),
+]
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Delete chunks that no row holds without asking.")
 ]
+
+
+def regeneration_policy(value: str | None) -> str | None:
+    """--regeneration checked: replace, append, or None (the setting decides)."""
+    if value is not None and value not in {"replace", "append"}:
+        raise UsageError(f"--regeneration must be replace or append, got {value!r}")
+    return value
 
 
 def confirm_deletion(yes: bool, as_json: bool) -> Callable[[int], bool]:

@@ -12,7 +12,9 @@ from genbuffer.cli._options import (
     GenerationArg,
     JsonOpt,
     OrganizationArg,
+    RegenerationOpt,
     ScenarioOpt,
+    regeneration_policy,
     runtime,
 )
 from genbuffer.cli._output import emit, fields_table
@@ -43,10 +45,13 @@ def compact_generation(
     force: Annotated[
         bool, typer.Option("--force", help="Compact a quarantined generation anyway.")
     ] = False,
+    regeneration: RegenerationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Assemble a generation's Redis chunks and persist them into scenario_generations.
 
+    Without --scenario-id the row's scenario key and the key without a scenario are
+    both tried. A re-run with nothing new exits 0 ("already compacted").
     Example: genbuf compact-generation 12 59 --delete
     """
     from genbuffer.compaction import CompactionRequest, assemble_and_persist
@@ -61,6 +66,7 @@ def compact_generation(
         compacted_by=by,
         dry_run=dry_run,
         force=force,
+        regeneration=regeneration_policy(regeneration),
     )
     result = assemble_and_persist(
         request, buffer=rt.buffer, repository=rt.repository, config=rt.compaction

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
+from genbuffer.cli._options import (
+    DryRunOpt,
+    JsonOpt,
+    RegenerationOpt,
+    regeneration_policy,
+    runtime,
+)
 from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
 
@@ -39,12 +45,16 @@ def compact_pending_cmd(
             help="Generations compacted at once, each in its own transaction (1 on SQLite).",
         ),
     ] = 4,  # batch.DEFAULT_WORKERS, not imported here: --help loads no service module
+    regeneration: RegenerationOpt = None,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compact every finished buffer (and idle ones with --idle), deleting each after commit.
 
-    Exit 1 if any generation failed (the others are still compacted).
+    Every buffer under the prefix is considered, with or without a meta hash; idle is
+    judged by last_chunk_at, else by the list's OBJECT IDLETIME. Exit 1 if any
+    generation failed or has no row (the others are still compacted), or if no buffer
+    is under the prefix while some are under another.
     Example (cron): genbuf compact-pending --idle 30m --json
     """
     from genbuffer.batch import compact_pending
@@ -63,6 +73,7 @@ def compact_pending_cmd(
             dry_run=dry_run,
             progress=advance,
             workers=workers,
+            regeneration=regeneration_policy(regeneration),
         )
     if result.already_running:
         note_already_running("compact-pending")
