@@ -40,8 +40,9 @@ def check_prefix(buffer: GenerationBuffer) -> PrefixReport:
     report = prefix_report(buffer)
     if report.buffers_here or not report.elsewhere:
         return report
-    best = max(report.elsewhere, key=lambda prefix: report.elsewhere[prefix])
-    shown = ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items())[:5])
+    ranked = sorted(report.elsewhere.items(), key=lambda item: (-item[1], item[0]))
+    best = ranked[0][0]
+    shown = ", ".join(f"{p!r} ({n} keys)" for p, n in ranked[:5])
     raise WrongPrefix(
         f"no buffer under the configured key prefix {report.configured!r}, "
         f"but buffers exist under {shown}",
