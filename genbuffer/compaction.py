@@ -207,11 +207,14 @@ def buffer_record(metadata: Any) -> tuple[str, int] | None:
 
 
 def _stream_closed(row: GenerationRow) -> bool:
-    """Whether the row's artifact is a whole stream: marked finished, taken as idle by
-    compact-pending, or a complete JSON document. A new stream after it is a regeneration."""
+    """Whether the row's artifact is a whole stream: its producer marked it finished, or
+    compact-pending took it as idle. A new stream after it is a regeneration.
+
+    Only these explicit signals count: a stream compacted mid-way whose bytes so far
+    happen to parse (``[0]``, ``1``) is still being written, and is continued.
+    """
     record = row.metadata.get("buffer") if isinstance(row.metadata, dict) else None
-    closed = isinstance(record, dict) and record.get("closed") is True
-    return closed or row.llm_response is not None
+    return isinstance(record, dict) and record.get("closed") is True
 
 
 def _existing_artifact(row: GenerationRow) -> bytes:

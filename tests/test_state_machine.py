@@ -67,9 +67,7 @@ class CompactionMachine(RuleBasedStateMachine):
     def _run(self, delete: bool, faults: FaultPlan, crash_at: str | None) -> None:
         committed_before_crash = crash_at in {"after_commit", "before_ack"}
         try:
-            # every push is one stream continued (a regenerated stream: tests/test_unattended.py)
-            config = {"faults": faults, "regeneration": "append"}
-            result = compact(self.stack, ORG, self.gen, delete=delete, config=config)
+            result = compact(self.stack, ORG, self.gen, delete=delete, config={"faults": faults})
         except NothingToCompact:
             assert not self.pending and not self.loss_owed
             return

@@ -128,6 +128,7 @@ def test_a_regenerated_stream_replaces_a_whole_artifact_and_keeps_it(stack: Stac
     gen = stack.repository.create_generation(ORG)
     first = [b'{"v": ', b"1}"]
     stack.buffer.push_many(ORG, gen, first)
+    stack.buffer.finish(ORG, gen)
     assert compact(stack, ORG, gen, delete=True).persisted
     second = [b'{"v": ', b"2}"]
     stack.buffer.push_many(ORG, gen, second)
@@ -149,6 +150,7 @@ def test_append_policy_keeps_a_good_llm_response(stack: Stack) -> None:
     row held is not wiped by a concatenation that does not parse, and is in the history."""
     gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, gen, [b'{"v": 1}'])
+    stack.buffer.finish(ORG, gen)
     compact(stack, ORG, gen, delete=True)
     stack.buffer.push_many(ORG, gen, [b'{"v": 2}'])
     result = compact(stack, ORG, gen, delete=True, config={"regeneration": "append"})
@@ -161,15 +163,17 @@ def test_append_policy_keeps_a_good_llm_response(stack: Stack) -> None:
 
 
 def test_a_partial_artifact_is_continued_not_replaced(stack: Stack) -> None:
-    """A stream compacted (and deleted) mid-way goes on: the next chunks are appended."""
+    """A stream compacted (and deleted) mid-way goes on: the next chunks are appended,
+    even when what was compacted so far happens to parse as JSON."""
     gen = stack.repository.create_generation(ORG)
-    stack.buffer.push_many(ORG, gen, [b'{"v": '])
+    stack.buffer.push_many(ORG, gen, [b"[0]"])
     compact(stack, ORG, gen, delete=True)
-    stack.buffer.push_many(ORG, gen, [b"1}"])
+    stack.buffer.push_many(ORG, gen, [b"[1]"])
     result = compact(stack, ORG, gen, delete=True)
-    assert result.regenerated == "appended" and stored_bytes(stack, gen) == b'{"v": 1}'
+    assert result.regenerated == "appended" and stored_bytes(stack, gen) == b"[0][1]"
     row = stack.repository.get_generation(gen)
-    assert row is not None and row.llm_response == {"v": 1}
+    assert row is not None and row.llm_response == [0]  # not wiped by the concatenation
+    assert len(stack.repository.history(gen)) == 1
 
 
 def test_idle_compaction_closes_the_stream_for_a_regeneration(stack: Stack) -> None:
