@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from genbuffer.errors import OperationFailed
 
 if TYPE_CHECKING:
     from genbuffer.db.repository import Transaction
@@ -38,14 +41,25 @@ def audit_record(
 
 
 def append_audit_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one line with a single O_APPEND write, so concurrent writers never interleave."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Append one line with a single O_APPEND write, so concurrent writers never interleave.
+
+    The log is never written through a symlink (O_NOFOLLOW): a link planted where the
+    log goes must not turn audit lines into writes to another file.
+    """
     line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        raise OperationFailed(
+            f"cannot write the audit log {path}: {reason}",
+            hint="check METADATA_VALIDATION_LOG (a regular file genbuf may append to)",
+        ) from None
 
 
 @dataclass(frozen=True)

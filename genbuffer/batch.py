@@ -256,6 +256,10 @@ class _Tally:
         except GenbufferError as error:
             self.failed.append((found.generation_id, error.message))
             return
+        except Exception as error:  # one bad generation must not stop the batch
+            line = " ".join(str(error).split())[:300]
+            self.failed.append((found.generation_id, f"{type(error).__name__}: {line}"))
+            return
         if result.ok:
             self.compacted += 1
         else:

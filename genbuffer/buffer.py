@@ -25,7 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from genbuffer import keys
-from genbuffer.errors import RedisUnavailable, StreamChanged, UsageError
+from genbuffer.errors import OperationFailed, RedisUnavailable, StreamChanged, UsageError
 from genbuffer.held import HeldConnection, HeldConnectionLost
 from genbuffer.settings import MEMORY_REDIS_URL, Settings, mask_url
 from genbuffer.transactions import chunk_bytes, push_transactions, total_bytes
@@ -76,8 +76,12 @@ def run_script(script: Any, keys_: list[str], args: list[Any], url: str) -> Any:
     )
 
 
-def connect_redis(url: str) -> redis.Redis:
-    """Open a client for ``url``; ``memory://`` is an in-process fakeredis server."""
+def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
+    """Open a client for ``url``; ``memory://`` is an in-process fakeredis server.
+
+    ``timeout`` bounds each attempt to connect or to get a reply, so a frozen server
+    is reported (exit 3) within a few attempts of it, not after minutes.
+    """
     if url.startswith(MEMORY_REDIS_URL):
         import fakeredis  # noqa: PLC0415  (only the embedded default needs it)
 
@@ -87,8 +91,8 @@ def connect_redis(url: str) -> redis.Redis:
     try:
         return redis.Redis.from_url(
             url,
-            socket_connect_timeout=5,
-            socket_timeout=30,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
             health_check_interval=30,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
         )
@@ -102,10 +106,22 @@ def redis_errors(url: str) -> Iterator[None]:
     try:
         yield
     except redis.exceptions.ResponseError as exc:
-        if "DB index is out of range" in str(exc):
+        text = str(exc)
+        if "DB index is out of range" in text:
             raise UsageError(
                 f"Redis at {mask_url(url)} has no such database: {exc}",
                 hint="check REDIS_DB (or the /N at the end of REDIS_URL)",
+            ) from None
+        if text.startswith(("OOM", "EXECABORT")) or "maxmemory" in text:
+            raise OperationFailed(
+                f"Redis at {mask_url(url)} refused a write: {text.splitlines()[0]}",
+                hint="Redis is full: raise maxmemory, or compact and delete buffers; "
+                "nothing that was refused was written",
+            ) from None
+        if text.startswith("READONLY"):
+            raise RedisUnavailable(
+                f"Redis at {mask_url(url)} is a read-only replica: {text.splitlines()[0]}",
+                hint="point REDIS_URL at the primary (after a failover, the new one)",
             ) from None
         raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -334,7 +350,7 @@ class GenerationBuffer:
         """Connect to the configured Redis with the configured prefix, TTL and alert length."""
         url = settings.effective_redis_url()
         return cls(
-            connect_redis(url),
+            connect_redis(url, settings.redis_socket_timeout),
             url=url,
             prefix=settings.effective_redis_prefix(),
             ttl=settings.generation_chunk_ttl,
@@ -768,6 +784,23 @@ class GenerationBuffer:
                     break
         return counts
 
+    def durability(self) -> dict[str, str] | None:
+        """The server's eviction policy and persistence (`maxmemory-policy`, `save`,
+        `aof_enabled`); None where CONFIG or INFO is refused (managed servers, the
+        in-process Redis)."""
+        with redis_errors(self.url):
+            try:
+                config = self.client.config_get("maxmemory-policy")
+                config.update(self.client.config_get("save"))
+                persistence = self.client.info("persistence")
+            except redis.exceptions.ResponseError:
+                return None
+        return {
+            "maxmemory-policy": str(config.get("maxmemory-policy", "")),
+            "save": str(config.get("save", "")),
+            "aof_enabled": str(persistence.get("aof_enabled", "0")),
+        }
+
     def observe(self, key: str) -> datetime | None:
         """When the list last changed as genbuf saw it (observe.lua); None if it is gone."""
         with redis_errors(self.url):
@@ -828,6 +861,11 @@ class GenerationBuffer:
             return 0
         with redis_errors(self.url):
             return int(self.client.delete(*key_names))
+
+    def list_length(self, key: str) -> int:
+        """LLEN of a chunks list (0 when it does not exist)."""
+        with redis_errors(self.url):
+            return int(self.client.llen(key))
 
     def ttl_of(self, key: str) -> int:
         """TTL of a key in seconds (-1 no expiry, -2 no such key)."""

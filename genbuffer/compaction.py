@@ -56,7 +56,7 @@ from genbuffer.errors import (
 from genbuffer.faults import FaultPlan
 from genbuffer.prefixes import check_prefix
 from genbuffer.settings import Settings
-from genbuffer.validator import Validation, size_issue, validate
+from genbuffer.validator import Issue, Validation, size_issue, validate
 
 __all__ = [
     "CompactionConfig",
@@ -151,7 +151,8 @@ class CompactionResult(BaseModel):
     history_id: int | None = None  # where the artifact it met is kept
 
 
-_LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap"})
+_LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap", "buffer_missing"})
+COMPACTED_BY_MAX = 255  # the column's length
 
 
 @dataclass
@@ -263,6 +264,11 @@ def assemble_and_persist(
     config: CompactionConfig,
 ) -> CompactionResult:
     """Compact one generation's buffer into its `scenario_generations` row."""
+    if not 0 < len(request.compacted_by) <= COMPACTED_BY_MAX:
+        raise UsageError(
+            f"compacted_by (--by) must be 1 to {COMPACTED_BY_MAX} characters, "
+            f"got {len(request.compacted_by)}"
+        )
     strict = config.strict if request.strict is None else request.strict
     mode = "strict" if strict else "soft"
     now = datetime.now(UTC)
@@ -392,6 +398,8 @@ def _compact_locked(
                 note="no buffer left in Redis",
             )
         check_prefix(buffer)  # buffers under another prefix: the error names it
+        if row.compacted is None and _older_than(row.created_at, buffer.ttl, now):
+            return _buffer_missing(key, scenario_id, buffer.ttl)
         raise NothingToCompact(
             f"nothing to compact: no Redis buffer at {key}",
             hint="check the ids, --scenario-id and REDIS_PREFIX (genbuf config show)",
@@ -421,6 +429,33 @@ def _compact_locked(
         raise
     outcome.scenario_id, outcome.note = scenario_id, note
     return outcome
+
+
+def _older_than(created_at: datetime | None, seconds: int, now: datetime) -> bool:
+    """Whether a row was created more than ``seconds`` ago (unknown: no)."""
+    if created_at is None:
+        return False
+    stamp = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    return (now - stamp).total_seconds() > seconds
+
+
+def _buffer_missing(key: str, scenario_id: int | None, ttl: int) -> _Outcome:
+    """A row older than the chunk TTL with no artifact and no buffer: its chunks are lost."""
+    issue = Issue(
+        "buffer_missing",
+        f"no artifact and no buffer at {key}, and the row is older than the chunk TTL "
+        f"({ttl} s): its chunks expired or were evicted before any compaction",
+    )
+    return _Outcome(
+        key=key,
+        scenario_id=scenario_id,
+        stream=None,
+        end=0,
+        chunk_count=0,
+        size=0,
+        validation=Validation((issue,)),
+        abort_reason="lost: the buffer is gone and nothing was ever compacted (see issues)",
+    )
 
 
 def _resolve_key(

@@ -4,6 +4,7 @@
 
     GenbufferError                  1  base; never raised itself
     ├── UsageError                  2  bad id, bad option, bad setting or env file
+    ├── Interrupted        130 or 143  stopped by SIGINT or SIGTERM, after saying what it did
     ├── OperationFailed             1  the operation ran and failed
     │   ├── GenerationNotFound      1  no row, or the row belongs to another organization
     │   ├── NothingToCompact        1  no buffer for the generation
@@ -30,6 +31,7 @@ __all__ = [
     "ForeignArtifact",
     "GenbufferError",
     "GenerationNotFound",
+    "Interrupted",
     "NothingToCompact",
     "OperationFailed",
     "Quarantined",
@@ -56,6 +58,14 @@ class UsageError(GenbufferError):
     """The caller asked for something malformed: a bad id, option or setting."""
 
     exit_code = 2
+
+
+class Interrupted(GenbufferError):
+    """A signal stopped the command, which finished what it had in hand and said so."""
+
+    def __init__(self, message: str, *, signal_name: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = 128 + {"SIGINT": 2, "SIGTERM": 15}.get(signal_name, 15)
 
 
 class OperationFailed(GenbufferError):

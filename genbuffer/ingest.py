@@ -1,22 +1,36 @@
-"""genbuf push: a byte stream into a buffer, one chunk a line, newlines kept."""
+"""genbuf push: a byte stream into a buffer, one chunk a line, newlines kept.
+
+Lines are sent as they are read: a batch goes to Redis once it holds FLUSH_LINES
+lines or FLUSH_BYTES bytes, or FLUSH_SECONDS after its first line arrived, so a
+slow producer's lines are in Redis within a tenth of a second. Asked to stop
+(SIGTERM, Ctrl-C), it pushes what it has read, then says how many chunks went.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import select
+import time
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from pydantic import BaseModel
 
 from genbuffer.buffer import GenerationBuffer
+from genbuffer.errors import Interrupted
 
-__all__ = ["PushSummary", "push_lines"]
+__all__ = ["FLUSH_SECONDS", "PushSummary", "StopRequest", "push_lines"]
+
+FLUSH_SECONDS = 0.1  # a line waits at most this long before it is sent
+FLUSH_LINES = 50_000  # … or fewer, once a batch holds this many lines
+FLUSH_BYTES = 16 * 1024 * 1024  # … or this many bytes
+READ_BYTES = 1 << 20
 
 
 class PushSummary(BaseModel):
     """What `genbuf push --json` prints."""
 
     ok: bool = True
-
     organization_id: int
     generation_id: int
     scenario_id: int | None
@@ -27,6 +41,83 @@ class PushSummary(BaseModel):
     finished: bool
 
 
+class StopRequest:
+    """Set from a signal handler: stop reading, push what was read, say so."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def request(self, signal_name: str) -> None:
+        """Ask the push to stop, naming the signal that asked."""
+        self.signal_name = signal_name
+
+    def is_set(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.signal_name is not None
+
+
+class _Batches:
+    """Lines read so far and not yet sent, and when the oldest of them arrived."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.since: float | None = None
+
+    def add(self, lines: list[bytes]) -> None:
+        if lines and self.since is None:
+            self.since = time.monotonic()
+        self.lines += lines
+        self.size += sum(map(len, lines))
+
+    def due(self) -> bool:
+        """Whether the batch should go now (full, or waited long enough)."""
+        if not self.lines:
+            return False
+        waited = self.since is not None and time.monotonic() - self.since >= FLUSH_SECONDS
+        return waited or len(self.lines) >= FLUSH_LINES or self.size >= FLUSH_BYTES
+
+    def take(self) -> list[bytes]:
+        lines, self.lines, self.size, self.since = self.lines, [], 0, None
+        return lines
+
+
+def _lines_of(fd: int, stop: StopRequest, batches: _Batches) -> Iterator[None]:
+    """Read ``fd`` into ``batches`` line by line; yield whenever something may be due.
+
+    select() wakes up at least every FLUSH_SECONDS, so a waiting batch is sent and a
+    stop request is seen even while the producer writes nothing.
+    """
+    tail = b""
+    while not stop.is_set():
+        ready, _, _ = select.select([fd], [], [], FLUSH_SECONDS)
+        if ready:
+            data = os.read(fd, READ_BYTES)
+            if not data:
+                break
+            lines = (tail + data).splitlines(keepends=True)
+            tail = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
+            batches.add(lines)
+        yield
+    if tail:  # a last line without a newline, or half a line read when asked to stop
+        batches.add([tail])
+
+
+def _file_descriptor(stream: BinaryIO | Iterable[bytes]) -> int | None:
+    """The stream's file descriptor, if it has a real one (select() needs it)."""
+    try:
+        return int(stream.fileno())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _fallback_lines(stream: Iterable[bytes], batches: _Batches) -> Iterator[None]:
+    """Streams without a file descriptor (tests, wrappers): line by line."""
+    for line in stream:
+        batches.add([line])
+        yield
+
+
 def push_lines(
     buffer: GenerationBuffer,
     organization_id: int,
@@ -35,16 +126,40 @@ def push_lines(
     *,
     scenario_id: int | None = None,
     finish: bool = False,
+    stop: StopRequest | None = None,
 ) -> PushSummary:
-    """Push every line of ``stream`` as a chunk, a batch per round trip.
+    """Push every line of ``stream`` as a chunk, sending as it reads.
 
     Lines keep their newline (a last line without one stays as it is), so the
-    compacted artifact reproduces the input byte for byte. The buffer batches
-    and pipelines them.
+    compacted artifact reproduces the input byte for byte. When ``stop`` is set
+    (a signal), what was read is pushed and Interrupted says how many chunks went.
     """
-    result = buffer.push_many(organization_id, generation_id, stream, scenario_id)
-    key, length, chunks = result.key, result.length, result.appended + result.skipped
-    bytes_total = result.bytes or 0  # counted by both paths when no sequence number is used
+    stop = stop or StopRequest()
+    batches = _Batches()
+    key = buffer.key_for(organization_id, generation_id, scenario_id)
+    chunks = size = length = 0
+
+    def send() -> None:
+        nonlocal chunks, size, length
+        lines = batches.take()
+        if lines:
+            result = buffer.push_many(organization_id, generation_id, lines, scenario_id)
+            chunks += result.appended + result.skipped
+            size += result.bytes or 0
+            length = result.length
+
+    fd = _file_descriptor(stream)
+    reading = _lines_of(fd, stop, batches) if fd is not None else _fallback_lines(stream, batches)
+    for _ in reading:
+        if batches.due():
+            send()
+    send()
+    if stop.signal_name is not None:
+        raise Interrupted(
+            f"stopped by {stop.signal_name}: pushed {chunks} chunks ({size} bytes) to {key}, "
+            "everything read until then; the stream was not marked finished",
+            signal_name=stop.signal_name,
+        )
     if finish:
         buffer.finish(organization_id, generation_id, scenario_id)
     return PushSummary(
@@ -53,7 +168,7 @@ def push_lines(
         scenario_id=scenario_id,
         key=key,
         chunks=chunks,
-        bytes=bytes_total,
-        length=length,
+        bytes=size,
+        length=length or buffer.list_length(key),
         finished=finish,
     )

@@ -39,6 +39,7 @@ META_SUFFIX = ":meta"
 MAX_ID = 2**63 - 1  # ids are bigint columns
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _ID = r"([1-9][0-9]{0,18})"
 _KEY_RE = re.compile(
     rf"{ROOT}:org:{_ID}(?::scenario:{_ID})?:generation:{_ID}:chunks(?P<meta>:meta)?\Z"
@@ -61,8 +62,8 @@ def validate_id(value: object, name: str = "id") -> int:
         raise UsageError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
-        number = int(value.strip())
+    elif isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)  # only ASCII digits: no sign, no "_", no spaces, no other scripts
     else:
         raise UsageError(f"{name} must be a positive integer, got {value!r}")
     if not 1 <= number <= MAX_ID:

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     redis_username: str | None = None
     redis_password: SecretStr | None = None
     redis_db: int = Field(default=0, ge=0)
+    # seconds before a silent Redis counts as unreachable (exit 3), per attempt
+    redis_socket_timeout: float = Field(default=5.0, gt=0, le=3600)
     redis_prefix: str | None = None  # None: not set (an empty value is an explicit "")
     redis_prefix_rule: Literal["none", "underscore", "hyphen"] = "none"
     app_name: str | None = None
@@ -65,7 +67,8 @@ class Settings(BaseSettings):
     db_username: str | None = None
     db_password: SecretStr | None = None
 
-    generation_chunk_ttl: int = Field(default=86400, gt=0)
+    # Redis refuses an EXPIRE whose deadline overflows; 2**32 s (136 years) is far inside.
+    generation_chunk_ttl: int = Field(default=86400, gt=0, le=2**32)
     generation_chunk_max_len: int | None = Field(default=None, gt=0)
     generation_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     generation_json_schema: Path | None = None
@@ -233,6 +236,10 @@ def load_settings(env_file: Path | None = None) -> Settings:
         raise UsageError(f"env file not found: {env_file}")
     try:
         return Settings(_env_file=env_file)
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"

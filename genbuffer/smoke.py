@@ -20,11 +20,12 @@ _SMOKE_IDS = (1, None, 1)
 
 
 class SmokeCheck(BaseModel):
-    """One step of the smoke test."""
+    """One step of the smoke test: `ok` false fails it; `warn` passes with a caveat."""
 
     name: str
     ok: bool
     detail: str
+    warn: bool = False
 
 
 class SmokeResult(BaseModel):
@@ -59,6 +60,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
     try:
         buffer.ping()
         check("ping", True, f"{mask_url(buffer.url)} answered")
+        checks.extend(durability_checks(buffer))
         report = prefix_report(buffer)
         check(
             "prefix",
@@ -107,6 +109,46 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         checks=checks,
     )
+
+
+def durability_checks(buffer: GenerationBuffer) -> list[SmokeCheck]:
+    """Can this server lose chunks on its own? Eviction (fail) and persistence (warn)."""
+    found = buffer.durability()
+    if found is None:
+        detail = "CONFIG/INFO refused: check maxmemory-policy and persistence by hand"
+        return [SmokeCheck(name="durability", ok=True, warn=True, detail=detail)]
+    policy = found["maxmemory-policy"]
+    if policy.startswith("allkeys-"):
+        eviction = SmokeCheck(
+            name="eviction",
+            ok=False,
+            detail=f"maxmemory-policy {policy} evicts buffers when memory is full: "
+            "chunks vanish; set noeviction (or volatile-* with a separate instance)",
+        )
+    else:
+        eviction = SmokeCheck(
+            name="eviction",
+            ok=True,
+            warn=policy.startswith("volatile-"),
+            detail=f"maxmemory-policy {policy}"
+            + (
+                ": buffers (they have TTLs) may be evicted"
+                if policy.startswith("volatile-")
+                else ""
+            ),
+        )
+    durable = found["aof_enabled"] == "1" or bool(found["save"].strip())
+    persistence = SmokeCheck(
+        name="persistence",
+        ok=True,
+        warn=not durable,
+        detail="AOF on"
+        if found["aof_enabled"] == "1"
+        else f"RDB save {found['save']!r}"
+        if durable
+        else "no AOF, no RDB: a restart loses every chunk not yet compacted (appendonly yes)",
+    )
+    return [eviction, persistence]
 
 
 def _clean(

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from genbuffer import keys
-from genbuffer.errors import RedisUnavailable
+from genbuffer.errors import OperationFailed, RedisUnavailable
 from genbuffer.held import HeldConnection, HeldConnectionLost, HeldSession, pack
 from genbuffer.settings import mask_url
 
@@ -139,6 +139,15 @@ def push_transactions(
                 in_flight = transaction
                 if transaction is not None:
                     session.send(transaction.packed)
+    except redis.exceptions.ResponseError as exc:
+        if not isinstance(exc, redis.exceptions.ExecAbortError) and not str(exc).startswith("OOM"):
+            raise  # a command that failed inside EXEC: the others did apply
+        # EXECABORT (a command refused while queueing, e.g. OOM): none of it was applied
+        raise OperationFailed(
+            f"Redis at {mask_url(url)} refused a push to {key}: {str(exc).splitlines()[0]}; "
+            f"{appended} chunks confirmed, the refused ones were not appended",
+            hint="Redis is full (maxmemory): free memory or raise it, then push the rest",
+        ) from None
     except HeldConnectionLost:
         doubt = 0 if in_flight is None else in_flight.count
         raise RedisUnavailable(

@@ -11,10 +11,15 @@ invalid_utf8           error     the bytes are not UTF-8 (the offset is given)
 invalid_json           error     not JSON, or NaN/Infinity (line, column, offset)
 duplicate_key          warning   an object repeats a key (the last one wins)
 json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
-                                 a number beyond a double)
+                                 a number beyond a double or PostgreSQL's numeric)
+json_limit             warning   valid JSON past what genbuf parses (nesting deeper
+                                 than Python's recursion limit, an integer over 4,300
+                                 digits): stored, llm_response left null
 chunk_count_mismatch   error     chunks the producer pushed are gone (expired, popped)
                        warning   more chunks than the producer counted
 sequence_gap           error     the producer skipped sequence numbers (never delivered)
+buffer_missing         error     a row older than the chunk TTL with no artifact and no
+                                 buffer: its chunks expired or were evicted
 oversize               error     over GENERATION_MAX_BYTES
 metadata_invalid       error     the row's metadata is not an object, or a reserved
                                  key has the wrong type
@@ -24,6 +29,7 @@ schema_violation       error     llm_response breaks GENERATION_JSON_SCHEMA
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import re
@@ -206,14 +212,23 @@ def _parse_json(text: str) -> tuple[Any, list[Issue]]:
 
     def finite_float(literal: str) -> float:
         number = float(literal)
-        if math.isinf(number):
+        if math.isinf(number) or not _fits_numeric(literal):
             overflows.append(literal)
         return number
+
+    def bounded_int(literal: str) -> int:
+        if len(literal.lstrip("-")) > INT_DIGITS_LIMIT:
+            raise _BeyondLimit(f"an integer of {len(literal.lstrip('-'))} digits")
+        return int(literal)
 
     overflows: list[str] = []
     try:
         parsed = json.loads(
-            text, object_pairs_hook=pairs, parse_constant=reject_constant, parse_float=finite_float
+            text,
+            object_pairs_hook=pairs,
+            parse_constant=reject_constant,
+            parse_float=finite_float,
+            parse_int=bounded_int,
         )
     except json.JSONDecodeError as exc:
         return None, [
@@ -223,9 +238,22 @@ def _parse_json(text: str) -> tuple[Any, list[Issue]]:
                 f"(char {exc.pos})",
             )
         ]
-    except (ValueError, RecursionError) as exc:
-        reason = "nesting is too deep" if isinstance(exc, RecursionError) else str(exc)
-        return None, [Issue("invalid_json", f"not valid JSON: {reason}")]
+    except (_BeyondLimit, RecursionError) as exc:
+        what = (
+            "nesting deeper than Python's recursion limit"
+            if isinstance(exc, RecursionError)
+            else str(exc)
+        )
+        return None, [
+            Issue(
+                "json_limit",
+                f"valid JSON past what genbuf parses ({what}): stored as bytes, "
+                "llm_response left null",
+                "warning",
+            )
+        ]
+    except ValueError as exc:
+        return None, [Issue("invalid_json", f"not valid JSON: {exc}")]
     issues = [
         Issue("duplicate_key", f"key {key!r} appears more than once; the last wins", "warning")
         for key in dict.fromkeys(duplicates)
@@ -234,11 +262,29 @@ def _parse_json(text: str) -> tuple[Any, list[Issue]]:
         issues.append(
             Issue(
                 "json_unstorable",
-                f"number {overflows[0]} does not fit a double; llm_response is left null",
+                f"number {overflows[0]} does not fit a double or PostgreSQL's numeric; "
+                "llm_response is left null",
                 "warning",
             )
         )
     return parsed, issues
+
+
+INT_DIGITS_LIMIT = 4300  # Python's default int_max_str_digits
+_NUMERIC_FRACTION_DIGITS = 16383  # PostgreSQL numeric: digits after the point …
+_NUMERIC_INTEGER_DIGITS = 131072  # … and before it (jsonb numbers are numeric)
+
+
+class _BeyondLimit(ValueError):
+    """Valid JSON that genbuf does not parse (a limit, not an error in the document)."""
+
+
+def _fits_numeric(literal: str) -> bool:
+    """Whether a JSON number fits PostgreSQL's numeric (jsonb rejects it otherwise)."""
+    number = decimal.Decimal(literal)
+    exponent = number.as_tuple().exponent
+    fraction = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return fraction <= _NUMERIC_FRACTION_DIGITS and number.adjusted() < _NUMERIC_INTEGER_DIGITS
 
 
 # In valid JSON a NUL or a lone surrogate can only arrive as a \u escape, so documents

@@ -92,6 +92,13 @@ def test_strict_comes_from_the_setting_by_default(stack: Stack) -> None:
         ["migrate-compacted-from-metadata", "--batch-size", "0"],
         ["purge-chunks", "--older-than", "soon"],
         ["compact-generation", "1", "2", "--no-such-option"],
+        ["compact-generation", "+12", "1"],
+        ["compact-generation", "12", "1_2"],
+        ["compact-generation", " 12", "1"],
+        ["compact-generation", "12 ", "1"],
+        ["compact-generation", "12", "\u0661\u0662"],
+        ["inspect-generation", "1", "2", "--scenario-id", "+3"],
+        ["emit-validation-test", "5", "--org", "1_0"],
     ],
 )
 def test_usage_errors_exit_2_without_traceback(stack: Stack, args: list[str]) -> None:

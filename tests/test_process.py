@@ -127,7 +127,7 @@ def test_help_loads_no_service_module_nor_pydantic() -> None:
         )
         assert done.stderr.strip().splitlines()[-1] == "0 []", (args, done.stderr)
     bad = _run(["--verbose", "compact-generation", "12", "x5"], {"REDIS_URL": "memory://h"})
-    assert bad.returncode == 2 and "valid integer" in bad.stderr
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
 
 
 def test_no_redis_setting_is_exit_2_not_a_throw_away_redis(tmp_path: Path) -> None:

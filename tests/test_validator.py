@@ -79,9 +79,24 @@ def test_metadata_must_be_an_object_with_typed_reserved_keys() -> None:
     assert [i.path for i in issues] == ["$.bytes", "$.sha256"]
 
 
-def test_deep_nesting_is_invalid_json_not_a_crash() -> None:
-    """Nesting beyond the parser's recursion limit is reported, not raised."""
-    assert _codes(b"[" * 100_000 + b"]" * 100_000) == [("invalid_json", "error")]
+def test_valid_json_past_the_parsers_limits_is_json_limit_not_invalid() -> None:
+    """Nesting beyond the recursion limit, or an integer over 4,300 digits, is valid JSON:
+    reported as a limit (warning, llm_response null), never as invalid_json or a crash."""
+    deep = validate(b"[" * 100_000 + b"]" * 100_000)
+    assert [(i.code, i.severity) for i in deep.issues] == [("json_limit", "warning")]
+    assert deep.llm_response is None and not deep.has_errors
+    big = validate(b"[" + b"7" * 5000 + b"]")
+    assert [i.code for i in big.issues] == ["json_limit"] and "5000 digits" in big.issues[0].message
+
+
+def test_numbers_jsonb_rejects_are_unstorable() -> None:
+    """[1e-20000] parses in Python (as 0.0) but PostgreSQL's numeric refuses it: the bytes
+    are kept and llm_response is null, instead of a DataError on every try."""
+    for document in (b"[1e-20000]", b"[1e400]", b'{"x": 1e200000}'):
+        result = validate(document)
+        assert [i.code for i in result.issues] == ["json_unstorable"], document
+        assert result.llm_response is None
+    assert validate(b"[1e-300, 123.456e10]").issues == ()
 
 
 @given(

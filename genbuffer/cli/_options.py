@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from genbuffer.errors import UsageError
-from genbuffer.keys import MAX_ID
+from genbuffer.keys import validate_id
 from genbuffer.runtime import Runtime
 
 __all__ = [
@@ -22,16 +22,27 @@ __all__ = [
     "ScenarioOpt",
     "YesOpt",
     "confirm_deletion",
+    "parse_id",
     "regeneration_policy",
     "runtime",
 ]
+
+
+def parse_id(value: str) -> int:
+    """An id as typed: ASCII digits only (not `+12`, `1_2`, ` 12`), 1 to 2**63-1."""
+    if isinstance(value, int):  # a default, already an id
+        return value
+    try:
+        return validate_id(value)
+    except UsageError as error:
+        raise typer.BadParameter(error.message) from None
+
 
 OrganizationArg = Annotated[
     int,
     typer.Argument(
         metavar="ORG",
-        min=1,
-        max=MAX_ID,
+        parser=parse_id,
         help="Organization id (a positive integer).",
         show_default=False,
     ),
@@ -40,8 +51,7 @@ GenerationArg = Annotated[
     int,
     typer.Argument(
         metavar="GEN",
-        min=1,
-        max=MAX_ID,
+        parser=parse_id,
         help="Generation id (a positive integer).",
         show_default=False,
     ),
@@ -50,8 +60,7 @@ ScenarioOpt = Annotated[
     int | None,
     typer.Option(
         "--scenario-id",
-        min=1,
-        max=MAX_ID,
+        parser=parse_id,
         help="Scenario id, when the key carries one.",
         show_default=False,
     ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ __all__ = [
     "error_document",
     "fields_table",
     "note_already_running",
+    "printable",
     "report_error",
     "stderr",
     "stdout",
@@ -63,6 +65,18 @@ def write_json(document: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object) -> str:
+    """Text from content or keys, safe for a terminal: control characters (an ESC that
+    would clear the screen, say) shown as escapes, and rich markup escaped."""
+    from rich.markup import escape
+
+    text = "-" if value is None else str(value)
+    return escape(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text))
+
+
 def note_already_running(job: str) -> None:
     """The one stderr line a cron job prints when another run holds its lock."""
     stderr().print(f"{job} is already running elsewhere; nothing done")
@@ -70,25 +84,23 @@ def note_already_running(job: str) -> None:
 
 def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     """A two-column table of labelled values."""
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # long keys fold at 80 columns, never cut alike
     for label, value in rows:
-        table.add_row(label, escape("-" if value is None else str(value)))
+        table.add_row(label, printable(value))
     return table
 
 
 def report_error(error: GenbufferError, as_json: bool) -> None:
     """One `error:` line (and a `hint:` line) on stderr; with --json, an error document too."""
-    from rich.markup import escape
 
     console = stderr()
-    console.print(f"[red]error:[/red] {escape(error.message)}")
+    console.print(f"[red]error:[/red] {printable(error.message)}")
     if error.hint:
-        console.print(f"hint: {escape(error.hint)}")
+        console.print(f"hint: {printable(error.hint)}")
     if as_json:
         write_json(error_document(type(error).__name__, error.message, error.hint, error.exit_code))
 

@@ -17,7 +17,7 @@ from genbuffer.cli._options import (
     regeneration_policy,
     runtime,
 )
-from genbuffer.cli._output import emit, fields_table
+from genbuffer.cli._output import emit, fields_table, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,11 +77,10 @@ def compact_generation(
 
 
 def _render(console: Console, result: CompactionResult) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     status = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
-    console.print(f"{status} {escape(result.message)}")
+    console.print(f"{status} {printable(result.message)}")
     console.print(
         fields_table(
             f"generation {result.generation_id} (organization {result.organization_id})",
@@ -103,7 +102,7 @@ def _render(console: Console, result: CompactionResult) -> None:
             table.add_row(
                 issue["severity"],
                 issue["code"],
-                escape(issue.get("path", "")),
-                escape(issue["message"]),
+                printable(issue.get("path", "")),
+                printable(issue["message"]),
             )
         console.print(table)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from genbuffer.cli._options import JsonOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,10 +57,11 @@ def _buffers_row(rt: Runtime) -> ConfigRow:
 
 
 def _render(console: Console, result: ConfigShow) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table("setting", "value", "source")
     for row in result.settings:
-        table.add_row(row.name, escape("-" if row.value is None else row.value), escape(row.source))
+        table.add_row(
+            row.name, printable("-" if row.value is None else row.value), printable(row.source)
+        )
     console.print(table)

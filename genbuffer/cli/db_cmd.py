@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from genbuffer.cli._options import JsonOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,13 +62,12 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _render_check(console: Console, result: CheckResult) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     if result.problems:
         table = Table("severity", "table", "column", "message")
         for row in result.problems:
-            table.add_row(row.severity, row.table, row.column or "-", escape(row.message))
+            table.add_row(row.severity, row.table, row.column or "-", printable(row.message))
         console.print(table)
     verdict = (
         "has what genbuf needs" if result.ok else "lacks what genbuf needs: run genbuf db upgrade"

@@ -6,16 +6,15 @@ from typing import Annotated
 
 import typer
 
-from genbuffer.cli._options import GenerationArg, JsonOpt, runtime
+from genbuffer.cli._options import GenerationArg, JsonOpt, parse_id, runtime
 from genbuffer.cli._output import emit
-from genbuffer.keys import MAX_ID
 
 
 def emit_validation_test_cmd(
     ctx: typer.Context,
     generation_id: GenerationArg,
     organization_id: Annotated[
-        int | None, typer.Option("--org", min=1, max=MAX_ID, help="Organization id to record.")
+        int | None, typer.Option("--org", parser=parse_id, help="Organization id to record.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -16,7 +16,7 @@ from genbuffer.cli._options import (
     confirm_deletion,
     runtime,
 )
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,7 +57,6 @@ def inspect_generation_cmd(
 
 
 def _render(console: Console, result: InspectionResult) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     if not result.keys:
@@ -67,7 +66,7 @@ def _render(console: Console, result: InspectionResult) -> None:
     table.add_column("key", overflow="fold", ratio=1)
     for key in result.keys:
         memory = "-" if key.memory_bytes is None else f"{key.memory_bytes} B"
-        table.add_row(key.type, str(key.length), f"{key.ttl}s", memory, escape(key.key))
+        table.add_row(key.type, str(key.length), f"{key.ttl}s", memory, printable(key.key))
     console.print(table)
     if result.deleted:
         console.print(f"deleted {result.deleted} keys")

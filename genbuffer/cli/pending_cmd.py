@@ -13,7 +13,7 @@ from genbuffer.cli._options import (
     regeneration_policy,
     runtime,
 )
-from genbuffer.cli._output import emit, note_already_running
+from genbuffer.cli._output import emit, note_already_running, printable
 from genbuffer.cli._progress import progress_bar
 
 if TYPE_CHECKING:
@@ -83,7 +83,6 @@ def compact_pending_cmd(
 
 
 def _render(console: Console, result: PendingResult) -> None:
-    from rich.markup import escape
 
     verb = "would compact" if result.dry_run else "compacted"
     done = result.would_compact if result.dry_run else result.compacted
@@ -94,9 +93,9 @@ def _render(console: Console, result: PendingResult) -> None:
     )
     for failure in result.failures:
         console.print(
-            f"failed: generation {failure['generation_id']}: {escape(str(failure['error']))}"
+            f"failed: generation {failure['generation_id']}: {printable(str(failure['error']))}"
         )
     for orphan in result.orphaned:
         console.print(
-            f"orphaned (no row; set aside until it expires): {escape(str(orphan['key']))}"
+            f"orphaned (no row; set aside until it expires): {printable(str(orphan['key']))}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -22,15 +23,38 @@ def push_cmd(
 ) -> None:
     """Push stdin into the buffer, one chunk a line with its newline kept.
 
+    Lines are sent as they are read (within 0.1 s). SIGTERM or Ctrl-C: what was read
+    is pushed, then it exits 143 or 130 saying how many chunks went.
     Example: genbuf push 12 59 --finish < response.json
     """
-    from genbuffer.ingest import push_lines
+    from genbuffer.errors import UsageError
+    from genbuffer.ingest import StopRequest, push_lines
 
     rt = runtime(ctx, as_json)
-    stdin = typer.get_binary_stream("stdin")
-    result = push_lines(
-        rt.buffer, organization_id, generation_id, stdin, scenario_id=scenario_id, finish=finish
-    )
+    try:
+        stdin = typer.get_binary_stream("stdin")
+    except (OSError, ValueError, AttributeError):
+        raise UsageError(
+            "stdin is closed: nothing to push", hint="genbuf push ORG GEN < FILE"
+        ) from None
+    stop = StopRequest()
+    previous = {
+        number: signal.signal(number, lambda n, _f: stop.request(signal.Signals(n).name))
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        result = push_lines(
+            rt.buffer,
+            organization_id,
+            generation_id,
+            stdin,
+            scenario_id=scenario_id,
+            finish=finish,
+            stop=stop,
+        )
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     emit(
         rt,
         result,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from genbuffer.cli._options import JsonOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,10 +37,15 @@ def test_redis_buffer(
 
 
 def _render(console: Console, result: SmokeResult) -> None:
-    from rich.markup import escape
 
     for check in result.checks:
-        mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
-        console.print(f"{mark} {check.name}: {escape(check.detail)}")
+        mark = (
+            "[red]FAIL[/red]"
+            if not check.ok
+            else "[yellow]WARN[/yellow]"
+            if check.warn
+            else "[green]PASS[/green]"
+        )
+        console.print(f"{mark} {check.name}: {printable(check.detail)}")
     verdict = "passed" if result.ok else "FAILED"
-    console.print(f"smoke test {verdict} in {result.elapsed_ms} ms ({escape(result.key)})")
+    console.print(f"smoke test {verdict} in {result.elapsed_ms} ms ({printable(result.key)})")

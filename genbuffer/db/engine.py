@@ -32,7 +32,14 @@ def make_engine(url: str) -> Engine:
         raise UsageError(f"invalid DATABASE_URL {mask_url(url)}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot create the folder of the SQLite database {folder}: {exc.strerror}",
+                    hint="check DATABASE_URL (or DB_DATABASE)",
+                ) from None
         engine = create_engine(parsed, connect_args={"timeout": 30})
         _sqlite_immediate_transactions(engine)
         return engine
@@ -47,6 +54,11 @@ def make_engine(url: str) -> Engine:
         raise UsageError(
             f"the driver for {parsed.get_backend_name()} is not installed ({exc.name})",
             hint="install genbuffer's optional extra for this database",
+        ) from None
+    except sa_exc.NoSuchModuleError:
+        raise UsageError(
+            f"DATABASE_URL {mask_url(url)}: {parsed.drivername!r} is not a database genbuf knows",
+            hint="use postgresql://, mysql+pymysql://, mariadb+pymysql:// or sqlite:///",
         ) from None
 
 

@@ -74,6 +74,7 @@ class GenerationRow:
     compacted_at: datetime | None = None
     compacted_by: str | None = None
     last_validation_issue_id: int | None = None
+    created_at: datetime | None = None
 
 
 _ROW_COLUMNS = (
@@ -87,6 +88,7 @@ _ROW_COLUMNS = (
     GEN.c.compacted_at,
     GEN.c.compacted_by,
     GEN.c.last_validation_issue_id,
+    GEN.c.created_at,
 )
 
 
