@@ -156,6 +156,16 @@ class BufferSnapshot:
     # A read-only snapshot (dry run) does not record chunks vanished from the head in
     # the meta hash; they are counted here and added to positions instead.
     vanished: int = 0
+    # The chunks the buffer holds where the row's last persisted ones should be
+    # (snapshot.lua, ARGV[8]): one window for the row's stream, or one per supposed
+    # `trimmed` of a lost meta hash; shorter than asked where the list lacks them.
+    windows: list[list[bytes]] = field(default_factory=list)
+
+    @property
+    def seq_base(self) -> int | None:
+        """The sequence number this buffer life began at (None: not a sequenced stream)."""
+        value = self.meta.get("seq_base")
+        return None if value is None else _int(value, 0)
 
     @property
     def stream_id(self) -> str | None:
@@ -539,12 +549,16 @@ class GenerationBuffer:
         page: int = READ_PAGE,
         *,
         read_only: bool = False,
+        window: int = 0,
+        shifts: tuple[int, ...] = (),
     ) -> BufferSnapshot:
         """Read length and meta atomically, give the stream an id, and lease its TTL.
 
         ``held`` is (stream id, chunks of it already persisted): the first page of
         chunks after those comes back in the same round trip. ``read_only`` (a dry
         run) writes nothing at all: no stream id, no lease, no correction stored.
+        ``window``: how many chunks before the held position to return as well, for
+        the held stream, or else at each of ``shifts`` (supposed `trimmed` values).
         """
         stream, offset = held if held is not None else ("", 0)
         args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
@@ -552,7 +566,7 @@ class GenerationBuffer:
             reply = run_script(
                 self._snapshot,
                 [key, keys.meta_key(key)],
-                [*args, "1" if read_only else "0"],
+                [*args, "1" if read_only else "0", window, *shifts],
                 self.url,
             )
         if int(reply[0]) == 0:
@@ -567,6 +581,7 @@ class GenerationBuffer:
             first_page=list(reply[3]),
             first_page_at=int(reply[4]),
             vanished=int(reply[5]),
+            windows=[list(found) for found in reply[6]],
         )
 
     def read(

@@ -54,6 +54,7 @@ from genbuffer.errors import (
     UsageError,
 )
 from genbuffer.faults import FaultPlan
+from genbuffer.placement import TAIL_CHUNKS, Placement, RowRecord, fingerprint, place
 from genbuffer.prefixes import check_prefix
 from genbuffer.settings import Settings
 from genbuffer.validator import Issue, Validation, size_issue, validate
@@ -205,17 +206,6 @@ def buffer_record(metadata: Any) -> tuple[str, int] | None:
     if isinstance(stream, str) and isinstance(offset, int) and not isinstance(offset, bool):
         return stream, offset
     return None
-
-
-def _stream_closed(row: GenerationRow) -> bool:
-    """Whether the row's artifact is a whole stream: its producer marked it finished, or
-    compact-pending took it as idle. A new stream after it is a regeneration.
-
-    Only these explicit signals count: a stream compacted mid-way whose bytes so far
-    happen to parse (``[0]``, ``1``) is still being written, and is continued.
-    """
-    record = row.metadata.get("buffer") if isinstance(row.metadata, dict) else None
-    return isinstance(record, dict) and record.get("closed") is True
 
 
 def _existing_artifact(row: GenerationRow) -> bytes:
@@ -383,15 +373,21 @@ def _compact_locked(
             f"no generation {request.generation_id} for organization {request.organization_id}"
         )
     key, scenario_id, note = _resolve_key(request, row, buffer)
-    snapshot = buffer.snapshot(key, held=buffer_record(row.metadata), read_only=request.dry_run)
+    record = RowRecord.from_metadata(row.metadata)
+    snapshot = buffer.snapshot(
+        key,
+        held=None if record is None else (record.stream_id, record.offset),
+        read_only=request.dry_run,
+        window=0 if record is None else record.tail_count,
+        shifts=record.shifts() if record is not None and record.kept else (),
+    )
     if not snapshot.exists:
-        record = buffer_record(row.metadata)
         if row.compacted is not None and record is not None:
             return _Outcome(  # done before: a re-run is a success that changes nothing
                 key=key,
                 scenario_id=scenario_id,
                 stream=None,
-                end=record[1],
+                end=record.offset,
                 chunk_count=row.chunk_count or 0,
                 size=int(row.metadata.get("bytes", 0)),
                 sha256=row.metadata.get("sha256"),
@@ -427,7 +423,8 @@ def _compact_locked(
         if quarantined and isinstance(exc, GenbufferError):
             exc.message += f" (quarantined after {attempts} failed attempts)"
         raise
-    outcome.scenario_id, outcome.note = scenario_id, note
+    outcome.scenario_id = scenario_id
+    outcome.note = "; ".join(part for part in (note, outcome.note) if part) or None
     return outcome
 
 
@@ -455,6 +452,61 @@ def _buffer_missing(key: str, scenario_id: int | None, ttl: int) -> _Outcome:
         size=0,
         validation=Validation((issue,)),
         abort_reason="lost: the buffer is gone and nothing was ever compacted (see issues)",
+    )
+
+
+def _written_record(
+    record: RowRecord | None,
+    snapshot: BufferSnapshot,
+    content: bytes,
+    sizes: list[int],
+    request: CompactionRequest,
+) -> RowRecord:
+    """What the row will say of the buffer after this compaction (``metadata.buffer``)."""
+    tail_sizes = sizes[-TAIL_CHUNKS:]
+    tail = list(_slices(content, len(content) - sum(tail_sizes), tail_sizes))
+    return RowRecord(
+        stream_id=snapshot.stream_id or "",
+        offset=snapshot.end,
+        trimmed=snapshot.trimmed,
+        tail_count=len(tail),
+        tail_sha256=fingerprint(tail),
+        seq_next=None
+        if snapshot.seq_base is None
+        else snapshot.seq_base + snapshot.end + snapshot.gaps,
+        closed=snapshot.finished or request.closes_stream,
+        kept=not request.delete,
+        earlier=_earlier(record, snapshot.stream_id),
+    )
+
+
+def _earlier(record: RowRecord | None, stream_id: str | None) -> tuple[str, ...]:
+    """The stream ids the row held before, the one it leaves now included."""
+    if record is None:
+        return ()
+    if record.stream_id == stream_id:
+        return record.earlier
+    return (*record.earlier, record.stream_id)
+
+
+def _diverged(
+    key: str, scenario_id: int | None, snapshot: BufferSnapshot, placement: Placement
+) -> _Outcome:
+    """Stop: the buffer does not hold what the row says it persisted last."""
+    issue = Issue(
+        "stream_diverged",
+        f"the buffer at {key} diverged from the row: {placement.note}; nothing was "
+        "persisted or deleted (after a failover, compare the buffer with the row)",
+    )
+    return _Outcome(
+        key=key,
+        scenario_id=scenario_id,
+        stream=snapshot.stream_id,
+        end=snapshot.end,
+        chunk_count=0,
+        size=0,
+        validation=Validation((issue,)),
+        abort_reason="stopped: the buffer diverged from what the row holds (see issues)",
     )
 
 
@@ -505,14 +557,16 @@ def _compact_snapshot(
     key = snapshot.key
     scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
     held = _existing_artifact(row)
-    record = buffer_record(row.metadata)
-    same_stream = record is not None and record[0] == snapshot.stream_id
-    done = record[1] if record is not None and same_stream else 0
+    record = RowRecord.from_metadata(row.metadata)
+    placement = place(record, snapshot, closed=record is not None and record.closed)
+    if placement.verdict is not None:
+        return _diverged(key, scenario_id, snapshot, placement)
+    done = placement.done
     # A new stream meeting an artifact: a regeneration replaces a whole one (by default),
     # anything else is continued; what it met is kept in the history either way.
-    new_stream = bool(held) and not same_stream
+    new_stream = bool(held) and not placement.continues
     policy = request.regeneration or config.regeneration
-    replacing = new_stream and policy == "replace" and _stream_closed(row)
+    replacing = new_stream and policy == "replace" and record is not None and record.closed
     existing = b"" if replacing else held
     base_count = 0 if replacing else (row.chunk_count or 0)
     start = max(done, snapshot.trimmed)
@@ -528,6 +582,7 @@ def _compact_snapshot(
         size=len(existing) + new_size,
         new_chunks=len(new_chunks),
         had_failures="attempts" in snapshot.meta,
+        note=placement.note,
     )
     if over:
         issue = size_issue(outcome.size, config.max_bytes)
@@ -545,7 +600,7 @@ def _compact_snapshot(
         extra_chunks=0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
         row_metadata=row.metadata,
         schema=config.schema,
-        gaps=snapshot.gaps,
+        gaps=snapshot.gaps + placement.gaps,
     )
     # llm_response is written from the bytes themselves; the parsed document (heavier
     # than its text) is not kept past validation.
@@ -578,6 +633,7 @@ def _compact_snapshot(
             tx.next_backup_seq(request.generation_id),
             _slices(content, len(existing), sizes),
         )
+    written = _written_record(record, snapshot, content, sizes, request)
     values = _row_values(
         row,
         content,
@@ -585,7 +641,7 @@ def _compact_snapshot(
         compacted_by=request.compacted_by,
         now=now,
         issues=issues,
-        closed=snapshot.finished or request.closes_stream,
+        record=written,
     )
     encoded = base64.b64encode(content)
     del content, existing, held  # from here on only the base64 bytes are held
@@ -635,7 +691,7 @@ def _row_values(
     compacted_by: str,
     now: datetime,
     issues: list[dict[str, str]],
-    closed: bool,
+    record: RowRecord,
 ) -> dict[str, Any]:
     """The row's columns besides the artifact's two; metadata keeps everything but the blob."""
     metadata: dict[str, Any]
@@ -661,7 +717,7 @@ def _row_values(
         compacted_at=now.isoformat(),
         bytes=len(content),
         sha256=outcome.sha256,
-        buffer={"stream_id": outcome.stream, "offset": outcome.end, "closed": closed},
+        buffer=record.to_metadata(),
     )
     if issues:
         metadata["validation_errors"] = issues

@@ -21,7 +21,7 @@ def free_port() -> int:
 class PrivateRedis:
     """One redis-server process on its own port and directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
@@ -30,6 +30,7 @@ class PrivateRedis:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra = list(extra)  # more redis-server options, e.g. "--maxmemory", "1mb"
 
     def start(self) -> None:
         """Start the server and wait until it answers (its AOF is replayed first)."""
@@ -52,6 +53,7 @@ class PrivateRedis:
                 "no",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -33,7 +33,7 @@ def push_cmd(
     rt = runtime(ctx, as_json)
     try:
         stdin = typer.get_binary_stream("stdin")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RuntimeError):
         raise UsageError(
             "stdin is closed: nothing to push", hint="genbuf push ORG GEN < FILE"
         ) from None

@@ -10,9 +10,12 @@
 -- ARGV[7]  the total length in bytes of the chunks (computed by the caller)
 -- ARGV[8…] the chunks, in order
 -- With a sequence number the push is idempotent: the producer's next expected
--- number is chunk_count + gaps; chunks below it are skipped (a retried push), and a
--- jump forward is added to `gaps` (chunks never delivered). chunk_count only ever
--- counts chunks really appended, so it stays equal to trimmed + list length.
+-- number is seq_base + chunk_count + gaps; chunks below it are skipped (a retried
+-- push), and a jump forward is added to `gaps` (chunks never delivered). chunk_count
+-- only ever counts chunks really appended, so it stays equal to trimmed + list length.
+-- `seq_base` is the sequence number the buffer's life began at: after a --delete the
+-- stream goes on in a new buffer from where it was (the row knows how far it got, and
+-- compaction skips what it already holds or reports what never came).
 -- Returns {list length, chunks appended, chunks skipped}.
 local first = 8
 local skipped = 0
@@ -20,7 +23,9 @@ if ARGV[6] ~= '' then
   -- only sequenced pushes pay for reading the counters first
   local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
   local seq = tonumber(ARGV[6])
-  local expected = count + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
+  if count == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq) end
+  local base = tonumber(redis.call('HGET', KEYS[2], 'seq_base') or '0')
+  local expected = base + count + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
   if seq < expected then
     skipped = math.min(expected - seq, #ARGV - first + 1)
     first = first + skipped

@@ -10,6 +10,11 @@
 -- ARGV[6]  page size: the first page of chunks not yet held comes back with the snapshot
 -- ARGV[7]  '1' for a read-only snapshot (a dry run): nothing is written, no stream id
 --          is given, no TTL is touched; `trimmed` is corrected in the reply only
+-- ARGV[8]  n: how many of the row's last persisted chunks to return (the window ending
+--          at position ARGV[5]), so that compaction can check the buffer still holds
+--          them: located by the meta hash's `trimmed` for the row's stream
+-- ARGV[9…] for another stream (a meta hash that vanished while its list lived on): the
+--          `trimmed` values the lost meta hash may have had; one window for each
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
 -- Chunks that vanished from the head of the list (the list expired while the meta
@@ -18,7 +23,8 @@
 -- counts them; compaction reports them, never silently.
 -- Returns {0} when neither key exists, else {1, list length, meta as a flat list,
 -- first page of chunks from max(held, trimmed), absolute position of that page,
--- chunks vanished from the head that the meta hash does not count yet (read-only)}.
+-- chunks vanished from the head that the meta hash does not count yet (read-only),
+-- the windows of ARGV[8] chunks (empty where the list does not hold them)}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
 local has_meta = redis.call('EXISTS', KEYS[2]) == 1
 if not has_list and not has_meta then return {0} end
@@ -51,14 +57,32 @@ if not read_only then
   end
 end
 local held = 0
-if ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], 'stream_id') or '') == ARGV[4] then
+local same = ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], 'stream_id') or '') == ARGV[4]
+if same then
   held = tonumber(ARGV[5])
 end
 trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + vanished
+local windows = {}
+local wanted = tonumber(ARGV[8] or '0')
+if wanted > 0 then
+  local shifts = {}
+  if same then
+    shifts[1] = trimmed
+  else
+    for i = 9, #ARGV do shifts[#shifts + 1] = tonumber(ARGV[i]) end
+  end
+  for i, shift in ipairs(shifts) do
+    local last = tonumber(ARGV[5]) - 1 - shift
+    windows[i] = {}
+    if last - wanted + 1 >= 0 then
+      windows[i] = redis.call('LRANGE', KEYS[1], last - wanted + 1, last)
+    end
+  end
+end
 local first_at = math.max(held, trimmed)  -- absolute position of the page's first chunk
 local first = first_at - trimmed
 local page = {}
 if tonumber(ARGV[6]) > 0 then  -- LRANGE first, first - 1 would be the whole list at 0
   page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
 end
-return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at, vanished}
+return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at, vanished, windows}

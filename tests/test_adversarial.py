@@ -1,0 +1,434 @@
+"""What an adversarial pass broke (issue 10): each test failed on 6023d38.
+
+Lost or duplicated chunks (sequence numbers across a delete, a failover to a lagging
+replica, a vanished meta hash), content PostgreSQL refuses, eviction, refused writes,
+leaked secrets and terminal escapes, and tracebacks where one line was promised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from genbuffer import keys
+from genbuffer.buffer import GenerationBuffer
+from tests.conftest import Stack, require_server
+from tests.helpers import compact, stored_bytes
+from tests.servers import PrivateRedis
+
+ORG = 14
+GENBUF = str(Path(sys.executable).parent / "genbuf")
+
+
+def _codes(result: Any) -> list[str]:
+    return [issue["code"] for issue in result.issues]
+
+
+# -- 1. sequence numbers across a --delete -----------------------------------------------
+
+
+def test_a_retried_chunk_after_a_delete_is_not_duplicated(stack: Stack) -> None:
+    """A, B (seq 0, 1), compact --delete, B retried (its reply was lost), C: ABC, no gap."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_chunk(ORG, gen, b"A", seq=0)
+    stack.buffer.push_chunk(ORG, gen, b"B", seq=1)
+    assert compact(stack, ORG, gen, delete=True).deleted
+    stack.buffer.push_chunk(ORG, gen, b"B", seq=1)  # the retry
+    stack.buffer.push_chunk(ORG, gen, b"C", seq=2)
+    result = compact(stack, ORG, gen, delete=True)
+    assert stored_bytes(stack, gen) == b"ABC"
+    assert result.ok and "sequence_gap" not in _codes(result) and result.deleted
+
+
+def test_the_next_chunk_after_a_delete_is_no_false_gap(stack: Stack) -> None:
+    """A, B, compact --delete, C (seq 2): no sequence_gap; a real gap is still one."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"A", b"B"], seq=0)
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_chunk(ORG, gen, b"C", seq=2)
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.ok and stored_bytes(stack, gen) == b"ABC", result.issues
+    stack.buffer.push_chunk(ORG, gen, b"E", seq=4)  # seq 3 never came
+    gap = compact(stack, ORG, gen, delete=True)
+    assert "sequence_gap" in _codes(gap) and stored_bytes(stack, gen) == b"ABCE"
+
+
+def test_a_sequenced_regeneration_still_replaces(stack: Stack) -> None:
+    """A finished sequenced stream, deleted, streamed again from seq 0: a regeneration."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"], seq=0)
+    stack.buffer.finish(ORG, gen)
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_many(ORG, gen, [b"[3]"], seq=0)
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.regenerated == "replaced" and stored_bytes(stack, gen) == b"[3]"
+
+
+# -- 2. a failover to a replica that lagged ----------------------------------------------
+
+
+def _copy_of(client: redis.Redis, names: list[str]) -> dict[str, tuple[bytes, int]]:
+    """The keys as a lagging replica holds them: DUMP and TTL, taken now."""
+    return {n: (client.dump(n), max(int(client.pttl(n)), 0)) for n in names if client.exists(n)}
+
+
+def _promote(client: redis.Redis, copy: dict[str, tuple[bytes, int]], names: list[str]) -> None:
+    """The replica becomes the primary: the keys are what it had, nothing newer."""
+    client.delete(*names)
+    for name, (value, ttl) in copy.items():
+        client.restore(name, ttl, value, replace=True)
+
+
+def test_failover_to_a_lagging_replica_stops_instead_of_deleting(stack: Stack) -> None:
+    """a1-a5 compacted; the replica is promoted before b1-b3 reach it; b1-b3 were
+    compacted from the old primary; c1-c4 pushed to the new one: compaction stops (exit
+    1, stream_diverged recorded), nothing is deleted and the row is unchanged."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    names = [key, keys.meta_key(key)]
+    stack.buffer.push_many(ORG, gen, [f"a{i}".encode() for i in range(1, 6)])
+    compact(stack, ORG, gen)
+    replica = _copy_of(stack.buffer.client, names)
+    stack.buffer.push_many(ORG, gen, [b"b1", b"b2", b"b3"])
+    compact(stack, ORG, gen)
+    _promote(stack.buffer.client, replica, names)
+    stack.buffer.push_many(ORG, gen, [b"c1", b"c2", b"c3", b"c4"])
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert done.exit_code == 1, done.output
+    out = json.loads(done.stdout)
+    assert "stream_diverged" in [i["code"] for i in out["issues"]] and out["validation_id"]
+    assert not out["deleted"] and not out["persisted"]
+    assert stack.buffer.list_length(key) == 9  # c1-c4 are all still there
+    assert stored_bytes(stack, gen) == b"a1a2a3a4a5b1b2b3"
+
+
+def test_an_old_buffer_life_coming_back_is_stopped(stack: Stack) -> None:
+    """Compacted with --delete, then a replica that still had the old buffer is promoted:
+    the old life is recognised and stopped, not appended a second time."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    names = [key, keys.meta_key(key)]
+    stack.buffer.push_many(ORG, gen, [b"a1", b"a2"])
+    stack.buffer.snapshot(key)  # the stream gets its id, and the replica a copy of it
+    replica = _copy_of(stack.buffer.client, names)
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_many(ORG, gen, [b"b1"])
+    compact(stack, ORG, gen, delete=True)
+    _promote(stack.buffer.client, replica, names)
+    stack.buffer.push_many(ORG, gen, [b"c1"])
+    result = compact(stack, ORG, gen, delete=True)
+    assert not result.ok and "stream_diverged" in _codes(result) and not result.deleted
+    assert stored_bytes(stack, gen) == b"a1a2b1"
+
+
+@pytest.fixture
+def replication(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis]]:
+    """A primary and its replica, two real redis-server processes of this test's own."""
+    require_server("redis")
+    primary = PrivateRedis(tmp_path / "primary")
+    (tmp_path / "primary").mkdir()
+    primary.start()
+    (tmp_path / "replica").mkdir()
+    replica = PrivateRedis(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
+    replica.start()
+    yield primary, replica
+    replica.kill()
+    primary.kill()
+
+
+@pytest.mark.slow
+def test_real_failover_to_a_lagging_replica(
+    servers: Stack, replication: tuple[PrivateRedis, PrivateRedis]
+) -> None:
+    """The same with real replication: the replica is promoted (REPLICAOF NO ONE) before
+    b1-b3 reach it; genbuf is pointed at it; compact --delete stops, deleting nothing."""
+    primary, replica = replication
+    stack = servers
+    gen = stack.repository.create_generation(ORG)
+    env = {**stack.env, "REDIS_URL": primary.url}
+    to_primary = GenerationBuffer(redis.Redis.from_url(primary.url), prefix=stack.buffer.prefix)
+    to_primary.push_many(ORG, gen, [f"a{i}".encode() for i in range(1, 6)])
+    assert stack.cli("compact-generation", str(ORG), str(gen), env=env).exit_code == 0
+    assert to_primary.client.wait(1, 5000) == 1  # the replica has a1-a5 and the stream id
+    promoted = redis.Redis.from_url(replica.url)
+    promoted.replicaof("NO", "ONE")
+    to_primary.push_many(ORG, gen, [b"b1", b"b2", b"b3"])
+    assert stack.cli("compact-generation", str(ORG), str(gen), env=env).exit_code == 0
+    after = {**stack.env, "REDIS_URL": replica.url}
+    GenerationBuffer(promoted, prefix=stack.buffer.prefix).push_many(
+        ORG, gen, [b"c1", b"c2", b"c3", b"c4"]
+    )
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json", env=after)
+    assert done.exit_code == 1, done.output
+    assert "stream_diverged" in done.stdout
+    key = stack.buffer.key_for(ORG, gen, None)
+    assert promoted.llen(key) == 9 and stored_bytes(stack, gen) == b"a1a2a3a4a5b1b2b3"
+
+
+# -- 3. a meta hash that vanished --------------------------------------------------------
+
+
+def test_a_lost_meta_hash_does_not_duplicate_what_was_persisted(stack: Stack) -> None:
+    """A B C compacted, the meta hash disappears, D pushed, compact --delete: ABCD."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"A", b"B", b"C"]).key
+    compact(stack, ORG, gen)
+    stack.buffer.client.delete(keys.meta_key(key))
+    stack.buffer.push_many(ORG, gen, [b"D"])
+    result = compact(stack, ORG, gen, delete=True)
+    assert stored_bytes(stack, gen) == b"ABCD" and result.deleted
+    assert "lost" in result.message
+
+
+def test_a_lost_meta_hash_alone_repeats_nothing(stack: Stack) -> None:
+    """The meta hash vanishes and nothing new comes: a compaction adds nothing."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"A", b"B"]).key
+    compact(stack, ORG, gen)
+    stack.buffer.client.delete(keys.meta_key(key))
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.ok and stored_bytes(stack, gen) == b"AB" and result.deleted
+
+
+def test_the_same_bytes_after_a_delete_are_a_new_life(stack: Stack) -> None:
+    """After --delete removed the buffer, a stream repeating the same chunk is appended."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"\x00"])
+    compact(stack, ORG, gen, delete=True)
+    stack.buffer.push_many(ORG, gen, [b"\x00"])
+    compact(stack, ORG, gen, delete=True)
+    assert stored_bytes(stack, gen) == b"\x00\x00"
+
+
+# -- 4. valid JSON that jsonb rejects -----------------------------------------------------
+
+
+def test_json_jsonb_rejects_is_stored_as_bytes(stack: Stack) -> None:
+    """[1e-20000]: stored byte-exact, json_unstorable, llm_response null; no DataError."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1e-20000]"])
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--json")
+    assert done.exit_code == 0, done.output
+    assert "json_unstorable" in done.stdout and stored_bytes(stack, gen) == b"[1e-20000]"
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.llm_response is None
+
+
+# -- 5. eviction --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smoke_test_fails_on_an_evicting_server_and_warns_without_persistence(
+    tmp_path: Path,
+) -> None:
+    """allkeys-lru: the eviction check fails (exit 1); no AOF/RDB: a warning."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path, "--maxmemory", "20mb", "--maxmemory-policy", "allkeys-lru")
+    server.start()
+    try:
+        env = {"REDIS_URL": server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}"}
+        done = subprocess.run(
+            [GENBUF, "test-redis-buffer", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr
+        checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        assert not checks["eviction"]["ok"] and "allkeys-lru" in checks["eviction"]["detail"]
+        assert checks["persistence"]["ok"]  # AOF is on for this private server
+    finally:
+        server.kill()
+
+
+def test_a_row_whose_buffer_vanished_is_reported_lost(stack: Stack) -> None:
+    """A row older than the chunk TTL, no artifact, no buffer: buffer_missing, recorded."""
+    gen = stack.repository.create_generation(ORG)
+    with stack.repository.transaction() as tx:
+        tx.update_generation(gen, {"created_at": stack_time_days_ago(3)})
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--json")
+    assert done.exit_code == 1
+    out = json.loads(done.stdout)
+    assert [i["code"] for i in out["issues"]] == ["buffer_missing"] and out["validation_id"]
+
+
+def stack_time_days_ago(days: int) -> Any:
+    """A timestamp ``days`` ago, in UTC."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+# -- 7, 8. settings Redis refuses, writes Redis refuses -----------------------------------
+
+
+def test_a_ttl_redis_refuses_is_a_usage_error_before_any_io(embedded: Stack) -> None:
+    """GENERATION_CHUNK_TTL=9999999999999999: exit 2 before anything is pushed."""
+    done = embedded.cli("push", "1", "2", input=b"x\n", env={"GENERATION_CHUNK_TTL": "9" * 16})
+    assert done.exit_code == 2 and "GENERATION_CHUNK_TTL" in done.stderr
+    assert embedded.buffer.generation_keys(1, 2) == []
+
+
+@pytest.mark.slow
+def test_a_write_refused_when_redis_is_full_is_one_line(tmp_path: Path) -> None:
+    """noeviction at maxmemory: `genbuf push` exits 1 with one line and the count."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    server.start()
+    try:
+        env = {"REDIS_URL": server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}"}
+        lines = b"".join(b"%06d " % i + b"x" * 200 + b"\n" for i in range(40_000))
+        done = subprocess.run(
+            [GENBUF, "push", "1", "2"],
+            input=lines,
+            env={**os.environ, **env},
+            capture_output=True,
+            check=False,
+        )
+        stderr = done.stderr.decode()
+        assert done.returncode == 1, stderr
+        assert "refused" in stderr and "chunks confirmed" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        server.kill()
+
+
+# -- 9, 10. secrets and terminal escapes --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pa/ss#w?rd@127.0.0.1:6399/0",
+        "redis://user:s3cr3tpass@127.0.0.1:6399/0",
+        "redis://127.0.0.1:6399/0?password=s3cr3tpass",
+    ],
+)
+def test_config_show_never_prints_a_password(embedded: Stack, url: str) -> None:
+    """REDIS_URL passwords (with / # ?, or as ?password=) are masked everywhere."""
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        done = embedded.cli(*args, env={"REDIS_URL": url})
+        assert "s3cr3t" not in done.output and "pa/ss" not in done.output, done.output
+
+
+def test_terminal_escapes_in_content_are_shown_escaped(embedded: Stack) -> None:
+    """A JSON key holding ESC[2J is printed as an escape, never sent to the terminal."""
+    gen = embedded.repository.create_generation(ORG)
+    embedded.buffer.push_many(
+        ORG, gen, [b'{"\\u001b[2J\\u001b[31m": 1, "\\u001b[2J\\u001b[31m": 2}']
+    )
+    done = embedded.cli("compact-generation", str(ORG), str(gen))
+    assert done.exit_code == 0, done.output
+    assert "\x1b" not in done.stdout and "\\x1b[2J" in done.stdout
+
+
+# -- 12 and the one-line errors ------------------------------------------------------------
+
+
+def test_the_audit_log_is_never_written_through_a_symlink(embedded: Stack, tmp_path: Path) -> None:
+    """METADATA_VALIDATION_LOG a symlink: one error line, the target untouched."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me\n")
+    link = tmp_path / "audit-link.log"
+    link.symlink_to(target)
+    done = embedded.cli("emit-validation-test", "5", env={"METADATA_VALIDATION_LOG": str(link)})
+    assert done.exit_code == 1 and "symlink" in done.stderr
+    assert target.read_text() == "keep me\n"
+
+
+@pytest.mark.slow
+def test_a_frozen_redis_is_exit_3_within_seconds(tmp_path: Path) -> None:
+    """A Redis that stops answering (SIGSTOP): exit 3 in seconds, not minutes."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    assert server.process is not None
+    try:
+        server.process.send_signal(19)  # SIGSTOP: connections open, no replies
+        env = {
+            "REDIS_URL": server.url,
+            "REDIS_SOCKET_TIMEOUT": "1",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}",
+        }
+        started = time.monotonic()
+        done = subprocess.run(
+            [GENBUF, "test-redis-buffer"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 3, done.stderr
+        assert time.monotonic() - started < 20 and "Traceback" not in done.stderr
+    finally:
+        server.process.send_signal(18)  # SIGCONT, so that kill() can reap it
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code"),
+    [
+        (["compact-generation", "1", "2", "--by", "x" * 300], {}, 2),
+        (["emit-validation-test", "5"], {"DATABASE_URL": "foo://x"}, 2),
+        (["emit-validation-test", "5"], {"DATABASE_URL": "sqlite:////proc/x/y.db"}, 2),
+    ],
+)
+def test_bad_settings_and_options_are_one_line(
+    embedded: Stack, args: list[str], env: dict[str, str], code: int
+) -> None:
+    """A --by longer than the column, an unknown or unwritable DATABASE_URL: one line."""
+    done = embedded.cli(*args, env=env)
+    assert done.exit_code == code, done.output
+    assert "Traceback" not in done.output and "error:" in done.stderr
+
+
+def test_a_too_long_by_is_not_counted_toward_quarantine(embedded: Stack) -> None:
+    """--by over 255 is refused before any I/O: no attempt is counted."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.push_many(ORG, gen, [b"[1]"]).key
+    for _ in range(6):
+        embedded.cli("compact-generation", str(ORG), str(gen), "--by", "x" * 300)
+    assert embedded.buffer.client.hget(keys.meta_key(key), "attempts") is None
+
+
+def test_a_non_utf8_env_file_is_one_line(embedded: Stack, tmp_path: Path) -> None:
+    """An env file with a byte that is not UTF-8: exit 2, one line."""
+    env_file = tmp_path / "bad.env"
+    env_file.write_bytes(b"APP_NAME=caf\xe9\n")
+    done = embedded.cli("--env-file", str(env_file), "config", "show")
+    assert done.exit_code == 2 and "not UTF-8" in done.stderr
+
+
+@pytest.mark.slow
+def test_closed_stdin_is_one_line(tmp_path: Path) -> None:
+    """`genbuf push 1 2 <&-`: exit 2, one line, no traceback."""
+    done = subprocess.run(
+        [str(shutil.which("sh")), "-c", f"REDIS_URL=memory:// {GENBUF} push 1 2 <&-"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_meta_hash_holding_only_finished_at_is_left_alone(stack: Stack) -> None:
+    """finish() after a --delete leaves a meta hash with only finished_at: cron skips it
+    (nothing ever counted in it) instead of failing on it every run."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.finish(ORG, gen)
+    done = stack.cli("compact-pending", "--json")
+    out = json.loads(done.stdout)
+    assert done.exit_code == 0 and (out["skipped_empty"], out["failed"]) == (1, 0)
