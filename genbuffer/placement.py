@@ -8,8 +8,9 @@ can vanish alone (eviction, a hand DEL, a failover) and a replica promoted after
 failover can lag; none of that may make compaction skip or repeat a chunk:
 
 * the row's stream, its last chunks where the row says: continue after them;
-* the row's stream, other chunks there: the buffer diverged (a lagging replica) —
-  stop, record ``stream_diverged``, delete nothing;
+* the row's stream, other chunks there, or fewer chunks than the row holds: the
+  buffer diverged (a lagging replica) — stop, record ``stream_diverged``, delete
+  nothing;
 * another stream id, the row's last chunks in the list where the lost meta hash had
   them, and the row compacted without --delete (so genbuf never removed that list):
   the same list, its meta hash gone — continue after them. After a --delete, a list
@@ -124,6 +125,14 @@ def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -
     if record is None:
         return Placement(done=0, continues=True, gaps=snapshot.seq_base or 0)
     if record.stream_id == snapshot.stream_id:
+        if snapshot.end < record.offset and snapshot.length > 0:
+            return Placement(
+                done=record.offset,
+                continues=True,
+                verdict="stream_diverged",
+                note=f"the buffer ends at chunk {snapshot.end}, before the {record.offset} "
+                "the row holds (a replica promoted before it had them all?)",
+            )
         window = snapshot.windows[0] if snapshot.windows else []
         if record.holds_tail(window) is False:
             return Placement(

@@ -15,6 +15,7 @@ exactly-once path).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+import uuid
 from itertools import chain, islice
 from typing import Any
 
@@ -35,7 +36,7 @@ __all__ = [
 
 TRANSACTION_BATCHES = 50  # variadic RPUSHes per MULTI/EXEC …
 TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
-_META_COMMANDS = 6  # after the RPUSHes: HINCRBY x2, HSET, HSETNX, EXPIRE x2
+_META_COMMANDS = 7  # after the RPUSHes: HINCRBY x2, HSET, HSETNX x2, EXPIRE x2
 
 
 def chunk_bytes(chunk: bytes | str) -> int:
@@ -66,6 +67,7 @@ def _transactions(
     key: str, meta: str, chunks: Iterable[bytes | str], head: tuple[Any, ...], batch_size: int
 ) -> Iterator[_Transaction]:
     ttl, now, org, scenario, generation = head
+    stream_id = "t" + uuid.uuid4().hex
     fields: tuple[Any, ...] = ("last_chunk_at", now, "organization_id", org)
     fields += ("generation_id", generation) + (() if scenario == "" else ("scenario_id", scenario))
     source = iter(chunks)
@@ -88,6 +90,7 @@ def _transactions(
             ("HINCRBY", meta, "bytes", total),
             ("HSET", meta, *fields),
             ("HSETNX", meta, "first_chunk_at", now),
+            ("HSETNX", meta, "stream_id", stream_id),  # a life has its id from the start
             ("EXPIRE", key, ttl, "NX"),
             ("EXPIRE", meta, ttl, "NX"),
             ("EXEC",),

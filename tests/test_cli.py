@@ -132,7 +132,7 @@ def test_inspect_and_delete(stack: Stack) -> None:
     stack.buffer.push_many(5, 6, [b"a", b"b"], scenario_id=7)
     listed = stack.cli("inspect-generation", "5", "6", "--json")
     keys = _json(listed.stdout)["keys"]
-    assert [(k["type"], k["length"]) for k in keys] == [("list", 2), ("hash", 7)]
+    assert [(k["type"], k["length"]) for k in keys] == [("list", 2), ("hash", 8)]  # stream_id too
     assert all(0 < k["ttl"] <= 86400 for k in keys)
     human = stack.cli("inspect-generation", "5", "6", "--scenario-id", "7")
     assert "list" in human.stdout and "hash" in human.stdout

@@ -121,6 +121,9 @@ def root(
         format="%(levelname)s: %(message)s",
         force=True,
     )
+    # psycopg warns once per pipeline it abandons on a dead connection ("error ignored
+    # terminating <psycopg.Pipeline [BAD]>"): the one error line below already says it
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     ctx.obj = Runtime(env_file)  # settings load on first use, inside the error boundary
 
 

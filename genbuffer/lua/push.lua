@@ -48,7 +48,10 @@ local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
 redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
 redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
 if count == appended then
-  -- the first chunks of this stream: its ids, its start, and the TTL on the meta hash
+  -- the first chunks of this stream: its ids, its start, and the TTL on the meta hash;
+  -- a stream id from the start, so that a replica's copy of this life is recognised
+  local now = redis.call('TIME')
+  redis.call('HSETNX', KEYS[2], 'stream_id', 't' .. now[1] .. now[2])
   redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[3],
     'generation_id', ARGV[5])
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[4]) end

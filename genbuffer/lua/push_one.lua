@@ -16,6 +16,8 @@ local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', 1)
 redis.call('HINCRBY', KEYS[2], 'bytes', ARGV[3])
 redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
 if count == 1 then
+  local now = redis.call('TIME')  -- the stream id, from the start (see push.lua)
+  redis.call('HSETNX', KEYS[2], 'stream_id', 't' .. now[1] .. now[2])
   redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[5],
     'generation_id', ARGV[7])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[6]) end
