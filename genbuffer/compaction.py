@@ -455,6 +455,44 @@ def _buffer_missing(key: str, scenario_id: int | None, ttl: int) -> _Outcome:
     )
 
 
+def _regeneration(
+    request: CompactionRequest,
+    config: CompactionConfig,
+    record: RowRecord | None,
+    placement: Placement,
+    has_artifact: bool,
+) -> tuple[bool, bool]:
+    """(a new stream meets the artifact, it replaces it). A regeneration replaces a whole
+    artifact by default; anything else is continued; the history keeps what it met."""
+    new_stream = has_artifact and not placement.continues
+    policy = request.regeneration or config.regeneration
+    closed = record is not None and record.closed
+    return new_stream, new_stream and policy == "replace" and closed
+
+
+def _adopt_stream(
+    tx: Transaction,
+    request: CompactionRequest,
+    *,
+    row: GenerationRow,
+    record: RowRecord,
+    snapshot: BufferSnapshot,
+    done: int,
+) -> None:
+    """The row holds all of a new buffer life (its own list under a new meta hash, or
+    retried chunks): record that life now, before anything of it is trimmed."""
+    moved = replace(
+        record,
+        stream_id=snapshot.stream_id or "",
+        offset=done,
+        trimmed=snapshot.trimmed,
+        kept=not request.delete,
+        earlier=_earlier(record, snapshot.stream_id),
+    )
+    metadata = {**row.metadata, "buffer": moved.to_metadata()}
+    tx.update_generation(request.generation_id, {"metadata": metadata})
+
+
 def _written_record(
     record: RowRecord | None,
     snapshot: BufferSnapshot,
@@ -562,11 +600,7 @@ def _compact_snapshot(
     if placement.verdict is not None:
         return _diverged(key, scenario_id, snapshot, placement)
     done = placement.done
-    # A new stream meeting an artifact: a regeneration replaces a whole one (by default),
-    # anything else is continued; what it met is kept in the history either way.
-    new_stream = bool(held) and not placement.continues
-    policy = request.regeneration or config.regeneration
-    replacing = new_stream and policy == "replace" and record is not None and record.closed
+    new_stream, replacing = _regeneration(request, config, record, placement, bool(held))
     existing = b"" if replacing else held
     base_count = 0 if replacing else (row.chunk_count or 0)
     start = max(done, snapshot.trimmed)
@@ -613,6 +647,8 @@ def _compact_snapshot(
     del validation
     outcome.sha256 = hashlib.sha256(content).hexdigest()
     if not sizes:
+        if record is not None and record.stream_id != snapshot.stream_id and not request.dry_run:
+            _adopt_stream(tx, request, row=row, record=record, snapshot=snapshot, done=done)
         return _nothing_new(outcome, key, has_history=bool(held) or done > 0)
     if new_stream:
         outcome.regenerated = "replaced" if replacing else "appended"

@@ -125,31 +125,10 @@ def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -
     if record is None:
         return Placement(done=0, continues=True, gaps=snapshot.seq_base or 0)
     if record.stream_id == snapshot.stream_id:
-        if snapshot.end < record.offset and snapshot.length > 0:
-            return Placement(
-                done=record.offset,
-                continues=True,
-                verdict="stream_diverged",
-                note=f"the buffer ends at chunk {snapshot.end}, before the {record.offset} "
-                "the row holds (a replica promoted before it had them all?)",
-            )
-        window = snapshot.windows[0] if snapshot.windows else []
-        if record.holds_tail(window) is False:
-            return Placement(
-                done=record.offset,
-                continues=True,
-                verdict="stream_diverged",
-                note="the buffer no longer holds the chunks the row ends with",
-            )
-        return Placement(done=record.offset, continues=True)
-    for shift, window in zip(record.shifts(), snapshot.windows, strict=False):
-        if record.kept and record.holds_tail(window):
-            index = record.offset - shift  # list index of the first chunk the row lacks
-            return Placement(
-                done=snapshot.trimmed + index,
-                continues=True,
-                note="its meta hash was lost: the list was matched to the row by content",
-            )
+        return _same_stream(record, snapshot)
+    resumed = _resume_by_content(record, snapshot)
+    if resumed is not None:
+        return resumed
     if snapshot.stream_id is not None and snapshot.stream_id in record.earlier:
         return Placement(
             done=0,
@@ -158,6 +137,41 @@ def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -
             note="an earlier life of the buffer came back (a failover to a lagging replica?)",
         )
     return _new_life(record, snapshot, closed=closed)
+
+
+def _same_stream(record: RowRecord, snapshot: BufferSnapshot) -> Placement:
+    """The row's own buffer life: continue after what it holds, unless the buffer no
+    longer holds that (fewer chunks, or others where the row's last ones were)."""
+    if snapshot.end < record.offset and snapshot.length > 0:
+        return Placement(
+            done=record.offset,
+            continues=True,
+            verdict="stream_diverged",
+            note=f"the buffer ends at chunk {snapshot.end}, before the {record.offset} "
+            "the row holds (a replica promoted before it had them all?)",
+        )
+    window = snapshot.windows[0] if snapshot.windows else []
+    if record.holds_tail(window) is False:
+        return Placement(
+            done=record.offset,
+            continues=True,
+            verdict="stream_diverged",
+            note="the buffer no longer holds the chunks the row ends with",
+        )
+    return Placement(done=record.offset, continues=True)
+
+
+def _resume_by_content(record: RowRecord, snapshot: BufferSnapshot) -> Placement | None:
+    """The row's own list, its meta hash gone: found where the lost one had it."""
+    for shift, window in zip(record.shifts(), snapshot.windows, strict=False):
+        if record.kept and record.holds_tail(window):
+            index = record.offset - shift  # list index of the first chunk the row lacks
+            return Placement(
+                done=snapshot.trimmed + index,
+                continues=True,
+                note="its meta hash was lost: the list was matched to the row by content",
+            )
+    return None
 
 
 def _new_life(record: RowRecord, snapshot: BufferSnapshot, *, closed: bool) -> Placement:

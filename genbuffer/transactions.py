@@ -14,8 +14,8 @@ exactly-once path).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 import uuid
+from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from typing import Any
 

@@ -61,7 +61,8 @@ class CompactionMachine(RuleBasedStateMachine):
         self.next_seq = 0
         self.last_push: tuple[int, list[bytes]] | None = None
         self.unacked = False  # a crash left committed chunks in the list, not trimmed
-        self.replica: tuple[dict[str, tuple[bytes, int]], list[bytes], int] | None = None
+        # a replica: the keys' DUMPs, and the model then (pending, persisted, counting)
+        self.replica: tuple[dict[str, tuple[bytes, int]], list[bytes], int, bool] | None = None
         # the buffer may have gone behind the row: a failover, or the list expiring after
         # its meta hash was lost (positions then cannot be known, and compaction stops)
         self.may_diverge = False
@@ -180,7 +181,7 @@ class CompactionMachine(RuleBasedStateMachine):
             for name in self.names
             if client.exists(name)
         }
-        self.replica = (copy, list(self.pending), len(self.persisted))
+        self.replica = (copy, list(self.pending), len(self.persisted), self.counting)
 
     @precondition(lambda self: self.replica is not None and not self.unacked)
     @rule()
@@ -191,7 +192,7 @@ class CompactionMachine(RuleBasedStateMachine):
         from a new stream: that failover is left out (README, "Failure scenarios").
         """
         assert self.replica is not None
-        copy, pending, persisted_then = self.replica
+        copy, pending, persisted_then, counting = self.replica
         if self.key in copy and keys.meta_key(self.key) not in copy:
             self.replica = None
             return
@@ -207,6 +208,7 @@ class CompactionMachine(RuleBasedStateMachine):
             self.pending = []
             self.may_diverge = True
         self.loss_owed = False
+        self.counting = counting
         self.replica = None
         self.last_push = None
 
