@@ -23,9 +23,13 @@ if ARGV[6] ~= '' then
   -- only sequenced pushes pay for reading the counters first
   local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
   local seq = tonumber(ARGV[6])
-  if count == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq) end
+  -- the stream's positions so far: what was counted, or (a meta hash recreated while
+  -- its list lived on) what the list holds
+  local held = math.max(count,
+    tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + redis.call('LLEN', KEYS[1]))
+  if count == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq - held) end
   local base = tonumber(redis.call('HGET', KEYS[2], 'seq_base') or '0')
-  local expected = base + count + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
+  local expected = base + held + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
   if seq < expected then
     skipped = math.min(expected - seq, #ARGV - first + 1)
     first = first + skipped
