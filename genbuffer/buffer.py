@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # batch scripts sent per round trip by push_many
-READ_PAGE = 2000  # chunks per LRANGE page while compacting
+READ_PAGE = 2000  # chunks per LRANGE page while compacting …
+PAGE_BYTES = 8 * 1024 * 1024  # … or fewer, so that a page weighs about this much
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
 
 # `memory://` is an in-process Redis: one server per URL, shared by every client of
@@ -323,6 +324,11 @@ def _now_iso() -> str:
     return f"{_SECOND[1]}.{fraction // 1000:06d}Z"
 
 
+def _average(chunks: list[bytes]) -> int:
+    """Mean chunk size in bytes (0 for none)."""
+    return sum(map(len, chunks)) // len(chunks) if chunks else 0
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
@@ -599,9 +605,12 @@ class GenerationBuffer:
             yield first
             position += len(first)
         trimmed = snapshot.trimmed
+        weight = _average(snapshot.first_page)
         with redis_errors(self.url):
             while position < end:
-                last = min(position + page, end) - 1
+                # pages of about PAGE_BYTES: a byte cap is overshot by one page at most
+                count = page if weight == 0 else max(1, min(page, PAGE_BYTES // weight))
+                last = min(position + count, end) - 1
                 chunks, trimmed = self._read_page(
                     snapshot.key,
                     stream,
@@ -616,6 +625,7 @@ class GenerationBuffer:
                         hint="nothing was written; run the command again",
                     )
                 yield chunks
+                weight = _average(chunks) or weight
                 position = last + 1
 
     def _read_page(

@@ -162,7 +162,14 @@ def _same_stream(record: RowRecord, snapshot: BufferSnapshot) -> Placement:
 
 
 def _resume_by_content(record: RowRecord, snapshot: BufferSnapshot) -> Placement | None:
-    """The row's own list, its meta hash gone: found where the lost one had it."""
+    """The row's own list, its meta hash gone: found where the lost one had it.
+
+    Only a list that outlived its meta hash qualifies: one holding chunks its meta
+    hash never counted (or a meta hash that counts nothing). A new stream whose
+    producer counted every chunk is a new life, however alike its first chunks.
+    """
+    if snapshot.counted is not None and snapshot.counted >= snapshot.end:
+        return None
     for shift, window in zip(record.shifts(), snapshot.windows, strict=False):
         if record.kept and record.holds_tail(window):
             index = record.offset - shift  # list index of the first chunk the row lacks

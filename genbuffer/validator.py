@@ -92,7 +92,10 @@ def size_issue(size: int, limit: int) -> Issue | None:
     """An `oversize` issue when ``size`` exceeds ``limit`` bytes."""
     if size <= limit:
         return None
-    return Issue("oversize", f"generation is {size} bytes, over the limit of {limit} bytes")
+    return Issue(
+        "oversize",
+        f"generation is over the limit of {limit} bytes (reading stopped at {size} bytes)",
+    )
 
 
 def validate(

@@ -432,3 +432,28 @@ def test_a_meta_hash_holding_only_finished_at_is_left_alone(stack: Stack) -> Non
     done = stack.cli("compact-pending", "--json")
     out = json.loads(done.stdout)
     assert done.exit_code == 0 and (out["skipped_empty"], out["failed"]) == (1, 0)
+
+
+def test_the_byte_cap_stops_reading_within_a_page(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GENERATION_MAX_BYTES 2 MB over 1 MB chunks: reading stops within a page (8 MB) of
+    the cap instead of a whole 2,000-chunk page; oversize, nothing persisted."""
+    from genbuffer.buffer import PAGE_BYTES  # noqa: PLC0415
+
+    gen = stack.repository.create_generation(ORG)
+    chunk = b"x" * (1 << 20)
+    stack.buffer.push_many(ORG, gen, [chunk] * 24)
+    read_bytes = []
+    original = stack.buffer.read
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[list[bytes]]:
+        for page in original(*args, **kwargs):
+            read_bytes.append(sum(map(len, page)))
+            yield page
+
+    monkeypatch.setattr(stack.buffer, "read", counting)
+    result = compact(stack, ORG, gen, config={"max_bytes": 2 << 20})
+    assert not result.persisted and "oversize" in _codes(result)
+    assert sum(read_bytes) <= (2 << 20) + PAGE_BYTES + len(chunk), read_bytes
+    assert stored_bytes(stack, gen) is None

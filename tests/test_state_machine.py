@@ -70,6 +70,9 @@ class CompactionMachine(RuleBasedStateMachine):
         # a retried push sits in the list until a compaction with --delete trims it; only
         # the meta hash's sequence numbers tell it is a repeat (see delete_meta)
         self.retry_in_list = False
+        # the buffer life in Redis is the one the row last recorded (or the row is empty)
+        self.life_recorded = True
+        self.meta_lost_since_copy = False
         # after a compaction stopped on a diverged buffer, the model no longer knows what
         # the operator would do: it checks only that what was persisted stays, in order
         self.gave_up = False
@@ -128,8 +131,11 @@ class CompactionMachine(RuleBasedStateMachine):
             return
         if self.gave_up:
             return
+        if result.persisted or result.ok:
+            self.life_recorded = not result.deleted
         if result.deleted:
             self.counting = True  # the buffer life ended: the next one starts counted
+            self.may_diverge = False  # and whatever a replica brought back is gone
         if delete and result.ok:
             self.retry_in_list = False  # trimmed with what the row holds
         if result.persisted or (delete and result.ok):
@@ -158,17 +164,25 @@ class CompactionMachine(RuleBasedStateMachine):
         self.stack.buffer.push_many(ORG, self.gen, chunks, seq=seq)
         self.retry_in_list = True
 
-    @precondition(lambda self: not self.unacked and not self.retry_in_list)
+    @precondition(
+        lambda self: (
+            not (self.unacked or self.retry_in_list or self.may_diverge)
+            and (self.life_recorded or not self.persisted)
+        )
+    )
     @rule()
     def delete_meta(self) -> None:
         """The meta hash vanishes (eviction, a hand DEL) while the list lives on.
 
-        Not while a crash left committed chunks untrimmed, nor while a retried push is
-        still in the list: with two faults at once positions are not known (README,
-        "Failure scenarios"). A loss it held the evidence of goes unreported.
+        Not while a crash left committed chunks untrimmed, a retried push is still in
+        the list, or a promoted replica's old buffer is there: with two faults at once
+        positions are not known (README, "Failure scenarios"). A loss it held the
+        evidence of goes unreported. Nor in a new buffer life no compaction has seen
+        yet: its list, alike at the head, would pass for the row's own.
         """
         self.stack.buffer.client.delete(keys.meta_key(self.key))
         self.loss_owed = False
+        self.meta_lost_since_copy = True
         self.last_push = None  # its sequence numbers went with it
         self.counting = False
 
@@ -182,18 +196,20 @@ class CompactionMachine(RuleBasedStateMachine):
             if client.exists(name)
         }
         self.replica = (copy, list(self.pending), len(self.persisted), self.counting)
+        self.meta_lost_since_copy = False
 
     @precondition(lambda self: self.replica is not None and not self.unacked)
     @rule()
     def promote_replica(self) -> None:
         """Failover: the replica becomes the primary, without what it had not received.
 
-        A replica's copy of a list with no meta hash (so no stream id) cannot be told
-        from a new stream: that failover is left out (README, "Failure scenarios").
+        A replica's copy of a list with no meta hash (so no stream id), or of a meta
+        hash lost on the primary since, cannot be told from a new stream: those
+        failovers are left out (README, "Failure scenarios").
         """
         assert self.replica is not None
         copy, pending, persisted_then, counting = self.replica
-        if self.key in copy and keys.meta_key(self.key) not in copy:
+        if self.meta_lost_since_copy or (self.key in copy and keys.meta_key(self.key) not in copy):
             self.replica = None
             return
         client = self.stack.buffer.client
@@ -254,6 +270,7 @@ class CompactionMachine(RuleBasedStateMachine):
         self.counting = True  # a new buffer life starts from nothing
         self.may_diverge = self.may_diverge and self.replica is not None
         self.retry_in_list = False
+        self.life_recorded = False
         self.last_push = None
         self.pending = []
         self.loss_owed = False

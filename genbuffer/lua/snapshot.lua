@@ -84,5 +84,15 @@ local first = first_at - trimmed
 local page = {}
 if tonumber(ARGV[6]) > 0 then  -- LRANGE first, first - 1 would be the whole list at 0
   page = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[6]) - 1)
+  -- at most PAGE_BYTES (8 MiB) of it: a cap such as GENERATION_MAX_BYTES is then
+  -- overshot by one page at most, whatever the chunks weigh
+  local total = 0
+  for i = 1, #page do
+    total = total + #page[i]
+    if total > 8388608 and i < #page then
+      for j = #page, i + 1, -1 do page[j] = nil end
+      break
+    end
+  end
 end
 return {1, length, redis.call('HGETALL', KEYS[2]), page, first_at, vanished, windows}
