@@ -30,7 +30,8 @@ from hypothesis.stateful import (
 )
 
 from genbuffer import keys
-from genbuffer.errors import NothingToCompact
+from genbuffer.compaction import CompactionResult
+from genbuffer.errors import NothingToCompact, Quarantined
 from genbuffer.faults import STEPS, FaultPlan, SimulatedCrash
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
@@ -116,6 +117,9 @@ class CompactionMachine(RuleBasedStateMachine):
         except NothingToCompact:
             assert not self.pending and not self.loss_owed
             return
+        except Quarantined:
+            assert self.gave_up, "only a buffer refused as diverged, again and again"
+            return
         except SimulatedCrash:
             if committed_before_crash and self.pending and not self.gave_up:
                 self.persisted += self.pending
@@ -131,6 +135,18 @@ class CompactionMachine(RuleBasedStateMachine):
             return
         if self.gave_up:
             return
+        self._note_buffer_state(result, delete)
+        if self.loss_owed:
+            assert LOSS in codes and not result.ok, "a lost chunk went unreported"
+        if result.persisted:
+            self.persisted += self.pending
+            self.pending = []
+            self.loss_owed = False
+        else:
+            assert not self.pending, "new chunks were left unpersisted in soft mode"
+
+    def _note_buffer_state(self, result: CompactionResult, delete: bool) -> None:
+        """What a finished compaction tells the model of the buffer left in Redis."""
         if result.persisted or result.ok:
             self.life_recorded = not result.deleted
         if result.deleted:
@@ -140,14 +156,6 @@ class CompactionMachine(RuleBasedStateMachine):
             self.retry_in_list = False  # trimmed with what the row holds
         if result.persisted or (delete and result.ok):
             self.unacked = False  # committed chunks were trimmed, or the row re-recorded
-        if self.loss_owed:
-            assert LOSS in codes and not result.ok, "a lost chunk went unreported"
-        if result.persisted:
-            self.persisted += self.pending
-            self.pending = []
-            self.loss_owed = False
-        else:
-            assert not self.pending, "new chunks were left unpersisted in soft mode"
 
     @rule(chunks=st.lists(st.binary(max_size=12), min_size=1, max_size=4))
     def push(self, chunks: list[bytes]) -> None:

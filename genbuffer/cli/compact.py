@@ -97,7 +97,9 @@ def _render(console: Console, result: CompactionResult) -> None:
         )
     )
     if result.issues:
-        table = Table("severity", "code", "path", "message", title="issues", title_justify="left")
+        table = Table("severity", "code", title="issues", title_justify="left")
+        table.add_column("path", overflow="fold")
+        table.add_column("message", overflow="fold", ratio=1)
         for issue in result.issues:
             table.add_row(
                 issue["severity"],

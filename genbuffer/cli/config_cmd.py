@@ -59,9 +59,9 @@ def _buffers_row(rt: Runtime) -> ConfigRow:
 def _render(console: Console, result: ConfigShow) -> None:
     from rich.table import Table
 
-    table = Table("setting", "value", "source")
+    table = Table("setting")
+    table.add_column("value", overflow="fold", ratio=1)  # long URLs fold at 80 columns
+    table.add_column("source", overflow="fold")
     for row in result.settings:
-        table.add_row(
-            row.name, printable("-" if row.value is None else row.value), printable(row.source)
-        )
+        table.add_row(row.name, printable(row.value), printable(row.source))
     console.print(table)

@@ -65,7 +65,8 @@ def _render_check(console: Console, result: CheckResult) -> None:
     from rich.table import Table
 
     if result.problems:
-        table = Table("severity", "table", "column", "message")
+        table = Table("severity", "table", "column")
+        table.add_column("message", overflow="fold", ratio=1)
         for row in result.problems:
             table.add_row(row.severity, row.table, row.column or "-", printable(row.message))
         console.print(table)
