@@ -182,26 +182,7 @@ def test_php_producer_compacted_by_genbuf_and_read_back_by_php(
 
     chunks_file = tmp_path / "chunks.b64"
     chunks_file.write_text("".join(base64.b64encode(c).decode() + "\n" for c in CHUNKS))
-    redis_url = redis.connection.parse_url(REDIS_TEST_URL)
-    produced = subprocess.run(
-        [
-            "php",
-            str(PHP_DIR / "producer.php"),
-            str(redis_url.get("host", "127.0.0.1")),
-            str(redis_url.get("port", 6379)),
-            prefix,
-            "12",
-            "102",
-            "-",
-            "3600",
-            mode,
-            str(chunks_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = produced.stdout.splitlines()[0]
+    key = _php_produce(prefix, 102, "-", mode, chunks_file)
     assert key == f"{prefix}app:scenario_planning:org:12:generation:102:chunks"
 
     inspected = json.loads(_genbuf(env, "inspect-generation", "12", "102", "--json").stdout)
