@@ -424,6 +424,20 @@ def test_closed_stdin_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.slow
+def test_closed_stdout_is_one_line(tmp_path: Path) -> None:
+    """`genbuf config show --json >&-`: exit 2 and one line on stderr, no traceback."""
+    done = subprocess.run(
+        [str(shutil.which("sh")), "-c", f"REDIS_URL=memory:// {GENBUF} config show --json >&-"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "stdout is closed" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_meta_hash_holding_only_finished_at_is_left_alone(stack: Stack) -> None:
     """finish() after a --delete leaves a meta hash with only finished_at: cron skips it
     (nothing ever counted in it) instead of failing on it every run."""

@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -140,5 +141,19 @@ app.add_typer(config_app, name="config")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A closed stdout (`genbuf … >&-`) is a usage error, said before anything runs; a
+    reader that goes away mid-output (`genbuf … | head -1`) ends the command quietly.
+    """
+    if sys.stdout is None:
+        if sys.stderr is not None:
+            sys.stderr.write("error: stdout is closed: nowhere to print the result\n")
+        raise SystemExit(2)
+    try:
+        app()
+    except BrokenPipeError:
+        # the reader left: point stdout at /dev/null so that the interpreter's final
+        # flush does not fail again, and exit like a command killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
