@@ -322,14 +322,18 @@ def test_config_show_never_prints_a_password(embedded: Stack, url: str) -> None:
         assert "s3cr3t" not in done.output and "pa/ss" not in done.output, done.output
 
 
-def test_terminal_escapes_in_content_are_shown_escaped(embedded: Stack) -> None:
-    """A JSON key holding ESC[2J is printed as an escape, never sent to the terminal."""
+def test_terminal_escapes_in_content_are_shown_escaped(embedded: Stack, tmp_path: Path) -> None:
+    """A JSON key holding ESC[2J reaches the issues table (a schema violation's path and
+    message) as a visible escape, never as a control sequence sent to the terminal."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"additionalProperties": {"type": "string"}}))
     gen = embedded.repository.create_generation(ORG)
-    embedded.buffer.push_many(
-        ORG, gen, [b'{"\\u001b[2J\\u001b[31m": 1, "\\u001b[2J\\u001b[31m": 2}']
+    embedded.buffer.push_many(ORG, gen, [b'{"\\u001b[2J\\u001b[31m": 1}'])
+    done = embedded.cli(
+        "compact-generation", str(ORG), str(gen), env={"GENERATION_JSON_SCHEMA": str(schema)}
     )
-    done = embedded.cli("compact-generation", str(ORG), str(gen))
     assert done.exit_code == 0, done.output
+    assert "schema_violation" in done.stdout
     assert "\x1b" not in done.stdout and "\\x1b[2J" in done.stdout
 
 
