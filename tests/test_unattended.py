@@ -216,7 +216,10 @@ def test_dry_runs_change_nothing(servers: Stack) -> None:
         assert strict.exit_code == 1
     pending = stack.cli("compact-pending", "--idle", "1s", "--dry-run", "--json")
     out = json.loads(pending.stdout)
-    assert (out["compacted"], out["would_compact"], out["dry_run"]) == (0, 1, True), out
+    # `bad` is idle by its last_chunk_at; the plain list by OBJECT IDLETIME, which the
+    # dry runs' reads may just have reset: one or both would be compacted
+    assert out["dry_run"] and out["compacted"] == 0, out
+    assert out["would_compact"] == out["eligible"] >= 1, out
     after = _state(client, names)
     assert {n: v for n, (v, _) in after.items()} == {n: v for n, (v, _) in before.items()}
     for name in names:  # TTLs only ran down, never raised
