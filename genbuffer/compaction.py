@@ -64,7 +64,6 @@ __all__ = [
     "CompactionRequest",
     "CompactionResult",
     "assemble_and_persist",
-    "buffer_record",
 ]
 
 
@@ -195,25 +194,12 @@ class _Rollback(Exception):
     """Leaves the row transaction so that it rolls back."""
 
 
-def buffer_record(metadata: Any) -> tuple[str, int] | None:
-    """(stream id, chunks of it persisted) from `metadata.buffer`, if genbuf wrote one."""
-    if not isinstance(metadata, dict):
-        return None
-    record = metadata.get("buffer")
-    if not isinstance(record, dict):
-        return None
-    stream, offset = record.get("stream_id"), record.get("offset")
-    if isinstance(stream, str) and isinstance(offset, int) and not isinstance(offset, bool):
-        return stream, offset
-    return None
-
-
 def _existing_artifact(row: GenerationRow) -> bytes:
     """The bytes the row already holds; refuse an artifact genbuf cannot account for."""
     legacy = isinstance(row.metadata, dict) and "compacted" in row.metadata
     if row.compacted is None and not legacy:
         return b""
-    if buffer_record(row.metadata) is None or row.compacted is None:
+    if RowRecord.from_metadata(row.metadata) is None or row.compacted is None:
         raise ForeignArtifact(
             f"generation {row.id} already holds an artifact that genbuf did not write",
             hint="run `genbuf migrate-compacted-from-metadata` first"
@@ -700,9 +686,11 @@ def _committed(repository: Repository, request: CompactionRequest, outcome: _Out
     row = repository.get_generation(request.generation_id)
     if row is None or not isinstance(row.metadata, dict):
         return False
-    return row.metadata.get("sha256") == outcome.sha256 and buffer_record(row.metadata) == (
-        outcome.stream,
-        outcome.end,
+    record = RowRecord.from_metadata(row.metadata)
+    return (
+        row.metadata.get("sha256") == outcome.sha256
+        and record is not None
+        and (record.stream_id, record.offset) == (outcome.stream, outcome.end)
     )
 
 

@@ -8,9 +8,9 @@ from pydantic import BaseModel
 
 from genbuffer import keys
 from genbuffer.buffer import GenerationBuffer
-from genbuffer.compaction import buffer_record
 from genbuffer.db.repository import Repository
 from genbuffer.errors import OperationFailed
+from genbuffer.placement import RowRecord
 from genbuffer.prefixes import check_prefix
 
 __all__ = ["InspectionResult", "KeyReport", "inspect_generation", "unpersisted_chunks"]
@@ -47,9 +47,10 @@ def unpersisted_chunks(
 ) -> int:
     """How many chunks in these keys no row holds (read-only: nothing is written)."""
     row = repository.get_generation(generation_id)
-    held = None
+    record = None
     if row is not None and row.organization_id == organization_id:
-        held = buffer_record(row.metadata)
+        record = RowRecord.from_metadata(row.metadata)
+    held = None if record is None else (record.stream_id, record.offset)
     total = 0
     for name in names:
         parts = keys.parse_chunks_key(name, buffer.prefix)

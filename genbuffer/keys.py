@@ -21,7 +21,6 @@ __all__ = [
     "MAX_ID",
     "KeyParts",
     "all_buffers_scan_pattern",
-    "all_meta_scan_pattern",
     "any_prefix_scan_pattern",
     "chunks_key",
     "chunks_key_of",
@@ -105,11 +104,6 @@ def scenario_scan_pattern(organization_id: int, generation_id: int, prefix: str 
     org = validate_id(organization_id, "organization id")
     gen = validate_id(generation_id, "generation id")
     return f"{glob_escape(prefix)}{ROOT}:org:{org}:scenario:*:generation:{gen}:chunks*"
-
-
-def all_meta_scan_pattern(prefix: str = "") -> str:
-    """SCAN pattern matching the meta hash of every generation buffer under ``prefix``."""
-    return f"{glob_escape(prefix)}{ROOT}:org:*:generation:*:chunks{META_SUFFIX}"
 
 
 def all_buffers_scan_pattern(prefix: str = "") -> str:

@@ -59,3 +59,35 @@ def test_parse_rejects_foreign_keys() -> None:
     assert keys.parse_chunks_key("app:scenario_planning:org:1:generation:2:chunksX") is None
     assert keys.parse_chunks_key("app:scenario_planning:org:0:generation:2:chunks") is None
     assert keys.parse_chunks_key("other") is None
+
+
+def test_discovery_patterns_and_prefixes_are_pinned() -> None:
+    """The SCAN patterns of discovery, and how a key found elsewhere names its prefix."""
+    assert (
+        keys.all_buffers_scan_pattern("laravel_database_")
+        == "laravel_database_app:scenario_planning:org:*:generation:*:chunks*"
+    )
+    assert (
+        keys.all_buffers_scan_pattern("a*b")
+        == r"a\*bapp:scenario_planning:org:*:generation:*:chunks*"
+    )
+    assert keys.any_prefix_scan_pattern() == "*app:scenario_planning:org:*:generation:*:chunks*"
+    found = "laravel-database-app:scenario_planning:org:12:scenario:3:generation:57:chunks:meta"
+    assert keys.prefix_of(found) == "laravel-database-"
+    assert keys.prefix_of("app:scenario_planning:org:12:generation:57:chunks") == ""
+    assert keys.prefix_of("x:app:scenario_planning:org:12:generation:5x:chunks") is None
+    assert keys.chunks_key_of(found) == found.removesuffix(":meta")
+
+
+@pytest.mark.parametrize("good", ["12", "1", "9223372036854775807"])
+def test_validate_id_takes_plain_ascii_digits(good: str) -> None:
+    """Plain ASCII digits are an id; `+12`, `1_2` and spaces are not (see the bad list)."""
+    assert keys.validate_id(good) == int(good)
+    for bad in (
+        f"+{good}",
+        f" {good}",
+        f"{good} ",
+        f"{good[0]}_{good[1:]}" if len(good) > 1 else "_1",
+    ):
+        with pytest.raises(UsageError):
+            keys.validate_id(bad)
