@@ -156,11 +156,17 @@ def test_real_failover_to_a_lagging_replica(
     stack = servers
     gen = stack.repository.create_generation(ORG)
     env = {**stack.env, "REDIS_URL": primary.url}
-    to_primary = GenerationBuffer(redis.Redis.from_url(primary.url), prefix=stack.buffer.prefix)
+    promoted = redis.Redis.from_url(replica.url, socket_timeout=30)
+    deadline = time.monotonic() + 20
+    while promoted.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never synchronised"
+        time.sleep(0.05)
+    to_primary = GenerationBuffer(
+        redis.Redis.from_url(primary.url, socket_timeout=30), prefix=stack.buffer.prefix
+    )
     to_primary.push_many(ORG, gen, [f"a{i}".encode() for i in range(1, 6)])
     assert stack.cli("compact-generation", str(ORG), str(gen), env=env).exit_code == 0
-    assert to_primary.client.wait(1, 5000) == 1  # the replica has a1-a5 and the stream id
-    promoted = redis.Redis.from_url(replica.url)
+    assert to_primary.client.wait(1, 10_000) == 1  # the replica has a1-a5 and the stream id
     promoted.replicaof("NO", "ONE")
     to_primary.push_many(ORG, gen, [b"b1", b"b2", b"b3"])
     assert stack.cli("compact-generation", str(ORG), str(gen), env=env).exit_code == 0
