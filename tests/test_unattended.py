@@ -17,6 +17,7 @@ import redis
 
 from genbuffer import keys
 from genbuffer.buffer import GenerationBuffer
+from genbuffer.errors import RedisUnavailable
 from genbuffer.faults import FaultPlan
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
@@ -288,6 +289,40 @@ def test_lua_calls_survive_a_flushed_script_cache(servers: Stack) -> None:
     assert result.ok and result.deleted and stored_bytes(stack, gen) == b"[1,2]"
     stack.buffer.client.script_flush()
     assert stack.cli("test-redis-buffer").exit_code == 0
+
+
+def test_a_script_cache_flushed_between_load_and_call(
+    servers: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is flushed right after genbuf loads a script (a restart or a failover at
+    that moment): the call is made again and the compaction completes; a server that
+    flushes every time is reported as unreachable (exit 3), one line, no traceback."""
+    stack = servers
+    client = stack.buffer.client
+    original = client.script_load
+    flushes = [1]  # how many loads are followed by a flush
+
+    def load_then_flush(script: Any) -> Any:
+        sha = original(script)
+        if flushes[0] != 0:
+            flushes[0] -= 1
+            client.script_flush()
+        return sha
+
+    monkeypatch.setattr(client, "script_load", load_then_flush)
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"])
+    client.script_flush()
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.ok and result.deleted and stored_bytes(stack, gen) == b"[1,2]"
+    flushes[0] = -1  # from now on, every load is followed by a flush
+    again = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, again, [b"[3]"])
+    client.script_flush()
+    with pytest.raises(RedisUnavailable) as raised:
+        compact(stack, ORG, again)
+    assert "NOSCRIPT" in raised.value.message
+    assert stored_bytes(stack, again) is None
 
 
 def test_human_output_folds_long_keys_at_80_columns(stack: Stack) -> None:
