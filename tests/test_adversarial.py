@@ -422,29 +422,22 @@ def test_a_non_utf8_env_file_is_one_line(embedded: Stack, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_closed_stdin_is_one_line(tmp_path: Path) -> None:
-    """`genbuf push 1 2 <&-`: exit 2, one line, no traceback."""
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [("push 1 2 <&-", "stdin is closed"), ("config show --json >&-", "stdout is closed")],
+    ids=["closed-stdin", "closed-stdout"],
+)
+def test_a_closed_standard_stream_is_one_line(tmp_path: Path, command: str, said: str) -> None:
+    """`genbuf push 1 2 <&-` and `genbuf config show --json >&-`: exit 2, one line on
+    stderr naming the closed stream, no traceback."""
     done = subprocess.run(
-        [str(shutil.which("sh")), "-c", f"REDIS_URL=memory:// {GENBUF} push 1 2 <&-"],
+        [str(shutil.which("sh")), "-c", f"REDIS_URL=memory:// {GENBUF} {command}"],
         capture_output=True,
         text=True,
         check=False,
         cwd=tmp_path,
     )
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-
-
-@pytest.mark.slow
-def test_closed_stdout_is_one_line(tmp_path: Path) -> None:
-    """`genbuf config show --json >&-`: exit 2 and one line on stderr, no traceback."""
-    done = subprocess.run(
-        [str(shutil.which("sh")), "-c", f"REDIS_URL=memory:// {GENBUF} config show --json >&-"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2 and "stdout is closed" in done.stderr, done.stderr
+    assert done.returncode == 2 and said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
 
