@@ -54,7 +54,14 @@ from genbuffer.errors import (
     UsageError,
 )
 from genbuffer.faults import FaultPlan
-from genbuffer.placement import TAIL_CHUNKS, Placement, RowRecord, fingerprint, place
+from genbuffer.placement import (
+    TAIL_CHUNKS,
+    Placement,
+    RowRecord,
+    fingerprint,
+    place,
+    snapshot_for,
+)
 from genbuffer.prefixes import check_prefix
 from genbuffer.settings import Settings
 from genbuffer.validator import Issue, Validation, size_issue, validate
@@ -360,13 +367,7 @@ def _compact_locked(
         )
     key, scenario_id, note = _resolve_key(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
-    snapshot = buffer.snapshot(
-        key,
-        held=None if record is None else (record.stream_id, record.offset),
-        read_only=request.dry_run,
-        window=0 if record is None else record.tail_count,
-        shifts=record.shifts() if record is not None and record.kept else (),
-    )
+    snapshot = snapshot_for(buffer, key, record, read_only=request.dry_run)
     if not snapshot.exists:
         if row.compacted is not None and record is not None:
             return _Outcome(  # done before: a re-run is a success that changes nothing
@@ -396,7 +397,15 @@ def _compact_locked(
     config.faults.at("after_snapshot")
     try:
         outcome = _compact_snapshot(
-            request, tx, buffer, config, row=row, snapshot=snapshot, mode=mode, now=now
+            request,
+            tx,
+            buffer,
+            config,
+            row=row,
+            record=record,
+            snapshot=snapshot,
+            mode=mode,
+            now=now,
         )
     except (DependencyUnavailable, StreamChanged):
         raise  # outages and races are retried, never held against the generation
@@ -573,6 +582,7 @@ def _compact_snapshot(
     config: CompactionConfig,
     *,
     row: GenerationRow,
+    record: RowRecord | None,
     snapshot: BufferSnapshot,
     mode: str,
     now: datetime,
@@ -581,7 +591,6 @@ def _compact_snapshot(
     key = snapshot.key
     scenario_id = request.scenario_id if request.scenario_id is not None else row.scenario_id
     held = _existing_artifact(row)
-    record = RowRecord.from_metadata(row.metadata)
     placement = place(record, snapshot, closed=record is not None and record.closed)
     if placement.verdict is not None:
         return _diverged(key, scenario_id, snapshot, placement)

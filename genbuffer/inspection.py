@@ -10,7 +10,7 @@ from genbuffer import keys
 from genbuffer.buffer import GenerationBuffer
 from genbuffer.db.repository import Repository
 from genbuffer.errors import OperationFailed
-from genbuffer.placement import RowRecord
+from genbuffer.placement import RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 
 __all__ = ["InspectionResult", "KeyReport", "inspect_generation", "unpersisted_chunks"]
@@ -45,19 +45,23 @@ def unpersisted_chunks(
     generation_id: int,
     names: list[str],
 ) -> int:
-    """How many chunks in these keys no row holds (read-only: nothing is written)."""
+    """How many chunks in these keys no row holds (read-only: nothing is written).
+
+    Judged as compaction judges it (``placement.place``); a buffer that diverged from
+    its row counts whole, since no row can be said to hold it.
+    """
     row = repository.get_generation(generation_id)
     record = None
     if row is not None and row.organization_id == organization_id:
         record = RowRecord.from_metadata(row.metadata)
-    held = None if record is None else (record.stream_id, record.offset)
     total = 0
     for name in names:
         parts = keys.parse_chunks_key(name, buffer.prefix)
         if parts is None or parts.is_meta:
             continue
-        snapshot = buffer.snapshot(name, held=held, page=0, read_only=True)
-        done = held[1] if held is not None and held[0] == snapshot.stream_id else 0
+        snapshot = snapshot_for(buffer, name, record, read_only=True, page=0)
+        placement = place(record, snapshot, closed=record is not None and record.closed)
+        done = 0 if placement.verdict is not None else placement.done
         total += max(0, snapshot.end - max(done, snapshot.trimmed))
     return total
 

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genbuffer.buffer import BufferSnapshot
+from genbuffer.buffer import READ_PAGE, BufferSnapshot, GenerationBuffer
 
-__all__ = ["TAIL_CHUNKS", "Placement", "RowRecord", "fingerprint", "place"]
+__all__ = ["TAIL_CHUNKS", "Placement", "RowRecord", "fingerprint", "place", "snapshot_for"]
 
 TAIL_CHUNKS = 8  # chunks in the fingerprint of what the row holds last
 EARLIER_STREAMS = 16  # stream ids a row remembers having held
@@ -118,6 +118,25 @@ class Placement:
     gaps: int = 0
     verdict: str | None = None  # "stream_diverged": stop, record, delete nothing
     note: str | None = None
+
+
+def snapshot_for(
+    buffer: GenerationBuffer,
+    key: str,
+    record: RowRecord | None,
+    *,
+    read_only: bool,
+    page: int = READ_PAGE,
+) -> BufferSnapshot:
+    """A snapshot of ``key`` carrying what ``place`` needs to judge it against ``record``."""
+    return buffer.snapshot(
+        key,
+        held=None if record is None else (record.stream_id, record.offset),
+        page=page,
+        read_only=read_only,
+        window=0 if record is None else record.tail_count,
+        shifts=record.shifts() if record is not None and record.kept else (),
+    )
 
 
 def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -> Placement:
