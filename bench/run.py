@@ -27,11 +27,11 @@ import psycopg
 import redis
 
 from genbuffer.batch import compact_pending
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
 from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
 from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
+from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -500,7 +500,7 @@ def bench_batch(b: Bench) -> None:
 
 MEMORY_CHILD = r"""
 import json, resource, sys
-from genbuffer.buffer import GenerationBuffer
+from genbuffer.redis import GenerationBuffer
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
 from genbuffer.db.repository import Repository
 from genbuffer.settings import Settings
@@ -508,7 +508,7 @@ settings = Settings(redis_url=sys.argv[1], redis_prefix=sys.argv[2], database_ur
                     metadata_validation_log=sys.argv[5])
 buffer = GenerationBuffer.from_settings(settings)
 repository = Repository.from_settings(settings)
-buffer.ping(); repository.ping()
+buffer.keyspace.ping(); repository.ping()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = assemble_and_persist(CompactionRequest(6, int(sys.argv[4]), delete=True),
                               buffer=buffer, repository=repository,

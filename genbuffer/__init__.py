@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from genbuffer.buffer import GenerationBuffer, PushResult
     from genbuffer.compaction import (
         CompactionConfig,
         CompactionRequest,
@@ -63,6 +62,7 @@ if TYPE_CHECKING:
     )
     from genbuffer.db.repository import Repository
     from genbuffer.errors import GenbufferError
+    from genbuffer.redis import GenerationBuffer, PushResult
     from genbuffer.settings import Settings, load_settings
     from genbuffer.validator import Issue, Validation, validate
 

@@ -10,7 +10,6 @@ from itertools import islice
 
 from pydantic import BaseModel
 
-from genbuffer.buffer import FoundBuffer, GenerationBuffer
 from genbuffer.compaction import (
     CompactionConfig,
     CompactionRequest,
@@ -20,6 +19,7 @@ from genbuffer.compaction import (
 from genbuffer.db.repository import Repository
 from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound
 from genbuffer.prefixes import check_prefix
+from genbuffer.redis import FoundBuffer, GenerationBuffer
 
 __all__ = ["DEFAULT_WORKERS", "PendingResult", "compact_pending"]
 
@@ -133,7 +133,7 @@ def _select(
 ) -> _Selection:
     """Scan every buffer and sort it: finished or idle (compact), or skipped and why."""
     chosen = _Selection()
-    for found in buffer.discover():
+    for found in buffer.scan.discover():
         chosen.buffers += 1
         state = found.state
         if state == "quarantined":
@@ -162,7 +162,7 @@ def _idle_for(
     """
     idle_for = found.idle_for(now)
     if idle_for is None and found.has_list and not dry_run:
-        seen = buffer.observe(found.key)
+        seen = buffer.scan.observe(found.key)
         idle_for = None if seen is None else now - seen
     return idle_for if idle_for is not None else timedelta(0)
 
@@ -216,9 +216,9 @@ def _compact_all(
                 if tally.outage is None and (following := next(queue, None)) is not None:
                     running[pool.submit(run, following)] = following
             if len(tally.acks) >= ACK_BATCH:
-                buffer.acknowledge_many(tally.acks, delete=True)
+                buffer.protocol.acknowledge_many(tally.acks, delete=True)
                 tally.acks = []
-    buffer.acknowledge_many(tally.acks, delete=True)
+    buffer.protocol.acknowledge_many(tally.acks, delete=True)
     if tally.outage is not None:
         raise tally.outage
     failed = sorted(tally.failed)
@@ -249,7 +249,7 @@ class _Tally:
             self.outage = self.outage or exc
             return
         except GenerationNotFound as error:
-            if self.dry_run or self.buffer.mark_orphaned(found.key, error.message):
+            if self.dry_run or self.buffer.protocol.mark_orphaned(found.key, error.message):
                 entry = {"generation_id": found.generation_id, "key": found.key}
                 self.orphans.append({**entry, "error": error.message})
             return

@@ -39,7 +39,6 @@ from pydantic import BaseModel
 
 from genbuffer import keys
 from genbuffer.audit import IssueRecord
-from genbuffer.buffer import BufferSnapshot, GenerationBuffer
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
 from genbuffer.errors import (
     AmbiguousBuffer,
@@ -63,6 +62,7 @@ from genbuffer.placement import (
     snapshot_for,
 )
 from genbuffer.prefixes import check_prefix
+from genbuffer.redis import BufferSnapshot, GenerationBuffer
 from genbuffer.settings import Settings
 from genbuffer.validator import Issue, Validation, size_issue, validate
 
@@ -231,7 +231,7 @@ def _read_new_chunks(
     """Read chunks from ``start`` to the snapshot's end; stop once over ``budget`` bytes."""
     chunks: list[bytes] = []
     size = 0
-    for page in buffer.read(snapshot, start, snapshot.end):
+    for page in buffer.protocol.read(snapshot, start, snapshot.end):
         chunks.extend(page)
         size += sum(map(len, page))
         if size > budget:
@@ -281,15 +281,17 @@ def assemble_and_persist(
     ack_due = request.delete and not request.dry_run and not outcome.aborted
     if ack_due and request.acknowledge and outcome.stream is not None:
         config.faults.at("before_ack")
-        _, deleted, left = buffer.acknowledge(outcome.key, outcome.stream, outcome.end, True)
+        _, deleted, left = buffer.protocol.acknowledge(
+            outcome.key, outcome.stream, outcome.end, True
+        )
     persisted = outcome.persist and not request.dry_run
     attempts, quarantined = 0, False
     if outcome.aborted and not request.dry_run and not outcome.lost_chunks and outcome.stream:
-        attempts, quarantined = buffer.record_failure(
+        attempts, quarantined = buffer.protocol.record_failure(
             outcome.key, outcome.abort_reason or "aborted", config.max_attempts
         )
     elif persisted and outcome.had_failures:
-        buffer.clear_failures(outcome.key)
+        buffer.protocol.clear_failures(outcome.key)
     return CompactionResult(
         ok=not outcome.aborted and not outcome.lost_chunks,
         persisted=persisted,
@@ -412,7 +414,7 @@ def _compact_locked(
     except Exception as exc:
         if request.dry_run:
             raise  # a dry run changes nothing, not even the attempt count
-        attempts, quarantined = buffer.record_failure(
+        attempts, quarantined = buffer.protocol.record_failure(
             key, f"{type(exc).__name__}: {exc}", config.max_attempts
         )
         if quarantined and isinstance(exc, GenbufferError):
@@ -559,7 +561,7 @@ def _resolve_key(
     with_scenario = buffer.key_for(org, gen, row.scenario_id)
     without = buffer.key_for(org, gen, None)
     present = set(
-        buffer.existing_keys(
+        buffer.keyspace.existing_keys(
             [with_scenario, keys.meta_key(with_scenario), without, keys.meta_key(without)]
         )
     )

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 from pydantic import BaseModel
 
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.errors import Interrupted
+from genbuffer.redis import GenerationBuffer
 
 __all__ = ["FLUSH_SECONDS", "PushSummary", "StopRequest", "push_lines"]
 
@@ -169,6 +169,6 @@ def push_lines(
         key=key,
         chunks=chunks,
         bytes=size,
-        length=length or buffer.list_length(key),
+        length=length or buffer.keyspace.list_length(key),
         finished=finish,
     )

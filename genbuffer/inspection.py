@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from genbuffer import keys
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.db.repository import Repository
 from genbuffer.errors import OperationFailed
 from genbuffer.placement import RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
+from genbuffer.redis import GenerationBuffer
 
 __all__ = ["InspectionResult", "KeyReport", "inspect_generation", "unpersisted_chunks"]
 
@@ -81,17 +81,17 @@ def inspect_generation(
     Deleting chunks that no row holds needs ``confirm(count)`` to say yes (the CLI's
     ``--yes`` or its prompt); ``repository`` tells which chunks a row holds.
     """
-    names = buffer.generation_keys(organization_id, generation_id, scenario_id)
+    names = buffer.keyspace.generation_keys(organization_id, generation_id, scenario_id)
     if not names:
         check_prefix(buffer)  # nothing here, but buffers under another prefix: say so
-    reports = [KeyReport(**vars(info)) for info in buffer.describe(names)]
+    reports = [KeyReport(**vars(info)) for info in buffer.keyspace.describe(names)]
     deleted, unpersisted = 0, None
     if delete and names:
         if repository is None:
             raise OperationFailed("deleting buffer keys needs the database, to spare chunks")
         unpersisted = unpersisted_chunks(buffer, repository, organization_id, generation_id, names)
         if unpersisted == 0 or (confirm is not None and confirm(unpersisted)):
-            deleted = buffer.delete(names)
+            deleted = buffer.keyspace.delete(names)
     return InspectionResult(
         ok=not delete or deleted > 0 or not names,
         organization_id=organization_id,

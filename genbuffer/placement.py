@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genbuffer.buffer import READ_PAGE, BufferSnapshot, GenerationBuffer
+from genbuffer.redis import BufferSnapshot, GenerationBuffer
+from genbuffer.redis.protocol import READ_PAGE
 
 __all__ = ["TAIL_CHUNKS", "Placement", "RowRecord", "fingerprint", "place", "snapshot_for"]
 
@@ -129,7 +130,7 @@ def snapshot_for(
     page: int = READ_PAGE,
 ) -> BufferSnapshot:
     """A snapshot of ``key`` carrying what ``place`` needs to judge it against ``record``."""
-    return buffer.snapshot(
+    return buffer.protocol.snapshot(
         key,
         held=None if record is None else (record.stream_id, record.offset),
         page=page,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.errors import WrongPrefix
+from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import laravel_slug
 
 __all__ = ["PrefixReport", "check_prefix", "prefix_report"]
@@ -27,11 +27,11 @@ class PrefixReport(BaseModel):
 
 def prefix_report(buffer: GenerationBuffer) -> PrefixReport:
     """Look for buffers under the configured prefix and, when there are none, elsewhere."""
-    here = buffer.has_buffers()
+    here = buffer.scan.has_buffers()
     return PrefixReport(
         configured=buffer.prefix,
         buffers_here=here,
-        elsewhere={} if here else buffer.other_prefixes(),
+        elsewhere={} if here else buffer.scan.other_prefixes(),
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from genbuffer.buffer import GenerationBuffer
     from genbuffer.compaction import CompactionConfig
     from genbuffer.db.repository import Repository
+    from genbuffer.redis import GenerationBuffer
     from genbuffer.settings import Settings
 
 __all__ = ["Runtime"]
@@ -47,7 +47,7 @@ class Runtime:
     @cached_property
     def buffer(self) -> GenerationBuffer:
         """The Redis buffer adapter (a UsageError when no Redis is configured)."""
-        from genbuffer.buffer import GenerationBuffer  # noqa: PLC0415
+        from genbuffer.redis import GenerationBuffer  # noqa: PLC0415
 
         return GenerationBuffer.from_settings(self.settings)
 

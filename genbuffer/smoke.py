@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from genbuffer import keys
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.prefixes import prefix_report
+from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import mask_url
 
 __all__ = ["SmokeCheck", "SmokeResult", "smoke_test"]
@@ -58,7 +58,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
 
     sent = [_sample_chunk(i) for i in range(chunks)]
     try:
-        buffer.ping()
+        buffer.keyspace.ping()
         check("ping", True, f"{mask_url(buffer.url)} answered")
         checks.extend(durability_checks(buffer))
         report = prefix_report(buffer)
@@ -82,8 +82,8 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
             retried.skipped == 1 and retried.appended == 0,
             f"re-sent chunk skipped={retried.skipped} appended={retried.appended}",
         )
-        snapshot = buffer.snapshot(key)
-        got = [chunk for page in buffer.read(snapshot, 0, snapshot.end) for chunk in page]
+        snapshot = buffer.protocol.snapshot(key)
+        got = [chunk for page in buffer.protocol.read(snapshot, 0, snapshot.end) for chunk in page]
         check("read back", got == sent, f"{len(got)} of {chunks} chunks, byte-exact and in order")
         total = sum(len(chunk) for chunk in sent)
         counted = (snapshot.counted, snapshot.meta.get("bytes"))
@@ -92,7 +92,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
             counted == (chunks, str(total)),
             f"chunk_count={counted[0]} bytes={counted[1]} (want {chunks}, {total})",
         )
-        ttls = (buffer.ttl_of(key), buffer.ttl_of(meta))
+        ttls = (buffer.keyspace.ttl_of(key), buffer.keyspace.ttl_of(meta))
         check(
             "ttl",
             all(0 < ttl <= buffer.ttl for ttl in ttls),
@@ -113,7 +113,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
 
 def durability_checks(buffer: GenerationBuffer) -> list[SmokeCheck]:
     """Can this server lose chunks on its own? Eviction (fail) and persistence (warn)."""
-    found = buffer.durability()
+    found = buffer.keyspace.durability()
     if found is None:
         detail = "CONFIG/INFO refused: check maxmemory-policy and persistence by hand"
         return [SmokeCheck(name="durability", ok=True, warn=True, detail=detail)]
@@ -154,6 +154,6 @@ def durability_checks(buffer: GenerationBuffer) -> list[SmokeCheck]:
 def _clean(
     buffer: GenerationBuffer, names: list[str], check: Callable[[str, bool, str], None]
 ) -> None:
-    buffer.delete(names)
-    left = [name for name in names if buffer.exists(name)]
+    buffer.keyspace.delete(names)
+    left = [name for name in names if buffer.keyspace.exists(name)]
     check("clean-up", not left, "keys deleted" if not left else f"left behind: {left}")

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import psycopg
 
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
 from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
 from genbuffer.errors import NothingToCompact, RedisUnavailable
 from genbuffer.faults import STEPS
+from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.servers import PrivateRedis
 
@@ -255,7 +255,7 @@ class _Chaos:
                         repository=self.repository,
                         config=config,
                     )
-                if not self.buffer.generation_keys(ORG, gen):
+                if not self.buffer.keyspace.generation_keys(ORG, gen):
                     break
 
     def verify(self) -> None:

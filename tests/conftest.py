@@ -21,11 +21,11 @@ import redis
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.cli import app
 from genbuffer.compaction import CompactionConfig
 from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.redis import GenerationBuffer
 from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
 

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from genbuffer import keys
-from genbuffer.buffer import GenerationBuffer
+from genbuffer.redis import GenerationBuffer
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
 from tests.servers import PrivateRedis
@@ -108,7 +108,7 @@ def test_failover_to_a_lagging_replica_stops_instead_of_deleting(stack: Stack) -
     out = json.loads(done.stdout)
     assert "stream_diverged" in [i["code"] for i in out["issues"]] and out["validation_id"]
     assert not out["deleted"] and not out["persisted"]
-    assert stack.buffer.list_length(key) == 9  # c1-c4 are all still there
+    assert stack.buffer.keyspace.list_length(key) == 9  # c1-c4 are all still there
     assert stored_bytes(stack, gen) == b"a1a2a3a4a5b1b2b3"
 
 
@@ -119,7 +119,7 @@ def test_an_old_buffer_life_coming_back_is_stopped(stack: Stack) -> None:
     key = stack.buffer.key_for(ORG, gen, None)
     names = [key, keys.meta_key(key)]
     stack.buffer.push_many(ORG, gen, [b"a1", b"a2"])
-    stack.buffer.snapshot(key)  # the stream gets its id, and the replica a copy of it
+    stack.buffer.protocol.snapshot(key)  # the stream gets its id, and the replica a copy of it
     replica = _copy_of(stack.buffer.client, names)
     compact(stack, ORG, gen, delete=True)
     stack.buffer.push_many(ORG, gen, [b"b1"])
@@ -283,7 +283,7 @@ def test_a_ttl_redis_refuses_is_a_usage_error_before_any_io(embedded: Stack) -> 
     """GENERATION_CHUNK_TTL=9999999999999999: exit 2 before anything is pushed."""
     done = embedded.cli("push", "1", "2", input=b"x\n", env={"GENERATION_CHUNK_TTL": "9" * 16})
     assert done.exit_code == 2 and "GENERATION_CHUNK_TTL" in done.stderr
-    assert embedded.buffer.generation_keys(1, 2) == []
+    assert embedded.buffer.keyspace.generation_keys(1, 2) == []
 
 
 @pytest.mark.slow
@@ -456,20 +456,20 @@ def test_the_byte_cap_stops_reading_within_a_page(
 ) -> None:
     """GENERATION_MAX_BYTES 2 MB over 1 MB chunks: reading stops within a page (8 MB) of
     the cap instead of a whole 2,000-chunk page; oversize, nothing persisted."""
-    from genbuffer.buffer import PAGE_BYTES  # noqa: PLC0415
+    from genbuffer.redis.protocol import PAGE_BYTES  # noqa: PLC0415
 
     gen = stack.repository.create_generation(ORG)
     chunk = b"x" * (1 << 20)
     stack.buffer.push_many(ORG, gen, [chunk] * 24)
     read_bytes = []
-    original = stack.buffer.read
+    original = stack.buffer.protocol.read
 
     def counting(*args: Any, **kwargs: Any) -> Iterator[list[bytes]]:
         for page in original(*args, **kwargs):
             read_bytes.append(sum(map(len, page)))
             yield page
 
-    monkeypatch.setattr(stack.buffer, "read", counting)
+    monkeypatch.setattr(stack.buffer.protocol, "read", counting)
     result = compact(stack, ORG, gen, config={"max_bytes": 2 << 20})
     assert not result.persisted and "oversize" in _codes(result)
     assert sum(read_bytes) <= (2 << 20) + PAGE_BYTES + len(chunk), read_bytes

@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from genbuffer import held, keys, transactions
-from genbuffer.buffer import PUSH_BATCH
+from genbuffer import keys
 from genbuffer.errors import RedisUnavailable, StreamChanged
+from genbuffer.redis import held, transactions
+from genbuffer.redis.producer import PUSH_BATCH
 from tests.conftest import Stack
 
 
@@ -21,7 +22,7 @@ def test_push_writes_list_meta_and_ttl_on_creation(stack: Stack) -> None:
     assert result.key == (
         f"{stack.buffer.prefix}app:scenario_planning:org:12:scenario:345:generation:59:chunks"
     )
-    meta = stack.buffer.snapshot(result.key).meta
+    meta = stack.buffer.protocol.snapshot(result.key).meta
     assert meta["chunk_count"] == "1" and meta["bytes"] == "6"
     assert (meta["organization_id"], meta["scenario_id"], meta["generation_id"]) == (
         "12",
@@ -30,7 +31,7 @@ def test_push_writes_list_meta_and_ttl_on_creation(stack: Stack) -> None:
     )
     assert meta["first_chunk_at"].endswith("Z") and meta["last_chunk_at"] >= meta["first_chunk_at"]
     for key in (result.key, keys.meta_key(result.key)):
-        assert 86000 < stack.buffer.ttl_of(key) <= 86400
+        assert 86000 < stack.buffer.keyspace.ttl_of(key) <= 86400
 
 
 def test_ttl_is_set_at_creation_not_refreshed(stack: Stack) -> None:
@@ -38,7 +39,7 @@ def test_ttl_is_set_at_creation_not_refreshed(stack: Stack) -> None:
     key = stack.buffer.push_chunk(1, 2, b"a").key
     stack.buffer.client.expire(key, 100)
     stack.buffer.push_chunk(1, 2, b"b")
-    assert stack.buffer.ttl_of(key) <= 100
+    assert stack.buffer.keyspace.ttl_of(key) <= 100
 
 
 def test_sequence_numbers_make_retried_pushes_idempotent(stack: Stack) -> None:
@@ -47,7 +48,7 @@ def test_sequence_numbers_make_retried_pushes_idempotent(stack: Stack) -> None:
     retried = stack.buffer.push_chunk(1, 3, b"b", seq=1)
     assert (retried.appended, retried.skipped) == (0, 1)
     stack.buffer.push_chunk(1, 3, b"z", seq=5)
-    snapshot = stack.buffer.snapshot(retried.key)
+    snapshot = stack.buffer.protocol.snapshot(retried.key)
     assert snapshot.length == 3 and snapshot.gaps == 3
     assert snapshot.counted == 3  # chunk_count counts chunks appended; gaps are apart
     assert stack.buffer.push_chunk(1, 3, b"z", seq=5).skipped == 1  # next expected is 6
@@ -65,21 +66,35 @@ def test_large_batches_keep_order(stack: Stack) -> None:
     """push_many splits big batches across Lua calls without reordering."""
     sent = [str(i).encode() for i in range(2500)]
     key = stack.buffer.push_many(1, 5, sent).key
-    snapshot = stack.buffer.snapshot(key)
-    assert [c for page in stack.buffer.read(snapshot, 0, snapshot.end) for c in page] == sent
+    snapshot = stack.buffer.protocol.snapshot(key)
+    assert [
+        c for page in stack.buffer.protocol.read(snapshot, 0, snapshot.end) for c in page
+    ] == sent
 
 
 def test_acknowledge_trims_only_committed_chunks(stack: Stack) -> None:
     """An acknowledgement trims by absolute position; repeated or older ones are no-ops."""
     key = stack.buffer.push_many(1, 6, [b"a", b"b", b"c"]).key
-    snapshot = stack.buffer.snapshot(key)
-    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 2, delete=True) == (2, False, 1)
-    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 1, delete=True) == (0, False, 1)
-    again = stack.buffer.snapshot(key)
+    snapshot = stack.buffer.protocol.snapshot(key)
+    assert stack.buffer.protocol.acknowledge(key, snapshot.stream_id or "", 2, delete=True) == (
+        2,
+        False,
+        1,
+    )
+    assert stack.buffer.protocol.acknowledge(key, snapshot.stream_id or "", 1, delete=True) == (
+        0,
+        False,
+        1,
+    )
+    again = stack.buffer.protocol.snapshot(key)
     assert (again.trimmed, again.length) == (2, 1)
-    assert list(stack.buffer.read(again, 2, 3)) == [[b"c"]]
-    assert stack.buffer.acknowledge(key, snapshot.stream_id or "", 3, delete=True) == (1, True, 0)
-    assert stack.buffer.generation_keys(1, 6) == []
+    assert list(stack.buffer.protocol.read(again, 2, 3)) == [[b"c"]]
+    assert stack.buffer.protocol.acknowledge(key, snapshot.stream_id or "", 3, delete=True) == (
+        1,
+        True,
+        0,
+    )
+    assert stack.buffer.keyspace.generation_keys(1, 6) == []
 
 
 def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
@@ -87,11 +102,11 @@ def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
     stack.buffer.push_chunk(1, 7, b"a", scenario_id=10)
     stack.buffer.push_chunk(1, 7, b"b")
     stack.buffer.push_chunk(1, 70, b"other generation", scenario_id=10)
-    found = stack.buffer.generation_keys(1, 7)
+    found = stack.buffer.keyspace.generation_keys(1, 7)
     assert len(found) == 4
     assert all(key.startswith(stack.buffer.prefix) for key in found)
     assert all(":generation:7:" in key for key in found)
-    assert stack.buffer.delete(found) == 4
+    assert stack.buffer.keyspace.delete(found) == 4
 
 
 def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
@@ -101,14 +116,14 @@ def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
     for gen, use_transactions in ((8, True), (9, False)):
         stack.buffer._expire_nx = use_transactions  # choose the path as the probe would
         pushed = stack.buffer.push_many(1, gen, sent, scenario_id=4)
-        snapshot = stack.buffer.snapshot(pushed.key)
-        chunks = [c for page in stack.buffer.read(snapshot, 0, snapshot.end) for c in page]
+        snapshot = stack.buffer.protocol.snapshot(pushed.key)
+        chunks = [c for page in stack.buffer.protocol.read(snapshot, 0, snapshot.end) for c in page]
         meta = {
             k: snapshot.meta[k]
             for k in ("chunk_count", "bytes", "organization_id", "scenario_id", "generation_id")
         }
         assert "first_chunk_at" in snapshot.meta and "last_chunk_at" in snapshot.meta
-        assert 0 < stack.buffer.ttl_of(pushed.key) <= 86400
+        assert 0 < stack.buffer.keyspace.ttl_of(pushed.key) <= 86400
         assert pushed.bytes == sum(len(c) for c in sent)
         results[use_transactions] = (pushed.length, pushed.appended, chunks, meta)
     assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
@@ -124,7 +139,7 @@ def test_push_chunk_reloads_a_flushed_script(stack: Stack) -> None:
     stack.buffer.push_chunk(1, 10, b"c")
     key = stack.buffer.key_for(1, 10, None)
     assert stack.buffer.client.lrange(key, 0, -1) == [b"a", b"b", b"c"]
-    assert stack.buffer.snapshot(key).counted == 3
+    assert stack.buffer.protocol.snapshot(key).counted == 3
 
 
 def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
@@ -140,7 +155,7 @@ def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
     chunks = stack.buffer.client.lrange(key, 0, -1)
     assert sorted(lengths) == list(range(1, per_thread * threads + 1))  # each reply its own
     assert sorted(chunks) == sorted(f"{w}:{i}".encode() for w in range(6) for i in range(150))
-    assert stack.buffer.snapshot(key).counted == per_thread * threads
+    assert stack.buffer.protocol.snapshot(key).counted == per_thread * threads
 
 
 def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
@@ -204,7 +219,7 @@ def test_push_many_spans_pipelined_transactions_in_order(
     result = stack.buffer.push_many(1, 15, sent, scenario_id=9)
     as_bytes = [c if isinstance(c, bytes) else c.encode() for c in sent]
     assert (result.length, result.appended, result.bytes) == (5500, 5500, len(b"".join(as_bytes)))
-    snapshot = stack.buffer.snapshot(result.key)
+    snapshot = stack.buffer.protocol.snapshot(result.key)
     assert stack.buffer.client.lrange(result.key, 0, -1) == as_bytes
     assert snapshot.counted == 5500 and snapshot.meta["bytes"] == str(result.bytes)
     assert snapshot.meta["scenario_id"] == "9"
@@ -233,7 +248,7 @@ def test_push_many_connection_lost_mid_push_is_reported_not_retried(
     calls = {"n": 0}
 
     def flaky_read(self: held.HeldSession, count: int) -> list[object]:
-        calls["n"] += 1
+        calls["n"] += count > 1  # a transaction's replies (not the meta TTL's one)
         if calls["n"] == 2:  # the second transaction's replies never arrive
             raise redis.exceptions.ConnectionError("connection reset")
         return real_read(self, count)
@@ -255,16 +270,16 @@ def test_read_follows_a_concurrent_acknowledgement(stack: Stack) -> None:
     the read goes on with the right chunks; trimming past the read stops it cleanly."""
     sent = [f"{i:03d}".encode() for i in range(10)]
     key = stack.buffer.push_many(1, 19, sent).key
-    snapshot = stack.buffer.snapshot(key, page=0)
+    snapshot = stack.buffer.protocol.snapshot(key, page=0)
     stream = snapshot.stream_id or ""
-    pages = stack.buffer.read(snapshot, 4, 10, page=2)
+    pages = stack.buffer.protocol.read(snapshot, 4, 10, page=2)
     assert next(pages) == sent[4:6]
-    stack.buffer.acknowledge(key, stream, 3, delete=False)  # trims positions 0..2
+    stack.buffer.protocol.acknowledge(key, stream, 3, delete=False)  # trims positions 0..2
     assert [c for page in pages for c in page] == sent[6:10]
 
-    again = stack.buffer.read(stack.buffer.snapshot(key, page=0), 3, 10, page=2)
+    again = stack.buffer.protocol.read(stack.buffer.protocol.snapshot(key, page=0), 3, 10, page=2)
     assert next(again) == sent[3:5]
-    stack.buffer.acknowledge(key, stream, 6, delete=False)  # past position 5, still unread
+    stack.buffer.protocol.acknowledge(key, stream, 6, delete=False)  # past position 5, still unread
     with pytest.raises(StreamChanged, match="trimmed while it was read"):
         next(again)
 
@@ -272,11 +287,11 @@ def test_read_follows_a_concurrent_acknowledgement(stack: Stack) -> None:
 def test_read_stops_when_the_buffer_is_replaced(stack: Stack) -> None:
     """The buffer is deleted and a new stream starts between two pages: StreamChanged."""
     key = stack.buffer.push_many(1, 20, [b"a", b"b", b"c", b"d"]).key
-    pages = stack.buffer.read(stack.buffer.snapshot(key, page=0), 0, 4, page=2)
+    pages = stack.buffer.protocol.read(stack.buffer.protocol.snapshot(key, page=0), 0, 4, page=2)
     assert next(pages) == [b"a", b"b"]
-    stack.buffer.delete([key, keys.meta_key(key)])
+    stack.buffer.keyspace.delete([key, keys.meta_key(key)])
     stack.buffer.push_many(1, 20, [b"x", b"y", b"z", b"w"])
-    stack.buffer.snapshot(key)  # the new stream gets its own id
+    stack.buffer.protocol.snapshot(key)  # the new stream gets its own id
     with pytest.raises(StreamChanged, match="was replaced"):
         next(pages)
 
@@ -286,7 +301,7 @@ def test_read_uses_the_snapshot_page_only_where_it_begins(stack: Stack) -> None:
     goes to Redis instead of returning that page."""
     sent = [f"{i:02d}".encode() for i in range(8)]
     key = stack.buffer.push_many(1, 21, sent).key
-    snapshot = stack.buffer.snapshot(key)
+    snapshot = stack.buffer.protocol.snapshot(key)
     assert snapshot.first_page == sent and snapshot.first_page_at == 0
-    assert [c for page in stack.buffer.read(snapshot, 3, 6) for c in page] == sent[3:6]
-    assert [c for page in stack.buffer.read(snapshot, 0, 2) for c in page] == sent[0:2]
+    assert [c for page in stack.buffer.protocol.read(snapshot, 3, 6) for c in page] == sent[3:6]
+    assert [c for page in stack.buffer.protocol.read(snapshot, 0, 2) for c in page] == sent[0:2]

@@ -163,10 +163,10 @@ def test_redis_smoke_test_passes_and_cleans_up(stack: Stack) -> None:
     assert result.exit_code == 0, result.output
     out = _json(result.stdout)
     assert out["ok"] and {c["name"] for c in out["checks"]} >= {"read back", "ttl", "clean-up"}
-    assert not stack.buffer.exists(out["key"])
+    assert not stack.buffer.keyspace.exists(out["key"])
     kept = _json(stack.cli("test-redis-buffer", "--keep", "--json").stdout)
-    assert stack.buffer.exists(kept["key"])
-    stack.buffer.delete([kept["key"], kept["key"] + ":meta"])
+    assert stack.buffer.keyspace.exists(kept["key"])
+    stack.buffer.keyspace.delete([kept["key"], kept["key"] + ":meta"])
 
 
 def test_migrate_and_purge_commands(stack: Stack) -> None:

@@ -38,7 +38,7 @@ def test_clean_json_is_persisted_and_buffer_deleted(stack: Stack) -> None:
     assert row.metadata["chunk_count"] == row.chunk_count == result.chunk_count
     assert row.metadata["bytes"] == len(data)
     assert row.compacted_by == "genbuf"
-    assert stack.buffer.generation_keys(12, gen) == []
+    assert stack.buffer.keyspace.generation_keys(12, gen) == []
     assert stack.repository.backups(gen) == [data[i : i + 7] for i in range(0, len(data), 7)]
 
 
@@ -79,7 +79,7 @@ def test_strict_mode_changes_nothing_but_records_the_issue(stack: Stack) -> None
     assert not result.ok and not result.persisted and not result.deleted
     assert result.validation_id is not None
     assert stack.repository.get_generation(gen) == before
-    assert stack.buffer.generation_keys(12, gen) != []
+    assert stack.buffer.keyspace.generation_keys(12, gen) != []
     assert stack.repository.issue(result.validation_id)["mode"] == "strict"  # type: ignore[index]
     assert audit_lines(stack.audit_log)[0]["validation_id"] == result.validation_id
     assert stack.repository.backups(gen) == []
@@ -165,7 +165,7 @@ def test_dry_run_changes_nothing(stack: Stack) -> None:
     assert result.dry_run and not result.persisted and result.validation_id is None
     assert result.issues and stored_bytes(stack, gen) is None
     assert audit_lines(stack.audit_log) == []
-    assert stack.buffer.generation_keys(6, gen) != []
+    assert stack.buffer.keyspace.generation_keys(6, gen) != []
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_oversize_aborts_even_in_soft_mode(stack: Stack) -> None:
     assert not result.ok and not result.persisted and not result.deleted
     assert result.issues[0]["code"] == "oversize"
     assert stored_bytes(stack, gen) is None
-    assert stack.buffer.snapshot(result.key).length == 50
+    assert stack.buffer.protocol.snapshot(result.key).length == 50
 
 
 def test_schema_violation_has_json_paths(stack: Stack) -> None:
@@ -254,7 +254,7 @@ def test_pushes_during_compactions_are_never_lost(stack: Stack) -> None:
     with contextlib.suppress(NothingToCompact):
         compact(stack, 14, gen, delete=True)
     assert stored_bytes(stack, gen) == b"".join(sent)
-    assert stack.buffer.generation_keys(14, gen) == []
+    assert stack.buffer.keyspace.generation_keys(14, gen) == []
 
 
 def test_two_concurrent_compactors_neither_lose_nor_duplicate(stack: Stack) -> None:

@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
 from genbuffer.faults import STEPS, FaultPlan
+from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.conftest import POSTGRES_ADMIN_URL, Stack, require_server
 from tests.helpers import compact, stored_bytes
@@ -84,7 +84,7 @@ def test_sigkill_at_every_step_then_retry(crash_stack: Stack, step: str) -> None
     assert killed.returncode == -9, killed.stderr
     committed = step in {"after_commit", "before_ack"}
     assert stored_bytes(stack, gen) == (b"".join(first) if committed else None)
-    snapshot = stack.buffer.snapshot(stack.buffer.key_for(40, gen, None))
+    snapshot = stack.buffer.protocol.snapshot(stack.buffer.key_for(40, gen, None))
     assert snapshot.length == len(first)  # invariant 2: nothing removed before the commit
     second = [f"<b{i}>".encode() for i in range(10)]
     stack.buffer.push_many(40, gen, second)
@@ -93,7 +93,7 @@ def test_sigkill_at_every_step_then_retry(crash_stack: Stack, step: str) -> None
     assert json.loads(retry.stdout)["deleted"]
     assert stored_bytes(stack, gen) == b"".join(first + second)
     assert stack.repository.backups(gen) == first + second
-    assert stack.buffer.generation_keys(40, gen) == []
+    assert stack.buffer.keyspace.generation_keys(40, gen) == []
 
 
 def _wait_idle_in_transaction(database: str, timeout: float = 20) -> int:
@@ -130,7 +130,7 @@ def test_postgres_backend_terminated_mid_transaction(crash_stack: Stack) -> None
     assert proc.returncode == 3, stderr
     assert stderr.startswith("error: ") and "Traceback" not in stderr
     assert stored_bytes(stack, gen) is None
-    assert stack.buffer.snapshot(stack.buffer.key_for(41, gen, None)).length == 50
+    assert stack.buffer.protocol.snapshot(stack.buffer.key_for(41, gen, None)).length == 50
     retry = _genbuf(stack, "compact-generation", "41", str(gen), "--delete")
     assert retry.returncode == 0, retry.stderr
     assert stored_bytes(stack, gen) == b"".join(chunks)
@@ -161,7 +161,7 @@ def test_redis_killed_after_the_commit(crash_stack: Stack, private_redis: Privat
     retry = _genbuf(stack, "compact-generation", "42", str(gen), "--delete")
     assert retry.returncode == 0, retry.stderr
     assert stored_bytes(stack, gen) == b"".join(chunks + late)
-    assert stack.buffer.generation_keys(42, gen) == []
+    assert stack.buffer.keyspace.generation_keys(42, gen) == []
 
 
 @pytest.mark.slow
@@ -188,7 +188,7 @@ def test_redis_restarted_mid_compaction(crash_stack: Stack, private_redis: Priva
     if proc.returncode == 3:
         assert _genbuf(stack, "compact-generation", "43", str(gen), "--delete").returncode == 0
     assert stored_bytes(stack, gen) == b"".join(chunks)
-    assert stack.buffer.generation_keys(43, gen) == []
+    assert stack.buffer.keyspace.generation_keys(43, gen) == []
 
 
 class _LostCommitReply:
@@ -247,7 +247,7 @@ def test_commit_with_unknown_outcome_is_checked_before_acknowledging(
                 config=stack.config(),  # type: ignore[arg-type]
             )
         assert stored_bytes(stack, gen) is None
-        assert stack.buffer.generation_keys(44, gen) != []
+        assert stack.buffer.keyspace.generation_keys(44, gen) != []
         assert compact(stack, 44, gen, delete=True).deleted
     assert stored_bytes(stack, gen) == b"[1,2]"
 
@@ -262,7 +262,7 @@ def test_ttl_running_out_during_a_compaction_loses_nothing(stack: Stack) -> None
         stack, 45, gen, config={"faults": FaultPlan(pause_at="after_snapshot", pause_seconds=2.5)}
     )
     assert result.ok and stored_bytes(stack, gen) == b'{"a":1}'
-    assert stack.buffer.ttl_of(key) > 0
+    assert stack.buffer.keyspace.ttl_of(key) > 0
 
 
 def test_poison_generation_is_quarantined_after_max_attempts(stack: Stack) -> None:
@@ -311,7 +311,10 @@ def test_outages_do_not_count_towards_quarantine(tmp_path: Path, embedded: Stack
             repository=embedded.repository,
             config=embedded.config(),
         )
-    assert "attempts" not in embedded.buffer.snapshot(embedded.buffer.key_for(48, gen, None)).meta
+    assert (
+        "attempts"
+        not in embedded.buffer.protocol.snapshot(embedded.buffer.key_for(48, gen, None)).meta
+    )
 
 
 @pytest.mark.parametrize("command", ["purge-chunks", "migrate-compacted-from-metadata"])
@@ -373,4 +376,4 @@ def test_generation_over_the_cap_is_an_issue_and_keeps_the_buffer(stack: Stack) 
     )
     assert result.exit_code == 1
     assert json.loads(result.stdout)["issues"][0]["code"] == "oversize"
-    assert stack.buffer.snapshot(stack.buffer.key_for(50, gen, None)).length == 20
+    assert stack.buffer.protocol.snapshot(stack.buffer.key_for(50, gen, None)).length == 20

@@ -46,13 +46,16 @@ def test_compact_pending_takes_finished_and_idle_buffers(stack: Stack) -> None:
     repeat = json.loads(again.stdout)
     assert (repeat["skipped_orphaned"], repeat["orphaned"], repeat["ok"]) == (1, [], True)
     orphan_key = stack.buffer.key_for(60, orphan_gen, None)
-    ttls = (stack.buffer.ttl_of(orphan_key), stack.buffer.ttl_of(orphan_key + ":meta"))
+    ttls = (
+        stack.buffer.keyspace.ttl_of(orphan_key),
+        stack.buffer.keyspace.ttl_of(orphan_key + ":meta"),
+    )
     assert all(ttl > 0 for ttl in ttls), ttls  # set aside, and still expiring
     assert stored_bytes(stack, finished) == b'{"a":1}'
     assert stored_bytes(stack, idle) == b"[2]"
     assert stored_bytes(stack, streaming) is None
-    assert stack.buffer.generation_keys(60, finished) == []
-    assert stack.buffer.generation_keys(60, streaming) != []
+    assert stack.buffer.keyspace.generation_keys(60, finished) == []
+    assert stack.buffer.keyspace.generation_keys(60, streaming) != []
 
 
 def test_compact_pending_without_idle_leaves_unfinished_buffers(stack: Stack) -> None:
@@ -67,7 +70,7 @@ def test_compact_pending_without_idle_leaves_unfinished_buffers(stack: Stack) ->
     kept = stack.cli("compact-pending", "--keep", "--json")
     assert kept.exit_code == 0 and json.loads(kept.stdout)["compacted"] == 1
     assert stored_bytes(stack, gen) == b"[1]"
-    assert stack.buffer.generation_keys(61, gen) != []
+    assert stack.buffer.keyspace.generation_keys(61, gen) != []
 
 
 def test_compact_pending_with_workers_compacts_each_once(
@@ -93,10 +96,12 @@ def test_compact_pending_with_workers_compacts_each_once(
     assert [f["generation_id"] for f in result.failures] == sorted(broken)
     for gen in gens:
         if gen in broken:
-            assert stored_bytes(stack, gen) is None and stack.buffer.generation_keys(61, gen)
+            assert stored_bytes(stack, gen) is None and stack.buffer.keyspace.generation_keys(
+                61, gen
+            )
         else:
             assert stored_bytes(stack, gen) == f'{{"gen": {gen}, "ok": true}}'.encode()
-            assert stack.buffer.generation_keys(61, gen) == []
+            assert stack.buffer.keyspace.generation_keys(61, gen) == []
 
 
 def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
@@ -124,4 +129,4 @@ def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
     done = [gen for gen in gens if stored_bytes(stack, gen) is not None]
     assert len(done) == len(started) - 1
     for gen in done:  # committed, so acknowledged before the outage was raised
-        assert stack.buffer.generation_keys(62, gen) == []
+        assert stack.buffer.keyspace.generation_keys(62, gen) == []

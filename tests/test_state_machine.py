@@ -274,7 +274,7 @@ class CompactionMachine(RuleBasedStateMachine):
     @rule()
     def expire_everything(self) -> None:
         """Both keys expire: whatever was pending is gone without a trace."""
-        self.stack.buffer.delete([self.key, keys.meta_key(self.key)])
+        self.stack.buffer.keyspace.delete([self.key, keys.meta_key(self.key)])
         self.counting = True  # a new buffer life starts from nothing
         self.may_diverge = self.may_diverge and self.replica is not None
         self.retry_in_list = False

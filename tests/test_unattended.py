@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from genbuffer import keys
-from genbuffer.buffer import GenerationBuffer
 from genbuffer.errors import RedisUnavailable
 from genbuffer.faults import FaultPlan
+from genbuffer.redis import GenerationBuffer
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 
@@ -62,7 +62,7 @@ def test_compact_pending_compacts_a_plain_producers_buffer(stack: Stack, counter
         assert len(outputs) == 1
     assert outputs[-1]["compacted"] == 1 and outputs[-1]["ok"]
     assert stored_bytes(stack, gen) == b"".join(chunks)
-    assert stack.buffer.generation_keys(ORG, gen) == []
+    assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
 
 
 def test_a_streaming_plain_buffer_is_left_alone(stack: Stack) -> None:
@@ -205,7 +205,7 @@ def test_dry_runs_change_nothing(servers: Stack) -> None:
     client.expire(keys.meta_key(key), 30)
     bad = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, bad, [b"{broken"])
-    names = [key, keys.meta_key(key), *stack.buffer.generation_keys(ORG, bad)]
+    names = [key, keys.meta_key(key), *stack.buffer.keyspace.generation_keys(ORG, bad)]
     before = _state(client, names)
     time.sleep(1.1)  # so that a plain push would be idle for --idle 1s
     for _ in range(5):
@@ -271,8 +271,11 @@ def test_a_quarantined_buffer_keeps_expiring(stack: Stack) -> None:
     stack.buffer.client.rpush(key, b"{bad")  # no EXPIRE: the app forgot it
     for _ in range(2):
         compact(stack, ORG, gen, strict=True, config={"max_attempts": 2})
-    assert stack.buffer.snapshot(key, read_only=True).quarantined
-    assert stack.buffer.ttl_of(key) > 0 and stack.buffer.ttl_of(keys.meta_key(key)) > 0
+    assert stack.buffer.protocol.snapshot(key, read_only=True).quarantined
+    assert (
+        stack.buffer.keyspace.ttl_of(key) > 0
+        and stack.buffer.keyspace.ttl_of(keys.meta_key(key)) > 0
+    )
 
 
 def test_lua_calls_survive_a_flushed_script_cache(servers: Stack) -> None:

@@ -1,7 +1,7 @@
 -- Append chunks to a generation buffer and update its meta hash, atomically.
 -- KEYS[1]  the chunks list
 -- KEYS[2]  the meta hash
--- ARGV[1]  TTL in seconds, set on a key when this push creates it
+-- ARGV[1]  TTL in seconds (the rules: genbuffer.redis.meta)
 -- ARGV[2]  now, ISO 8601 UTC
 -- ARGV[3]  organization id
 -- ARGV[4]  scenario id, or '' when there is none
@@ -59,13 +59,12 @@ if count == appended then
   redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[3],
     'generation_id', ARGV[5])
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[4]) end
-  redis.call('EXPIRE', KEYS[2], ARGV[1])
 end
-if length == appended then
-  -- this push created the list; the meta hash must live at least as long
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  if count ~= appended and redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then
-    redis.call('EXPIRE', KEYS[2], ARGV[1])
-  end
+-- the TTL rules of genbuffer.redis.meta: a key without a TTL gets it; a push that
+-- creates the list raises the meta hash's to at least it; nothing is refreshed
+if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local meta_ttl = redis.call('TTL', KEYS[2])
+if meta_ttl == -1 or (length == appended and meta_ttl < tonumber(ARGV[1])) then
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
 end
 return {length, appended, skipped}

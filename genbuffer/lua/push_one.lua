@@ -6,7 +6,7 @@
 -- ARGV[1]  the chunk
 -- ARGV[2]  now, ISO 8601 UTC
 -- ARGV[3]  the chunk's length in bytes
--- ARGV[4]  TTL in seconds, set on a key when this push creates it
+-- ARGV[4]  TTL in seconds (the rules: genbuffer.redis.meta)
 -- ARGV[5]  organization id
 -- ARGV[6]  scenario id, or ''
 -- ARGV[7]  generation id
@@ -21,12 +21,11 @@ if count == 1 then
   redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[5],
     'generation_id', ARGV[7])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[6]) end
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
-if length == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  if count ~= 1 and redis.call('TTL', KEYS[2]) < tonumber(ARGV[4]) then
-    redis.call('EXPIRE', KEYS[2], ARGV[4])
-  end
+-- the TTL rules (genbuffer.redis.meta), as in push.lua
+if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+local meta_ttl = redis.call('TTL', KEYS[2])
+if meta_ttl == -1 or (length == 1 and meta_ttl < tonumber(ARGV[4])) then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 return length

@@ -23,7 +23,8 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import OperationFailed, RedisUnavailable
-from genbuffer.held import HeldConnection, HeldConnectionLost, HeldSession, pack
+from genbuffer.redis import meta as m
+from genbuffer.redis.held import HeldConnection, HeldConnectionLost, HeldSession, pack
 from genbuffer.settings import mask_url
 
 __all__ = [
@@ -55,8 +56,9 @@ def total_bytes(batch: list[bytes | str]) -> int:
 class _Transaction:
     """One MULTI/EXEC, packed: its commands, chunk count and bytes."""
 
-    def __init__(self, commands: list[tuple[Any, ...]], count: int, total: int) -> None:
+    def __init__(self, commands: list[tuple[Any, ...]], count: int, total: int, first: int) -> None:
         self.packed = pack(commands)
+        self.first = first  # chunks in the first RPUSH: its reply equal to it, a new list
         self.replies = len(commands)
         self.pushes = len(commands) - 2 - _META_COMMANDS
         self.count = count
@@ -68,8 +70,8 @@ def _transactions(
 ) -> Iterator[_Transaction]:
     ttl, now, org, scenario, generation = head
     stream_id = "t" + uuid.uuid4().hex
-    fields: tuple[Any, ...] = ("last_chunk_at", now, "organization_id", org)
-    fields += ("generation_id", generation) + (() if scenario == "" else ("scenario_id", scenario))
+    fields: tuple[Any, ...] = (m.LAST_CHUNK_AT, now, m.ORGANIZATION_ID, org, m.GENERATION_ID)
+    fields += (generation,) + (() if scenario == "" else (m.SCENARIO_ID, scenario))
     source = iter(chunks)
     while True:
         commands: list[tuple[Any, ...]] = [("MULTI",)]
@@ -86,20 +88,23 @@ def _transactions(
         if count == 0:
             return
         commands += [
-            ("HINCRBY", meta, "chunk_count", count),
-            ("HINCRBY", meta, "bytes", total),
+            ("HINCRBY", meta, m.CHUNK_COUNT, count),
+            ("HINCRBY", meta, m.BYTES, total),
             ("HSET", meta, *fields),
-            ("HSETNX", meta, "first_chunk_at", now),
-            ("HSETNX", meta, "stream_id", stream_id),  # a life has its id from the start
+            ("HSETNX", meta, m.FIRST_CHUNK_AT, now),
+            ("HSETNX", meta, m.STREAM_ID, stream_id),  # a life has its id from the start
             ("EXPIRE", key, ttl, "NX"),
             ("EXPIRE", meta, ttl, "NX"),
             ("EXEC",),
         ]
-        yield _Transaction(commands, count, total)
+        yield _Transaction(commands, count, total, len(commands[1]) - 2)
 
 
-def _settle(session: HeldSession, sent: _Transaction, key: str) -> int:
-    """Read one transaction's replies; the list length after it."""
+def _settle(session: HeldSession, sent: _Transaction, key: str, raise_meta: tuple[Any, ...]) -> int:
+    """Read one transaction's replies; the list length after it.
+
+    ``raise_meta`` is the EXPIRE … GT sent when the transaction created the list.
+    """
     replies = session.read(sent.replies)
     executed = replies[-1]
     if isinstance(executed, Exception):  # EXECABORT (e.g. OOM while queueing): none applied
@@ -107,6 +112,11 @@ def _settle(session: HeldSession, sent: _Transaction, key: str) -> int:
     failed = [reply for reply in executed if isinstance(reply, Exception)]
     if failed:
         raise redis.exceptions.ResponseError(f"push to {key}: {failed[0]}")
+    if int(executed[0]) == sent.first:
+        session.send(pack([raise_meta]))
+        (raised,) = session.read(1)
+        if isinstance(raised, Exception):
+            raise raised
     return int(executed[sent.pushes - 1])
 
 
@@ -127,6 +137,7 @@ def push_transactions(
     Returns (list length after the last transaction or 0, chunks appended, bytes).
     """
     meta = keys.meta_key(key)
+    raise_meta = ("EXPIRE", meta, head[0], "GT")
     length = appended = pushed_bytes = 0
     in_flight: _Transaction | None = None  # sent, not yet confirmed
     try:
@@ -136,7 +147,7 @@ def push_transactions(
             batches = _transactions(key, meta, chunks, head, batch_size)
             for transaction in chain(batches, [None]):
                 if in_flight is not None:
-                    length = _settle(session, in_flight, key)
+                    length = _settle(session, in_flight, key, raise_meta)
                     appended += in_flight.count
                     pushed_bytes += in_flight.total
                 in_flight = transaction

@@ -1,0 +1,27 @@
+"""genbuffer's Redis side, one module per job.
+
+- ``connection``: the client, its URL and errors, running Lua scripts
+- ``meta``: the meta hash's fields and TTL rules, and a typed view of it
+- ``producer``: push_chunk, push_many, finish (with ``held`` and ``transactions``)
+- ``protocol``: what compaction does to a buffer (snapshot, read, acknowledge)
+- ``scan``: finding buffers; ``keyspace``: keys as they are
+- ``buffer``: GenerationBuffer, the producer with the other parts beside it
+
+Only this package imports redis-py.
+"""
+
+from genbuffer.redis.buffer import GenerationBuffer
+from genbuffer.redis.connection import connect_redis
+from genbuffer.redis.keyspace import KeyInfo
+from genbuffer.redis.producer import PushResult
+from genbuffer.redis.protocol import BufferSnapshot
+from genbuffer.redis.scan import FoundBuffer
+
+__all__ = [
+    "BufferSnapshot",
+    "FoundBuffer",
+    "GenerationBuffer",
+    "KeyInfo",
+    "PushResult",
+    "connect_redis",
+]

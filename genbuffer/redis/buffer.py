@@ -1,0 +1,78 @@
+"""GenerationBuffer: the producer API, with the other jobs on the same connection beside it.
+
+``GenerationBuffer.from_settings(settings).push_chunk(...)`` is the library's
+entry point for producers. Compaction, discovery and inspection use the parts
+it carries: ``protocol`` (snapshot, read, acknowledge, set aside), ``scan``
+(find buffers) and ``keyspace`` (keys as they are).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from genbuffer.redis.connection import RedisTarget, connect_redis
+from genbuffer.redis.keyspace import Keyspace
+from genbuffer.redis.producer import Producer
+from genbuffer.redis.protocol import CompactionProtocol
+from genbuffer.redis.scan import Scanner
+from genbuffer.settings import Settings
+
+__all__ = ["GenerationBuffer"]
+
+
+class GenerationBuffer(Producer):
+    """Generation buffers in one Redis database, under one key prefix."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        url: str = "",
+        prefix: str = "",
+        ttl: int = 86400,
+        max_len: int | None = None,
+        app_name: str | None = None,
+    ) -> None:
+        target = RedisTarget(client, url=url, prefix=prefix, app_name=app_name)
+        super().__init__(target, ttl=ttl, max_len=max_len)
+        self.protocol = CompactionProtocol(target, ttl=ttl, clock=self.clock)
+        self.scan = Scanner(target, ttl=ttl, clock=self.clock)
+        self.keyspace = Keyspace(target)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GenerationBuffer:
+        """Connect to the configured Redis with the configured prefix, TTL and alert length."""
+        url = settings.effective_redis_url()
+        return cls(
+            connect_redis(url, settings.redis_socket_timeout),
+            url=url,
+            prefix=settings.effective_redis_prefix(),
+            ttl=settings.generation_chunk_ttl,
+            max_len=settings.generation_chunk_max_len,
+            app_name=settings.app_name,
+        )
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client (for what genbuffer has no method for)."""
+        return self.target.client
+
+    @property
+    def url(self) -> str:
+        """The Redis URL (show it with ``settings.mask_url``)."""
+        return self.target.url
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix every key of this buffer starts with."""
+        return self.target.prefix
+
+    @property
+    def app_name(self) -> str | None:
+        """Laravel's APP_NAME, which names the prefix rule in hints."""
+        return self.target.app_name
+
+    def close(self) -> None:
+        """Close the held producer connection and the client's pool."""
+        super().close()
+        self.target.client.close()

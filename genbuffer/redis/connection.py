@@ -1,0 +1,137 @@
+"""Connecting to Redis: the client, its URL, errors, and running genbuffer's Lua scripts.
+
+This is the seam between genbuffer and redis-py: every other module of
+``genbuffer.redis`` gets its client from a ``RedisTarget`` built here, maps errors
+with ``redis_errors`` and runs scripts with ``run_script``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
+from genbuffer.settings import MEMORY_REDIS_URL, mask_url
+
+__all__ = [
+    "SCRIPT_RELOADS",
+    "RedisTarget",
+    "connect_redis",
+    "load_script",
+    "redis_errors",
+    "run_script",
+    "text",
+]
+
+# `memory://` is an in-process Redis: one server per URL, shared by every client of
+# this process, so the demo's separate commands see the same buffers.
+_MEMORY_SERVERS: dict[str, Any] = {}
+
+
+SCRIPT_RELOADS = 5  # a script cache flushed this many times in a row: give up (exit 3)
+
+
+def load_script(name: str) -> str:
+    """The source of ``genbuffer/lua/<name>.lua``."""
+    return (files("genbuffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def run_script(script: Any, keys_: list[str], args: list[Any], url: str) -> Any:
+    """Run a registered Lua script; reload it when the server's cache was flushed.
+
+    NOSCRIPT means the call did not run (a restart, a failover, SCRIPT FLUSH between
+    load and call), so calling again is safe for every script. A server that keeps
+    refusing is reported as unavailable.
+    """
+    for _ in range(SCRIPT_RELOADS):
+        try:
+            return script(keys=keys_, args=args)
+        except redis.exceptions.NoScriptError:
+            script.registered_client.script_load(script.script)
+    raise RedisUnavailable(
+        f"Redis at {mask_url(url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)",
+        hint="is something running SCRIPT FLUSH in a loop, or is the server restarting?",
+    )
+
+
+def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
+    """Open a client for ``url``; ``memory://`` is an in-process fakeredis server.
+
+    ``timeout`` bounds each attempt to connect or to get a reply, so a frozen server
+    is reported (exit 3) within a few attempts of it, not after minutes.
+    """
+    if url.startswith(MEMORY_REDIS_URL):
+        import fakeredis  # noqa: PLC0415  (only the embedded default needs it)
+
+        server = _MEMORY_SERVERS.setdefault(url, fakeredis.FakeServer())
+        client: redis.Redis = fakeredis.FakeRedis(server=server)
+        return client
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        )
+    except ValueError as exc:
+        raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
+
+
+@contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn connection-level redis-py errors into RedisUnavailable (exit 3)."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as exc:
+        text = str(exc)
+        if "DB index is out of range" in text:
+            raise UsageError(
+                f"Redis at {mask_url(url)} has no such database: {exc}",
+                hint="check REDIS_DB (or the /N at the end of REDIS_URL)",
+            ) from None
+        if text.startswith(("OOM", "EXECABORT")) or "maxmemory" in text:
+            raise OperationFailed(
+                f"Redis at {mask_url(url)} refused a write: {text.splitlines()[0]}",
+                hint="Redis is full: raise maxmemory, or compact and delete buffers; "
+                "nothing that was refused was written",
+            ) from None
+        if text.startswith("READONLY"):
+            raise RedisUnavailable(
+                f"Redis at {mask_url(url)} is a read-only replica: {text.splitlines()[0]}",
+                hint="point REDIS_URL at the primary (after a failover, the new one)",
+            ) from None
+        raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RedisUnavailable(
+            f"Redis is unreachable at {mask_url(url)}: {reason}",
+            hint="check REDIS_URL (or REDIS_HOST/REDIS_PORT) and that the server is up",
+        ) from None
+
+
+def text(value: bytes | str) -> str:
+    """A reply as text (bytes decoded as UTF-8, undecodable bytes replaced)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A client and what names its server and keys: the URL (masked in errors), the
+    key prefix, and Laravel's APP_NAME (it names the prefix rule in hints)."""
+
+    client: redis.Redis
+    url: str = ""
+    prefix: str = ""
+    app_name: str | None = None
+
+    def register(self, name: str) -> Any:
+        """A Lua script of genbuffer's, registered with the client (loaded on first use)."""
+        return self.client.register_script(load_script(name))

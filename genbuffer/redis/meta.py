@@ -1,0 +1,200 @@
+"""The meta hash beside each chunks list: its fields, its TTL rules, and a typed view.
+
+Every writer of a buffer (push.lua, push_one.lua, the MULTI/EXEC path in
+``transactions``, a Laravel producer) and every reader (snapshot.lua, ack.lua,
+fail.lua, observe.lua, discovery) agrees on the fields named here; a test checks
+that the Lua scripts use no other.
+
+TTL rules, the same on every push path (``tests/test_push_paths.py`` runs them all):
+
+1. A push gives each of the two keys the configured TTL when it has none, so
+   nothing genbuf writes lives forever.
+2. A push that creates the list raises the meta hash's TTL to at least the
+   configured TTL: a meta hash never expires before the list it describes.
+3. Nothing else moves a TTL on the producer's side: a push does not refresh
+   it (the buffer of an abandoned stream expires on time). Compaction leases
+   a buffer it reads (snapshot.lua), and fail.lua gives keys set aside a TTL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = [
+    "BY_GENBUF",
+    "BY_PRODUCER",
+    "FIELDS",
+    "BufferMeta",
+    "IsoClock",
+    "as_int",
+    "parse_time",
+]
+
+# Written by a producer (genbuf's push paths; a Laravel producer writes some of them).
+CHUNK_COUNT = "chunk_count"  # chunks appended to this life of the buffer
+BYTES = "bytes"  # their total length
+FIRST_CHUNK_AT = "first_chunk_at"
+LAST_CHUNK_AT = "last_chunk_at"
+FINISHED_AT = "finished_at"  # the producer marked the stream finished
+ORGANIZATION_ID = "organization_id"
+SCENARIO_ID = "scenario_id"
+GENERATION_ID = "generation_id"
+STREAM_ID = "stream_id"  # one life of the buffer (also given by snapshot.lua)
+SEQ_BASE = "seq_base"  # sequenced pushes: the sequence number this life began at
+GAPS = "gaps"  # sequenced pushes: numbers skipped (chunks never delivered)
+
+# Written by genbuf's compaction side.
+TRIMMED = "trimmed"  # chunks acknowledged and removed from the head of the list
+EXPIRED = "expired"  # chunks that vanished from the head before compaction
+ATTEMPTS = "attempts"  # failed compactions
+LAST_ERROR = "last_error"
+QUARANTINED_AT = "quarantined_at"  # set aside after COMPACTION_MAX_ATTEMPTS failures
+ORPHANED_AT = "orphaned_at"  # set aside: the buffer has no row
+SEEN_LENGTH = "seen_length"  # observe.lua: the list length last seen …
+SEEN_AT = "seen_at"  # … and when it changed
+
+BY_PRODUCER = frozenset(
+    {
+        CHUNK_COUNT,
+        BYTES,
+        FIRST_CHUNK_AT,
+        LAST_CHUNK_AT,
+        FINISHED_AT,
+        ORGANIZATION_ID,
+        SCENARIO_ID,
+        GENERATION_ID,
+        STREAM_ID,
+        SEQ_BASE,
+        GAPS,
+    }
+)
+BY_GENBUF = frozenset(
+    {TRIMMED, EXPIRED, ATTEMPTS, LAST_ERROR, QUARANTINED_AT, ORPHANED_AT, SEEN_LENGTH, SEEN_AT}
+)
+FIELDS = BY_PRODUCER | BY_GENBUF
+# what a compaction clears once it succeeds
+FAILURE_FIELDS = (ATTEMPTS, LAST_ERROR, QUARANTINED_AT, ORPHANED_AT)
+# what discovery reads of each buffer (state and idle time)
+DISCOVERY_FIELDS = (FINISHED_AT, LAST_CHUNK_AT, QUARANTINED_AT, ORPHANED_AT, CHUNK_COUNT)
+
+
+def as_int(value: object, default: int = 0) -> int:
+    """A counter as stored (text), or ``default`` when absent or not a number."""
+    if value is None:
+        return default
+    try:
+        return int(str(value))
+    except ValueError:
+        return default
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 timestamp as written by producers (UTC when it has no zone)."""
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class BufferMeta:
+    """A read of the meta hash (text fields), with the values compaction decides on."""
+
+    fields: Mapping[str, str]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """One field as stored."""
+        return self.fields.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id of this life of the buffer (None for a meta hash without one)."""
+        return self.fields.get(STREAM_ID)
+
+    @property
+    def trimmed(self) -> int:
+        """Chunks of this life acknowledged and removed from the list."""
+        return as_int(self.fields.get(TRIMMED))
+
+    @property
+    def counted(self) -> int | None:
+        """Chunks the producer says it pushed, if it keeps a count."""
+        value = self.fields.get(CHUNK_COUNT)
+        return None if value is None else as_int(value)
+
+    @property
+    def seq_base(self) -> int | None:
+        """The sequence number this life began at (None: not a sequenced stream)."""
+        value = self.fields.get(SEQ_BASE)
+        return None if value is None else as_int(value)
+
+    @property
+    def gaps(self) -> int:
+        """Sequence numbers the producer skipped (chunks it never delivered)."""
+        return as_int(self.fields.get(GAPS))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the producer marked the stream finished."""
+        return FINISHED_AT in self.fields
+
+    @property
+    def quarantined(self) -> bool:
+        """Whether compaction set the buffer aside after too many failures."""
+        return QUARANTINED_AT in self.fields
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether compaction set the buffer aside because its row does not exist."""
+        return ORPHANED_AT in self.fields
+
+    @property
+    def has_failures(self) -> bool:
+        """Whether a failed compaction was recorded since the last success."""
+        return ATTEMPTS in self.fields
+
+    @property
+    def state(self) -> str:
+        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle)."""
+        if self.quarantined:
+            return "quarantined"
+        if self.orphaned:
+            return "orphaned"
+        if self.finished:
+            return "finished"
+        return "open"
+
+    @property
+    def last_chunk_at(self) -> datetime | None:
+        """When the producer pushed last, where it records it."""
+        return parse_time(self.fields.get(LAST_CHUNK_AT))
+
+
+class IsoClock:
+    """Now as ISO 8601 UTC with microseconds, e.g. 2026-11-25T21:15:53.028616Z.
+
+    One strftime a second: a producer stamps every chunk. The cached second and
+    its text are one tuple, replaced whole, so threads sharing a clock never pair
+    one second's text with another's.
+    """
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def now(self) -> str:
+        """The current time, formatted."""
+        second, fraction = divmod(time.time_ns(), 1_000_000_000)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{fraction // 1000:06d}Z"

@@ -1,0 +1,268 @@
+"""The producer: append chunks to a generation buffer and keep its meta hash.
+
+Three paths write a buffer, one protocol (fields and TTL rules: ``meta``):
+``push_one.lua`` for a single unsequenced chunk (once per token, on the held
+connection), ``push.lua`` for sequenced pushes (idempotent: a retried chunk is
+skipped), and MULTI/EXEC transactions (``transactions``) for unsequenced batches
+on Redis 7+, where native RPUSH beats converting every chunk to a Lua string.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from genbuffer import keys
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import RedisTarget, redis_errors, run_script
+from genbuffer.redis.held import HeldConnection, HeldConnectionLost
+from genbuffer.redis.meta import IsoClock
+from genbuffer.redis.transactions import chunk_bytes, push_transactions, total_bytes
+
+__all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
+
+log = logging.getLogger("genbuffer.buffer")
+
+PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
+PUSH_PIPELINE = 16  # batch scripts sent per round trip by push_many
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did: the list length after it, chunks appended and skipped."""
+
+    key: str
+    length: int
+    appended: int
+    skipped: int = 0
+    bytes: int | None = None  # bytes appended, where the path counted them
+
+
+@lru_cache(maxsize=4096)
+def _cached_keys(
+    organization_id: int, generation_id: int, scenario_id: int | None, prefix: str
+) -> tuple[str, str]:
+    """(chunks key, meta key), built and validated once per generation."""
+    chunks = keys.chunks_key(organization_id, generation_id, scenario_id, prefix)
+    return chunks, keys.meta_key(chunks)
+
+
+def _batches(chunks: Iterable[bytes | str], size: int) -> Iterator[list[bytes | str]]:
+    """Lists of up to ``size`` chunks, in order."""
+    batch: list[bytes | str] = []
+    for chunk in chunks:
+        batch.append(chunk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _sum_replies(replies: list[Any], appended: int, skipped: int) -> tuple[int, int, int]:
+    """(last list length, appended, skipped) after a pipeline of push.lua replies."""
+    length = 0
+    for reply_length, reply_appended, reply_skipped in replies:
+        length = int(reply_length)
+        appended += int(reply_appended)
+        skipped += int(reply_skipped)
+    return length, appended, skipped
+
+
+class Producer:
+    """Pushes chunks into the buffers of one Redis database, under one key prefix."""
+
+    def __init__(self, target: RedisTarget, *, ttl: int, max_len: int | None = None) -> None:
+        self.target = target
+        self.ttl = ttl
+        self.max_len = max_len
+        self.clock = IsoClock()
+        self._push = target.register("push")
+        self._push_one = target.register("push_one")
+        self._held = HeldConnection(target.client)
+        self._expire_nx: bool | None = None
+
+    def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
+        """The chunks key of a generation, prefix included."""
+        return _cached_keys(organization_id, generation_id, scenario_id, self.target.prefix)[0]
+
+    def close(self) -> None:
+        """Close the held connection (the next push opens another)."""
+        self._held.close()
+
+    def push_chunk(
+        self,
+        organization_id: int,
+        generation_id: int,
+        chunk: bytes | str,
+        scenario_id: int | None = None,
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append one chunk and update the meta hash, in one atomic round trip.
+
+        With ``seq`` (the chunk's 0-based position in the stream) a retried push
+        is recognised and skipped instead of duplicating the chunk.
+        """
+        key, meta = _cached_keys(organization_id, generation_id, scenario_id, self.target.prefix)
+        if seq is not None:
+            return self.push_to_key(
+                key, [chunk], (organization_id, scenario_id, generation_id), seq=seq
+            )
+        # The hot path of a streaming producer: cached keys, one EVALSHA of push_one.lua
+        # on a held connection (see genbuffer.redis.held).
+        scenario = "" if scenario_id is None else scenario_id
+        argv = (
+            chunk,
+            self.clock.now(),
+            chunk_bytes(chunk),
+            self.ttl,
+            organization_id,
+            scenario,
+            generation_id,
+        )
+        try:
+            length = self._held.call("EVALSHA", self._push_one.sha, 2, key, meta, *argv)
+        except (redis.exceptions.NoScriptError, HeldConnectionLost):
+            # A restarted server or a dropped connection: redis-py's path loads the
+            # script and retries with backoff.
+            with redis_errors(self.target.url):
+                length = run_script(self._push_one, [key, meta], list(argv), self.target.url)
+        if self.max_len is not None and length > self.max_len:
+            self._warn_length(key, int(length))
+        return PushResult(key=key, length=int(length), appended=1, skipped=0)
+
+    def push_many(
+        self,
+        organization_id: int,
+        generation_id: int,
+        chunks: Iterable[bytes | str],
+        scenario_id: int | None = None,
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append chunks in order, a batch of them per atomic round trip."""
+        key = self.key_for(organization_id, generation_id, scenario_id)
+        ids = (organization_id, scenario_id, generation_id)
+        return self.push_to_key(key, chunks, ids, seq=seq)
+
+    def push_to_key(
+        self,
+        key: str,
+        chunks: Iterable[bytes | str],
+        ids: tuple[int, int | None, int],
+        *,
+        seq: int | None = None,
+    ) -> PushResult:
+        """Append chunks to an already built chunks key; ``ids`` are (org, scenario, generation).
+
+        Unsequenced, on Redis 7+: MULTI/EXEC transactions. Otherwise each batch of
+        PUSH_BATCH chunks is one push.lua call; PUSH_PIPELINE batches travel per
+        round trip, in order.
+        """
+        org, scenario, generation = ids
+        head = (self.ttl, self.clock.now(), org, "" if scenario is None else scenario, generation)
+        url = self.target.url
+        with redis_errors(url):
+            if seq is None and self._has_expire_nx():
+                length, appended, pushed = push_transactions(
+                    self._held, key, chunks, head, url=url, batch_size=PUSH_BATCH
+                )
+                if appended == 0:
+                    length = int(self.target.client.llen(key))
+                if self.max_len is not None and length > self.max_len:
+                    self._warn_length(key, length)
+                return PushResult(key, length, appended, 0, pushed)
+            length, appended, skipped, pushed = self._push_scripted(key, chunks, head, seq)
+        if self.max_len is not None and length > self.max_len:
+            self._warn_length(key, length)
+        # skipped chunks' bytes were sent but not appended: then the count is unknown
+        return PushResult(key, length, appended, skipped, None if skipped else pushed)
+
+    def _push_scripted(
+        self, key: str, chunks: Iterable[bytes | str], head: tuple[Any, ...], seq: int | None
+    ) -> tuple[int, int, int, int]:
+        """push.lua over batches: (list length, appended, skipped, bytes sent)."""
+        meta = keys.meta_key(key)
+        length = appended = skipped = pushed_bytes = 0
+        group: list[tuple[object, ...]] = []
+        for batch in _batches(chunks, PUSH_BATCH):
+            total = total_bytes(batch)
+            pushed_bytes += total
+            group.append((*head, "" if seq is None else seq, total, *batch))
+            seq = None if seq is None else seq + len(batch)
+            if len(group) == PUSH_PIPELINE:
+                replies = self._run_scripts(key, meta, group)
+                length, appended, skipped = _sum_replies(replies, appended, skipped)
+                group = []
+        if group:
+            replies = self._run_scripts(key, meta, group)
+            length, appended, skipped = _sum_replies(replies, appended, skipped)
+        elif appended + skipped == 0:
+            length = int(self.target.client.llen(key))
+        return length, appended, skipped, pushed_bytes
+
+    def _run_scripts(self, key: str, meta: str, group: list[tuple[object, ...]]) -> list[Any]:
+        """push.lua calls for ``group`` (argument tuples), in order, one round trip.
+
+        A call refused with NOSCRIPT did not run: after a Redis restart (redis-py
+        retries a pipeline on a new connection without loading its scripts) the
+        refused calls are a suffix of the group, and are sent again, in order.
+        """
+        client = self.target.client
+        replies: list[Any] = []
+        for _ in range(3):
+            pipe = client.pipeline(transaction=False)
+            for argv in group[len(replies) :]:
+                self._push(keys=(key, meta), args=argv, client=pipe)
+            results = pipe.execute(raise_on_error=False)
+            refused = [isinstance(r, redis.exceptions.NoScriptError) for r in results]
+            ran = refused.index(True) if True in refused else len(results)
+            if any(refused[ran:]) and not all(refused[ran:]):
+                raise redis.exceptions.ResponseError(
+                    f"push to {key}: the script cache was flushed mid-pipeline; stopped "
+                    "rather than append batches out of order"
+                )
+            for result in results[:ran]:
+                if isinstance(result, Exception):
+                    raise result
+            replies += results[:ran]
+            if len(replies) == len(group):
+                return replies
+            client.script_load(self._push.script)
+        raise redis.exceptions.NoScriptError(f"push to {key}: push.lua keeps being unloaded")
+
+    def _has_expire_nx(self) -> bool:
+        """Whether the server takes EXPIRE … NX (Redis 7+); asked once per producer."""
+        if self._expire_nx is None:
+            probe = keys.meta_key(keys.smoke_chunks_key(uuid.uuid4().hex, self.target.prefix))
+            try:  # on a key that does not exist: 0 on Redis 7+, an error before
+                self.target.client.expire(probe, 1, nx=True)
+                self._expire_nx = True
+            except redis.exceptions.ResponseError:
+                self._expire_nx = False
+        return self._expire_nx
+
+    def _warn_length(self, key: str, length: int) -> None:
+        log.warning(
+            "buffer %s holds %d chunks, over GENERATION_CHUNK_MAX_LEN=%s", key, length, self.max_len
+        )
+
+    def finish(
+        self, organization_id: int, generation_id: int, scenario_id: int | None = None
+    ) -> str:
+        """Mark the stream finished (`finished_at` in the meta hash); returns the key."""
+        key = self.key_for(organization_id, generation_id, scenario_id)
+        meta = keys.meta_key(key)
+        client = self.target.client
+        with redis_errors(self.target.url):
+            client.hset(meta, fields.FINISHED_AT, self.clock.now())
+            if client.ttl(meta) == -1:
+                client.expire(meta, self.ttl)
+        return key

@@ -1,0 +1,302 @@
+"""The compaction protocol on the Redis side: snapshot, paged read, acknowledge, set aside.
+
+Compaction reads a buffer by *absolute* chunk position: the meta hash keeps
+``trimmed`` (chunks already acknowledged and removed from the head of the list)
+and ``stream_id`` (one life of the buffer). A chunk at list index ``i`` has
+position ``trimmed + i``, so a compactor can acknowledge exactly what it
+committed while producers keep appending and other compactors keep reading.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from genbuffer import keys
+from genbuffer.errors import RedisUnavailable, StreamChanged
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import (
+    SCRIPT_RELOADS,
+    RedisTarget,
+    redis_errors,
+    run_script,
+    text,
+)
+from genbuffer.redis.meta import BufferMeta, IsoClock
+from genbuffer.settings import mask_url
+
+__all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "CompactionProtocol"]
+
+READ_PAGE = 2000  # chunks per LRANGE page while compacting …
+PAGE_BYTES = 8 * 1024 * 1024  # … or fewer, so that a page weighs about this much
+LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
+
+
+@dataclass(frozen=True)
+class BufferSnapshot:
+    """A consistent view of a buffer taken at the start of a compaction."""
+
+    key: str
+    exists: bool
+    length: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+    first_page: list[bytes] = field(default_factory=list)  # chunks from first_page_at on
+    first_page_at: int = 0  # absolute position of first_page[0]
+    # A read-only snapshot (dry run) does not record chunks vanished from the head in
+    # the meta hash; they are counted here and added to positions instead.
+    vanished: int = 0
+    # The chunks the buffer holds where the row's last persisted ones should be
+    # (snapshot.lua, ARGV[8]): one window for the row's stream, or one per supposed
+    # `trimmed` of a lost meta hash; shorter than asked where the list lacks them.
+    windows: list[list[bytes]] = field(default_factory=list)
+
+    @property
+    def fields(self) -> BufferMeta:
+        """The meta hash, typed."""
+        return BufferMeta(self.meta)
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id of this life of the buffer (None for a meta hash without one)."""
+        return self.fields.stream_id
+
+    @property
+    def trimmed(self) -> int:
+        """Chunks of this stream already acknowledged and removed from the list."""
+        return self.fields.trimmed + self.vanished
+
+    @property
+    def end(self) -> int:
+        """Absolute position just past the last chunk in the list."""
+        return self.trimmed + self.length
+
+    @property
+    def counted(self) -> int | None:
+        """Chunks the producer says it pushed (meta `chunk_count`), if it keeps a count."""
+        return self.fields.counted
+
+    @property
+    def seq_base(self) -> int | None:
+        """The sequence number this buffer life began at (None: not a sequenced stream)."""
+        return self.fields.seq_base
+
+    @property
+    def gaps(self) -> int:
+        """Sequence numbers the producer skipped (chunks it never delivered)."""
+        return self.fields.gaps
+
+    @property
+    def finished(self) -> bool:
+        """Whether the producer marked the stream finished."""
+        return self.fields.finished
+
+    @property
+    def quarantined(self) -> bool:
+        """Whether compaction set this buffer aside after too many failures."""
+        return self.fields.quarantined
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether compaction set this buffer aside because its row does not exist."""
+        return self.fields.orphaned
+
+
+def _average(chunks: list[bytes]) -> int:
+    """Mean chunk size in bytes (0 for none)."""
+    return sum(map(len, chunks)) // len(chunks) if chunks else 0
+
+
+class CompactionProtocol:
+    """What compaction does to a buffer in Redis, each step one atomic script or transaction."""
+
+    def __init__(self, target: RedisTarget, *, ttl: int, clock: IsoClock | None = None) -> None:
+        self.target = target
+        self.ttl = ttl
+        self.clock = clock or IsoClock()
+        self._snapshot = target.register("snapshot")
+        self._ack = target.register("ack")
+        self._fail = target.register("fail")
+        self._observe = target.register("observe")
+
+    def snapshot(
+        self,
+        key: str,
+        held: tuple[str, int] | None = None,
+        page: int = READ_PAGE,
+        *,
+        read_only: bool = False,
+        window: int = 0,
+        shifts: tuple[int, ...] = (),
+    ) -> BufferSnapshot:
+        """Read length and meta atomically, give the stream an id, and lease its TTL.
+
+        ``held`` is (stream id, chunks of it already persisted): the first page of
+        chunks after those comes back in the same round trip. ``read_only`` (a dry
+        run) writes nothing at all: no stream id, no lease, no correction stored.
+        ``window``: how many chunks before the held position to return as well, for
+        the held stream, or else at each of ``shifts`` (supposed `trimmed` values).
+        """
+        stream, offset = held if held is not None else ("", 0)
+        args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
+        with redis_errors(self.target.url):
+            reply = run_script(
+                self._snapshot,
+                [key, keys.meta_key(key)],
+                [*args, "1" if read_only else "0", window, *shifts],
+                self.target.url,
+            )
+        if int(reply[0]) == 0:
+            return BufferSnapshot(key=key, exists=False)
+        flat = [text(item) for item in reply[2]]
+        meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        return BufferSnapshot(
+            key=key,
+            exists=True,
+            length=int(reply[1]),
+            meta=meta,
+            first_page=list(reply[3]),
+            first_page_at=int(reply[4]),
+            vanished=int(reply[5]),
+            windows=[list(found) for found in reply[6]],
+        )
+
+    def read(
+        self, snapshot: BufferSnapshot, start: int, end: int, page: int = READ_PAGE
+    ) -> Iterator[list[bytes]]:
+        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive).
+
+        When ``start`` is where the snapshot's first page begins, that page is used
+        rather than read again; any other start reads from Redis.
+        """
+        stream = snapshot.stream_id or ""
+        position = start
+        if snapshot.first_page and start == snapshot.first_page_at and start < end:
+            first = snapshot.first_page[: end - start]
+            yield first
+            position += len(first)
+        trimmed = snapshot.trimmed
+        weight = _average(snapshot.first_page)
+        with redis_errors(self.target.url):
+            while position < end:
+                # pages of about PAGE_BYTES: a byte cap is overshot by one page at most
+                count = page if weight == 0 else max(1, min(page, PAGE_BYTES // weight))
+                last = min(position + count, end) - 1
+                chunks, trimmed = self._read_page(
+                    snapshot.key,
+                    stream,
+                    (position, last),
+                    trimmed=trimmed,
+                    vanished=snapshot.vanished,
+                )
+                if len(chunks) != last - position + 1:
+                    raise StreamChanged(
+                        f"buffer {snapshot.key} lost chunks while it was read "
+                        f"(expected {last - position + 1}, got {len(chunks)})",
+                        hint="nothing was written; run the command again",
+                    )
+                yield chunks
+                weight = _average(chunks) or weight
+                position = last + 1
+
+    def _read_page(
+        self, key: str, stream: str, span: tuple[int, int], *, trimmed: int, vanished: int = 0
+    ) -> tuple[list[bytes], int]:
+        """Chunks at absolute positions ``span`` (first, last), and the `trimmed` they assume.
+
+        A native LRANGE inside MULTI/EXEC with the meta fields its indexes depend on
+        (a Lua script converting every chunk to a Lua string and back cost twice
+        as much); when a concurrent acknowledgement moved `trimmed`, read again.
+        """
+        first, last = span
+        meta = keys.meta_key(key)
+        for _ in range(16):
+            pipe = self.target.client.pipeline(transaction=True)
+            pipe.hmget(meta, [fields.STREAM_ID, fields.TRIMMED])
+            pipe.lrange(key, first - trimmed, last - trimmed)
+            (seen_stream, seen_trimmed), chunks = pipe.execute()
+            if ("" if seen_stream is None else text(seen_stream)) != stream:
+                raise StreamChanged(
+                    f"buffer {key} was replaced while it was read",
+                    hint="nothing was written; run the command again",
+                )
+            now = int(seen_trimmed or 0) + vanished
+            if now == trimmed:
+                return list(chunks), trimmed
+            if first < now:  # acknowledged past what this read still needs
+                break
+            trimmed = now
+        raise StreamChanged(
+            f"buffer {key} was trimmed while it was read",
+            hint="nothing was written; run the command again",
+        )
+
+    def acknowledge(
+        self, key: str, stream_id: str, persisted: int, delete: bool
+    ) -> tuple[int, bool, int]:
+        """Trim chunks below ``persisted`` (committed); with ``delete`` drop emptied keys.
+
+        Returns (chunks trimmed, keys deleted, chunks left).
+        """
+        with redis_errors(self.target.url):
+            trimmed, deleted, left = run_script(
+                self._ack,
+                [key, keys.meta_key(key)],
+                [stream_id, persisted, 1 if delete else 0],
+                self.target.url,
+            )
+        return int(trimmed), bool(int(deleted)), int(left)
+
+    def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
+        """Acknowledge several committed compactions (key, stream id, persisted) in one trip.
+
+        Returns how many buffers were deleted.
+        """
+        if not acks:
+            return 0
+        with redis_errors(self.target.url):
+            for _ in range(SCRIPT_RELOADS):
+                pipe = self.target.client.pipeline(transaction=False)
+                for key, stream_id, persisted in acks:
+                    self._ack(
+                        keys=[key, keys.meta_key(key)],
+                        args=[stream_id, persisted, 1 if delete else 0],
+                        client=pipe,
+                    )
+                try:
+                    return sum(int(reply[1]) for reply in pipe.execute())
+                except redis.exceptions.NoScriptError:
+                    # acknowledgements are idempotent: the whole pipeline is sent again
+                    self.target.client.script_load(self._ack.script)
+        url = mask_url(self.target.url)
+        raise RedisUnavailable(f"Redis at {url} keeps dropping genbuffer's Lua scripts (NOSCRIPT)")
+
+    def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
+        """Count a failed compaction of ``key``; returns (attempts, quarantined).
+
+        Both keys get a TTL if they have none, so a buffer set aside still expires.
+        """
+        return self._set_aside(key, error, max_attempts, fields.QUARANTINED_AT)
+
+    def mark_orphaned(self, key: str, error: str) -> bool:
+        """Set aside a buffer whose row does not exist; True the first time (report it once)."""
+        attempts, _ = self._set_aside(key, error, 1, fields.ORPHANED_AT)
+        return attempts == 1
+
+    def _set_aside(self, key: str, error: str, limit: int, field_name: str) -> tuple[int, bool]:
+        line = " ".join(error.split())[:500]
+        with redis_errors(self.target.url):
+            attempts, aside = run_script(
+                self._fail,
+                [keys.meta_key(key), key],
+                [line, limit, self.clock.now(), self.ttl, field_name],
+                self.target.url,
+            )
+        return int(attempts), bool(int(aside))
+
+    def clear_failures(self, key: str) -> None:
+        """Forget failed attempts (and a quarantine or orphan mark) after a compaction."""
+        with redis_errors(self.target.url):
+            self.target.client.hdel(keys.meta_key(key), *fields.FAILURE_FIELDS)
