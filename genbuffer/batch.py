@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,6 +9,7 @@ from itertools import islice
 
 from pydantic import BaseModel
 
+from genbuffer.batching import Progress
 from genbuffer.compaction import (
     CompactionConfig,
     CompactionRequest,
@@ -23,7 +23,6 @@ from genbuffer.redis import FoundBuffer, GenerationBuffer
 
 __all__ = ["DEFAULT_WORKERS", "PendingResult", "compact_pending"]
 
-Progress = Callable[[int, int], None]
 ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
 # Generations compacted at once. A compaction mostly waits (Redis, the row lock, the
 # UPDATE, the commit's WAL flush), so a few in flight overlap those waits and let
@@ -185,7 +184,7 @@ def _compact_all(
     its own commit) go ACK_BATCH per round trip. On an outage no new compaction
     starts; those in flight finish, are acknowledged, and the outage is raised.
     """
-    if repository.engine.dialect.name == "sqlite":
+    if repository.dialect == "sqlite":
         workers = 1
 
     def run(candidate: tuple[FoundBuffer, bool]) -> CompactionResult:

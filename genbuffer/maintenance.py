@@ -6,12 +6,12 @@ import base64
 import binascii
 import contextlib
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
+from genbuffer.batching import Progress, id_ranges
 from genbuffer.db.repository import GenerationRow, Repository
 from genbuffer.errors import UsageError
 
@@ -23,7 +23,6 @@ __all__ = [
     "purge_chunks",
 ]
 
-Progress = Callable[[int, int], None]  # (done, total)
 _AGE = re.compile(r"\s*([0-9]+)\s*([smhdw]?)\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
 
@@ -97,7 +96,7 @@ def _purge(
     progress: Progress | None,
 ) -> PurgeResult:
     if dry_run:
-        purgeable, kept = repository.purgeable_chunks(cutoff)
+        purgeable, kept = repository.retention.purgeable_chunks(cutoff)
         return PurgeResult(
             older_than=older_than,
             cutoff=cutoff,
@@ -107,22 +106,19 @@ def _purge(
             dry_run=True,
             batches=0,
         )
+    retention = repository.retention
     purged = batches = 0
-    repository.analyze_if_never_analyzed()
-    bounds = repository.old_chunk_ids(cutoff)
-    low, high = (0, 0) if bounds is None else (bounds[0] - 1, bounds[1])
-    while low < high:  # id ranges of batch_size: at most that many rows a transaction
-        top = min(low + batch_size, high)
-        purged += repository.purge_chunks_range(cutoff, low, top)
+    retention.analyze_if_never_analyzed()
+    for low, high in id_ranges(lambda: retention.old_chunk_ids(cutoff), batch_size):
+        purged += retention.purge_range(cutoff, low, high)
         batches += 1
-        low = top
         if progress:
-            progress(purged, 0)  # the total is not counted up front: that is a full scan
+            progress(purged, 0)
     return PurgeResult(
         older_than=older_than,
         cutoff=cutoff,
         purged=purged,
-        kept_not_compacted=repository.old_chunks_kept(cutoff),
+        kept_not_compacted=retention.old_chunks_kept(cutoff),
         dry_run=dry_run,
         batches=batches,
     )
@@ -173,22 +169,16 @@ def _migrate_in_sql(
     No count up front (a full scan): the candidates are what the ranges held. Rows
     added past the last id while the run goes are taken too.
     """
+    legacy = repository.legacy
     migrated = batches = 0
     conflicts: list[int] = []
-    bounds = repository.id_bounds()
-    low, high = (0, 0) if bounds is None else (bounds[0] - 1, bounds[1])
-    while low < high:
-        while low < high:
-            top = min(low + batch_size, high)
-            moved, found = repository.migrate_blobs_range(low, top, dry_run)
-            low = top
-            migrated += moved
-            conflicts += found
-            batches += 1
-            if progress:
-                progress(migrated + len(conflicts), 0)
-        bounds = repository.id_bounds()
-        high = high if bounds is None else max(high, bounds[1])
+    for low, high in id_ranges(legacy.id_bounds, batch_size, follow_growth=True):
+        moved, found = legacy.move_range(low, high, dry_run)
+        migrated += moved
+        conflicts += found
+        batches += 1
+        if progress:
+            progress(migrated + len(conflicts), 0)
     return MigrationResult(
         candidates=migrated + len(conflicts),
         migrated=0 if dry_run else migrated,
@@ -228,13 +218,13 @@ def migrate_compacted_from_metadata(
 def _migrate(
     repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
 ) -> MigrationResult:
-    if repository.supports_bulk_migration():
+    if repository.legacy.in_sql:
         return _migrate_in_sql(repository, batch_size, dry_run, progress)
-    candidates = repository.legacy_blob_rows()
+    candidates = repository.legacy.count()
     migrated = batches = 0
     conflicts: list[int] = []
     after_id = 0
-    while rows := repository.legacy_blob_batch(after_id, batch_size):
+    while rows := repository.legacy.batch(after_id, batch_size):
         after_id = rows[-1].id
         updates: dict[int, dict[str, Any]] = {}
         for row in rows:

@@ -22,7 +22,7 @@ class Runtime:
     """Lazy on purpose: `--help` and usage errors load no settings and touch no server."""
 
     def __init__(self, env_file: Path | None = None, settings: Settings | None = None) -> None:
-        self.env_file = env_file
+        self._env_file = env_file
         self.json_output = False  # set by the command, read by the CLI's error boundary
         self.warnings: list[str] = []  # also in the --json document, never inside it on stderr
         if settings is not None:
@@ -33,6 +33,13 @@ class Runtime:
         if message not in self.warnings:
             self.warnings.append(message)
             log.warning(message)
+
+    @property
+    def env_file(self) -> Path | None:
+        """The env file: --env-file, else GENBUF_ENV_FILE, else none."""
+        from genbuffer.settings import env_file_from_environment  # noqa: PLC0415
+
+        return self._env_file or env_file_from_environment()
 
     @cached_property
     def settings(self) -> Settings:

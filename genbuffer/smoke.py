@@ -57,6 +57,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
         checks.append(SmokeCheck(name=name, ok=ok, detail=detail))
 
     sent = [_sample_chunk(i) for i in range(chunks)]
+    pushed = False  # nothing to clean up before the first push
     try:
         buffer.keyspace.ping()
         check("ping", True, f"{mask_url(buffer.url)} answered")
@@ -73,6 +74,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
             + ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items())[:5])
             + ": set REDIS_PREFIX",
         )
+        pushed = True
         for index, chunk in enumerate(sent):
             buffer.push_to_key(key, [chunk], _SMOKE_IDS, seq=index)
         retried = buffer.push_to_key(key, [sent[-1]], _SMOKE_IDS, seq=chunks - 1)
@@ -99,7 +101,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
             f"list {ttls[0]}s, meta {ttls[1]}s (GENERATION_CHUNK_TTL={buffer.ttl})",
         )
     finally:
-        if not keep:
+        if pushed and not keep:
             _clean(buffer, [key, meta], check)
     return SmokeResult(
         ok=all(c.ok for c in checks),

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from genbuffer.db.repository import _NEVER_ANALYZED, CHUNKS
+from genbuffer.db.retention import _NEVER_ANALYZED
+from genbuffer.db.rows import CHUNKS
 from genbuffer.errors import UsageError
 from genbuffer.maintenance import migrate_compacted_from_metadata, parse_age, purge_chunks
 from tests.conftest import Stack
@@ -180,9 +181,9 @@ def test_purge_analyzes_tables_that_have_no_statistics(servers: Stack) -> None:
     assert never_analyzed() == ["generation_chunks", "scenario_generations"]  # new tables
     assert purge_chunks(repository, "7d").purged == 0
     assert never_analyzed() == []
-    assert repository.analyze_if_never_analyzed() is False  # nothing to do the second time
+    assert repository.retention.analyze_if_never_analyzed() is False  # the second time: nothing
 
 
 def test_analyze_is_postgresql_only(embedded: Stack) -> None:
     """Elsewhere there is nothing to analyse first."""
-    assert embedded.repository.analyze_if_never_analyzed() is False
+    assert embedded.repository.retention.analyze_if_never_analyzed() is False

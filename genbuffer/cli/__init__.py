@@ -17,7 +17,6 @@ import typer
 from typer.core import TyperGroup
 
 from genbuffer import __version__
-from genbuffer.cli._lazy import defer_coercion
 from genbuffer.cli._output import error_document, report_error, stderr, write_json
 from genbuffer.cli.compact import compact_generation
 from genbuffer.cli.config_cmd import config_app
@@ -38,27 +37,26 @@ __all__ = ["app", "main"]
 class GenbufGroup(TyperGroup):
     """The root group: the one place expected failures become exit codes."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        defer_coercion(self.params)  # `genbuf CMD --help` stays free of pydantic
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Note whether --json was asked for, so a usage error can answer in JSON too,
+        and which root options the root's own arguments give."""
+        ctx.meta["genbuf.json"] = "--json" in args
+        ctx.meta["genbuf.root_options"] = _root_options(args)
+        return super().parse_args(ctx, args)
 
     def get_params(self, ctx: Any) -> Any:
-        """The root options, typer's completion options included, their coercion deferred."""
+        """The root options that were given, or all of them for the root's help.
+
+        Typer coerces every root option through pydantic even when it is absent
+        (its --help and completion flags included), so processing them all would
+        load pydantic for `genbuf CMD --help`. An absent option keeps its default
+        (GENBUF_ENV_FILE, --env-file's variable, is then read by the Runtime).
+        """
         params = super().get_params(ctx)
-        defer_coercion(params)
-        return params
-
-    def get_help_option(self, ctx: Any) -> Any:
-        """The root `--help` option, its coercion deferred like the other root options."""
-        option = super().get_help_option(ctx)
-        if option is not None:
-            defer_coercion([option])
-        return option
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Note whether --json was asked for, so a usage error can answer in JSON too."""
-        ctx.meta["genbuf.json"] = "--json" in args
-        return super().parse_args(ctx, args)
+        given = ctx.meta.get("genbuf.root_options")
+        if given is None:  # the root's help, or no command: all of them
+            return params
+        return [param for param in params if given & {*param.opts, *param.secondary_opts}]
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; turn a GenbufferError into its message and exit code."""
@@ -78,6 +76,25 @@ class GenbufGroup(TyperGroup):
         except KeyboardInterrupt:
             stderr().print("interrupted")
             raise typer.Exit(130) from None
+
+
+_ROOT_OPTIONS_WITH_A_VALUE = {"--env-file"}
+
+
+def _root_options(args: list[str]) -> set[str] | None:
+    """The options given before the command (``--name=value`` as ``--name``); None when
+    the root's help is asked for or no command follows."""
+    given: set[str] = set()
+    values = iter(args)
+    for arg in values:
+        if not arg.startswith("-"):
+            return given  # the command: what follows is its own
+        if arg in {"--help", "-h"}:
+            return None
+        given.add(arg.split("=", 1)[0])
+        if arg in _ROOT_OPTIONS_WITH_A_VALUE:
+            next(values, None)
+    return None
 
 
 app = typer.Typer(

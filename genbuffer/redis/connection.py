@@ -79,7 +79,9 @@ def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             health_check_interval=30,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            # one retry: redis-py retries the connection's handshake inside each
+            # attempt of a command too, so a frozen server costs (1 + retries)² timeouts
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
         )
     except ValueError as exc:
         raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None

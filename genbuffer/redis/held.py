@@ -4,8 +4,12 @@ redis-py's per-command path (pool checkout and release, stale-data poll, event
 dispatch, observability hooks, retry wrapper, argument filtering) costs more than
 the round trip itself on loopback. A streaming producer calls ``push_chunk`` once
 per token, and ``push_many`` packs hundreds of thousands of arguments, so both
-keep one connection of their own (built as the client's pool builds one: same
-URL, timeouts and TLS) and send commands packed by hiredis on it. A failed
+keep one connection of their own (made by the client's pool: same URL, timeouts
+and TLS, but never returned to it) and send commands packed by hiredis on it.
+It uses redis-py's public connection API (ConnectionPool.make_connection;
+Connection.connect, send_packed_command, read_response, can_read, disconnect):
+low-level, so this module is the only one that touches it, and the versions it
+runs on are pinned and tested at both ends (.ci/run). A failed
 connection is closed and reported as ``HeldConnectionLost``; each caller decides
 whether a retry is safe. A forked child opens its own connection.
 """
@@ -132,7 +136,7 @@ class HeldConnection:
                 return conn
             conn.disconnect()
         self._conn = None  # a socket inherited across a fork is the parent's: leave it be
-        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        conn = self._pool.make_connection()  # the pool's class, URL, timeouts and TLS
         conn.connect()
         self._conn, self._pid = conn, os.getpid()
         return conn

@@ -1,0 +1,74 @@
+"""The tables as Core objects, and the generation row as compaction reads it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Table, bindparam, select
+
+from genbuffer.db.schema import (
+    GenerationArtifactHistory,
+    GenerationChunk,
+    MetadataValidationIssue,
+    ScenarioGeneration,
+)
+
+__all__ = ["CHUNKS", "GEN", "HISTORY", "ISSUES", "ROW_COLUMNS", "GenerationRow", "new_id", "to_row"]
+
+# Core tables of the ORM models (the repository writes Core statements, not ORM units).
+GEN = cast(Table, ScenarioGeneration.__table__)
+ISSUES = cast(Table, MetadataValidationIssue.__table__)
+CHUNKS = cast(Table, GenerationChunk.__table__)
+HISTORY = cast(Table, GenerationArtifactHistory.__table__)
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """The columns of a `scenario_generations` row that compaction reads."""
+
+    id: int
+    organization_id: int
+    scenario_id: int | None
+    metadata: Any
+    compacted: str | None
+    chunk_count: int | None
+    llm_response: Any = None
+    compacted_at: datetime | None = None
+    compacted_by: str | None = None
+    last_validation_issue_id: int | None = None
+    created_at: datetime | None = None
+
+
+ROW_COLUMNS = (
+    GEN.c.id,
+    GEN.c.organization_id,
+    GEN.c.scenario_id,
+    GEN.c.metadata,
+    GEN.c.compacted,
+    GEN.c.chunk_count,
+    GEN.c.llm_response,
+    GEN.c.compacted_at,
+    GEN.c.compacted_by,
+    GEN.c.last_validation_issue_id,
+    GEN.c.created_at,
+)
+
+
+# Built once: compaction locks and writes a row per generation, thousands of times a batch.
+LOCK_ROW = select(*ROW_COLUMNS).where(GEN.c.id == bindparam("id")).with_for_update()
+
+
+def to_row(values: Sequence[Any]) -> GenerationRow:
+    """A fetched row of ROW_COLUMNS as a GenerationRow."""
+    return GenerationRow(*values)
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT generated (RETURNING where the dialect has it)."""
+    key = result.inserted_primary_key
+    if key is None or key[0] is None:
+        raise RuntimeError("the database returned no id for the new row")
+    return int(key[0])

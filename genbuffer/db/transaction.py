@@ -1,0 +1,142 @@
+"""The statements of one compaction, inside the transaction that holds its row lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from genbuffer.db.artifact import save_artifact
+from genbuffer.db.rows import CHUNKS, GEN, HISTORY, ISSUES, LOCK_ROW, GenerationRow, new_id, to_row
+
+__all__ = ["BACKUP_BATCH", "Transaction"]
+
+BACKUP_BATCH = 1000  # rows per INSERT … VALUES statement
+_HISTORY_COPIED = (
+    "organization_id",
+    "compacted",
+    "llm_response",
+    "metadata",
+    "chunk_count",
+    "compacted_at",
+    "compacted_by",
+)
+
+
+class Transaction:
+    """The statements that run inside one database transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def lock_generation(self, generation_id: int) -> GenerationRow | None:
+        """Read a generation row and lock it until the transaction ends."""
+        found = self.connection.execute(LOCK_ROW, {"id": generation_id}).first()
+        return None if found is None else to_row(found)
+
+    def update_generation(self, generation_id: int, values: dict[str, Any]) -> None:
+        """Write some columns of one row (the compaction writes with save_artifact)."""
+        self.connection.execute(update(GEN).where(GEN.c.id == generation_id).values(**values))
+
+    def save_artifact(
+        self,
+        generation_id: int,
+        encoded: bytes,
+        *,
+        llm_response: str,
+        values: dict[str, Any],
+    ) -> None:
+        """Write a compacted artifact and the row's other compaction columns (see db.artifact).
+
+        ``llm_response``: "json" (parse the artifact), "null", or "keep" (leave it).
+        """
+        save_artifact(
+            self.connection, generation_id, encoded, llm_response=llm_response, values=values
+        )
+
+    def insert_issue(
+        self,
+        *,
+        organization_id: int | None,
+        generation_id: int,
+        mode: str,
+        source: str,
+        errors: list[dict[str, Any]],
+        created_at: datetime,
+    ) -> int:
+        """Insert a `metadata_validation_issues` row; returns its id."""
+        result = self.connection.execute(
+            insert(ISSUES).values(
+                organization_id=organization_id,
+                generation_id=generation_id,
+                mode=mode,
+                source=source,
+                errors=errors,
+                created_at=created_at,
+            )
+        )
+        return new_id(result)
+
+    def keep_history(self, generation_id: int, reason: str) -> int:
+        """Copy the row's artifact into `generation_artifact_history` (server-side); its id.
+
+        Runs with the row locked, so no other history row of this generation can be
+        inserted meanwhile: the highest id is this one.
+        """
+        source = select(
+            *(GEN.c[name] for name in _HISTORY_COPIED),
+            GEN.c.id,
+            bindparam("reason", reason),
+        ).where(GEN.c.id == generation_id)
+        self.connection.execute(
+            insert(HISTORY).from_select([*_HISTORY_COPIED, "generation_id", "reason"], source)
+        )
+        return int(
+            self.connection.execute(
+                select(func.max(HISTORY.c.id)).where(HISTORY.c.generation_id == generation_id)
+            ).scalar_one()
+        )
+
+    def next_backup_seq(self, generation_id: int) -> int:
+        """The `seq` after the generation's last chunk backup (0 when it has none)."""
+        last = self.connection.execute(
+            select(func.max(CHUNKS.c.seq)).where(CHUNKS.c.generation_id == generation_id)
+        ).scalar_one()
+        return 0 if last is None else int(last) + 1
+
+    def backup_chunks(
+        self,
+        organization_id: int,
+        generation_id: int,
+        first_seq: int,
+        chunks: Iterable[bytes | memoryview],
+    ) -> None:
+        """Back raw chunks up in `generation_chunks` from ``first_seq``; re-runs are no-ops.
+
+        Chunks may be views; a batch at a time is copied for the driver.
+        """
+        dialect = self.connection.dialect.name
+        source = iter(chunks)
+        start = 0
+        while batch := list(islice(source, BACKUP_BATCH)):
+            rows = [
+                {
+                    "organization_id": organization_id,
+                    "generation_id": generation_id,
+                    "seq": first_seq + start + offset,
+                    "content": bytes(chunk),
+                }
+                for offset, chunk in enumerate(batch)
+            ]
+            start += len(batch)
+            if dialect == "postgresql":
+                stmt: Any = postgresql.insert(CHUNKS).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                stmt = sqlite.insert(CHUNKS).on_conflict_do_nothing()
+            else:  # MySQL / MariaDB
+                stmt = insert(CHUNKS).prefix_with("IGNORE")
+            self.connection.execute(stmt, rows)
