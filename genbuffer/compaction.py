@@ -105,7 +105,6 @@ class CompactionConfig:
             audit_log=settings.metadata_validation_log,
             max_attempts=settings.compaction_max_attempts,
             regeneration=settings.generation_regeneration,
-            faults=FaultPlan.parse(settings.genbuffer_crash_at, settings.genbuffer_pause_at),
         )
 
 

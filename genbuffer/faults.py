@@ -1,9 +1,10 @@
-"""Fault injection at named compaction steps, for tests only.
+"""Fault injection at named compaction steps: a seam for tests, empty in production.
 
-``GENBUFFER_CRASH_AT=<step>`` makes the process SIGKILL itself at that step, as
-``kill -9`` would; ``GENBUFFER_PAUSE_AT=<step>=<seconds>`` makes it sleep there
-(so a test can restart a server or terminate a backend at that exact moment).
-In-process tests use ``mode="raise"``: a BaseException that no handler catches,
+``CompactionConfig.faults`` is a FaultPlan; the settings never fill it. A test
+entry point (``tests/support/faulty.py``) builds one from ``GENBUFFER_CRASH_AT=<step>``
+(SIGKILL at that step, as ``kill -9`` would) and ``GENBUFFER_PAUSE_AT=<step>=<seconds>``
+(sleep there, so a test can restart a server or terminate a backend at that
+exact moment). In-process tests use ``mode="raise"``: a BaseException that no handler catches,
 which leaves transactions and Redis exactly as a killed process would, and
 ``on_step``, a callback run at every step (to push chunks mid-compaction).
 """

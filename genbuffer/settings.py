@@ -83,8 +83,6 @@ class Settings(BaseSettings):
     generation_regeneration: Literal["replace", "append"] = "replace"
 
     # Test hooks (genbuffer/faults.py): SIGKILL, or pause, at a compaction step.
-    genbuffer_crash_at: str | None = None
-    genbuffer_pause_at: str | None = None
 
     @field_validator("*", mode="before")
     @classmethod

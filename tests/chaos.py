@@ -19,7 +19,6 @@ import contextlib
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,10 +37,10 @@ from genbuffer.errors import NothingToCompact, RedisUnavailable
 from genbuffer.faults import STEPS
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
-from tests.servers import PrivateRedis
+from tests.support.runner import spawn_genbuf
+from tests.support.servers import PrivateRedis
+from tests.support.urls import POSTGRES_ADMIN_URL, pg_url
 
-GENBUF = str(Path(sys.executable).parent / "genbuf")
-ADMIN_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ORG = 1
 TOKEN = re.compile(rb"<g(\d+):(\d+)>")
 
@@ -84,12 +83,6 @@ class ChaosReport:
         ]
 
 
-def _pg_url(database: str) -> str:
-    return ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + (
-        f"/{database}"
-    )
-
-
 class _Chaos:
     def __init__(self, chunks: int, generations: int, kills: int, duration: float, workdir: Path):
         self.total = chunks
@@ -111,18 +104,17 @@ class _Chaos:
 
     def setup(self) -> None:
         self.redis.start()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.database}"')
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DB_", "DATA"))},
             "REDIS_URL": self.redis.url,
-            "DATABASE_URL": _pg_url(self.database),
+            "DATABASE_URL": pg_url(self.database),
             "METADATA_VALIDATION_LOG": str(self.workdir / "audit.log"),
             "METADATA_VALIDATION_STRICT": "false",
         }
         self.settings = Settings(
             redis_url=self.redis.url,
-            database_url=_pg_url(self.database),
+            database_url=pg_url(self.database),
             metadata_validation_log=self.workdir / "audit.log",
         )
         self.repository = Repository.from_settings(self.settings)
@@ -134,7 +126,7 @@ class _Chaos:
     def teardown(self) -> None:
         self.redis.kill()
         self.repository.engine.dispose()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     # -- actors ----------------------------------------------------------------------
@@ -166,11 +158,10 @@ class _Chaos:
                 env["GENBUFFER_CRASH_AT"] = self.rng.choice(STEPS)
             elif roll < 0.6:
                 outside_kill_after = self.rng.uniform(0.05, 1.2)
-            proc = subprocess.Popen(
-                [GENBUF, "compact-generation", str(ORG), str(gen), "--delete", "--soft", "--json"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+            proc = spawn_genbuf(
+                ["compact-generation", str(ORG), str(gen), "--delete", "--soft", "--json"],
+                env,
+                faults=True,
             )
             if outside_kill_after is not None:
                 timer = threading.Timer(outside_kill_after, proc.kill)
@@ -178,7 +169,7 @@ class _Chaos:
             _, stderr = proc.communicate(timeout=120)
             if outside_kill_after is not None:
                 timer.cancel()
-            self._record(proc.returncode, stderr.decode(errors="replace"), env, outside_kill_after)
+            self._record(proc.returncode, stderr, env, outside_kill_after)
 
     def _record(self, code: int, stderr: str, env: dict[str, str], outside: float | None) -> None:
         with self.lock:
@@ -205,7 +196,7 @@ class _Chaos:
         while self.produced < self.total * 0.7 and not self.stop.is_set():
             time.sleep(0.05)
         deadline = time.monotonic() + 60
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             while time.monotonic() < deadline and not self.stop.is_set():
                 row = admin.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "

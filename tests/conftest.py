@@ -8,7 +8,6 @@ database, and removes them afterwards.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,14 +27,13 @@ from genbuffer.db.repository import Repository
 from genbuffer.redis import GenerationBuffer
 from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
-
-REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_ADMIN_URL = os.environ.get(
-    "POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.support.urls import (
+    IN_CI,
+    MARIADB_ADMIN_URL,
+    POSTGRES_ADMIN_URL,
+    REDIS_TEST_URL,
+    pg_url,
 )
-MARIADB_ADMIN_URL = os.environ.get("MARIADB_TEST_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _reachable: dict[str, str | None] = {}
 
@@ -66,12 +64,6 @@ def require_server(name: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
-
-
-def pg_url(database: str) -> str:
-    """SQLAlchemy URL of a database on the test PostgreSQL server."""
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
 
 
 def _mariadb_admin() -> Any:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,10 @@ from genbuffer import keys
 from genbuffer.redis import GenerationBuffer
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
-from tests.servers import PrivateRedis
+from tests.support.runner import GENBUF
+from tests.support.servers import PrivateRedis
 
 ORG = 14
-GENBUF = str(Path(sys.executable).parent / "genbuf")
 
 
 def _codes(result: Any) -> list[str]:

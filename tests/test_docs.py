@@ -8,7 +8,7 @@ import typer.main
 
 from genbuffer.cli import app
 from genbuffer.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.support.urls import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +22,11 @@ from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
 from genbuffer.faults import STEPS, FaultPlan
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
-from tests.conftest import POSTGRES_ADMIN_URL, Stack, require_server
+from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
-from tests.servers import PrivateRedis
-
-GENBUF = str(Path(sys.executable).parent / "genbuf")
+from tests.support.runner import run_genbuf, spawn_genbuf
+from tests.support.servers import PrivateRedis
+from tests.support.urls import POSTGRES_ADMIN_URL
 
 
 @pytest.fixture
@@ -49,24 +47,11 @@ def crash_stack(servers: Stack, private_redis: PrivateRedis) -> Stack:
 
 
 def _genbuf(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [GENBUF, *args],
-        env={**os.environ, **stack.env, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return run_genbuf(list(args), {**stack.env, **env}, faults=bool(env))
 
 
 def _spawn(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [GENBUF, *args],
-        env={**os.environ, **stack.env, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_genbuf(list(args), {**stack.env, **env}, faults=bool(env))
 
 
 @pytest.mark.slow

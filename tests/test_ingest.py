@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from genbuffer.errors import Interrupted
 from genbuffer.ingest import StopRequest, push_lines
 from tests.conftest import Stack
-
-GENBUF = str(Path(sys.executable).parent / "genbuf")
+from tests.support.runner import GENBUF
 
 
 def _chunks(stack: Stack, gen: int) -> list[bytes]:

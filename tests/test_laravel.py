@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,9 +21,10 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from tests.conftest import IN_CI, REDIS_TEST_URL, REPO_ROOT, require_server
+from tests.conftest import require_server
+from tests.support.runner import run_genbuf
+from tests.support.urls import IN_CI, REDIS_TEST_URL, REPO_ROOT
 
-GENBUF = str(Path(sys.executable).parent / "genbuf")
 PHP_DIR = REPO_ROOT / "tests" / "php"
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "laravel_pgsql.sql"
 
@@ -84,15 +83,7 @@ def _env_file(tmp_path: Path, database_url: str, **extra: str) -> Path:
 
 
 def _genbuf(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DB_", "DATA"))}
-    return subprocess.run(
-        [GENBUF, "--env-file", str(env_file), *args],
-        env=clean,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return run_genbuf(["--env-file", str(env_file), *args])
 
 
 def _rows(database_url: str) -> dict[int, tuple[object, ...]]:

@@ -11,9 +11,7 @@ import pytest
 
 from genbuffer.db import migrate
 from genbuffer.db.engine import make_engine
-from tests.conftest import (
-    REPO_ROOT,
-)
+from tests.support.urls import REPO_ROOT
 
 
 def _database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_TEST_URL, REPO_ROOT
+from tests.support.urls import REDIS_TEST_URL, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

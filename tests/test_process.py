@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,28 +11,15 @@ import pytest
 
 from tests.conftest import Stack
 from tests.helpers import stored_bytes
+from tests.support.runner import GENBUF, run_genbuf
 
 pytestmark = pytest.mark.slow
-GENBUF = str(Path(sys.executable).parent / "genbuf")
 
 
 def _run(
     args: list[str], env: dict[str, str], stdin: bytes = b""
 ) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DB_", "DATABASE_"))
-    }
-    done = subprocess.run(
-        [GENBUF, *args],
-        input=stdin,
-        env={**clean, **env},
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
-    )
+    return run_genbuf(args, env, stdin=stdin, timeout=60)
 
 
 def test_redis_down_exits_3_with_one_line(tmp_path: Path) -> None:

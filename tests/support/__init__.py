@@ -1,0 +1,1 @@
+"""What tests, chaos and bench share: server URLs, genbuf runners, private servers."""
