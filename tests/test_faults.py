@@ -15,9 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Connection, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
+from genbuffer.db.repository import Repository
 from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
 from genbuffer.faults import STEPS, FaultPlan
 from genbuffer.redis import GenerationBuffer
@@ -176,32 +179,27 @@ def test_redis_restarted_mid_compaction(crash_stack: Stack, private_redis: Priva
     assert stack.buffer.keyspace.generation_keys(43, gen) == []
 
 
-class _LostCommitReply:
-    """A repository whose first transaction commits and then reports the link as lost."""
+@contextlib.contextmanager
+def _commit_reply_lost(repository: Repository, applied: bool) -> Iterator[None]:
+    """The next COMMIT fails as a dropped connection does, after the server applied it
+    (``applied``) or before it got there."""
+    armed = [True]
 
-    def __init__(self, inner: object, applied: bool) -> None:
-        self._inner = inner
-        self._applied = applied
-        self._armed = True
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[object]:
-        armed, self._armed = self._armed, False
-        if not armed:
-            with self._inner.transaction() as tx:  # type: ignore[attr-defined]
-                yield tx
+    def on_commit(connection: Connection) -> None:
+        if not armed[0]:
             return
-        if self._applied:
-            with self._inner.transaction() as tx:  # type: ignore[attr-defined]
-                yield tx
-        else:
-            with contextlib.suppress(RuntimeError), self._inner.transaction() as tx:  # type: ignore[attr-defined]
-                yield tx
-                raise RuntimeError("roll back: the COMMIT never reached the server")
-        raise DatabaseUnavailable("connection lost during COMMIT")
+        armed[0] = False
+        if applied:
+            connection.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+        raise sa_exc.OperationalError(
+            "COMMIT", None, ConnectionResetError("connection lost during COMMIT")
+        )
+
+    event.listen(repository.engine, "commit", on_commit)
+    try:
+        yield
+    finally:
+        event.remove(repository.engine, "commit", on_commit)
 
 
 @pytest.mark.parametrize("applied", [True, False])
@@ -213,23 +211,21 @@ def test_commit_with_unknown_outcome_is_checked_before_acknowledging(
     gen = stack.repository.create_generation(44)
     chunks = [b"[1,", b"2]"]
     stack.buffer.push_many(44, gen, chunks)
-    flaky = _LostCommitReply(stack.repository, applied)
     request = CompactionRequest(44, gen, delete=True)
+    config = stack.config()
     if applied:
-        result = assemble_and_persist(
-            request,
-            buffer=stack.buffer,
-            repository=flaky,
-            config=stack.config(),  # type: ignore[arg-type]
-        )
+        with _commit_reply_lost(stack.repository, applied=True):
+            result = assemble_and_persist(
+                request, buffer=stack.buffer, repository=stack.repository, config=config
+            )
         assert result.persisted and result.deleted
     else:
-        with pytest.raises(DatabaseUnavailable):
+        with (
+            _commit_reply_lost(stack.repository, applied=False),
+            pytest.raises(DatabaseUnavailable),
+        ):
             assemble_and_persist(
-                request,
-                buffer=stack.buffer,
-                repository=flaky,
-                config=stack.config(),  # type: ignore[arg-type]
+                request, buffer=stack.buffer, repository=stack.repository, config=config
             )
         assert stored_bytes(stack, gen) is None
         assert stack.buffer.keyspace.generation_keys(44, gen) != []

@@ -29,6 +29,7 @@ from genbuffer.db.rows import (
     to_row,
 )
 from genbuffer.db.transaction import Transaction
+from genbuffer.errors import DatabaseUnavailable
 from genbuffer.settings import Settings
 
 __all__ = ["GenerationRow", "Repository", "Transaction"]
@@ -56,9 +57,20 @@ class Repository:
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with database_errors(self.url), self.engine.begin() as connection:
-            yield Transaction(connection)
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A COMMIT whose reply is lost (the connection died) is an outage unless the
+        block registered a check (``Transaction.verify_commit_with``) that finds,
+        on a fresh connection, that it was applied.
+        """
+        tx: Transaction | None = None
+        try:
+            with database_errors(self.url), self.engine.begin() as connection:
+                tx = Transaction(connection)
+                yield tx
+        except DatabaseUnavailable:
+            if tx is None or tx.commit_check is None or not tx.commit_check():
+                raise
 
     def job_lock(self, name: str) -> AbstractContextManager[bool]:
         """Hold the cross-process lock ``name`` for a block; it yields False if taken."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -32,6 +32,18 @@ class Transaction:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.rolled_back = False
+        self.commit_check: Callable[[], bool] | None = None
+
+    def rollback(self) -> None:
+        """End the transaction now, writing nothing (the block may go on reading)."""
+        self.connection.rollback()
+        self.rolled_back = True
+
+    def verify_commit_with(self, check: Callable[[], bool]) -> None:
+        """If the COMMIT fails with its outcome unknown (the connection died), ask
+        ``check`` on a fresh connection whether it was applied; yes: no error."""
+        self.commit_check = check
 
     def lock_generation(self, generation_id: int) -> GenerationRow | None:
         """Read a generation row and lock it until the transaction ends."""
