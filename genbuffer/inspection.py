@@ -11,19 +11,9 @@ from genbuffer.db.repository import Repository
 from genbuffer.errors import OperationFailed
 from genbuffer.placement import RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
-from genbuffer.redis import GenerationBuffer
+from genbuffer.redis import GenerationBuffer, KeyInfo
 
-__all__ = ["InspectionResult", "KeyReport", "inspect_generation", "unpersisted_chunks"]
-
-
-class KeyReport(BaseModel):
-    """One key: type, length (LLEN or HLEN), TTL in seconds (-1 none), memory in bytes."""
-
-    key: str
-    type: str
-    length: int
-    ttl: int
-    memory_bytes: int | None
+__all__ = ["InspectionResult", "inspect_generation", "unpersisted_chunks"]
 
 
 class InspectionResult(BaseModel):
@@ -33,7 +23,7 @@ class InspectionResult(BaseModel):
     organization_id: int
     generation_id: int
     scenario_id: int | None
-    keys: list[KeyReport]
+    keys: list[KeyInfo]
     deleted: int
     unpersisted_chunks: int | None = None  # counted when deleting: chunks no row holds
 
@@ -84,7 +74,7 @@ def inspect_generation(
     names = buffer.keyspace.generation_keys(organization_id, generation_id, scenario_id)
     if not names:
         check_prefix(buffer)  # nothing here, but buffers under another prefix: say so
-    reports = [KeyReport(**vars(info)) for info in buffer.keyspace.describe(names)]
+    reports = buffer.keyspace.describe(names)
     deleted, unpersisted = 0, None
     if delete and names:
         if repository is None:

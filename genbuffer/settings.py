@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -27,7 +26,6 @@ __all__ = [
     "MEMORY_REDIS_URL",
     "ConfigRow",
     "ConfigShow",
-    "SettingSource",
     "Settings",
     "describe_settings",
     "env_file_from_environment",
@@ -244,27 +242,18 @@ def load_settings(env_file: Path | None = None) -> Settings:
         raise UsageError(f"invalid setting {name}: {first['msg']}") from None
 
 
-@dataclass(frozen=True)
-class SettingSource:
-    """One effective setting, shown with where it came from; secrets masked."""
-
-    name: str
-    value: str | None
-    source: str
-
-
 _SECRETS = {"redis_password", "db_password"}  # shown as ***
 _URLS = {"redis_url", "database_url"}  # shown with the password masked
 
 
-def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
+def describe_settings(env_file: Path | None = None) -> list[ConfigRow]:
     """Every setting's effective value and its source: environment, env file, default, derived."""
     settings = load_settings(env_file)
     from_file = (
         {k.lower(): v for k, v in dotenv_values(env_file).items()} if env_file is not None else {}
     )
     environment = {k.lower(): v for k, v in os.environ.items()}
-    rows = []
+    rows: list[ConfigRow] = []
     for name in Settings.model_fields:
         if name in environment and environment[name] != "":
             source = "environment"
@@ -280,7 +269,7 @@ def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
             shown = mask_url(raw)
         else:
             shown = None if value is None else str(value)
-        rows.append(SettingSource(name.upper(), shown, source))
+        rows.append(ConfigRow(name=name.upper(), value=shown, source=source))
     prefix_source = (
         "REDIS_PREFIX"
         if settings.redis_prefix is not None
@@ -289,12 +278,20 @@ def describe_settings(env_file: Path | None = None) -> list[SettingSource]:
     redis_url = mask_url(settings.effective_redis_url()) if settings.redis_configured() else None
     database_source = "derived" if settings.database_configured() else "embedded default"
     rows += [
-        SettingSource(
-            "redis url (effective)", redis_url, "derived" if redis_url else "not set: required"
+        ConfigRow(
+            name="redis url (effective)",
+            value=redis_url,
+            source="derived" if redis_url else "not set: required",
         ),
-        SettingSource("redis prefix (effective)", settings.effective_redis_prefix(), prefix_source),
-        SettingSource(
-            "database url (effective)", mask_url(settings.effective_database_url()), database_source
+        ConfigRow(
+            name="redis prefix (effective)",
+            value=settings.effective_redis_prefix(),
+            source=prefix_source,
+        ),
+        ConfigRow(
+            name="database url (effective)",
+            value=mask_url(settings.effective_database_url()),
+            source=database_source,
         ),
     ]
     return rows

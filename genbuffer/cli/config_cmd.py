@@ -25,10 +25,10 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf --env-file /var/www/app/.env config show
     """
-    from genbuffer.settings import ConfigRow, ConfigShow, describe_settings
+    from genbuffer.settings import ConfigShow, describe_settings
 
     rt = runtime(ctx, as_json)
-    rows = [ConfigRow(**vars(row)) for row in describe_settings(rt.env_file)]
+    rows = describe_settings(rt.env_file)
     rows.append(_buffers_row(rt))
     result = ConfigShow(settings=rows)
     emit(rt, result, lambda console: _render(console, result))

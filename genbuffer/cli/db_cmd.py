@@ -45,12 +45,12 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf --env-file /var/www/app/.env db check
     """
-    from genbuffer.db.check import CheckResult, CheckRow, check_schema
+    from genbuffer.db.check import CheckResult, check_schema
     from genbuffer.settings import mask_url
 
     rt = runtime(ctx, as_json)
     repository = rt.repository
-    problems = [CheckRow(**vars(p)) for p in check_schema(repository.engine, repository.url)]
+    problems = check_schema(repository.engine, repository.url)
     result = CheckResult(
         database=mask_url(repository.url),
         ok=not any(p.severity == "error" for p in problems),

@@ -7,7 +7,6 @@ notes). A missing table or column, or a column genbuf cannot use, is an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -18,19 +17,9 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from genbuffer.db.engine import database_errors
 from genbuffer.db.schema import Base
 
-__all__ = ["CheckResult", "CheckRow", "SchemaProblem", "UpgradeResult", "check_schema"]
+__all__ = ["CheckResult", "CheckRow", "UpgradeResult", "check_schema"]
 
 Severity = Literal["error", "warning", "note"]
-
-
-@dataclass(frozen=True)
-class SchemaProblem:
-    """One difference between the database and genbuf's models."""
-
-    table: str
-    column: str | None
-    severity: Severity
-    message: str
 
 
 class UpgradeResult(BaseModel):
@@ -47,7 +36,7 @@ class CheckRow(BaseModel):
 
     table: str
     column: str | None
-    severity: str
+    severity: Severity
     message: str
 
 
@@ -75,30 +64,32 @@ def _family(kind: sa_types.TypeEngine[Any]) -> str:
     return name.lower()
 
 
-def check_schema(engine: Engine, url: str) -> list[SchemaProblem]:
+def _problem(table: str, column: str | None, severity: Severity, message: str) -> CheckRow:
+    return CheckRow(table=table, column=column, severity=severity, message=message)
+
+
+def check_schema(engine: Engine, url: str) -> list[CheckRow]:
     """Compare the live schema with genbuf's models."""
-    problems: list[SchemaProblem] = []
+    problems: list[CheckRow] = []
     with database_errors(url), engine.connect() as connection:
         inspector = inspect(connection)
         mariadb = connection.dialect.name in {"mysql", "mariadb"}
         for table in Base.metadata.sorted_tables:
             if not inspector.has_table(table.name):
-                problems.append(SchemaProblem(table.name, None, "error", "table is missing"))
+                problems.append(_problem(table.name, None, "error", "table is missing"))
                 continue
             live = {column["name"]: column for column in inspector.get_columns(table.name)}
             for column in table.columns:
                 found = live.get(column.name)
                 if found is None:
-                    problems.append(
-                        SchemaProblem(table.name, column.name, "error", "column is missing")
-                    )
+                    problems.append(_problem(table.name, column.name, "error", "column is missing"))
                     continue
                 problems.extend(_compare(table.name, column, found, mariadb))
             known = {column.name for column in table.columns}
             for name, found in live.items():
                 if name not in known and not found["nullable"] and found.get("default") is None:
                     problems.append(
-                        SchemaProblem(
+                        _problem(
                             table.name,
                             name,
                             "note",
@@ -111,7 +102,7 @@ def check_schema(engine: Engine, url: str) -> list[SchemaProblem]:
 
 def _compare(
     table: str, column: Column[Any], found: ReflectedColumn, mariadb: bool
-) -> list[SchemaProblem]:
+) -> list[CheckRow]:
     name = column.name
     wanted, have = _family(column.type), _family(found["type"])
     if mariadb and wanted == "json" and have == "text":
@@ -119,24 +110,18 @@ def _compare(
     problems = []
     if wanted != have:
         problems.append(
-            SchemaProblem(table, name, "error", f"type is {found['type']}, genbuf needs {wanted}")
+            _problem(table, name, "error", f"type is {found['type']}, genbuf needs {wanted}")
         )
     elif wanted == "json" and "JSONB" not in str(found["type"]).upper() and not mariadb:
-        problems.append(
-            SchemaProblem(table, name, "note", f"{found['type']} rather than jsonb: works")
-        )
+        problems.append(_problem(table, name, "note", f"{found['type']} rather than jsonb: works"))
     elif wanted == "datetime" and not getattr(found["type"], "timezone", False):
         problems.append(
-            SchemaProblem(
-                table, name, "note", "timestamp without time zone: genbuf writes UTC values"
-            )
+            _problem(table, name, "note", "timestamp without time zone: genbuf writes UTC values")
         )
     if column.nullable and not found["nullable"] and found.get("default") is None:
         problems.append(
-            SchemaProblem(table, name, "error", "NOT NULL without a default, genbuf may write NULL")
+            _problem(table, name, "error", "NOT NULL without a default, genbuf may write NULL")
         )
     elif not column.nullable and found["nullable"]:
-        problems.append(
-            SchemaProblem(table, name, "warning", "nullable here; genbuf always fills it")
-        )
+        problems.append(_problem(table, name, "warning", "nullable here; genbuf always fills it"))
     return problems

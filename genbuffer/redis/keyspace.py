@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis
+from pydantic import BaseModel
 
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
@@ -12,9 +11,8 @@ from genbuffer.redis.connection import RedisTarget, redis_errors, text
 __all__ = ["KeyInfo", "Keyspace"]
 
 
-@dataclass(frozen=True)
-class KeyInfo:
-    """One Redis key of a buffer, as `inspect-generation` shows it."""
+class KeyInfo(BaseModel):
+    """One key: type, length (LLEN or HLEN), TTL in seconds (-1 none), memory in bytes."""
 
     key: str
     type: str
