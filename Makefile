@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv demo test test-fast lint format bench chaos clean
+.PHONY: venv demo test test-fast test-lowest lint format bench chaos clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,16 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+# The Redis and CLI tests again on the lowest versions allowed of redis-py and typer.
+LOWEST_TESTS := tests/test_buffer.py tests/test_push_paths.py tests/test_faults.py \
+	tests/test_process.py tests/test_cli.py tests/test_compaction.py
+test-lowest:
+	$(PYTHON) -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
+	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' -c .ci/lowest.txt
+	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer)=='
+	.venv-lowest/bin/python -m pytest -q $(LOWEST_TESTS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow" -x
@@ -39,4 +49,4 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) storage .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-lowest storage .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -14,14 +14,14 @@ from alembic import context
 from sqlalchemy import Connection
 
 from genbuffer.db.engine import make_engine
-from genbuffer.db.schema import Base
+from genbuffer.db.schema import metadata
 from genbuffer.settings import Settings, env_file_from_environment, load_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _settings() -> Settings:

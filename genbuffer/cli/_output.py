@@ -68,13 +68,18 @@ def write_json(document: dict[str, Any]) -> None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def _escaped(value: object) -> str:
+    """Control characters (an ESC that would clear the screen, say) shown as escapes."""
+    text = "-" if value is None else str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def printable(value: object) -> str:
-    """Text from content or keys, safe for a terminal: control characters (an ESC that
-    would clear the screen, say) shown as escapes, and rich markup escaped."""
+    """Text from content or keys, safe for a terminal and for rich: control characters
+    shown as escapes, and rich markup escaped."""
     from rich.markup import escape
 
-    text = "-" if value is None else str(value)
-    return escape(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text))
+    return escape(_escaped(value))
 
 
 def note_already_running(job: str) -> None:
@@ -95,12 +100,21 @@ def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 
 def report_error(error: GenbufferError, as_json: bool) -> None:
-    """One `error:` line (and a `hint:` line) on stderr; with --json, an error document too."""
+    """One `error:` line (and a `hint:` line) on stderr; with --json, an error document too.
 
-    console = stderr()
-    console.print(f"[red]error:[/red] {printable(error.message)}")
-    if error.hint:
-        console.print(f"hint: {printable(error.hint)}")
+    Plain text when stderr is not a terminal (cron, a pipe), without loading rich.
+    """
+    if sys.stderr.isatty():
+        console = stderr()
+        console.print(f"[red]error:[/red] {printable(error.message)}")
+        if error.hint:
+            console.print(f"hint: {printable(error.hint)}")
+    else:
+        lines = [f"error: {_escaped(error.message)}"]
+        if error.hint:
+            lines.append(f"hint: {_escaped(error.hint)}")
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
     if as_json:
         write_json(error_document(type(error).__name__, error.message, error.hint, error.exit_code))
 

@@ -12,17 +12,16 @@ is and `llm_response` as the decoded JSON text (never parsed and re-serialised).
 from __future__ import annotations
 
 import base64
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, LargeBinary, Table, Text, bindparam, func, null, select, update
+from sqlalchemy import Connection, LargeBinary, Text, bindparam, func, null, select, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 
-from genbuffer.db.schema import ScenarioGeneration
+from genbuffer.db.rows import GEN
 
 __all__ = ["ROW_COLUMNS", "save_artifact"]
 
-GEN = cast(Table, ScenarioGeneration.__table__)
 
 # The columns a compaction writes besides the artifact's two.
 ROW_COLUMNS = (

@@ -15,7 +15,7 @@ from sqlalchemy import types as sa_types
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
 from genbuffer.db.engine import database_errors
-from genbuffer.db.schema import Base
+from genbuffer.db.schema import metadata
 
 __all__ = ["CheckResult", "CheckRow", "UpgradeResult", "check_schema"]
 
@@ -74,7 +74,7 @@ def check_schema(engine: Engine, url: str) -> list[CheckRow]:
     with database_errors(url), engine.connect() as connection:
         inspector = inspect(connection)
         mariadb = connection.dialect.name in {"mysql", "mariadb"}
-        for table in Base.metadata.sorted_tables:
+        for table in metadata.sorted_tables:
             if not inspector.has_table(table.name):
                 problems.append(_problem(table.name, None, "error", "table is missing"))
                 continue

@@ -5,24 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Table, bindparam, select
+from sqlalchemy import CursorResult, bindparam, select
 
 from genbuffer.db.schema import (
-    GenerationArtifactHistory,
-    GenerationChunk,
-    MetadataValidationIssue,
-    ScenarioGeneration,
+    generation_artifact_history,
+    generation_chunks,
+    metadata_validation_issues,
+    scenario_generations,
 )
 
 __all__ = ["CHUNKS", "GEN", "HISTORY", "ISSUES", "ROW_COLUMNS", "GenerationRow", "new_id", "to_row"]
 
-# Core tables of the ORM models (the repository writes Core statements, not ORM units).
-GEN = cast(Table, ScenarioGeneration.__table__)
-ISSUES = cast(Table, MetadataValidationIssue.__table__)
-CHUNKS = cast(Table, GenerationChunk.__table__)
-HISTORY = cast(Table, GenerationArtifactHistory.__table__)
+GEN = scenario_generations
+ISSUES = metadata_validation_issues
+CHUNKS = generation_chunks
+HISTORY = generation_artifact_history
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,22 @@
-"""SQLAlchemy models of genbuffer's tables. `migrations/` mirrors them; a test checks it."""
+"""genbuffer's tables, as SQLAlchemy Core. `migrations/` mirrors them; a test checks it.
+
+Core tables rather than ORM classes: genbuffer writes Core statements only, and the
+ORM's import and mapper set-up would be a large part of a command's start-up.
+"""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     DateTime,
     ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -21,14 +24,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.mysql import LONGBLOB, LONGTEXT
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "Base",
-    "GenerationArtifactHistory",
-    "GenerationChunk",
-    "MetadataValidationIssue",
-    "ScenarioGeneration",
+    "generation_artifact_history",
+    "generation_chunks",
+    "metadata",
+    "metadata_validation_issues",
+    "scenario_generations",
 ]
 
 NAMING_CONVENTION = {
@@ -48,93 +50,78 @@ LongText = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
 LongBytes = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")
 
 
-class Base(DeclarativeBase):
-    """Declarative base carrying the constraint naming convention."""
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class MetadataValidationIssue(Base):
-    """One validation with issues; audit rows outlive generations (no foreign key)."""
-
-    __tablename__ = "metadata_validation_issues"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    organization_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    generation_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
-    mode: Mapped[str] = mapped_column(String(16), nullable=False)
-    source: Mapped[str] = mapped_column(String(64), nullable=False)
-    errors: Mapped[Any] = mapped_column(Json, nullable=False)
-    created_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+def _created_at(*, index: bool = False) -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), server_default=func.now(), index=index)
 
 
-class ScenarioGeneration(Base):
-    """A generation and, once compacted, its canonical artifact."""
+# One validation with issues; audit rows outlive generations (no foreign key).
+metadata_validation_issues = Table(
+    "metadata_validation_issues",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("organization_id", BigInteger, nullable=True),
+    Column("generation_id", BigInteger, nullable=False, index=True),
+    Column("mode", String(16), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("errors", Json, nullable=False),
+    _created_at(),
+)
 
-    __tablename__ = "scenario_generations"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    organization_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    scenario_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    llm_response: Mapped[Any] = mapped_column(Json, nullable=True)
-    metadata_: Mapped[Any] = mapped_column(
-        "metadata", Json, nullable=False, server_default=text("'{}'")
-    )
-    compacted: Mapped[str | None] = mapped_column(LongText, nullable=True)
-    chunk_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    compacted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    last_validation_issue_id: Mapped[int | None] = mapped_column(
+# A generation and, once compacted, its canonical artifact.
+scenario_generations = Table(
+    "scenario_generations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("organization_id", BigInteger, nullable=False),
+    Column("scenario_id", BigInteger, nullable=True),
+    Column("llm_response", Json, nullable=True),
+    Column("metadata", Json, nullable=False, server_default=text("'{}'")),
+    Column("compacted", LongText, nullable=True),
+    Column("chunk_count", Integer, nullable=True),
+    Column("compacted_at", DateTime(timezone=True), nullable=True),
+    Column("compacted_by", String(255), nullable=True),
+    Column(
+        "last_validation_issue_id",
         BigInteger,
         ForeignKey("metadata_validation_issues.id", ondelete="SET NULL"),
         nullable=True,
-    )
-    created_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    updated_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    ),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now()),
+)
 
+# Backup of one raw chunk, kept until the retention purge.
+generation_chunks = Table(
+    "generation_chunks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("organization_id", BigInteger, nullable=False),
+    Column("generation_id", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("content", LongBytes, nullable=False),
+    _created_at(index=True),
+    UniqueConstraint("generation_id", "seq"),
+)
 
-class GenerationChunk(Base):
-    """Backup of one raw chunk, kept until the retention purge."""
-
-    __tablename__ = "generation_chunks"
-    __table_args__ = (UniqueConstraint("generation_id", "seq"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    organization_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    generation_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    seq: Mapped[int] = mapped_column(Integer, nullable=False)
-    content: Mapped[bytes] = mapped_column(LongBytes, nullable=False)
-    created_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
-    )
-
-
-class GenerationArtifactHistory(Base):
-    """An artifact a new stream of its generation replaced (or extended): kept, never wiped.
-
-    Written in the compaction's transaction, copied row-side from `scenario_generations`;
-    the row's `metadata.history` lists the entries with their sha256. No foreign key:
-    like audit rows, history outlives the generation row.
-    """
-
-    __tablename__ = "generation_artifact_history"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    organization_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    generation_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
-    compacted: Mapped[str | None] = mapped_column(LongText, nullable=True)
-    llm_response: Mapped[Any] = mapped_column(Json, nullable=True)
-    metadata_: Mapped[Any] = mapped_column("metadata", Json, nullable=True)
-    chunk_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    compacted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    compacted_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    reason: Mapped[str] = mapped_column(String(32), nullable=False)
-    created_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+# An artifact a new stream of its generation replaced (or extended): kept, never wiped.
+# Written in the compaction's transaction, copied row-side from `scenario_generations`;
+# the row's `metadata.history` lists the entries with their sha256. No foreign key:
+# like audit rows, history outlives the generation row.
+generation_artifact_history = Table(
+    "generation_artifact_history",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("organization_id", BigInteger, nullable=False),
+    Column("generation_id", BigInteger, nullable=False, index=True),
+    Column("compacted", LongText, nullable=True),
+    Column("llm_response", Json, nullable=True),
+    Column("metadata", Json, nullable=True),
+    Column("chunk_count", Integer, nullable=True),
+    Column("compacted_at", DateTime(timezone=True), nullable=True),
+    Column("compacted_by", String(255), nullable=True),
+    Column("reason", String(32), nullable=False),
+    _created_at(),
+)
