@@ -8,7 +8,6 @@ leaked secrets and terminal escapes, and tracebacks where one line was promised.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ from genbuffer import keys
 from genbuffer.redis import GenerationBuffer
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
-from tests.support.runner import GENBUF
+from tests.support.runner import GENBUF, run_genbuf
 from tests.support.servers import PrivateRedis
 
 ORG = 14
@@ -242,13 +241,7 @@ def test_smoke_test_fails_on_an_evicting_server_and_warns_without_persistence(
     server.start()
     try:
         env = {"REDIS_URL": server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}"}
-        done = subprocess.run(
-            [GENBUF, "test-redis-buffer", "--json"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_genbuf(["test-redis-buffer", "--json"], env)
         assert done.returncode == 1, done.stderr
         checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
         assert not checks["eviction"]["ok"] and "allkeys-lru" in checks["eviction"]["detail"]
@@ -294,14 +287,8 @@ def test_a_write_refused_when_redis_is_full_is_one_line(tmp_path: Path) -> None:
     try:
         env = {"REDIS_URL": server.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}"}
         lines = b"".join(b"%06d " % i + b"x" * 200 + b"\n" for i in range(40_000))
-        done = subprocess.run(
-            [GENBUF, "push", "1", "2"],
-            input=lines,
-            env={**os.environ, **env},
-            capture_output=True,
-            check=False,
-        )
-        stderr = done.stderr.decode()
+        done = run_genbuf(["push", "1", "2"], env, stdin=lines)
+        stderr = done.stderr
         assert done.returncode == 1, stderr
         assert "refused" in stderr and "chunks confirmed" in stderr
         assert "Traceback" not in stderr
@@ -371,14 +358,7 @@ def test_a_frozen_redis_is_exit_3_within_seconds(tmp_path: Path) -> None:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}",
         }
         started = time.monotonic()
-        done = subprocess.run(
-            [GENBUF, "test-redis-buffer"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        done = run_genbuf(["test-redis-buffer"], env, timeout=60)
         assert done.returncode == 3, done.stderr
         assert time.monotonic() - started < 20 and "Traceback" not in done.stderr
     finally:
