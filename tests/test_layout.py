@@ -75,3 +75,11 @@ def test_no_private_api_of_a_dependency() -> None:
         and any(part.startswith("_") and part != "__future__" for part in name.split("."))
     ]
     assert private == []
+
+
+def test_every_public_name_resolves() -> None:
+    """`from genbuffer import X` works for every name of genbuffer.__all__ (lazy exports)."""
+    import genbuffer  # noqa: PLC0415
+
+    for name in genbuffer.__all__:
+        assert getattr(genbuffer, name) is not None, name

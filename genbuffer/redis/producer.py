@@ -27,7 +27,7 @@ from genbuffer.redis.transactions import chunk_bytes, push_transactions, total_b
 
 __all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
 
-log = logging.getLogger("genbuffer.buffer")
+log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000  # chunks per Lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # batch scripts sent per round trip by push_many
