@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
-from pydantic import BaseModel
+from pydantic import Field
 
 from genbuffer.batching import Progress
 from genbuffer.compaction import (
@@ -17,6 +17,7 @@ from genbuffer.compaction import (
     assemble_and_persist,
 )
 from genbuffer.db.repository import Repository
+from genbuffer.documents import Document
 from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
@@ -30,7 +31,7 @@ ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its com
 DEFAULT_WORKERS = 4
 
 
-class PendingResult(BaseModel):
+class PendingResult(Document):
     """What `compact-pending --json` prints (a dry run counts in `would_compact`)."""
 
     ok: bool = True
@@ -45,8 +46,8 @@ class PendingResult(BaseModel):
     dry_run: bool
     already_running: bool = False
     would_compact: int = 0
-    failures: list[dict[str, object]] = []
-    orphaned: list[dict[str, object]] = []
+    failures: list[dict[str, object]] = Field(default_factory=list)
+    orphaned: list[dict[str, object]] = Field(default_factory=list)
 
 
 @dataclass

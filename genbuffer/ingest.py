@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from pydantic import BaseModel
-
+from genbuffer.documents import Document
 from genbuffer.errors import Interrupted
 from genbuffer.redis import GenerationBuffer
 
@@ -27,7 +26,7 @@ FLUSH_BYTES = 16 * 1024 * 1024  # … or this many bytes
 READ_BYTES = 1 << 20
 
 
-class PushSummary(BaseModel):
+class PushSummary(Document):
     """What `genbuf push --json` prints."""
 
     ok: bool = True

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel
-
 from genbuffer import keys
 from genbuffer.db.repository import Repository
+from genbuffer.documents import Document
 from genbuffer.errors import OperationFailed
 from genbuffer.placement import RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
@@ -16,7 +15,7 @@ from genbuffer.redis import GenerationBuffer, KeyInfo
 __all__ = ["InspectionResult", "inspect_generation", "unpersisted_chunks"]
 
 
-class InspectionResult(BaseModel):
+class InspectionResult(Document):
     """What `inspect-generation --json` prints."""
 
     ok: bool = True

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from genbuffer.audit import IssueRecord
 from genbuffer.db.repository import Repository
+from genbuffer.documents import Document
 
 __all__ = ["EmitResult", "emit_validation_test"]
 
@@ -19,7 +18,7 @@ TEST_ISSUE = {
 }
 
 
-class EmitResult(BaseModel):
+class EmitResult(Document):
     """What `emit-validation-test --json` prints."""
 
     ok: bool = True

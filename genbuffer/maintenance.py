@@ -9,10 +9,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
 from genbuffer.batching import Progress, id_ranges
 from genbuffer.db.repository import GenerationRow, Repository
+from genbuffer.documents import Document
 from genbuffer.errors import UsageError
 
 __all__ = [
@@ -35,7 +34,7 @@ def parse_age(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-class PurgeResult(BaseModel):
+class PurgeResult(Document):
     """What `purge-chunks --json` prints (a dry run counts in `would_purge`, `purged` is 0)."""
 
     ok: bool = True
@@ -124,7 +123,7 @@ def _purge(
     )
 
 
-class MigrationResult(BaseModel):
+class MigrationResult(Document):
     """What `migrate-compacted-from-metadata --json` prints (a dry run: `would_migrate`)."""
 
     ok: bool = True

@@ -8,8 +8,7 @@ fails (exit 1) naming the prefix to set, instead of reporting "nothing to do".
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
+from genbuffer.documents import Document
 from genbuffer.errors import WrongPrefix
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import laravel_slug
@@ -17,7 +16,7 @@ from genbuffer.settings import laravel_slug
 __all__ = ["PrefixReport", "check_prefix", "prefix_report"]
 
 
-class PrefixReport(BaseModel):
+class PrefixReport(Document):
     """Where buffers live: under the configured prefix, and under others (key counts)."""
 
     configured: str

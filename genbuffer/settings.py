@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,10 +23,7 @@ from genbuffer.errors import UsageError
 
 __all__ = [
     "MEMORY_REDIS_URL",
-    "ConfigRow",
-    "ConfigShow",
     "Settings",
-    "describe_settings",
     "env_file_from_environment",
     "laravel_slug",
     "load_settings",
@@ -240,74 +236,3 @@ def load_settings(env_file: Path | None = None) -> Settings:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"
         raise UsageError(f"invalid setting {name}: {first['msg']}") from None
-
-
-_SECRETS = {"redis_password", "db_password"}  # shown as ***
-_URLS = {"redis_url", "database_url"}  # shown with the password masked
-
-
-def describe_settings(env_file: Path | None = None) -> list[ConfigRow]:
-    """Every setting's effective value and its source: environment, env file, default, derived."""
-    settings = load_settings(env_file)
-    from_file = (
-        {k.lower(): v for k, v in dotenv_values(env_file).items()} if env_file is not None else {}
-    )
-    environment = {k.lower(): v for k, v in os.environ.items()}
-    rows: list[ConfigRow] = []
-    for name in Settings.model_fields:
-        if name in environment and environment[name] != "":
-            source = "environment"
-        elif from_file.get(name) not in (None, ""):
-            source = "env file"
-        else:
-            source = "default"
-        value = getattr(settings, name)
-        if value is not None and name in _SECRETS:
-            shown: str | None = "***"
-        elif value is not None and name in _URLS:
-            raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-            shown = mask_url(raw)
-        else:
-            shown = None if value is None else str(value)
-        rows.append(ConfigRow(name=name.upper(), value=shown, source=source))
-    prefix_source = (
-        "REDIS_PREFIX"
-        if settings.redis_prefix is not None
-        else f"REDIS_PREFIX_RULE={settings.redis_prefix_rule} on APP_NAME"
-    )
-    redis_url = mask_url(settings.effective_redis_url()) if settings.redis_configured() else None
-    database_source = "derived" if settings.database_configured() else "embedded default"
-    rows += [
-        ConfigRow(
-            name="redis url (effective)",
-            value=redis_url,
-            source="derived" if redis_url else "not set: required",
-        ),
-        ConfigRow(
-            name="redis prefix (effective)",
-            value=settings.effective_redis_prefix(),
-            source=prefix_source,
-        ),
-        ConfigRow(
-            name="database url (effective)",
-            value=mask_url(settings.effective_database_url()),
-            source=database_source,
-        ),
-    ]
-    return rows
-
-
-class ConfigRow(BaseModel):
-    """One setting as `config show` prints it: value (secrets masked) and source."""
-
-    name: str
-    value: str | None
-    source: str
-
-
-class ConfigShow(BaseModel):
-    """What `config show --json` prints."""
-
-    ok: bool = True
-
-    settings: list[ConfigRow]

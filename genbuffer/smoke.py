@@ -6,9 +6,8 @@ import secrets
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel
-
 from genbuffer import keys
+from genbuffer.documents import Document
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import mask_url
@@ -19,7 +18,7 @@ __all__ = ["SmokeCheck", "SmokeResult", "smoke_test"]
 _SMOKE_IDS = (1, None, 1)
 
 
-class SmokeCheck(BaseModel):
+class SmokeCheck(Document):
     """One step of the smoke test: `ok` false fails it; `warn` passes with a caveat."""
 
     name: str
@@ -28,7 +27,7 @@ class SmokeCheck(BaseModel):
     warn: bool = False
 
 
-class SmokeResult(BaseModel):
+class SmokeResult(Document):
     """What `test-redis-buffer --json` prints."""
 
     ok: bool

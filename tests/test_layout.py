@@ -21,7 +21,13 @@ OWNERS = {
 }
 # the adapters never import the services or the CLI above them
 ADAPTERS = ("genbuffer/redis/", "genbuffer/db/")
-ABOVE = ("genbuffer.cli", "genbuffer.compaction", "genbuffer.batch", "genbuffer.maintenance")
+ABOVE = (
+    "genbuffer.cli",
+    "genbuffer.compaction",
+    "genbuffer.compactor",
+    "genbuffer.batch",
+    "genbuffer.maintenance",
+)
 
 
 def _imports(path: Path) -> list[str]:

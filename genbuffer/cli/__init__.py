@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,16 +19,6 @@ from typer.core import TyperGroup
 
 from genbuffer import __version__
 from genbuffer.cli._output import error_document, report_error, stderr, write_json
-from genbuffer.cli.compact import compact_generation
-from genbuffer.cli.config_cmd import config_app
-from genbuffer.cli.db_cmd import db_app
-from genbuffer.cli.emit_cmd import emit_validation_test_cmd
-from genbuffer.cli.inspect_cmd import inspect_generation_cmd
-from genbuffer.cli.migrate_cmd import migrate_compacted_cmd
-from genbuffer.cli.pending_cmd import compact_pending_cmd
-from genbuffer.cli.purge_cmd import purge_chunks_cmd
-from genbuffer.cli.push_cmd import push_cmd
-from genbuffer.cli.smoke_cmd import test_redis_buffer
 from genbuffer.errors import GenbufferError
 from genbuffer.runtime import Runtime
 
@@ -97,15 +88,19 @@ def _root_options(args: list[str]) -> set[str] | None:
     return None
 
 
-app = typer.Typer(
-    cls=GenbufGroup,
-    name="genbuf",
-    help="Buffer LLM generation chunks in Redis and compact them into the database.",
-    no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
-    pretty_exceptions_enable=False,  # an unexpected error prints a plain traceback, no locals
-    rich_markup_mode=None,
-)
+def _new_app() -> typer.Typer:
+    """The root Typer app with its options, before any command is registered."""
+    built = typer.Typer(
+        cls=GenbufGroup,
+        name="genbuf",
+        help="Buffer LLM generation chunks in Redis and compact them into the database.",
+        no_args_is_help=True,
+        add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
+        pretty_exceptions_enable=False,  # an unexpected error prints a plain traceback
+        rich_markup_mode=None,
+    )
+    built.callback()(root)
+    return built
 
 
 def _version(value: bool) -> None:
@@ -114,7 +109,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     env_file: Annotated[
@@ -145,16 +139,55 @@ def root(
     ctx.obj = Runtime(env_file)  # settings load on first use, inside the error boundary
 
 
-app.command("compact-generation")(compact_generation)
-app.command("inspect-generation")(inspect_generation_cmd)
-app.command("emit-validation-test")(emit_validation_test_cmd)
-app.command("test-redis-buffer")(test_redis_buffer)
-app.command("migrate-compacted-from-metadata")(migrate_compacted_cmd)
-app.command("purge-chunks")(purge_chunks_cmd)
-app.command("compact-pending")(compact_pending_cmd)
-app.command("push")(push_cmd)
-app.add_typer(db_app, name="db")
-app.add_typer(config_app, name="config")
+# Every command by name: the module and function (or sub-app: db, config) that is it.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "compact-generation": ("genbuffer.cli.compact", "compact_generation"),
+    "inspect-generation": ("genbuffer.cli.inspect_cmd", "inspect_generation_cmd"),
+    "emit-validation-test": ("genbuffer.cli.emit_cmd", "emit_validation_test_cmd"),
+    "test-redis-buffer": ("genbuffer.cli.smoke_cmd", "test_redis_buffer"),
+    "migrate-compacted-from-metadata": ("genbuffer.cli.migrate_cmd", "migrate_compacted_cmd"),
+    "purge-chunks": ("genbuffer.cli.purge_cmd", "purge_chunks_cmd"),
+    "compact-pending": ("genbuffer.cli.pending_cmd", "compact_pending_cmd"),
+    "push": ("genbuffer.cli.push_cmd", "push_cmd"),
+    "db": ("genbuffer.cli.db_cmd", "db_app"),
+    "config": ("genbuffer.cli.config_cmd", "config_app"),
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The genbuf app with every command, or with only the command ``only``.
+
+    Typer builds the parameters of every registered command on each run; a run
+    that names its command imports and builds that one only (the root's help,
+    shell completion and an unknown name get them all).
+    """
+    built = _new_app()
+    for name, (module, attribute) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        command = getattr(import_module(module), attribute)
+        if isinstance(command, typer.Typer):
+            built.add_typer(command, name=name)
+        else:
+            built.command(name)(command)
+    return built
+
+
+app = build_app()
+
+
+def _invoked_command(args: list[str]) -> str | None:
+    """The command ``args`` name after the root options, if it is one of genbuf's and
+    nothing asks for every command (shell completion)."""
+    if "_GENBUF_COMPLETE" in os.environ:  # typer's shell completion
+        return None
+    values = iter(args)
+    for arg in values:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+        if arg in _ROOT_OPTIONS_WITH_A_VALUE:
+            next(values, None)
+    return None
 
 
 def main() -> None:
@@ -168,7 +201,7 @@ def main() -> None:
             sys.stderr.write("error: stdout is closed: nowhere to print the result\n")
         raise SystemExit(2)
     try:
-        app()
+        build_app(_invoked_command(sys.argv[1:]))()
     except BrokenPipeError:
         # the reader left: point stdout at /dev/null so that the interpreter's final
         # flush does not fail again, and exit like a command killed by SIGPIPE

@@ -12,8 +12,8 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from genbuffer.config_report import ConfigRow, ConfigShow
     from genbuffer.runtime import Runtime
-    from genbuffer.settings import ConfigRow, ConfigShow
 
 
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf --env-file /var/www/app/.env config show
     """
-    from genbuffer.settings import ConfigShow, describe_settings
+    from genbuffer.config_report import ConfigShow, describe_settings
 
     rt = runtime(ctx, as_json)
     rows = describe_settings(rt.env_file)
@@ -36,9 +36,9 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 def _buffers_row(rt: Runtime) -> ConfigRow:
     """Where buffers were found in Redis: under the prefix, elsewhere, or not looked."""
+    from genbuffer.config_report import ConfigRow
     from genbuffer.errors import GenbufferError
     from genbuffer.prefixes import prefix_report
-    from genbuffer.settings import ConfigRow
 
     name = "buffers found"
     if not rt.settings.redis_configured():

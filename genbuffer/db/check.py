@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from sqlalchemy import Column, Engine, inspect
 from sqlalchemy import types as sa_types
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
 from genbuffer.db.engine import database_errors
 from genbuffer.db.schema import metadata
+from genbuffer.documents import Document
 
 __all__ = ["CheckResult", "CheckRow", "UpgradeResult", "check_schema"]
 
 Severity = Literal["error", "warning", "note"]
 
 
-class UpgradeResult(BaseModel):
+class UpgradeResult(Document):
     """What `db upgrade --json` prints."""
 
     ok: bool = True
@@ -31,7 +31,7 @@ class UpgradeResult(BaseModel):
     revision: str | None
 
 
-class CheckRow(BaseModel):
+class CheckRow(Document):
     """One difference: table, column, severity (error, warning, note), message."""
 
     table: str
@@ -40,7 +40,7 @@ class CheckRow(BaseModel):
     message: str
 
 
-class CheckResult(BaseModel):
+class CheckResult(Document):
     """What `db check --json` prints."""
 
     database: str

@@ -6,6 +6,8 @@ ORM's import and mapper set-up would be a large part of a command's start-up.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -22,8 +24,8 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.mysql import LONGBLOB, LONGTEXT
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 
 __all__ = [
     "generation_artifact_history",
@@ -45,9 +47,33 @@ NAMING_CONVENTION = {
 Id = BigInteger().with_variant(Integer(), "sqlite")
 # JSONB on PostgreSQL; a Python None is SQL NULL, not the JSON literal null.
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
 # MySQL/MariaDB TEXT and BLOB stop at 64 KiB; artifacts and chunks can be far larger.
-LongText = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
-LongBytes = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")
+# Spelled LONGTEXT/LONGBLOB there by the compiler hooks below rather than as variants
+# of the MySQL dialect's types: importing that dialect would slow every command.
+class LongText(Text):
+    """TEXT, or LONGTEXT on MySQL and MariaDB."""
+
+    inherit_cache = True
+
+
+class LongBytes(LargeBinary):
+    """The binary type, or LONGBLOB on MySQL and MariaDB."""
+
+    inherit_cache = True
+
+
+@compiles(LongText, "mysql")
+@compiles(LongText, "mariadb")
+def _long_text(element: LongText, compiler: Any, **kw: Any) -> str:
+    return "LONGTEXT"
+
+
+@compiles(LongBytes, "mysql")
+@compiles(LongBytes, "mariadb")
+def _long_bytes(element: LongBytes, compiler: Any, **kw: Any) -> str:
+    return "LONGBLOB"
 
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)

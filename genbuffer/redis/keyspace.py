@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis
-from pydantic import BaseModel
 
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
@@ -11,8 +12,11 @@ from genbuffer.redis.connection import RedisTarget, redis_errors, text
 __all__ = ["KeyInfo", "Keyspace"]
 
 
-class KeyInfo(BaseModel):
-    """One key: type, length (LLEN or HLEN), TTL in seconds (-1 none), memory in bytes."""
+@dataclass(frozen=True)
+class KeyInfo:
+    """One key: type, length (LLEN or HLEN), TTL in seconds (-1 none), memory in bytes.
+
+    A plain dataclass (the inspect-generation document holds it as it is)."""
 
     key: str
     type: str

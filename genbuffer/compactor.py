@@ -1,0 +1,377 @@
+"""The steps of one compaction once its row is locked: snapshot, read, decide, write.
+
+``genbuffer.compaction.assemble_and_persist`` runs them in order (see its module
+docstring for the protocol); ``genbuffer.decision`` holds the values they pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from genbuffer import keys
+from genbuffer.audit import IssueRecord
+from genbuffer.db.repository import GenerationRow, Repository, Transaction
+from genbuffer.decision import (
+    Decision,
+    Write,
+    adopted,
+    already_compacted,
+    buffer_missing,
+    diverged,
+    existing_artifact,
+    nothing_new,
+    older_than,
+    regeneration,
+    row_values,
+    slices,
+    written_record,
+)
+from genbuffer.errors import (
+    AmbiguousBuffer,
+    DependencyUnavailable,
+    GenbufferError,
+    NothingToCompact,
+    Quarantined,
+    StreamChanged,
+)
+from genbuffer.placement import RowRecord, place, snapshot_for
+from genbuffer.prefixes import check_prefix
+from genbuffer.redis import BufferSnapshot, GenerationBuffer
+from genbuffer.validator import Validation, size_issue, validate
+
+if TYPE_CHECKING:
+    from genbuffer.compaction import CompactionConfig, CompactionRequest
+
+__all__ = [
+    "Content",
+    "Written",
+    "acknowledge",
+    "committed",
+    "decide",
+    "issue_record",
+    "record_attempt",
+    "write",
+]
+
+
+class Content:
+    """The assembled bytes, handed from the decision to the write exactly once, so that
+    the write can drop them once encoded (a 64 MB artifact must not be held twice)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._data = data
+
+    def take(self) -> bytes:
+        """The bytes; the holder keeps none."""
+        data, self._data = self._data, b""
+        return data
+
+
+@dataclass(frozen=True)
+class Written:
+    """Ids the write got from the database."""
+
+    validation_id: int | None = None
+    history_id: int | None = None
+
+
+def acknowledge(
+    request: CompactionRequest,
+    decision: Decision,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+) -> tuple[bool, int | None]:
+    """--delete: trim what the row now holds, delete the keys if nothing else is left.
+
+    Returns (deleted, chunks left; None when nothing was acknowledged)."""
+    due = request.delete and request.acknowledge and not request.dry_run
+    if not due or decision.aborted or decision.stream is None:
+        return False, None
+    config.faults.at("before_ack")
+    _, deleted, left = buffer.protocol.acknowledge(
+        decision.key, decision.stream, decision.end, True
+    )
+    return deleted, left
+
+
+def record_attempt(
+    decision: Decision,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+    request: CompactionRequest,
+    persisted: bool,
+) -> tuple[int, bool]:
+    """Count an aborted attempt (not a loss: that is reported on every run), or forget the
+    failures before a success. Returns (attempts, quarantined)."""
+    if decision.aborted and not request.dry_run and not decision.lost_chunks and decision.stream:
+        return buffer.protocol.record_failure(
+            decision.key, decision.abort_reason or "aborted", config.max_attempts
+        )
+    if persisted and decision.had_failures:
+        buffer.protocol.clear_failures(decision.key)
+    return 0, False
+
+
+def issue_record(
+    request: CompactionRequest, mode: str, issues: list[dict[str, str]], now: datetime
+) -> IssueRecord:
+    return IssueRecord(
+        request.organization_id, request.generation_id, mode, request.source, list(issues), now
+    )
+
+
+def decide(
+    request: CompactionRequest,
+    row: GenerationRow,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+    *,
+    mode: str,
+    now: datetime,
+) -> tuple[Decision, Content]:
+    """Snapshot the buffer of a locked row, read and validate: what this compaction does."""
+    key, scenario_id, note = _resolve_key(request, row, buffer)
+    record = RowRecord.from_metadata(row.metadata)
+    snapshot = snapshot_for(buffer, key, record, read_only=request.dry_run)
+    if not snapshot.exists:
+        if row.compacted is not None and record is not None:
+            return already_compacted(key, scenario_id, row), Content()
+        check_prefix(buffer)  # buffers under another prefix: the error names it
+        if row.compacted is None and older_than(row.created_at, buffer.ttl, now):
+            return buffer_missing(key, scenario_id, buffer.ttl), Content()
+        raise NothingToCompact(
+            f"nothing to compact: no Redis buffer at {key}",
+            hint="check the ids, --scenario-id and REDIS_PREFIX (genbuf config show)",
+        )
+    if snapshot.quarantined and not request.force:
+        raise Quarantined(
+            f"generation {request.generation_id} is quarantined after "
+            f"{snapshot.meta.get('attempts', '?')} failed attempts: "
+            f"{snapshot.meta.get('last_error', 'unknown error')}",
+            hint="fix the cause, then run compact-generation with --force",
+        )
+    config.faults.at("after_snapshot")
+    try:
+        decision, content = _decide_on_snapshot(
+            request,
+            buffer,
+            config,
+            row=row,
+            record=record,
+            snapshot=snapshot,
+            scenario_id=scenario_id,
+            mode=mode,
+        )
+    except (DependencyUnavailable, StreamChanged):
+        raise  # outages and races are retried, never held against the generation
+    except Exception as exc:
+        if request.dry_run:
+            raise  # a dry run changes nothing, not even the attempt count
+        attempts, quarantined = buffer.protocol.record_failure(
+            key, f"{type(exc).__name__}: {exc}", config.max_attempts
+        )
+        if quarantined and isinstance(exc, GenbufferError):
+            exc.message += f" (quarantined after {attempts} failed attempts)"
+        raise
+    return decision.noted(note), content
+
+
+def _decide_on_snapshot(
+    request: CompactionRequest,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+    *,
+    row: GenerationRow,
+    record: RowRecord | None,
+    snapshot: BufferSnapshot,
+    scenario_id: int | None,
+    mode: str,
+) -> tuple[Decision, Content]:
+    """Place the buffer against the row, read what is new, validate, and decide."""
+    key = snapshot.key
+    held = existing_artifact(row)
+    placement = place(record, snapshot, closed=record is not None and record.closed)
+    if placement.verdict is not None:
+        return diverged(key, scenario_id, snapshot, placement), Content()
+    policy = request.regeneration or config.regeneration
+    new_stream, replacing = regeneration(policy, record, placement, bool(held))
+    existing = b"" if replacing else held
+    new_chunks, new_size, over = _read_new_chunks(
+        buffer, snapshot, max(placement.done, snapshot.trimmed), config.max_bytes - len(existing)
+    )
+    decision = Decision(
+        key=key,
+        scenario_id=scenario_id,
+        stream=snapshot.stream_id,
+        end=snapshot.end,
+        chunk_count=(0 if replacing else (row.chunk_count or 0)) + len(new_chunks),
+        size=len(existing) + new_size,
+        new_chunks=len(new_chunks),
+        had_failures=snapshot.fields.has_failures,
+        note=placement.note,
+    )
+    if over:
+        issue = size_issue(decision.size, config.max_bytes)
+        return replace(
+            decision,
+            validation=Validation((issue,) if issue else ()),
+            abort_reason=f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)",
+        ), Content()
+    # One copy of the new bytes: the chunk list goes as soon as it is joined, and the
+    # backups are sliced from the joined bytes (a 64 MB generation must not cost 8x).
+    sizes = tuple(map(len, new_chunks))
+    content = existing + b"".join(new_chunks) if existing else b"".join(new_chunks)
+    del new_chunks
+    validation = validate(
+        content,
+        missing_chunks=max(0, snapshot.trimmed - placement.done),
+        extra_chunks=0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
+        row_metadata=row.metadata,
+        schema=config.schema,
+        gaps=snapshot.gaps + placement.gaps,
+    )
+    # llm_response is written from the bytes themselves; the parsed document (heavier
+    # than its text) is not kept past validation. A document the row holds is never
+    # wiped by a concatenation that does not parse.
+    as_json = validation.is_json and validation.llm_response is not None
+    keep = row.llm_response is not None and not replacing
+    decision = replace(
+        decision,
+        validation=replace(validation, llm_response=None),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    del validation
+    if not sizes:
+        if record is not None and record.stream_id != snapshot.stream_id:
+            kept = not request.delete
+            decision = replace(decision, adopt=adopted(record, snapshot, placement.done, kept))
+        return nothing_new(decision, key, has_history=bool(held) or placement.done > 0), Content()
+    if new_stream:
+        decision = replace(decision, regenerated="replaced" if replacing else "appended")
+    if mode == "strict" and decision.validation.has_errors:
+        aborted = replace(decision, abort_reason="strict validation failed: nothing persisted")
+        return aborted, Content()
+    write = Write(
+        record=written_record(
+            record,
+            snapshot,
+            content,
+            sizes,
+            closed=request.closes_stream,
+            kept=not request.delete,
+        ),
+        llm_response="json" if as_json else "keep" if keep else "null",
+        backup_from=len(existing),
+        sizes=sizes,
+        keep_history=new_stream,
+    )
+    return replace(decision, write=write), Content(content)
+
+
+def _read_new_chunks(
+    buffer: GenerationBuffer, snapshot: BufferSnapshot, start: int, budget: int
+) -> tuple[list[bytes], int, bool]:
+    """Read chunks from ``start`` to the snapshot's end; stop once over ``budget`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    for page in buffer.protocol.read(snapshot, start, snapshot.end):
+        chunks.extend(page)
+        size += sum(map(len, page))
+        if size > budget:
+            return chunks, size, True
+    return chunks, size, False
+
+
+def write(
+    tx: Transaction,
+    request: CompactionRequest,
+    row: GenerationRow,
+    decision: Decision,
+    content: Content,
+    *,
+    mode: str,
+    now: datetime,
+    config: CompactionConfig,
+) -> Written:
+    """Apply the decision to the locked row: history, issue row, backups, the artifact."""
+    gen = request.generation_id
+    if decision.adopt is not None:
+        metadata = {**row.metadata, "buffer": decision.adopt.to_metadata()}
+        tx.update_generation(gen, {"metadata": metadata})
+    write = decision.write
+    if write is None:
+        return Written()
+    history_id = tx.keep_history(gen, decision.regenerated or "") if write.keep_history else None
+    issues = [issue.as_dict() for issue in decision.validation.issues]
+    validation_id = issue_record(request, mode, issues, now).insert(tx) if issues else None
+    data = content.take()
+    if config.backup_chunks:
+        backups = slices(data, write.backup_from, write.sizes)
+        tx.backup_chunks(request.organization_id, gen, tx.next_backup_seq(gen), backups)
+    values = row_values(
+        row,
+        decision,
+        write.record,
+        size=len(data),
+        compacted_by=request.compacted_by,
+        now=now,
+        issues=issues,
+        validation_id=validation_id,
+        history_id=history_id,
+    )
+    encoded = base64.b64encode(data)
+    del data  # from here on only the base64 bytes are held
+    tx.save_artifact(gen, encoded, llm_response=write.llm_response, values=values)
+    config.faults.at("after_update")
+    return Written(validation_id=validation_id, history_id=history_id)
+
+
+def _resolve_key(
+    request: CompactionRequest, row: GenerationRow, buffer: GenerationBuffer
+) -> tuple[str, int | None, str | None]:
+    """The chunks key to compact, its scenario, and a note when it was not the obvious one.
+
+    A producer that does not know the scenario at push time writes the key without
+    it, while the row has one: both are tried. Both present is an error naming both.
+    """
+    org, gen = request.organization_id, request.generation_id
+    if request.exact_key or request.scenario_id is not None:
+        return buffer.key_for(org, gen, request.scenario_id), request.scenario_id, None
+    if row.scenario_id is None:
+        return buffer.key_for(org, gen, None), None, None
+    with_scenario = buffer.key_for(org, gen, row.scenario_id)
+    without = buffer.key_for(org, gen, None)
+    present = set(
+        buffer.keyspace.existing_keys(
+            [with_scenario, keys.meta_key(with_scenario), without, keys.meta_key(without)]
+        )
+    )
+    has_with = bool({with_scenario, keys.meta_key(with_scenario)} & present)
+    has_without = bool({without, keys.meta_key(without)} & present)
+    if has_with and has_without:
+        raise AmbiguousBuffer(
+            f"generation {gen} has two buffers: {with_scenario} and {without}",
+            hint="compact each with --scenario-id (the key without one: see inspect-generation)",
+        )
+    if has_without:
+        return without, None, f"buffer found under the key without scenario {row.scenario_id}"
+    return with_scenario, row.scenario_id, None
+
+
+def committed(repository: Repository, request: CompactionRequest, decision: Decision) -> bool:
+    """Whether the row now holds exactly what this compaction wrote."""
+    row = repository.get_generation(request.generation_id)
+    if row is None or not isinstance(row.metadata, dict):
+        return False
+    record = RowRecord.from_metadata(row.metadata)
+    return (
+        row.metadata.get("sha256") == decision.sha256
+        and record is not None
+        and (record.stream_id, record.offset) == (decision.stream, decision.end)
+    )
