@@ -15,7 +15,8 @@ from genbuffer.db.rows import CHUNKS, GEN, HISTORY, ISSUES, LOCK_ROW, Generation
 __all__ = ["BACKUP_BATCH", "Transaction"]
 
 BACKUP_BATCH = 1000  # rows per executemany (SQLite, MySQL)
-BACKUP_BATCH_POSTGRES = 10_000  # chunks per unnest() statement
+BACKUP_BATCH_POSTGRES = 10_000  # chunks per unnest() statement …
+BACKUP_BATCH_BYTES = 2 * 1024 * 1024  # … or fewer, once they weigh this much
 # psycopg's own placeholders (exec_driver_sql): %b sends the chunks as one binary
 # bytea[], which neither side has to escape or parse as text
 _BACKUP_UNNEST = """
@@ -175,17 +176,30 @@ class Transaction:
         chunks: Iterable[bytes | memoryview],
     ) -> None:
         """PostgreSQL: one statement per batch, the chunks bound as one bytea[] (a row
-        per statement through executemany costs ~30 us a chunk)."""
-        source = iter(chunks)
+        per statement through executemany costs ~30 us a chunk). A batch holds up to
+        BACKUP_BATCH_POSTGRES chunks or BACKUP_BATCH_BYTES, copied for the driver."""
+        batch: list[bytes] = []
+        size = 0
         seq = first_seq
-        while batch := [bytes(chunk) for chunk in islice(source, BACKUP_BATCH_POSTGRES)]:
-            self.connection.exec_driver_sql(
-                _BACKUP_UNNEST,
-                {
-                    "organization_id": organization_id,
-                    "generation_id": generation_id,
-                    "first_seq": seq,
-                    "contents": batch,
-                },
-            )
-            seq += len(batch)
+        for chunk in chunks:
+            batch.append(bytes(chunk))
+            size += len(chunk)
+            if len(batch) == BACKUP_BATCH_POSTGRES or size >= BACKUP_BATCH_BYTES:
+                self._insert_backups(organization_id, generation_id, seq, batch)
+                seq += len(batch)
+                batch, size = [], 0
+        if batch:
+            self._insert_backups(organization_id, generation_id, seq, batch)
+
+    def _insert_backups(
+        self, organization_id: int, generation_id: int, first_seq: int, batch: list[bytes]
+    ) -> None:
+        self.connection.exec_driver_sql(
+            _BACKUP_UNNEST,
+            {
+                "organization_id": organization_id,
+                "generation_id": generation_id,
+                "first_seq": first_seq,
+                "contents": batch,
+            },
+        )
