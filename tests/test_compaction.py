@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from genbuffer.db import transaction
 from genbuffer.errors import ForeignArtifact, GenerationNotFound, NothingToCompact
 from tests.conftest import Stack
 from tests.helpers import audit_lines, compact, stored_bytes
@@ -313,3 +314,19 @@ def test_sequence_gap_is_reported(stack: Stack) -> None:
     result = compact(stack, 17, gen)
     assert result.persisted and not result.ok
     assert "sequence_gap" in [i["code"] for i in result.issues]
+
+
+def test_chunk_backups_span_several_batches(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backups written over several statements (by count and by bytes) are all there, in
+    order, with consecutive seq numbers, on every backend."""
+    monkeypatch.setattr(transaction, "BACKUP_BATCH", 3)
+    monkeypatch.setattr(transaction, "BACKUP_BATCH_POSTGRES", 4)
+    monkeypatch.setattr(transaction, "BACKUP_BATCH_BYTES", 10)
+    gen = stack.repository.create_generation(8)
+    chunks = [bytes([97 + i]) * (1 + i % 7) for i in range(17)]
+    stack.buffer.push_many(8, gen, chunks)
+    assert compact(stack, 8, gen).persisted
+    more = [b"x" * 12, b"y"]
+    stack.buffer.push_many(8, gen, more)
+    assert compact(stack, 8, gen).new_chunks == 2
+    assert stack.repository.backups(gen) == chunks + more
