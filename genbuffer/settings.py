@@ -76,8 +76,6 @@ class Settings(BaseSettings):
     # the artifact (kept in generation_artifact_history), or append to it.
     generation_regeneration: Literal["replace", "append"] = "replace"
 
-    # Test hooks (genbuffer/faults.py): SIGKILL, or pause, at a compaction step.
-
     @field_validator("*", mode="before")
     @classmethod
     def _laravel_values(cls, value: Any, info: ValidationInfo) -> Any:
