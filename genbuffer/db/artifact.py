@@ -12,11 +12,11 @@ is and `llm_response` as the decoded JSON text (never parsed and re-serialised).
 from __future__ import annotations
 
 import base64
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, LargeBinary, Text, bindparam, func, null, select, update
 from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 
 from genbuffer.db.rows import GEN
 
@@ -34,7 +34,10 @@ ROW_COLUMNS = (
 )
 
 
+@cache  # built on first use, once: a command that writes no artifact never builds them
 def _postgresql(llm_response_mode: str) -> Any:
+    from sqlalchemy.dialects.postgresql import BYTEA, JSONB  # noqa: PLC0415  (PostgreSQL only)
+
     # the text made once, in the one-row FROM, for both columns
     encoded = select(
         func.convert_from(cast_(bindparam("encoded", type_=LargeBinary), BYTEA), "UTF8").label(
@@ -59,6 +62,7 @@ def _postgresql(llm_response_mode: str) -> Any:
     )
 
 
+@cache
 def _generic(keep: bool) -> Any:
     # Text, not the column's JSON type: the bound value is already JSON text.
     llm_response = GEN.c.llm_response if keep else bindparam("llm_response", type_=Text())
@@ -71,10 +75,6 @@ def _generic(keep: bool) -> Any:
             **{name: bindparam(name) for name in ROW_COLUMNS},
         )
     )
-
-
-_GENERIC = {False: _generic(False), True: _generic(True)}  # keep llm_response?
-_POSTGRESQL = {mode: _postgresql(mode) for mode in ("json", "null", "keep")}
 
 
 def save_artifact(
@@ -93,11 +93,11 @@ def save_artifact(
     """
     params = {"row_id": generation_id, **{name: values[name] for name in ROW_COLUMNS}}
     if connection.dialect.name == "postgresql":
-        connection.execute(_POSTGRESQL[llm_response], {**params, "encoded": encoded})
+        connection.execute(_postgresql(llm_response), {**params, "encoded": encoded})
         return
     params["compacted"] = encoded.decode("ascii")
     if llm_response != "keep":
         params["llm_response"] = (
             base64.b64decode(encoded).decode("utf-8") if llm_response == "json" else None
         )
-    connection.execute(_GENERIC[llm_response == "keep"], params)
+    connection.execute(_generic(llm_response == "keep"), params)

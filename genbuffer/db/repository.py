@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, insert, select
 
 from genbuffer.db.engine import database_errors, make_engine
-from genbuffer.db.legacy import LegacyBlobs
-from genbuffer.db.locks import job_lock
-from genbuffer.db.retention import Retention
 from genbuffer.db.rows import (
     CHUNKS,
     GEN,
@@ -32,6 +30,10 @@ from genbuffer.db.transaction import Transaction
 from genbuffer.errors import DatabaseUnavailable
 from genbuffer.settings import Settings
 
+if TYPE_CHECKING:
+    from genbuffer.db.legacy import LegacyBlobs
+    from genbuffer.db.retention import Retention
+
 __all__ = ["GenerationRow", "Repository", "Transaction"]
 
 
@@ -41,8 +43,20 @@ class Repository:
     def __init__(self, engine: Engine, url: str) -> None:
         self.engine = engine
         self.url = url
-        self.retention = Retention(engine, url)
-        self.legacy = LegacyBlobs(engine, url)
+
+    @cached_property
+    def retention(self) -> Retention:
+        """The backup purge's queries (loaded by the commands that purge)."""
+        from genbuffer.db.retention import Retention  # noqa: PLC0415
+
+        return Retention(self.engine, self.url)
+
+    @cached_property
+    def legacy(self) -> LegacyBlobs:
+        """The legacy-blob move's queries (loaded by the command that moves them)."""
+        from genbuffer.db.legacy import LegacyBlobs  # noqa: PLC0415
+
+        return LegacyBlobs(self.engine, self.url)
 
     @property
     def dialect(self) -> str:
@@ -74,6 +88,8 @@ class Repository:
 
     def job_lock(self, name: str) -> AbstractContextManager[bool]:
         """Hold the cross-process lock ``name`` for a block; it yields False if taken."""
+        from genbuffer.db.locks import job_lock  # noqa: PLC0415  (the batch commands only)
+
         return job_lock(self.engine, self.url, name)
 
     def ping(self) -> None:
