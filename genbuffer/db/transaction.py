@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
@@ -14,8 +13,8 @@ from genbuffer.db.rows import CHUNKS, GEN, HISTORY, ISSUES, LOCK_ROW, Generation
 
 __all__ = ["BACKUP_BATCH", "Transaction"]
 
-BACKUP_BATCH = 1000  # rows per executemany (SQLite, MySQL)
-BACKUP_BATCH_POSTGRES = 10_000  # chunks per unnest() statement …
+BACKUP_BATCH = 1000  # chunks per executemany (SQLite, MySQL) …
+BACKUP_BATCH_POSTGRES = 10_000  # … or per unnest() statement (PostgreSQL) …
 BACKUP_BATCH_BYTES = 2 * 1024 * 1024  # … or fewer, once they weigh this much
 # psycopg's own placeholders (exec_driver_sql): %b sends the chunks as one binary
 # bytea[], which neither side has to escape or parse as text
@@ -139,26 +138,38 @@ class Transaction:
     ) -> None:
         """Back raw chunks up in `generation_chunks` from ``first_seq``; re-runs are no-ops.
 
-        Chunks may be views; a batch at a time is copied for the driver.
+        Chunks may be views; a batch at a time is copied for the driver. PostgreSQL
+        takes a batch as one statement, the chunks bound as one binary bytea[]
+        (executemany sends a statement per chunk, ~30 us each); the others as an
+        executemany of INSERT … ON CONFLICT DO NOTHING (IGNORE on MySQL).
         """
-        if self.connection.dialect.name == "postgresql":
-            self._backup_unnest(organization_id, generation_id, first_seq, chunks)
-            return
-        statement = self._backup_insert()
-        source = iter(chunks)
+        postgres = self.connection.dialect.name == "postgresql"
+        statement = None if postgres else self._backup_insert()
         seq = first_seq
-        while batch := list(islice(source, BACKUP_BATCH)):
-            rows = [
-                {
-                    "organization_id": organization_id,
-                    "generation_id": generation_id,
-                    "seq": seq + offset,
-                    "content": bytes(chunk),
-                }
-                for offset, chunk in enumerate(batch)
-            ]
+        count = BACKUP_BATCH_POSTGRES if postgres else BACKUP_BATCH
+        for batch in _copied_batches(chunks, count, BACKUP_BATCH_BYTES):
+            if statement is None:
+                self.connection.exec_driver_sql(
+                    _BACKUP_UNNEST,
+                    {
+                        "organization_id": organization_id,
+                        "generation_id": generation_id,
+                        "first_seq": seq,
+                        "contents": batch,
+                    },
+                )
+            else:
+                rows = [
+                    {
+                        "organization_id": organization_id,
+                        "generation_id": generation_id,
+                        "seq": seq + offset,
+                        "content": content,
+                    }
+                    for offset, content in enumerate(batch)
+                ]
+                self.connection.execute(statement, rows)
             seq += len(batch)
-            self.connection.execute(statement, rows)
 
     def _backup_insert(self) -> Any:
         """INSERT … ON CONFLICT DO NOTHING (IGNORE on MySQL), for executemany."""
@@ -168,38 +179,18 @@ class Transaction:
             return sqlite.insert(CHUNKS).on_conflict_do_nothing()
         return insert(CHUNKS).prefix_with("IGNORE")  # MySQL / MariaDB
 
-    def _backup_unnest(
-        self,
-        organization_id: int,
-        generation_id: int,
-        first_seq: int,
-        chunks: Iterable[bytes | memoryview],
-    ) -> None:
-        """PostgreSQL: one statement per batch, the chunks bound as one bytea[] (a row
-        per statement through executemany costs ~30 us a chunk). A batch holds up to
-        BACKUP_BATCH_POSTGRES chunks or BACKUP_BATCH_BYTES, copied for the driver."""
-        batch: list[bytes] = []
-        size = 0
-        seq = first_seq
-        for chunk in chunks:
-            batch.append(bytes(chunk))
-            size += len(chunk)
-            if len(batch) == BACKUP_BATCH_POSTGRES or size >= BACKUP_BATCH_BYTES:
-                self._insert_backups(organization_id, generation_id, seq, batch)
-                seq += len(batch)
-                batch, size = [], 0
-        if batch:
-            self._insert_backups(organization_id, generation_id, seq, batch)
 
-    def _insert_backups(
-        self, organization_id: int, generation_id: int, first_seq: int, batch: list[bytes]
-    ) -> None:
-        self.connection.exec_driver_sql(
-            _BACKUP_UNNEST,
-            {
-                "organization_id": organization_id,
-                "generation_id": generation_id,
-                "first_seq": first_seq,
-                "contents": batch,
-            },
-        )
+def _copied_batches(
+    chunks: Iterable[bytes | memoryview], count: int, size_cap: int
+) -> Iterator[list[bytes]]:
+    """The chunks as bytes, in lists of up to ``count`` chunks or ``size_cap`` bytes."""
+    batch: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(bytes(chunk))
+        size += len(chunk)
+        if len(batch) == count or size >= size_cap:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
