@@ -142,15 +142,11 @@ def buffer_missing(key: str, scenario_id: int | None, ttl: int) -> Decision:
         f"no artifact and no buffer at {key}, and the row is older than the chunk TTL "
         f"({ttl} s): its chunks expired or were evicted before any compaction",
     )
-    return Decision(
-        key=key,
-        scenario_id=scenario_id,
-        stream=None,
-        end=0,
-        chunk_count=0,
-        size=0,
-        validation=Validation((issue,)),
-        abort_reason="lost: the buffer is gone and nothing was ever compacted (see issues)",
+    return _stopped(
+        key,
+        scenario_id,
+        issue,
+        "lost: the buffer is gone and nothing was ever compacted (see issues)",
     )
 
 
@@ -163,15 +159,35 @@ def diverged(
         f"the buffer at {key} diverged from the row: {placement.note}; nothing was "
         "persisted or deleted (after a failover, compare the buffer with the row)",
     )
+    return _stopped(
+        key,
+        scenario_id,
+        issue,
+        "stopped: the buffer diverged from what the row holds (see issues)",
+        stream=snapshot.stream_id,
+        end=snapshot.end,
+    )
+
+
+def _stopped(
+    key: str,
+    scenario_id: int | None,
+    issue: Issue,
+    reason: str,
+    *,
+    stream: str | None = None,
+    end: int = 0,
+) -> Decision:
+    """A compaction that stops before reading: ``issue`` recorded, nothing written."""
     return Decision(
         key=key,
         scenario_id=scenario_id,
-        stream=snapshot.stream_id,
-        end=snapshot.end,
+        stream=stream,
+        end=end,
         chunk_count=0,
         size=0,
         validation=Validation((issue,)),
-        abort_reason="stopped: the buffer diverged from what the row holds (see issues)",
+        abort_reason=reason,
     )
 
 

@@ -252,6 +252,17 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     built.close()
 
 
+@pytest.fixture(params=["embedded", "servers"])
+def redis_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """fakeredis and the real Redis, for what depends on Redis only (no MariaDB run)."""
+    if request.param == "embedded":
+        built = _embedded_stack(tmp_path)
+    else:
+        built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
+    yield built
+    built.close()
+
+
 @pytest.fixture
 def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """Only the real Redis + PostgreSQL, for what an in-process backend cannot show."""

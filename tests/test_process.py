@@ -163,3 +163,11 @@ def test_wrong_database_user_is_not_a_missing_schema(tmp_path: Path) -> None:
     done = _run(["emit-validation-test", "5"], env)
     assert done.returncode == 3, done.stderr
     assert "tables are missing" not in done.stderr and "DB_USERNAME" in done.stderr
+
+
+def test_root_help_before_a_command_lists_every_command() -> None:
+    """`genbuf --help push` is the root's help: every command is listed, not only push."""
+    done = _run(["--help", "push"], {})
+    assert done.returncode == 0
+    for command in ("compact-generation", "compact-pending", "push", "purge-chunks"):
+        assert command in done.stdout, command

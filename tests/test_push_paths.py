@@ -8,14 +8,13 @@ they must share are written in genbuffer.redis.meta.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from genbuffer import keys
 from genbuffer.redis import GenerationBuffer
-from tests.conftest import Stack, _embedded_stack, _servers_env
+from tests.conftest import Stack
 
 ORG, SCENARIO, TTL = 12, 345, 86400
 SLACK = 5  # seconds a test may take between a push and reading a TTL
@@ -71,17 +70,6 @@ PATHS = [
     Path_("push_many_scripted", _push_many_before_redis_7),
     Path_("genbuf_push", _genbuf_push),
 ]
-
-
-@pytest.fixture(params=["embedded", "servers"])
-def redis_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    """fakeredis and the real Redis (with a database each; the push touches none)."""
-    if request.param == "embedded":
-        built = _embedded_stack(tmp_path)
-    else:
-        built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
-    yield built
-    built.close()
 
 
 def _state(stack: Stack, key: str) -> tuple[list[bytes], dict[str, str], int, int]:

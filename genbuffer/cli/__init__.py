@@ -12,7 +12,7 @@ import os
 import sys
 from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from typer.core import TyperGroup
@@ -32,7 +32,9 @@ class GenbufGroup(TyperGroup):
         """Note whether --json was asked for, so a usage error can answer in JSON too,
         and which root options the root's own arguments give."""
         ctx.meta["genbuf.json"] = "--json" in args
-        ctx.meta["genbuf.root_options"] = _root_options(args)
+        root = _root_args(args)
+        # None: the root's help, or no command (all the root options are shown)
+        ctx.meta["genbuf.root_options"] = root.options if root.command is not None else None
         return super().parse_args(ctx, args)
 
     def get_params(self, ctx: Any) -> Any:
@@ -72,20 +74,26 @@ class GenbufGroup(TyperGroup):
 _ROOT_OPTIONS_WITH_A_VALUE = {"--env-file"}
 
 
-def _root_options(args: list[str]) -> set[str] | None:
-    """The options given before the command (``--name=value`` as ``--name``); None when
-    the root's help is asked for or no command follows."""
+class _RootArgs(NamedTuple):
+    """What a command line says before its command."""
+
+    options: set[str]  # root options given (``--name=value`` as ``--name``)
+    command: str | None  # the command named, unless the root's help comes first
+
+
+def _root_args(args: list[str]) -> _RootArgs:
+    """Read the root's part of ``args``: its options, then the command (or --help)."""
     given: set[str] = set()
     values = iter(args)
     for arg in values:
         if not arg.startswith("-"):
-            return given  # the command: what follows is its own
+            return _RootArgs(given, arg)  # what follows is the command's own
         if arg in {"--help", "-h"}:
-            return None
+            return _RootArgs(given, None)
         given.add(arg.split("=", 1)[0])
         if arg in _ROOT_OPTIONS_WITH_A_VALUE:
             next(values, None)
-    return None
+    return _RootArgs(given, None)
 
 
 def _new_app() -> typer.Typer:
@@ -177,17 +185,12 @@ app = build_app()
 
 
 def _invoked_command(args: list[str]) -> str | None:
-    """The command ``args`` name after the root options, if it is one of genbuf's and
-    nothing asks for every command (shell completion)."""
+    """The command ``args`` name, if it is one of genbuf's and nothing asks for every
+    command (the root's help, shell completion)."""
     if "_GENBUF_COMPLETE" in os.environ:  # typer's shell completion
         return None
-    values = iter(args)
-    for arg in values:
-        if not arg.startswith("-"):
-            return arg if arg in COMMANDS else None
-        if arg in _ROOT_OPTIONS_WITH_A_VALUE:
-            next(values, None)
-    return None
+    command = _root_args(args).command
+    return command if command in COMMANDS else None
 
 
 def main() -> None:
