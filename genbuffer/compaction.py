@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genbuffer.documents import Document
-from genbuffer.errors import GenerationNotFound, UsageError
+from genbuffer.errors import GenbufferError, GenerationNotFound, UsageError
 from genbuffer.faults import FaultPlan
 from genbuffer.settings import Settings
 
@@ -149,34 +149,55 @@ def assemble_and_persist(
         )
     mode = "strict" if (config.strict if request.strict is None else request.strict) else "soft"
     now = datetime.now(UTC)
-    with repository.transaction() as tx:
-        row = tx.lock_generation(request.generation_id)
-        if row is None or row.organization_id != request.organization_id:
-            raise GenerationNotFound(
-                f"no generation {request.generation_id} for organization {request.organization_id}"
-            )
-        # The steps load once there is a row to compact: a run that stops before
-        # (no such row, an outage) does not pay for importing them (start-up time).
-        from genbuffer import compactor  # noqa: PLC0415
-        from genbuffer.decision import message  # noqa: PLC0415
+    failed: list[Exception] = []  # an error counted as a failed attempt, for the ledger
+    try:
+        with repository.transaction() as tx:
+            row = tx.lock_generation(request.generation_id)
+            if row is None or row.organization_id != request.organization_id:
+                raise GenerationNotFound(
+                    f"no generation {request.generation_id} for organization "
+                    f"{request.organization_id}"
+                )
+            # The steps load once there is a row to compact: a run that stops before
+            # (no such row, an outage) does not pay for importing them (start-up time).
+            from genbuffer import compactor  # noqa: PLC0415
+            from genbuffer.decision import message  # noqa: PLC0415
 
-        decision, content = compactor.decide(request, row, buffer, config, mode=mode, now=now)
-        if decision.aborted or request.dry_run:
-            tx.rollback()
-            written = compactor.Written()
-        else:
-            written = compactor.write(
-                tx, request, row, decision, content, mode=mode, now=now, config=config
+            decision, content = compactor.decide(
+                request, row, buffer, config, mode=mode, now=now, failed=failed
             )
-            config.faults.at("before_commit")
-            # a COMMIT whose reply is lost: look on a fresh connection before going on
-            tx.verify_commit_with(lambda: compactor.committed(repository, request, decision))
+            if decision.aborted or request.dry_run:
+                tx.rollback()
+                written = compactor.Written()
+            else:
+                written = compactor.write(
+                    tx, request, row, decision, content, mode=mode, now=now, config=config
+                )
+                config.faults.at("before_commit")
+                # a COMMIT whose reply is lost: look on a fresh connection before going on
+                tx.verify_commit_with(lambda: compactor.committed(repository, request, decision))
+    except Exception as exc:
+        if failed:  # after the row's transaction: SQLite allows one writer at a time
+            _record_failure(repository, request, mode=mode, now=now, error=exc)
+        raise
     config.faults.at("after_commit")
     issues = [issue.as_dict() for issue in decision.validation.issues]
     validation_id = written.validation_id
-    if decision.aborted and issues and not request.dry_run:
+    if decision.aborted and not request.dry_run:
+        result = "strict_abort" if decision.abort_reason == compactor.STRICT_ABORT else "failed"
         with repository.transaction() as tx:  # strict mode still records what it found
-            validation_id = compactor.issue_record(request, mode, issues, now).insert(tx)
+            if issues:
+                validation_id = compactor.issue_record(request, mode, issues, now).insert(tx)
+            tx.record_compaction(
+                compactor.ledger_entry(
+                    request,
+                    decision,
+                    result=result,
+                    mode=mode,
+                    now=now,
+                    message=decision.abort_reason,
+                )
+            )
     if validation_id is not None:
         compactor.issue_record(request, mode, issues, now).log(config.audit_log, validation_id)
     deleted, left = compactor.acknowledge(request, decision, buffer, config)
@@ -214,3 +235,26 @@ def assemble_and_persist(
         )
         + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
     )
+
+
+def _record_failure(
+    repository: Repository,
+    request: CompactionRequest,
+    *,
+    mode: str,
+    now: datetime,
+    error: Exception,
+) -> None:
+    """Add a failed attempt to the ledger; best effort (the error itself is raised)."""
+    from genbuffer import compactor  # noqa: PLC0415
+
+    text = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+    try:
+        with repository.transaction() as tx:
+            tx.record_compaction(
+                compactor.ledger_entry(
+                    request, None, result="failed", mode=mode, now=now, message=str(text)
+                )
+            )
+    except GenbufferError:
+        pass  # the database is what failed: the error raised says so

@@ -47,15 +47,21 @@ if TYPE_CHECKING:
     from genbuffer.compaction import CompactionConfig, CompactionRequest
 
 __all__ = [
+    "STRICT_ABORT",
     "Content",
     "Written",
     "acknowledge",
     "committed",
     "decide",
     "issue_record",
+    "ledger_entry",
     "record_attempt",
     "write",
 ]
+
+
+STRICT_ABORT = "strict validation failed: nothing persisted"
+LEDGER_MESSAGE_MAX = 255  # generation_compactions.message
 
 
 class Content:
@@ -121,9 +127,40 @@ def record_attempt(
 def issue_record(
     request: CompactionRequest, mode: str, issues: list[dict[str, str]], now: datetime
 ) -> IssueRecord:
+    """The issue row and audit line of one validation."""
     return IssueRecord(
         request.organization_id, request.generation_id, mode, request.source, list(issues), now
     )
+
+
+def ledger_entry(
+    request: CompactionRequest,
+    decision: Decision | None,
+    *,
+    result: str,
+    mode: str,
+    now: datetime,
+    message: str | None = None,
+) -> dict[str, object]:
+    """One `generation_compactions` row: ``result`` is persisted, strict_abort or failed."""
+    errors = 0
+    lag = None
+    if decision is not None:
+        errors = sum(1 for issue in decision.validation.issues if issue.severity == "error")
+        if decision.last_chunk_at is not None:
+            lag = max(0.0, (now - decision.last_chunk_at).total_seconds())
+    return {
+        "organization_id": request.organization_id,
+        "generation_id": request.generation_id,
+        "result": result,
+        "mode": mode,
+        "chunk_count": None if decision is None else decision.chunk_count,
+        "bytes": None if decision is None else decision.size,
+        "lag_seconds": lag,
+        "errors": errors,
+        "message": message[:LEDGER_MESSAGE_MAX] if message else None,
+        "created_at": now,
+    }
 
 
 def decide(
@@ -134,8 +171,12 @@ def decide(
     *,
     mode: str,
     now: datetime,
+    failed: list[Exception] | None = None,
 ) -> tuple[Decision, Content]:
-    """Snapshot the buffer of a locked row, read and validate: what this compaction does."""
+    """Snapshot the buffer of a locked row, read and validate: what this compaction does.
+
+    An error counted as a failed attempt (not an outage, not a race) is appended to
+    ``failed`` before it is raised, for the compaction ledger."""
     key, scenario_id, note = _resolve_key(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
     snapshot = snapshot_for(buffer, key, record, read_only=request.dry_run)
@@ -178,6 +219,8 @@ def decide(
         )
         if quarantined and isinstance(exc, GenbufferError):
             exc.message += f" (quarantined after {attempts} failed attempts)"
+        if failed is not None:
+            failed.append(exc)
         raise
     return decision.noted(note), content
 
@@ -214,6 +257,7 @@ def _decide_on_snapshot(
         size=len(existing) + new_size,
         new_chunks=len(new_chunks),
         had_failures=snapshot.fields.has_failures,
+        last_chunk_at=snapshot.fields.last_chunk_at,
         note=placement.note,
     )
     if over:
@@ -255,7 +299,7 @@ def _decide_on_snapshot(
     if new_stream:
         decision = replace(decision, regenerated="replaced" if replacing else "appended")
     if mode == "strict" and decision.validation.has_errors:
-        aborted = replace(decision, abort_reason="strict validation failed: nothing persisted")
+        aborted = replace(decision, abort_reason=STRICT_ABORT)
         return aborted, Content()
     write = Write(
         record=written_record(
@@ -328,6 +372,7 @@ def write(
     encoded = base64.b64encode(data)
     del data  # from here on only the base64 bytes are held
     tx.save_artifact(gen, encoded, llm_response=write.llm_response, values=values)
+    tx.record_compaction(ledger_entry(request, decision, result="persisted", mode=mode, now=now))
     config.faults.at("after_update")
     return Written(validation_id=validation_id, history_id=history_id)
 

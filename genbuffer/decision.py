@@ -69,6 +69,7 @@ class Decision:
     had_failures: bool = False  # failed attempts were recorded before this one
     write: Write | None = None  # None: the artifact stays as it is
     adopt: RowRecord | None = None  # a new buffer life the row already holds whole
+    last_chunk_at: datetime | None = None  # when the producer pushed last (the ledger's lag)
 
     @property
     def aborted(self) -> bool:

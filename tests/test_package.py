@@ -47,7 +47,7 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     (wheel,) = dist.glob("genbuffer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "genbuffer/migrations/env.py" in names and "genbuffer/lua/snapshot.lua" in names
-    assert any(n.startswith("genbuffer/migrations/versions/0002") for n in names)
+    assert any(n.startswith("genbuffer/migrations/versions/0003") for n in names)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     # the dependencies come from the test venv (read as a plain path: its editable
@@ -74,7 +74,7 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     )
     genbuf = [str(venv / "bin" / "genbuf"), "--env-file", str(env_file)]
     upgraded = _run([*genbuf, "db", "upgrade", "--json"], work, env={"PATH": "/usr/bin:/bin"})
-    assert json.loads(upgraded.stdout)["revision"] == "0002"
+    assert json.loads(upgraded.stdout)["revision"] == "0003"
     checked = _run([*genbuf, "db", "check", "--json"], work, env={"PATH": "/usr/bin:/bin"})
     assert json.loads(checked.stdout)["ok"]
     smoke = _run([*genbuf, "test-redis-buffer", "--json"], work, env={"PATH": "/usr/bin:/bin"})

@@ -10,18 +10,33 @@ from typing import Any
 from sqlalchemy import CursorResult, bindparam, select
 
 from genbuffer.db.schema import (
+    genbuf_job_runs,
     generation_artifact_history,
     generation_chunks,
+    generation_compactions,
     metadata_validation_issues,
     scenario_generations,
 )
 
-__all__ = ["CHUNKS", "GEN", "HISTORY", "ISSUES", "ROW_COLUMNS", "GenerationRow", "new_id", "to_row"]
+__all__ = [
+    "CHUNKS",
+    "GEN",
+    "HISTORY",
+    "ISSUES",
+    "LEDGER",
+    "ROW_COLUMNS",
+    "RUNS",
+    "GenerationRow",
+    "new_id",
+    "to_row",
+]
 
 GEN = scenario_generations
 ISSUES = metadata_validation_issues
 CHUNKS = generation_chunks
 HISTORY = generation_artifact_history
+LEDGER = generation_compactions
+RUNS = genbuf_job_runs
 
 
 @dataclass(frozen=True)

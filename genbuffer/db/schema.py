@@ -11,9 +11,12 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -28,8 +31,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 
 __all__ = [
+    "genbuf_job_runs",
     "generation_artifact_history",
     "generation_chunks",
+    "generation_compactions",
     "metadata",
     "metadata_validation_issues",
     "scenario_generations",
@@ -150,4 +155,41 @@ generation_artifact_history = Table(
     Column("compacted_by", String(255), nullable=True),
     Column("reason", String(32), nullable=False),
     _created_at(),
+)
+
+# One row per compaction outcome: what status, metrics and validation-report count.
+# Appended (never updated), so counters read from it stay monotonic across the cron
+# processes that write it; `result` is `persisted`, `strict_abort` or `failed`.
+generation_compactions = Table(
+    "generation_compactions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("organization_id", BigInteger, nullable=False),
+    Column("generation_id", BigInteger, nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("chunk_count", Integer, nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    # seconds from the last chunk pushed to this compaction (null: the producer keeps
+    # no last_chunk_at)
+    Column("lag_seconds", Float, nullable=True),
+    # error-severity validation issues: a soft compaction with any is one strict
+    # mode would have aborted
+    Column("errors", Integer, nullable=False, server_default=text("0")),
+    Column("message", String(255), nullable=True),
+    _created_at(index=True),
+)
+
+# One row per run of a cron job (compact-pending, purge-chunks): doctor's and the
+# metrics' last-success time.
+genbuf_job_runs = Table(
+    "genbuf_job_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("job", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("summary", Json, nullable=True),
+    Index("ix_genbuf_job_runs_job_finished_at", "job", "finished_at"),
 )

@@ -9,7 +9,17 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from genbuffer.db.artifact import save_artifact
-from genbuffer.db.rows import CHUNKS, GEN, HISTORY, ISSUES, LOCK_ROW, GenerationRow, new_id, to_row
+from genbuffer.db.rows import (
+    CHUNKS,
+    GEN,
+    HISTORY,
+    ISSUES,
+    LEDGER,
+    LOCK_ROW,
+    GenerationRow,
+    new_id,
+    to_row,
+)
 
 __all__ = ["BACKUP_BATCH", "Transaction"]
 
@@ -101,6 +111,10 @@ class Transaction:
             )
         )
         return new_id(result)
+
+    def record_compaction(self, values: dict[str, Any]) -> None:
+        """Append one outcome to the compaction ledger (`generation_compactions`)."""
+        self.connection.execute(insert(LEDGER).values(**values))
 
     def keep_history(self, generation_id: int, reason: str) -> int:
         """Copy the row's artifact into `generation_artifact_history` (server-side); its id.
