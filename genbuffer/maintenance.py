@@ -5,33 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from genbuffer.batching import Progress, id_ranges
 from genbuffer.db.repository import GenerationRow, Repository
 from genbuffer.documents import Document
-from genbuffer.errors import UsageError
+from genbuffer.durations import parse_age
 
 __all__ = [
     "MigrationResult",
     "PurgeResult",
     "migrate_compacted_from_metadata",
-    "parse_age",
     "purge_chunks",
 ]
-
-_AGE = re.compile(r"\s*([0-9]+)\s*([smhdw]?)\s*")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
-
-
-def parse_age(text: str) -> timedelta:
-    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` (a bare number is days)."""
-    match = _AGE.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        raise UsageError(f"invalid age {text!r}", hint="use a positive number with s, m, h, d or w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 class PurgeResult(Document):

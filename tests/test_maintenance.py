@@ -10,8 +10,9 @@ from sqlalchemy import update
 
 from genbuffer.db.retention import _NEVER_ANALYZED
 from genbuffer.db.rows import CHUNKS
+from genbuffer.durations import parse_age
 from genbuffer.errors import UsageError
-from genbuffer.maintenance import migrate_compacted_from_metadata, parse_age, purge_chunks
+from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 

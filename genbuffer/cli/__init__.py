@@ -157,6 +157,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "purge-chunks": ("genbuffer.cli.purge_cmd", "purge_chunks_cmd"),
     "compact-pending": ("genbuffer.cli.pending_cmd", "compact_pending_cmd"),
     "push": ("genbuffer.cli.push_cmd", "push_cmd"),
+    "status": ("genbuffer.cli.status_cmd", "status_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

@@ -58,7 +58,7 @@ def compact_pending_cmd(
     Example (cron): genbuf compact-pending --idle 30m --json
     """
     from genbuffer.batch import compact_pending
-    from genbuffer.maintenance import parse_age
+    from genbuffer.durations import parse_age
 
     rt = runtime(ctx, as_json)
     age = parse_age(idle) if idle else None

@@ -31,7 +31,8 @@ def purge_chunks_cmd(
 
     Example (cron): genbuf purge-chunks --older-than 7d --json
     """
-    from genbuffer.maintenance import parse_age, purge_chunks
+    from genbuffer.durations import parse_age
+    from genbuffer.maintenance import purge_chunks
 
     rt = runtime(ctx, as_json)
     age = older_than or f"{rt.settings.generation_chunks_retention_days}d"

@@ -32,6 +32,7 @@ from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
     from genbuffer.db.legacy import LegacyBlobs
+    from genbuffer.db.observations import Observations
     from genbuffer.db.retention import Retention
 
 __all__ = ["GenerationRow", "Repository", "Transaction"]
@@ -50,6 +51,13 @@ class Repository:
         from genbuffer.db.retention import Retention  # noqa: PLC0415
 
         return Retention(self.engine, self.url)
+
+    @cached_property
+    def observations(self) -> Observations:
+        """What the database says about the system (status, doctor, metrics, reports)."""
+        from genbuffer.db.observations import Observations  # noqa: PLC0415
+
+        return Observations(self.engine, self.url)
 
     @cached_property
     def legacy(self) -> LegacyBlobs:

@@ -3,10 +3,14 @@
 ``GenerationBuffer.from_settings(settings).push_chunk(...)`` is the library's
 entry point for producers. Compaction, discovery and inspection use the parts
 it carries: ``protocol`` (snapshot, read, acknowledge, set aside), ``scan``
-(find buffers) and ``keyspace`` (keys as they are).
+(find buffers), ``keyspace`` (keys as they are) and ``survey`` (every buffer's
+facts, for status and metrics).
 """
 
 from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -16,6 +20,9 @@ from genbuffer.redis.producer import Producer
 from genbuffer.redis.protocol import CompactionProtocol
 from genbuffer.redis.scan import Scanner
 from genbuffer.settings import Settings
+
+if TYPE_CHECKING:
+    from genbuffer.redis.survey import Survey
 
 __all__ = ["GenerationBuffer"]
 
@@ -51,6 +58,13 @@ class GenerationBuffer(Producer):
             max_len=settings.generation_chunk_max_len,
             app_name=settings.app_name,
         )
+
+    @cached_property
+    def survey(self) -> Survey:
+        """Every buffer with its lengths, TTLs and memory (status, metrics)."""
+        from genbuffer.redis.survey import Survey  # noqa: PLC0415  (status and metrics only)
+
+        return Survey(self.target)
 
     @property
     def client(self) -> redis.Redis:

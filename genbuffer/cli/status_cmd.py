@@ -1,0 +1,237 @@
+"""genbuf status: buffers by state, what is at risk, and the database's counts."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from genbuffer.cli._options import JsonOpt, parse_id, runtime
+from genbuffer.cli._output import emit, printable
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from genbuffer.runtime import Runtime
+    from genbuffer.status import StatusOptions, StatusReport
+
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_MINUTES = 30
+LIST_COLUMNS = (
+    *("org", "scenario", "generation", "state", "chunks"),
+    *("bytes", "age", "idle", "ttl", "last error"),
+)
+
+
+def status_cmd(
+    ctx: typer.Context,
+    organization_id: Annotated[
+        int | None,
+        typer.Option("--org", parser=parse_id, help="Only this organization's buffers."),
+    ] = None,
+    idle: Annotated[
+        str, typer.Option("--idle", help="An open stream this quiet counts as idle.")
+    ] = "30m",
+    compaction_within: Annotated[
+        str,
+        typer.Option(
+            "--compaction-within",
+            help="The next compaction is expected within this (the compact-pending cron "
+            "period): a buffer whose TTL ends sooner is at risk.",
+        ),
+    ] = "1h",
+    max_pending: Annotated[
+        int | None,
+        typer.Option("--max-pending", min=0, help="Exit 1 if more buffers wait for compaction."),
+    ] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option("--max-age", help="Exit 1 if the oldest pending buffer waits longer."),
+    ] = None,
+    max_at_risk: Annotated[
+        int | None,
+        typer.Option("--max-at-risk", min=0, help="Exit 1 if more buffers are at risk."),
+    ] = None,
+    show_list: Annotated[
+        bool, typer.Option("--list", help="List the buffers themselves, oldest first.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Buffers listed with --list at most.")
+    ] = 100,
+    states: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            help="With --list: only this state (streaming, finished, idle, quarantined, "
+            "orphaned); repeatable.",
+        ),
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="With --list: only buffers this old.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A live view, refreshed (Ctrl-C ends it).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Seconds between --watch refreshes.")
+    ] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every buffer under the prefix by state, with what is at risk and the database's counts.
+
+    States: streaming, finished (waiting for compaction), idle (no chunk for --idle),
+    quarantined, orphaned (no row). at_risk: chunks whose TTL ends before the next
+    expected compaction. lost: rows never compacted whose buffer is gone. Thresholds
+    make it exit 1 when crossed, for a cron alert. Read-only: SCAN, never KEYS.
+    Example: genbuf status --max-age 1h --max-at-risk 0 --json
+    """
+    from genbuffer.durations import parse_age
+    from genbuffer.errors import UsageError
+    from genbuffer.status import STATES, StatusOptions, Thresholds, collect_status
+
+    rt = runtime(ctx, as_json)
+    unknown = sorted(set(states or ()) - set(STATES))
+    if unknown:
+        raise UsageError(f"unknown --state {', '.join(unknown)}", hint=f"use {', '.join(STATES)}")
+    if watch and as_json:
+        raise UsageError("--watch is a view for people; --json prints one document")
+    options = StatusOptions(
+        idle=parse_age(idle),
+        compaction_within=parse_age(compaction_within),
+        organization_id=organization_id,
+        list_limit=limit if show_list else 0,
+        states=frozenset(states) if states else None,
+        older_than=parse_age(older_than) if older_than else None,
+        thresholds=Thresholds(
+            max_pending=max_pending,
+            max_age=parse_age(max_age) if max_age else None,
+            max_at_risk=max_at_risk,
+        ),
+        max_len=rt.settings.generation_chunk_max_len,
+    )
+    if watch and sys.stdout.isatty():
+        _watch(rt, options, interval)
+        return
+    report = collect_status(rt.buffer, rt.repository, options)
+    emit(rt, report, lambda console: console.print(_view(report, None)))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _watch(rt: Runtime, options: StatusOptions, interval: float) -> None:
+    """Redraw the view every ``interval`` seconds until Ctrl-C."""
+    import time
+    from datetime import UTC, datetime
+
+    from rich.live import Live
+
+    from genbuffer.status import collect_status
+
+    observations = rt.repository.observations
+    with Live(auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                report = collect_status(rt.buffer, rt.repository, options)
+                rate = observations.compactions_per_minute(SPARK_MINUTES, datetime.now(UTC))
+                live.update(_view(report, rate), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def _sparkline(counts: list[int]) -> str:
+    """One block character per value, scaled to the largest."""
+    top = max(counts, default=0)
+    if top == 0:
+        return SPARK[0] * len(counts)
+    return "".join(SPARK[min(len(SPARK) - 1, value * (len(SPARK) - 1) // top)] for value in counts)
+
+
+def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
+    """The report for people (with the compactions-per-minute sparkline under --watch)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from genbuffer.durations import human_duration
+
+    states = " · ".join(f"{state} {count}" for state, count in report.generations.items())
+    memory = "unknown" if report.bytes is None else _size(report.bytes)
+    hour, day = report.compactions["last_hour"], report.compactions["last_day"]
+    lag = report.compaction_lag_seconds
+    lines: list[RenderableType] = [
+        f"buffers under prefix {printable(repr(report.prefix))}: {report.buffers}"
+        f"  ({report.scanned_keys} keys scanned in {report.scan_seconds:.2f}s,"
+        f" at {report.taken_at:%Y-%m-%d %H:%M:%S}Z)",
+        f"  {states}",
+        f"chunks {report.chunks}, Redis memory {memory}"
+        f" (content counted by producers {_size(report.content_bytes)})",
+        f"oldest pending {human_duration(report.oldest_pending_age_seconds)}"
+        f" · at risk {report.at_risk} · keys without TTL {report.no_ttl}"
+        f" · over max len {report.over_max_len}"
+        f" · lost {report.lost}",
+        "compactions last hour: " + _counts(hour) + "; last day: " + _counts(day),
+        "compaction lag (last chunk to compacted) "
+        + (
+            " ".join(f"{name} {human_duration(value)}" for name, value in lag.items())
+            if lag
+            else "-"
+        ),
+        "validation issues last day: "
+        + (
+            ", ".join(f"{code} {n}" for code, n in report.validation_issues_last_day.items())
+            or "none"
+        ),
+    ]
+    if rate is not None:
+        top = max(rate, default=0)
+        lines.append(
+            f"compactions per minute, last {len(rate)} min: {_sparkline(rate)} (max {top})"
+        )
+    for lost in report.lost_generations:
+        lines.append(
+            f"lost: generation {lost['generation_id']} (organization {lost['organization_id']}):"
+            " never compacted, buffer gone"
+        )
+    lines.extend(f"[red]alert:[/red] {printable(alert)}" for alert in report.alerts)
+    if report.entries is not None:
+        table = Table(
+            "org",
+            "scenario",
+            "generation",
+            "state",
+            "chunks",
+            "bytes",
+            "age",
+            "idle",
+            "ttl",
+            "last error",
+        )
+        for entry in report.entries:
+            ttl = "never" if entry.ttl_seconds == -1 else human_duration(entry.ttl_seconds)
+            table.add_row(
+                str(entry.organization_id),
+                "-" if entry.scenario_id is None else str(entry.scenario_id),
+                str(entry.generation_id),
+                entry.state + (" [red]at risk[/red]" if entry.at_risk else ""),
+                "-" if entry.chunks is None else str(entry.chunks),
+                "-" if entry.bytes is None else _size(entry.bytes),
+                human_duration(entry.age_seconds),
+                human_duration(entry.idle_seconds),
+                ttl,
+                printable(entry.last_error or ""),
+            )
+        lines.append(table)
+    return Group(*lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in counts.items())
+
+
+def _size(value: int) -> str:
+    """Bytes for people: 512 B, 1.2 KB, 3.4 MB."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"
