@@ -20,14 +20,15 @@ demo: venv
 test: venv
 	$(PY) -m pytest
 
-# The Redis and CLI tests again on the lowest versions allowed of redis-py and typer.
+# The Redis, CLI and metrics tests again on the lowest versions allowed of redis-py,
+# typer and prometheus-client.
 LOWEST_TESTS := tests/test_buffer.py tests/test_push_paths.py tests/test_faults.py \
-	tests/test_process.py tests/test_cli.py tests/test_compaction.py
+	tests/test_process.py tests/test_cli.py tests/test_compaction.py tests/test_metrics.py
 test-lowest:
 	$(PYTHON) -m venv .venv-lowest
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
 	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' -c .ci/lowest.txt
-	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer)=='
+	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer|prometheus.client)=='
 	.venv-lowest/bin/python -m pytest -q $(LOWEST_TESTS)
 
 test-fast: venv

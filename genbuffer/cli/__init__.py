@@ -158,6 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compact-pending": ("genbuffer.cli.pending_cmd", "compact_pending_cmd"),
     "push": ("genbuffer.cli.push_cmd", "push_cmd"),
     "status": ("genbuffer.cli.status_cmd", "status_cmd"),
+    "metrics": ("genbuffer.cli.metrics_cmd", "metrics_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

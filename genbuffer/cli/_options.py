@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ __all__ = [
     "DryRunOpt",
     "GenerationArg",
     "JsonOpt",
+    "MetricsTextfileOpt",
     "OrganizationArg",
     "RegenerationOpt",
     "ScenarioOpt",
@@ -78,6 +80,16 @@ RegenerationOpt = Annotated[
         "--regeneration",
         help="A new stream of a generation whose artifact is whole: replace it (kept in "
         "the history) or append to it. [default: GENERATION_REGENERATION, replace]",
+        show_default=False,
+    ),
+]
+MetricsTextfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-textfile",
+        help="Record this run in a Prometheus textfile (node_exporter's textfile "
+        "collector), written atomically.",
+        dir_okay=False,
         show_default=False,
     ),
 ]

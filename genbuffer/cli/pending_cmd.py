@@ -9,6 +9,7 @@ import typer
 from genbuffer.cli._options import (
     DryRunOpt,
     JsonOpt,
+    MetricsTextfileOpt,
     RegenerationOpt,
     regeneration_policy,
     runtime,
@@ -47,6 +48,7 @@ def compact_pending_cmd(
     ] = 4,  # batch.DEFAULT_WORKERS, not imported here: --help loads no service module
     regeneration: RegenerationOpt = None,
     dry_run: DryRunOpt = False,
+    metrics_textfile: MetricsTextfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compact every finished buffer (and idle ones with --idle), deleting each after commit.
@@ -54,15 +56,22 @@ def compact_pending_cmd(
     Every buffer under the prefix is considered, with or without a meta hash; idle is
     judged by last_chunk_at, else by the list's OBJECT IDLETIME. Exit 1 if any
     generation failed or has no row (the others are still compacted), or if no buffer
-    is under the prefix while some are under another.
+    is under the prefix while some are under another. Each run is recorded for doctor
+    and metrics (and in --metrics-textfile).
     Example (cron): genbuf compact-pending --idle 30m --json
     """
     from genbuffer.batch import compact_pending
     from genbuffer.durations import parse_age
+    from genbuffer.jobs import job_run
 
     rt = runtime(ctx, as_json)
     age = parse_age(idle) if idle else None
-    with progress_bar("compacting") as advance:
+    with (
+        job_run(
+            rt.repository, "compact-pending", textfile=metrics_textfile, record=not dry_run
+        ) as run,
+        progress_bar("compacting") as advance,
+    ):
         result = compact_pending(
             rt.buffer,
             rt.repository,
@@ -74,6 +83,16 @@ def compact_pending_cmd(
             progress=advance,
             workers=workers,
             regeneration=regeneration_policy(regeneration),
+        )
+        run.skipped = result.already_running
+        run.finish(
+            clean=result.ok,
+            counts={
+                "compacted": result.compacted,
+                "failed": result.failed,
+                "orphaned": len(result.orphaned),
+                "buffers": result.buffers,
+            },
         )
     if result.already_running:
         note_already_running("compact-pending")

@@ -1,0 +1,112 @@
+"""genbuf metrics: Prometheus metrics on stdout, in a textfile, or served."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from genbuffer.cli._options import JsonOpt, runtime
+from genbuffer.cli._output import stderr, write_json
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+
+def metrics_cmd(
+    ctx: typer.Context,
+    textfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--textfile",
+            help="Write to this file atomically (node_exporter's textfile collector).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    serve: Annotated[
+        int | None,
+        typer.Option(
+            "--serve",
+            min=1,
+            max=65535,
+            help="Serve /metrics on this port (an exporter; each scrape surveys anew).",
+            show_default=False,
+        ),
+    ] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address --serve listens on.")] = "127.0.0.1",
+    idle: Annotated[
+        str, typer.Option("--idle", help="An open stream this quiet counts as idle.")
+    ] = "30m",
+    compaction_within: Annotated[
+        str,
+        typer.Option("--compaction-within", help="The next compaction is expected within this."),
+    ] = "1h",
+    as_json: JsonOpt = False,
+) -> None:
+    """Prometheus metrics: buffers by state, at risk, lost, and counters from the database.
+
+    Gauges come from one survey of the buffers (as status); counters
+    (genbuf_compactions_total, genbuf_validation_issues_total) are counted from the
+    database, so they stay monotonic across cron processes.
+    Example (cron): genbuf metrics --textfile /var/lib/node_exporter/genbuf.prom
+    """
+    from genbuffer.durations import parse_age
+    from genbuffer.errors import UsageError
+    from genbuffer.metrics import collected, exposition, registry_for, write_textfile
+    from genbuffer.status import StatusOptions
+
+    rt = runtime(ctx, as_json)
+    if textfile is not None and serve is not None:
+        raise UsageError("--textfile and --serve are two ways to publish: give one")
+    if textfile is not None and not textfile.parent.is_dir():
+        raise UsageError(f"--textfile {textfile}: no such directory {textfile.parent}")
+    options = StatusOptions(
+        idle=parse_age(idle),
+        compaction_within=parse_age(compaction_within),
+        max_len=rt.settings.generation_chunk_max_len,
+    )
+    registry = registry_for(rt.buffer, rt.repository, options)
+    if serve is not None:
+        _serve(registry, bind, serve, as_json)
+        return
+    snapshot = collected(registry)  # one survey; an outage is exit 3 before any write
+    text = exposition(snapshot)
+    if textfile is not None:
+        try:
+            write_textfile(textfile, snapshot)
+        except OSError as exc:
+            raise UsageError(f"cannot write --textfile {textfile}: {exc}") from None
+        if as_json:
+            write_json({"ok": True, "textfile": str(textfile), "bytes": len(text)})
+        return
+    if as_json:
+        write_json({"ok": True, "exposition": text.decode()})
+    else:
+        sys.stdout.write(text.decode())
+
+
+def _serve(registry: CollectorRegistry, bind: str, port: int, as_json: bool) -> None:
+    """Serve until SIGINT or SIGTERM; each scrape collects anew."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from genbuffer.errors import UsageError
+
+    try:
+        start_http_server(port, addr=bind, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {bind}:{port}: {exc}") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if as_json:
+        write_json({"ok": True, "listening": f"{bind}:{port}"})
+    else:
+        stderr().print(f"serving metrics on http://{bind}:{port}/metrics (Ctrl-C stops)")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
+        stop.wait()

@@ -1,0 +1,262 @@
+"""genbuf metrics: Prometheus exposition of status and of the database's counters.
+
+Gauges come from a survey (``genbuffer.status``); counters are counted from the
+database (the compaction ledger, the validation issue rows), so they stay
+monotonic across the cron processes that write them. A cron job's own run goes
+to a textfile (``write_job_textfile``) for node_exporter's textfile collector.
+Imported by the commands that print metrics only (start-up time).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from genbuffer.db.repository import Repository
+from genbuffer.redis import GenerationBuffer
+from genbuffer.status import StatusOptions, collect_status
+
+__all__ = [
+    "CRON_JOBS",
+    "GenbufCollector",
+    "JobRun",
+    "collected",
+    "exposition",
+    "registry_for",
+    "write_job_textfile",
+    "write_textfile",
+]
+
+CRON_JOBS = ("compact-pending", "purge-chunks")
+RESULTS = ("persisted", "strict_abort", "failed")
+
+
+class GenbufCollector(Collector):
+    """Collects on every scrape: one survey of the buffers and the database's counts."""
+
+    def __init__(
+        self, buffer: GenerationBuffer, repository: Repository, options: StatusOptions
+    ) -> None:
+        self.buffer = buffer
+        self.repository = repository
+        self.options = options
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families (see the README's metrics table)."""
+        report = collect_status(self.buffer, self.repository, self.options)
+        buffers = GaugeMetricFamily(
+            "genbuf_buffers", "Buffers under the prefix, by state.", labels=["state"]
+        )
+        for state, count in report.generations.items():
+            buffers.add_metric([state], count)
+        yield buffers
+        yield _gauge(
+            "genbuf_buffer_oldest_pending_age_seconds",
+            "How long the oldest finished or idle buffer has waited for compaction.",
+            report.oldest_pending_age_seconds or 0.0,
+        )
+        yield _gauge(
+            "genbuf_buffers_at_risk",
+            "Buffers whose chunks expire before their next expected compaction.",
+            report.at_risk,
+        )
+        yield _gauge("genbuf_keys_without_ttl", "Buffer keys that never expire.", report.no_ttl)
+        if report.bytes is not None:
+            yield _gauge(
+                "genbuf_buffer_memory_bytes",
+                "Redis memory of every buffer key (MEMORY USAGE, sampled).",
+                report.bytes,
+            )
+        yield _gauge("genbuf_buffer_chunks", "Chunks in every buffer list.", report.chunks)
+        yield _gauge(
+            "genbuf_buffers_over_max_len",
+            "Buffer lists longer than GENERATION_CHUNK_MAX_LEN.",
+            report.over_max_len,
+        )
+        yield _gauge(
+            "genbuf_generations_lost",
+            "Rows never compacted, older than the chunk TTL, whose buffer is gone.",
+            report.lost,
+        )
+        yield _gauge(
+            "genbuf_scan_seconds",
+            "How long this scrape's survey of Redis took.",
+            report.scan_seconds,
+        )
+        yield from self._database_families()
+
+    def _database_families(self) -> Iterator[Metric]:
+        """Counters and last-success times read from the database."""
+        observations = self.repository.observations
+        compactions = CounterMetricFamily(
+            "genbuf_compactions", "Compactions by result (the ledger).", labels=["result"]
+        )
+        counted = observations.compactions()
+        for result in RESULTS:
+            compactions.add_metric([result], counted.get(result, 0))
+        yield compactions
+        issues = CounterMetricFamily(
+            "genbuf_validation_issues",
+            "Validation issues recorded, by code and severity.",
+            labels=["code", "severity"],
+        )
+        by_code: Counter[tuple[str, str]] = Counter()
+        for _, _, errors, _ in observations.issues():
+            by_code.update(
+                (str(issue.get("code", "?")), str(issue.get("severity", "error")))
+                for issue in errors
+                if isinstance(issue, dict)
+            )
+        for (code, severity), count in sorted(by_code.items()):
+            issues.add_metric([code, severity], count)
+        yield issues
+        if self.options.max_len is not None:
+            over = CounterMetricFamily(
+                "genbuf_compactions_over_max_len",
+                "Compactions of more chunks than GENERATION_CHUNK_MAX_LEN.",
+            )
+            over.add_metric([], observations.over_length(self.options.max_len))
+            yield over
+        success = GaugeMetricFamily(
+            "genbuf_last_success_timestamp_seconds",
+            "When each cron job last succeeded (source: the database, or the job's textfile).",
+            labels=["job", "source"],
+        )
+        for job, (last, _) in observations.last_runs(CRON_JOBS).items():
+            if last is not None:
+                success.add_metric([job, "database"], last.timestamp())
+        yield success
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def registry_for(
+    buffer: GenerationBuffer, repository: Repository, options: StatusOptions
+) -> CollectorRegistry:
+    """A registry holding genbuf's collector only (no process or platform metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GenbufCollector(buffer, repository, options))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format."""
+    return generate_latest(registry)
+
+
+def collected(registry: CollectorRegistry) -> CollectorRegistry:
+    """A registry holding what ``registry`` collects now, fixed: one survey serves both
+    the text printed and the file written (and an outage stops before any write)."""
+    families = list(registry.collect())
+    fixed = CollectorRegistry(auto_describe=False)
+    fixed.register(_Fixed(families))
+    return fixed
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def write_textfile(path: Path, registry: CollectorRegistry) -> None:
+    """Write the exposition to ``path`` atomically (a temporary file, then a rename)."""
+    write_to_textfile(str(path), registry)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a cron job, as its textfile records it."""
+
+    job: str
+    ok: bool  # completed (a success for cron freshness)
+    clean: bool  # completed with nothing failed (exit 0)
+    started_at: datetime
+    finished_at: datetime
+    counts: dict[str, int]
+
+
+_LAST_SUCCESS = re.compile(
+    r'^genbuf_last_success_timestamp_seconds\{job="(?P<job>[^"]*)",source="textfile"\} (?P<v>\S+)$'
+)
+
+
+def _previous_success(path: Path, job: str) -> float | None:
+    """The last success a textfile recorded, so that a failed run keeps it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        match = _LAST_SUCCESS.match(line)
+        if match and match.group("job") == job:
+            return float(match.group("v"))
+    return None
+
+
+def write_job_textfile(path: Path, run: JobRun) -> None:
+    """Record one run for node_exporter's textfile collector: when it ran, whether it
+    succeeded, how long it took, what it did, and when it last succeeded."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_JobRunCollector(run, _previous_success(path, run.job)))
+    write_textfile(path, registry)
+
+
+class _JobRunCollector(Collector):
+    def __init__(self, run: JobRun, previous_success: float | None) -> None:
+        self.run = run
+        self.previous_success = previous_success
+
+    def collect(self) -> Iterator[Metric]:
+        run, job = self.run, [self.run.job]
+        last = GaugeMetricFamily(
+            "genbuf_job_last_run_timestamp_seconds", "When the job last ran.", labels=["job"]
+        )
+        last.add_metric(job, run.finished_at.timestamp())
+        yield last
+        ok = GaugeMetricFamily(
+            "genbuf_job_last_run_ok",
+            "Whether the job's last run completed (1), even if some items failed.",
+            labels=["job"],
+        )
+        ok.add_metric(job, 1.0 if run.ok else 0.0)
+        yield ok
+        clean = GaugeMetricFamily(
+            "genbuf_job_last_run_clean",
+            "Whether the job's last run completed with nothing failed (exit 0).",
+            labels=["job"],
+        )
+        clean.add_metric(job, 1.0 if run.clean else 0.0)
+        yield clean
+        duration = GaugeMetricFamily(
+            "genbuf_job_duration_seconds", "How long the job's last run took.", labels=["job"]
+        )
+        duration.add_metric(job, (run.finished_at - run.started_at).total_seconds())
+        yield duration
+        items = GaugeMetricFamily(
+            "genbuf_job_items", "What the job's last run did.", labels=["job", "outcome"]
+        )
+        for outcome, count in sorted(run.counts.items()):
+            items.add_metric([run.job, outcome], count)
+        yield items
+        success = run.finished_at.timestamp() if run.ok else self.previous_success
+        if success is not None:
+            family = GaugeMetricFamily(
+                "genbuf_last_success_timestamp_seconds",
+                "When each cron job last succeeded (source: the database, or the job's textfile).",
+                labels=["job", "source"],
+            )
+            family.add_metric([run.job, "textfile"], success)
+            yield family
