@@ -159,6 +159,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("genbuffer.cli.push_cmd", "push_cmd"),
     "status": ("genbuffer.cli.status_cmd", "status_cmd"),
     "metrics": ("genbuffer.cli.metrics_cmd", "metrics_cmd"),
+    "doctor": ("genbuffer.cli.doctor_cmd", "doctor_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

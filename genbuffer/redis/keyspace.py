@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 
@@ -134,3 +136,17 @@ class Keyspace:
         """Raise RedisUnavailable unless the server answers."""
         with redis_errors(self.target.url):
             self.target.client.ping()
+
+    def server(self) -> tuple[str, float, datetime]:
+        """The server's version, a PING's round trip (seconds) and its clock (TIME)."""
+        with redis_errors(self.target.url):
+            started = time.perf_counter()
+            self.target.client.ping()
+            latency = time.perf_counter() - started
+            try:
+                version = str(self.target.client.info("server").get("redis_version", "?"))
+            except redis.exceptions.ResponseError:  # INFO refused (the in-process Redis)
+                version = "unknown"
+            seconds, micros = self.target.client.time()
+        clock = datetime.fromtimestamp(int(seconds) + int(micros) / 1e6, UTC)
+        return version, latency, clock

@@ -1,0 +1,290 @@
+"""genbuf doctor: can this set-up lose chunks, or has it stopped working?
+
+One check a line, `ok` / `warn` / `fail`, each failure with its hint. A check
+that needs an unreachable dependency is not run; the dependency's own check
+fails and the command exits 3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from genbuffer.db.repository import Repository
+from genbuffer.documents import Document
+from genbuffer.errors import DatabaseUnavailable, RedisUnavailable, UsageError
+from genbuffer.prefixes import prefix_report
+from genbuffer.redis import GenerationBuffer
+from genbuffer.settings import mask_url
+
+__all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
+
+Status = Literal["ok", "warn", "fail"]
+SKEW_WARN = timedelta(seconds=1)  # idle judgement compares producers' stamps with this host
+SKEW_FAIL = timedelta(seconds=60)
+SLOW_PING = 0.05  # seconds
+
+
+class Check(Document):
+    """One line of doctor: its name, verdict, what was found, and what to do."""
+
+    name: str
+    status: Status
+    message: str
+    hint: str | None = None
+
+
+class DoctorReport(Document):
+    """What `doctor --json` prints."""
+
+    ok: bool
+    unreachable: list[str] = Field(default_factory=list)  # dependencies that did not answer
+    checks: list[Check]
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """How fresh each cron job's last success must be, and where the audit log goes."""
+
+    cron_max_age: timedelta = timedelta(hours=1)  # compact-pending
+    purge_max_age: timedelta = timedelta(days=2)  # purge-chunks (daily)
+    audit_log: Path = Path("storage/logs/metadata-validation.log")
+
+
+def run_doctor(
+    buffer: Callable[[], GenerationBuffer],
+    repository: Callable[[], Repository],
+    options: DoctorOptions,
+) -> DoctorReport:
+    """Run every check; the adapters are built inside, so a misconfiguration is a check."""
+    checks: list[Check] = []
+    unreachable: list[str] = []
+    skews: dict[str, float] = {}
+    _redis_checks(buffer, checks, skews, unreachable)
+    _database_checks(repository, checks, skews, options, unreachable)
+    checks.append(_audit_log(options.audit_log))
+    checks.append(_clock_skew(skews))
+    failed = any(check.status == "fail" for check in checks)
+    return DoctorReport(ok=not failed, unreachable=unreachable, checks=checks)
+
+
+def _redis_checks(
+    make: Callable[[], GenerationBuffer],
+    checks: list[Check],
+    skews: dict[str, float],
+    unreachable: list[str],
+) -> None:
+    """Reachable (version, latency), eviction, persistence, the prefix."""
+    try:
+        buffer = make()
+        version, latency, clock = buffer.keyspace.server()
+    except UsageError as error:  # not configured: a failed check, not an outage
+        checks.append(Check(name="redis", status="fail", message=error.message, hint=error.hint))
+        return
+    except RedisUnavailable as error:
+        checks.append(Check(name="redis", status="fail", message=error.message, hint=error.hint))
+        unreachable.append("redis")
+        return
+    skews["redis"] = (clock - datetime.now(UTC)).total_seconds()
+    checks.append(
+        Check(
+            name="redis",
+            status="warn" if latency > SLOW_PING else "ok",
+            message=f"{mask_url(buffer.url)} answers: Redis {version}, "
+            f"PING {latency * 1000:.1f} ms",
+            hint="a slow PING slows every push and compaction" if latency > SLOW_PING else None,
+        )
+    )
+    checks.extend(_durability(buffer))
+    checks.append(_prefix(buffer))
+
+
+def _durability(buffer: GenerationBuffer) -> list[Check]:
+    """Eviction policy (allkeys-*: fail; volatile-*: warn) and persistence (none: warn)."""
+    found = buffer.keyspace.durability()
+    if found is None:
+        return [
+            Check(
+                name="eviction",
+                status="warn",
+                message="CONFIG or INFO refused: the eviction policy and persistence are unknown",
+                hint="check maxmemory-policy (noeviction) and persistence by hand",
+            )
+        ]
+    policy = found["maxmemory-policy"]
+    if policy.startswith("allkeys-"):
+        eviction = Check(
+            name="eviction",
+            status="fail",
+            message=f"maxmemory-policy {policy}: when memory is full Redis evicts buffers, "
+            "and their chunks are lost",
+            hint="CONFIG SET maxmemory-policy noeviction (and in redis.conf), or give the "
+            "buffers a Redis of their own",
+        )
+    elif policy.startswith("volatile-"):
+        eviction = Check(
+            name="eviction",
+            status="warn",
+            message=f"maxmemory-policy {policy}: buffers have TTLs, so Redis may evict them "
+            "when memory is full",
+            hint="noeviction makes a full Redis refuse pushes instead of dropping chunks",
+        )
+    else:
+        eviction = Check(name="eviction", status="ok", message=f"maxmemory-policy {policy}")
+    aof = found["aof_enabled"] == "1"
+    rdb = bool(found["save"].strip())
+    if aof or rdb:
+        persistence = Check(
+            name="persistence",
+            status="ok",
+            message="AOF on" if aof else f"RDB snapshots (save {found['save']!r}), no AOF",
+        )
+    else:
+        persistence = Check(
+            name="persistence",
+            status="warn",
+            message="neither AOF nor RDB: a restart of Redis loses every chunk not yet compacted",
+            hint="appendonly yes (CONFIG SET appendonly yes, and in redis.conf)",
+        )
+    return [eviction, persistence]
+
+
+def _prefix(buffer: GenerationBuffer) -> Check:
+    """Buffers under the configured prefix, or under another one (fail: it names it)."""
+    report = prefix_report(buffer)
+    shown = repr(report.configured)
+    if report.buffers_here:
+        return Check(name="prefix", status="ok", message=f"buffers found under {shown}")
+    if not report.elsewhere:
+        return Check(name="prefix", status="ok", message=f"no buffer yet (prefix {shown})")
+    best = max(report.elsewhere.items(), key=lambda item: (item[1], item[0]))[0]
+    others = ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items()))
+    return Check(
+        name="prefix",
+        status="fail",
+        message=f"no buffer under the configured prefix {shown}, but some under {others}",
+        hint=f"set REDIS_PREFIX={best}",
+    )
+
+
+def _database_checks(
+    make: Callable[[], Repository],
+    checks: list[Check],
+    skews: dict[str, float],
+    options: DoctorOptions,
+    unreachable: list[str],
+) -> None:
+    """Reachable, schema current, and each cron job's last success."""
+    from genbuffer.db.check import check_schema  # noqa: PLC0415
+
+    try:
+        repository = make()
+        if repository.dialect != "sqlite":  # the embedded file has no clock of its own
+            clock = repository.observations.now()
+            skews["database"] = (clock - datetime.now(UTC)).total_seconds()
+        problems = check_schema(repository.engine, repository.url)
+    except DatabaseUnavailable as error:
+        checks.append(Check(name="database", status="fail", message=error.message, hint=error.hint))
+        return
+    checks.append(
+        Check(name="database", status="ok", message=f"{mask_url(repository.url)} answers")
+    )
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        said = "; ".join(f"{_where(p.table, p.column)}: {p.message}" for p in errors)
+        checks.append(
+            Check(name="schema", status="fail", message=said[:500], hint="genbuf db upgrade")
+        )
+    else:
+        warned = [p for p in problems if p.severity == "warning"]
+        checks.append(
+            Check(
+                name="schema",
+                status="warn" if warned else "ok",
+                message="current" if not warned else f"current, {len(warned)} warnings",
+                hint="genbuf db check shows them" if warned else None,
+            )
+        )
+        checks.extend(_cron(repository, options))
+
+
+def _cron(repository: Repository, options: DoctorOptions) -> list[Check]:
+    """Each cron job's last successful run against its maximum age."""
+    limits = {"compact-pending": options.cron_max_age, "purge-chunks": options.purge_max_age}
+    runs = repository.observations.last_runs(tuple(limits))
+    now = datetime.now(UTC)
+    found: list[Check] = []
+    for job, limit in limits.items():
+        last, last_ok = runs[job]
+        name = f"cron {job}"
+        if last is None:
+            found.append(
+                Check(
+                    name=name,
+                    status="warn",
+                    message=f"no successful run of {job} recorded",
+                    hint=f"schedule `genbuf {job}` (the README's cron lines)",
+                )
+            )
+            continue
+        age = now - last
+        stale = age > limit
+        failing = " (its last run failed)" if last_ok is False else ""
+        found.append(
+            Check(
+                name=name,
+                status="fail" if stale else "ok",
+                message=f"last success {int(age.total_seconds())}s ago"
+                f" (at {last:%Y-%m-%d %H:%M:%S}Z; limit {int(limit.total_seconds())}s){failing}",
+                hint=f"is the {job} cron line still running? see its log" if stale else None,
+            )
+        )
+    return found
+
+
+def _audit_log(path: Path) -> Check:
+    """METADATA_VALIDATION_LOG can be appended to (its directory is created on first use)."""
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    target = path if path.exists() else directory
+    if os.access(target, os.W_OK):
+        return Check(name="audit log", status="ok", message=f"{path} is writable")
+    return Check(
+        name="audit log",
+        status="fail",
+        message=f"{path} is not writable by this user: validation issues would not be logged",
+        hint="set METADATA_VALIDATION_LOG to a writable path, or fix the permissions",
+    )
+
+
+def _clock_skew(skews: dict[str, float]) -> Check:
+    """This host against Redis's TIME and the database's now() (each read at once)."""
+    if not skews:
+        return Check(name="clock", status="warn", message="no server answered to compare with")
+    worst = max(abs(value) for value in skews.values())
+    said = ", ".join(f"{name} {value:+.3f}s" for name, value in skews.items())
+    if worst > SKEW_FAIL.total_seconds():
+        status: Status = "fail"
+    elif worst > SKEW_WARN.total_seconds():
+        status = "warn"
+    else:
+        status = "ok"
+    return Check(
+        name="clock",
+        status=status,
+        message=f"against this host: {said}",
+        hint=None
+        if status == "ok"
+        else "run NTP everywhere: idle buffers are judged by producers' timestamps",
+    )
+
+
+def _where(table: str, column: str | None) -> str:
+    return f"{table}.{column}" if column else table
