@@ -160,6 +160,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("genbuffer.cli.status_cmd", "status_cmd"),
     "metrics": ("genbuffer.cli.metrics_cmd", "metrics_cmd"),
     "doctor": ("genbuffer.cli.doctor_cmd", "doctor_cmd"),
+    "validation-report": ("genbuffer.cli.report_cmd", "validation_report_cmd"),
+    "show-generation": ("genbuffer.cli.show_cmd", "show_generation_cmd"),
+    "tail": ("genbuffer.cli.tail_cmd", "tail_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

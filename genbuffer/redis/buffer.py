@@ -23,6 +23,7 @@ from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
     from genbuffer.redis.survey import Survey
+    from genbuffer.redis.tail import Tailer
 
 __all__ = ["GenerationBuffer"]
 
@@ -65,6 +66,13 @@ class GenerationBuffer(Producer):
         from genbuffer.redis.survey import Survey  # noqa: PLC0415  (status and metrics only)
 
         return Survey(self.target)
+
+    @cached_property
+    def tailer(self) -> Tailer:
+        """Position-based reads of a growing buffer (tail)."""
+        from genbuffer.redis.tail import Tailer  # noqa: PLC0415  (tail only)
+
+        return Tailer(self.target)
 
     @property
     def client(self) -> redis.Redis:

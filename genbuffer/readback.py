@@ -1,0 +1,188 @@
+"""Reading back: a compacted artifact's bytes (show-generation), verified by sha256,
+and a buffer's chunks as they arrive (tail)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field
+
+from genbuffer import keys
+from genbuffer.db.repository import Repository
+from genbuffer.documents import Document
+from genbuffer.errors import AmbiguousBuffer, GenerationNotFound, NothingToCompact, OperationFailed
+from genbuffer.redis import GenerationBuffer
+
+__all__ = ["ArtifactFacts", "ArtifactMismatch", "follow_buffer", "read_artifact", "tail_key"]
+
+
+class ArtifactFacts(Document):
+    """What `show-generation --json` prints."""
+
+    ok: bool = True
+    organization_id: int
+    generation_id: int
+    scenario_id: int | None
+    bytes: int
+    chunk_count: int | None
+    sha256: str
+    sha256_recorded: str | None  # what compaction recorded (None: not recorded)
+    verified: bool
+    compacted_at: datetime | None
+    compacted_by: str | None
+    validations: list[dict[str, Any]] = Field(default_factory=list)
+    history: int = 0  # artifacts a regenerated stream replaced, kept
+    buffer_in_redis: bool
+    output: str | None = None
+
+
+class ArtifactMismatch(OperationFailed):
+    """The artifact's bytes do not hash to the sha256 compaction recorded."""
+
+
+def read_artifact(
+    repository: Repository, buffer: GenerationBuffer, organization_id: int, generation_id: int
+) -> tuple[bytes, ArtifactFacts]:
+    """The artifact's bytes exactly as pushed, with its facts; a sha256 that does not
+    match what compaction recorded is an error (exit 1), and nothing is returned."""
+    row = repository.get_generation(generation_id)
+    if row is None or row.organization_id != organization_id:
+        raise GenerationNotFound(
+            f"no generation {generation_id} for organization {organization_id}"
+        )
+    metadata = row.metadata if isinstance(row.metadata, dict) else {}
+    if row.compacted is None:
+        legacy = "compacted" in metadata
+        raise NothingToCompact(
+            f"generation {generation_id} has no compacted artifact"
+            + (" (a legacy blob is still in metadata.compacted)" if legacy else ""),
+            hint="genbuf migrate-compacted-from-metadata"
+            if legacy
+            else f"compact it first: genbuf compact-generation {organization_id} {generation_id}",
+        )
+    try:
+        data = base64.b64decode(row.compacted, validate=True)
+    except (binascii.Error, ValueError):
+        raise ArtifactMismatch(
+            f"generation {generation_id}: `compacted` is not valid base64"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    recorded = metadata.get("sha256")
+    recorded = recorded if isinstance(recorded, str) else None
+    if recorded is not None and recorded != digest:
+        raise ArtifactMismatch(
+            f"generation {generation_id}: the artifact hashes to {digest}, "
+            f"but compaction recorded {recorded}",
+            hint="the column was changed outside genbuf; the chunk backups "
+            "(generation_chunks) may still hold the original",
+        )
+    validations = [
+        {
+            "id": issue["id"],
+            "mode": issue["mode"],
+            "source": issue["source"],
+            "created_at": _utc(issue["created_at"]),
+            "codes": [e.get("code") for e in issue["errors"] if isinstance(e, dict)],
+        }
+        for issue in repository.observations.issues_of(generation_id)
+    ]
+    present = buffer.keyspace.generation_keys(organization_id, generation_id, row.scenario_id)
+    if row.scenario_id is not None:
+        present += buffer.keyspace.generation_keys(organization_id, generation_id, None)
+    facts = ArtifactFacts(
+        organization_id=organization_id,
+        generation_id=generation_id,
+        scenario_id=row.scenario_id,
+        bytes=len(data),
+        chunk_count=row.chunk_count,
+        sha256=digest,
+        sha256_recorded=recorded,
+        verified=recorded is not None,
+        compacted_at=_utc(row.compacted_at),
+        compacted_by=row.compacted_by,
+        validations=validations,
+        history=len(metadata.get("history") or []),
+        buffer_in_redis=bool(present),
+    )
+    return data, facts
+
+
+def tail_key(
+    buffer: GenerationBuffer, organization_id: int, generation_id: int, scenario_id: int | None
+) -> str | None:
+    """The chunks key to follow: the one given, else the only one found (SCAN)."""
+    if scenario_id is not None:
+        return buffer.key_for(organization_id, generation_id, scenario_id)
+    found = {
+        keys.chunks_key_of(name)
+        for name in buffer.keyspace.generation_keys(organization_id, generation_id, None)
+    }
+    if len(found) > 1:
+        raise AmbiguousBuffer(
+            f"generation {generation_id} has {len(found)} buffers: {', '.join(sorted(found))}",
+            hint="pick one with --scenario-id",
+        )
+    return found.pop() if found else None
+
+
+def follow_buffer(
+    buffer: GenerationBuffer,
+    key: str,
+    *,
+    follow: bool,
+    poll: float = 0.2,
+    note: Callable[[str], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[list[bytes]]:
+    """Pages of the buffer's chunks in push order, from its first chunk still in Redis.
+
+    Without ``follow``: what is there now. With it: also what arrives, until the
+    producer marks the stream finished and all of it was shown, or the buffer is
+    deleted (compacted); a buffer that does not exist yet is waited for.
+    """
+    position = 0
+    stream: str | None = None
+    seen = False
+    while True:
+        page = buffer.tailer.page(key, position)
+        if not page.exists and not page.chunks:
+            if seen or not follow:
+                if not seen:
+                    raise NothingToCompact(
+                        f"no Redis buffer at {key}",
+                        hint="check the ids and REDIS_PREFIX, or add --follow to wait for it",
+                    )
+                return
+            sleep(poll)
+            continue
+        seen = True
+        if stream is not None and page.stream_id not in (None, stream):
+            note("a new stream of this generation began: following it from its start")
+            position = 0
+            stream = page.stream_id
+            continue
+        stream = page.stream_id or stream
+        if position < page.trimmed:
+            note(
+                f"{page.trimmed - position} chunks were compacted and trimmed before they "
+                "were read: see genbuf show-generation"
+            )
+            position = page.trimmed
+        if page.chunks:
+            yield page.chunks
+            position += len(page.chunks)
+            continue
+        if not follow or page.finished:
+            return
+        sleep(poll)
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    """A timestamp in UTC when the database gave none (SQLite, MariaDB store UTC)."""
+    return stamp if stamp is None or stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -1,0 +1,61 @@
+"""Reading a buffer as it grows, for `genbuf tail`: pages by absolute position, safe
+against a compaction trimming the head of the list meanwhile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genbuffer import keys
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import RedisTarget, redis_errors, text
+
+__all__ = ["TailPage", "Tailer"]
+
+TAIL_PAGE = 1000  # chunks read per round trip
+
+
+@dataclass(frozen=True)
+class TailPage:
+    """Chunks from one position on, and the state of the buffer when they were read."""
+
+    chunks: list[bytes]
+    stream_id: str | None  # the buffer life they belong to
+    trimmed: int  # chunks of that life acknowledged and gone from the head
+    finished: bool  # the producer marked the stream finished
+    exists: bool  # the list exists
+
+
+class Tailer:
+    """Position-based reads of one list (read-only)."""
+
+    def __init__(self, target: RedisTarget) -> None:
+        self.target = target
+
+    def page(self, key: str, position: int, count: int = TAIL_PAGE) -> TailPage:
+        """Up to ``count`` chunks from absolute ``position`` of the buffer's current life.
+
+        LRANGE runs in a MULTI with the meta fields its index depends on; if an
+        acknowledgement moved `trimmed` meanwhile, it is read again. Chunks below
+        `trimmed` are gone (compacted): the page then starts at `trimmed`.
+        """
+        meta = keys.meta_key(key)
+        wanted = [fields.STREAM_ID, fields.TRIMMED, fields.FINISHED_AT]
+        with redis_errors(self.target.url):
+            trimmed = int(self.target.client.hget(meta, fields.TRIMMED) or 0)
+            while True:
+                start = max(position, trimmed) - trimmed
+                pipe = self.target.client.pipeline(transaction=True)
+                pipe.hmget(meta, wanted)
+                pipe.lrange(key, start, start + count - 1)
+                pipe.exists(key)
+                (stream, seen, finished), chunks, exists = pipe.execute()
+                seen_trimmed = int(seen or 0)
+                if seen_trimmed == trimmed:
+                    return TailPage(
+                        chunks=list(chunks),
+                        stream_id=None if stream is None else text(stream),
+                        trimmed=trimmed,
+                        finished=finished is not None,
+                        exists=bool(exists),
+                    )
+                trimmed = seen_trimmed
