@@ -189,8 +189,12 @@ def _database_checks(
             clock = repository.observations.now()
             skews["database"] = (clock - datetime.now(UTC)).total_seconds()
         problems = check_schema(repository.engine, repository.url)
+    except UsageError as error:  # not configured: a failed check, not an outage
+        checks.append(Check(name="database", status="fail", message=error.message, hint=error.hint))
+        return
     except DatabaseUnavailable as error:
         checks.append(Check(name="database", status="fail", message=error.message, hint=error.hint))
+        unreachable.append("database")
         return
     checks.append(
         Check(name="database", status="ok", message=f"{mask_url(repository.url)} answers")
@@ -250,17 +254,20 @@ def _cron(repository: Repository, options: DoctorOptions) -> list[Check]:
 
 def _audit_log(path: Path) -> Check:
     """METADATA_VALIDATION_LOG can be appended to (its directory is created on first use)."""
-    directory = path.parent
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent
-    target = path if path.exists() else directory
-    if os.access(target, os.W_OK):
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if path.exists():
+        usable = path.is_file() and os.access(path, os.W_OK)
+    else:  # created with its missing directories under the nearest existing one
+        usable = ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
+    if usable:
         return Check(name="audit log", status="ok", message=f"{path} is writable")
     return Check(
         name="audit log",
         status="fail",
-        message=f"{path} is not writable by this user: validation issues would not be logged",
-        hint="set METADATA_VALIDATION_LOG to a writable path, or fix the permissions",
+        message=f"{path} cannot be written: validation issues would not be logged",
+        hint="set METADATA_VALIDATION_LOG to a writable file path, or fix the permissions",
     )
 
 

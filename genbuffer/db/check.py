@@ -48,15 +48,23 @@ class CheckResult(Document):
     problems: list[CheckRow]
 
 
+# Coarse type families, tried in order; BOOLEAN is TINYINT(1) on MySQL/MariaDB, hence
+# an integer; REAL, DOUBLE PRECISION and DOUBLE are all floats.
+_FAMILIES: tuple[tuple[str, tuple[type[Any], ...]], ...] = (
+    ("integer", (sa_types.Integer, sa_types.Boolean)),
+    ("float", (sa_types.Float,)),
+    ("datetime", (sa_types.DateTime, sa_types.TIMESTAMP)),
+)
+
+
 def _family(kind: sa_types.TypeEngine[Any]) -> str:
     """A coarse type family, enough to tell whether genbuf can use a column."""
     name = type(kind).__name__.upper()
     if isinstance(kind, sa_types.JSON) or "JSON" in name:
         return "json"
-    if isinstance(kind, sa_types.Integer):
-        return "integer"
-    if isinstance(kind, sa_types.DateTime | sa_types.TIMESTAMP):
-        return "datetime"
+    for family, types in _FAMILIES:
+        if isinstance(kind, types):
+            return family
     if isinstance(kind, sa_types.LargeBinary) or name in {"BYTEA", "BLOB", "LONGBLOB"}:
         return "bytes"
     if isinstance(kind, sa_types.String):

@@ -177,7 +177,7 @@ class Observations:
             .where(
                 GEN.c.compacted.is_(None),
                 GEN.c.created_at < created_before,
-                GEN.c.metadata["compacted"].is_(None),
+                GEN.c.metadata["compacted"].as_string().is_(None),
             )
             .order_by(GEN.c.id)
             .limit(page)
