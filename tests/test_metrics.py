@@ -4,6 +4,7 @@ across processes), cron runs write their textfile, and --serve serves."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import urllib.request
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from genbuffer.jobs import job_run
 from tests.conftest import Stack
 from tests.support.runner import run_genbuf, spawn_genbuf
 from tests.support.servers import free_port
+from tests.support.urls import REPO_ROOT
 from tests.test_status import ORG, build_fixture
 
 
@@ -134,3 +137,17 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_alert_rules_name_only_metrics_genbuf_exposes(embedded: Stack, tmp_path: Path) -> None:
+    """deploy/genbuf-alerts.yml uses metric names that genbuf metrics or a job's textfile has."""
+    build_fixture(embedded)
+    assert embedded.cli("emit-validation-test", "5", "--org", str(ORG)).exit_code == 0
+    textfile = tmp_path / "job.prom"
+    with job_run(embedded.repository, "compact-pending", textfile=textfile) as run:
+        run.finish(clean=True, counts={"compacted": 1})
+    exposed = {name for name, _ in samples(embedded.cli("metrics").stdout)}
+    exposed |= {name for name, _ in samples(textfile.read_text())}
+    rules = (REPO_ROOT / "deploy" / "genbuf-alerts.yml").read_text()
+    named = set(re.findall(r"\b(genbuf_[a-z_]+)", rules))
+    assert named and named <= exposed, named - exposed
