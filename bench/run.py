@@ -805,6 +805,98 @@ def bench_processes(b: Bench) -> None:
     )
 
 
+# -- 8. status over a million buffer keys -------------------------------------------------
+
+
+_PEAK = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def _timed_peak(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of one process (measured by a parent of its own)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, *argv], env=env, capture_output=True, text=True, check=True
+    )
+    return time.perf_counter() - start, int(done.stdout.strip()) / 1024
+
+
+def _fill_buffers(b: Bench, count: int, first: int) -> None:
+    """``count`` buffers (a list of two chunks and a meta hash each: 2 keys), pipelined."""
+    stamp = datetime.now(UTC).isoformat()
+    for start in range(first, first + count, 2000):
+        pipe = b.redis.pipeline(transaction=False)
+        for gen in range(start, min(start + 2000, first + count)):
+            key = f"{b.prefix}app:scenario_planning:org:7:generation:{gen}:chunks"
+            pipe.rpush(key, b"x" * 40, b"y" * 40)
+            meta = {"chunk_count": 2, "bytes": 80, "last_chunk_at": stamp}
+            if gen % 2:
+                meta["finished_at"] = stamp
+            pipe.hset(key + ":meta", mapping=meta)
+            pipe.expire(key, 86400)
+            pipe.expire(key + ":meta", 86400)
+        pipe.execute()
+
+
+def bench_status(b: Bench) -> None:
+    """genbuf status over N buffer keys: time against a raw script doing the same reads,
+    and peak memory at 10% and 100% of N (a survey's memory must not grow with N)."""
+    keys = 100_000 if QUICK else 1_000_000
+    buffers = keys // 2
+    b.flush()
+    b.sql(
+        "INSERT INTO scenario_generations (id, organization_id, metadata) "
+        "SELECT g, 7, '{}' FROM generate_series(1, %s) AS g ON CONFLICT DO NOTHING",
+        (buffers,),
+    )
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": b.prefix,
+        "DATABASE_URL": b.pg_dsn,
+        "METADATA_VALIDATION_LOG": str(Path(tempfile.mkdtemp()) / "audit.log"),
+    }
+    genbuf = [str(BIN / "genbuf"), "status", "--json"]
+    raw = [sys.executable, str(RAW / "status.py"), REDIS_URL, b.pg_dsn, b.prefix]
+    _fill_buffers(b, buffers // 10, 1)
+    small = _timed_peak(genbuf, env)
+    _fill_buffers(b, buffers - buffers // 10, buffers // 10 + 1)
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
+    for _ in range(3):
+        ours.append(_timed_peak(genbuf, env))
+        theirs.append(_timed_peak(raw, env))
+    ours_time = statistics.median(t for t, _ in ours)
+    raw_time = statistics.median(t for t, _ in theirs)
+    ours_peak = max(p for _, p in ours)
+    b.add(
+        Row(
+            f"8. status --json over {keys:,} buffer keys",
+            f"{ours_time:.2f} s",
+            f"{raw_time:.2f} s",
+            ours_time / raw_time,
+            Target.at_most(1.5),
+            f"{keys / ours_time:,.0f} keys/s; raw script: SCAN COUNT 1000, the same 8 "
+            "commands per buffer pipelined, one SELECT per page; medians of 3",
+        )
+    )
+    b.add(
+        Row(
+            f"8. status peak RSS, {keys:,} keys vs {keys // 10:,}",
+            f"{ours_peak:.0f} MB",
+            f"{small[1]:.0f} MB",
+            ours_peak / small[1],
+            Target.at_most(1.2),
+            f"bounded memory: 10x the keys, the same peak (raw script: "
+            f"{max(p for _, p in theirs):.0f} MB)",
+        )
+    )
+    b.flush()
+
+
 def machine() -> list[str]:
     """A description of the machine and servers."""
     cpu = "unknown"
@@ -868,6 +960,7 @@ def main() -> int:
             ("migrate", bench_migrate),
             ("purge", bench_purge),
             ("processes", bench_processes),
+            ("status", bench_status),
             ("scaling", bench_scaling),
         ]:
             if not only or name in only:

@@ -13,7 +13,7 @@ from SCAN already carry it, so they are used as they are.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from genbuffer.errors import UsageError
 
@@ -22,6 +22,7 @@ __all__ = [
     "KeyParts",
     "all_buffers_scan_pattern",
     "any_prefix_scan_pattern",
+    "buffers_in_page",
     "chunks_key",
     "chunks_key_of",
     "glob_escape",
@@ -45,8 +46,7 @@ _KEY_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class KeyParts:
+class KeyParts(NamedTuple):  # a tuple: surveys build one per key of a million
     """The ids a buffer key names, and whether it is the meta hash."""
 
     organization_id: int
@@ -143,3 +143,20 @@ def parse_chunks_key(key: str, prefix: str = "") -> KeyParts | None:
         generation_id=int(gen),
         is_meta=match.group("meta") is not None,
     )
+
+
+def buffers_in_page(names: list[str], prefix: str = "") -> list[tuple[KeyParts, str]]:
+    """The buffers a SCAN page names, each once, as (parts, chunks key): every list, and
+    every meta hash whose list is not in the same page (it may be gone, or come in
+    another page: the caller tells by asking whether the list exists)."""
+    listed = set(names)
+    found: list[tuple[KeyParts, str]] = []
+    for name in names:
+        parts = parse_chunks_key(name, prefix)
+        if parts is None:
+            continue
+        chunks = chunks_key_of(name)
+        if parts.is_meta and chunks in listed:
+            continue  # its list is in this page: described once, from the list
+        found.append((parts, chunks))
+    return found

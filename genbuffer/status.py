@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -309,11 +310,23 @@ def collect_status(
     started = time.perf_counter()
     tally = _Tally(options, now)
     observations = repository.observations
-    for page in _pages(buffer, options):
-        rows = observations.organizations_of(sorted({facts.generation_id for facts in page}))
+
+    def count(page: list[BufferFacts], rows: Future[dict[int, int]]) -> None:
+        found = rows.result()
         for facts in page:
-            org = rows.get(facts.generation_id)
-            tally.add(facts, has_row=org == facts.organization_id)
+            tally.add(facts, has_row=found.get(facts.generation_id) == facts.organization_id)
+
+    # Which rows exist is asked for a page while Redis is read for the next one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-rows") as pool:
+        waiting: tuple[list[BufferFacts], Future[dict[int, int]]] | None = None
+        for page in _pages(buffer, options):
+            ids = sorted({facts.generation_id for facts in page})
+            asked = pool.submit(observations.organizations_of, ids)
+            if waiting is not None:
+                count(*waiting)
+            waiting = (page, asked)
+        if waiting is not None:
+            count(*waiting)
     scan_seconds = time.perf_counter() - started
     lost, lost_named = _lost(buffer, repository, options, now)
     hour, day = now - timedelta(hours=1), now - timedelta(days=1)

@@ -203,3 +203,19 @@ def test_buffer_state_precedence(
 def test_human_duration(seconds: float | None, text: str) -> None:
     """Durations as status prints them."""
     assert human_duration(seconds) == text
+
+
+@pytest.mark.parametrize("page", [1, 2, 1000])
+def test_survey_reports_each_buffer_once_whatever_the_page(stack: Stack, page: int) -> None:
+    """A list and its meta hash in one SCAN page or in two, and a meta hash whose list
+    is gone: each buffer once, the lone meta hash with no list."""
+    buffer = stack.buffer
+    both = buffer.push_chunk(ORG, 1, b"a").key
+    lone = buffer.push_chunk(ORG, 2, b"b").key
+    buffer.client.delete(lone)  # the list expired, its meta hash lives on
+    buffer.client.rpush(buffer.key_for(ORG, 3, 9), b"c")  # a list alone, with a scenario
+    seen = sorted((f.generation_id, f.length, f.has_meta) for f in buffer.survey.buffers(page))
+    assert seen == [(1, 1, True), (2, None, True), (3, 1, False)]
+    found = sorted(f.generation_id for f in buffer.scan.discover(page))
+    assert found == [1, 2, 3]
+    assert both.endswith(":chunks")

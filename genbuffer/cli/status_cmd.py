@@ -76,6 +76,16 @@ def status_cmd(
     interval: Annotated[
         float, typer.Option("--interval", min=0.5, help="Seconds between --watch refreshes.")
     ] = 5.0,
+    scan_pause: Annotated[
+        float,
+        typer.Option(
+            "--scan-pause",
+            min=0.0,
+            max=10.0,
+            help="Seconds to sleep between SCAN pages of 1,000 keys (spreads a large "
+            "survey's load on a busy Redis).",
+        ),
+    ] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Every buffer under the prefix by state, with what is at risk and the database's counts.
@@ -109,6 +119,7 @@ def status_cmd(
             max_at_risk=max_at_risk,
         ),
         max_len=rt.settings.generation_chunk_max_len,
+        pause=scan_pause,
     )
     if watch and sys.stdout.isatty():
         _watch(rt, options, interval)

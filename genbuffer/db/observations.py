@@ -16,6 +16,10 @@ from genbuffer.db.rows import GEN, ISSUES, LEDGER, RUNS
 __all__ = ["IssueRow", "Observations"]
 
 LOST_PAGE = 1000  # rows without an artifact read per query
+# psycopg's own placeholder (exec_driver_sql): the ids as one array parameter. No cast:
+# psycopg sends the narrowest integer array that holds them, and a cast of that array
+# to bigint[] made the planner scan the table instead of the primary key (30x slower)
+_ORGANIZATIONS_OF = "SELECT id, organization_id FROM scenario_generations WHERE id = ANY(%(ids)s)"
 IssueRow = tuple[int, str, list[dict[str, Any]], datetime]  # generation_id, mode, errors, at
 
 
@@ -137,12 +141,20 @@ class Observations:
                 )
 
     def organizations_of(self, generation_ids: list[int]) -> dict[int, int]:
-        """The organization of each of these generations that has a row."""
+        """The organization of each of these generations that has a row.
+
+        PostgreSQL gets the ids as one array parameter (= ANY): an IN list of a
+        thousand placeholders costs ten times as much to send and plan."""
         if not generation_ids:
             return {}
-        query = select(GEN.c.id, GEN.c.organization_id).where(GEN.c.id.in_(generation_ids))
         with database_errors(self.url), self.engine.connect() as connection:
-            return {int(gen): int(org) for gen, org in connection.execute(query)}
+            if connection.dialect.name == "postgresql":
+                rows = connection.exec_driver_sql(_ORGANIZATIONS_OF, {"ids": generation_ids})
+            else:
+                rows = connection.execute(
+                    select(GEN.c.id, GEN.c.organization_id).where(GEN.c.id.in_(generation_ids))
+                )
+            return {int(gen): int(org) for gen, org in rows}
 
     def compactions_per_minute(self, minutes: int, now: datetime) -> list[int]:
         """Compactions persisted in each of the last ``minutes`` minutes, oldest first

@@ -70,11 +70,7 @@ class Scanner:
                 yield from self._describe_page(names)
 
     def _describe_page(self, names: list[str]) -> Iterator[FoundBuffer]:
-        found: list[tuple[keys.KeyParts, str]] = []
-        for name in names:
-            parts = keys.parse_chunks_key(name, self.target.prefix)
-            if parts is not None:
-                found.append((parts, keys.chunks_key_of(name)))
+        found = keys.buffers_in_page(names, self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
         for _, chunks in found:
             pipe.exists(chunks)

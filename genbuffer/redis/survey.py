@@ -31,9 +31,10 @@ STATUS_FIELDS = (
     fields.LAST_ERROR,
 )
 MEMORY_SAMPLES = 5  # MEMORY USAGE … SAMPLES: list elements sampled to estimate its size
+PER_BUFFER = 7  # commands pipelined per buffer
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per buffer of a million-key survey: no frozen setattr
 class BufferFacts:
     """One buffer as the survey saw it (TTLs in seconds: -1 none, None no such key)."""
 
@@ -87,17 +88,11 @@ class Survey:
 
     def _describe(self, names: list[str]) -> Iterator[BufferFacts]:
         self.scanned_keys += len(names)
-        found: list[tuple[keys.KeyParts, str]] = []
-        for name in names:
-            parts = keys.parse_chunks_key(name, self.target.prefix)
-            if parts is not None:
-                found.append((parts, keys.chunks_key_of(name)))
+        found = keys.buffers_in_page(self._without_listed_metas(names), self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
-        per_buffer = 8
         for _, chunks in found:
             meta = keys.meta_key(chunks)
-            pipe.llen(chunks)
-            pipe.exists(chunks)
+            pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
             pipe.hmget(meta, STATUS_FIELDS)
             pipe.pttl(chunks)
             pipe.pttl(meta)
@@ -106,47 +101,56 @@ class Survey:
             pipe.memory_usage(meta)
         replies = pipe.execute(raise_on_error=False)
         for index, (parts, chunks) in enumerate(found):
-            length, exists, values, list_pttl, meta_pttl, idle, list_mem, meta_mem = replies[
-                per_buffer * index : per_buffer * (index + 1)
-            ]
-            for reply in (length, exists, values, list_pttl, meta_pttl):
+            base = PER_BUFFER * index
+            length, values, list_pttl, meta_pttl = replies[base : base + 4]
+            for reply in (length, values, list_pttl, meta_pttl):
                 if isinstance(reply, Exception):
                     raise reply
-            if parts.is_meta and int(exists):
-                continue  # the list is there too: reported once, from the list
-            found_meta = {f: text(v) for f, v in zip(STATUS_FIELDS, values, strict=True) if v}
+            stored = {f: text(v) for f, v in zip(STATUS_FIELDS, values, strict=True) if v}
             yield BufferFacts(
-                key=chunks,
-                organization_id=parts.organization_id,
-                scenario_id=parts.scenario_id,
-                generation_id=parts.generation_id,
-                length=int(length) if int(exists) else None,
-                meta=BufferMeta(found_meta),
-                has_meta=int(meta_pttl) != -2,
-                list_ttl=_seconds(list_pttl),
-                meta_ttl=_seconds(meta_pttl),
-                idle_seconds=_known(idle),
-                memory_bytes=_memory(list_mem, meta_mem),
+                chunks,
+                parts.organization_id,
+                parts.scenario_id,
+                parts.generation_id,
+                length or None,
+                BufferMeta(stored),
+                meta_pttl != -2,
+                _seconds(list_pttl),
+                _seconds(meta_pttl),
+                _known(replies[base + 4]),
+                _memory(replies[base + 5], replies[base + 6]),
             )
 
+    def _without_listed_metas(self, names: list[str]) -> list[str]:
+        """Drop the meta hashes whose list exists (SCAN returns that list too, mostly in
+        another page): one EXISTS each, in one round trip, rather than a description."""
+        suffix = keys.META_SUFFIX
+        metas = [name for name in names if name.endswith(suffix)]
+        if not metas:
+            return names
+        pipe = self.target.client.pipeline(transaction=False)
+        for name in metas:
+            pipe.exists(keys.chunks_key_of(name))
+        listed = {name for name, there in zip(metas, pipe.execute(), strict=True) if there}
+        return [name for name in names if name not in listed]
 
-def _seconds(pttl: object) -> float | None:
+
+def _seconds(pttl: int) -> float | None:
     """PTTL as seconds: -1 (no TTL) kept, -2 (no key) as None."""
-    value = int(str(pttl))
-    if value == -2:
+    if pttl == -2:
         return None
-    return -1 if value == -1 else value / 1000
+    return -1 if pttl == -1 else pttl / 1000
 
 
 def _known(reply: object) -> int | None:
     """An integer reply, or None where the server refused (an LFU policy, fakeredis)."""
-    if reply is None or isinstance(reply, Exception):
-        return None
-    return int(str(reply))
+    return reply if isinstance(reply, int) else None
 
 
-def _memory(*replies: object) -> int | None:
-    """The sum of MEMORY USAGE replies (None for a missing key), None if refused."""
-    if any(isinstance(reply, Exception) for reply in replies):
+def _memory(of_list: object, of_meta: object) -> int | None:
+    """The sum of two MEMORY USAGE replies (None for a missing key), None if refused."""
+    if isinstance(of_list, Exception) or isinstance(of_meta, Exception):
         return None
-    return sum(int(str(reply)) for reply in replies if reply is not None)
+    return (of_list if isinstance(of_list, int) else 0) + (
+        of_meta if isinstance(of_meta, int) else 0
+    )
