@@ -151,3 +151,20 @@ def test_alert_rules_name_only_metrics_genbuf_exposes(embedded: Stack, tmp_path:
     rules = (REPO_ROOT / "deploy" / "genbuf-alerts.yml").read_text()
     named = set(re.findall(r"\b(genbuf_[a-z_]+)", rules))
     assert named and named <= exposed, named - exposed
+
+
+def test_chunk_max_len_crossings_are_counted(embedded: Stack) -> None:
+    """GENERATION_CHUNK_MAX_LEN: lists over it now (gauge) and compactions over it (counter)."""
+    long_one = embedded.repository.create_generation(ORG)
+    embedded.buffer.push_many(ORG, long_one, [b"a"] * 5)
+    short_one = embedded.repository.create_generation(ORG)
+    embedded.buffer.push_many(ORG, short_one, [b"b"] * 2)
+    limit = {"GENERATION_CHUNK_MAX_LEN": "3"}
+    before = samples(embedded.cli("metrics", env=limit).stdout)
+    assert before[("genbuf_buffers_over_max_len", ())] == 1
+    assert before[("genbuf_compactions_over_max_len_total", ())] == 0
+    for gen in (long_one, short_one):
+        assert embedded.cli("compact-generation", str(ORG), str(gen), "--delete").exit_code == 0
+    after = samples(embedded.cli("metrics", env=limit).stdout)
+    assert after[("genbuf_buffers_over_max_len", ())] == 0
+    assert after[("genbuf_compactions_over_max_len_total", ())] == 1
