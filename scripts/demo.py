@@ -139,8 +139,18 @@ def main() -> None:
     console.print(f"  llm_response.summary = {row.llm_response['summary']!r}")
     console.print(f"  metadata.sha256      = {row.metadata['sha256']}")
     regenerate(buffer, repository, good, text)
+    seeing_it(buffer, good)
     genbuf("test-redis-buffer", "--chunks", "25")
     console.print("\n[bold green]demo finished[/bold green]")
+
+
+def seeing_it(buffer: GenerationBuffer, good: int) -> None:
+    """status, validation-report and show-generation on what the demo did."""
+    console.print("\nseeing it: buffers by state, the day's validation issues, an artifact back")
+    buffer.push_chunk(12, 777, b'{"still": "streaming"')  # a buffer whose row does not exist
+    genbuf("status", "--list")
+    genbuf("validation-report", "--since", "1d")
+    genbuf("show-generation", "12", str(good), "--json")
 
 
 def regenerate(buffer: GenerationBuffer, repository: Repository, good: int, text: str) -> None:

@@ -1,8 +1,9 @@
 """The raw baseline of `genbuf status`: the same reads, hand-written.
 
-SCAN the prefix's buffer keys a page at a time (COUNT 1000), one EXISTS per meta hash
-(is its list there?), one pipelined round trip per page (LLEN, HMGET, PTTL of both keys, OBJECT IDLETIME, MEMORY USAGE of
-both keys), one query per page for which rows exist, and counters. Usage:
+SCAN the prefix's buffer keys a page at a time (COUNT 1000), one EXISTS per meta
+hash (is its list there?), one pipelined round trip per page (LLEN, HMGET, PTTL of
+both keys, OBJECT IDLETIME, MEMORY USAGE of both keys), one query per page for which
+rows exist, and counters. Usage:
     python bench/raw/status.py REDIS_URL PG_DSN PREFIX
 """
 
@@ -27,7 +28,7 @@ def page(names: list[bytes], pg: psycopg.Connection) -> None:
     pipe = client.pipeline(transaction=False)
     for name in metas:  # a meta hash alone is a buffer too
         pipe.exists(name)
-    lists += [name for name, there in zip(metas, pipe.execute()) if not there]
+    lists += [name for name, there in zip(metas, pipe.execute(), strict=True) if not there]
     pipe = client.pipeline(transaction=False)
     for name in lists:
         pipe.llen(name)

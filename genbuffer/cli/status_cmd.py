@@ -18,10 +18,7 @@ if TYPE_CHECKING:
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_MINUTES = 30
-LIST_COLUMNS = (
-    *("org", "scenario", "generation", "state", "chunks"),
-    *("bytes", "age", "idle", "ttl", "last error"),
-)
+LIST_COLUMNS = ("org", "scen", "gen", "state", "chunks", "bytes", "age", "idle", "ttl")
 
 
 def status_cmd(
@@ -161,6 +158,7 @@ def _sparkline(counts: list[int]) -> str:
 
 def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
     """The report for people (with the compactions-per-minute sparkline under --watch)."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
 
@@ -206,18 +204,11 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
         )
     lines.extend(f"[red]alert:[/red] {printable(alert)}" for alert in report.alerts)
     if report.entries is not None:
-        table = Table(
-            "org",
-            "scenario",
-            "generation",
-            "state",
-            "chunks",
-            "bytes",
-            "age",
-            "idle",
-            "ttl",
-            "last error",
-        )
+        # made for 80 columns: the row's facts, then its last error on a line of its own
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        for name in LIST_COLUMNS:
+            table.add_column(name, no_wrap=True)
+        errors: list[str] = []
         for entry in report.entries:
             ttl = "never" if entry.ttl_seconds == -1 else human_duration(entry.ttl_seconds)
             table.add_row(
@@ -230,9 +221,11 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
                 human_duration(entry.age_seconds),
                 human_duration(entry.idle_seconds),
                 ttl,
-                printable(entry.last_error or ""),
             )
+            if entry.last_error:
+                errors.append(f"generation {entry.generation_id}: {printable(entry.last_error)}")
         lines.append(table)
+        lines.extend(f"last error of {line}" for line in errors)
     return Group(*lines)
 
 
