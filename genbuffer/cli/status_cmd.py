@@ -205,7 +205,7 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
     lines.extend(f"[red]alert:[/red] {printable(alert)}" for alert in report.alerts)
     if report.entries is not None:
         # made for 80 columns: the row's facts, then its last error on a line of its own
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         for name in LIST_COLUMNS:
             table.add_column(name, no_wrap=True)
         errors: list[str] = []
