@@ -18,7 +18,13 @@ from pydantic import Field
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import DatabaseUnavailable, RedisUnavailable, UsageError
+from genbuffer.errors import (
+    DatabaseUnavailable,
+    DependencyUnavailable,
+    GenbufferError,
+    RedisUnavailable,
+    UsageError,
+)
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import mask_url
@@ -84,12 +90,8 @@ def _redis_checks(
     try:
         buffer = make()
         version, latency, clock = buffer.keyspace.server()
-    except UsageError as error:  # not configured: a failed check, not an outage
-        checks.append(Check(name="redis", status="fail", message=error.message, hint=error.hint))
-        return
-    except RedisUnavailable as error:
-        checks.append(Check(name="redis", status="fail", message=error.message, hint=error.hint))
-        unreachable.append("redis")
+    except (UsageError, RedisUnavailable) as error:
+        _failed("redis", error, checks, unreachable)
         return
     skews["redis"] = (clock - datetime.now(UTC)).total_seconds()
     checks.append(
@@ -103,6 +105,14 @@ def _redis_checks(
     )
     checks.extend(_durability(buffer))
     checks.append(_prefix(buffer))
+
+
+def _failed(name: str, error: GenbufferError, checks: list[Check], unreachable: list[str]) -> None:
+    """A dependency's own check failed: not configured (a usage error), or unreachable
+    (the other checks that need it are not run, and the command exits 3)."""
+    checks.append(Check(name=name, status="fail", message=error.message, hint=error.hint))
+    if isinstance(error, DependencyUnavailable):
+        unreachable.append(name)
 
 
 def _durability(buffer: GenerationBuffer) -> list[Check]:
@@ -189,12 +199,8 @@ def _database_checks(
             clock = repository.observations.now()
             skews["database"] = (clock - datetime.now(UTC)).total_seconds()
         problems = check_schema(repository.engine, repository.url)
-    except UsageError as error:  # not configured: a failed check, not an outage
-        checks.append(Check(name="database", status="fail", message=error.message, hint=error.hint))
-        return
-    except DatabaseUnavailable as error:
-        checks.append(Check(name="database", status="fail", message=error.message, hint=error.hint))
-        unreachable.append("database")
+    except (UsageError, DatabaseUnavailable) as error:
+        _failed("database", error, checks, unreachable)
         return
     checks.append(
         Check(name="database", status="ok", message=f"{mask_url(repository.url)} answers")

@@ -140,6 +140,12 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+def _job_gauge(name: str, documentation: str, job: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["job"])
+    family.add_metric([job], value)
+    return family
+
+
 def registry_for(
     buffer: GenerationBuffer, repository: Repository, options: StatusOptions
 ) -> CollectorRegistry:
@@ -220,31 +226,31 @@ class _JobRunCollector(Collector):
         self.previous_success = previous_success
 
     def collect(self) -> Iterator[Metric]:
-        run, job = self.run, [self.run.job]
-        last = GaugeMetricFamily(
-            "genbuf_job_last_run_timestamp_seconds", "When the job last ran.", labels=["job"]
+        run = self.run
+        yield _job_gauge(
+            "genbuf_job_last_run_timestamp_seconds",
+            "When the job last ran.",
+            run.job,
+            run.finished_at.timestamp(),
         )
-        last.add_metric(job, run.finished_at.timestamp())
-        yield last
-        ok = GaugeMetricFamily(
+        yield _job_gauge(
             "genbuf_job_last_run_ok",
             "Whether the job's last run completed (1), even if some items failed.",
-            labels=["job"],
+            run.job,
+            1.0 if run.ok else 0.0,
         )
-        ok.add_metric(job, 1.0 if run.ok else 0.0)
-        yield ok
-        clean = GaugeMetricFamily(
+        yield _job_gauge(
             "genbuf_job_last_run_clean",
             "Whether the job's last run completed with nothing failed (exit 0).",
-            labels=["job"],
+            run.job,
+            1.0 if run.clean else 0.0,
         )
-        clean.add_metric(job, 1.0 if run.clean else 0.0)
-        yield clean
-        duration = GaugeMetricFamily(
-            "genbuf_job_duration_seconds", "How long the job's last run took.", labels=["job"]
+        yield _job_gauge(
+            "genbuf_job_duration_seconds",
+            "How long the job's last run took.",
+            run.job,
+            (run.finished_at - run.started_at).total_seconds(),
         )
-        duration.add_metric(job, (run.finished_at - run.started_at).total_seconds())
-        yield duration
         items = GaugeMetricFamily(
             "genbuf_job_items", "What the job's last run did.", labels=["job", "outcome"]
         )

@@ -14,9 +14,11 @@ from genbuffer.keys import validate_id
 from genbuffer.runtime import Runtime
 
 __all__ = [
+    "CompactionWithinOpt",
     "DeleteOpt",
     "DryRunOpt",
     "GenerationArg",
+    "IdleAfterOpt",
     "JsonOpt",
     "MetricsTextfileOpt",
     "OrganizationArg",
@@ -81,6 +83,17 @@ RegenerationOpt = Annotated[
         help="A new stream of a generation whose artifact is whole: replace it (kept in "
         "the history) or append to it. [default: GENERATION_REGENERATION, replace]",
         show_default=False,
+    ),
+]
+IdleAfterOpt = Annotated[
+    str, typer.Option("--idle", help="An open stream this quiet counts as idle.")
+]
+CompactionWithinOpt = Annotated[
+    str,
+    typer.Option(
+        "--compaction-within",
+        help="The next compaction is expected within this (the compact-pending cron "
+        "period): a buffer whose TTL ends sooner is at risk.",
     ),
 ]
 MetricsTextfileOpt = Annotated[

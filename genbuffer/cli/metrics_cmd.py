@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from genbuffer.cli._options import JsonOpt, runtime
+from genbuffer.cli._options import CompactionWithinOpt, IdleAfterOpt, JsonOpt, runtime
 from genbuffer.cli._output import stderr, write_json
 
 if TYPE_CHECKING:
@@ -38,13 +38,8 @@ def metrics_cmd(
         ),
     ] = None,
     bind: Annotated[str, typer.Option("--bind", help="Address --serve listens on.")] = "127.0.0.1",
-    idle: Annotated[
-        str, typer.Option("--idle", help="An open stream this quiet counts as idle.")
-    ] = "30m",
-    compaction_within: Annotated[
-        str,
-        typer.Option("--compaction-within", help="The next compaction is expected within this."),
-    ] = "1h",
+    idle: IdleAfterOpt = "30m",
+    compaction_within: CompactionWithinOpt = "1h",
     as_json: JsonOpt = False,
 ) -> None:
     """Prometheus metrics: buffers by state, at risk, lost, and counters from the database.

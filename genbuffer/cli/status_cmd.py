@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from genbuffer.cli._options import JsonOpt, parse_id, runtime
+from genbuffer.cli._options import CompactionWithinOpt, IdleAfterOpt, JsonOpt, parse_id, runtime
 from genbuffer.cli._output import emit, printable
 
 if TYPE_CHECKING:
@@ -27,17 +27,8 @@ def status_cmd(
         int | None,
         typer.Option("--org", parser=parse_id, help="Only this organization's buffers."),
     ] = None,
-    idle: Annotated[
-        str, typer.Option("--idle", help="An open stream this quiet counts as idle.")
-    ] = "30m",
-    compaction_within: Annotated[
-        str,
-        typer.Option(
-            "--compaction-within",
-            help="The next compaction is expected within this (the compact-pending cron "
-            "period): a buffer whose TTL ends sooner is at risk.",
-        ),
-    ] = "1h",
+    idle: IdleAfterOpt = "30m",
+    compaction_within: CompactionWithinOpt = "1h",
     max_pending: Annotated[
         int | None,
         typer.Option("--max-pending", min=0, help="Exit 1 if more buffers wait for compaction."),

@@ -119,6 +119,19 @@ def redis_errors(url: str) -> Iterator[None]:
         ) from None
 
 
+def scan_pages(client: redis.Redis, pattern: str, page: int) -> Iterator[list[str]]:
+    """The keys SCAN finds for ``pattern``, as text, in lists of up to ``page`` (COUNT
+    ``page``; never KEYS): what discovery and surveys describe a page at a time."""
+    names: list[str] = []
+    for raw in client.scan_iter(match=pattern, count=page):
+        names.append(text(raw))
+        if len(names) == page:
+            yield names
+            names = []
+    if names:
+        yield names
+
+
 def text(value: bytes | str) -> str:
     """A reply as text (bytes decoded as UTF-8, undecodable bytes replaced)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

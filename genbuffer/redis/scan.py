@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, text
+from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, scan_pages, text
 from genbuffer.redis.meta import BufferMeta, IsoClock, parse_time
 
 __all__ = ["FoundBuffer", "Scanner"]
@@ -60,13 +60,7 @@ class Scanner:
         """
         pattern = keys.all_buffers_scan_pattern(self.target.prefix)
         with redis_errors(self.target.url):
-            names: list[str] = []
-            for raw in self.target.client.scan_iter(match=pattern, count=page):
-                names.append(text(raw))
-                if len(names) == page:
-                    yield from self._describe_page(names)
-                    names = []
-            if names:
+            for names in scan_pages(self.target.client, pattern, page):
                 yield from self._describe_page(names)
 
     def _describe_page(self, names: list[str]) -> Iterator[FoundBuffer]:

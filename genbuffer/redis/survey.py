@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, text
+from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
 from genbuffer.redis.meta import BufferMeta
 
 __all__ = ["STATUS_FIELDS", "BufferFacts", "Survey"]
@@ -75,15 +75,9 @@ class Survey:
         pattern = keys.all_buffers_scan_pattern(self.target.prefix)
         self.scanned_keys = 0
         with redis_errors(self.target.url):
-            names: list[str] = []
-            for raw in self.target.client.scan_iter(match=pattern, count=page):
-                names.append(text(raw))
-                if len(names) == page:
-                    yield from self._describe(names)
-                    names = []
-                    if pause:
-                        time.sleep(pause)
-            if names:
+            for number, names in enumerate(scan_pages(self.target.client, pattern, page)):
+                if pause and number:
+                    time.sleep(pause)
                 yield from self._describe(names)
 
     def _describe(self, names: list[str]) -> Iterator[BufferFacts]:
