@@ -824,13 +824,16 @@ def _timed_peak(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - start, int(done.stdout.strip()) / 1024
 
 
-def _fill_buffers(b: Bench, count: int, first: int) -> None:
-    """``count`` buffers (a list of two chunks and a meta hash each: 2 keys), pipelined."""
+STATUS_ORG = 8888
+
+
+def _fill_buffers(b: Bench, ids: list[int]) -> None:
+    """A buffer per id (a list of two chunks and a meta hash each: 2 keys), pipelined."""
     stamp = datetime.now(UTC).isoformat()
-    for start in range(first, first + count, 2000):
+    for start in range(0, len(ids), 2000):
         pipe = b.redis.pipeline(transaction=False)
-        for gen in range(start, min(start + 2000, first + count)):
-            key = f"{b.prefix}app:scenario_planning:org:7:generation:{gen}:chunks"
+        for gen in ids[start : start + 2000]:
+            key = f"{b.prefix}app:scenario_planning:org:{STATUS_ORG}:generation:{gen}:chunks"
             pipe.rpush(key, b"x" * 40, b"y" * 40)
             meta = {"chunk_count": 2, "bytes": 80, "last_chunk_at": stamp}
             if gen % 2:
@@ -847,11 +850,15 @@ def bench_status(b: Bench) -> None:
     keys = 100_000 if QUICK else 1_000_000
     buffers = keys // 2
     b.flush()
-    b.sql(
-        "INSERT INTO scenario_generations (id, organization_id, metadata) "
-        "SELECT g, 7, '{}' FROM generate_series(1, %s) AS g ON CONFLICT DO NOTHING",
-        (buffers,),
-    )
+    ids = [
+        row[0]
+        for row in b.pg.execute(
+            "INSERT INTO scenario_generations (organization_id, metadata) "
+            "SELECT %s, '{}' FROM generate_series(1, %s) RETURNING id",
+            (STATUS_ORG, buffers),
+        )
+    ]
+    b.pg.commit()
     env = {
         **os.environ,
         "REDIS_URL": REDIS_URL,
@@ -861,9 +868,9 @@ def bench_status(b: Bench) -> None:
     }
     genbuf = [str(BIN / "genbuf"), "status", "--json"]
     raw = [sys.executable, str(RAW / "status.py"), REDIS_URL, b.pg_dsn, b.prefix]
-    _fill_buffers(b, buffers // 10, 1)
+    _fill_buffers(b, ids[: buffers // 10])
     small = _timed_peak(genbuf, env)
-    _fill_buffers(b, buffers - buffers // 10, buffers // 10 + 1)
+    _fill_buffers(b, ids[buffers // 10 :])
     ours: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
     for _ in range(3):
@@ -895,6 +902,7 @@ def bench_status(b: Bench) -> None:
         )
     )
     b.flush()
+    b.sql("DELETE FROM scenario_generations WHERE organization_id = %s", (STATUS_ORG,))
 
 
 def machine() -> list[str]:

@@ -22,7 +22,7 @@ from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNo
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
 
-__all__ = ["DEFAULT_WORKERS", "PendingResult", "compact_pending"]
+__all__ = ["DEFAULT_WORKERS", "PendingResult", "Selection", "compact_pending", "select_buffers"]
 
 ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
 # Generations compacted at once. A compaction mostly waits (Redis, the row lock, the
@@ -51,7 +51,7 @@ class PendingResult(Document):
 
 
 @dataclass
-class _Selection:
+class Selection:
     """The scan's verdict: what to compact, and what was skipped and why."""
 
     candidates: list[tuple[FoundBuffer, bool]] = field(default_factory=list)  # (buffer, idle)
@@ -96,7 +96,7 @@ def compact_pending(
                 dry_run=dry_run,
                 already_running=True,
             )
-        chosen = _select(buffer, idle, now or datetime.now(UTC), dry_run=dry_run)
+        chosen = select_buffers(buffer, idle, now or datetime.now(UTC), dry_run=dry_run)
         if chosen.buffers == 0:
             check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
         candidates = chosen.candidates[:limit] if limit is not None else chosen.candidates
@@ -128,11 +128,11 @@ def compact_pending(
     )
 
 
-def _select(
+def select_buffers(
     buffer: GenerationBuffer, idle: timedelta | None, now: datetime, *, dry_run: bool
-) -> _Selection:
+) -> Selection:
     """Scan every buffer and sort it: finished or idle (compact), or skipped and why."""
-    chosen = _Selection()
+    chosen = Selection()
     for found in buffer.scan.discover():
         chosen.buffers += 1
         state = found.state

@@ -25,12 +25,14 @@ __all__ = [
     "buffers_in_page",
     "chunks_key",
     "chunks_key_of",
+    "events_key",
     "glob_escape",
     "meta_key",
     "parse_chunks_key",
     "prefix_of",
     "scenario_scan_pattern",
     "smoke_chunks_key",
+    "sweeper_lock_key",
     "validate_id",
 ]
 
@@ -85,6 +87,16 @@ def chunks_key(
 def meta_key(chunks: str) -> str:
     """Return the meta hash key that belongs to a chunks key."""
     return chunks + META_SUFFIX
+
+
+def events_key(prefix: str = "") -> str:
+    """The stream producers announce finished buffers on, for `genbuf worker`."""
+    return f"{prefix}{ROOT}:compaction-events"
+
+
+def sweeper_lock_key(prefix: str = "") -> str:
+    """The key whose holder sweeps for buffers nobody announced (one worker at a time)."""
+    return f"{prefix}{ROOT}:compaction-sweeper"
 
 
 def smoke_chunks_key(token: str, prefix: str = "") -> str:

@@ -163,6 +163,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validation-report": ("genbuffer.cli.report_cmd", "validation_report_cmd"),
     "show-generation": ("genbuffer.cli.show_cmd", "show_generation_cmd"),
     "tail": ("genbuffer.cli.tail_cmd", "tail_cmd"),
+    "worker": ("genbuffer.cli.worker_cmd", "worker_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

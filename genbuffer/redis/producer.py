@@ -21,6 +21,7 @@ import redis
 from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, run_script
+from genbuffer.redis.events import Events
 from genbuffer.redis.held import HeldConnection, HeldConnectionLost
 from genbuffer.redis.meta import IsoClock
 from genbuffer.redis.transactions import chunk_bytes, push_transactions, total_bytes
@@ -87,6 +88,7 @@ class Producer:
         self._push_one = target.register("push_one")
         self._held = HeldConnection(target.client)
         self._expire_nx: bool | None = None
+        self.events = Events(target, ttl=ttl)
 
     def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
         """The chunks key of a generation, prefix included."""
@@ -257,7 +259,11 @@ class Producer:
     def finish(
         self, organization_id: int, generation_id: int, scenario_id: int | None = None
     ) -> str:
-        """Mark the stream finished (`finished_at` in the meta hash); returns the key."""
+        """Mark the stream finished (`finished_at` in the meta hash) and announce it on the
+        compaction-events stream for `genbuf worker`; returns the key.
+
+        The announcement comes after the mark: a worker that reads it sees the stream
+        finished. One lost between the two (a crash) is found by the workers' sweeper."""
         key = self.key_for(organization_id, generation_id, scenario_id)
         meta = keys.meta_key(key)
         client = self.target.client
@@ -265,4 +271,5 @@ class Producer:
             client.hset(meta, fields.FINISHED_AT, self.clock.now())
             if client.ttl(meta) == -1:
                 client.expire(meta, self.ttl)
+        self.events.announce(organization_id, generation_id, scenario_id)
         return key
