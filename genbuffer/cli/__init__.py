@@ -188,7 +188,14 @@ def build_app(only: str | None = None) -> typer.Typer:
     return built
 
 
-app = build_app()
+def __getattr__(name: str) -> typer.Typer:
+    """``app``, the Typer app with every command, built on first use (PEP 562): a run
+    of one command imports that command's module only."""
+    if name == "app":
+        built = build_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _invoked_command(args: list[str]) -> str | None:
