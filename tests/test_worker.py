@@ -192,6 +192,10 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
     assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
     assert servers.buffer.keyspace.generation_keys(ORG, gen) == []
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert records[0]["outcome"] == "compacted" and records[-1]["compacted"] == 1
+    # the worker's first sweep may announce the buffer again: that delivery waits for the
+    # row lock, then finds nothing new (needless), in whichever order the two are logged
+    outcomes = sorted(record["outcome"] for record in records[:-1])
+    assert outcomes in (["compacted"], ["compacted", "needless"]), records
+    assert records[-1]["compacted"] == 1
     pending = servers.buffer.client.xpending(servers.buffer.events.stream, "genbuf-workers")
     assert pending["pending"] == 0
