@@ -126,29 +126,37 @@ def test_a_fleet_with_a_worker_killed(servers: Stack, tmp_path: Path) -> None:
         "1s",
     ]
     logs = [tmp_path / f"worker-{n}.jsonl" for n in range(3)]
-    fleet = [
-        subprocess.Popen(  # output to files: a pipe nobody reads would block a worker
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # output to a file: a pipe nobody reads would block it
             [GENBUF, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=clean_environ(env)
         )
-        for log in logs
-    ]
+
+    def produce(index: int) -> int:
+        gen = servers.repository.create_generation(ORG)
+        if index < 200:
+            servers.buffer.push_many(ORG, gen, _chunks(gen))
+            servers.buffer.finish(ORG, gen)
+        else:
+            key = servers.buffer.key_for(ORG, gen, None)
+            servers.buffer.client.rpush(key, *_chunks(gen))
+            servers.buffer.client.hset(key + ":meta", "last_chunk_at", "2020-01-01T00:00:00Z")
+        return gen
+
+    # the first worker starts alone and is at work (it has logged) before the others
+    # start, so that it holds deliveries when it is killed
+    fleet = [start(logs[0])]
     gens: list[int] = []
     try:
-        for index in range(250):
-            gen = servers.repository.create_generation(ORG)
-            gens.append(gen)
-            if index < 200:
-                servers.buffer.push_many(ORG, gen, _chunks(gen))
-                servers.buffer.finish(ORG, gen)
-            else:
-                key = servers.buffer.key_for(ORG, gen, None)
-                servers.buffer.client.rpush(key, *_chunks(gen))
-                servers.buffer.client.hset(key + ":meta", "last_chunk_at", "2020-01-01T00:00:00Z")
-            if index == 100:  # kill -9 the first worker once it is at work
-                deadline = time.monotonic() + 30
-                while not logs[0].read_text() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                fleet[0].kill()
+        deadline = time.monotonic() + 30
+        while not logs[0].read_text() and time.monotonic() < deadline:
+            gens.append(produce(len(gens)))
+            time.sleep(0.02)
+        fleet += [start(logs[1]), start(logs[2])]
+        while len(gens) < 250:
+            gens.append(produce(len(gens)))
+            if len(gens) >= 100 and fleet[0].poll() is None:
+                fleet[0].kill()  # kill -9, in the middle of its work
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if all(stored_bytes(servers, g) is not None for g in gens) and not any(
