@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
+from genbuffer.checks import Check, Status, durability_checks
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.errors import (
@@ -31,19 +31,9 @@ from genbuffer.settings import mask_url
 
 __all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
 
-Status = Literal["ok", "warn", "fail"]
 SKEW_WARN = timedelta(seconds=1)  # idle judgement compares producers' stamps with this host
 SKEW_FAIL = timedelta(seconds=60)
 SLOW_PING = 0.05  # seconds
-
-
-class Check(Document):
-    """One line of doctor: its name, verdict, what was found, and what to do."""
-
-    name: str
-    status: Status
-    message: str
-    hint: str | None = None
 
 
 class DoctorReport(Document):
@@ -103,7 +93,7 @@ def _redis_checks(
             hint="a slow PING slows every push and compaction" if latency > SLOW_PING else None,
         )
     )
-    checks.extend(_durability(buffer))
+    checks.extend(durability_checks(buffer))
     checks.append(_prefix(buffer))
 
 
@@ -113,56 +103,6 @@ def _failed(name: str, error: GenbufferError, checks: list[Check], unreachable: 
     checks.append(Check(name=name, status="fail", message=error.message, hint=error.hint))
     if isinstance(error, DependencyUnavailable):
         unreachable.append(name)
-
-
-def _durability(buffer: GenerationBuffer) -> list[Check]:
-    """Eviction policy (allkeys-*: fail; volatile-*: warn) and persistence (none: warn)."""
-    found = buffer.keyspace.durability()
-    if found is None:
-        return [
-            Check(
-                name="eviction",
-                status="warn",
-                message="CONFIG or INFO refused: the eviction policy and persistence are unknown",
-                hint="check maxmemory-policy (noeviction) and persistence by hand",
-            )
-        ]
-    policy = found["maxmemory-policy"]
-    if policy.startswith("allkeys-"):
-        eviction = Check(
-            name="eviction",
-            status="fail",
-            message=f"maxmemory-policy {policy}: when memory is full Redis evicts buffers, "
-            "and their chunks are lost",
-            hint="CONFIG SET maxmemory-policy noeviction (and in redis.conf), or give the "
-            "buffers a Redis of their own",
-        )
-    elif policy.startswith("volatile-"):
-        eviction = Check(
-            name="eviction",
-            status="warn",
-            message=f"maxmemory-policy {policy}: buffers have TTLs, so Redis may evict them "
-            "when memory is full",
-            hint="noeviction makes a full Redis refuse pushes instead of dropping chunks",
-        )
-    else:
-        eviction = Check(name="eviction", status="ok", message=f"maxmemory-policy {policy}")
-    aof = found["aof_enabled"] == "1"
-    rdb = bool(found["save"].strip())
-    if aof or rdb:
-        persistence = Check(
-            name="persistence",
-            status="ok",
-            message="AOF on" if aof else f"RDB snapshots (save {found['save']!r}), no AOF",
-        )
-    else:
-        persistence = Check(
-            name="persistence",
-            status="warn",
-            message="neither AOF nor RDB: a restart of Redis loses every chunk not yet compacted",
-            hint="appendonly yes (CONFIG SET appendonly yes, and in redis.conf)",
-        )
-    return [eviction, persistence]
 
 
 def _prefix(buffer: GenerationBuffer) -> Check:

@@ -9,7 +9,6 @@ Imported by the commands that print metrics only (start-up time).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,21 +193,21 @@ class JobRun:
     counts: dict[str, int]
 
 
-_LAST_SUCCESS = re.compile(
-    r'^genbuf_last_success_timestamp_seconds\{job="(?P<job>[^"]*)",source="textfile"\} (?P<v>\S+)$'
-)
-
-
 def _previous_success(path: Path, job: str) -> float | None:
-    """The last success a textfile recorded, so that a failed run keeps it."""
+    """The last success a job's textfile recorded, so that a failed run keeps it."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return None
-    for line in text.splitlines():
-        match = _LAST_SUCCESS.match(line)
-        if match and match.group("job") == job:
-            return float(match.group("v"))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "genbuf_last_success_timestamp_seconds" and sample.labels == {
+                "job": job,
+                "source": "textfile",
+            }:
+                return float(sample.value)
     return None
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from genbuffer import keys
+from genbuffer.checks import durability_checks as doctor_durability_checks
 from genbuffer.documents import Document
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
@@ -113,43 +114,17 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
 
 
 def durability_checks(buffer: GenerationBuffer) -> list[SmokeCheck]:
-    """Can this server lose chunks on its own? Eviction (fail) and persistence (warn)."""
-    found = buffer.keyspace.durability()
-    if found is None:
-        detail = "CONFIG/INFO refused: check maxmemory-policy and persistence by hand"
-        return [SmokeCheck(name="durability", ok=True, warn=True, detail=detail)]
-    policy = found["maxmemory-policy"]
-    if policy.startswith("allkeys-"):
-        eviction = SmokeCheck(
-            name="eviction",
-            ok=False,
-            detail=f"maxmemory-policy {policy} evicts buffers when memory is full: "
-            "chunks vanish; set noeviction (or volatile-* with a separate instance)",
+    """Can this server lose chunks on its own? doctor's eviction (fail) and persistence
+    (warn) checks, as smoke-test lines."""
+    return [
+        SmokeCheck(
+            name=check.name,
+            ok=check.status != "fail",
+            warn=check.status == "warn",
+            detail=check.message + (f"; {check.hint}" if check.hint else ""),
         )
-    else:
-        eviction = SmokeCheck(
-            name="eviction",
-            ok=True,
-            warn=policy.startswith("volatile-"),
-            detail=f"maxmemory-policy {policy}"
-            + (
-                ": buffers (they have TTLs) may be evicted"
-                if policy.startswith("volatile-")
-                else ""
-            ),
-        )
-    durable = found["aof_enabled"] == "1" or bool(found["save"].strip())
-    persistence = SmokeCheck(
-        name="persistence",
-        ok=True,
-        warn=not durable,
-        detail="AOF on"
-        if found["aof_enabled"] == "1"
-        else f"RDB save {found['save']!r}"
-        if durable
-        else "no AOF, no RDB: a restart loses every chunk not yet compacted (appendonly yes)",
-    )
-    return [eviction, persistence]
+        for check in doctor_durability_checks(buffer)
+    ]
 
 
 def _clean(

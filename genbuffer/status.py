@@ -10,6 +10,7 @@ whose buffer is gone (``lost``).
 from __future__ import annotations
 
 import heapq
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -304,8 +305,6 @@ def collect_status(
     now: datetime | None = None,
 ) -> StatusReport:
     """Survey every buffer under the prefix and read the database's counts."""
-    import time  # noqa: PLC0415
-
     now = now or datetime.now(UTC)
     started = time.perf_counter()
     tally = _Tally(options, now)

@@ -36,19 +36,14 @@ def tail_cmd(
     --json prints, at the end, one document with the chunk and byte counts instead of
     the bytes. Example (QA): genbuf tail 12 59 --follow
     """
-    from genbuffer.errors import NothingToCompact
     from genbuffer.readback import follow_buffer, tail_key
 
     rt = runtime(ctx, as_json)
     buffer = rt.buffer
-    key = tail_key(buffer, organization_id, generation_id, scenario_id)
-    if key is None:
-        if not follow:
-            raise NothingToCompact(
-                f"no Redis buffer for generation {generation_id}",
-                hint="check the ids and REDIS_PREFIX, or add --follow to wait for it",
-            )
-        key = buffer.key_for(organization_id, generation_id, scenario_id)
+    # no buffer yet: follow_buffer waits for it (--follow) or says there is none
+    key = tail_key(buffer, organization_id, generation_id, scenario_id) or buffer.key_for(
+        organization_id, generation_id, scenario_id
+    )
     chunks = size = 0
     out = sys.stdout.buffer
     for page in follow_buffer(buffer, key, follow=follow, poll=poll, note=rt.warn):

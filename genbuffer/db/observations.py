@@ -33,8 +33,6 @@ class Observations:
     def now(self) -> datetime:
         """The database server's clock (doctor compares it with this host's)."""
         with database_errors(self.url), self.engine.connect() as connection:
-            if connection.dialect.name == "sqlite":  # the embedded file: this host's clock
-                return datetime.now(UTC)
             value = connection.execute(select(func.now())).scalar_one()
         return _aware(value)
 
