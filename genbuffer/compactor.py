@@ -387,11 +387,11 @@ def _resolve_key(
     """
     org, gen = request.organization_id, request.generation_id
     if request.exact_key or request.scenario_id is not None:
-        return buffer.key_for(org, gen, request.scenario_id), request.scenario_id, None
+        return buffer.read_key_for(org, gen, request.scenario_id), request.scenario_id, None
     if row.scenario_id is None:
-        return buffer.key_for(org, gen, None), None, None
-    with_scenario = buffer.key_for(org, gen, row.scenario_id)
-    without = buffer.key_for(org, gen, None)
+        return buffer.read_key_for(org, gen, None), None, None
+    with_scenario = buffer.read_key_for(org, gen, row.scenario_id)
+    without = buffer.read_key_for(org, gen, None)
     present = set(
         buffer.keyspace.existing_keys(
             [with_scenario, keys.meta_key(with_scenario), without, keys.meta_key(without)]

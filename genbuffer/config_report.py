@@ -82,3 +82,4 @@ class ConfigShow(Document):
     ok: bool = True
 
     settings: list[ConfigRow]
+    redis: dict[str, object] | None = None  # a cluster's shape, when one is configured

@@ -27,6 +27,7 @@ from genbuffer.errors import (
 )
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.keyspace import ClusterShape
 from genbuffer.settings import mask_url
 
 __all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
@@ -34,6 +35,7 @@ __all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
 SKEW_WARN = timedelta(seconds=1)  # idle judgement compares producers' stamps with this host
 SKEW_FAIL = timedelta(seconds=60)
 SLOW_PING = 0.05  # seconds
+CLUSTER_SLOTS = 16384
 
 
 class DoctorReport(Document):
@@ -93,8 +95,21 @@ def _redis_checks(
             hint="a slow PING slows every push and compaction" if latency > SLOW_PING else None,
         )
     )
+    if (shape := buffer.keyspace.cluster_shape()) is not None:
+        checks.append(_cluster(shape))
     checks.extend(durability_checks(buffer))
     checks.append(_prefix(buffer))
+
+
+def _cluster(shape: ClusterShape) -> Check:
+    """A cluster serves every slot (else some buffers cannot be written or read)."""
+    whole = shape.state == "ok" and shape.slots_covered == CLUSTER_SLOTS
+    return Check(
+        name="cluster",
+        status="ok" if whole else "fail",
+        message=shape.summary(),
+        hint=None if whole else "some slots have no primary: check CLUSTER NODES",
+    )
 
 
 def _failed(name: str, error: GenbufferError, checks: list[Check], unreachable: list[str]) -> None:

@@ -8,6 +8,12 @@ Chunks (list)::
 Metadata (hash): the chunks key + ``:meta``. The prefix is Laravel's
 ``REDIS_PREFIX``; it is prepended here exactly once, and keys that come back
 from SCAN already carry it, so they are used as they are.
+
+On a Redis Cluster the two keys hash to different slots. The opt-in tagged
+template (``GENERATION_KEY_TAGS``) wraps the key after the prefix in a hash tag,
+``{prefix}{app:…:chunks}`` and ``{prefix}{app:…:chunks}:meta``, so that both share
+a slot; keys of either template are always read. Beside an untagged list genbuf
+keeps its own fields in ``{K}:genbuf`` (``state_key``), in the list's slot.
 """
 
 from __future__ import annotations
@@ -27,24 +33,28 @@ __all__ = [
     "chunks_key_of",
     "events_key",
     "glob_escape",
+    "hash_tag",
     "meta_key",
     "parse_chunks_key",
     "prefix_of",
     "scenario_scan_pattern",
     "smoke_chunks_key",
+    "state_key",
     "sweeper_lock_key",
     "validate_id",
 ]
 
 ROOT = "app:scenario_planning"
 META_SUFFIX = ":meta"
+STATE_SUFFIX = ":genbuf"
 MAX_ID = 2**63 - 1  # ids are bigint columns
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _ID = r"([1-9][0-9]{0,18})"
 _KEY_RE = re.compile(
-    rf"{ROOT}:org:{_ID}(?::scenario:{_ID})?:generation:{_ID}:chunks(?P<meta>:meta)?\Z"
+    rf"(?P<tag>\{{)?{ROOT}:org:{_ID}(?::scenario:{_ID})?:generation:{_ID}:chunks(?(tag)\}})"
+    r"(?P<meta>:meta)?\Z"
 )
 
 
@@ -55,6 +65,7 @@ class KeyParts(NamedTuple):  # a tuple: surveys build one per key of a million
     scenario_id: int | None
     generation_id: int
     is_meta: bool
+    tagged: bool = False  # the hash-tagged template: list and meta share a slot
 
 
 def validate_id(value: object, name: str = "id") -> int:
@@ -73,15 +84,41 @@ def validate_id(value: object, name: str = "id") -> int:
 
 
 def chunks_key(
-    organization_id: int, generation_id: int, scenario_id: int | None = None, prefix: str = ""
+    organization_id: int,
+    generation_id: int,
+    scenario_id: int | None = None,
+    prefix: str = "",
+    *,
+    tagged: bool = False,
 ) -> str:
-    """Build the chunks list key of a generation."""
+    """Build the chunks list key of a generation (``tagged``: the hash-tagged template)."""
     org = validate_id(organization_id, "organization id")
     gen = validate_id(generation_id, "generation id")
     if scenario_id is None:
-        return f"{prefix}{ROOT}:org:{org}:generation:{gen}:chunks"
-    scenario = validate_id(scenario_id, "scenario id")
-    return f"{prefix}{ROOT}:org:{org}:scenario:{scenario}:generation:{gen}:chunks"
+        name = f"{ROOT}:org:{org}:generation:{gen}:chunks"
+    else:
+        scenario = validate_id(scenario_id, "scenario id")
+        name = f"{ROOT}:org:{org}:scenario:{scenario}:generation:{gen}:chunks"
+    return f"{prefix}{{{name}}}" if tagged else f"{prefix}{name}"
+
+
+def hash_tag(key: str) -> str | None:
+    """The text a Redis Cluster hashes instead of the whole key, if the key has a tag:
+    what stands between the first ``{`` and the first ``}`` after it, when not empty."""
+    opening = key.find("{")
+    if opening < 0:
+        return None
+    closing = key.find("}", opening + 1)
+    if closing <= opening + 1:
+        return None
+    return key[opening + 1 : closing]
+
+
+def state_key(chunks: str) -> str:
+    """genbuf's own fields (stream id, trimmed, failures) beside an untagged list on a
+    Redis Cluster: ``{K}:genbuf`` hashes to the slot of ``K``, so one script can touch
+    both, while the app's ``K:meta`` lives in another slot."""
+    return f"{{{chunks}}}{STATE_SUFFIX}"
 
 
 def meta_key(chunks: str) -> str:
@@ -99,11 +136,12 @@ def sweeper_lock_key(prefix: str = "") -> str:
     return f"{prefix}{ROOT}:compaction-sweeper"
 
 
-def smoke_chunks_key(token: str, prefix: str = "") -> str:
+def smoke_chunks_key(token: str, prefix: str = "", *, tagged: bool = False) -> str:
     """A throw-away chunks key for `genbuf test-redis-buffer`, outside every generation."""
     if not re.fullmatch(r"[0-9a-f]{8,64}", token):
         raise UsageError(f"smoke-test token must be hex, got {token!r}")
-    return f"{prefix}{ROOT}:smoke-test:{token}:chunks"
+    name = f"{ROOT}:smoke-test:{token}:chunks"
+    return f"{prefix}{{{name}}}" if tagged else f"{prefix}{name}"
 
 
 def glob_escape(text: str) -> str:
@@ -112,15 +150,18 @@ def glob_escape(text: str) -> str:
 
 
 def scenario_scan_pattern(organization_id: int, generation_id: int, prefix: str = "") -> str:
-    """SCAN pattern for a generation's keys under any scenario (list and meta)."""
+    """SCAN pattern for a generation's keys under any scenario (list and meta), of both
+    templates."""
     org = validate_id(organization_id, "organization id")
     gen = validate_id(generation_id, "generation id")
-    return f"{glob_escape(prefix)}{ROOT}:org:{org}:scenario:*:generation:{gen}:chunks*"
+    return f"{glob_escape(prefix)}*{ROOT}:org:{org}:scenario:*:generation:{gen}:chunks*"
 
 
 def all_buffers_scan_pattern(prefix: str = "") -> str:
-    """SCAN pattern matching every buffer key under ``prefix``: lists and meta hashes."""
-    return f"{glob_escape(prefix)}{ROOT}:org:*:generation:*:chunks*"
+    """SCAN pattern matching every buffer key under ``prefix``: lists and meta hashes, of
+    both templates (the ``*`` after the prefix is the tag's ``{`` or nothing; what else
+    it lets through is dropped by ``parse_chunks_key``)."""
+    return f"{glob_escape(prefix)}*{ROOT}:org:*:generation:*:chunks*"
 
 
 def any_prefix_scan_pattern() -> str:
@@ -129,8 +170,11 @@ def any_prefix_scan_pattern() -> str:
 
 
 def prefix_of(key: str) -> str | None:
-    """The prefix a buffer key carries (what stands before the key scheme), or None."""
+    """The prefix a buffer key carries (what stands before the key scheme and its tag),
+    or None."""
     at = key.find(f"{ROOT}:org:")
+    if at > 0 and key[at - 1] == "{":
+        at -= 1
     if at < 0 or parse_chunks_key(key, key[:at]) is None:
         return None
     return key[:at]
@@ -148,12 +192,13 @@ def parse_chunks_key(key: str, prefix: str = "") -> KeyParts | None:
     match = _KEY_RE.fullmatch(key[len(prefix) :])
     if match is None:
         return None
-    org, scenario, gen = match.group(1), match.group(2), match.group(3)
+    org, scenario, gen = match.group(2), match.group(3), match.group(4)  # 1: the tag
     return KeyParts(
         organization_id=int(org),
         scenario_id=int(scenario) if scenario is not None else None,
         generation_id=int(gen),
         is_meta=match.group("meta") is not None,
+        tagged=match.group("tag") is not None,
     )
 
 

@@ -118,10 +118,11 @@ def tail_key(
 ) -> str | None:
     """The chunks key to follow: the one given, else the only one found (SCAN)."""
     if scenario_id is not None:
-        return buffer.key_for(organization_id, generation_id, scenario_id)
+        return buffer.read_key_for(organization_id, generation_id, scenario_id)
     found = {
         keys.chunks_key_of(name)
         for name in buffer.keyspace.generation_keys(organization_id, generation_id, None)
+        if keys.parse_chunks_key(name, buffer.prefix) is not None  # not genbuf's own hash
     }
     if len(found) > 1:
         raise AmbiguousBuffer(

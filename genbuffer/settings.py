@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     redis_prefix: str | None = None  # None: not set (an empty value is an explicit "")
     redis_prefix_rule: Literal["none", "underscore", "hyphen"] = "none"
     app_name: str | None = None
+    # Seed nodes of a Redis Cluster (host:port, comma-separated): wins over REDIS_URL
+    redis_cluster_nodes: str | None = None
+    redis_scheme: Literal["tcp", "tls"] = "tcp"  # Laravel's name; tls: TLS to cluster nodes
+    # The hash-tagged key template for genbuf's own pushes (keys of both are always read)
+    generation_key_tags: bool = False
 
     database_url: SecretStr | None = None
     db_connection: str | None = None
@@ -111,19 +116,44 @@ class Settings(BaseSettings):
         return None
 
     def redis_configured(self) -> bool:
-        """Whether REDIS_URL or REDIS_HOST says which Redis to use."""
-        return bool(self.redis_url or self.redis_host)
+        """Whether REDIS_CLUSTER_NODES, REDIS_URL or REDIS_HOST says which Redis to use."""
+        return bool(self.redis_cluster_nodes or self.redis_url or self.redis_host)
+
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        """The seed nodes of REDIS_CLUSTER_NODES as (host, port); empty: not a cluster."""
+        if not self.redis_cluster_nodes:
+            return []
+        nodes: list[tuple[str, int]] = []
+        for item in self.redis_cluster_nodes.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")  # [::1]:7000
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise UsageError(
+                    f"invalid REDIS_CLUSTER_NODES entry {item.strip()!r}",
+                    hint="give seed nodes as host:port[,host:port…], e.g. 10.0.0.5:7000",
+                )
+            nodes.append((host, int(port)))
+        return nodes
+
+    def cluster_tls(self) -> bool:
+        """Whether to speak TLS to cluster nodes: REDIS_SCHEME=tls, or a rediss:// REDIS_URL."""
+        return self.redis_scheme == "tls" or (self.redis_url or "").startswith("rediss://")
 
     def database_configured(self) -> bool:
         """Whether DATABASE_URL or DB_CONNECTION says which database to use."""
         return self.database_url is not None or bool(self.db_connection)
 
     def effective_redis_url(self) -> str:
-        """The Redis URL to connect to: REDIS_URL, else Laravel's REDIS_*.
+        """The Redis URL to connect to: REDIS_URL, else Laravel's REDIS_*; for a cluster,
+        ``redis-cluster://`` and its seed nodes (what names it in messages).
 
         With neither, a UsageError: the in-process Redis (``memory://``) is used only
         when asked for, since chunks pushed into it vanish with the process.
         """
+        if nodes := self.cluster_nodes():
+            scheme = "rediss-cluster" if self.cluster_tls() else "redis-cluster"
+            seeds = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
+            return f"{scheme}://{seeds}"
         if self.redis_url:
             return self.redis_url
         if not self.redis_host:

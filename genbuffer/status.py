@@ -264,7 +264,11 @@ def _lost(
         rows = [row for row in page if org_id is None or row[1] == org_id]
         candidates: dict[int, list[str]] = {}
         for gen, org, scenario in rows:
-            names = {buffer.key_for(org, gen, scenario), buffer.key_for(org, gen, None)}
+            names = {
+                keys.chunks_key(org, gen, scen, buffer.prefix, tagged=tagged)
+                for scen in {scenario, None}
+                for tagged in (False, True)
+            }
             candidates[gen] = [n for key in names for n in (key, keys.meta_key(key))]
         present = set(buffer.keyspace.existing_keys([n for v in candidates.values() for n in v]))
         for gen, org, scenario in rows:

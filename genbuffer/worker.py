@@ -159,7 +159,9 @@ class Worker:
         except NothingToCompact as error:  # compacted and deleted before: a duplicate
             record.update(ok=True, outcome="needless", message=error.message)
         except GenerationNotFound as error:
-            key = self.buffer.key_for(event.organization_id, event.generation_id, event.scenario_id)
+            key = self.buffer.read_key_for(
+                event.organization_id, event.generation_id, event.scenario_id
+            )
             self.buffer.protocol.mark_orphaned(key, error.message)
             record.update(ok=False, outcome="orphaned", message=error.message)
         except GenbufferError as error:  # counted as an attempt; the sweeper brings it back

@@ -30,7 +30,7 @@ def show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     rt = runtime(ctx, as_json)
     rows = describe_settings(rt.env_file)
     rows.append(_buffers_row(rt))
-    result = ConfigShow(settings=rows)
+    result = ConfigShow(settings=rows, redis=_cluster(rt, rows))
     emit(rt, result, lambda console: _render(console, result))
 
 
@@ -54,6 +54,35 @@ def _buffers_row(rt: Runtime) -> ConfigRow:
     where = ", ".join(f"{p!r}: {n} keys" for p, n in sorted(report.elsewhere.items())[:5])
     rt.warn(f"no buffer under the effective prefix, but under {where}: set REDIS_PREFIX")
     return ConfigRow(name=name, value=f"only under other prefixes: {where}", source="redis scan")
+
+
+def _cluster(rt: Runtime, rows: list[ConfigRow]) -> dict[str, object] | None:
+    """The cluster's shape (primaries, replicas, slots) when REDIS_CLUSTER_NODES is set;
+    also a row of the table."""
+    from genbuffer.config_report import ConfigRow
+    from genbuffer.errors import GenbufferError
+
+    if not rt.settings.redis_cluster_nodes:
+        return None
+    try:
+        shape = rt.buffer.keyspace.cluster_shape()
+    except GenbufferError as error:
+        rows.append(
+            ConfigRow(name="redis cluster", value=None, source=f"not read: {error.message}")
+        )
+        return None
+    if shape is None:
+        return None
+    rows.append(ConfigRow(name="redis cluster", value=shape.summary(), source="CLUSTER SLOTS"))
+    return {
+        "cluster": {
+            "state": shape.state,
+            "primaries": len(shape.primaries),
+            "replicas": shape.replicas,
+            "slots_covered": shape.slots_covered,
+            "nodes": {name: vars(primary) for name, primary in shape.primaries.items()},
+        }
+    }
 
 
 def _render(console: Console, result: ConfigShow) -> None:

@@ -41,7 +41,7 @@ def tail_cmd(
     rt = runtime(ctx, as_json)
     buffer = rt.buffer
     # no buffer yet: follow_buffer waits for it (--follow) or says there is none
-    key = tail_key(buffer, organization_id, generation_id, scenario_id) or buffer.key_for(
+    key = tail_key(buffer, organization_id, generation_id, scenario_id) or buffer.read_key_for(
         organization_id, generation_id, scenario_id
     )
     chunks = size = 0

@@ -1,14 +1,16 @@
 -- Acknowledge chunks that a committed transaction holds: trim them off the head.
 -- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash
+-- KEYS[2]  the meta hash (on a cluster, for an untagged list: {K}:genbuf, see snapshot.lua)
 -- ARGV[1]  the stream id the committed compaction read
 -- ARGV[2]  absolute count of chunks of that stream now persisted
 -- ARGV[3]  '1' to delete both keys when no chunk is left, '0' to keep them
 -- Idempotent and monotonic: it trims only what lies below ARGV[2] and is still
 -- there, so an older or repeated acknowledgement is a no-op.
--- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left}.
+-- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left, chunks of
+-- the stream trimmed in all} (the last: what the app's meta hash counted of a deleted
+-- life, see genbuffer.redis.split).
 if redis.call('HGET', KEYS[2], 'stream_id') ~= ARGV[1] then
-  return {0, 0, redis.call('LLEN', KEYS[1])}
+  return {0, 0, redis.call('LLEN', KEYS[1]), 0}
 end
 local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 local length = redis.call('LLEN', KEYS[1])
@@ -22,6 +24,6 @@ end
 local left = length - n
 if ARGV[3] == '1' and left == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
-  return {n, 1, 0}
+  return {n, 1, 0, trimmed + n}
 end
-return {n, 0, left}
+return {n, 0, left, trimmed + n}

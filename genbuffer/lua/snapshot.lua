@@ -1,6 +1,8 @@
 -- Take a consistent snapshot of a buffer for compaction.
 -- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash
+-- KEYS[2]  the meta hash; on a Redis Cluster, for an untagged list, genbuf's own hash
+--          {K}:genbuf in the list's slot (the app's meta hash is then read before
+--          this script and its counter comes in ARGV[9])
 -- ARGV[1]  a fresh stream id, stored when the meta hash has none yet
 -- ARGV[2]  lease in seconds: a key that would expire sooner is extended to it,
 --          so nothing expires while it is being compacted
@@ -13,7 +15,10 @@
 -- ARGV[8]  n: how many of the row's last persisted chunks to return (the window ending
 --          at position ARGV[5]), so that compaction can check the buffer still holds
 --          them: located by the meta hash's `trimmed` for the row's stream
--- ARGV[9…] for another stream (a meta hash that vanished while its list lived on): the
+-- ARGV[9]  the producer's chunk_count read from the app's meta hash before this script
+--          ('' to read it from KEYS[2]; '-' when that meta hash has none)
+-- ARGV[10] '1' when the app's meta hash (read before) exists, else '0'
+-- ARGV[11…] for another stream (a meta hash that vanished while its list lived on): the
 --          `trimmed` values the lost meta hash may have had; one window for each
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
@@ -26,7 +31,7 @@
 -- chunks vanished from the head that the meta hash does not count yet (read-only),
 -- the windows of ARGV[8] chunks (empty where the list does not hold them)}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
-local has_meta = redis.call('EXISTS', KEYS[2]) == 1
+local has_meta = redis.call('EXISTS', KEYS[2]) == 1 or ARGV[10] == '1'
 if not has_list and not has_meta then return {0} end
 local read_only = ARGV[7] == '1'
 local lease = tonumber(ARGV[2])
@@ -36,7 +41,14 @@ if has_list and not read_only then
   if ttl >= 0 and ttl < lease then redis.call('EXPIRE', KEYS[1], lease) end
 end
 local length = redis.call('LLEN', KEYS[1])
-local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')
+-- Read apart, the counter can only lag the list: producers append before they count,
+-- and it was read before the list (see genbuffer.redis.split)
+local count
+if ARGV[9] == '' then
+  count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')
+else
+  count = tonumber(ARGV[9]) or -1
+end
 local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 local vanished = 0
 if count >= 0 and count - trimmed > length then
@@ -69,7 +81,7 @@ if wanted > 0 then
   if same then
     shifts[1] = trimmed
   else
-    for i = 9, #ARGV do shifts[#shifts + 1] = tonumber(ARGV[i]) end
+    for i = 11, #ARGV do shifts[#shifts + 1] = tonumber(ARGV[i]) end
   end
   for i, shift in ipairs(shifts) do
     local last = tonumber(ARGV[5]) - 1 - shift

@@ -10,11 +10,12 @@ facts, for status and metrics).
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import redis
 
-from genbuffer.redis.connection import RedisTarget, connect_redis
+from genbuffer.errors import UsageError
+from genbuffer.redis.connection import RedisTarget, connect_cluster, connect_redis
 from genbuffer.redis.keyspace import Keyspace
 from genbuffer.redis.producer import Producer
 from genbuffer.redis.protocol import CompactionProtocol
@@ -40,9 +41,17 @@ class GenerationBuffer(Producer):
         ttl: int = 86400,
         max_len: int | None = None,
         app_name: str | None = None,
+        cluster: bool = False,
+        tagged: bool = False,
     ) -> None:
-        target = RedisTarget(client, url=url, prefix=prefix, app_name=app_name)
-        super().__init__(target, ttl=ttl, max_len=max_len)
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise UsageError(
+                f"REDIS_PREFIX {prefix!r} holds a brace: on a Redis Cluster only the first "
+                "{…} of a key is hashed, so every buffer would land in one slot",
+                hint="use a prefix without { and }",
+            )
+        target = RedisTarget(client, url=url, prefix=prefix, app_name=app_name, cluster=cluster)
+        super().__init__(target, ttl=ttl, max_len=max_len, tagged=tagged)
         self.protocol = CompactionProtocol(target, ttl=ttl, clock=self.clock)
         self.scan = Scanner(target, ttl=ttl, clock=self.clock)
         self.keyspace = Keyspace(target)
@@ -51,13 +60,32 @@ class GenerationBuffer(Producer):
     def from_settings(cls, settings: Settings) -> GenerationBuffer:
         """Connect to the configured Redis with the configured prefix, TTL and alert length."""
         url = settings.effective_redis_url()
+        nodes = settings.cluster_nodes()
+        if nodes:
+            password = settings.redis_password
+            # RedisCluster has the command API of Redis (redis-py's command mixins):
+            # typed as Redis, so that one code path serves both
+            client = cast(
+                redis.Redis,
+                connect_cluster(
+                    nodes,
+                    username=settings.redis_username,
+                    password=None if password is None else password.get_secret_value(),
+                    tls=settings.cluster_tls(),
+                    timeout=settings.redis_socket_timeout,
+                ),
+            )
+        else:
+            client = connect_redis(url, settings.redis_socket_timeout)
         return cls(
-            connect_redis(url, settings.redis_socket_timeout),
+            client,
             url=url,
             prefix=settings.effective_redis_prefix(),
             ttl=settings.generation_chunk_ttl,
             max_len=settings.generation_chunk_max_len,
             app_name=settings.app_name,
+            cluster=bool(nodes),
+            tagged=settings.generation_key_tags,
         )
 
     @cached_property

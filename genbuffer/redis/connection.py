@@ -15,14 +15,17 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode
 from redis.retry import Retry
 
+from genbuffer import keys
 from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
 __all__ = [
     "SCRIPT_RELOADS",
     "RedisTarget",
+    "connect_cluster",
     "connect_redis",
     "load_script",
     "redis_errors",
@@ -87,11 +90,56 @@ def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
         raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
 
 
+def connect_cluster(
+    nodes: list[tuple[str, int]],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls: bool = False,
+    timeout: float = 5.0,
+) -> redis.RedisCluster:
+    """A Redis Cluster client bootstrapped from ``nodes`` (seed nodes, or one managed
+    configuration endpoint); the slot map is read from the first that answers.
+
+    A cluster whose slots are not all served is refused here (exit 3), not at the
+    first key that lands in a hole."""
+    url = "redis-cluster://" + ",".join(f"{host}:{port}" for host, port in nodes)
+    try:
+        with redis_errors(url):
+            return redis.RedisCluster(
+                startup_nodes=[_node(host, port) for host, port in nodes],
+                username=username,
+                password=password,
+                ssl=tls,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                require_full_coverage=True,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
+            )
+    except redis.exceptions.RedisClusterException as exc:
+        raise RedisUnavailable(
+            f"Redis Cluster is unreachable at {url}: {str(exc).splitlines()[0]}",
+            hint="check REDIS_CLUSTER_NODES (host:port of live nodes), credentials and TLS",
+        ) from None
+
+
+def _node(host: str, port: int) -> ClusterNode:
+    """A seed node (redis-py's ClusterNode is untyped)."""
+    node: ClusterNode = ClusterNode(host, port)  # type: ignore[no-untyped-call]
+    return node
+
+
 @contextmanager
 def redis_errors(url: str) -> Iterator[None]:
     """Turn connection-level redis-py errors into RedisUnavailable (exit 3)."""
     try:
         yield
+    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+        # a failover under way (redis-py strips the CLUSTERDOWN / TRYAGAIN word)
+        raise RedisUnavailable(
+            f"Redis Cluster at {mask_url(url)} is not serving: {str(exc).splitlines()[0]}",
+            hint="a failover may be under way: run the command again in a few seconds",
+        ) from None
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
         if "DB index is out of range" in text:
@@ -111,6 +159,11 @@ def redis_errors(url: str) -> Iterator[None]:
                 hint="point REDIS_URL at the primary (after a failover, the new one)",
             ) from None
         raise
+    except redis.exceptions.RedisClusterException as exc:  # no node answers, slots uncovered
+        raise RedisUnavailable(
+            f"Redis Cluster is unreachable at {mask_url(url)}: {str(exc).splitlines()[0]}",
+            hint="check REDIS_CLUSTER_NODES and that the cluster's nodes are up",
+        ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RedisUnavailable(
@@ -140,12 +193,24 @@ def text(value: bytes | str) -> str:
 @dataclass(frozen=True)
 class RedisTarget:
     """A client and what names its server and keys: the URL (masked in errors), the
-    key prefix, and Laravel's APP_NAME (it names the prefix rule in hints)."""
+    key prefix, Laravel's APP_NAME (it names the prefix rule in hints), and whether
+    the server is a Redis Cluster (``cluster``: every script touches one slot)."""
 
     client: redis.Redis
     url: str = ""
     prefix: str = ""
     app_name: str | None = None
+    cluster: bool = False
+
+    def split(self, chunks: str) -> bool:
+        """Whether a list's meta hash lives in another slot than the list (an untagged
+        key on a cluster): genbuf's own fields then live in ``keys.state_key``."""
+        return self.cluster and keys.hash_tag(chunks) is None
+
+    def state_of(self, chunks: str) -> str:
+        """The hash holding genbuf's fields of a list (stream id, trimmed, failures):
+        the meta hash, or beside a split list ``{K}:genbuf`` in the list's slot."""
+        return keys.state_key(chunks) if self.split(chunks) else keys.meta_key(chunks)
 
     def register(self, name: str) -> Any:
         """A Lua script of genbuffer's, registered with the client (loaded on first use)."""

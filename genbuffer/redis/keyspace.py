@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 
-__all__ = ["KeyInfo", "Keyspace"]
+__all__ = ["ClusterShape", "KeyInfo", "Keyspace", "PrimaryShape"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,36 @@ class KeyInfo:
     memory_bytes: int | None
 
 
+@dataclass
+class PrimaryShape:
+    """One primary of a cluster: how many slots it serves, and its replicas."""
+
+    slots: int = 0
+    replicas: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """A Redis Cluster as its slot map says: state, primaries (by "host:port", with
+    their slots and replicas), and how many of the 16384 slots are served."""
+
+    state: str
+    slots_covered: int
+    primaries: dict[str, PrimaryShape]
+
+    @property
+    def replicas(self) -> int:
+        """Replicas across every primary."""
+        return sum(len(p.replicas) for p in self.primaries.values())
+
+    def summary(self) -> str:
+        """One line: `ok: 3 primaries, 3 replicas, 16384/16384 slots`."""
+        return (
+            f"{self.state}: {len(self.primaries)} primaries, {self.replicas} replicas, "
+            f"{self.slots_covered}/16384 slots"
+        )
+
+
 class Keyspace:
     """Plain reads (and deletes) of keys, for inspection, the smoke test and the prefix check."""
 
@@ -37,18 +68,29 @@ class Keyspace:
         """The server's eviction policy and persistence (`maxmemory-policy`, `save`,
         `aof_enabled`); None where CONFIG or INFO is refused (managed servers, the
         in-process Redis)."""
+        client: Any = self.target.client
+        # on a cluster each primary holds its own buffers: the weakest one is reported
+        nodes = client.get_primaries() if self.target.cluster else [None]
+        found: list[dict[str, str]] = []
         with redis_errors(self.target.url):
             try:
-                config = self.target.client.config_get("maxmemory-policy")
-                config.update(self.target.client.config_get("save"))
-                persistence = self.target.client.info("persistence")
+                for node in nodes:
+                    where = {} if node is None else {"target_nodes": node}
+                    config = client.config_get("maxmemory-policy", **where)
+                    config.update(client.config_get("save", **where))
+                    persistence = client.info("persistence", **where)
+                    found.append(
+                        {
+                            "maxmemory-policy": str(config.get("maxmemory-policy", "")),
+                            "save": str(config.get("save", "")),
+                            "aof_enabled": str(persistence.get("aof_enabled", "0")),
+                        }
+                    )
             except redis.exceptions.ResponseError:
                 return None
-        return {
-            "maxmemory-policy": str(config.get("maxmemory-policy", "")),
-            "save": str(config.get("save", "")),
-            "aof_enabled": str(persistence.get("aof_enabled", "0")),
-        }
+        evicting = [f for f in found if f["maxmemory-policy"] != "noeviction"]
+        volatile = [f for f in found if f["aof_enabled"] != "1" and not f["save"]]
+        return (evicting or volatile or found)[0]
 
     def generation_keys(
         self, organization_id: int, generation_id: int, scenario_id: int | None = None
@@ -56,14 +98,12 @@ class Keyspace:
         """Every existing buffer key of a generation; SCANs scenarios when none is given."""
         candidates: list[str] = []
         with redis_errors(self.target.url):
-            if scenario_id is not None:
+            for tagged in (False, True):
                 chunks = keys.chunks_key(
-                    organization_id, generation_id, scenario_id, self.target.prefix
+                    organization_id, generation_id, scenario_id, self.target.prefix, tagged=tagged
                 )
-                candidates = [chunks, keys.meta_key(chunks)]
-            else:
-                chunks = keys.chunks_key(organization_id, generation_id, None, self.target.prefix)
-                candidates = [chunks, keys.meta_key(chunks)]
+                candidates += [chunks, keys.meta_key(chunks)]
+            if scenario_id is None:
                 pattern = keys.scenario_scan_pattern(
                     organization_id, generation_id, self.target.prefix
                 )
@@ -72,6 +112,12 @@ class Keyspace:
                     parts = keys.parse_chunks_key(found, self.target.prefix)
                     if parts and parts.generation_id == generation_id:
                         candidates.append(found)  # as SCAN returned it: never prefixed again
+            # genbuf's own hash beside a split list (genbuffer.redis.split)
+            candidates += [
+                self.target.state_of(name)
+                for name in candidates
+                if not name.endswith(keys.META_SUFFIX) and self.target.split(name)
+            ]
             pipe = self.target.client.pipeline(transaction=False)
             for key in candidates:
                 pipe.exists(key)
@@ -126,6 +172,33 @@ class Keyspace:
             for name in names:
                 pipe.exists(name)
             return [name for name, there in zip(names, pipe.execute(), strict=True) if there]
+
+    def cluster_shape(self) -> ClusterShape | None:
+        """The cluster's shape (CLUSTER SLOTS and CLUSTER INFO); None on a single server."""
+        if not self.target.cluster:
+            return None
+        primaries: dict[str, PrimaryShape] = {}
+        covered = 0
+        client: Any = self.target.client  # a RedisCluster (typed as Redis: RedisTarget)
+        with redis_errors(self.target.url):
+            ranges = client.cluster_slots()
+            info = client.cluster_info()
+        for (first, last), served in sorted(ranges.items()):
+            host, port = served["primary"][:2]
+            shape = primaries.setdefault(f"{text(host)}:{port}", PrimaryShape())
+            shape.slots += last - first + 1
+            for replica in served["replicas"]:
+                name = f"{text(replica[0])}:{replica[1]}"
+                if name not in shape.replicas:
+                    shape.replicas.append(name)
+            covered += last - first + 1
+        return ClusterShape(str(info.get("cluster_state", "?")), covered, primaries)
+
+    def slots(self, names: list[str]) -> list[int]:
+        """The cluster hash slot of each key (CLUSTER KEYSLOT, asked of the server)."""
+        with redis_errors(self.target.url):
+            client: Any = self.target.client  # a RedisCluster (typed as Redis: RedisTarget)
+            return [int(client.cluster_keyslot(name)) for name in names]
 
     def exists(self, key: str) -> bool:
         """Whether the key exists."""

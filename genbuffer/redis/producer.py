@@ -24,6 +24,7 @@ from genbuffer.redis.connection import RedisTarget, redis_errors, run_script
 from genbuffer.redis.events import Events
 from genbuffer.redis.held import HeldConnection, HeldConnectionLost
 from genbuffer.redis.meta import IsoClock
+from genbuffer.redis.split import SplitMeta
 from genbuffer.redis.transactions import chunk_bytes, push_transactions, total_bytes
 
 __all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
@@ -47,10 +48,14 @@ class PushResult:
 
 @lru_cache(maxsize=4096)
 def _cached_keys(
-    organization_id: int, generation_id: int, scenario_id: int | None, prefix: str
+    organization_id: int,
+    generation_id: int,
+    scenario_id: int | None,
+    prefix: str,
+    tagged: bool = False,
 ) -> tuple[str, str]:
     """(chunks key, meta key), built and validated once per generation."""
-    chunks = keys.chunks_key(organization_id, generation_id, scenario_id, prefix)
+    chunks = keys.chunks_key(organization_id, generation_id, scenario_id, prefix, tagged=tagged)
     return chunks, keys.meta_key(chunks)
 
 
@@ -79,24 +84,55 @@ def _sum_replies(replies: list[Any], appended: int, skipped: int) -> tuple[int, 
 class Producer:
     """Pushes chunks into the buffers of one Redis database, under one key prefix."""
 
-    def __init__(self, target: RedisTarget, *, ttl: int, max_len: int | None = None) -> None:
+    def __init__(
+        self, target: RedisTarget, *, ttl: int, max_len: int | None = None, tagged: bool = False
+    ) -> None:
         self.target = target
         self.ttl = ttl
         self.max_len = max_len
+        self.tagged = tagged  # GENERATION_KEY_TAGS: the template pushes write
         self.clock = IsoClock()
         self._push = target.register("push")
         self._push_one = target.register("push_one")
-        self._held = HeldConnection(target.client)
+        # one connection to one server: on a cluster each key has its node, so the
+        # client's routing is used instead
+        self._held = None if target.cluster else HeldConnection(target.client)
         self._expire_nx: bool | None = None
         self.events = Events(target, ttl=ttl)
+        self.split_meta = SplitMeta(target, ttl=ttl)
 
     def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
-        """The chunks key of a generation, prefix included."""
-        return _cached_keys(organization_id, generation_id, scenario_id, self.target.prefix)[0]
+        """The chunks key a push writes (the configured template), prefix included."""
+        return _cached_keys(
+            organization_id, generation_id, scenario_id, self.target.prefix, self.tagged
+        )[0]
+
+    def read_key_for(
+        self, organization_id: int, generation_id: int, scenario_id: int | None
+    ) -> str:
+        """The chunks key to read: of the two templates, the one whose list or meta hash
+        exists (the configured one first; old keys live out their TTL under the other),
+        else the configured one."""
+        names = [
+            self.key_for(organization_id, generation_id, scenario_id),
+            _cached_keys(
+                organization_id, generation_id, scenario_id, self.target.prefix, not self.tagged
+            )[0],
+        ]
+        with redis_errors(self.target.url):
+            pipe = self.target.client.pipeline(transaction=False)
+            for name in names:
+                pipe.exists(name)
+                pipe.exists(keys.meta_key(name))
+            there = pipe.execute()
+        if not there[0] and not there[1] and (there[2] or there[3]):
+            return names[1]
+        return names[0]
 
     def close(self) -> None:
         """Close the held connection (the next push opens another)."""
-        self._held.close()
+        if self._held is not None:
+            self._held.close()
 
     def push_chunk(
         self,
@@ -112,8 +148,10 @@ class Producer:
         With ``seq`` (the chunk's 0-based position in the stream) a retried push
         is recognised and skipped instead of duplicating the chunk.
         """
-        key, meta = _cached_keys(organization_id, generation_id, scenario_id, self.target.prefix)
-        if seq is not None:
+        key, meta = _cached_keys(
+            organization_id, generation_id, scenario_id, self.target.prefix, self.tagged
+        )
+        if seq is not None or self._held is None:
             return self.push_to_key(
                 key, [chunk], (organization_id, scenario_id, generation_id), seq=seq
             )
@@ -171,8 +209,17 @@ class Producer:
         org, scenario, generation = ids
         head = (self.ttl, self.clock.now(), org, "" if scenario is None else scenario, generation)
         url = self.target.url
+        if self.target.split(key):  # list then count, each in its slot (redis.split)
+            length, appended, pushed = self.split_meta.push(
+                key, chunks, head, batch_size=PUSH_BATCH, seq=seq
+            )
+            if appended == 0:
+                length = self.target.client.llen(key)
+            if self.max_len is not None and length > self.max_len:
+                self._warn_length(key, length)
+            return PushResult(key, length, appended, 0, pushed)
         with redis_errors(url):
-            if seq is None and self._has_expire_nx():
+            if seq is None and self._held is not None and self._has_expire_nx():
                 length, appended, pushed = push_transactions(
                     self._held, key, chunks, head, url=url, batch_size=PUSH_BATCH
                 )
@@ -218,6 +265,9 @@ class Producer:
         refused calls are a suffix of the group, and are sent again, in order.
         """
         client = self.target.client
+        if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
+            url = self.target.url
+            return [run_script(self._push, [key, meta], list(argv), url) for argv in group]
         replies: list[Any] = []
         for _ in range(3):
             pipe = client.pipeline(transaction=False)
@@ -268,8 +318,11 @@ class Producer:
         meta = keys.meta_key(key)
         client = self.target.client
         with redis_errors(self.target.url):
-            client.hset(meta, fields.FINISHED_AT, self.clock.now())
-            if client.ttl(meta) == -1:
-                client.expire(meta, self.ttl)
+            # a finish() retried after its announcement failed must not bring back, as a
+            # stray, a meta hash that a compaction has deleted with its list meanwhile
+            if client.exists(key) or client.exists(meta):
+                client.hset(meta, fields.FINISHED_AT, self.clock.now())
+                if client.ttl(meta) == -1:
+                    client.expire(meta, self.ttl)
         self.events.announce(organization_id, generation_id, scenario_id)
         return key

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import redis
 
-from genbuffer import keys
 from genbuffer.errors import RedisUnavailable, StreamChanged
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import (
@@ -26,6 +25,7 @@ from genbuffer.redis.connection import (
     text,
 )
 from genbuffer.redis.meta import BufferMeta, IsoClock
+from genbuffer.redis.split import SplitMeta
 from genbuffer.settings import mask_url
 
 __all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "CompactionProtocol"]
@@ -120,6 +120,7 @@ class CompactionProtocol:
         self._ack = target.register("ack")
         self._fail = target.register("fail")
         self._observe = target.register("observe")
+        self.split_meta = SplitMeta(target, ttl=ttl)
 
     def snapshot(
         self,
@@ -141,17 +142,23 @@ class CompactionProtocol:
         """
         stream, offset = held if held is not None else ("", 0)
         args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
+        # a split list's meta hash is read first (the order genbuffer.redis.split needs)
+        produced: dict[str, str] = {}
+        counter, has_meta = "", "0"
+        if self.target.split(key):
+            produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
+            counter, has_meta = produced.get(fields.CHUNK_COUNT, "-"), "1" if there else "0"
         with redis_errors(self.target.url):
             reply = run_script(
                 self._snapshot,
-                [key, keys.meta_key(key)],
-                [*args, "1" if read_only else "0", window, *shifts],
+                [key, self.target.state_of(key)],
+                [*args, "1" if read_only else "0", window, counter, has_meta, *shifts],
                 self.target.url,
             )
         if int(reply[0]) == 0:
             return BufferSnapshot(key=key, exists=False)
         flat = [text(item) for item in reply[2]]
-        meta = dict(zip(flat[::2], flat[1::2], strict=True))
+        meta = {**produced, **dict(zip(flat[::2], flat[1::2], strict=True))}
         return BufferSnapshot(
             key=key,
             exists=True,
@@ -211,7 +218,7 @@ class CompactionProtocol:
         as much); when a concurrent acknowledgement moved `trimmed`, read again.
         """
         first, last = span
-        meta = keys.meta_key(key)
+        meta = self.target.state_of(key)
         for _ in range(16):
             pipe = self.target.client.pipeline(transaction=True)
             pipe.hmget(meta, [fields.STREAM_ID, fields.TRIMMED])
@@ -241,12 +248,14 @@ class CompactionProtocol:
         Returns (chunks trimmed, keys deleted, chunks left).
         """
         with redis_errors(self.target.url):
-            trimmed, deleted, left = run_script(
+            trimmed, deleted, left, life = run_script(
                 self._ack,
-                [key, keys.meta_key(key)],
+                [key, self.target.state_of(key)],
                 [stream_id, persisted, 1 if delete else 0],
                 self.target.url,
             )
+        if int(deleted) and self.target.split(key):
+            self.split_meta.release(key, int(life))
         return int(trimmed), bool(int(deleted)), int(left)
 
     def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
@@ -256,20 +265,30 @@ class CompactionProtocol:
         """
         if not acks:
             return 0
+        if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
+            return sum(
+                self.acknowledge(key, stream, persisted, delete)[1]
+                for key, stream, persisted in acks
+            )
         with redis_errors(self.target.url):
             for _ in range(SCRIPT_RELOADS):
                 pipe = self.target.client.pipeline(transaction=False)
                 for key, stream_id, persisted in acks:
                     self._ack(
-                        keys=[key, keys.meta_key(key)],
+                        keys=[key, self.target.state_of(key)],
                         args=[stream_id, persisted, 1 if delete else 0],
                         client=pipe,
                     )
                 try:
-                    return sum(int(reply[1]) for reply in pipe.execute())
+                    replies = pipe.execute()
                 except redis.exceptions.NoScriptError:
                     # acknowledgements are idempotent: the whole pipeline is sent again
                     self.target.client.script_load(self._ack.script)
+                    continue
+                for (key, _, _), reply in zip(acks, replies, strict=True):
+                    if int(reply[1]) and self.target.split(key):
+                        self.split_meta.release(key, int(reply[3]))
+                return sum(int(reply[1]) for reply in replies)
         url = mask_url(self.target.url)
         raise RedisUnavailable(f"Redis at {url} keeps dropping genbuffer's Lua scripts (NOSCRIPT)")
 
@@ -290,7 +309,7 @@ class CompactionProtocol:
         with redis_errors(self.target.url):
             attempts, aside = run_script(
                 self._fail,
-                [keys.meta_key(key), key],
+                [self.target.state_of(key), key],
                 [line, limit, self.clock.now(), self.ttl, field_name],
                 self.target.url,
             )
@@ -299,4 +318,4 @@ class CompactionProtocol:
     def clear_failures(self, key: str) -> None:
         """Forget failed attempts (and a quarantine or orphan mark) after a compaction."""
         with redis_errors(self.target.url):
-            self.target.client.hdel(keys.meta_key(key), *fields.FAILURE_FIELDS)
+            self.target.client.hdel(self.target.state_of(key), *fields.FAILURE_FIELDS)

@@ -70,14 +70,20 @@ class Scanner:
             pipe.exists(chunks)
             pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
             pipe.object("idletime", chunks)
-        replies = pipe.execute(raise_on_error=False)
-        for index, (parts, chunks) in enumerate(found):
-            has_list, values, idle = replies[3 * index : 3 * index + 3]
-            if isinstance(has_list, Exception) or isinstance(values, Exception):
-                raise has_list if isinstance(has_list, Exception) else values
+            if self.target.split(chunks):  # genbuf's fields are beside the list
+                pipe.hmget(self.target.state_of(chunks), fields.DISCOVERY_FIELDS)
+        replies = iter(pipe.execute(raise_on_error=False))
+        for parts, chunks in found:
+            has_list, values, idle = next(replies), next(replies), next(replies)
+            own = next(replies) if self.target.split(chunks) else []
+            for reply in (has_list, values, own):
+                if isinstance(reply, Exception):
+                    raise reply
             if parts.is_meta and int(has_list):
                 continue  # the list is there too: reported once, from the list
             meta = {f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, values, strict=True) if v}
+            # genbuf's own fields, beside a split list: they win over the meta hash's
+            meta.update({f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, own) if v})  # noqa: B905
             yield FoundBuffer(
                 key=chunks,
                 organization_id=parts.organization_id,
@@ -124,7 +130,7 @@ class Scanner:
         with redis_errors(self.target.url):
             seen = run_script(
                 self._observe,
-                [key, keys.meta_key(key)],
+                [key, self.target.state_of(key)],
                 [self.clock.now(), self.ttl],
                 self.target.url,
             )

@@ -93,14 +93,23 @@ class Survey:
             pipe.object("idletime", chunks)
             pipe.memory_usage(chunks, samples=MEMORY_SAMPLES)
             pipe.memory_usage(meta)
+            if self.target.split(chunks):  # genbuf's fields are beside the list
+                pipe.hmget(self.target.state_of(chunks), STATUS_FIELDS)
         replies = pipe.execute(raise_on_error=False)
-        for index, (parts, chunks) in enumerate(found):
-            base = PER_BUFFER * index
-            length, values, list_pttl, meta_pttl = replies[base : base + 4]
-            for reply in (length, values, list_pttl, meta_pttl):
+        base = 0
+        for parts, chunks in found:
+            length, values, list_pttl, meta_pttl, idle, list_memory, meta_memory = replies[
+                base : base + PER_BUFFER
+            ]
+            base += PER_BUFFER
+            own: list[bytes | None] = []
+            if self.target.split(chunks):
+                own, base = replies[base], base + 1
+            for reply in (length, values, list_pttl, meta_pttl, own):
                 if isinstance(reply, Exception):
                     raise reply
             stored = {f: text(v) for f, v in zip(STATUS_FIELDS, values, strict=True) if v}
+            stored.update({f: text(v) for f, v in zip(STATUS_FIELDS, own, strict=False) if v})
             yield BufferFacts(
                 chunks,
                 parts.organization_id,
@@ -111,8 +120,8 @@ class Survey:
                 meta_pttl != -2,
                 _seconds(list_pttl),
                 _seconds(meta_pttl),
-                _known(replies[base + 4]),
-                _memory(replies[base + 5], replies[base + 6]),
+                _known(idle),
+                _memory(list_memory, meta_memory),
             )
 
     def _without_listed_metas(self, names: list[str]) -> list[str]:

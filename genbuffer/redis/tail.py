@@ -38,10 +38,13 @@ class Tailer:
         acknowledgement moved `trimmed` meanwhile, it is read again. Chunks below
         `trimmed` are gone (compacted): the page then starts at `trimmed`.
         """
-        meta = keys.meta_key(key)
+        meta = self.target.state_of(key)
         wanted = [fields.STREAM_ID, fields.TRIMMED, fields.FINISHED_AT]
         with redis_errors(self.target.url):
             trimmed = int(self.target.client.hget(meta, fields.TRIMMED) or 0)
+            marked = None  # a split list's producer marks the end in its own slot
+            if self.target.split(key):
+                marked = self.target.client.hget(keys.meta_key(key), fields.FINISHED_AT)
             while True:
                 start = max(position, trimmed) - trimmed
                 pipe = self.target.client.pipeline(transaction=True)
@@ -55,7 +58,7 @@ class Tailer:
                         chunks=list(chunks),
                         stream_id=None if stream is None else text(stream),
                         trimmed=trimmed,
-                        finished=finished is not None,
+                        finished=finished is not None or marked is not None,
                         exists=bool(exists),
                     )
                 trimmed = seen_trimmed

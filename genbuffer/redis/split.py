@@ -1,0 +1,106 @@
+"""An untagged list on a Redis Cluster: the app's meta hash lives in another slot.
+
+A Lua script may touch the keys of one slot only, and the app keeps writing
+``K`` and ``K:meta`` as named (no hash tag). So the fields genbuf owns (stream
+id, ``trimmed``, failures) live in ``{K}:genbuf`` beside the list (same slot,
+one script for both), and the producer's fields stay in ``K:meta``, read on
+their own. Why that keeps invariant 1 (no chunk lost, none twice):
+
+- Every producer appends to the list before it counts in the meta hash (the app's
+  ``RPUSH`` then ``HINCRBY``; ``push`` here: ``push_list.lua``, then
+  ``push_meta.lua``). Compaction reads the meta hash *before* the script that
+  snapshots the list, so the counter it sees never exceeds what the list holds plus
+  what was trimmed: a chunk is never taken for vanished because its count arrived
+  first, and chunks that did vanish (expired, lost in a failover) still show as a
+  counter ahead of the list (``chunk_count_mismatch``, never silent).
+- Positions, the stream id and acknowledgements live beside the list and change in
+  one script with it, exactly as in the one-slot layout: what is trimmed is what a
+  committed transaction holds.
+- A deleted buffer (``--delete``) loses list and ``{K}:genbuf`` in one script; the
+  meta hash then gives up the deleted life's count (``release_meta.lua``): a
+  producer that began the next life in between keeps the chunks it counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any
+
+from genbuffer import keys
+from genbuffer.errors import UsageError
+from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, text
+from genbuffer.redis.transactions import total_bytes
+
+__all__ = ["SplitMeta"]
+
+
+class SplitMeta:
+    """The app's meta hash of an untagged list on a cluster: read, counted, released."""
+
+    def __init__(self, target: RedisTarget, *, ttl: int) -> None:
+        self.target = target
+        self.ttl = ttl
+        self._list = target.register("push_list")
+        self._meta = target.register("push_meta")
+        self._release = target.register("release_meta")
+
+    def read(self, chunks: str, lease: int) -> tuple[dict[str, str], bool]:
+        """The meta hash (every field) and whether it exists; one that would expire within
+        ``lease`` seconds is extended to it (it must outlive the compaction reading it)."""
+        meta = keys.meta_key(chunks)
+        with redis_errors(self.target.url):
+            pipe = self.target.client.pipeline(transaction=False)
+            pipe.hgetall(meta)
+            pipe.ttl(meta)
+            values, ttl = pipe.execute()
+            if 0 <= int(ttl) < lease:
+                self.target.client.expire(meta, lease)
+        return {text(k): text(v) for k, v in values.items()}, int(ttl) != -2
+
+    def release(self, chunks: str, life: int) -> None:
+        """After list and genbuf's hash were deleted: drop ``life`` chunks off the count."""
+        with redis_errors(self.target.url):
+            run_script(self._release, [keys.meta_key(chunks)], [life], self.target.url)
+
+    def push(
+        self,
+        key: str,
+        chunks: Iterable[bytes | str],
+        head: tuple[Any, ...],
+        *,
+        batch_size: int,
+        seq: int | None = None,
+    ) -> tuple[int, int, int]:
+        """Append ``chunks`` (list first, then the count: the order the module relies on).
+
+        ``head`` is (ttl, now, org, scenario or '', generation). Returns (list length,
+        chunks appended, bytes)."""
+        if seq is not None:
+            raise UsageError(
+                f"sequenced pushes to {key} need list and meta hash in one slot on a "
+                "Redis Cluster: the hash-tagged key template, GENERATION_KEY_TAGS=true",
+                hint="set GENERATION_KEY_TAGS=true, or push without sequence numbers",
+            )
+        ttl, now, org, scenario, generation = head
+        state, meta = keys.state_key(key), keys.meta_key(key)
+        length = appended = pushed = 0
+        batch: list[bytes | str] = []
+        url = self.target.url
+        with redis_errors(url):
+            for chunk in chain(chunks, [None]):
+                if chunk is not None:
+                    batch.append(chunk)
+                    if len(batch) < batch_size:
+                        continue
+                if not batch:
+                    break
+                size = total_bytes(batch)
+                length = int(run_script(self._list, [key, state], [ttl, *batch], url))
+                created = "1" if length == len(batch) else "0"
+                argv = [ttl, now, org, scenario, generation, len(batch), size, created]
+                run_script(self._meta, [meta], argv, url)
+                appended += len(batch)
+                pushed += size
+                batch = []
+        return length, appended, pushed
