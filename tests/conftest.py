@@ -1,4 +1,5 @@
-"""Fixtures that choose the backend: embedded (fakeredis + SQLite) or the real servers.
+"""Fixtures that choose the backend: embedded (fakeredis + SQLite), the real servers, or a
+real Redis Cluster started by the tests.
 
 The same tests run on both. A test that needs a real server skips, with the
 reason, when the server is absent, except under CI=true, where it fails.
@@ -27,6 +28,7 @@ from genbuffer.db.repository import Repository
 from genbuffer.redis import GenerationBuffer
 from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
+from tests.support.cluster import LocalCluster
 from tests.support.urls import (
     IN_CI,
     MARIADB_ADMIN_URL,
@@ -155,6 +157,60 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+def require_cluster_binaries() -> None:
+    """Skip (fail under CI) unless redis-server and redis-cli are installed."""
+    import shutil  # noqa: PLC0415
+
+    missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
+    if missing:
+        message = f"a Redis Cluster needs {', '.join(missing)}, which is not installed"
+        if IN_CI:
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real 3-primary Redis Cluster on loopback ports, for the whole session."""
+    require_cluster_binaries()
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: LocalCluster) -> Iterator[str]:
+    """A key prefix on the cluster owned by one test; its keys (on every primary, and
+    genbuf's own ``{K}:genbuf`` hashes) are removed afterwards."""
+    prefix = f"genbuf-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    escaped = prefix.replace(":", r"\:")
+    for pattern in (escaped + "*", "{" + escaped + "*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+    client.close()
+
+
+def _cluster_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    cluster = request.getfixturevalue("redis_cluster")
+    return {
+        "REDIS_CLUSTER_NODES": cluster.nodes,
+        "REDIS_PREFIX": request.getfixturevalue("cluster_prefix"),
+        "DATABASE_URL": request.getfixturevalue("pg_database"),
+        "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
+    }
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The backends of ``stack``; a module with ``ON_CLUSTER = True`` adds the cluster."""
+    if "stack" in metafunc.fixturenames:
+        backends = ["embedded", "servers", "mariadb"]
+        if getattr(metafunc.module, "ON_CLUSTER", False):
+            backends.append("cluster")
+        metafunc.parametrize("stack", backends, indirect=True)
+
+
 @dataclass
 class Stack:
     """Settings, adapters and a CLI runner bound to one backend."""
@@ -237,7 +293,7 @@ def _embedded_stack(tmp_path: Path) -> Stack:
     return Stack(name="embedded", env=env, tmp_path=tmp_path)
 
 
-@pytest.fixture(params=["embedded", "servers", "mariadb"])
+@pytest.fixture  # its backends: pytest_generate_tests
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """The same test on fakeredis + SQLite, the real Redis + PostgreSQL, fakeredis + MariaDB."""
     if request.param == "embedded":
@@ -246,6 +302,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         env = _embedded_env(tmp_path)
         env["DATABASE_URL"] = request.getfixturevalue("mariadb_database")
         built = Stack(name="mariadb", env=env, tmp_path=tmp_path)
+    elif request.param == "cluster":
+        built = Stack(name="cluster", env=_cluster_env(request, tmp_path), tmp_path=tmp_path)
     else:
         built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
     yield built
@@ -272,6 +330,14 @@ def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """Only the real Redis Cluster (3 primaries) + PostgreSQL."""
+    built = Stack(name="cluster", env=_cluster_env(request, tmp_path), tmp_path=tmp_path)
+    yield built
+    built.close()
+
+
+@pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Stack]:
     """Only the embedded backend, for tests about logic rather than servers."""
     built = _embedded_stack(tmp_path)
@@ -281,7 +347,14 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
 
 # -- reporting: how many tests ran against the real servers ---------------------------
 
-_REDIS_FIXTURES = {"redis_prefix", "servers", "private_redis", "scrub_redis"}
+_REDIS_FIXTURES = {
+    "redis_prefix",
+    "servers",
+    "private_redis",
+    "scrub_redis",
+    "redis_cluster",
+    "cluster",
+}
 _PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
 _MARIADB_FIXTURES = {"mariadb_database", "empty_mariadb_database"}
 _server_outcomes: dict[str, dict[str, int]] = {
@@ -295,7 +368,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
-        on_servers = callspec is not None and callspec.params.get("stack") == "servers"
+        on_servers = callspec is not None and callspec.params.get("stack") in {"servers", "cluster"}
         if on_servers or names & _REDIS_FIXTURES:
             item.add_marker(pytest.mark.redis_server)
         uses_pg = callspec is not None and callspec.params.get("kind") == "postgres"

@@ -38,3 +38,11 @@ def audit_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def sequenced(stack: Stack) -> Stack:
+    """A stack whose pushes may carry sequence numbers: on a cluster that takes the
+    hash-tagged template (list and meta in one slot); call before using the buffer."""
+    if stack.name == "cluster":
+        stack.env["GENERATION_KEY_TAGS"] = "true"
+    return stack

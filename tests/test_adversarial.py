@@ -421,10 +421,13 @@ def test_a_closed_standard_stream_is_one_line(tmp_path: Path, command: str, said
 
 
 def test_a_meta_hash_holding_only_finished_at_is_left_alone(stack: Stack) -> None:
-    """finish() after a --delete leaves a meta hash with only finished_at: cron skips it
-    (nothing ever counted in it) instead of failing on it every run."""
+    """finish() after a --delete brings back nothing; a meta hash with only finished_at
+    (a producer's late HSET) is skipped by cron (nothing ever counted in it) instead of
+    failing on it every run."""
     gen = stack.repository.create_generation(ORG)
-    stack.buffer.finish(ORG, gen)
+    key = stack.buffer.finish(ORG, gen)
+    assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+    stack.buffer.client.hset(keys.meta_key(key), "finished_at", "2026-01-01T00:00:00Z")
     done = stack.cli("compact-pending", "--json")
     out = json.loads(done.stdout)
     assert done.exit_code == 0 and (out["skipped_empty"], out["failed"]) == (1, 0)

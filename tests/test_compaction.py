@@ -11,9 +11,11 @@ import pytest
 from genbuffer.db import transaction
 from genbuffer.errors import ForeignArtifact, GenerationNotFound, NothingToCompact
 from tests.conftest import Stack
-from tests.helpers import audit_lines, compact, stored_bytes
+from tests.helpers import audit_lines, compact, sequenced, stored_bytes
 
 DOC = {"title": "Plan", "steps": ["añadir", "probar"], "score": 0.75}
+
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
 
 
 def _push_json(stack: Stack, org: int, gen: int, text: str, size: int = 7, **kw: object) -> bytes:
@@ -308,6 +310,7 @@ def test_list_expired_and_recreated_keeps_positions_right(stack: Stack) -> None:
 
 def test_sequence_gap_is_reported(stack: Stack) -> None:
     """A producer that skipped sequence numbers: persisted, but ok=false with sequence_gap."""
+    sequenced(stack)
     gen = stack.repository.create_generation(17)
     stack.buffer.push_chunk(17, gen, b"[1", seq=0)
     stack.buffer.push_chunk(17, gen, b"]", seq=2)

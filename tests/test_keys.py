@@ -43,7 +43,7 @@ def test_scan_pattern_escapes_glob_characters_in_the_prefix() -> None:
     """Glob characters in a prefix are escaped so SCAN matches them literally."""
     assert (
         keys.scenario_scan_pattern(1, 2, "a*b?[c]")
-        == r"a\*b\?\[c\]app:scenario_planning:org:1:scenario:*:generation:2:chunks*"
+        == r"a\*b\?\[c\]*app:scenario_planning:org:1:scenario:*:generation:2:chunks*"
     )
 
 
@@ -65,11 +65,11 @@ def test_discovery_patterns_and_prefixes_are_pinned() -> None:
     """The SCAN patterns of discovery, and how a key found elsewhere names its prefix."""
     assert (
         keys.all_buffers_scan_pattern("laravel_database_")
-        == "laravel_database_app:scenario_planning:org:*:generation:*:chunks*"
+        == "laravel_database_*app:scenario_planning:org:*:generation:*:chunks*"
     )
     assert (
         keys.all_buffers_scan_pattern("a*b")
-        == r"a\*bapp:scenario_planning:org:*:generation:*:chunks*"
+        == r"a\*b*app:scenario_planning:org:*:generation:*:chunks*"
     )
     assert keys.any_prefix_scan_pattern() == "*app:scenario_planning:org:*:generation:*:chunks*"
     found = "laravel-database-app:scenario_planning:org:12:scenario:3:generation:57:chunks:meta"
@@ -91,3 +91,26 @@ def test_validate_id_takes_plain_ascii_digits(good: str) -> None:
     ):
         with pytest.raises(UsageError):
             keys.validate_id(bad)
+
+
+def test_the_tagged_template_shares_a_slot_and_parses_back() -> None:
+    """`{prefix}{app:…:chunks}` and its `:meta` hash on the same tag; both templates parse
+    to the same ids (tagged or not), and genbuf's own hash of an untagged list is tagged
+    with the whole list key (the slot of an untagged key is its whole name)."""
+    plain = keys.chunks_key(7, 8, None, "laravel_database_")
+    tagged = keys.chunks_key(7, 8, None, "laravel_database_", tagged=True)
+    assert tagged == "laravel_database_{app:scenario_planning:org:7:generation:8:chunks}"
+    assert keys.hash_tag(tagged) == keys.hash_tag(keys.meta_key(tagged)) == plain[17:]
+    assert keys.hash_tag(plain) is None and keys.hash_tag("a{}b{c}") is None
+    assert keys.hash_tag(keys.state_key(plain)) == plain
+    assert keys.parse_chunks_key(tagged, "laravel_database_") == keys.KeyParts(
+        7, None, 8, is_meta=False, tagged=True
+    )
+    assert keys.parse_chunks_key(keys.meta_key(tagged), "laravel_database_") == keys.KeyParts(
+        7, None, 8, is_meta=True, tagged=True
+    )
+    assert keys.prefix_of(keys.meta_key(tagged)) == "laravel_database_"
+    # neither genbuf's own hash nor a half tag is a buffer key
+    assert keys.parse_chunks_key(keys.state_key(plain), "") is None
+    assert keys.parse_chunks_key("{app:scenario_planning:org:7:generation:8:chunks", "") is None
+    assert keys.prefix_of(keys.state_key(plain)) is None

@@ -10,7 +10,8 @@ promotion RESTOREs them, so the buffer goes back to what the replica had (chunks
 pushed since are gone without a trace; once the row holds more than the replica
 had, a compaction may stop with stream_diverged and then never writes again).
 Sequenced examples push with `seq` and retry their last push as a producer does
-after a lost reply. Runs on fakeredis + SQLite and on the real Redis + PostgreSQL.
+after a lost reply. Runs on fakeredis + SQLite, on the real Redis + PostgreSQL, and on a real Redis
+Cluster with the app's untagged keys (genbuffer.redis.split).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from genbuffer.faults import STEPS, FaultPlan, SimulatedCrash
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
 ORG = 31
 # 40 in make test; a longer hunt: STATE_MACHINE_EXAMPLES=1000 pytest tests/test_state_machine.py
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "40"))
@@ -57,7 +60,10 @@ class CompactionMachine(RuleBasedStateMachine):
         self.pending: list[bytes] = []
         self.loss_owed = False
         self.key = keys.chunks_key(ORG, self.gen, None, self.stack.buffer.prefix)
-        self.names = [self.key, keys.meta_key(self.key)]
+        # on a cluster genbuf's own hash beside the list, {K}:genbuf, is a third key
+        self.names = sorted(
+            {self.key, keys.meta_key(self.key), self.stack.buffer.target.state_of(self.key)}
+        )
         self.sequenced = False
         self.next_seq = 0
         self.last_push: tuple[int, list[bytes]] | None = None
@@ -80,8 +86,9 @@ class CompactionMachine(RuleBasedStateMachine):
 
     @initialize(sequenced=st.booleans())
     def choose_producer(self, sequenced: bool) -> None:
-        """A producer that numbers its chunks (and retries), or one that does not."""
-        self.sequenced = sequenced
+        """A producer that numbers its chunks (and retries), or one that does not (the
+        only kind on a cluster's untagged keys: sequence numbers need one slot)."""
+        self.sequenced = sequenced and self.stack.name != "cluster"
 
     def _push(self, chunks: list[bytes]) -> None:
         if self.sequenced:
@@ -217,7 +224,8 @@ class CompactionMachine(RuleBasedStateMachine):
         """
         assert self.replica is not None
         copy, pending, persisted_then, counting = self.replica
-        if self.meta_lost_since_copy or (self.key in copy and keys.meta_key(self.key) not in copy):
+        own = {keys.meta_key(self.key), self.stack.buffer.target.state_of(self.key)}
+        if self.meta_lost_since_copy or (self.key in copy and not own <= set(copy)):
             self.replica = None
             return
         client = self.stack.buffer.client
@@ -274,7 +282,7 @@ class CompactionMachine(RuleBasedStateMachine):
     @rule()
     def expire_everything(self) -> None:
         """Both keys expire: whatever was pending is gone without a trace."""
-        self.stack.buffer.keyspace.delete([self.key, keys.meta_key(self.key)])
+        self.stack.buffer.keyspace.delete(self.names)
         self.counting = True  # a new buffer life starts from nothing
         self.may_diverge = self.may_diverge and self.replica is not None
         self.retry_in_list = False

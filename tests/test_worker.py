@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from genbuffer.worker import Worker, WorkerOptions
-from tests.conftest import Stack
+from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import stored_bytes
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
 
@@ -107,12 +107,20 @@ def test_a_duplicate_delivery_is_harmless(embedded: Stack) -> None:
     assert stored_bytes(embedded, gen) == b"".join(_chunks(gen))
 
 
+@pytest.fixture(params=["servers", "cluster"])
+def backend(request: pytest.FixtureRequest) -> Stack:
+    """The real Redis, then the real Redis Cluster (each with PostgreSQL)."""
+    stack: Stack = request.getfixturevalue(request.param)
+    return stack
+
+
 @pytest.mark.slow
-def test_a_fleet_with_a_worker_killed(servers: Stack, tmp_path: Path) -> None:
+def test_a_fleet_with_a_worker_killed(backend: Stack, tmp_path: Path) -> None:
     """Three worker processes, 200 announced generations and 50 a plain producer left
     idle; one worker is killed with kill -9 mid-run: all 250 byte-exact, no buffer left,
-    and the other two stop with exit 0 on SIGTERM."""
-    env = servers.env
+    and the other two stop with exit 0 on SIGTERM. On one Redis and on a 3-primary
+    Redis Cluster (the app's untagged keys)."""
+    env = backend.env
     args = [
         "worker",
         "--json",
@@ -133,14 +141,14 @@ def test_a_fleet_with_a_worker_killed(servers: Stack, tmp_path: Path) -> None:
         )
 
     def produce(index: int) -> int:
-        gen = servers.repository.create_generation(ORG)
+        gen = backend.repository.create_generation(ORG)
         if index < 200:
-            servers.buffer.push_many(ORG, gen, _chunks(gen))
-            servers.buffer.finish(ORG, gen)
+            backend.buffer.push_many(ORG, gen, _chunks(gen))
+            backend.buffer.finish(ORG, gen)
         else:
-            key = servers.buffer.key_for(ORG, gen, None)
-            servers.buffer.client.rpush(key, *_chunks(gen))
-            servers.buffer.client.hset(key + ":meta", "last_chunk_at", "2020-01-01T00:00:00Z")
+            key = backend.buffer.key_for(ORG, gen, None)
+            backend.buffer.client.rpush(key, *_chunks(gen))
+            backend.buffer.client.hset(key + ":meta", "last_chunk_at", "2020-01-01T00:00:00Z")
         return gen
 
     # the first worker starts alone and is at work (it has logged) before the others
@@ -159,19 +167,23 @@ def test_a_fleet_with_a_worker_killed(servers: Stack, tmp_path: Path) -> None:
                 fleet[0].kill()  # kill -9, in the middle of its work
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if all(stored_bytes(servers, g) is not None for g in gens) and not any(
-                servers.buffer.keyspace.generation_keys(ORG, g) for g in gens[-5:]
+            if all(stored_bytes(backend, g) is not None for g in gens) and not any(
+                backend.buffer.keyspace.generation_keys(ORG, g) for g in gens[-5:]
             ):
                 break
             time.sleep(0.2)
         for gen in gens:
-            assert stored_bytes(servers, gen) == b"".join(_chunks(gen)), gen
-        assert all(servers.buffer.keyspace.generation_keys(ORG, g) == [] for g in gens)
+            assert stored_bytes(backend, gen) == b"".join(_chunks(gen)), gen
+        assert all(backend.buffer.keyspace.generation_keys(ORG, g) == [] for g in gens)
     finally:
         for process in fleet[1:]:
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=60) for process in fleet[1:]]
         fleet[0].wait(timeout=10)
+    SUMMARY_LINES.append(
+        f"worker fleet [{backend.name}]: {len(gens)} generations byte-exact, no buffer left, "
+        f"worker 1 killed (kill -9) at 100, the others' SIGTERM exit codes {codes}"
+    )
     assert codes == [0, 0]
     assert fleet[0].returncode == -signal.SIGKILL
     assert logs[0].read_text()  # it was at work when it was killed

@@ -1,0 +1,224 @@
+"""A real Redis Cluster on loopback ports, started by the tests (fakeredis has none).
+
+``LocalCluster(directory, primaries=3, replicas=0).start()`` runs one
+``redis-server --cluster-enabled yes`` per node, joins them with
+``redis-cli --cluster create`` and waits until every node says ``cluster_state:ok``
+(well under a second for three). ``kill``, ``restart`` and ``failover`` are the faults
+the chaos run injects.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def cluster_port() -> int:
+    """A port whose cluster bus port (+10000) is free too; at most 55535, as Redis asks."""
+    while True:
+        port = random.randint(20000, 45000)
+        if all(_free(p) for p in (port, port + 10000)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalCluster:
+    """Cluster nodes as child processes, each with its own directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        primaries: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 1000,
+        appendonly: bool = False,
+    ) -> None:
+        for binary in ("redis-server", "redis-cli"):
+            if shutil.which(binary) is None:
+                raise RuntimeError(f"{binary} is not installed")
+        self.directory = directory
+        self.primaries = primaries
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.appendonly = appendonly
+        self.ports = [cluster_port() for _ in range(primaries * (1 + replicas))]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def nodes(self) -> str:
+        """REDIS_CLUSTER_NODES for this cluster (every node a seed)."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def _spawn(self, port: int) -> None:
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(node_dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                # a replica may take over however long its link was down (availability
+                # first, as a chaos run wants: what it lacks is then reported)
+                "--cluster-replica-validity-factor",
+                "0",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--save",
+                "",
+                "--logfile",
+                str(node_dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ping(port)
+
+    def _wait_ping(self, port: int, seconds: float = 15) -> None:
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                client.ping()
+                client.close()
+                return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def start(self) -> LocalCluster:
+        """Start every node, create the cluster, wait until it serves every slot."""
+        for port in self.ports:
+            self._spawn(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, seconds: float = 30) -> None:
+        """Until every live node says cluster_state:ok and agrees on the primaries."""
+        deadline = time.monotonic() + seconds
+        while True:
+            states = []
+            for port in self.live_ports():
+                try:
+                    info = redis.Redis(port=port, socket_timeout=1).cluster("info")
+                    states.append(str(info.get("cluster_state", "")))
+                except redis.exceptions.RedisError:
+                    states.append("down")
+            if states and all(state == "ok" for state in states) and self._replicas_linked():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not ok after {seconds}s: {states}")
+            time.sleep(0.1)
+
+    def _replicas_linked(self) -> bool:
+        """Whether every live replica has finished syncing with its primary."""
+        for port in self.live_ports():
+            try:
+                info = redis.Redis(port=port, socket_timeout=1).info("replication")
+            except redis.exceptions.RedisError:
+                return False
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def live_ports(self) -> list[int]:
+        """Ports of the nodes whose process runs."""
+        return [p for p, proc in self.processes.items() if proc.poll() is None]
+
+    def roles(self) -> dict[int, str]:
+        """'master' or 'slave' for each live node, as the node itself says."""
+        found: dict[int, str] = {}
+        for port in self.live_ports():
+            try:
+                found[port] = str(
+                    redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
+                )
+            except redis.exceptions.RedisError:
+                found[port] = "down"
+        return found
+
+    def fail_over(self, port: int, seconds: float = 60) -> int:
+        """Kill -9 the primary at ``port`` and wait until a replica took over its slots
+        (after the node timeout) and the cluster serves every slot again; the promoted
+        replica's port. Restarting the killed node earlier would let it come back, empty,
+        as the primary it was."""
+        replicas = self.replicas_of(port)
+        self.kill(port)
+        deadline = time.monotonic() + seconds
+        while True:
+            promoted = [p for p in replicas if self.roles().get(p) == "master"]
+            if promoted:
+                self.wait_ok(seconds)  # (the killed primary's replicas: none left)
+                return promoted[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica of {port} took over in {seconds}s")
+            time.sleep(0.1)
+
+    def replicas_of(self, port: int) -> list[int]:
+        """Ports of the live replicas that replicate the primary at ``port``."""
+        found = []
+        for other in self.live_ports():
+            try:
+                info = redis.Redis(port=other, socket_timeout=1).info("replication")
+            except redis.exceptions.RedisError:
+                continue
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+                found.append(other)
+        return found
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crash would."""
+        process = self.processes.get(port)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins from its nodes.conf)."""
+        self.kill(port)
+        self._spawn(port)
+
+    def stop(self) -> None:
+        """Kill every node and remove nothing (the caller's tmp directory goes)."""
+        for port in list(self.processes):
+            self.kill(port)

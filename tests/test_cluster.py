@@ -1,0 +1,153 @@
+"""genbuf on a real 3-primary Redis Cluster: the app's untagged keys from a PHP
+RedisCluster producer, the tagged template, and what a cluster refuses.
+
+The compaction, buffer and state-machine suites run on the cluster too (their
+``ON_CLUSTER``); the worker fleet with kill -9 in test_worker; the failover chaos
+run in tests/chaos_cluster.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from genbuffer import keys
+from genbuffer.errors import UsageError
+from tests.conftest import Stack
+from tests.helpers import stored_bytes
+from tests.support.runner import run_genbuf
+from tests.support.urls import REPO_ROOT
+from tests.test_laravel import require_php
+
+ORG = 12
+CHUNKS = [
+    b'{"plan": "Lisboa ',
+    "ñ".encode()[:1],
+    "ñ".encode()[1:] + b' \xf0\x9f\x9a\x80",',
+    b' "n": 2}\n',
+]
+
+
+def _php_produce(stack: Stack, tmp_path: Path, first: int, count: int, mode: str) -> list[str]:
+    """Run tests/php/cluster_producer.php; the keys it wrote (prefix included)."""
+    chunks_file = tmp_path / "chunks.b64"
+    chunks_file.write_text("".join(base64.b64encode(c).decode() + "\n" for c in CHUNKS))
+    produced = subprocess.run(
+        [
+            "php",
+            str(REPO_ROOT / "tests" / "php" / "cluster_producer.php"),
+            stack.env["REDIS_CLUSTER_NODES"],
+            stack.env["REDIS_PREFIX"],
+            str(ORG),
+            str(first),
+            str(count),
+            "3600",
+            mode,
+            str(chunks_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return produced.stdout.splitlines()
+
+
+def _genbuf(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_genbuf(list(args), stack.env)
+
+
+@pytest.mark.slow
+def test_php_cluster_producer_keys_are_compacted_byte_exact(cluster: Stack, tmp_path: Path) -> None:
+    """A PHP RedisCluster producer with the app's prefix writes untagged keys (list and
+    meta hash in different slots), and the tagged template: compact-generation --delete,
+    inspect-generation, compact-pending and test-redis-buffer all succeed as processes,
+    byte-exact, no key left, no CROSSSLOT."""
+    require_php()
+    gens = [cluster.repository.create_generation(ORG) for _ in range(6)]
+    untagged = _php_produce(cluster, tmp_path, gens[0], 2, "meta")
+    plain = _php_produce(cluster, tmp_path, gens[2], 2, "nometa")
+    tagged = _php_produce(cluster, tmp_path, gens[4], 2, "tagged")
+    prefix = cluster.env["REDIS_PREFIX"]
+    assert untagged[0] == keys.chunks_key(ORG, gens[0], None, prefix)
+    assert tagged[0] == keys.chunks_key(ORG, gens[4], None, prefix, tagged=True)
+    slot = cluster.buffer.keyspace.slots
+    assert slot([untagged[0]]) != slot([keys.meta_key(untagged[0])])  # the app's two slots
+    assert slot([tagged[0]]) == slot([keys.meta_key(tagged[0])])
+
+    inspected = json.loads(
+        _genbuf(cluster, "inspect-generation", str(ORG), str(gens[0]), "--json").stdout
+    )
+    assert {k["key"] for k in inspected["keys"]} == {untagged[0], keys.meta_key(untagged[0])}
+    for gen in (gens[0], gens[4]):
+        done = _genbuf(cluster, "compact-generation", str(ORG), str(gen), "--delete", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["deleted"]
+    pending = _genbuf(cluster, "compact-pending", "--idle", "1s", "--json")
+    assert pending.returncode == 0, pending.stderr
+    assert json.loads(pending.stdout)["compacted"] == 4  # the rest, idle since pushed
+    for gen in gens:
+        assert stored_bytes(cluster, gen) == b"".join(CHUNKS), gen
+        keys_left = json.loads(
+            _genbuf(cluster, "inspect-generation", str(ORG), str(gen), "--json").stdout
+        )
+        assert keys_left["keys"] == []
+    smoke = _genbuf(cluster, "test-redis-buffer", "--json")
+    assert smoke.returncode == 0, smoke.stdout
+    checks = {c["name"]: c["ok"] for c in json.loads(smoke.stdout)["checks"]}
+    assert checks["one slot"] and checks["read back"] and checks["clean-up"]
+    assert all("CROSSSLOT" not in run for run in (pending.stderr, smoke.stderr))
+    assert plain  # both of the plain producer's lists were among compact-pending's
+
+
+def test_sequenced_pushes_need_the_tagged_template(cluster: Stack) -> None:
+    """Sequence numbers need list and counters in one slot: untagged keys refuse them
+    with the setting to use; the tagged template takes them, idempotent."""
+    with pytest.raises(UsageError, match="GENERATION_KEY_TAGS"):
+        cluster.buffer.push_many(ORG, 900, [b"a"], seq=0)
+    cluster.env["GENERATION_KEY_TAGS"] = "true"
+    tagged = Stack(name="cluster", env=cluster.env, tmp_path=cluster.tmp_path)
+    try:
+        tagged.buffer.push_many(ORG, 901, [b"a", b"b"], seq=0)
+        again = tagged.buffer.push_many(ORG, 901, [b"b", b"c"], seq=1)
+        assert (again.appended, again.skipped) == (1, 1)
+        key = tagged.buffer.key_for(ORG, 901, None)
+        assert key.endswith("}") and tagged.buffer.client.lrange(key, 0, -1) == [b"a", b"b", b"c"]
+    finally:
+        tagged.close()
+
+
+def test_a_prefix_with_braces_is_refused_on_a_cluster(cluster: Stack) -> None:
+    """Only the first {…} is hashed: a prefix holding one would put every key in one slot."""
+    done = run_genbuf(["test-redis-buffer"], {**cluster.env, "REDIS_PREFIX": "app{1}:"})
+    assert done.returncode == 2
+    assert "brace" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_scan_covers_every_primary(cluster: Stack, redis_cluster: object) -> None:
+    """Discovery finds buffers on all three primaries (SCAN asks each one)."""
+    gens = range(1000, 1060)
+    for gen in gens:
+        cluster.buffer.push_chunk(ORG, gen, b"x")
+    owners = set()
+    client = cluster.buffer.client
+    assert isinstance(client, redis.RedisCluster)
+    for gen in gens:
+        owners.add(client.get_node_from_key(cluster.buffer.key_for(ORG, gen, None)).port)
+    assert len(owners) == 3
+    found = {b.generation_id for b in cluster.buffer.scan.discover()}
+    assert found == set(gens)
+
+
+def test_config_show_and_doctor_describe_the_cluster(cluster: Stack) -> None:
+    """config show and doctor name the cluster's primaries, replicas and slot coverage."""
+    shown = json.loads(_genbuf(cluster, "config", "show", "--json").stdout)
+    assert shown["redis"]["cluster"]["primaries"] == 3
+    assert shown["redis"]["cluster"]["slots_covered"] == 16384
+    doctor = json.loads(_genbuf(cluster, "doctor", "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "cluster"]
+    assert check["status"] == "ok" and "3 primaries" in check["message"]
