@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv demo test test-fast test-lowest lint format bench chaos clean
+.PHONY: venv demo test test-fast test-lowest lint format bench chaos chaos-cluster clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: venv
 
 chaos: venv
 	$(PY) -m tests.chaos --chunks 5000 --generations 20 --kills 50 --duration 60
+
+# six Redis Cluster nodes, three workers killed and restarted, primaries failed over
+chaos-cluster: venv
+	$(PY) -m tests.chaos_cluster --generations 200 --chunks 30 --kills 10 --failovers 4 --duration 60
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
