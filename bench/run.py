@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -905,6 +906,227 @@ def bench_status(b: Bench) -> None:
     b.sql("DELETE FROM scenario_generations WHERE organization_id = %s", (STATUS_ORG,))
 
 
+# -- 9. a fleet of workers: one node and a Redis Cluster ----------------------------------
+
+WORKER_ORG = 9999
+FLEET = (1, 2, 4)
+
+
+class _Fleet:
+    """Workers (genbuf's or the raw script's) against one Redis target, and their work."""
+
+    def __init__(self, b: Bench, nodes: str | None) -> None:
+        self.b = b
+        self.nodes = nodes  # REDIS_CLUSTER_NODES, or None: the single Redis
+        self.prefix = f"genbuf-bench:{uuid.uuid4().hex[:8]}:"
+        self.settings = Settings(
+            redis_url=REDIS_URL,
+            redis_cluster_nodes=nodes,
+            redis_prefix=self.prefix,
+            database_url=b.pg_dsn,
+            generation_chunks_backup=False,
+            metadata_validation_log=Path(tempfile.mkdtemp()) / "audit.log",
+        )
+        self.buffer = GenerationBuffer.from_settings(self.settings)
+        self.client = self.buffer.client
+        self.env = {
+            **os.environ,
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": self.prefix,
+            "DATABASE_URL": b.pg_dsn,
+            "GENERATION_CHUNKS_BACKUP": "false",
+            "METADATA_VALIDATION_LOG": str(self.settings.metadata_validation_log),
+            **({"REDIS_CLUSTER_NODES": nodes} if nodes else {}),
+        }
+        self.raw_stream = f"{self.prefix}raw:events"
+        self.raw_target = f"cluster:{nodes.split(',')[0]}" if nodes else REDIS_URL
+        self.ids: list[int] = []
+
+    def flush(self) -> None:
+        """Remove this fleet's keys (on every primary of a cluster)."""
+        for key in list(self.client.scan_iter(match=self.prefix.replace(":", "\\:") + "*")):
+            self.client.delete(key)
+
+    def fill(self, gens: int, chunks: int) -> None:
+        """``gens`` new rows, each with a buffer of ``chunks`` chunks (not announced)."""
+        self.flush()
+        self.ids = [self.b.repository.create_generation(WORKER_ORG) for _ in range(gens)]
+        body = _json_body(chunks)
+        for gen in self.ids:
+            self.buffer.push_many(WORKER_ORG, gen, body)
+
+    def start(self, n: int, raw: bool) -> list[subprocess.Popen[bytes]]:
+        """``n`` workers, started and waiting for events (each has said so on stderr)."""
+        logs = [Path(tempfile.mkstemp(suffix=".log")[1]) for _ in range(n)]
+        if raw:
+            self.client.xgroup_create(self.raw_stream, "raw", id="0", mkstream=True)
+            argv = [sys.executable, str(RAW / "worker.py"), self.raw_target, self.b.pg_dsn]
+            commands = [[*argv, self.raw_stream, "raw", f"raw-{i}"] for i in range(n)]
+        else:
+            argv = [str(BIN / "genbuf"), "worker", "--idle", "1h"]  # its default concurrency
+            commands = [argv] * n
+        workers = [
+            subprocess.Popen(
+                command, env=self.env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
+            )
+            for command, log in zip(commands, logs, strict=True)
+        ]
+        deadline = time.monotonic() + 60
+        while not all(b"waiting" in log.read_bytes() for log in logs):
+            if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                _stop(workers)
+                raise RuntimeError(f"workers did not start: {logs[0].read_text()[-500:]}")
+            time.sleep(0.05)
+        return workers
+
+    def announce(self, gen: int, raw: bool) -> None:
+        """What a producer does at the end of a stream: genbuf's finish(), or a raw XADD."""
+        if raw:
+            key = self.buffer.key_for(WORKER_ORG, gen, None)
+            self.client.xadd(self.raw_stream, {"key": key, "generation_id": gen})
+        else:
+            self.buffer.finish(WORKER_ORG, gen)
+
+    def wait_compacted(self, ids: list[int]) -> None:
+        """Until every row of ``ids`` holds its artifact."""
+        query = (
+            "SELECT count(*) FROM scenario_generations WHERE id = ANY(%s) AND compacted IS NOT NULL"
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            row = self.b.pg.execute(query, (ids,)).fetchone()
+            self.b.pg.commit()
+            if row is not None and row[0] == len(ids):
+                return
+            time.sleep(0.01)
+        raise RuntimeError("the workers did not compact everything")
+
+    def throughput(self, n: int, raw: bool, gens: int, chunks: int) -> float:
+        """Seconds for ``n`` running workers to compact ``gens`` announced generations."""
+        self.fill(gens, chunks)
+        workers = self.start(n, raw)
+        try:
+            started = time.perf_counter()
+            for gen in self.ids:
+                self.announce(gen, raw)
+            self.wait_compacted(self.ids)
+            return time.perf_counter() - started
+        finally:
+            _stop(workers)
+
+    def latency(self, raw: bool, per_second: float, seconds: float) -> tuple[float, float]:
+        """p50 and p95 (ms) from a producer's end of stream to the row's compacted_at, at a
+        steady rate of generations, with two workers."""
+        self.flush()
+        workers = self.start(2, raw)
+        finished: dict[int, float] = {}
+        body = _json_body(20)
+        started = time.perf_counter()
+        try:
+            for number in range(int(per_second * seconds)):
+                gen = self.b.repository.create_generation(WORKER_ORG)
+                self.buffer.push_many(WORKER_ORG, gen, body)
+                lag = number / per_second - (time.perf_counter() - started)
+                if lag > 0:
+                    time.sleep(lag)
+                finished[gen] = time.time()
+                self.announce(gen, raw)
+            self.wait_compacted(list(finished))
+        finally:
+            _stop(workers)
+        rows = self.b.pg.execute(
+            "SELECT id, extract(epoch FROM compacted_at) FROM scenario_generations "
+            "WHERE id = ANY(%s)",
+            (list(finished),),
+        ).fetchall()
+        self.b.pg.commit()
+        waits = sorted((float(at) - finished[gen]) * 1000 for gen, at in rows)
+        return waits[len(waits) // 2], waits[int(len(waits) * 0.95) - 1]
+
+    def close(self) -> None:
+        """Remove the keys and the rows."""
+        self.flush()
+        self.buffer.close()
+        self.b.sql("DELETE FROM scenario_generations WHERE organization_id = %s", (WORKER_ORG,))
+
+
+def _json_body(chunks: int) -> list[bytes]:
+    """A finished LLM response: valid JSON in ``chunks`` chunks of ~100 bytes (the raw
+    worker validates nothing either, so genbuf records no issue for it)."""
+    return [b"["] + [b'"' + b"b" * 97 + b'",'] * (chunks - 2) + [b'"end"]']
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=120)
+
+
+def bench_workers(b: Bench) -> None:
+    """Compactions per second with 1, 2 and 4 worker processes, on one Redis and on a
+    3-primary Redis Cluster, beside the raw worker script; the 4/1 scaling; and the
+    finished-to-compacted latency at a steady producer rate."""
+    sys.path.insert(0, str(ROOT))  # the tests' local cluster, shared with the bench
+    from tests.support.cluster import LocalCluster  # noqa: PLC0415
+
+    gens, chunks = (120, 20) if QUICK else (400, 20)
+    repeat = max(1, min(REPEAT, 3))
+    cluster = LocalCluster(Path(tempfile.mkdtemp()), primaries=3).start()
+    try:
+        for label, nodes in (("one node", None), ("3-primary cluster", cluster.nodes)):
+            fleet = _Fleet(b, nodes)
+            try:
+                rates: dict[tuple[int, bool], float] = {}
+                for n in FLEET:
+                    times: dict[bool, list[float]] = {False: [], True: []}
+                    for rep in range(repeat):
+                        for raw in (False, True) if rep % 2 == 0 else (True, False):
+                            times[raw].append(fleet.throughput(n, raw, gens, chunks))
+                    for raw in (False, True):
+                        rates[n, raw] = gens / statistics.median(times[raw])
+                    b.add(
+                        Row(
+                            f"9. worker, {label}: {n} process{'es' if n > 1 else ''}",
+                            f"{rates[n, False]:,.0f} gen/s",
+                            f"{rates[n, True]:,.0f} gen/s",
+                            rates[n, False] / rates[n, True],
+                            Target.none("(info)"),
+                            f"{gens} announced generations x {chunks} chunks, "
+                            "genbuf: its default --concurrency 4; raw: one loop of XREADGROUP, "
+                            "LRANGE, UPDATE, DEL, XACK",
+                        )
+                    )
+                ours = rates[4, False] / rates[1, False]
+                theirs = rates[4, True] / rates[1, True]
+                b.add(
+                    Row(
+                        f"9. worker, {label}: 4 processes / 1",
+                        f"{ours:.2f}x",
+                        f"{theirs:.2f}x",
+                        ours / theirs,
+                        Target.none("(info)"),
+                        f"scaling on {os.cpu_count()} cores (PostgreSQL and Redis on them too)",
+                    )
+                )
+                ours_p = fleet.latency(False, 20, 10)
+                raw_p = fleet.latency(True, 20, 10)
+                b.add(
+                    Row(
+                        f"9. worker, {label}: finished to compacted, p50 / p95",
+                        f"{ours_p[0]:.0f} / {ours_p[1]:.0f} ms",
+                        f"{raw_p[0]:.0f} / {raw_p[1]:.0f} ms",
+                        ours_p[1] / raw_p[1],
+                        Target.none("(info)"),
+                        "20 generations/s for 10 s, 2 workers; ratio of the p95s",
+                    )
+                )
+            finally:
+                fleet.close()
+    finally:
+        cluster.stop()
+
+
 def machine() -> list[str]:
     """A description of the machine and servers."""
     cpu = "unknown"
@@ -969,6 +1191,7 @@ def main() -> int:
             ("purge", bench_purge),
             ("processes", bench_processes),
             ("status", bench_status),
+            ("workers", bench_workers),
             ("scaling", bench_scaling),
         ]:
             if not only or name in only:
