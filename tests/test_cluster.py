@@ -21,8 +21,7 @@ from genbuffer.errors import UsageError
 from tests.conftest import Stack
 from tests.helpers import stored_bytes
 from tests.support.runner import run_genbuf
-from tests.support.urls import REPO_ROOT
-from tests.test_laravel import require_php
+from tests.test_laravel import require_php, run_php
 
 ORG = 12
 CHUNKS = [
@@ -37,24 +36,17 @@ def _php_produce(stack: Stack, tmp_path: Path, first: int, count: int, mode: str
     """Run tests/php/cluster_producer.php; the keys it wrote (prefix included)."""
     chunks_file = tmp_path / "chunks.b64"
     chunks_file.write_text("".join(base64.b64encode(c).decode() + "\n" for c in CHUNKS))
-    produced = subprocess.run(
-        [
-            "php",
-            str(REPO_ROOT / "tests" / "php" / "cluster_producer.php"),
-            stack.env["REDIS_CLUSTER_NODES"],
-            stack.env["REDIS_PREFIX"],
-            str(ORG),
-            str(first),
-            str(count),
-            "3600",
-            mode,
-            str(chunks_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    return run_php(
+        "cluster_producer.php",
+        stack.env["REDIS_CLUSTER_NODES"],
+        stack.env["REDIS_PREFIX"],
+        str(ORG),
+        str(first),
+        str(count),
+        "3600",
+        mode,
+        str(chunks_file),
     )
-    return produced.stdout.splitlines()
 
 
 def _genbuf(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -207,25 +207,26 @@ def test_php_producer_compacted_by_genbuf_and_read_back_by_php(
 def _php_produce(prefix: str, gen: int, scenario: str, mode: str, chunks_file: Path) -> str:
     """Run the PHP producer; the key it wrote (prefix included)."""
     redis_url = redis.connection.parse_url(REDIS_TEST_URL)
-    produced = subprocess.run(
-        [
-            "php",
-            str(PHP_DIR / "producer.php"),
-            str(redis_url.get("host", "127.0.0.1")),
-            str(redis_url.get("port", 6379)),
-            prefix,
-            "12",
-            str(gen),
-            scenario,
-            "3600",
-            mode,
-            str(chunks_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    return run_php(
+        "producer.php",
+        str(redis_url.get("host", "127.0.0.1")),
+        str(redis_url.get("port", 6379)),
+        prefix,
+        "12",
+        str(gen),
+        scenario,
+        "3600",
+        mode,
+        str(chunks_file),
+    )[0]
+
+
+def run_php(script: str, *args: str) -> list[str]:
+    """Run ``tests/php/SCRIPT ARGS``; the lines it printed (a failure raises)."""
+    done = subprocess.run(
+        ["php", str(PHP_DIR / script), *args], capture_output=True, text=True, check=True
     )
-    return produced.stdout.splitlines()[0]
+    return done.stdout.splitlines()
 
 
 @pytest.mark.slow

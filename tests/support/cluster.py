@@ -18,6 +18,8 @@ from pathlib import Path
 
 import redis
 
+from tests.support.servers import wait_for_ping
+
 
 def cluster_port() -> int:
     """A port whose cluster bus port (+10000) is free too; at most 55535, as Redis asks."""
@@ -96,20 +98,7 @@ class LocalCluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self._wait_ping(port)
-
-    def _wait_ping(self, port: int, seconds: float = 15) -> None:
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                client.ping()
-                client.close()
-                return
-            except redis.exceptions.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_ping(f"redis://127.0.0.1:{port}/0")
 
     def start(self) -> LocalCluster:
         """Start every node, create the cluster, wait until it serves every slot."""

@@ -18,6 +18,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_ping(url: str, seconds: float = 15) -> None:
+    """Until the Redis at ``url`` answers PING (its AOF is replayed first)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.ping()
+            client.close()
+            return
+        except redis.exceptions.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class PrivateRedis:
     """One redis-server process on its own port and directory."""
 
@@ -58,17 +73,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                client.close()
-                return
-            except redis.exceptions.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_ping(self.url)
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
