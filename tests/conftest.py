@@ -354,8 +354,9 @@ _REDIS_FIXTURES = {
     "scrub_redis",
     "redis_cluster",
     "cluster",
+    "backend",
 }
-_PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers"}
+_PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers", "cluster", "backend"}
 _MARIADB_FIXTURES = {"mariadb_database", "empty_mariadb_database"}
 _server_outcomes: dict[str, dict[str, int]] = {
     name: {"passed": 0, "failed": 0, "skipped": 0}

@@ -19,6 +19,8 @@ from tests.support.servers import free_port
 from tests.support.urls import REPO_ROOT
 from tests.test_status import ORG, build_fixture
 
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of an exposition by (name, sorted labels), via prometheus_client's parser."""

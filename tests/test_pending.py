@@ -15,6 +15,8 @@ from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
 
 def test_compact_pending_takes_finished_and_idle_buffers(stack: Stack) -> None:
     """Finished → compacted and deleted; streaming → left; idle with --idle → compacted;

@@ -22,6 +22,8 @@ ORG = 74
 # every byte value, a NUL, a multibyte character split across chunks, no final newline
 CHUNKS = [b"\x00\xff binary\n", "é".encode()[:1], "é".encode()[1:] + b"\n", bytes(range(256))]
 
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
 
 def test_show_generation_is_byte_exact_through_a_pipe(servers: Stack, tmp_path: Path) -> None:
     """`genbuf show-generation | cmp - pushed` and --output, as an operator runs them."""

@@ -21,6 +21,8 @@ from tests.helpers import compact
 
 ORG = 71
 
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
 
 @dataclass
 class Fixture:

@@ -44,6 +44,7 @@ class GenerationBuffer(Producer):
         cluster: bool = False,
         tagged: bool = False,
     ) -> None:
+        cluster = cluster or isinstance(client, redis.RedisCluster)
         if cluster and ("{" in prefix or "}" in prefix):
             raise UsageError(
                 f"REDIS_PREFIX {prefix!r} holds a brace: on a Redis Cluster only the first "
