@@ -198,6 +198,7 @@ def _compact_all(
             dry_run=dry_run,
             acknowledge=False,
             exact_key=True,
+            key=found.key,
             closes_stream=was_idle,
             regeneration=regeneration,
         )

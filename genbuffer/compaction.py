@@ -102,6 +102,9 @@ class CompactionRequest:
     # True: the key is exactly the one scenario_id names (None: the key without one),
     # as a scan found it; False: try the row's scenario key and the key without one.
     exact_key: bool = False
+    # the chunks key as a scan or a producer named it, used as it is (no lookup of
+    # which key template holds the buffer)
+    key: str | None = None
     closes_stream: bool = False  # the stream is over (compact-pending took it as idle)
     regeneration: str | None = None  # None: GENERATION_REGENERATION
 

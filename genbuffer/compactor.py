@@ -386,6 +386,8 @@ def _resolve_key(
     it, while the row has one: both are tried. Both present is an error naming both.
     """
     org, gen = request.organization_id, request.generation_id
+    if request.key is not None:
+        return request.key, request.scenario_id, None
     if request.exact_key or request.scenario_id is not None:
         return buffer.read_key_for(org, gen, request.scenario_id), request.scenario_id, None
     if row.scenario_id is None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from genbuffer import keys
 from genbuffer.batch import select_buffers
 from genbuffer.compaction import (
     CompactionConfig,
@@ -147,6 +148,7 @@ class Worker:
             event.scenario_id,
             delete=True,
             exact_key=True,
+            key=self._named_key(event),
             closes_stream=event.idle,
             compacted_by=self.options.compacted_by,
         )
@@ -159,7 +161,7 @@ class Worker:
         except NothingToCompact as error:  # compacted and deleted before: a duplicate
             record.update(ok=True, outcome="needless", message=error.message)
         except GenerationNotFound as error:
-            key = self.buffer.read_key_for(
+            key = self._named_key(event) or self.buffer.read_key_for(
                 event.organization_id, event.generation_id, event.scenario_id
             )
             self.buffer.protocol.mark_orphaned(key, error.message)
@@ -173,6 +175,17 @@ class Worker:
             record.update(_result_record(result))
         record["seconds"] = round(time.perf_counter() - started, 4)
         return record
+
+    def _named_key(self, event: Event) -> str | None:
+        """The chunks key the event names, if it is a key of this generation under the
+        prefix (anything else is ignored: the worker then looks the key up)."""
+        if event.key is None:
+            return None
+        parts = keys.parse_chunks_key(event.key, self.buffer.prefix)
+        named = (event.organization_id, event.scenario_id, event.generation_id)
+        if parts is None or parts.is_meta or parts[:3] != named:
+            return None
+        return event.key
 
     def _settle(self, running: dict[Future[dict[str, Any]], Event], timeout: float | None) -> None:
         """Acknowledge the finished compactions (an outage leaves its entry pending)."""
@@ -222,7 +235,11 @@ class Worker:
         chosen = select_buffers(self.buffer, self.options.idle, datetime.now(UTC), dry_run=False)
         for found, was_idle in chosen.candidates:
             self.events.announce(
-                found.organization_id, found.generation_id, found.scenario_id, idle=was_idle
+                found.organization_id,
+                found.generation_id,
+                found.scenario_id,
+                idle=was_idle,
+                key=found.key,
             )
         self.summary.sweeps += 1
         self.summary.announced_by_sweeps += len(chosen.candidates)

@@ -18,8 +18,9 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import UsageError
-from tests.conftest import Stack
+from tests.conftest import Stack, require_cluster_binaries
 from tests.helpers import stored_bytes
+from tests.support.cluster import LocalCluster
 from tests.support.runner import run_genbuf
 from tests.test_laravel import require_php, run_php
 
@@ -143,3 +144,26 @@ def test_config_show_and_doctor_describe_the_cluster(cluster: Stack) -> None:
     doctor = json.loads(_genbuf(cluster, "doctor", "--json").stdout)
     (check,) = [c for c in doctor["checks"] if c["name"] == "cluster"]
     assert check["status"] == "ok" and "3 primaries" in check["message"]
+
+
+def test_a_cluster_with_a_password(tmp_path: Path, pg_database: str) -> None:
+    """REDIS_PASSWORD applies to every node (and to the slot map's discovery); without it
+    the command stops with one line and exit 3, nothing written."""
+    require_cluster_binaries()
+    cluster = LocalCluster(tmp_path / "cluster", password="s3cret/#?").start()
+    try:
+        env = {
+            "REDIS_CLUSTER_NODES": cluster.nodes,
+            "REDIS_PREFIX": "pw_",
+            "DATABASE_URL": pg_database,
+            "METADATA_VALIDATION_LOG": str(tmp_path / "audit.log"),
+        }
+        refused = run_genbuf(["test-redis-buffer"], env)
+        assert refused.returncode == 3, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) <= 2 and "Traceback" not in refused.stderr
+        assert "s3cret" not in refused.stderr
+        done = run_genbuf(["test-redis-buffer", "--json"], {**env, "REDIS_PASSWORD": "s3cret/#?"})
+        assert done.returncode == 0, done.stdout
+        assert "s3cret" not in done.stdout + done.stderr
+    finally:
+        cluster.stop()

@@ -33,6 +33,7 @@ class Event:
     generation_id: int
     scenario_id: int | None
     idle: bool  # announced by the sweeper as idle: the stream is over
+    key: str | None = None  # the chunks key, when the announcer named it
     deliveries_before: bool = False  # taken over from a worker that did not finish it
 
 
@@ -51,8 +52,10 @@ class Events:
         scenario_id: int | None = None,
         *,
         idle: bool = False,
+        key: str | None = None,
     ) -> None:
-        """Add one buffer to compact (the producer's finish(), or the sweeper)."""
+        """Add one buffer to compact (the producer's finish(), or the sweeper); ``key``
+        names its chunks key (either template), sparing the worker a lookup."""
         fields: dict[bytes | bytearray | memoryview | str | int | float, Any] = {
             "org": organization_id,
             "gen": generation_id,
@@ -60,6 +63,8 @@ class Events:
         }
         if scenario_id is not None:
             fields["scenario"] = scenario_id
+        if key is not None:
+            fields["key"] = key
         with redis_errors(self.target.url):
             pipe = self.target.client.pipeline(transaction=False)
             pipe.xadd(self.stream, fields, maxlen=MAX_LENGTH, approximate=True)
@@ -140,5 +145,6 @@ def _event(entry: bytes | str, fields: dict[bytes, bytes], *, taken: bool = Fals
         generation_id=int(values["gen"]),
         scenario_id=int(scenario) if scenario else None,
         idle=values.get("idle") == "1",
+        key=values.get("key") or None,
         deliveries_before=taken,
     )

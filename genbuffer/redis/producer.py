@@ -324,5 +324,5 @@ class Producer:
                 client.hset(meta, fields.FINISHED_AT, self.clock.now())
                 if client.ttl(meta) == -1:
                     client.expire(meta, self.ttl)
-        self.events.announce(organization_id, generation_id, scenario_id)
+        self.events.announce(organization_id, generation_id, scenario_id, key=key)
         return key

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -49,6 +50,7 @@ class LocalCluster:
         replicas: int = 0,
         node_timeout_ms: int = 1000,
         appendonly: bool = False,
+        password: str | None = None,
     ) -> None:
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
@@ -58,6 +60,7 @@ class LocalCluster:
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.appendonly = appendonly
+        self.password = password  # requirepass (and masterauth) on every node
         self.ports = [cluster_port() for _ in range(primaries * (1 + replicas))]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -94,14 +97,28 @@ class LocalCluster:
                 "",
                 "--logfile",
                 str(node_dir / "redis.log"),
+                *(
+                    ["--requirepass", self.password, "--masterauth", self.password]
+                    if self.password
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_ping(f"redis://127.0.0.1:{port}/0")
+        wait_for_ping(self._url(port))
 
     def start(self) -> LocalCluster:
-        """Start every node, create the cluster, wait until it serves every slot."""
+        """Start every node, create the cluster, wait until it serves every slot (on a
+        failure the nodes started are stopped: nothing outlives the caller)."""
+        try:
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _create(self) -> None:
         for port in self.ports:
             self._spawn(port)
         subprocess.run(
@@ -113,6 +130,7 @@ class LocalCluster:
                 "--cluster-replicas",
                 str(self.replicas),
                 "--cluster-yes",
+                *(["-a", self.password, "--no-auth-warning"] if self.password else []),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -120,7 +138,6 @@ class LocalCluster:
             timeout=60,
         )
         self.wait_ok()
-        return self
 
     def wait_ok(self, seconds: float = 30) -> None:
         """Until every live node says cluster_state:ok and agrees on the primaries."""
@@ -129,7 +146,7 @@ class LocalCluster:
             states = []
             for port in self.live_ports():
                 try:
-                    info = redis.Redis(port=port, socket_timeout=1).cluster("info")
+                    info = self._client(port).cluster("info")
                     states.append(str(info.get("cluster_state", "")))
                 except redis.exceptions.RedisError:
                     states.append("down")
@@ -143,12 +160,19 @@ class LocalCluster:
         """Whether every live replica has finished syncing with its primary."""
         for port in self.live_ports():
             try:
-                info = redis.Redis(port=port, socket_timeout=1).info("replication")
+                info = self._client(port).info("replication")
             except redis.exceptions.RedisError:
                 return False
             if info.get("role") == "slave" and info.get("master_link_status") != "up":
                 return False
         return True
+
+    def _url(self, port: int) -> str:
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{port}/0"
+
+    def _client(self, port: int) -> redis.Redis:
+        return redis.Redis.from_url(self._url(port), socket_timeout=1)
 
     def live_ports(self) -> list[int]:
         """Ports of the nodes whose process runs."""
@@ -159,9 +183,7 @@ class LocalCluster:
         found: dict[int, str] = {}
         for port in self.live_ports():
             try:
-                found[port] = str(
-                    redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
-                )
+                found[port] = str(self._client(port).info("replication")["role"])
             except redis.exceptions.RedisError:
                 found[port] = "down"
         return found
@@ -188,7 +210,7 @@ class LocalCluster:
         found = []
         for other in self.live_ports():
             try:
-                info = redis.Redis(port=other, socket_timeout=1).info("replication")
+                info = self._client(other).info("replication")
             except redis.exceptions.RedisError:
                 continue
             if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
