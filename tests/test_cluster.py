@@ -167,3 +167,22 @@ def test_a_cluster_with_a_password(tmp_path: Path, pg_database: str) -> None:
         assert "s3cret" not in done.stdout + done.stderr
     finally:
         cluster.stop()
+
+
+def test_keys_of_both_templates_are_read(embedded: Stack) -> None:
+    """Pushes follow GENERATION_KEY_TAGS; compaction finds a buffer under either template,
+    so old keys are compacted while they live out their TTL after the switch (and a
+    producer already on the tagged snippet is found before genbuf is switched)."""
+    old = embedded.repository.create_generation(ORG)
+    new = embedded.repository.create_generation(ORG)
+    assert embedded.cli("push", str(ORG), str(old), input="untagged\n").exit_code == 0
+    tagged_env = {"GENERATION_KEY_TAGS": "true"}
+    pushed = embedded.cli("push", str(ORG), str(new), "--json", input="tagged\n", env=tagged_env)
+    assert json.loads(pushed.stdout)["key"].endswith(":chunks}")
+    for gen, env in ((old, tagged_env), (new, {})):
+        done = embedded.cli("compact-generation", str(ORG), str(gen), "--delete", env=env)
+        assert done.exit_code == 0, done.output
+    assert stored_bytes(embedded, old) == b"untagged\n"
+    assert stored_bytes(embedded, new) == b"tagged\n"
+    assert embedded.buffer.keyspace.generation_keys(ORG, old) == []
+    assert embedded.buffer.keyspace.generation_keys(ORG, new) == []
