@@ -105,6 +105,9 @@ class StatusReport(Document):
     compactions: dict[str, dict[str, int]] = Field(default_factory=dict)
     compaction_lag_seconds: dict[str, float] = Field(default_factory=dict)
     validation_issues_last_day: dict[str, int] = Field(default_factory=dict)
+    # the compaction-events stream of `genbuf worker`: entries not done, held by a
+    # worker, consumers, the oldest entry's age; None without a stream
+    worker_queue: dict[str, float | int | None] | None = None
     alerts: list[str] = Field(default_factory=list)
     scanned_keys: int = 0
     scan_seconds: float = 0.0
@@ -358,6 +361,7 @@ def collect_status(
         },
         compaction_lag_seconds={f"p{int(p * 100)}": value for p, value in lag.items()},
         validation_issues_last_day=dict(codes.most_common()),
+        worker_queue=_worker_queue(buffer, now),
         scanned_keys=buffer.survey.scanned_keys,
         scan_seconds=round(scan_seconds, 3),
         entries=tally.entries(),
@@ -365,6 +369,22 @@ def collect_status(
     )
     alerts = _alerts(report, options.thresholds)
     return report.model_copy(update={"alerts": alerts, "ok": not alerts})
+
+
+def _worker_queue(buffer: GenerationBuffer, now: datetime) -> dict[str, float | int | None] | None:
+    """The compaction-events stream's backlog, as status reports it."""
+    backlog = buffer.events.backlog()
+    if backlog is None:
+        return None
+    age = None
+    if backlog.oldest_entry_ms is not None:
+        age = round(max(0.0, now.timestamp() - backlog.oldest_entry_ms / 1000), 3)
+    return {
+        "entries": backlog.entries,
+        "pending": backlog.pending,
+        "consumers": backlog.consumers,
+        "oldest_entry_age_seconds": age,
+    }
 
 
 def _results(counts: dict[str, int]) -> dict[str, int]:

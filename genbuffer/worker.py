@@ -43,6 +43,8 @@ from genbuffer.errors import (
 )
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.events import Event
+from genbuffer.redis.meta import FINISHED_AT, parse_time
+from genbuffer.redis.scan import FoundBuffer
 
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
@@ -232,8 +234,11 @@ class Worker:
         self._next_sweep = now + period.total_seconds()
         if not self.events.try_sweep(self.options.consumer, int(period.total_seconds() * 1000)):
             return
-        chosen = select_buffers(self.buffer, self.options.idle, datetime.now(UTC), dry_run=False)
+        stamp = datetime.now(UTC)
+        chosen = select_buffers(self.buffer, self.options.idle, stamp, dry_run=False)
         for found, was_idle in chosen.candidates:
+            if _recently_finished(found, stamp - self.options.visibility):
+                continue  # its own event is most likely still queued: no duplicate
             self.events.announce(
                 found.organization_id,
                 found.generation_id,
@@ -241,12 +246,19 @@ class Worker:
                 idle=was_idle,
                 key=found.key,
             )
+            self.summary.announced_by_sweeps += 1
         self.summary.sweeps += 1
-        self.summary.announced_by_sweeps += len(chosen.candidates)
 
     def _outage(self, error: DependencyUnavailable, stop: threading.Event) -> None:
         self.log({"ok": False, "outcome": "outage", "message": error.message})
         stop.wait(OUTAGE_PAUSE)
+
+
+def _recently_finished(found: FoundBuffer, since: datetime) -> bool:
+    """Whether the producer marked the buffer finished after ``since`` (a sweep leaves
+    it to the event finish() sent; one lost in a crash is swept a visibility later)."""
+    stamp = parse_time(found.meta.get(FINISHED_AT, ""))
+    return stamp is not None and stamp > since
 
 
 def _result_record(result: CompactionResult) -> dict[str, Any]:

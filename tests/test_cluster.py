@@ -18,8 +18,9 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import UsageError
+from genbuffer.redis.connection import run_script
 from tests.conftest import Stack, require_cluster_binaries
-from tests.helpers import stored_bytes
+from tests.helpers import compact, stored_bytes
 from tests.support.cluster import LocalCluster
 from tests.support.runner import run_genbuf
 from tests.test_laravel import require_php, run_php
@@ -186,3 +187,23 @@ def test_keys_of_both_templates_are_read(embedded: Stack) -> None:
     assert stored_bytes(embedded, new) == b"tagged\n"
     assert embedded.buffer.keyspace.generation_keys(ORG, old) == []
     assert embedded.buffer.keyspace.generation_keys(ORG, new) == []
+
+
+def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Stack) -> None:
+    """A compactor killed after its --delete took the list (genbuf's hash marked `ended`)
+    but before the app's meta hash gave the life up: the next compaction finishes the
+    delete instead of taking the stale count for vanished chunks. No false loss, no key
+    left; the next life is a stream of its own."""
+    gen = cluster.repository.create_generation(ORG)
+    cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"])
+    first = compact(cluster, ORG, gen, delete=True, acknowledge=False)
+    assert first.persisted and first.stream_id is not None
+    key = first.key
+    protocol = cluster.buffer.protocol
+    run_script(protocol._ack, [key, keys.state_key(key)], [first.stream_id, 2, 1, 1], "")
+    assert not cluster.buffer.client.exists(key)  # killed here: meta hash still counts 2
+    assert cluster.buffer.client.hget(keys.meta_key(key), "chunk_count") == b"2"
+    again = compact(cluster, ORG, gen, delete=True)
+    assert "chunk_count_mismatch" not in [issue["code"] for issue in again.issues]
+    assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert stored_bytes(cluster, gen) == b"[1,2]"

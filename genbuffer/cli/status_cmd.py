@@ -183,6 +183,12 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             or "none"
         ),
     ]
+    if (queue := report.worker_queue) is not None:
+        age = queue["oldest_entry_age_seconds"]
+        lines.append(
+            f"worker queue: {queue['entries']} entries, {queue['pending']} held by a worker,"
+            f" {queue['consumers']} consumers, oldest {human_duration(age)}"
+        )
     if rate is not None:
         top = max(rate, default=0)
         lines.append(

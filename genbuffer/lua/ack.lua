@@ -4,6 +4,10 @@
 -- ARGV[1]  the stream id the committed compaction read
 -- ARGV[2]  absolute count of chunks of that stream now persisted
 -- ARGV[3]  '1' to delete both keys when no chunk is left, '0' to keep them
+-- ARGV[4]  '1' for a split list on a cluster: genbuf's hash is kept, marked `ended`,
+--          until the app's meta hash has given up the life (release_meta.lua, then
+--          drop_state.lua): a compaction that reads the meta hash meanwhile must not
+--          take its count for chunks that vanished
 -- Idempotent and monotonic: it trims only what lies below ARGV[2] and is still
 -- there, so an older or repeated acknowledgement is a no-op.
 -- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left, chunks of
@@ -23,7 +27,12 @@ else
 end
 local left = length - n
 if ARGV[3] == '1' and left == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  if ARGV[4] == '1' then
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[2], 'ended', '1')
+  else
+    redis.call('DEL', KEYS[1], KEYS[2])
+  end
   return {n, 1, 0, trimmed + n}
 end
 return {n, 0, left, trimmed + n}

@@ -18,7 +18,13 @@
 -- ARGV[9]  the producer's chunk_count read from the app's meta hash before this script
 --          ('' to read it from KEYS[2]; '-' when that meta hash has none)
 -- ARGV[10] '1' when the app's meta hash (read before) exists, else '0'
--- ARGV[11…] for another stream (a meta hash that vanished while its list lived on): the
+-- ARGV[11] for a split list: '1' on a first try, '2' once a vanishing was confirmed
+--          ('' otherwise). A first try returns {3, trimmed, stream id} when a deleted
+--          life is not finished (`ended`: the meta hash may still count it), and {2}
+--          when neither list nor genbuf's hash exists and the counter read before says
+--          chunks vanished (it may be of a life deleted meanwhile: the caller reads the
+--          meta hash again, then confirms), writing nothing in either case
+-- ARGV[12…] for another stream (a meta hash that vanished while its list lived on): the
 --          `trimmed` values the lost meta hash may have had; one window for each
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.
@@ -31,7 +37,12 @@
 -- chunks vanished from the head that the meta hash does not count yet (read-only),
 -- the windows of ARGV[8] chunks (empty where the list does not hold them)}.
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
-local has_meta = redis.call('EXISTS', KEYS[2]) == 1 or ARGV[10] == '1'
+local has_own = redis.call('EXISTS', KEYS[2]) == 1
+local has_meta = has_own or ARGV[10] == '1'
+if ARGV[11] == '1' and redis.call('HGET', KEYS[2], 'ended') then
+  return {3, tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0'),
+    redis.call('HGET', KEYS[2], 'stream_id') or ''}
+end
 if not has_list and not has_meta then return {0} end
 local read_only = ARGV[7] == '1'
 local lease = tonumber(ARGV[2])
@@ -52,6 +63,7 @@ end
 local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 local vanished = 0
 if count >= 0 and count - trimmed > length then
+  if ARGV[11] == '1' and not has_list and not has_own then return {2} end
   vanished = count - trimmed - length
   if not read_only then
     redis.call('HINCRBY', KEYS[2], 'expired', vanished)
@@ -81,7 +93,7 @@ if wanted > 0 then
   if same then
     shifts[1] = trimmed
   else
-    for i = 11, #ARGV do shifts[#shifts + 1] = tonumber(ARGV[i]) end
+    for i = 12, #ARGV do shifts[#shifts + 1] = tonumber(ARGV[i]) end
   end
   for i, shift in ipairs(shifts) do
     local last = tonumber(ARGV[5]) - 1 - shift

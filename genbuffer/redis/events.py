@@ -18,7 +18,7 @@ import redis
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 
-__all__ = ["GROUP", "Event", "Events"]
+__all__ = ["GROUP", "Backlog", "Event", "Events"]
 
 GROUP = "genbuf-workers"
 MAX_LENGTH = 100_000  # entries kept (approximately) when nothing reads them
@@ -35,6 +35,18 @@ class Event:
     idle: bool  # announced by the sweeper as idle: the stream is over
     key: str | None = None  # the chunks key, when the announcer named it
     deliveries_before: bool = False  # taken over from a worker that did not finish it
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The worker queue as it stands: entries not yet done (acknowledged entries are
+    deleted), those a worker holds, the workers that read, and when the oldest entry
+    was announced (its id's timestamp)."""
+
+    entries: int
+    pending: int
+    consumers: int
+    oldest_entry_ms: int | None
 
 
 class Events:
@@ -70,6 +82,25 @@ class Events:
             pipe.xadd(self.stream, fields, maxlen=MAX_LENGTH, approximate=True)
             pipe.expire(self.stream, self.ttl)
             pipe.execute()
+
+    def backlog(self) -> Backlog | None:
+        """The queue's figures; None when no stream exists (no producer announces, or it
+        expired with nothing in it)."""
+        client = self.target.client
+        with redis_errors(self.target.url):
+            if not client.exists(self.stream):
+                return None
+            entries = int(client.xlen(self.stream))
+            first = client.xrange(self.stream, count=1)
+            groups = {text(g["name"]): g for g in client.xinfo_groups(self.stream)}
+        group = groups.get(GROUP)
+        oldest = int(text(first[0][0] or "0").split("-")[0]) if first else None
+        return Backlog(
+            entries=entries,
+            pending=int(group["pending"]) if group else 0,
+            consumers=int(group["consumers"]) if group else 0,
+            oldest_entry_ms=oldest,
+        )
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the stream) unless they exist."""

@@ -55,6 +55,10 @@ QUARANTINED_AT = "quarantined_at"  # set aside after COMPACTION_MAX_ATTEMPTS fai
 ORPHANED_AT = "orphaned_at"  # set aside: the buffer has no row
 SEEN_LENGTH = "seen_length"  # observe.lua: the list length last seen …
 SEEN_AT = "seen_at"  # … and when it changed
+# A split list on a cluster (genbuffer.redis.split): its life was deleted, the app's
+# meta hash not yet released (in {K}:genbuf); the life a meta hash last gave up.
+ENDED = "ended"
+RELEASED = "released"
 
 BY_PRODUCER = frozenset(
     {
@@ -72,7 +76,18 @@ BY_PRODUCER = frozenset(
     }
 )
 BY_GENBUF = frozenset(
-    {TRIMMED, EXPIRED, ATTEMPTS, LAST_ERROR, QUARANTINED_AT, ORPHANED_AT, SEEN_LENGTH, SEEN_AT}
+    {
+        TRIMMED,
+        EXPIRED,
+        ATTEMPTS,
+        LAST_ERROR,
+        QUARANTINED_AT,
+        ORPHANED_AT,
+        SEEN_LENGTH,
+        SEEN_AT,
+        ENDED,
+        RELEASED,
+    }
 )
 FIELDS = BY_PRODUCER | BY_GENBUF
 # what a compaction clears once it succeeds

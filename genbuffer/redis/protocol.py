@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -142,18 +143,32 @@ class CompactionProtocol:
         """
         stream, offset = held if held is not None else ("", 0)
         args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
-        # a split list's meta hash is read first (the order genbuffer.redis.split needs)
+        args += ["1" if read_only else "0", window]
         produced: dict[str, str] = {}
-        counter, has_meta = "", "0"
-        if self.target.split(key):
+        reply: Any = None
+        if not self.target.split(key):
+            reply = self._run_snapshot(key, [*args, "", "0", "", *shifts])
+        for _ in range(SCRIPT_RELOADS):  # a split list (genbuffer.redis.split)
+            if reply is not None:
+                break
+            # its meta hash is read first: the order genbuffer.redis.split relies on
             produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
-            counter, has_meta = produced.get(fields.CHUNK_COUNT, "-"), "1" if there else "0"
-        with redis_errors(self.target.url):
-            reply = run_script(
-                self._snapshot,
-                [key, self.target.state_of(key)],
-                [*args, "1" if read_only else "0", window, counter, has_meta, *shifts],
-                self.target.url,
+            counter = produced.get(fields.CHUNK_COUNT, "-")
+            split = ["2" if read_only else "1", *shifts]
+            reply = self._run_snapshot(key, [*args, counter, "1" if there else "0", *split])
+            if int(reply[0]) == 3:  # a deleted life not finished (a deleter was killed)
+                self.split_meta.finish_delete(key, int(reply[1]), text(reply[2]))
+                reply = None
+            elif int(reply[0]) == 2:  # chunks vanished, if the counter is not stale
+                if self.split_meta.counter(key) != counter:
+                    reply = None  # a life deleted in between: read it all again
+                else:
+                    confirmed = [*args, counter, "1" if there else "0", "2", *shifts]
+                    reply = self._run_snapshot(key, confirmed)
+        if reply is None:
+            raise StreamChanged(
+                f"buffer {key} kept changing while its snapshot was taken",
+                hint="nothing was written; run the command again",
             )
         if int(reply[0]) == 0:
             return BufferSnapshot(key=key, exists=False)
@@ -169,6 +184,13 @@ class CompactionProtocol:
             vanished=int(reply[5]),
             windows=[list(found) for found in reply[6]],
         )
+
+    def _run_snapshot(self, key: str, argv: list[Any]) -> Any:
+        """snapshot.lua on the list and the hash of genbuf's fields."""
+        with redis_errors(self.target.url):
+            return run_script(
+                self._snapshot, [key, self.target.state_of(key)], argv, self.target.url
+            )
 
     def read(
         self, snapshot: BufferSnapshot, start: int, end: int, page: int = READ_PAGE
@@ -251,11 +273,11 @@ class CompactionProtocol:
             trimmed, deleted, left, life = run_script(
                 self._ack,
                 [key, self.target.state_of(key)],
-                [stream_id, persisted, 1 if delete else 0],
+                [stream_id, persisted, 1 if delete else 0, 1 if self.target.split(key) else 0],
                 self.target.url,
             )
         if int(deleted) and self.target.split(key):
-            self.split_meta.release(key, int(life))
+            self.split_meta.finish_delete(key, int(life), stream_id)
         return int(trimmed), bool(int(deleted)), int(left)
 
     def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
@@ -285,9 +307,6 @@ class CompactionProtocol:
                     # acknowledgements are idempotent: the whole pipeline is sent again
                     self.target.client.script_load(self._ack.script)
                     continue
-                for (key, _, _), reply in zip(acks, replies, strict=True):
-                    if int(reply[1]) and self.target.split(key):
-                        self.split_meta.release(key, int(reply[3]))
                 return sum(int(reply[1]) for reply in replies)
         url = mask_url(self.target.url)
         raise RedisUnavailable(f"Redis at {url} keeps dropping genbuffer's Lua scripts (NOSCRIPT)")

@@ -16,9 +16,15 @@ their own. Why that keeps invariant 1 (no chunk lost, none twice):
 - Positions, the stream id and acknowledgements live beside the list and change in
   one script with it, exactly as in the one-slot layout: what is trimmed is what a
   committed transaction holds.
-- A deleted buffer (``--delete``) loses list and ``{K}:genbuf`` in one script; the
-  meta hash then gives up the deleted life's count (``release_meta.lua``): a
-  producer that began the next life in between keeps the chunks it counted.
+- A deleted buffer (``--delete``) loses its list in one script with the positions,
+  and ``{K}:genbuf`` is kept, marked ``ended``; the meta hash then gives up the
+  deleted life's count (``release_meta.lua``, once per life: a producer that began
+  the next life meanwhile keeps what it counted), and only then is ``{K}:genbuf``
+  dropped (``drop_state.lua``). A snapshot that meets ``ended`` (a deleter killed
+  between the steps) finishes the delete first. A counter read before a snapshot
+  that finds neither list nor ``{K}:genbuf`` may belong to a life deleted in
+  between: the meta hash is read again (the release comes before the drop, so it
+  shows by then) and the chunks count as vanished only if the counter still says so.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class SplitMeta:
         self._list = target.register("push_list")
         self._meta = target.register("push_meta")
         self._release = target.register("release_meta")
+        self._drop = target.register("drop_state")
 
     def read(self, chunks: str, lease: int) -> tuple[dict[str, str], bool]:
         """The meta hash (every field) and whether it exists; one that would expire within
@@ -58,10 +65,21 @@ class SplitMeta:
                 self.target.client.expire(meta, lease)
         return {text(k): text(v) for k, v in values.items()}, int(ttl) != -2
 
-    def release(self, chunks: str, life: int) -> None:
-        """After list and genbuf's hash were deleted: drop ``life`` chunks off the count."""
+    def finish_delete(self, chunks: str, life: int, stream: str) -> None:
+        """After ack.lua deleted a life's list (genbuf's hash kept, marked `ended`): take
+        its ``life`` chunks off the meta hash's count, then drop genbuf's hash. Safe to
+        repeat, and to run from another process (one killed between the steps leaves
+        `ended`, which the next snapshot finishes)."""
+        url = self.target.url
+        with redis_errors(url):
+            run_script(self._release, [keys.meta_key(chunks)], [life, stream], url)
+            run_script(self._drop, [keys.state_key(chunks)], [stream], url)
+
+    def counter(self, chunks: str) -> str:
+        """The meta hash's chunk_count now ('-' when it has none)."""
         with redis_errors(self.target.url):
-            run_script(self._release, [keys.meta_key(chunks)], [life], self.target.url)
+            value = self.target.client.hget(keys.meta_key(chunks), "chunk_count")
+        return "-" if value is None else text(value)
 
     def push(
         self,
