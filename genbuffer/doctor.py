@@ -27,7 +27,7 @@ from genbuffer.errors import (
 )
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
-from genbuffer.redis.keyspace import ClusterShape
+from genbuffer.redis.keyspace import CLUSTER_SLOTS, ClusterShape
 from genbuffer.settings import mask_url
 
 __all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
@@ -35,7 +35,6 @@ __all__ = ["Check", "DoctorOptions", "DoctorReport", "run_doctor"]
 SKEW_WARN = timedelta(seconds=1)  # idle judgement compares producers' stamps with this host
 SKEW_FAIL = timedelta(seconds=60)
 SLOW_PING = 0.05  # seconds
-CLUSTER_SLOTS = 16384
 
 
 class DoctorReport(Document):

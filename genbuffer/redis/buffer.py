@@ -53,7 +53,9 @@ class GenerationBuffer(Producer):
             )
         target = RedisTarget(client, url=url, prefix=prefix, app_name=app_name, cluster=cluster)
         super().__init__(target, ttl=ttl, max_len=max_len, tagged=tagged)
-        self.protocol = CompactionProtocol(target, ttl=ttl, clock=self.clock)
+        self.protocol = CompactionProtocol(
+            target, ttl=ttl, clock=self.clock, split_meta=self.split_meta
+        )
         self.scan = Scanner(target, ttl=ttl, clock=self.clock)
         self.keyspace = Keyspace(target)
 

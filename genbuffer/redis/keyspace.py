@@ -12,7 +12,9 @@ import redis
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 
-__all__ = ["ClusterShape", "KeyInfo", "Keyspace", "PrimaryShape"]
+__all__ = ["CLUSTER_SLOTS", "ClusterShape", "KeyInfo", "Keyspace", "PrimaryShape"]
+
+CLUSTER_SLOTS = 16384  # hash slots of every Redis Cluster
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class ClusterShape:
         """One line: `ok: 3 primaries, 3 replicas, 16384/16384 slots`."""
         return (
             f"{self.state}: {len(self.primaries)} primaries, {self.replicas} replicas, "
-            f"{self.slots_covered}/16384 slots"
+            f"{self.slots_covered}/{CLUSTER_SLOTS} slots"
         )
 
 

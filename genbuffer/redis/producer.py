@@ -320,7 +320,7 @@ class Producer:
         with redis_errors(self.target.url):
             # a finish() retried after its announcement failed must not bring back, as a
             # stray, a meta hash that a compaction has deleted with its list meanwhile
-            if client.exists(key) or client.exists(meta):
+            if client.exists(key, meta):
                 client.hset(meta, fields.FINISHED_AT, self.clock.now())
                 if client.ttl(meta) == -1:
                     client.expire(meta, self.ttl)

@@ -34,6 +34,7 @@ __all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "Compac
 READ_PAGE = 2000  # chunks per LRANGE page while compacting …
 PAGE_BYTES = 8 * 1024 * 1024  # … or fewer, so that a page weighs about this much
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
+SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,14 @@ def _average(chunks: list[bytes]) -> int:
 class CompactionProtocol:
     """What compaction does to a buffer in Redis, each step one atomic script or transaction."""
 
-    def __init__(self, target: RedisTarget, *, ttl: int, clock: IsoClock | None = None) -> None:
+    def __init__(
+        self,
+        target: RedisTarget,
+        *,
+        ttl: int,
+        clock: IsoClock | None = None,
+        split_meta: SplitMeta | None = None,
+    ) -> None:
         self.target = target
         self.ttl = ttl
         self.clock = clock or IsoClock()
@@ -121,7 +129,7 @@ class CompactionProtocol:
         self._ack = target.register("ack")
         self._fail = target.register("fail")
         self._observe = target.register("observe")
-        self.split_meta = SplitMeta(target, ttl=ttl)
+        self.split_meta = split_meta or SplitMeta(target, ttl=ttl)
 
     def snapshot(
         self,
@@ -145,31 +153,10 @@ class CompactionProtocol:
         args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
         args += ["1" if read_only else "0", window]
         produced: dict[str, str] = {}
-        reply: Any = None
-        if not self.target.split(key):
+        if self.target.split(key):
+            produced, reply = self._split_snapshot(key, args, shifts, read_only=read_only)
+        else:
             reply = self._run_snapshot(key, [*args, "", "0", "", *shifts])
-        for _ in range(SCRIPT_RELOADS):  # a split list (genbuffer.redis.split)
-            if reply is not None:
-                break
-            # its meta hash is read first: the order genbuffer.redis.split relies on
-            produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
-            counter = produced.get(fields.CHUNK_COUNT, "-")
-            split = ["2" if read_only else "1", *shifts]
-            reply = self._run_snapshot(key, [*args, counter, "1" if there else "0", *split])
-            if int(reply[0]) == 3:  # a deleted life not finished (a deleter was killed)
-                self.split_meta.finish_delete(key, int(reply[1]), text(reply[2]))
-                reply = None
-            elif int(reply[0]) == 2:  # chunks vanished, if the counter is not stale
-                if self.split_meta.counter(key) != counter:
-                    reply = None  # a life deleted in between: read it all again
-                else:
-                    confirmed = [*args, counter, "1" if there else "0", "2", *shifts]
-                    reply = self._run_snapshot(key, confirmed)
-        if reply is None:
-            raise StreamChanged(
-                f"buffer {key} kept changing while its snapshot was taken",
-                hint="nothing was written; run the command again",
-            )
         if int(reply[0]) == 0:
             return BufferSnapshot(key=key, exists=False)
         flat = [text(item) for item in reply[2]]
@@ -183,6 +170,28 @@ class CompactionProtocol:
             first_page_at=int(reply[4]),
             vanished=int(reply[5]),
             windows=[list(found) for found in reply[6]],
+        )
+
+    def _split_snapshot(
+        self, key: str, args: list[Any], shifts: tuple[int, ...], *, read_only: bool
+    ) -> tuple[dict[str, str], Any]:
+        """snapshot.lua on a split list (genbuffer.redis.split): the meta hash read first,
+        a deleted life a killed deleter left finished, a stale counter read again."""
+        for _ in range(SPLIT_TRIES):
+            produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
+            counter = produced.get(fields.CHUNK_COUNT, "-")
+            head = [*args, counter, "1" if there else "0"]
+            reply = self._run_snapshot(key, [*head, "2" if read_only else "1", *shifts])
+            if int(reply[0]) == 3:  # a deleted life not finished (a deleter was killed)
+                self.split_meta.finish_delete(key, int(reply[1]), text(reply[2]))
+            elif int(reply[0]) != 2:
+                return produced, reply
+            elif self.split_meta.counter(key) == counter:  # the chunks did vanish
+                return produced, self._run_snapshot(key, [*head, "2", *shifts])
+            # else: a life deleted in between (its counter was stale): read it all again
+        raise StreamChanged(
+            f"buffer {key} kept changing while its snapshot was taken",
+            hint="nothing was written; run the command again",
         )
 
     def _run_snapshot(self, key: str, argv: list[Any]) -> Any:
@@ -302,12 +311,10 @@ class CompactionProtocol:
                         client=pipe,
                     )
                 try:
-                    replies = pipe.execute()
+                    return sum(int(reply[1]) for reply in pipe.execute())
                 except redis.exceptions.NoScriptError:
                     # acknowledgements are idempotent: the whole pipeline is sent again
                     self.target.client.script_load(self._ack.script)
-                    continue
-                return sum(int(reply[1]) for reply in replies)
         url = mask_url(self.target.url)
         raise RedisUnavailable(f"Redis at {url} keeps dropping genbuffer's Lua scripts (NOSCRIPT)")
 
