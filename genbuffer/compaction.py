@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from genbuffer.documents import Document
 from genbuffer.errors import GenbufferError, GenerationNotFound, UsageError
 from genbuffer.faults import FaultPlan
+from genbuffer.objects.offload import Offload
 from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class CompactionConfig:
     audit_log: Path = Path("storage/logs/metadata-validation.log")
     max_attempts: int = 5
     regeneration: str = "replace"  # GENERATION_REGENERATION: "replace" or "append"
+    offload: Offload = field(default_factory=Offload)  # GENERATION_OFFLOAD_*
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     @classmethod
@@ -82,6 +84,7 @@ class CompactionConfig:
             audit_log=settings.metadata_validation_log,
             max_attempts=settings.compaction_max_attempts,
             regeneration=settings.generation_regeneration,
+            offload=Offload.from_settings(settings),
         )
 
 

@@ -7,10 +7,10 @@ docstring for the protocol); ``genbuffer.decision`` holds the values they pass.
 from __future__ import annotations
 
 import base64
-import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from genbuffer import keys
 from genbuffer.audit import IssueRecord
@@ -37,11 +37,14 @@ from genbuffer.errors import (
     NothingToCompact,
     Quarantined,
     StreamChanged,
+    UsageError,
 )
-from genbuffer.placement import RowRecord, place, snapshot_for
+from genbuffer.objects.artifact import OffloadRecord
+from genbuffer.objects.offload import PARSE_LIMIT, Offload, OffloadPlan, Scanned, scan
+from genbuffer.placement import TAIL_CHUNKS, RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import BufferSnapshot, GenerationBuffer
-from genbuffer.validator import Validation, size_issue, validate
+from genbuffer.validator import Validation, size_issue, validate, validate_unparsed
 
 if TYPE_CHECKING:
     from genbuffer.compaction import CompactionConfig, CompactionRequest
@@ -244,54 +247,63 @@ def _decide_on_snapshot(
         return diverged(key, scenario_id, snapshot, placement), Content()
     policy = request.regeneration or config.regeneration
     new_stream, replacing = regeneration(policy, record, placement, bool(held))
-    existing = b"" if replacing else held
-    new_chunks, new_size, over = _read_new_chunks(
-        buffer, snapshot, max(placement.done, snapshot.trimmed), config.max_bytes - len(existing)
+    existing: bytes | OffloadRecord = b"" if replacing else held
+    offload = config.offload
+    to_store = offload.active or isinstance(existing, OffloadRecord)
+    held_size = existing.bytes if isinstance(existing, OffloadRecord) else len(existing)
+    keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
+    scanned = scan(
+        _held_blocks(existing, offload),
+        buffer.protocol.read(snapshot, max(placement.done, snapshot.trimmed), snapshot.end),
+        keep=keep,
+        tail_chunks=TAIL_CHUNKS,
+        stop_past_keep=not to_store,
+        check_utf8=to_store,
+    )
+    offloaded = isinstance(existing, OffloadRecord) or (
+        offload.threshold is not None and scanned.size > offload.threshold
     )
     decision = Decision(
         key=key,
         scenario_id=scenario_id,
         stream=snapshot.stream_id,
         end=snapshot.end,
-        chunk_count=(0 if replacing else (row.chunk_count or 0)) + len(new_chunks),
-        size=len(existing) + new_size,
-        new_chunks=len(new_chunks),
+        chunk_count=(0 if replacing else (row.chunk_count or 0)) + scanned.new_count,
+        size=scanned.size,
+        new_chunks=scanned.new_count,
         had_failures=snapshot.fields.has_failures,
         last_chunk_at=snapshot.fields.last_chunk_at,
         note=placement.note,
     )
-    if over:
+    if scanned.over or (not offloaded and scanned.size > config.max_bytes):
         issue = size_issue(decision.size, config.max_bytes)
         return replace(
             decision,
             validation=Validation((issue,) if issue else ()),
             abort_reason=f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)",
         ), Content()
-    # One copy of the new bytes: the chunk list goes as soon as it is joined, and the
-    # backups are sliced from the joined bytes (a 64 MB generation must not cost 8x).
-    sizes = tuple(map(len, new_chunks))
-    content = existing + b"".join(new_chunks) if existing else b"".join(new_chunks)
-    del new_chunks
-    validation = validate(
-        content,
-        missing_chunks=max(0, snapshot.trimmed - placement.done),
-        extra_chunks=0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
-        row_metadata=row.metadata,
-        schema=config.schema,
-        gaps=snapshot.gaps + placement.gaps,
-    )
+    checks: dict[str, Any] = {
+        "missing_chunks": max(0, snapshot.trimmed - placement.done),
+        "extra_chunks": 0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
+        "row_metadata": row.metadata,
+        "schema": config.schema,
+        "gaps": snapshot.gaps + placement.gaps,
+    }
+    content = scanned.content
+    if content is not None and (not offloaded or scanned.size <= PARSE_LIMIT):
+        validation = validate(content, **checks)
+    else:  # an offloaded artifact past PARSE_LIMIT: checked as it streamed, not parsed
+        validation = validate_unparsed(scanned.size, scanned.utf8_error, **checks)
     # llm_response is written from the bytes themselves; the parsed document (heavier
     # than its text) is not kept past validation. A document the row holds is never
     # wiped by a concatenation that does not parse.
     as_json = validation.is_json and validation.llm_response is not None
-    keep = row.llm_response is not None and not replacing
+    keep_document = row.llm_response is not None and not replacing
     decision = replace(
-        decision,
-        validation=replace(validation, llm_response=None),
-        sha256=hashlib.sha256(content).hexdigest(),
+        decision, validation=replace(validation, llm_response=None), sha256=scanned.sha256
     )
     del validation
-    if not sizes:
+    if not scanned.new_count:
         if record is not None and record.stream_id != snapshot.stream_id:
             kept = not request.delete
             decision = replace(decision, adopt=adopted(record, snapshot, placement.done, kept))
@@ -301,35 +313,87 @@ def _decide_on_snapshot(
     if mode == "strict" and decision.validation.has_errors:
         aborted = replace(decision, abort_reason=STRICT_ABORT)
         return aborted, Content()
+    plan = None
+    if offloaded:
+        plan = _offload_plan(
+            request,
+            offload,
+            existing=existing,
+            buffer=buffer,
+            snapshot=snapshot,
+            done=placement.done,
+            scanned=scanned,
+            as_json=as_json,
+        )
+        content = None  # the plan streams the bytes again; none are held till the write
     write = Write(
         record=written_record(
-            record,
-            snapshot,
-            content,
-            sizes,
-            closed=request.closes_stream,
-            kept=not request.delete,
+            record, snapshot, scanned.tail, closed=request.closes_stream, kept=not request.delete
         ),
-        llm_response="json" if as_json else "keep" if keep else "null",
-        backup_from=len(existing),
-        sizes=sizes,
+        llm_response="json" if as_json else "keep" if keep_document else "null",
+        backup_from=held_size if not replacing else 0,
+        sizes=scanned.sizes,
         keep_history=new_stream,
+        offload=plan,
     )
-    return replace(decision, write=write), Content(content)
+    return replace(decision, write=write), Content(content or b"")
 
 
-def _read_new_chunks(
-    buffer: GenerationBuffer, snapshot: BufferSnapshot, start: int, budget: int
-) -> tuple[list[bytes], int, bool]:
-    """Read chunks from ``start`` to the snapshot's end; stop once over ``budget`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    for page in buffer.protocol.read(snapshot, start, snapshot.end):
-        chunks.extend(page)
-        size += sum(map(len, page))
-        if size > budget:
-            return chunks, size, True
-    return chunks, size, False
+def _held_blocks(existing: bytes | OffloadRecord, offload: Offload) -> Iterable[bytes]:
+    """The bytes the row holds, to go before the new chunks: in memory, or from the store."""
+    if isinstance(existing, OffloadRecord):
+        return offload.blocks_of(existing)
+    return (existing,) if existing else ()
+
+
+def _offload_plan(
+    request: CompactionRequest,
+    offload: Offload,
+    *,
+    existing: bytes | OffloadRecord,
+    buffer: GenerationBuffer,
+    snapshot: BufferSnapshot,
+    done: int,
+    scanned: Scanned,
+    as_json: bool,
+) -> OffloadPlan:
+    """The upload of an artifact too large for the row: the same bytes, read again."""
+    store = offload.store
+    if store is None:  # the row's artifact was offloaded, but offloading is now off
+        raise UsageError(
+            f"generation {request.generation_id}'s artifact is in an object store "
+            f"({existing.url if isinstance(existing, OffloadRecord) else '?'}), and new "
+            "chunks would go there too, but GENERATION_OFFLOAD_URL is not set",
+            hint="set GENERATION_OFFLOAD_URL and GENERATION_OFFLOAD_BYTES",
+        )
+    start = max(done, snapshot.trimmed)
+
+    def blocks() -> Iterator[bytes]:
+        yield from _held_blocks(existing, offload)
+        for page in buffer.protocol.read(snapshot, start, snapshot.end):
+            yield b"".join(page)
+
+    json_text = None
+    if as_json and scanned.content is not None:
+        json_text = scanned.content.decode("utf-8")
+    return OffloadPlan(
+        store=store,
+        organization_id=request.organization_id,
+        generation_id=request.generation_id,
+        blocks=blocks,
+        sha256=scanned.sha256,
+        size=scanned.size,
+        compression=offload.compression,
+        content_type=content_type(as_json, scanned.utf8_error is None),
+        llm_response_json=json_text,
+    )
+
+
+def content_type(is_json: bool, is_utf8: bool) -> str:
+    """The object's Content-Type: JSON when it parsed, text when UTF-8, else bytes."""
+    if is_json:
+        return "application/json"
+    return "text/plain; charset=utf-8" if is_utf8 else "application/octet-stream"
 
 
 def write(
@@ -355,23 +419,39 @@ def write(
     issues = [issue.as_dict() for issue in decision.validation.issues]
     validation_id = issue_record(request, mode, issues, now).insert(tx) if issues else None
     data = content.take()
-    if config.backup_chunks:
+    offloaded = None
+    if write.offload is not None:
+        # before the row commits: a crash from here on leaves an orphan object, never a
+        # row pointing at nothing (genbuf purge-objects removes orphans)
+        offloaded = write.offload.upload()
+        config.faults.at("after_upload")
+    elif config.backup_chunks:
         backups = slices(data, write.backup_from, write.sizes)
         tx.backup_chunks(request.organization_id, gen, tx.next_backup_seq(gen), backups)
     values = row_values(
         row,
         decision,
         write.record,
-        size=len(data),
+        size=decision.size,
         compacted_by=request.compacted_by,
         now=now,
         issues=issues,
         validation_id=validation_id,
         history_id=history_id,
+        offloaded=offloaded,
     )
-    encoded = base64.b64encode(data)
-    del data  # from here on only the base64 bytes are held
-    tx.save_artifact(gen, encoded, llm_response=write.llm_response, values=values)
+    if offloaded is not None and write.offload is not None:
+        tx.save_offloaded(
+            gen,
+            offloaded.url,
+            llm_response=write.llm_response,
+            json_text=write.offload.llm_response_json,
+            values=values,
+        )
+    else:
+        encoded = base64.b64encode(data)
+        del data  # from here on only the base64 bytes are held
+        tx.save_artifact(gen, encoded, llm_response=write.llm_response, values=values)
     tx.record_compaction(ledger_entry(request, decision, result="persisted", mode=mode, now=now))
     config.faults.at("after_update")
     return Written(validation_id=validation_id, history_id=history_id)

@@ -15,13 +15,17 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genbuffer.db.repository import GenerationRow
 from genbuffer.errors import ForeignArtifact, NothingToCompact
+from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.placement import TAIL_CHUNKS, Placement, RowRecord, fingerprint
 from genbuffer.redis import BufferSnapshot
 from genbuffer.validator import Issue, Validation
+
+if TYPE_CHECKING:
+    from genbuffer.objects.offload import OffloadPlan
 
 __all__ = [
     "LOSS_CODES",
@@ -48,6 +52,7 @@ class Write:
     backup_from: int  # where the new chunks start in the artifact's bytes …
     sizes: tuple[int, ...]  # … and their sizes, for the chunk backups
     keep_history: bool  # a new stream meets the artifact: keep the old one first
+    offload: OffloadPlan | None = None  # set: the artifact goes to the object store
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,16 @@ class Decision:
         return replace(self, note="; ".join(part for part in (note, self.note) if part) or None)
 
 
-def existing_artifact(row: GenerationRow) -> bytes:
-    """The bytes the row already holds; refuse an artifact genbuf cannot account for."""
+def existing_artifact(row: GenerationRow) -> bytes | OffloadRecord:
+    """The bytes the row already holds, or the record of its offloaded object; refuse an
+    artifact genbuf cannot account for."""
     legacy = isinstance(row.metadata, dict) and "compacted" in row.metadata
     if row.compacted is None and not legacy:
         return b""
+    if RowRecord.from_metadata(row.metadata) is not None and (
+        offloaded := OffloadRecord.of_row(row.compacted, row.metadata)
+    ):
+        return offloaded
     if RowRecord.from_metadata(row.metadata) is None or row.compacted is None:
         raise ForeignArtifact(
             f"generation {row.id} already holds an artifact that genbuf did not write",
@@ -228,15 +238,14 @@ def adopted(record: RowRecord, snapshot: BufferSnapshot, done: int, kept: bool) 
 def written_record(
     record: RowRecord | None,
     snapshot: BufferSnapshot,
-    content: bytes,
-    sizes: tuple[int, ...],
+    tail: list[bytes],
     *,
     closed: bool,
     kept: bool,
 ) -> RowRecord:
-    """What the row will say of the buffer after this compaction (``metadata.buffer``)."""
-    tail_sizes = list(sizes[-TAIL_CHUNKS:])
-    tail = list(slices(content, len(content) - sum(tail_sizes), tail_sizes))
+    """What the row will say of the buffer after this compaction (``metadata.buffer``);
+    ``tail``: the last TAIL_CHUNKS chunks it holds."""
+    tail = tail[-TAIL_CHUNKS:]
     return RowRecord(
         stream_id=snapshot.stream_id or "",
         offset=snapshot.end,
@@ -311,8 +320,10 @@ def row_values(
     issues: list[dict[str, str]],
     validation_id: int | None,
     history_id: int | None,
+    offloaded: OffloadRecord | None = None,
 ) -> dict[str, Any]:
-    """The row's columns besides the artifact's two; metadata keeps everything but the blob."""
+    """The row's columns besides the artifact's two; metadata keeps everything but the blob
+    (and, for an offloaded artifact, records where it went)."""
     metadata: dict[str, Any]
     if isinstance(row.metadata, dict):
         metadata = {k: v for k, v in row.metadata.items() if k != "compacted"}
@@ -338,6 +349,10 @@ def row_values(
         sha256=decision.sha256,
         buffer=record.to_metadata(),
     )
+    if offloaded is not None:
+        metadata["offloaded"] = offloaded.to_metadata()
+    else:
+        metadata.pop("offloaded", None)
     if issues:
         metadata["validation_errors"] = issues
     else:

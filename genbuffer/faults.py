@@ -22,7 +22,14 @@ from genbuffer.errors import UsageError
 
 __all__ = ["STEPS", "FaultPlan", "SimulatedCrash"]
 
-STEPS = ("after_snapshot", "after_update", "before_commit", "after_commit", "before_ack")
+STEPS = (
+    "after_snapshot",
+    "after_upload",
+    "after_update",
+    "before_commit",
+    "after_commit",
+    "before_ack",
+)
 
 
 class SimulatedCrash(BaseException):

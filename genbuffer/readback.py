@@ -16,10 +16,19 @@ from pydantic import Field
 from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import AmbiguousBuffer, GenerationNotFound, NothingToCompact, OperationFailed
+from genbuffer.errors import AmbiguousBuffer, GenerationNotFound, NothingToCompact
+from genbuffer.objects.artifact import ArtifactMismatch, OffloadRecord
+from genbuffer.objects.offload import Offload
 from genbuffer.redis import GenerationBuffer
 
-__all__ = ["ArtifactFacts", "ArtifactMismatch", "follow_buffer", "read_artifact", "tail_key"]
+__all__ = [
+    "ArtifactFacts",
+    "ArtifactMismatch",
+    "follow_buffer",
+    "open_artifact",
+    "read_artifact",
+    "tail_key",
+]
 
 
 class ArtifactFacts(Document):
@@ -39,18 +48,35 @@ class ArtifactFacts(Document):
     validations: list[dict[str, Any]] = Field(default_factory=list)
     history: int = 0  # artifacts a regenerated stream replaced, kept
     buffer_in_redis: bool
+    offloaded: str | None = None  # the object's URL, when `compacted` holds one
+    compression: str | None = None  # of the offloaded object
     output: str | None = None
 
 
-class ArtifactMismatch(OperationFailed):
-    """The artifact's bytes do not hash to the sha256 compaction recorded."""
-
-
 def read_artifact(
-    repository: Repository, buffer: GenerationBuffer, organization_id: int, generation_id: int
+    repository: Repository,
+    buffer: GenerationBuffer,
+    organization_id: int,
+    generation_id: int,
+    offload: Offload | None = None,
 ) -> tuple[bytes, ArtifactFacts]:
     """The artifact's bytes exactly as pushed, with its facts; a sha256 that does not
     match what compaction recorded is an error (exit 1), and nothing is returned."""
+    blocks, facts = open_artifact(repository, buffer, organization_id, generation_id, offload)
+    return b"".join(blocks), facts
+
+
+def open_artifact(
+    repository: Repository,
+    buffer: GenerationBuffer,
+    organization_id: int,
+    generation_id: int,
+    offload: Offload | None = None,
+) -> tuple[Iterator[bytes], ArtifactFacts]:
+    """The artifact's bytes as blocks, and its facts, whether `compacted` holds base64 or
+    an object's URL. A base64 artifact is verified before its one block is given; an
+    offloaded one streams from the store (bounded memory) and raises ArtifactMismatch
+    after its last block if the bytes do not hash to the recorded sha256."""
     row = repository.get_generation(generation_id)
     if row is None or row.organization_id != organization_id:
         raise GenerationNotFound(
@@ -66,22 +92,16 @@ def read_artifact(
             if legacy
             else f"compact it first: genbuf compact-generation {organization_id} {generation_id}",
         )
-    try:
-        data = base64.b64decode(row.compacted, validate=True)
-    except (binascii.Error, ValueError):
-        raise ArtifactMismatch(
-            f"generation {generation_id}: `compacted` is not valid base64"
-        ) from None
-    digest = hashlib.sha256(data).hexdigest()
     recorded = metadata.get("sha256")
     recorded = recorded if isinstance(recorded, str) else None
-    if recorded is not None and recorded != digest:
-        raise ArtifactMismatch(
-            f"generation {generation_id}: the artifact hashes to {digest}, "
-            f"but compaction recorded {recorded}",
-            hint="the column was changed outside genbuf; the chunk backups "
-            "(generation_chunks) may still hold the original",
-        )
+    offloaded = OffloadRecord.of_row(row.compacted, metadata)
+    blocks: Iterator[bytes]
+    if offloaded is not None:
+        blocks = (offload or Offload()).blocks_of(offloaded)
+        size, digest, recorded = offloaded.bytes, offloaded.sha256, offloaded.sha256
+    else:
+        data = _decoded(generation_id, row.compacted, recorded)
+        size, digest, blocks = len(data), hashlib.sha256(data).hexdigest(), iter((data,))
     validations = [
         {
             "id": issue["id"],
@@ -99,7 +119,7 @@ def read_artifact(
         organization_id=organization_id,
         generation_id=generation_id,
         scenario_id=row.scenario_id,
-        bytes=len(data),
+        bytes=size,
         chunk_count=row.chunk_count,
         sha256=digest,
         sha256_recorded=recorded,
@@ -109,8 +129,30 @@ def read_artifact(
         validations=validations,
         history=len(metadata.get("history") or []),
         buffer_in_redis=bool(present),
+        offloaded=offloaded.url if offloaded is not None else None,
+        compression=offloaded.compression if offloaded is not None else None,
     )
-    return data, facts
+    return blocks, facts
+
+
+def _decoded(generation_id: int, compacted: str, recorded: str | None) -> bytes:
+    """A base64 artifact's bytes, checked against the sha256 compaction recorded."""
+    try:
+        data = base64.b64decode(compacted, validate=True)
+    except (binascii.Error, ValueError):
+        raise ArtifactMismatch(
+            f"generation {generation_id}: `compacted` is neither valid base64 nor the URL "
+            "of an offloaded artifact"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if recorded is not None and recorded != digest:
+        raise ArtifactMismatch(
+            f"generation {generation_id}: the artifact hashes to {digest}, "
+            f"but compaction recorded {recorded}",
+            hint="the column was changed outside genbuf; the chunk backups "
+            "(generation_chunks) may still hold the original",
+        )
+    return data
 
 
 def tail_key(

@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     # the artifact (kept in generation_artifact_history), or append to it.
     generation_regeneration: Literal["replace", "append"] = "replace"
 
+    # Large artifacts go to an object store (s3://bucket/prefix, file:///path, memory://)
+    # and `compacted` holds the object's URL; unset: every artifact stays in the row.
+    generation_offload_url: str | None = None
+    generation_offload_bytes: int | None = Field(default=None, gt=0)  # unset: never offload
+    generation_offload_compression: Literal["none", "zstd"] = "none"
+    # S3 by the usual AWS names; Laravel's AWS_BUCKET / AWS_ENDPOINT /
+    # AWS_USE_PATH_STYLE_ENDPOINT are read as they are.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_default_region: str | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_endpoint_url_s3: str | None = None
+    aws_endpoint: str | None = None
+    aws_bucket: str | None = None
+    aws_use_path_style_endpoint: bool | None = None
+
     @field_validator("*", mode="before")
     @classmethod
     def _laravel_values(cls, value: Any, info: ValidationInfo) -> Any:
@@ -138,6 +156,14 @@ class Settings(BaseSettings):
     def cluster_tls(self) -> bool:
         """Whether to speak TLS to cluster nodes: REDIS_SCHEME=tls, or a rediss:// REDIS_URL."""
         return self.redis_scheme == "tls" or (self.redis_url or "").startswith("rediss://")
+
+    def offload_enabled(self) -> bool:
+        """Whether large artifacts go to an object store (GENERATION_OFFLOAD_URL and _BYTES)."""
+        return self.generation_offload_url is not None and self.generation_offload_bytes is not None
+
+    def s3_endpoint(self) -> str | None:
+        """AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else Laravel's AWS_ENDPOINT."""
+        return self.aws_endpoint_url_s3 or self.aws_endpoint_url or self.aws_endpoint
 
     def database_configured(self) -> bool:
         """Whether DATABASE_URL or DB_CONNECTION says which database to use."""

@@ -21,6 +21,8 @@ sequence_gap           error     the producer skipped sequence numbers (never de
 buffer_missing         error     a row older than the chunk TTL with no artifact and no
                                  buffer: its chunks expired or were evicted
 oversize               error     over GENERATION_MAX_BYTES
+json_unchecked         warning   an offloaded artifact too large to parse, while
+                                 GENERATION_JSON_SCHEMA asks for a check
 metadata_invalid       error     the row's metadata is not an object, or a reserved
                                  key has the wrong type
 schema_violation       error     llm_response breaks GENERATION_JSON_SCHEMA
@@ -37,7 +39,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["RESERVED_METADATA_TYPES", "Issue", "Validation", "size_issue", "validate"]
+__all__ = [
+    "RESERVED_METADATA_TYPES",
+    "Issue",
+    "Validation",
+    "size_issue",
+    "validate",
+    "validate_unparsed",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -50,6 +59,7 @@ RESERVED_METADATA_TYPES: dict[str, tuple[type, ...]] = {
     "validation_errors": (list,),
     "compacted": (str,),
     "buffer": (dict,),
+    "offloaded": (dict,),
 }
 
 
@@ -148,6 +158,41 @@ def validate(
     if schema is not None:
         issues.extend(_schema_issues(parsed, schema))
     return Validation(tuple(issues), None if unstorable else parsed, is_json=True)
+
+
+def validate_unparsed(
+    size: int,
+    utf8_error: str | None,
+    *,
+    missing_chunks: int = 0,
+    extra_chunks: int = 0,
+    row_metadata: Any = None,
+    schema: Mapping[str, Any] | None = None,
+    gaps: int = 0,
+) -> Validation:
+    """Validate an artifact too large to parse, from what was checked as it streamed:
+    its size, its UTF-8, the chunk counts and the row's metadata."""
+    issues: list[Issue] = []
+    if gaps:
+        issues.append(
+            Issue("sequence_gap", f"the producer skipped {gaps} sequence numbers: chunks missing")
+        )
+    issues.extend(_count_issues(missing_chunks, extra_chunks))
+    issues.extend(_metadata_issues(row_metadata))
+    if not size:
+        issues.append(Issue("empty_generation", "the generation has no content"))
+    elif utf8_error is not None:
+        issues.append(Issue("invalid_utf8", f"content is not UTF-8: {utf8_error}"))
+    elif schema is not None:
+        issues.append(
+            Issue(
+                "json_unchecked",
+                f"{size} bytes is too large to parse: neither JSON nor "
+                "GENERATION_JSON_SCHEMA was checked, llm_response is left null",
+                "warning",
+            )
+        )
+    return Validation(tuple(issues))
 
 
 def _count_issues(missing: int, extra: int) -> list[Issue]:

@@ -29,6 +29,7 @@ from genbuffer.redis import GenerationBuffer
 from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
 from tests.support.cluster import LocalCluster
+from tests.support.objects import S3Server
 from tests.support.urls import (
     IN_CI,
     MARIADB_ADMIN_URL,
@@ -335,6 +336,23 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     built = Stack(name="cluster", env=_cluster_env(request, tmp_path), tmp_path=tmp_path)
     yield built
     built.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3-protocol server, in a process of its own, for the whole session."""
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["file", "s3"])
+def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Offload settings for a fresh store: a directory, or a new bucket on moto's server."""
+    if request.param == "file":
+        return {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"}
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.env(server.create_bucket())
 
 
 @pytest.fixture

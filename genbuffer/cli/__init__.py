@@ -164,6 +164,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show-generation": ("genbuffer.cli.show_cmd", "show_generation_cmd"),
     "tail": ("genbuffer.cli.tail_cmd", "tail_cmd"),
     "worker": ("genbuffer.cli.worker_cmd", "worker_cmd"),
+    "offload-compacted": ("genbuffer.cli.objects_cmd", "offload_compacted_cmd"),
+    "purge-objects": ("genbuffer.cli.objects_cmd", "purge_objects_cmd"),
     "db": ("genbuffer.cli.db_cmd", "db_app"),
     "config": ("genbuffer.cli.config_cmd", "config_app"),
 }

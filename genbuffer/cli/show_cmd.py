@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,18 +37,28 @@ def show_generation_cmd(
     """The artifact's bytes exactly as pushed (stdout, or --output), verified against the
     sha256 compaction recorded; a mismatch prints nothing and exits 1.
 
+    An offloaded artifact (`compacted` holds an object's URL) streams from the store in
+    bounded memory and is verified as it goes: --output is renamed into place only once
+    verified; on stdout a mismatch is said after the last byte, with exit 1.
+
     --json prints its facts instead (bytes, chunk_count, sha256, compacted_at/by,
     validations, whether a buffer is still in Redis); with --output, the file too.
     Example: genbuf show-generation 12 59 | cmp - pushed.txt
     """
-    from genbuffer.readback import read_artifact
+    from genbuffer.objects.offload import Offload
+    from genbuffer.readback import open_artifact
 
     rt = runtime(ctx, as_json)
-    data, facts = read_artifact(rt.repository, rt.buffer, organization_id, generation_id)
+    blocks, facts = open_artifact(
+        rt.repository, rt.buffer, organization_id, generation_id, Offload.from_settings(rt.settings)
+    )
     if output is not None:
-        _write_atomically(output, data)
+        _write_atomically(output, blocks)
         facts = facts.model_copy(update={"output": str(output)})
     if as_json:
+        if output is None:
+            for _ in blocks:  # an offloaded artifact is verified by reading it whole
+                pass
         emit(rt, facts, lambda console: None)
         return
     if not facts.verified:
@@ -57,7 +68,8 @@ def show_generation_cmd(
         return
     if sys.stdout.isatty():
         stderr().print(fields_table("artifact", _rows(facts)))
-    sys.stdout.buffer.write(data)
+    for block in blocks:
+        sys.stdout.buffer.write(block)
     sys.stdout.buffer.flush()
 
 
@@ -70,18 +82,26 @@ def _rows(facts: ArtifactFacts) -> list[tuple[str, object]]:
         ("compacted", f"{facts.compacted_at} by {facts.compacted_by}"),
         ("validations", len(facts.validations)),
         ("buffer in Redis", "yes" if facts.buffer_in_redis else "no"),
+        *([("offloaded to", facts.offloaded)] if facts.offloaded else []),
     ]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+def _write_atomically(path: Path, blocks: Iterable[bytes]) -> None:
+    """Write ``blocks`` to a temporary file beside ``path``, then rename it into place;
+    an error on the way (a mismatch found after the last block) leaves ``path`` as it was."""
     from genbuffer.errors import UsageError
 
     directory = path.parent if str(path.parent) else Path()
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write --output {path}: {exc}") from None
+    try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            for block in blocks:
+                file.write(block)
         Path(temporary).replace(path)
     except OSError as exc:
         raise UsageError(f"cannot write --output {path}: {exc}") from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from sqlalchemy import cast as cast_
 
 from genbuffer.db.rows import GEN
 
-__all__ = ["ROW_COLUMNS", "save_artifact"]
+__all__ = ["ROW_COLUMNS", "save_artifact", "save_offloaded"]
 
 
 # The columns a compaction writes besides the artifact's two.
@@ -101,3 +101,50 @@ def save_artifact(
             base64.b64decode(encoded).decode("utf-8") if llm_response == "json" else None
         )
     connection.execute(_generic(llm_response == "keep"), params)
+
+
+@cache
+def _offloaded(dialect: str, llm_response_mode: str) -> Any:
+    llm_response: Any
+    if llm_response_mode == "keep":
+        llm_response = GEN.c.llm_response
+    elif llm_response_mode == "null":
+        llm_response = null()
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB  # noqa: PLC0415  (PostgreSQL only)
+
+        llm_response = cast_(bindparam("llm_response", type_=Text()), JSONB)
+    else:
+        llm_response = bindparam("llm_response", type_=Text())
+    return (
+        update(GEN)
+        .where(GEN.c.id == bindparam("row_id"))
+        .values(
+            compacted=bindparam("compacted"),
+            llm_response=llm_response,
+            **{name: bindparam(name) for name in ROW_COLUMNS},
+        )
+    )
+
+
+def save_offloaded(
+    connection: Connection,
+    generation_id: int,
+    url: str,
+    *,
+    llm_response: str,
+    json_text: str | None,
+    values: dict[str, Any],
+) -> None:
+    """Point the row at its offloaded artifact: `compacted` holds the object's URL.
+
+    ``llm_response`` as in save_artifact; "json" binds ``json_text``, the artifact's
+    JSON (parsed during validation, so small enough to hold)."""
+    mode = "json" if llm_response == "json" and json_text is not None else llm_response
+    if mode == "json" and json_text is None:
+        mode = "null"
+    params = {"row_id": generation_id, "compacted": url}
+    params |= {name: values[name] for name in ROW_COLUMNS}
+    if mode == "json":
+        params["llm_response"] = json_text
+    connection.execute(_offloaded(connection.dialect.name, mode), params)

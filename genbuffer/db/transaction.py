@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from genbuffer.db.artifact import save_artifact
+from genbuffer.db.artifact import save_artifact, save_offloaded
 from genbuffer.db.rows import (
     CHUNKS,
     GEN,
@@ -87,6 +87,38 @@ class Transaction:
         """
         save_artifact(
             self.connection, generation_id, encoded, llm_response=llm_response, values=values
+        )
+
+    def referenced_urls(self, generation_ids: Iterable[int], urls: Iterable[str]) -> set[str]:
+        """Which of ``urls`` a row of these generations, or an artifact it kept in its
+        history, holds in `compacted`."""
+        ids, wanted = sorted(set(generation_ids)), sorted(set(urls))
+        if not ids or not wanted:
+            return set()
+        rows = select(GEN.c.compacted).where(GEN.c.id.in_(ids), GEN.c.compacted.in_(wanted))
+        kept = select(HISTORY.c.compacted).where(
+            HISTORY.c.generation_id.in_(ids), HISTORY.c.compacted.in_(wanted)
+        )
+        found = self.connection.execute(rows.union(kept)).scalars()
+        return {url for url in found if url is not None}
+
+    def save_offloaded(
+        self,
+        generation_id: int,
+        url: str,
+        *,
+        llm_response: str,
+        json_text: str | None,
+        values: dict[str, Any],
+    ) -> None:
+        """Point the row at its offloaded artifact's URL (see db.artifact.save_offloaded)."""
+        save_offloaded(
+            self.connection,
+            generation_id,
+            url,
+            llm_response=llm_response,
+            json_text=json_text,
+            values=values,
         )
 
     def insert_issue(

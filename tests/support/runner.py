@@ -20,7 +20,7 @@ GENBUF = str(Path(sys.executable).parent / "genbuf")
 # genbuf with the fault hooks a test asks for (GENBUFFER_CRASH_AT / GENBUFFER_PAUSE_AT):
 # see tests/support/faulty.py; production genbuf has no such settings
 FAULTY_GENBUF = [sys.executable, "-m", "tests.support.faulty"]
-_SETTING_PREFIXES = ("REDIS_", "DB_", "DATABASE_", "GENERATION_", "METADATA_", "GENBUF")
+_SETTING_PREFIXES = ("REDIS_", "DB_", "DATABASE_", "GENERATION_", "METADATA_", "GENBUF", "AWS_")
 
 
 def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Large artifacts in an object store: the store, the offloaded artifact, orphans."""

@@ -1,0 +1,164 @@
+"""offload-compacted: move existing large base64 artifacts from their rows to the store.
+
+Rows are taken in id order, ``batch_size`` at a time, each in a transaction of its
+own with the row locked: the artifact is decoded, checked against the sha256
+compaction recorded, uploaded to the object its sha256 names, and the row then
+holds the object's URL and `metadata.offloaded`; `llm_response` is left as it is.
+A run killed midway leaves every row either moved or untouched (an object uploaded
+for a row that did not commit is an orphan, for purge-objects); running it again
+goes on with the rest, and a row already moved is never selected again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import func, select
+
+from genbuffer.db.repository import Repository
+from genbuffer.db.rows import GEN
+from genbuffer.documents import Document
+from genbuffer.faults import FaultPlan
+from genbuffer.objects.artifact import OffloadRecord, upload
+from genbuffer.objects.store import Store
+
+__all__ = ["OffloadCompactedResult", "offload_compacted"]
+
+
+class OffloadCompactedResult(Document):
+    """What `genbuf offload-compacted --json` prints."""
+
+    ok: bool = True
+    store: str
+    dry_run: bool
+    min_bytes: int
+    candidates: int = 0  # base64 artifacts of at least min_bytes
+    offloaded: int = 0
+    bytes: int = 0  # of the artifacts moved (or, dry, that would move)
+    stored_bytes: int = 0  # what the objects take in the store
+    skipped: list[dict[str, Any]] = Field(default_factory=list)  # rows left as they are, why
+
+
+def _base64_length(size: int) -> int:
+    return (size + 2) // 3 * 4
+
+
+def offload_compacted(
+    repository: Repository,
+    store: Store,
+    *,
+    compression: str,
+    min_bytes: int,
+    batch_size: int,
+    dry_run: bool,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    faults: FaultPlan | None = None,
+) -> OffloadCompactedResult:
+    """Move every base64 artifact of at least ``min_bytes`` to ``store``."""
+    result = OffloadCompactedResult(store=store.url, dry_run=dry_run, min_bytes=min_bytes)
+    # base64 never holds ':' and every URL does within its first characters, so the
+    # prefix tells moved rows apart without reading a large value whole
+    candidates = (
+        select(GEN.c.id, func.length(GEN.c.compacted))
+        .where(
+            GEN.c.compacted.is_not(None),
+            func.length(GEN.c.compacted) >= _base64_length(min_bytes),
+            func.substr(GEN.c.compacted, 1, 12).not_like("%:%"),
+        )
+        .order_by(GEN.c.id)
+    )
+    with repository.transaction() as tx:
+        total = tx.connection.execute(
+            select(func.count()).select_from(candidates.subquery())
+        ).scalar_one()
+    result.candidates = int(total)
+    after = 0
+    done = 0
+    while True:
+        with repository.transaction() as tx:
+            batch = tx.connection.execute(
+                candidates.where(GEN.c.id > after).limit(batch_size)
+            ).all()
+        if not batch:
+            return result
+        for row_id, length in batch:
+            after = int(row_id)
+            if dry_run:
+                result.offloaded += 1
+                result.bytes += int(length) * 3 // 4
+            else:
+                _offload_row(
+                    repository,
+                    compression,
+                    store,
+                    after,
+                    min_bytes=min_bytes,
+                    result=result,
+                    faults=faults or FaultPlan(),
+                )
+            done += 1
+            progress(done, result.candidates)
+
+
+def _offload_row(
+    repository: Repository,
+    compression: str,
+    store: Store,
+    generation_id: int,
+    *,
+    min_bytes: int,
+    result: OffloadCompactedResult,
+    faults: FaultPlan,
+) -> None:
+    """Move one row's artifact, with the row locked; note why not when it cannot."""
+    with repository.transaction() as tx:
+        row = tx.lock_generation(generation_id)
+        if row is None or row.compacted is None or ":" in row.compacted[:12]:
+            return  # deleted or moved meanwhile
+        metadata: dict[str, Any] = dict(row.metadata) if isinstance(row.metadata, dict) else {}
+        try:
+            data = base64.b64decode(row.compacted, validate=True)
+        except (binascii.Error, ValueError):
+            result.skipped.append({"id": generation_id, "reason": "compacted is not base64"})
+            result.ok = False
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        if metadata.get("sha256") not in (None, digest):
+            result.skipped.append(
+                {"id": generation_id, "reason": "sha256 differs from the recorded one"}
+            )
+            result.ok = False
+            return
+        if len(data) < min_bytes:
+            return
+        record: OffloadRecord = upload(
+            store,
+            row.organization_id,
+            generation_id,
+            iter((data,)),
+            sha256=digest,
+            size=len(data),
+            compression=compression,
+            content_type=_content_type(row.llm_response is not None, data),
+        )
+        faults.at("after_upload")  # the seam crash tests kill at: uploaded, not committed
+        metadata.update(offloaded=record.to_metadata(), sha256=digest, bytes=len(data))
+        tx.update_generation(generation_id, {"compacted": record.url, "metadata": metadata})
+    result.offloaded += 1
+    result.bytes += record.bytes
+    result.stored_bytes += record.stored_bytes
+
+
+def _content_type(has_document: bool, data: bytes) -> str:
+    if has_document:
+        return "application/json"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    return "text/plain; charset=utf-8"

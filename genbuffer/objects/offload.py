@@ -1,0 +1,216 @@
+"""Reading a compaction's artifact in one streamed pass, and offloading it when large.
+
+A compaction reads the artifact it will write (what the row holds, then the new
+chunks, page by page) once, hashing every byte and keeping the bytes only while
+they stay under a limit. What it then does depends on the size:
+
+- up to ``GENERATION_OFFLOAD_BYTES`` (or with offloading off): the artifact goes
+  into the row as before, base64 in `compacted`, parsed and validated whole;
+- above it: it is streamed a second time, page by page, into a multipart upload
+  to the object named after its sha256, before the row's transaction commits, and
+  `compacted` holds the object's URL. It is parsed as JSON only up to PARSE_LIMIT
+  bytes; past that it is checked for UTF-8 as it streams, and `llm_response`
+  stays null. Memory stays bounded by the limit and the upload's parts, whatever
+  the size; ``GENERATION_MAX_BYTES`` applies only to what is kept in the row.
+
+An artifact once offloaded stays offloaded: new chunks appended to it are read
+after the stored object's bytes, and the whole goes to a new object.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from genbuffer.objects.artifact import OffloadRecord, read_verified, upload
+from genbuffer.objects.store import Store, locate, open_store
+
+if TYPE_CHECKING:
+    from genbuffer.settings import Settings
+
+__all__ = ["PARSE_LIMIT", "Offload", "OffloadPlan", "Scanned", "scan"]
+
+PARSE_LIMIT = 16 * 1024 * 1024  # an offloaded artifact is parsed as JSON up to this size
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Where and when artifacts are offloaded; ``store`` None: never (rows that hold a
+    URL are still read, from the store their URL names)."""
+
+    store: Store | None = None
+    threshold: int | None = None
+    compression: str = "none"
+    settings: Settings | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, always: bool = False) -> Offload:
+        """GENERATION_OFFLOAD_URL/_BYTES/_COMPRESSION; the store opens here (a bad URL is
+        a usage error before anything is read). ``always``: open the store whenever the
+        URL is set, even without GENERATION_OFFLOAD_BYTES (the object commands)."""
+        url = settings.generation_offload_url
+        store = None
+        if url is not None and (always or settings.offload_enabled()):
+            _refuse_vanishing(url, settings)
+            store = open_store(url, settings)
+        return cls(
+            store=store,
+            threshold=settings.generation_offload_bytes if settings.offload_enabled() else None,
+            compression=settings.generation_offload_compression,
+            settings=settings,
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether artifacts over the threshold are offloaded."""
+        return self.store is not None and self.threshold is not None
+
+    def blocks_of(self, record: OffloadRecord) -> Iterator[bytes]:
+        """The bytes of an offloaded artifact, verified against its sha256 at the end."""
+        store, path = locate(record.url, self.settings, self.store)
+        return read_verified(store, path, record)
+
+
+def _refuse_vanishing(url: str, settings: Settings) -> None:
+    """memory:// keeps objects as long as the process: rows would point at nothing once
+    it ends, unless everything else is in-process too (REDIS_URL=memory://: tests, demo)."""
+    from genbuffer.errors import UsageError  # noqa: PLC0415
+    from genbuffer.settings import MEMORY_REDIS_URL  # noqa: PLC0415
+
+    in_process = (settings.redis_url or "").startswith(MEMORY_REDIS_URL)
+    if url.lower().startswith("memory:") and not in_process:
+        raise UsageError(
+            "GENERATION_OFFLOAD_URL=memory:// keeps objects only while this command runs: "
+            "rows would point at objects that are gone",
+            hint="use s3://bucket/prefix or file:///path (memory:// is for in-process tests)",
+        )
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One pass over the artifact to be written (held bytes, then the new chunks)."""
+
+    size: int  # the whole artifact
+    sha256: str
+    new_size: int
+    sizes: tuple[int, ...]  # of the new chunks; only while the bytes are kept
+    new_count: int
+    tail: list[bytes]  # the last TAIL_CHUNKS new chunks (the row's fingerprint)
+    content: bytes | None  # the whole artifact, when it stayed within the keep limit
+    utf8_error: str | None  # where the bytes stop being UTF-8, if they do
+    over: bool  # stopped early: past the limit with nowhere to put it
+
+
+def scan(
+    held: Iterable[bytes],
+    pages: Iterable[list[bytes]],
+    *,
+    keep: int,
+    tail_chunks: int,
+    stop_past_keep: bool,
+    check_utf8: bool,
+) -> Scanned:
+    """Hash and count ``held`` then ``pages``, keeping the bytes while they total at most
+    ``keep``; with ``stop_past_keep``, stop reading as soon as they exceed it.
+
+    A page is joined once and handled as one block: hashing and the UTF-8 check run
+    per page, not per chunk (a 64 MB artifact may be half a million chunks)."""
+    hasher = hashlib.sha256()
+    checker = _Utf8() if check_utf8 else None
+    kept: list[bytes] | None = []
+    sizes: list[int] = []
+    tail: deque[bytes] = deque(maxlen=tail_chunks)
+    size = new_size = count = 0
+
+    def take(block: bytes) -> None:
+        nonlocal size, kept
+        hasher.update(block)
+        if checker is not None:
+            checker.feed(block, size)
+        size += len(block)
+        if kept is not None:
+            kept.append(block)
+            if size > keep:
+                kept = None  # past the limit: the bytes are streamed again when needed
+
+    for block in held:
+        take(block)
+    for page in pages:
+        block = b"".join(page)
+        tail.extend(page[-tail_chunks:])
+        count += len(page)
+        new_size += len(block)
+        if kept is not None:
+            sizes.extend(map(len, page))
+        del page
+        take(block)
+        if kept is None and stop_past_keep:
+            break
+    if checker is not None:
+        checker.close(size)
+    return Scanned(
+        size=size,
+        sha256=hasher.hexdigest(),
+        new_size=new_size,
+        sizes=tuple(sizes) if kept is not None else (),
+        new_count=count,
+        tail=list(tail),
+        content=b"".join(kept) if kept is not None else None,
+        utf8_error=None if checker is None else checker.error,
+        over=kept is None and stop_past_keep,
+    )
+
+
+class _Utf8:
+    """An incremental UTF-8 check that remembers the first bad byte's offset."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.error: str | None = None
+
+    def feed(self, block: bytes, offset: int) -> None:
+        if self.error is None:
+            try:
+                self.decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                self.error = f"{exc.reason} at byte {offset + exc.start}"
+
+    def close(self, offset: int) -> None:
+        if self.error is None:
+            try:
+                self.decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                self.error = f"{exc.reason} at byte {offset}"
+
+
+@dataclass(frozen=True)
+class OffloadPlan:
+    """What a compaction uploads before its row commits: the artifact's bytes, streamed
+    again from where the scan read them, into the object its sha256 names."""
+
+    store: Store
+    organization_id: int
+    generation_id: int
+    blocks: Callable[[], Iterable[bytes]]
+    sha256: str
+    size: int
+    compression: str
+    content_type: str
+    llm_response_json: str | None  # the artifact's JSON text when it was parsed, else None
+
+    def upload(self) -> OffloadRecord:
+        """Stream the bytes to the store; the record `metadata.offloaded` keeps."""
+        return upload(
+            self.store,
+            self.organization_id,
+            self.generation_id,
+            self.blocks(),
+            sha256=self.sha256,
+            size=self.size,
+            compression=self.compression,
+            content_type=self.content_type,
+        )

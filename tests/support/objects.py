@@ -1,0 +1,69 @@
+"""A real S3-protocol server for the tests: moto's server, in a process of its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from tests.support.servers import free_port
+
+ACCESS_KEY = "genbuf-test"
+SECRET_KEY = "genbuf-test-secret"
+REGION = "us-east-1"
+
+
+class S3Server:
+    """`python -m moto.server` on a loopback port; buckets made per test."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()  # noqa: S310
+                return
+            except (urllib.error.URLError, OSError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto's S3 server did not start (log: {log})") from None
+                time.sleep(0.1)
+
+    def create_bucket(self) -> str:
+        """A new, empty bucket's name."""
+        name = f"genbuf-{uuid.uuid4().hex[:12]}"
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")  # noqa: S310
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own http endpoint)
+        return name
+
+    def env(self, bucket: str, prefix: str = "artifacts") -> dict[str, str]:
+        """The settings of a genbuf offloading to ``bucket`` on this server."""
+        return {
+            "GENERATION_OFFLOAD_URL": f"s3://{bucket}/{prefix}",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -1,0 +1,434 @@
+"""Large artifacts offloaded to an object store: a directory, and moto's real S3 server."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from genbuffer.compaction import CompactionRequest, assemble_and_persist
+from genbuffer.db.rows import CHUNKS, GEN, HISTORY
+from genbuffer.errors import ForeignArtifact
+from genbuffer.objects import offload as offload_module
+from genbuffer.objects.artifact import OBJECT_PATH, upload
+from genbuffer.objects.offload import Offload
+from genbuffer.objects.store import Store, open_store, s3_config
+from genbuffer.readback import read_artifact
+from genbuffer.settings import Settings
+from tests.conftest import Stack
+from tests.helpers import compact
+from tests.support.runner import run_genbuf
+
+ORG = 31
+THRESHOLD = 4096
+
+
+def offloading(stack: Stack, store_env: dict[str, str], **extra: str) -> Stack:
+    """The stack, offloading artifacts over THRESHOLD bytes to ``store_env``'s store."""
+    stack.env.update(store_env)
+    stack.env.setdefault("GENERATION_OFFLOAD_BYTES", str(THRESHOLD))
+    stack.env.update(extra)
+    return stack
+
+
+def store_of(stack: Stack) -> Store:
+    """The stack's object store."""
+    return open_store(stack.env["GENERATION_OFFLOAD_URL"], stack.settings)
+
+
+def objects(stack: Stack) -> list[str]:
+    """The paths of every object in the stack's store."""
+    return sorted(found.path for found in store_of(stack).objects())
+
+
+def json_chunks(count: int, size: int = 200) -> list[bytes]:
+    """A JSON array pushed as ``count`` chunks of about ``size`` bytes."""
+    items = [json.dumps({"i": i, "text": "x" * size}) for i in range(count)]
+    body = ("[" + ",".join(items) + "]").encode()
+    step = max(1, len(body) // count)
+    return [body[i : i + step] for i in range(0, len(body), step)]
+
+
+def test_a_large_artifact_goes_to_the_store_and_reads_back(
+    stack: Stack, object_store: dict[str, str]
+) -> None:
+    """Over GENERATION_OFFLOAD_BYTES: `compacted` is the object's URL, metadata says what
+    it holds, no chunk backups; the library and show-generation read the bytes back."""
+    offloading(stack, object_store)
+    small_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, small_gen, [b'{"small": ', b"true}"])
+    gen = stack.repository.create_generation(ORG)
+    chunks = json_chunks(100)
+    stack.buffer.push_many(ORG, gen, chunks)
+    pushed = b"".join(chunks)
+    assert len(pushed) > THRESHOLD
+
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.persisted and result.deleted and result.ok
+    assert result.sha256 == hashlib.sha256(pushed).hexdigest()
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is not None
+    digest = hashlib.sha256(pushed).hexdigest()
+    assert row.compacted == f"{store_of(stack).url}/org-{ORG}/gen-{gen}/{digest}"
+    assert row.metadata["offloaded"] == {
+        "url": row.compacted,
+        "bytes": len(pushed),
+        "sha256": digest,
+        "compression": "none",
+        "content_type": "application/json",
+        "stored_bytes": len(pushed),
+    }
+    assert row.metadata["sha256"] == digest and row.metadata["bytes"] == len(pushed)
+    assert row.llm_response == json.loads(pushed)  # parsed: under PARSE_LIMIT
+    assert objects(stack) == [f"org-{ORG}/gen-{gen}/{digest}"]
+    with stack.repository.engine.connect() as connection:
+        backups = connection.execute(
+            select(func.count()).select_from(CHUNKS).where(CHUNKS.c.generation_id == gen)
+        ).scalar_one()
+    assert backups == 0  # the store holds the copy
+
+    data, facts = read_artifact(
+        stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+    )
+    assert data == pushed and facts.verified and facts.offloaded == row.compacted
+    assert compact(stack, ORG, small_gen).persisted
+    small = stack.repository.get_generation(small_gen)
+    assert small is not None and small.compacted is not None
+    assert base64.b64decode(small.compacted) == b'{"small": true}'
+    assert "offloaded" not in small.metadata
+    assert len(objects(stack)) == 1
+
+
+def test_zstd_objects_are_smaller_and_read_back_exactly(
+    redis_stack: Stack, object_store: dict[str, str], tmp_path: Path
+) -> None:
+    """GENERATION_OFFLOAD_COMPRESSION=zstd: a .zst object, the same bytes back (CLI too)."""
+    stack = offloading(redis_stack, object_store, GENERATION_OFFLOAD_COMPRESSION="zstd")
+    gen = stack.repository.create_generation(ORG)
+    chunks = json_chunks(300)
+    stack.buffer.push_many(ORG, gen, chunks)
+    pushed = b"".join(chunks)
+    assert compact(stack, ORG, gen).persisted
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is not None
+    assert row.compacted.endswith(".zst")
+    record = row.metadata["offloaded"]
+    assert record["compression"] == "zstd" and record["stored_bytes"] < len(pushed) // 4
+    data, _ = read_artifact(
+        stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+    )
+    assert data == pushed
+    if stack.name == "servers":  # a separate process reads what this one wrote
+        out = tmp_path / "artifact.json"
+        done = run_genbuf(["show-generation", str(ORG), str(gen), "-o", str(out)], stack.env)
+        assert done.returncode == 0, done.stderr
+        assert out.read_bytes() == pushed
+
+
+def test_new_chunks_append_to_an_offloaded_artifact(
+    stack: Stack, object_store: dict[str, str]
+) -> None:
+    """A stream compacted while it goes on: each compaction writes the whole artifact to a
+    new object (the held object's bytes, then the new chunks); the old one is an orphan
+    that purge-objects removes, while the row's object is kept."""
+    offloading(stack, object_store)
+    gen = stack.repository.create_generation(ORG)
+    first = [b"a" * 3000, b"b" * 3000]
+    stack.buffer.push_many(ORG, gen, first)
+    assert compact(stack, ORG, gen).persisted
+    before = objects(stack)
+    more = [b"c" * 100, b"d" * 100]
+    stack.buffer.push_many(ORG, gen, more)
+    result = compact(stack, ORG, gen)
+    assert result.persisted and result.new_chunks == 2 and result.chunk_count == 4
+    everything = b"".join(first + more)
+    data, _ = read_artifact(
+        stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+    )
+    assert data == everything
+    assert len(objects(stack)) == 2 and before[0] in objects(stack)
+
+    done = stack.cli("purge-objects", "--grace", "0s", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert (summary["orphans"], summary["deleted"], summary["referenced"]) == (1, 1, 1)
+    assert objects(stack) == [f"org-{ORG}/gen-{gen}/{hashlib.sha256(everything).hexdigest()}"]
+    data, _ = read_artifact(
+        stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+    )
+    assert data == everything
+
+
+def test_a_compaction_killed_after_its_upload_leaves_an_orphan_and_a_retry_one_object(
+    servers: Stack, object_store: dict[str, str]
+) -> None:
+    """kill -9 between the upload and the commit: the row is untouched (it points at no
+    object), the object is an orphan; the retry ends with one object and the row on it;
+    purge-objects then has nothing to delete, and before the retry it deletes the orphan."""
+    stack = offloading(servers, object_store)
+    gen = stack.repository.create_generation(ORG)
+    chunks = json_chunks(80)
+    stack.buffer.push_many(ORG, gen, chunks)
+    args = ["compact-generation", str(ORG), str(gen), "--delete"]
+    killed = run_genbuf(args, {**stack.env, "GENBUFFER_CRASH_AT": "after_upload"}, faults=True)
+    assert killed.returncode == -9, killed.stderr
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is None
+    orphan = objects(stack)
+    assert len(orphan) == 1
+
+    dry = run_genbuf(["purge-objects", "--grace", "0s", "--dry-run", "--json"], stack.env)
+    assert dry.returncode == 0, dry.stderr
+    assert (json.loads(dry.stdout)["orphans"], objects(stack)) == (1, orphan)
+    young = run_genbuf(["purge-objects", "--grace", "1h", "--json"], stack.env)
+    assert json.loads(young.stdout)["young"] == 1 and objects(stack) == orphan
+
+    retried = run_genbuf(args, stack.env)
+    assert retried.returncode == 0, retried.stderr
+    assert objects(stack) == orphan  # the same name: the same content
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted == store_of(stack).url_of(orphan[0])
+    purged = run_genbuf(["purge-objects", "--grace", "0s", "--json"], stack.env)
+    assert json.loads(purged.stdout)["deleted"] == 0 and objects(stack) == orphan
+    shown = run_genbuf(["show-generation", str(ORG), str(gen)], stack.env)
+    assert shown.returncode == 0 and shown.stdout.encode() == b"".join(chunks)
+
+
+def test_purge_objects_keeps_history_young_and_foreign_objects(
+    embedded: Stack, tmp_path: Path
+) -> None:
+    """An artifact a regenerated stream replaced stays referenced by the history table;
+    names genbuf does not write are left alone; batches of one find the same."""
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"x" * 5000])
+    stack.buffer.finish(ORG, gen)
+    assert compact(stack, ORG, gen, delete=True).persisted
+    stack.buffer.push_many(ORG, gen, [b"y" * 5000])  # a new stream: replaces, keeps history
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.persisted and result.regenerated == "replaced"
+    store = store_of(stack)
+    store.put("notes/readme.txt", [b"not genbuf's"], "text/plain")
+    with stack.repository.engine.connect() as connection:
+        kept = connection.execute(select(HISTORY.c.compacted)).scalars().all()
+    assert len(kept) == 1 and kept[0] is not None and kept[0].startswith("file://")
+    done = stack.cli("purge-objects", "--grace", "0s", "--batch-size", "1", "--json")
+    summary = json.loads(done.stdout)
+    assert (summary["objects"], summary["referenced"], summary["foreign"]) == (3, 2, 1)
+    assert summary["deleted"] == 0 and len(objects(stack)) == 3
+
+
+def test_offload_compacted_moves_base64_rows_resumably(
+    stack: Stack, object_store: dict[str, str]
+) -> None:
+    """Rows compacted before offloading was on move to the store; llm_response stays;
+    --dry-run moves nothing; a second run finds nothing; small rows stay."""
+    pushed: dict[int, bytes] = {}
+    for count in (50, 60, 2):
+        gen = stack.repository.create_generation(ORG)
+        chunks = json_chunks(count)
+        stack.buffer.push_many(ORG, gen, chunks)
+        assert compact(stack, ORG, gen, delete=True).persisted
+        pushed[gen] = b"".join(chunks)
+    large = [gen for gen, data in pushed.items() if len(data) >= THRESHOLD]
+    assert len(large) == 2
+    offloading(stack, object_store)
+    dry = stack.cli("offload-compacted", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["offloaded"] == 2 and objects(stack) == []
+    done = stack.cli("offload-compacted", "--batch-size", "1", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert (summary["candidates"], summary["offloaded"]) == (2, 2)
+    assert summary["bytes"] == sum(len(pushed[gen]) for gen in large)
+    for gen, data in pushed.items():
+        row = stack.repository.get_generation(gen)
+        assert row is not None and row.compacted is not None
+        assert row.llm_response == json.loads(data)
+        assert ("offloaded" in row.metadata) == (gen in large)
+        got, _ = read_artifact(
+            stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+        )
+        assert got == data
+    again = json.loads(stack.cli("offload-compacted", "--json").stdout)
+    assert (again["candidates"], again["offloaded"]) == (0, 0)
+    assert len(objects(stack)) == 2
+
+
+def test_offload_compacted_killed_midway_is_finished_by_the_next_run(
+    servers: Stack, object_store: dict[str, str]
+) -> None:
+    """kill -9 after the first upload: nothing committed; the rerun moves both rows and
+    purge-objects finds no orphan (the rerun wrote the same object)."""
+    pushed = {}
+    for count in (50, 60):
+        gen = servers.repository.create_generation(ORG)
+        servers.buffer.push_many(ORG, gen, json_chunks(count))
+        assert compact(servers, ORG, gen, delete=True).persisted
+        pushed[gen] = b"".join(json_chunks(count))
+    stack = offloading(servers, object_store)
+    killed = run_genbuf(
+        ["offload-compacted"], {**stack.env, "GENBUFFER_CRASH_AT": "after_upload"}, faults=True
+    )
+    assert killed.returncode == -9
+    assert len(objects(stack)) == 1
+    assert all(
+        (row := stack.repository.get_generation(gen)) is not None
+        and "offloaded" not in row.metadata
+        for gen in pushed
+    )
+    rerun = run_genbuf(["offload-compacted", "--json"], stack.env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["offloaded"] == 2 and len(objects(stack)) == 2
+    purged = run_genbuf(["purge-objects", "--grace", "0s", "--json"], stack.env)
+    assert json.loads(purged.stdout)["deleted"] == 0
+
+
+def test_a_changed_object_is_refused_on_read_back(servers: Stack, tmp_path: Path) -> None:
+    """An object whose bytes no longer hash to the recorded sha256: exit 1, and
+    --output leaves no file behind."""
+    stack = offloading(servers, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"z" * 5000])
+    assert compact(stack, ORG, gen).persisted
+    (path,) = [found for found in (tmp_path / "objects").rglob("*") if found.is_file()]
+    path.write_bytes(b"z" * 4999 + b"!")
+    out = tmp_path / "out.bin"
+    done = run_genbuf(["show-generation", str(ORG), str(gen), "-o", str(out)], stack.env)
+    assert done.returncode == 1 and "hash to" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists() and list(tmp_path.glob(".out.bin.*")) == []
+    path.unlink()
+    gone = run_genbuf(["show-generation", str(ORG), str(gen)], stack.env)
+    assert gone.returncode == 1 and "not found" in gone.stderr
+
+
+def test_past_the_parse_limit_an_artifact_is_checked_as_it_streams(
+    embedded: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past PARSE_LIMIT: no llm_response, text or bytes by its UTF-8; a bad byte is an
+    invalid_utf8 error at its offset; with a JSON Schema, a json_unchecked warning."""
+    monkeypatch.setattr(offload_module, "PARSE_LIMIT", 1000)
+    monkeypatch.setattr("genbuffer.compactor.PARSE_LIMIT", 1000)
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    text_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, text_gen, json_chunks(40))
+    assert compact(stack, ORG, text_gen).ok
+    row = stack.repository.get_generation(text_gen)
+    assert row is not None and row.llm_response is None
+    assert row.metadata["offloaded"]["content_type"] == "text/plain; charset=utf-8"
+    assert "validation_errors" not in row.metadata
+
+    bad_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, bad_gen, [b"a" * 3000, b"\xff", b"b" * 3000])
+    result = compact(stack, ORG, bad_gen)
+    assert result.persisted
+    assert [i["code"] for i in result.issues] == ["invalid_utf8"]
+    assert "at byte 3000" in result.issues[0]["message"]
+    row = stack.repository.get_generation(bad_gen)
+    assert row is not None
+    assert row.metadata["offloaded"]["content_type"] == "application/octet-stream"
+
+    schema_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, schema_gen, json_chunks(40))
+    result = compact(stack, ORG, schema_gen, config={"schema": {"type": "array"}})
+    assert [(i["code"], i["severity"]) for i in result.issues] == [("json_unchecked", "warning")]
+
+
+def test_an_unreachable_store_is_exit_3_and_the_buffer_stays(servers: Stack) -> None:
+    """S3 refusing connections: one line, exit 3; nothing persisted, the buffer intact."""
+    stack = offloading(
+        servers,
+        {
+            "GENERATION_OFFLOAD_URL": "s3://nowhere/artifacts",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, json_chunks(50))
+    done = run_genbuf(["compact-generation", str(ORG), str(gen), "--delete"], stack.env)
+    assert done.returncode == 3, done.stderr
+    assert "object store" in done.stderr and "Traceback" not in done.stderr
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is None
+    assert stack.buffer.keyspace.list_length(stack.buffer.key_for(ORG, gen, None)) > 0
+
+
+def test_memory_store_is_refused_outside_one_process(servers: Stack) -> None:
+    """memory:// would leave rows pointing at objects gone with the process."""
+    servers.env.update(GENERATION_OFFLOAD_URL="memory://", GENERATION_OFFLOAD_BYTES="10")
+    gen = servers.repository.create_generation(ORG)
+    done = run_genbuf(["compact-generation", str(ORG), str(gen)], servers.env)
+    assert done.returncode == 2 and "memory://" in done.stderr
+
+
+def test_laravel_aws_settings_are_read_as_they_are(tmp_path: Path) -> None:
+    """An app's .env with Laravel's AWS_* names gives obstore's S3 configuration."""
+    env = tmp_path / ".env"
+    env.write_text(
+        "AWS_ACCESS_KEY_ID=AKIA123\nAWS_SECRET_ACCESS_KEY=secret\nAWS_DEFAULT_REGION=eu-west-3\n"
+        "AWS_BUCKET=app-bucket\nAWS_ENDPOINT=http://minio:9000\nAWS_USE_PATH_STYLE_ENDPOINT=true\n"
+        "GENERATION_OFFLOAD_URL=s3:///generations\nGENERATION_OFFLOAD_BYTES=1048576\n"
+    )
+    settings = Settings(_env_file=env)  # type: ignore[call-arg]
+    assert s3_config(settings) == {
+        "access_key_id": "AKIA123",
+        "secret_access_key": "secret",
+        "region": "eu-west-3",
+        "endpoint": "http://minio:9000",
+        "virtual_hosted_style_request": False,
+    }
+    store = open_store("s3:///generations", settings)
+    assert store.url == "s3:///generations"
+    assert settings.offload_enabled()
+
+
+def _blocks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_object_names_are_the_content_hash(tmp_path: Path) -> None:
+    """The name pattern purge-objects recognises is the one uploads write."""
+    store = open_store(f"file://{tmp_path}", None)
+    data = b"hello " * 1000
+    record = upload(
+        store,
+        7,
+        8,
+        _blocks(data, 100),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        compression="zstd",
+        content_type="text/plain",
+    )
+    (path,) = [found.path for found in store.objects()]
+    match = OBJECT_PATH.match(path)
+    assert match is not None and match.groups()[:3] == ("7", "8", hashlib.sha256(data).hexdigest())
+    assert record.url == store.url_of(path) and record.stored_bytes < len(data)
+
+
+def test_a_row_changed_outside_genbuf_is_not_followed(embedded: Stack, tmp_path: Path) -> None:
+    """A URL in `compacted` that metadata.offloaded does not name is not genbuf's: the
+    compaction refuses to append to it."""
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'o'}"})
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"q" * 5000])
+    assert compact(stack, ORG, gen).persisted
+    with stack.repository.engine.begin() as connection:
+        connection.execute(update(GEN).where(GEN.c.id == gen).values(compacted="s3://elsewhere/x"))
+    stack.buffer.push_many(ORG, gen, [b"more"])
+    with pytest.raises(ForeignArtifact, match=r"not valid base64"):
+        assemble_and_persist(
+            CompactionRequest(ORG, gen),
+            buffer=stack.buffer,
+            repository=stack.repository,
+            config=stack.config(),
+        )
