@@ -40,10 +40,19 @@ from genbuffer.errors import (
     UsageError,
 )
 from genbuffer.objects.artifact import OffloadRecord
-from genbuffer.objects.offload import PARSE_LIMIT, Offload, OffloadPlan, Scanned, scan
+from genbuffer.objects.offload import (
+    PARSE_LIMIT,
+    STREAM_FIRST_PAGE,
+    STREAM_PAGE_BYTES,
+    Offload,
+    OffloadPlan,
+    Scanned,
+    scan,
+)
 from genbuffer.placement import TAIL_CHUNKS, RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import BufferSnapshot, GenerationBuffer
+from genbuffer.redis.protocol import PAGE_BYTES, READ_PAGE
 from genbuffer.validator import Validation, size_issue, validate, validate_unparsed
 
 if TYPE_CHECKING:
@@ -182,7 +191,13 @@ def decide(
     ``failed`` before it is raised, for the compaction ledger."""
     key, scenario_id, note = _resolve_key(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
-    snapshot = snapshot_for(buffer, key, record, read_only=request.dry_run)
+    # an artifact that may be offloaded is streamed: a small first page, not 8 MiB held
+    # through the whole compaction
+    streamed = (
+        config.offload.active or OffloadRecord.of_row(row.compacted, row.metadata) is not None
+    )
+    page = STREAM_FIRST_PAGE if streamed else READ_PAGE
+    snapshot = snapshot_for(buffer, key, record, read_only=request.dry_run, page=page)
     if not snapshot.exists:
         if row.compacted is not None and record is not None:
             return already_compacted(key, scenario_id, row), Content()
@@ -252,9 +267,11 @@ def _decide_on_snapshot(
     to_store = offload.active or isinstance(existing, OffloadRecord)
     held_size = existing.bytes if isinstance(existing, OffloadRecord) else len(existing)
     keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
+    start = max(placement.done, snapshot.trimmed)
+    page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
     scanned = scan(
         _held_blocks(existing, offload),
-        buffer.protocol.read(snapshot, max(placement.done, snapshot.trimmed), snapshot.end),
+        buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
         keep=keep,
         tail_chunks=TAIL_CHUNKS,
         stop_past_keep=not to_store,
@@ -370,7 +387,8 @@ def _offload_plan(
 
     def blocks() -> Iterator[bytes]:
         yield from _held_blocks(existing, offload)
-        for page in buffer.protocol.read(snapshot, start, snapshot.end):
+        pages = buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=STREAM_PAGE_BYTES)
+        for page in pages:
             yield b"".join(page)
 
     json_text = None

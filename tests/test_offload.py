@@ -15,7 +15,7 @@ from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.db.rows import CHUNKS, GEN, HISTORY
 from genbuffer.errors import ForeignArtifact
 from genbuffer.objects import offload as offload_module
-from genbuffer.objects.artifact import OBJECT_PATH, upload
+from genbuffer.objects.artifact import OBJECT_PATH, OUTPUT_BLOCK, read_verified, upload
 from genbuffer.objects.offload import Offload
 from genbuffer.objects.store import Store, open_store, s3_config
 from genbuffer.readback import read_artifact
@@ -432,3 +432,41 @@ def test_a_row_changed_outside_genbuf_is_not_followed(embedded: Stack, tmp_path:
             repository=stack.repository,
             config=stack.config(),
         )
+
+
+def test_a_small_zstd_frame_decompresses_in_bounded_blocks(tmp_path: Path) -> None:
+    """5 MiB that compress to a few hundred bytes come back 1 MiB at a time, not whole."""
+    store = open_store(f"file://{tmp_path}", None)
+    data = b"a" * (5 * 1024 * 1024)
+    record = upload(
+        store,
+        1,
+        2,
+        iter([data]),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        compression="zstd",
+        content_type="text/plain",
+    )
+    path = store.path_of(record.url)
+    assert path is not None and record.stored_bytes < 4096
+    blocks = list(read_verified(store, path, record))
+    assert b"".join(blocks) == data
+    assert len(blocks) >= 5 and max(map(len, blocks)) <= OUTPUT_BLOCK
+
+
+def test_the_utf8_check_finds_a_bad_byte_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A character split across pages and slices is fine; a bad byte is found at its
+    offset, whatever slice it falls in."""
+    monkeypatch.setattr(offload_module, "UTF8_SLICE", 3)
+    text = "añb€c".encode()
+    pages = [[text[:2]], [text[2:5], text[5:]]]
+    scanned = offload_module.scan(
+        [], pages, keep=0, tail_chunks=8, stop_past_keep=False, check_utf8=True
+    )
+    assert scanned.utf8_error is None and scanned.size == len(text)
+    bad = text[:4] + b"\xc3(" + text[4:]
+    scanned = offload_module.scan(
+        [bad[:3]], [[bad[3:]]], keep=0, tail_chunks=8, stop_past_keep=False, check_utf8=True
+    )
+    assert scanned.utf8_error is not None and scanned.utf8_error.endswith("at byte 4")

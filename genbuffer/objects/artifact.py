@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 from genbuffer.errors import OperationFailed, StreamChanged
 from genbuffer.objects.store import Store
@@ -30,6 +30,7 @@ __all__ = [
 
 OBJECT_PATH = re.compile(r"^org-(\d+)/gen-(\d+)/([0-9a-f]{64})(\.zst)?$")
 ZSTD_LEVEL = 3  # zstd's own default: about 4x on JSON text at several hundred MB/s
+OUTPUT_BLOCK = 1024 * 1024  # decompressed bytes handed on at a time
 
 
 class ArtifactMismatch(OperationFailed):
@@ -99,16 +100,36 @@ def compressed(blocks: Iterable[bytes], compression: str) -> Iterator[bytes]:
 
 
 def decompressed(blocks: Iterable[bytes], compression: str) -> Iterator[bytes]:
-    """The bytes of an object written by ``compressed``."""
+    """The bytes of an object written by ``compressed``, at most OUTPUT_BLOCK at a time
+    (a small frame may hold a gigabyte: its output must not come in one piece)."""
     if compression != "zstd":
         yield from blocks
         return
     import zstandard  # noqa: PLC0415
 
-    unpacker = zstandard.ZstdDecompressor().decompressobj()
-    for block in blocks:
-        if out := unpacker.decompress(block):
-            yield out
+    source = cast("IO[bytes]", _BlocksReader(blocks))  # read(size) is all it calls
+    reader = zstandard.ZstdDecompressor().stream_reader(source)
+    while block := reader.read(OUTPUT_BLOCK):
+        yield block
+
+
+class _BlocksReader:
+    """A read(size) view of an iterator of blocks, for zstandard's stream_reader."""
+
+    def __init__(self, blocks: Iterable[bytes]) -> None:
+        self._blocks = iter(blocks)
+        self._block = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._block:
+            block = next(self._blocks, None)
+            if block is None:
+                return b""
+            self._block = memoryview(block)
+        if size < 0:
+            size = len(self._block)
+        out, self._block = self._block[:size], self._block[size:]
+        return bytes(out)
 
 
 class _Counted:

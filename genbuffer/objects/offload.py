@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = ["PARSE_LIMIT", "Offload", "OffloadPlan", "Scanned", "scan"]
 
-PARSE_LIMIT = 16 * 1024 * 1024  # an offloaded artifact is parsed as JSON up to this size
+# An offloaded artifact is parsed as JSON up to this size: parsing holds the text and a
+# document several times its size, which a compaction of any size must stay clear of.
+PARSE_LIMIT = 8 * 1024 * 1024
+# Pages of the buffer while an artifact that may be offloaded is read: small, since the
+# bytes are only passed through (hashed, checked, uploaded), never assembled.
+STREAM_PAGE_BYTES = 1024 * 1024
+STREAM_FIRST_PAGE = 16  # chunks the snapshot brings along (it is held to the end)
+UTF8_SLICE = 1024 * 1024  # the UTF-8 check decodes this much at a time (a str per slice)
 
 
 @dataclass(frozen=True)
@@ -173,11 +180,16 @@ class _Utf8:
         self.error: str | None = None
 
     def feed(self, block: bytes, offset: int) -> None:
-        if self.error is None:
+        view = memoryview(block)
+        for start in range(0, len(view), UTF8_SLICE):
+            if self.error is not None:
+                return
+            # the decoder's offsets count from the bytes it held back (a split character)
+            held = len(self.decoder.getstate()[0])
             try:
-                self.decoder.decode(block)
+                self.decoder.decode(view[start : start + UTF8_SLICE])
             except UnicodeDecodeError as exc:
-                self.error = f"{exc.reason} at byte {offset + exc.start}"
+                self.error = f"{exc.reason} at byte {offset + start + exc.start - held}"
 
     def close(self, offset: int) -> None:
         if self.error is None:

@@ -44,8 +44,8 @@ __all__ = [
     "open_store",
 ]
 
-UPLOAD_PART_BYTES = 8 * 1024 * 1024  # one part of a multipart upload …
-UPLOAD_CONCURRENCY = 4  # … and how many are in flight: bounds an upload's memory
+UPLOAD_PART_BYTES = 5 * 1024 * 1024  # one part of a multipart upload (S3's least) …
+UPLOAD_CONCURRENCY = 2  # … and how many are in flight: bounds an upload's memory
 DOWNLOAD_BLOCK_BYTES = 4 * 1024 * 1024
 DELETE_BATCH = 1000  # S3's DeleteObjects takes at most this many keys
 

@@ -202,9 +202,15 @@ class CompactionProtocol:
             )
 
     def read(
-        self, snapshot: BufferSnapshot, start: int, end: int, page: int = READ_PAGE
+        self,
+        snapshot: BufferSnapshot,
+        start: int,
+        end: int,
+        page: int = READ_PAGE,
+        page_bytes: int = PAGE_BYTES,
     ) -> Iterator[list[bytes]]:
-        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive).
+        """Yield pages of the chunks at absolute positions ``start`` to ``end`` (exclusive),
+        of at most ``page`` chunks and about ``page_bytes`` bytes.
 
         When ``start`` is where the snapshot's first page begins, that page is used
         rather than read again; any other start reads from Redis.
@@ -220,7 +226,7 @@ class CompactionProtocol:
         with redis_errors(self.target.url):
             while position < end:
                 # pages of about PAGE_BYTES: a byte cap is overshot by one page at most
-                count = page if weight == 0 else max(1, min(page, PAGE_BYTES // weight))
+                count = page if weight == 0 else max(1, min(page, page_bytes // weight))
                 last = min(position + count, end) - 1
                 chunks, trimmed = self._read_page(
                     snapshot.key,
