@@ -13,7 +13,7 @@ from genbuffer.settings import Settings, load_settings, mask_url
 
 __all__ = ["ConfigRow", "ConfigShow", "describe_settings"]
 
-_SECRETS = {"redis_password", "db_password"}  # shown as ***
+_SECRETS = {"redis_password", "db_password", "aws_secret_access_key", "aws_session_token"}
 _URLS = {"redis_url", "database_url"}  # shown with the password masked
 
 
@@ -64,8 +64,29 @@ def describe_settings(env_file: Path | None = None) -> list[ConfigRow]:
             value=mask_url(settings.effective_database_url()),
             source=database_source,
         ),
+        _offload_row(settings),
     ]
     return rows
+
+
+def _offload_row(settings: Settings) -> ConfigRow:
+    """Whether and where large artifacts go, said plainly (a URL without a size does
+    nothing, and says so)."""
+    url, size = settings.generation_offload_url, settings.generation_offload_bytes
+    if url is None:
+        return ConfigRow(name="offload (effective)", value="off", source="GENERATION_OFFLOAD_URL")
+    if size is None:
+        return ConfigRow(
+            name="offload (effective)",
+            value=f"off: {url} is set, GENERATION_OFFLOAD_BYTES is not",
+            source="set GENERATION_OFFLOAD_BYTES to offload",
+        )
+    compression = settings.generation_offload_compression
+    return ConfigRow(
+        name="offload (effective)",
+        value=f"artifacts over {size} bytes to {url} (compression {compression})",
+        source="GENERATION_OFFLOAD_*",
+    )
 
 
 class ConfigRow(Document):

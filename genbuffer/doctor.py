@@ -8,6 +8,7 @@ fails and the command exits 3.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from genbuffer.errors import (
     RedisUnavailable,
     UsageError,
 )
+from genbuffer.objects.store import Store
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.keyspace import CLUSTER_SLOTS, ClusterShape
@@ -58,13 +60,16 @@ def run_doctor(
     buffer: Callable[[], GenerationBuffer],
     repository: Callable[[], Repository],
     options: DoctorOptions,
+    store: Callable[[], Store | None] = lambda: None,
 ) -> DoctorReport:
-    """Run every check; the adapters are built inside, so a misconfiguration is a check."""
+    """Run every check; the adapters are built inside, so a misconfiguration is a check.
+    ``store``: the offload object store (None: offloading is off, nothing to check)."""
     checks: list[Check] = []
     unreachable: list[str] = []
     skews: dict[str, float] = {}
     _redis_checks(buffer, checks, skews, unreachable)
     _database_checks(repository, checks, skews, options, unreachable)
+    _store_check(store, checks, unreachable)
     checks.append(_audit_log(options.audit_log))
     checks.append(_clock_skew(skews))
     failed = any(check.status == "fail" for check in checks)
@@ -98,6 +103,30 @@ def _redis_checks(
         checks.append(_cluster(shape))
     checks.extend(durability_checks(buffer))
     checks.append(_prefix(buffer))
+
+
+def _store_check(
+    make: Callable[[], Store | None], checks: list[Check], unreachable: list[str]
+) -> None:
+    """The offload store answers a listing (read-only: nothing is written to it)."""
+    try:
+        store = make()
+        if store is None:
+            return
+        started = time.monotonic()
+        listed = next(iter(store.objects()), None)
+        elapsed = (time.monotonic() - started) * 1000
+    except (UsageError, DependencyUnavailable) as error:
+        _failed("object store", error, checks, unreachable)
+        return
+    state = "holds objects" if listed is not None else "is empty"
+    checks.append(
+        Check(
+            name="object store",
+            status="ok",
+            message=f"{store.url} answers a listing in {elapsed:.1f} ms and {state}",
+        )
+    )
 
 
 def _cluster(shape: ClusterShape) -> Check:

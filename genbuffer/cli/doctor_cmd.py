@@ -30,13 +30,15 @@ def doctor_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the set-up: Redis (reachable, eviction policy, persistence, prefix), the
-    database (reachable, schema, cron jobs' last success), the audit log and clocks.
+    database (reachable, schema, cron jobs' last success), the offload object store (it
+    answers a listing), the audit log and clocks.
 
-    Exit 1 if any check fails, 3 if Redis or the database is unreachable.
+    Exit 1 if any check fails, 3 if Redis, the database or the object store is unreachable.
     Example: genbuf doctor --cron-max-age 15m
     """
     from genbuffer.doctor import DoctorOptions, run_doctor
     from genbuffer.durations import parse_age
+    from genbuffer.objects.offload import Offload
 
     rt = runtime(ctx, as_json)
     options = DoctorOptions(
@@ -44,7 +46,12 @@ def doctor_cmd(
         purge_max_age=parse_age(purge_max_age),
         audit_log=rt.settings.metadata_validation_log,
     )
-    report = run_doctor(lambda: rt.buffer, lambda: rt.repository, options)
+    report = run_doctor(
+        lambda: rt.buffer,
+        lambda: rt.repository,
+        options,
+        lambda: Offload.from_settings(rt.settings, always=True).store,
+    )
     emit(rt, report, lambda console: _render(console, report))
     if report.unreachable:
         raise typer.Exit(3)
