@@ -140,6 +140,7 @@ def main() -> None:
     console.print(f"  metadata.sha256      = {row.metadata['sha256']}")
     regenerate(buffer, repository, good, text)
     seeing_it(buffer, good)
+    offloaded(buffer, repository)
     genbuf("test-redis-buffer", "--chunks", "25")
     console.print("\n[bold green]demo finished[/bold green]")
 
@@ -151,6 +152,32 @@ def seeing_it(buffer: GenerationBuffer, good: int) -> None:
     genbuf("status", "--list")
     genbuf("validation-report", "--since", "1d")
     genbuf("show-generation", "12", str(good), "--json")
+
+
+def offloaded(buffer: GenerationBuffer, repository: Repository) -> None:
+    """A large generation goes to an object store (a directory here): the row keeps the URL."""
+    objects = (DEMO_DIR / "objects").resolve()
+    offload = {
+        "GENERATION_OFFLOAD_URL": f"file://{objects}",
+        "GENERATION_OFFLOAD_BYTES": "65536",
+        "GENERATION_OFFLOAD_COMPRESSION": "zstd",
+    }
+    os.environ.update(offload)
+    console.print(
+        "\na large generation, offloaded: " + ", ".join(f"{k}={v}" for k, v in offload.items())
+    )
+    large = repository.create_generation(12, generation_id=62)
+    steps = [{**LLM_RESPONSE["steps"][0], "n": n} for n in range(3000)]
+    text = json.dumps({**LLM_RESPONSE, "steps": steps}, ensure_ascii=False)
+    buffer.push_many(12, large, stream_chunks(text, 512))
+    buffer.finish(12, large)
+    genbuf("compact-generation", "12", str(large), "--delete")
+    row = repository.get_generation(large)
+    assert row is not None and row.compacted is not None
+    console.print(f"  compacted = {row.compacted}")
+    console.print(f"  metadata.offloaded = {json.dumps(row.metadata['offloaded'])}")
+    genbuf("show-generation", "12", str(large), "--json")
+    genbuf("purge-objects", "--grace", "0", "--dry-run")
 
 
 def regenerate(buffer: GenerationBuffer, repository: Repository, good: int, text: str) -> None:
