@@ -89,6 +89,35 @@ class Transaction:
             self.connection, generation_id, encoded, llm_response=llm_response, values=values
         )
 
+    def base64_artifacts(
+        self, min_length: int, *, after: int = 0, limit: int | None = None
+    ) -> list[tuple[int, int]]:
+        """(id, length of `compacted`) of rows whose `compacted` is base64 of at least
+        ``min_length`` characters, by id after ``after``. base64 never holds ':' and every
+        URL does within its first characters: the prefix tells an offloaded row apart
+        without reading a large value whole."""
+        query = (
+            select(GEN.c.id, func.length(GEN.c.compacted))
+            .where(
+                GEN.c.id > after,
+                GEN.c.compacted.is_not(None),
+                func.length(GEN.c.compacted) >= min_length,
+                func.substr(GEN.c.compacted, 1, 12).not_like("%:%"),
+            )
+            .order_by(GEN.c.id)
+            .limit(limit)
+        )
+        return [(int(row_id), int(length)) for row_id, length in self.connection.execute(query)]
+
+    def count_base64_artifacts(self, min_length: int) -> int:
+        """How many rows base64_artifacts(min_length) would list in all."""
+        query = select(func.count()).where(
+            GEN.c.compacted.is_not(None),
+            func.length(GEN.c.compacted) >= min_length,
+            func.substr(GEN.c.compacted, 1, 12).not_like("%:%"),
+        )
+        return int(self.connection.execute(query).scalar_one())
+
     def referenced_urls(self, generation_ids: Iterable[int], urls: Iterable[str]) -> set[str]:
         """Which of ``urls`` a row of these generations, or an artifact it kept in its
         history, holds in `compacted`."""

@@ -18,10 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import func, select
 
 from genbuffer.db.repository import Repository
-from genbuffer.db.rows import GEN
 from genbuffer.documents import Document
 from genbuffer.faults import FaultPlan
 from genbuffer.objects.artifact import OffloadRecord, upload
@@ -61,42 +59,26 @@ def offload_compacted(
 ) -> OffloadCompactedResult:
     """Move every base64 artifact of at least ``min_bytes`` to ``store``."""
     result = OffloadCompactedResult(store=store.url, dry_run=dry_run, min_bytes=min_bytes)
-    # base64 never holds ':' and every URL does within its first characters, so the
-    # prefix tells moved rows apart without reading a large value whole
-    candidates = (
-        select(GEN.c.id, func.length(GEN.c.compacted))
-        .where(
-            GEN.c.compacted.is_not(None),
-            func.length(GEN.c.compacted) >= _base64_length(min_bytes),
-            func.substr(GEN.c.compacted, 1, 12).not_like("%:%"),
-        )
-        .order_by(GEN.c.id)
-    )
+    length = _base64_length(min_bytes)
     with repository.transaction() as tx:
-        total = tx.connection.execute(
-            select(func.count()).select_from(candidates.subquery())
-        ).scalar_one()
-    result.candidates = int(total)
-    after = 0
-    done = 0
+        result.candidates = tx.count_base64_artifacts(length)
+    after = done = 0
     while True:
         with repository.transaction() as tx:
-            batch = tx.connection.execute(
-                candidates.where(GEN.c.id > after).limit(batch_size)
-            ).all()
+            batch = tx.base64_artifacts(length, after=after, limit=batch_size)
         if not batch:
             return result
-        for row_id, length in batch:
-            after = int(row_id)
+        for row_id, encoded_length in batch:
+            after = row_id
             if dry_run:
                 result.offloaded += 1
-                result.bytes += int(length) * 3 // 4
+                result.bytes += encoded_length * 3 // 4
             else:
                 _offload_row(
                     repository,
                     compression,
                     store,
-                    after,
+                    row_id,
                     min_bytes=min_bytes,
                     result=result,
                     faults=faults or FaultPlan(),
