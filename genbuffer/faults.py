@@ -20,7 +20,7 @@ from typing import Literal
 
 from genbuffer.errors import UsageError
 
-__all__ = ["STEPS", "FaultPlan", "SimulatedCrash"]
+__all__ = ["IN_ROW_STEPS", "STEPS", "FaultPlan", "SimulatedCrash"]
 
 STEPS = (
     "after_snapshot",
@@ -30,6 +30,8 @@ STEPS = (
     "after_commit",
     "before_ack",
 )
+# the steps every compaction passes (after_upload: only one that offloads its artifact)
+IN_ROW_STEPS = tuple(step for step in STEPS if step != "after_upload")
 
 
 class SimulatedCrash(BaseException):

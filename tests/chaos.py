@@ -34,7 +34,7 @@ from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_a
 from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
 from genbuffer.errors import NothingToCompact, RedisUnavailable
-from genbuffer.faults import STEPS
+from genbuffer.faults import IN_ROW_STEPS
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.support.runner import spawn_genbuf
@@ -155,7 +155,7 @@ class _Chaos:
             outside_kill_after = None
             roll = self.rng.random()
             if roll < 0.35:
-                env["GENBUFFER_CRASH_AT"] = self.rng.choice(STEPS)
+                env["GENBUFFER_CRASH_AT"] = self.rng.choice(IN_ROW_STEPS)
             elif roll < 0.6:
                 outside_kill_after = self.rng.uniform(0.05, 1.2)
             proc = spawn_genbuf(

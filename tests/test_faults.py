@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.db.repository import Repository
 from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
-from genbuffer.faults import STEPS, FaultPlan
+from genbuffer.faults import IN_ROW_STEPS, FaultPlan
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server
@@ -58,7 +58,7 @@ def _spawn(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", IN_ROW_STEPS)  # after_upload: tests/test_offload.py
 def test_sigkill_at_every_step_then_retry(crash_stack: Stack, step: str) -> None:
     """kill -9 at each step: the buffer survives until its content is committed, and the
     retry persists every chunk exactly once and removes the buffer."""

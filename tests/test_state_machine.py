@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 from genbuffer import keys
 from genbuffer.compaction import CompactionResult
 from genbuffer.errors import NothingToCompact, Quarantined
-from genbuffer.faults import STEPS, FaultPlan, SimulatedCrash
+from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 
@@ -249,13 +249,13 @@ class CompactionMachine(RuleBasedStateMachine):
         """A compaction, with or without --delete."""
         self._compact(delete)
 
-    @rule(step=st.sampled_from(STEPS), delete=st.booleans())
+    @rule(step=st.sampled_from(IN_ROW_STEPS), delete=st.booleans())
     def crash(self, step: str, delete: bool) -> None:
         """A compaction killed at a step."""
         self._compact(delete, crash_at=step)
 
     @rule(
-        step=st.sampled_from(STEPS),
+        step=st.sampled_from(IN_ROW_STEPS),
         chunks=st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=3),
         delete=st.booleans(),
     )
