@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
@@ -20,12 +22,13 @@ from genbuffer.objects.offload import Offload
 from genbuffer.objects.store import Store, open_store, s3_config
 from genbuffer.readback import read_artifact
 from genbuffer.settings import Settings
-from tests.conftest import Stack
+from tests.conftest import Stack, _embedded_stack
 from tests.helpers import compact
 from tests.support.runner import run_genbuf
 
 ORG = 31
 THRESHOLD = 4096
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
 
 
 def offloading(stack: Stack, store_env: dict[str, str], **extra: str) -> Stack:
@@ -470,3 +473,64 @@ def test_the_utf8_check_finds_a_bad_byte_across_slices(monkeypatch: pytest.Monke
         [bad[:3]], [[bad[3:]]], keep=0, tail_chunks=8, stop_past_keep=False, check_utf8=True
     )
     assert scanned.utf8_error is not None and scanned.utf8_error.endswith("at byte 4")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rounds=st.lists(
+        st.lists(st.binary(min_size=1, max_size=700), min_size=0, max_size=12),
+        min_size=1,
+        max_size=4,
+    ),
+    threshold=st.integers(min_value=1, max_value=3000),
+    compression=st.sampled_from(["none", "zstd"]),
+)
+def test_whatever_the_rounds_the_row_reads_back_every_chunk_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    rounds: list[list[bytes]],
+    threshold: int,
+    compression: str,
+) -> None:
+    """Pushes and compactions in rounds, the artifact crossing the threshold or not: the
+    artifact is always every chunk pushed, once, in order; once offloaded it stays so,
+    and its object is named after its sha256; an orphan purge leaves exactly that one."""
+    tmp_path = tmp_path_factory.mktemp("rounds")
+    stack = _embedded_stack(tmp_path)
+    try:
+        offloading(
+            stack,
+            {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"},
+            GENERATION_OFFLOAD_BYTES=str(threshold),
+            GENERATION_OFFLOAD_COMPRESSION=compression,
+        )
+        gen = stack.repository.create_generation(ORG)
+        pushed: list[bytes] = []
+        was_offloaded = False
+        for chunks in rounds:
+            if chunks:
+                stack.buffer.push_many(ORG, gen, chunks)
+                pushed += chunks
+            if not pushed:
+                continue
+            compact(stack, ORG, gen)
+            row = stack.repository.get_generation(gen)
+            assert row is not None
+            data, facts = read_artifact(
+                stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+            )
+            assert data == b"".join(pushed)
+            offloaded = "offloaded" in row.metadata
+            assert offloaded == (was_offloaded or len(data) > threshold)
+            was_offloaded = offloaded
+            if offloaded:
+                digest = hashlib.sha256(data).hexdigest()
+                assert row.compacted is not None and digest in row.compacted
+                assert facts.offloaded == row.compacted
+        if was_offloaded:
+            done = stack.cli("purge-objects", "--grace", "0", "--json")
+            assert done.exit_code == 0, done.output
+            assert len(objects(stack)) == 1
+    finally:
+        stack.close()
