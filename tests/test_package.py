@@ -47,6 +47,7 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     (wheel,) = dist.glob("genbuffer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "genbuffer/migrations/env.py" in names and "genbuffer/lua/snapshot.lua" in names
+    assert "genbuffer/objects/store.py" in names
     assert any(n.startswith("genbuffer/migrations/versions/0003") for n in names)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
@@ -86,3 +87,20 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     done = _run([*genbuf, "compact-generation", "12", "59", "--delete", "--json"], work, env={})
     out = json.loads(done.stdout)
     assert out["ok"] and out["deleted"] and out["sha256"] == hashlib.sha256(payload).hexdigest()
+
+    # offloaded (a directory as the store, zstd) and read back by another process
+    with sqlite3.connect(work / "app.sqlite") as db:
+        db.execute("INSERT INTO scenario_generations (id, organization_id) VALUES (60, 12)")
+    with env_file.open("a") as handle:
+        handle.write(
+            f"GENERATION_OFFLOAD_URL=file://{work / 'objects'}\nGENERATION_OFFLOAD_BYTES=16\n"
+            "GENERATION_OFFLOAD_COMPRESSION=zstd\n"
+        )
+    _run([*genbuf, "push", "12", "60", "--finish"], work, input=payload, env={"PATH": "/bin"})
+    _run([*genbuf, "compact-generation", "12", "60", "--delete"], work, env={})
+    shown = _run([*genbuf, "show-generation", "12", "60", "--json"], work, env={})
+    facts = json.loads(shown.stdout)
+    assert facts["offloaded"].startswith(f"file://{work / 'objects'}/org-12/gen-60/")
+    assert facts["compression"] == "zstd" and facts["verified"]
+    back = _run([*genbuf, "show-generation", "12", "60"], work, env={})
+    assert back.stdout == payload
