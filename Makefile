@@ -20,15 +20,16 @@ demo: venv
 test: venv
 	$(PY) -m pytest
 
-# The Redis, CLI and metrics tests again on the lowest versions allowed of redis-py,
-# typer and prometheus-client.
+# The Redis, CLI, metrics and offload tests again on the lowest versions allowed of redis-py,
+# typer, prometheus-client, obstore and zstandard.
 LOWEST_TESTS := tests/test_buffer.py tests/test_push_paths.py tests/test_faults.py \
-	tests/test_process.py tests/test_cli.py tests/test_compaction.py tests/test_metrics.py
+	tests/test_process.py tests/test_cli.py tests/test_compaction.py tests/test_metrics.py \
+	tests/test_offload.py
 test-lowest:
 	$(PYTHON) -m venv .venv-lowest
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
 	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' -c .ci/lowest.txt
-	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer|prometheus.client)=='
+	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer|prometheus.client|obstore|zstandard)=='
 	.venv-lowest/bin/python -m pytest -q $(LOWEST_TESTS)
 
 test-fast: venv

@@ -24,6 +24,7 @@ from genbuffer.readback import read_artifact
 from genbuffer.settings import Settings
 from tests.conftest import Stack, _embedded_stack
 from tests.helpers import compact
+from tests.support.objects import S3Server
 from tests.support.runner import run_genbuf
 
 ORG = 31
@@ -534,3 +535,28 @@ def test_whatever_the_rounds_the_row_reads_back_every_chunk_once(
             assert len(objects(stack)) == 1
     finally:
         stack.close()
+
+
+def test_compact_pending_offloads_in_parallel(servers: Stack, s3_server: S3Server) -> None:
+    """compact-pending's concurrent compactions share one store client: every large
+    finished buffer ends in its own object, every small one in its row."""
+    stack = offloading(servers, s3_server.env(s3_server.create_bucket()))
+    pushed: dict[int, bytes] = {}
+    for count in (40, 2, 45, 50, 3, 55, 60, 65):
+        gen = stack.repository.create_generation(ORG)
+        chunks = json_chunks(count)
+        stack.buffer.push_many(ORG, gen, chunks)
+        stack.buffer.finish(ORG, gen)
+        pushed[gen] = b"".join(chunks)
+    done = run_genbuf(["compact-pending", "--workers", "4", "--json"], stack.env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["compacted"] == len(pushed)
+    large = {gen for gen, data in pushed.items() if len(data) > THRESHOLD}
+    assert len(large) == 6 and len(objects(stack)) == 6
+    for gen, data in pushed.items():
+        row = stack.repository.get_generation(gen)
+        assert row is not None and ("offloaded" in row.metadata) == (gen in large)
+        got, _ = read_artifact(
+            stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+        )
+        assert got == data
