@@ -7,7 +7,6 @@ docstring for the protocol); ``genbuffer.decision`` holds the values they pass.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,16 +36,13 @@ from genbuffer.errors import (
     NothingToCompact,
     Quarantined,
     StreamChanged,
-    UsageError,
 )
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.objects.offload import (
     PARSE_LIMIT,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
-    Offload,
-    OffloadPlan,
-    Scanned,
+    held_blocks,
     scan,
 )
 from genbuffer.placement import TAIL_CHUNKS, RowRecord, place, snapshot_for
@@ -270,7 +266,7 @@ def _decide_on_snapshot(
     start = max(placement.done, snapshot.trimmed)
     page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
     scanned = scan(
-        _held_blocks(existing, offload),
+        held_blocks(existing, offload),
         buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
         keep=keep,
         tail_chunks=TAIL_CHUNKS,
@@ -332,13 +328,13 @@ def _decide_on_snapshot(
         return aborted, Content()
     plan = None
     if offloaded:
-        plan = _offload_plan(
-            request,
-            offload,
+        plan = offload.plan(
+            request.organization_id,
+            request.generation_id,
             existing=existing,
-            buffer=buffer,
-            snapshot=snapshot,
-            done=placement.done,
+            pages=lambda: buffer.protocol.read(
+                snapshot, start, snapshot.end, page_bytes=STREAM_PAGE_BYTES
+            ),
             scanned=scanned,
             as_json=as_json,
         )
@@ -354,64 +350,6 @@ def _decide_on_snapshot(
         offload=plan,
     )
     return replace(decision, write=write), Content(content or b"")
-
-
-def _held_blocks(existing: bytes | OffloadRecord, offload: Offload) -> Iterable[bytes]:
-    """The bytes the row holds, to go before the new chunks: in memory, or from the store."""
-    if isinstance(existing, OffloadRecord):
-        return offload.blocks_of(existing)
-    return (existing,) if existing else ()
-
-
-def _offload_plan(
-    request: CompactionRequest,
-    offload: Offload,
-    *,
-    existing: bytes | OffloadRecord,
-    buffer: GenerationBuffer,
-    snapshot: BufferSnapshot,
-    done: int,
-    scanned: Scanned,
-    as_json: bool,
-) -> OffloadPlan:
-    """The upload of an artifact too large for the row: the same bytes, read again."""
-    store = offload.store
-    if store is None:  # the row's artifact was offloaded, but offloading is now off
-        raise UsageError(
-            f"generation {request.generation_id}'s artifact is in an object store "
-            f"({existing.url if isinstance(existing, OffloadRecord) else '?'}), and new "
-            "chunks would go there too, but GENERATION_OFFLOAD_URL is not set",
-            hint="set GENERATION_OFFLOAD_URL and GENERATION_OFFLOAD_BYTES",
-        )
-    start = max(done, snapshot.trimmed)
-
-    def blocks() -> Iterator[bytes]:
-        yield from _held_blocks(existing, offload)
-        pages = buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=STREAM_PAGE_BYTES)
-        for page in pages:
-            yield b"".join(page)
-
-    json_text = None
-    if as_json and scanned.content is not None:
-        json_text = scanned.content.decode("utf-8")
-    return OffloadPlan(
-        store=store,
-        organization_id=request.organization_id,
-        generation_id=request.generation_id,
-        blocks=blocks,
-        sha256=scanned.sha256,
-        size=scanned.size,
-        compression=offload.compression,
-        content_type=content_type(as_json, scanned.utf8_error is None),
-        llm_response_json=json_text,
-    )
-
-
-def content_type(is_json: bool, is_utf8: bool) -> str:
-    """The object's Content-Type: JSON when it parsed, text when UTF-8, else bytes."""
-    if is_json:
-        return "application/json"
-    return "text/plain; charset=utf-8" if is_utf8 else "application/octet-stream"
 
 
 def write(

@@ -62,10 +62,8 @@ def _postgresql(llm_response_mode: str) -> Any:
     )
 
 
-@cache
-def _generic(keep: bool) -> Any:
-    # Text, not the column's JSON type: the bound value is already JSON text.
-    llm_response = GEN.c.llm_response if keep else bindparam("llm_response", type_=Text())
+def _bound_update(llm_response: Any) -> Any:
+    """UPDATE the row: `compacted` and ROW_COLUMNS bound, `llm_response` as given."""
     return (
         update(GEN)
         .where(GEN.c.id == bindparam("row_id"))
@@ -75,6 +73,12 @@ def _generic(keep: bool) -> Any:
             **{name: bindparam(name) for name in ROW_COLUMNS},
         )
     )
+
+
+@cache
+def _generic(keep: bool) -> Any:
+    # Text, not the column's JSON type: the bound value is already JSON text.
+    return _bound_update(GEN.c.llm_response if keep else bindparam("llm_response", type_=Text()))
 
 
 def save_artifact(
@@ -116,15 +120,7 @@ def _offloaded(dialect: str, llm_response_mode: str) -> Any:
         llm_response = cast_(bindparam("llm_response", type_=Text()), JSONB)
     else:
         llm_response = bindparam("llm_response", type_=Text())
-    return (
-        update(GEN)
-        .where(GEN.c.id == bindparam("row_id"))
-        .values(
-            compacted=bindparam("compacted"),
-            llm_response=llm_response,
-            **{name: bindparam(name) for name in ROW_COLUMNS},
-        )
-    )
+    return _bound_update(llm_response)
 
 
 def save_offloaded(
@@ -140,9 +136,7 @@ def save_offloaded(
 
     ``llm_response`` as in save_artifact; "json" binds ``json_text``, the artifact's
     JSON (parsed during validation, so small enough to hold)."""
-    mode = "json" if llm_response == "json" and json_text is not None else llm_response
-    if mode == "json" and json_text is None:
-        mode = "null"
+    mode = "null" if llm_response == "json" and json_text is None else llm_response
     params = {"row_id": generation_id, "compacted": url}
     params |= {name: values[name] for name in ROW_COLUMNS}
     if mode == "json":

@@ -26,13 +26,22 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from genbuffer.errors import UsageError
 from genbuffer.objects.artifact import OffloadRecord, read_verified, upload
 from genbuffer.objects.store import Store, locate, open_store
 
 if TYPE_CHECKING:
     from genbuffer.settings import Settings
 
-__all__ = ["PARSE_LIMIT", "Offload", "OffloadPlan", "Scanned", "scan"]
+__all__ = [
+    "PARSE_LIMIT",
+    "Offload",
+    "OffloadPlan",
+    "Scanned",
+    "content_type",
+    "held_blocks",
+    "scan",
+]
 
 # An offloaded artifact is parsed as JSON up to this size: parsing holds the text and a
 # document several times its size, which a compaction of any size must stay clear of.
@@ -81,11 +90,64 @@ class Offload:
         store, path = locate(record.url, self.settings, self.store)
         return read_verified(store, path, record)
 
+    def plan(
+        self,
+        organization_id: int,
+        generation_id: int,
+        *,
+        existing: bytes | OffloadRecord,
+        pages: Callable[[], Iterable[list[bytes]]],
+        scanned: Scanned,
+        as_json: bool,
+    ) -> OffloadPlan:
+        """The upload of an artifact too large for its row: what the row held, then the
+        new chunks ``pages`` reads again, the same bytes the scan hashed."""
+        if self.store is None:  # the row's artifact was offloaded, but offloading is now off
+            url = existing.url if isinstance(existing, OffloadRecord) else "?"
+            raise UsageError(
+                f"generation {generation_id}'s artifact is in an object store ({url}), and "
+                "new chunks would go there too, but GENERATION_OFFLOAD_URL is not set",
+                hint="set GENERATION_OFFLOAD_URL and GENERATION_OFFLOAD_BYTES",
+            )
+
+        def blocks() -> Iterator[bytes]:
+            yield from held_blocks(existing, self)
+            for page in pages():
+                yield b"".join(page)
+
+        json_text = None
+        if as_json and scanned.content is not None:
+            json_text = scanned.content.decode("utf-8")
+        return OffloadPlan(
+            store=self.store,
+            organization_id=organization_id,
+            generation_id=generation_id,
+            blocks=blocks,
+            sha256=scanned.sha256,
+            size=scanned.size,
+            compression=self.compression,
+            content_type=content_type(as_json, scanned.utf8_error is None),
+            llm_response_json=json_text,
+        )
+
+
+def held_blocks(existing: bytes | OffloadRecord, offload: Offload) -> Iterable[bytes]:
+    """The bytes the row holds, to go before the new chunks: in memory, or from the store."""
+    if isinstance(existing, OffloadRecord):
+        return offload.blocks_of(existing)
+    return (existing,) if existing else ()
+
+
+def content_type(is_json: bool, is_utf8: bool) -> str:
+    """The object's Content-Type: JSON when it parsed, text when UTF-8, else bytes."""
+    if is_json:
+        return "application/json"
+    return "text/plain; charset=utf-8" if is_utf8 else "application/octet-stream"
+
 
 def _refuse_vanishing(url: str, settings: Settings) -> None:
     """memory:// keeps objects as long as the process: rows would point at nothing once
     it ends, unless everything else is in-process too (REDIS_URL=memory://: tests, demo)."""
-    from genbuffer.errors import UsageError  # noqa: PLC0415
     from genbuffer.settings import MEMORY_REDIS_URL  # noqa: PLC0415
 
     in_process = (settings.redis_url or "").startswith(MEMORY_REDIS_URL)
