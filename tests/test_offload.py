@@ -560,3 +560,19 @@ def test_compact_pending_offloads_in_parallel(servers: Stack, s3_server: S3Serve
             stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
         )
         assert got == data
+
+
+def test_a_missing_bucket_is_a_usage_error_and_nothing_is_lost(
+    servers: Stack, s3_server: S3Server
+) -> None:
+    """A bucket that does not exist: exit 2, one line naming what to fix; the row and
+    the buffer stay as they were."""
+    stack = offloading(servers, s3_server.env("genbuf-no-such-bucket"))
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, json_chunks(50))
+    done = run_genbuf(["compact-generation", str(ORG), str(gen), "--delete"], stack.env)
+    assert done.returncode == 2, done.stderr
+    assert "create the bucket" in done.stderr and "Traceback" not in done.stderr
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is None
+    assert stack.buffer.keyspace.list_length(stack.buffer.key_for(ORG, gen, None)) > 0

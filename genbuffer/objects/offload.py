@@ -48,7 +48,7 @@ __all__ = [
 PARSE_LIMIT = 8 * 1024 * 1024
 # Pages of the buffer while an artifact that may be offloaded is read: small, since the
 # bytes are only passed through (hashed, checked, uploaded), never assembled.
-STREAM_PAGE_BYTES = 1024 * 1024
+STREAM_PAGE_BYTES = 512 * 1024
 STREAM_FIRST_PAGE = 16  # chunks the snapshot brings along (it is held to the end)
 UTF8_SLICE = 1024 * 1024  # the UTF-8 check decodes this much at a time (a str per slice)
 
