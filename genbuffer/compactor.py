@@ -40,8 +40,10 @@ from genbuffer.errors import (
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.objects.offload import (
     PARSE_LIMIT,
+    SCAN_KEEP,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
+    collected,
     held_blocks,
     scan,
 )
@@ -268,11 +270,19 @@ def _decide_on_snapshot(
     scanned = scan(
         held_blocks(existing, offload),
         buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
-        keep=keep,
+        # streamed: hold a small prefix only, the bytes are read again when they must
+        # be held (a 1 GB artifact must not cost its threshold in memory on the way)
+        keep=min(keep, SCAN_KEEP) if to_store else keep,
         tail_chunks=TAIL_CHUNKS,
         stop_past_keep=not to_store,
         check_utf8=to_store,
     )
+    if to_store and scanned.content is None and scanned.size <= keep:
+        scanned = collected(
+            scanned,
+            held_blocks(existing, offload),
+            buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
+        )
     offloaded = isinstance(existing, OffloadRecord) or (
         offload.threshold is not None and scanned.size > offload.threshold
     )

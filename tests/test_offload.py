@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.db.rows import CHUNKS, GEN, HISTORY
-from genbuffer.errors import ForeignArtifact
+from genbuffer.errors import ForeignArtifact, StreamChanged
 from genbuffer.objects import offload as offload_module
 from genbuffer.objects.artifact import OBJECT_PATH, OUTPUT_BLOCK, read_verified, upload
 from genbuffer.objects.offload import Offload
@@ -576,3 +576,40 @@ def test_a_missing_bucket_is_a_usage_error_and_nothing_is_lost(
     row = stack.repository.get_generation(gen)
     assert row is not None and row.compacted is None
     assert stack.buffer.keyspace.list_length(stack.buffer.key_for(ORG, gen, None)) > 0
+
+
+def test_bytes_too_many_to_hold_while_scanning_are_read_again(
+    embedded: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed scan holds SCAN_KEEP bytes: an artifact past it but under the threshold
+    is read again into its row (backups and llm_response as ever); one over the threshold
+    but under PARSE_LIMIT is read again to be parsed; bytes that changed in between are
+    a StreamChanged, not a wrong artifact."""
+    monkeypatch.setattr("genbuffer.compactor.SCAN_KEEP", 100)
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    in_row = stack.repository.create_generation(ORG)
+    chunks = json_chunks(10)
+    stack.buffer.push_many(ORG, in_row, chunks)
+    assert 100 < len(b"".join(chunks)) <= THRESHOLD
+    assert compact(stack, ORG, in_row).persisted
+    row = stack.repository.get_generation(in_row)
+    assert row is not None and "offloaded" not in row.metadata
+    assert row.llm_response == json.loads(b"".join(chunks))
+    assert stack.repository.backups(in_row) == chunks
+
+    parsed = stack.repository.create_generation(ORG)
+    chunks = json_chunks(60)
+    stack.buffer.push_many(ORG, parsed, chunks)
+    assert compact(stack, ORG, parsed).persisted
+    row = stack.repository.get_generation(parsed)
+    assert row is not None and "offloaded" in row.metadata
+    assert row.llm_response == json.loads(b"".join(chunks))
+
+    scanned = offload_module.scan(
+        [], [[b"abc", b"def"]], keep=2, tail_chunks=8, stop_past_keep=False, check_utf8=True
+    )
+    assert scanned.content is None
+    again = offload_module.collected(scanned, [], [[b"abc", b"def"]])
+    assert (again.content, again.sizes) == (b"abcdef", (3, 3))
+    with pytest.raises(StreamChanged):
+        offload_module.collected(scanned, [], [[b"abc", b"deF"]])

@@ -23,10 +23,10 @@ import codecs
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from genbuffer.errors import UsageError
+from genbuffer.errors import StreamChanged, UsageError
 from genbuffer.objects.artifact import OffloadRecord, read_verified, upload
 from genbuffer.objects.store import Store, locate, open_store
 
@@ -38,6 +38,7 @@ __all__ = [
     "Offload",
     "OffloadPlan",
     "Scanned",
+    "collected",
     "content_type",
     "held_blocks",
     "scan",
@@ -49,6 +50,7 @@ PARSE_LIMIT = 8 * 1024 * 1024
 # Pages of the buffer while an artifact that may be offloaded is read: small, since the
 # bytes are only passed through (hashed, checked, uploaded), never assembled.
 STREAM_PAGE_BYTES = 512 * 1024
+SCAN_KEEP = 1024 * 1024  # bytes a streamed scan holds; more are read again if needed
 STREAM_FIRST_PAGE = 16  # chunks the snapshot brings along (it is held to the end)
 UTF8_SLICE = 1024 * 1024  # the UTF-8 check decodes this much at a time (a str per slice)
 
@@ -232,6 +234,25 @@ def scan(
         utf8_error=None if checker is None else checker.error,
         over=kept is None and stop_past_keep,
     )
+
+
+def collected(scanned: Scanned, held: Iterable[bytes], pages: Iterable[list[bytes]]) -> Scanned:
+    """``scanned`` with its bytes, read again (they were too many to hold while scanning
+    but few enough to hold now); StreamChanged if they are not the bytes scanned."""
+    blocks = list(held)
+    sizes: list[int] = []
+    for page in pages:
+        blocks.append(b"".join(page))
+        sizes.extend(map(len, page))
+    content = b"".join(blocks)
+    del blocks
+    if len(content) != scanned.size or hashlib.sha256(content).hexdigest() != scanned.sha256:
+        raise StreamChanged(
+            f"the buffer changed between two reads: {scanned.size} bytes, then "
+            f"{len(content)} (or other bytes)",
+            hint="run the compaction again",
+        )
+    return replace(scanned, content=content, sizes=tuple(sizes))
 
 
 class _Utf8:
