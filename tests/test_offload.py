@@ -392,7 +392,8 @@ def test_laravel_aws_settings_are_read_as_they_are(tmp_path: Path) -> None:
         "virtual_hosted_style_request": False,
     }
     store = open_store("s3:///generations", settings)
-    assert store.url == "s3:///generations"
+    assert store.url == "s3://app-bucket/generations"  # rows name the bucket they are in
+    assert store.url_of("org-1/gen-2/ab") == "s3://app-bucket/generations/org-1/gen-2/ab"
     assert settings.offload_enabled()
 
 

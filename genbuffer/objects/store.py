@@ -222,7 +222,9 @@ def open_store(url: str, settings: Settings | None) -> Store:
     if scheme == "file":
         return Store(url, _file_backend(url))
     if scheme == "s3":
-        return Store(url, _s3_backend(url, settings))
+        backend, bucket = _s3_backend(url, settings)
+        # the URL rows keep names its bucket, also when AWS_BUCKET gave it (s3:///prefix)
+        return Store(f"s3://{bucket}{urlsplit(url).path}", backend)
     raise UsageError(
         f"GENERATION_OFFLOAD_URL {url!r} is not an object store URL",
         hint="use s3://bucket/prefix, file:///path or memory://",
@@ -253,7 +255,7 @@ def _file_backend(url: str) -> Backend:
         raise UsageError(f"GENERATION_OFFLOAD_URL {url!r} is not usable: {exc}") from None
 
 
-def _s3_backend(url: str, settings: Settings | None) -> Backend:
+def _s3_backend(url: str, settings: Settings | None) -> tuple[Backend, str]:
     from obstore.store import S3Store  # noqa: PLC0415
 
     parts = urlsplit(url)
@@ -263,12 +265,13 @@ def _s3_backend(url: str, settings: Settings | None) -> Backend:
             f"GENERATION_OFFLOAD_URL {url!r} names no bucket",
             hint="s3://bucket/prefix, or set AWS_BUCKET",
         )
-    return S3Store(
+    store = S3Store(
         bucket,
         prefix=parts.path.strip("/") or None,
         config=s3_config(settings),
         client_options=_client_options(settings),
     )
+    return store, bucket
 
 
 def s3_config(settings: Settings | None) -> S3Config:
