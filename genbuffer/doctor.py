@@ -52,7 +52,8 @@ class DoctorOptions:
     """How fresh each cron job's last success must be, and where the audit log goes."""
 
     cron_max_age: timedelta = timedelta(hours=1)  # compact-pending
-    purge_max_age: timedelta = timedelta(days=2)  # purge-chunks (daily)
+    purge_max_age: timedelta = timedelta(days=2)  # purge-chunks (daily), purge-objects
+    offloading: bool = False  # GENERATION_OFFLOAD_URL set: purge-objects must run too
     audit_log: Path = Path("storage/logs/metadata-validation.log")
 
 
@@ -210,6 +211,8 @@ def _database_checks(
 def _cron(repository: Repository, options: DoctorOptions) -> list[Check]:
     """Each cron job's last successful run against its maximum age."""
     limits = {"compact-pending": options.cron_max_age, "purge-chunks": options.purge_max_age}
+    if options.offloading:
+        limits["purge-objects"] = options.purge_max_age
     runs = repository.observations.last_runs(tuple(limits))
     now = datetime.now(UTC)
     found: list[Check] = []

@@ -1,4 +1,4 @@
-"""Cron job runs: each run of compact-pending or purge-chunks is recorded in the
+"""Cron job runs: each run of compact-pending, purge-chunks or purge-objects is recorded in the
 database (doctor's and the metrics' last success) and, when asked, in a Prometheus
 textfile (node_exporter's textfile collector).
 

@@ -34,7 +34,7 @@ __all__ = [
     "write_textfile",
 ]
 
-CRON_JOBS = ("compact-pending", "purge-chunks")
+CRON_JOBS = ("compact-pending", "purge-chunks", "purge-objects")
 RESULTS = ("persisted", "strict_abort", "failed")
 
 

@@ -663,3 +663,30 @@ def test_compactions_killed_at_random_moments_lose_nothing(
     purged = run_genbuf(["purge-objects", "--grace", "0", "--json"], stack.env)
     assert purged.returncode == 0, purged.stderr
     assert len(objects(stack)) == len(pushed)
+
+
+def test_purge_objects_runs_are_recorded_for_doctor_and_metrics(
+    servers: Stack, tmp_path: Path
+) -> None:
+    """With offloading on, doctor expects purge-objects to have run: a warning until it
+    has, ok after; each run (not a dry one) is recorded and written to a textfile."""
+    stack = offloading(servers, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    before = json.loads(run_genbuf(["doctor", "--json"], stack.env).stdout)
+    check = next(c for c in before["checks"] if c["name"] == "cron purge-objects")
+    assert check["status"] == "warn" and "schedule" in check["hint"]
+    dry = run_genbuf(["purge-objects", "--dry-run", "--json"], stack.env)
+    assert dry.returncode == 0, dry.stderr
+    assert stack.repository.observations.last_runs(("purge-objects",))["purge-objects"][0] is None
+    textfile = tmp_path / "purge-objects.prom"
+    done = run_genbuf(["purge-objects", "--metrics-textfile", str(textfile)], stack.env)
+    assert done.returncode == 0, done.stderr
+    last, ok = stack.repository.observations.last_runs(("purge-objects",))["purge-objects"]
+    assert last is not None and ok
+    assert 'job="purge-objects"' in textfile.read_text()
+    after = json.loads(run_genbuf(["doctor", "--json"], stack.env).stdout)
+    check = next(c for c in after["checks"] if c["name"] == "cron purge-objects")
+    assert check["status"] == "ok"
+    metrics = run_genbuf(["metrics"], stack.env)
+    assert 'genbuf_last_success_timestamp_seconds{job="purge-objects",source="database"}' in (
+        metrics.stdout
+    )

@@ -25,7 +25,11 @@ def doctor_cmd(
     ] = "1h",
     purge_max_age: Annotated[
         str,
-        typer.Option("--purge-max-age", help="purge-chunks must have succeeded this recently."),
+        typer.Option(
+            "--purge-max-age",
+            help="purge-chunks (and purge-objects, when offloading) must have succeeded "
+            "this recently.",
+        ),
     ] = "2d",
     as_json: JsonOpt = False,
 ) -> None:
@@ -45,6 +49,7 @@ def doctor_cmd(
         cron_max_age=parse_age(cron_max_age),
         purge_max_age=parse_age(purge_max_age),
         audit_log=rt.settings.metadata_validation_log,
+        offloading=rt.settings.generation_offload_url is not None,
     )
     report = run_doctor(
         lambda: rt.buffer,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from genbuffer.cli._options import DryRunOpt, JsonOpt, runtime
+from genbuffer.cli._options import DryRunOpt, JsonOpt, MetricsTextfileOpt, runtime
 from genbuffer.cli._output import emit
 from genbuffer.cli._progress import progress_bar
 
@@ -107,22 +107,30 @@ def purge_objects_cmd(
         int, typer.Option("--batch-size", min=1, max=100_000, help="Objects checked per query.")
     ] = 500,
     dry_run: DryRunOpt = False,
+    metrics_textfile: MetricsTextfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete the objects no row points at: uploads whose compaction never committed.
 
     An orphan is deleted with its generation's row locked, so a compaction writing it
     meanwhile is never undone. Objects genbuf did not name are left alone.
+    Each run is recorded for doctor and metrics (and in --metrics-textfile).
     Example (cron): genbuf purge-objects --grace 24h --json
     """
     from genbuffer.durations import parse_age
+    from genbuffer.jobs import job_run
     from genbuffer.objects.orphans import purge_objects
 
     rt = runtime(ctx, as_json)
     # 0 is safe (each orphan is deleted with its row locked) but never the default
     age = timedelta(0) if grace.strip() in {"0", "0s"} else parse_age(grace)
     store = _configured_store(rt)
-    with progress_bar("checking objects") as advance:
+    with (
+        job_run(
+            rt.repository, "purge-objects", textfile=metrics_textfile, record=not dry_run
+        ) as run,
+        progress_bar("checking objects") as advance,
+    ):
         result = purge_objects(
             rt.repository,
             store,
@@ -131,6 +139,7 @@ def purge_objects_cmd(
             dry_run=dry_run,
             progress=advance,
         )
+        run.finish(clean=result.ok, counts={"deleted": result.deleted, "orphans": result.orphans})
     verb = "would delete" if dry_run else "deleted"
     count = result.orphans if dry_run else result.deleted
     emit(
