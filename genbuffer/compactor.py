@@ -7,6 +7,7 @@ docstring for the protocol); ``genbuffer.decision`` holds the values they pass.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -267,9 +268,14 @@ def _decide_on_snapshot(
     keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
     start = max(placement.done, snapshot.trimmed)
     page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
+
+    def pages() -> Iterator[list[bytes]]:
+        """The new chunks, page by page (read again by each pass that needs them)."""
+        return buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes)
+
     scanned = scan(
         held_blocks(existing, offload),
-        buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
+        pages(),
         # streamed: hold a small prefix only, the bytes are read again when they must
         # be held (a 1 GB artifact must not cost its threshold in memory on the way)
         keep=min(keep, SCAN_KEEP) if to_store else keep,
@@ -278,11 +284,7 @@ def _decide_on_snapshot(
         check_utf8=to_store,
     )
     if to_store and scanned.content is None and scanned.size <= keep:
-        scanned = collected(
-            scanned,
-            held_blocks(existing, offload),
-            buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes),
-        )
+        scanned = collected(scanned, held_blocks(existing, offload), pages())
     offloaded = isinstance(existing, OffloadRecord) or (
         offload.threshold is not None and scanned.size > offload.threshold
     )
@@ -342,9 +344,7 @@ def _decide_on_snapshot(
             request.organization_id,
             request.generation_id,
             existing=existing,
-            pages=lambda: buffer.protocol.read(
-                snapshot, start, snapshot.end, page_bytes=STREAM_PAGE_BYTES
-            ),
+            pages=pages,
             scanned=scanned,
             as_json=as_json,
         )
@@ -354,7 +354,7 @@ def _decide_on_snapshot(
             record, snapshot, scanned.tail, closed=request.closes_stream, kept=not request.delete
         ),
         llm_response="json" if as_json else "keep" if keep_document else "null",
-        backup_from=held_size if not replacing else 0,
+        backup_from=held_size,  # 0 when replacing: existing is then empty
         sizes=scanned.sizes,
         keep_history=new_stream,
         offload=plan,

@@ -23,6 +23,7 @@ from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.faults import FaultPlan
 from genbuffer.objects.artifact import OffloadRecord, upload
+from genbuffer.objects.offload import content_type
 from genbuffer.objects.store import Store
 
 __all__ = ["OffloadCompactedResult", "offload_compacted"]
@@ -126,7 +127,7 @@ def _offload_row(
             sha256=digest,
             size=len(data),
             compression=compression,
-            content_type=_content_type(row.llm_response is not None, data),
+            content_type=content_type(row.llm_response is not None, _is_utf8(data)),
         )
         faults.at("after_upload")  # the seam crash tests kill at: uploaded, not committed
         metadata.update(offloaded=record.to_metadata(), sha256=digest, bytes=len(data))
@@ -136,11 +137,9 @@ def _offload_row(
     result.stored_bytes += record.stored_bytes
 
 
-def _content_type(has_document: bool, data: bytes) -> str:
-    if has_document:
-        return "application/json"
+def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        return "application/octet-stream"
-    return "text/plain; charset=utf-8"
+        return False
+    return True

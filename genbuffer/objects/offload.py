@@ -141,7 +141,8 @@ def held_blocks(existing: bytes | OffloadRecord, offload: Offload) -> Iterable[b
 
 
 def content_type(is_json: bool, is_utf8: bool) -> str:
-    """The object's Content-Type: JSON when it parsed, text when UTF-8, else bytes."""
+    """The object's Content-Type: JSON when it parsed, text when UTF-8, else bytes
+    (compactions and offload-compacted alike)."""
     if is_json:
         return "application/json"
     return "text/plain; charset=utf-8" if is_utf8 else "application/octet-stream"
@@ -167,7 +168,6 @@ class Scanned:
 
     size: int  # the whole artifact
     sha256: str
-    new_size: int
     sizes: tuple[int, ...]  # of the new chunks; only while the bytes are kept
     new_count: int
     tail: list[bytes]  # the last TAIL_CHUNKS new chunks (the row's fingerprint)
@@ -195,7 +195,7 @@ def scan(
     kept: list[bytes] | None = []
     sizes: list[int] = []
     tail: deque[bytes] = deque(maxlen=tail_chunks)
-    size = new_size = count = 0
+    size = count = 0
 
     def take(block: bytes) -> None:
         nonlocal size, kept
@@ -214,7 +214,6 @@ def scan(
         block = b"".join(page)
         tail.extend(page[-tail_chunks:])
         count += len(page)
-        new_size += len(block)
         if kept is not None:
             sizes.extend(map(len, page))
         del page
@@ -226,7 +225,6 @@ def scan(
     return Scanned(
         size=size,
         sha256=hasher.hexdigest(),
-        new_size=new_size,
         sizes=tuple(sizes) if kept is not None else (),
         new_count=count,
         tail=list(tail),

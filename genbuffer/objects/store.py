@@ -152,25 +152,6 @@ class Store:
             for block in result.stream(min_chunk_size=DOWNLOAD_BLOCK_BYTES):
                 yield bytes(block)
 
-    def exists(self, path: str) -> bool:
-        """Whether an object is at ``path``."""
-        import obstore  # noqa: PLC0415
-
-        try:
-            with store_errors(self.url):
-                obstore.head(self.backend, path)
-        except ObjectMissing:
-            return False
-        return True
-
-    def head(self, path: str) -> StoredObject:
-        """The object at ``path`` as a listing would show it (ObjectMissing if absent)."""
-        import obstore  # noqa: PLC0415
-
-        with store_errors(self.url):
-            meta = obstore.head(self.backend, path)
-        return StoredObject(meta["path"], int(meta["size"]), meta["last_modified"])
-
     def objects(self, prefix: str | None = None) -> Iterator[StoredObject]:
         """Every object below the store's URL (or below ``prefix`` in it), page by page."""
         import obstore  # noqa: PLC0415
