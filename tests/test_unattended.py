@@ -169,7 +169,7 @@ def test_append_policy_keeps_a_good_llm_response(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("first", "later", "late_policy", "whole", "outcome", "rule"),
+    "case",
     [
         (
             [b'{"plan": ["a", '],
@@ -200,18 +200,13 @@ def test_append_policy_keeps_a_good_llm_response(stack: Stack) -> None:
     ids=["json-continues", "json-new-document", "setting-append", "setting-replace"],
 )
 def test_chunks_after_a_provisional_artifact_follow_the_content(
-    stack: Stack,
-    first: list[bytes],
-    later: list[bytes],
-    late_policy: str,
-    whole: bytes,
-    outcome: str,
-    rule: str,
+    stack: Stack, case: tuple[list[bytes], list[bytes], str, bytes, str, str]
 ) -> None:
     """A stream compacted (and deleted) before it was marked finished is provisional:
     later chunks continue it when the two parse as one JSON document, replace it when
     only they parse, else GENERATION_LATE_CHUNKS decides; the row, its history entry
     and the ledger say which and why."""
+    first, later, late_policy, whole, outcome, rule = case
     gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, gen, first)
     assert compact(stack, ORG, gen, delete=True).persisted
