@@ -105,6 +105,35 @@ def test_two_buffers_for_one_generation_is_an_error_naming_both(stack: Stack) ->
     assert stored_bytes(stack, gen) is None
 
 
+@pytest.mark.parametrize(
+    ("under_scenario", "without", "whole", "outcome"),
+    [
+        (b'{"a": 1}', b'{"b": 2}', b'{"b": 2}', "replaced"),
+        (b'{"a": [1, ', b"2]}", b'{"a": [1, 2]}', "appended"),
+    ],
+    ids=["two-documents", "one-document"],
+)
+def test_both_buffers_compacted_one_by_one_are_never_spliced_silently(
+    stack: Stack, under_scenario: bytes, without: bytes, whole: bytes, outcome: str
+) -> None:
+    """Following the two-buffers hint (compact each key on its own) gives two streams
+    of one generation: the second meets the first's provisional artifact and the same
+    rule applies, so two documents are not spliced into one that does not parse."""
+    gen = stack.repository.create_generation(ORG, scenario_id=345)
+    stack.buffer.push_many(ORG, gen, [under_scenario], scenario_id=345)
+    stack.buffer.push_many(ORG, gen, [without])
+    first = stack.cli(
+        "compact-generation", str(ORG), str(gen), "--scenario-id", "345", "--delete", "--json"
+    )
+    assert first.exit_code == 0, first.output
+    second = stack.cli("compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert second.exit_code == 0, second.output
+    out = json.loads(second.stdout)
+    assert out["regenerated"] == outcome and "invalid_json" not in json.dumps(out["issues"])
+    assert stored_bytes(stack, gen) == whole
+    assert [h["reason"] for h in stack.repository.history(gen)] == [outcome]
+
+
 def test_compact_pending_uses_the_key_it_found(stack: Stack) -> None:
     """compact-pending compacts the scenario-less key of a row that has a scenario."""
     gen = stack.repository.create_generation(ORG, scenario_id=345)
@@ -249,6 +278,13 @@ def test_a_paused_plain_stream_ends_whole_in_the_row(stack: Stack) -> None:
     assert row.metadata["buffer"]["provisional"] == "idle"
     assert row.metadata["history"][-1]["reason"] == "appended"
     assert row.metadata["history"][-1]["rule"] == "json_continues"
+    shown = json.loads(stack.cli("show-generation", str(ORG), str(gen), "--json").stdout)
+    assert shown["provisional"] == "idle"
+    assert [(e["outcome"], e["rule"]) for e in shown["late_chunks"]] == [
+        ("appended", "json_continues")
+    ]
+    status = json.loads(stack.cli("status", "--json").stdout)
+    assert status["late_chunks_last_day"] == {"appended": {"json_continues": 1}}
 
 
 def test_a_finished_stream_is_replaced_by_a_later_one(stack: Stack) -> None:

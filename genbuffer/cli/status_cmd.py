@@ -186,6 +186,14 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             or "none"
         ),
     ]
+    if report.late_chunks_last_day:
+        lines.append(
+            "new streams that met an artifact last day: "
+            + "; ".join(
+                f"{outcome} " + ", ".join(f"{rule} {n}" for rule, n in rules.items())
+                for outcome, rules in report.late_chunks_last_day.items()
+            )
+        )
     if (queue := report.worker_queue) is not None:
         age = queue["oldest_entry_age_seconds"]
         lines.append(
