@@ -22,7 +22,7 @@ from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNo
 from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
-from genbuffer.redis.meta import BufferMeta
+from genbuffer.redis.meta import BufferMeta, Observation
 
 __all__ = [
     "AT_RISK",
@@ -43,6 +43,7 @@ IDLE = "idle"
 AT_RISK = "at_risk"
 
 ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
+OBSERVE_PAGE = 500  # buffers whose looks are recorded per round trip
 # Generations compacted at once. A compaction mostly waits (Redis, the row lock, the
 # UPDATE, the commit's WAL flush), so a few in flight overlap those waits and let
 # PostgreSQL flush several commits at once. SQLite writes one at a time: 1 there.
@@ -163,46 +164,59 @@ def select_buffers(
 ) -> Selection:
     """Scan every buffer and sort it: finished, idle or about to expire (compact), or
     skipped and why. Idle is ``genbuffer.idleness``'s rule; outside a dry run this
-    records the look at each open buffer (the next run judges by it)."""
+    records the look at each open buffer (the next run judges by it), a page of
+    buffers per round trip."""
     chosen = Selection()
-    margin = None if expiry_margin is None else expiry_margin.total_seconds()
-    for found in buffer.scan.discover():
-        chosen.buffers += 1
-        state = found.state
-        if state == "quarantined":
-            chosen.quarantined += 1
-        elif state == "orphaned":
-            chosen.orphaned += 1
-        elif not found.has_list and "chunk_count" not in found.meta:
-            chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
-        elif state == "finished":
-            chosen.candidates.append((found, FINISHED))
-        elif idle is not None and _quiet_for(buffer, found, now, dry_run=dry_run) >= idle:
-            chosen.candidates.append((found, IDLE))
-        elif margin is not None and found.ttl_seconds is not None and found.ttl_seconds < margin:
-            chosen.candidates.append((found, AT_RISK))
-        else:
-            chosen.active += 1
+    found_buffers = iter(buffer.scan.discover())
+    while page := list(islice(found_buffers, OBSERVE_PAGE)):
+        open_lists = [f.key for f in page if f.state == "open" and f.has_list]
+        looks = {} if idle is None or dry_run else buffer.scan.observe(open_lists, now)
+        for found in page:
+            _sort(chosen, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
     return chosen
 
 
-def _quiet_for(
-    buffer: GenerationBuffer, found: FoundBuffer, now: datetime, *, dry_run: bool
-) -> timedelta:
-    """How long the buffer has certainly had no chunk (``genbuffer.idleness``).
+def _sort(
+    chosen: Selection,
+    found: FoundBuffer,
+    look: Observation | None,
+    *,
+    idle: timedelta | None,
+    now: datetime,
+    margin: timedelta | None,
+) -> None:
+    """Count one buffer, or add it to the candidates with why."""
+    chosen.buffers += 1
+    state = found.state
+    if state == "quarantined":
+        chosen.quarantined += 1
+    elif state == "orphaned":
+        chosen.orphaned += 1
+    elif not found.has_list and "chunk_count" not in found.meta:
+        chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
+    elif state == "finished":
+        chosen.candidates.append((found, FINISHED))
+    elif idle is not None and _quiet_for(found, look, now) >= idle:
+        chosen.candidates.append((found, IDLE))
+    elif (
+        margin is not None
+        and found.ttl_seconds is not None
+        and found.ttl_seconds < margin.total_seconds()
+    ):
+        chosen.candidates.append((found, AT_RISK))
+    else:
+        chosen.active += 1
 
-    A compactor records its look first (observe.lua), so the next run knows since
-    when the buffer has held what it holds; a dry run judges by what is recorded.
-    """
+
+def _quiet_for(found: FoundBuffer, look: Observation | None, now: datetime) -> timedelta:
+    """How long the buffer has certainly had no chunk (``genbuffer.idleness``): by the
+    look just recorded (what observe.lua saw, atomically), else by what is stored."""
     meta = BufferMeta(found.meta)
-    observation, end = meta.observation, found.end
-    if found.has_list and not dry_run and (recorded := buffer.scan.observe(found.key, now)):
-        observation, end = recorded, recorded.end  # what the script saw, atomically
     return quiet_for(
         now,
         last_chunk_at=meta.last_chunk_at,
-        observation=observation,
-        end=end,
+        observation=look or meta.observation,
+        end=found.end if look is None else look.end,
         idle_seconds=found.list_idle_seconds,
     )
 

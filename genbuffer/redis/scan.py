@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import redis
+
 from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, scan_pages, text
@@ -126,21 +128,38 @@ class Scanner:
                     break
         return counts
 
-    def observe(self, key: str, now: datetime) -> Observation | None:
-        """Record this look at the buffer, made ``now``, for the idle rule (observe.lua);
-        what it records, or None when the list is gone. Compactors only: a read-only
-        command must not change what they decide."""
-        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    def observe(self, names: list[str], now: datetime) -> dict[str, Observation | None]:
+        """Record this look, made ``now``, at each buffer of ``names`` for the idle rule
+        (observe.lua, pipelined: one round trip for all of them); what each records,
+        None where the list is gone. Compactors only: a read-only command must not
+        change what they decide."""
+        args = [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.ttl]
+
+        def one(name: str) -> object:
+            keys_ = [name, self.target.state_of(name)]
+            return run_script(self._observe, keys_, args, self.target.url)
+
         with redis_errors(self.target.url):
-            seen = run_script(
-                self._observe,
-                [key, self.target.state_of(key)],
-                [stamp, self.ttl],
-                self.target.url,
-            )
-        if not seen:
-            return None
-        at = parse_time(text(seen[0]))
-        if at is None:
-            return None
-        return Observation(int(seen[2]), at, first=text(seen[1]) == "1")
+            if self.target.cluster:  # redis-py refuses EVALSHA in a cluster pipeline
+                return {name: _observation(one(name)) for name in names}
+            pipe = self.target.client.pipeline(transaction=False)
+            for name in names:
+                self._observe(keys=[name, self.target.state_of(name)], args=args, client=pipe)
+            seen: dict[str, Observation | None] = {}
+            for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):  # flushed meanwhile
+                    reply = one(name)  # noqa: PLW2901  (the answer, the second time)
+                elif isinstance(reply, Exception):
+                    raise reply
+                seen[name] = _observation(reply)
+        return seen
+
+
+def _observation(reply: object) -> Observation | None:
+    """observe.lua's reply: {seen_at, seen_first, seen_end}, or nothing (no list)."""
+    if not isinstance(reply, list) or len(reply) != 3:
+        return None
+    at = parse_time(text(reply[0]))
+    if at is None:
+        return None
+    return Observation(int(reply[2]), at, first=text(reply[1]) == "1")
