@@ -58,6 +58,7 @@ class CompactionConfig:
 
     strict: bool = False
     max_bytes: int = 256 * 1024 * 1024
+    parse_limit: int = 8 * 1024 * 1024  # GENERATION_PARSE_MAX_BYTES
     schema: dict[str, Any] | None = None
     backup_chunks: bool = True
     audit_log: Path = Path("storage/logs/metadata-validation.log")
@@ -79,6 +80,7 @@ class CompactionConfig:
         return cls(
             strict=settings.metadata_validation_strict,
             max_bytes=settings.generation_max_bytes,
+            parse_limit=settings.generation_parse_max_bytes,
             schema=schema,
             backup_chunks=settings.generation_chunks_backup,
             audit_log=settings.metadata_validation_log,

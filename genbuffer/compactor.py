@@ -40,10 +40,10 @@ from genbuffer.errors import (
 )
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.objects.offload import (
-    PARSE_LIMIT,
     SCAN_KEEP,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
+    check_held,
     collected,
     held_blocks,
     scan,
@@ -265,7 +265,7 @@ def _decide_on_snapshot(
     offload = config.offload
     to_store = offload.active or isinstance(existing, OffloadRecord)
     held_size = existing.bytes if isinstance(existing, OffloadRecord) else len(existing)
-    keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
+    keep = max(offload.threshold or 0, config.parse_limit) if to_store else config.max_bytes
     start = max(placement.done, snapshot.trimmed)
     page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
 
@@ -282,6 +282,9 @@ def _decide_on_snapshot(
         tail_chunks=TAIL_CHUNKS,
         stop_past_keep=not to_store,
         check_utf8=to_store,
+        # streamed bytes are checked as JSON on the way, whatever the size turns out to
+        # be (held ones only when over the parse limit, below)
+        check_json=to_store,
     )
     if to_store and scanned.content is None and scanned.size <= keep:
         scanned = collected(scanned, held_blocks(existing, offload), pages())
@@ -315,10 +318,13 @@ def _decide_on_snapshot(
         "gaps": snapshot.gaps + placement.gaps,
     }
     content = scanned.content
-    if content is not None and (not offloaded or scanned.size <= PARSE_LIMIT):
+    if content is not None and scanned.size <= config.parse_limit:
         validation = validate(content, **checks)
-    else:  # an offloaded artifact past PARSE_LIMIT: checked as it streamed, not parsed
-        validation = validate_unparsed(scanned.size, scanned.utf8_error, **checks)
+    else:  # past GENERATION_PARSE_MAX_BYTES, in the row or not: checked, never parsed
+        utf8_error, json_error = scanned.utf8_error, scanned.json_error
+        if not to_store and content is not None:
+            utf8_error, json_error = check_held(content)
+        validation = validate_unparsed(scanned.size, utf8_error, json_error, **checks)
     # llm_response is written from the bytes themselves; the parsed document (heavier
     # than its text) is not kept past validation. A document the row holds is never
     # wiped by a concatenation that does not parse.
@@ -347,6 +353,7 @@ def _decide_on_snapshot(
             pages=pages,
             scanned=scanned,
             as_json=as_json,
+            is_json=decision.validation.is_json,
         )
         content = None  # the plan streams the bytes again; none are held till the write
     write = Write(

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     generation_chunk_ttl: int = Field(default=86400, gt=0, le=2**32)
     generation_chunk_max_len: int | None = Field(default=None, gt=0)
     generation_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Artifacts up to this size are parsed (llm_response, duplicate keys, the schema);
+    # larger ones, in the row or offloaded, are checked as JSON as they stream and keep
+    # llm_response null: parsing holds several times the artifact's size in memory.
+    generation_parse_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     generation_json_schema: Path | None = None
     generation_chunks_backup: bool = True
     generation_chunks_retention_days: int = Field(default=7, gt=0)

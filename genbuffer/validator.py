@@ -8,7 +8,8 @@ code                   severity  when
 =====================  ========  ===============================================
 empty_generation       error     the assembled content has no bytes
 invalid_utf8           error     the bytes are not UTF-8 (the offset is given)
-invalid_json           error     not JSON, or NaN/Infinity (line, column, offset)
+invalid_json           error     not JSON, or NaN/Infinity (line, column, offset; over
+                                 GENERATION_PARSE_MAX_BYTES the 64 KiB slice it is in)
 duplicate_key          warning   an object repeats a key (the last one wins)
 json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
                                  a number beyond a double or PostgreSQL's numeric)
@@ -21,8 +22,9 @@ sequence_gap           error     the producer skipped sequence numbers (never de
 buffer_missing         error     a row older than the chunk TTL with no artifact and no
                                  buffer: its chunks expired or were evicted
 oversize               error     over GENERATION_MAX_BYTES
-json_unchecked         warning   an offloaded artifact too large to parse, while
-                                 GENERATION_JSON_SCHEMA asks for a check
+json_unchecked         warning   valid JSON over GENERATION_PARSE_MAX_BYTES (checked as
+                                 it streamed, not parsed), while GENERATION_JSON_SCHEMA
+                                 asks for a check
 metadata_invalid       error     the row's metadata is not an object, or a reserved
                                  key has the wrong type
 schema_violation       error     llm_response breaks GENERATION_JSON_SCHEMA
@@ -163,6 +165,7 @@ def validate(
 def validate_unparsed(
     size: int,
     utf8_error: str | None,
+    json_error: str | None,
     *,
     missing_chunks: int = 0,
     extra_chunks: int = 0,
@@ -171,7 +174,8 @@ def validate_unparsed(
     gaps: int = 0,
 ) -> Validation:
     """Validate an artifact too large to parse, from what was checked as it streamed:
-    its size, its UTF-8, the chunk counts and the row's metadata."""
+    its size, its UTF-8, whether it is one JSON document (``json_error`` None), the
+    chunk counts and the row's metadata. No document: `llm_response` stays null."""
     issues: list[Issue] = []
     if gaps:
         issues.append(
@@ -183,15 +187,19 @@ def validate_unparsed(
         issues.append(Issue("empty_generation", "the generation has no content"))
     elif utf8_error is not None:
         issues.append(Issue("invalid_utf8", f"content is not UTF-8: {utf8_error}"))
-    elif schema is not None:
-        issues.append(
-            Issue(
-                "json_unchecked",
-                f"{size} bytes is too large to parse: neither JSON nor "
-                "GENERATION_JSON_SCHEMA was checked, llm_response is left null",
-                "warning",
+    elif json_error is not None:
+        issues.append(Issue("invalid_json", f"not valid JSON: {json_error}"))
+    else:
+        if schema is not None:
+            issues.append(
+                Issue(
+                    "json_unchecked",
+                    f"{size} bytes is over GENERATION_PARSE_MAX_BYTES: valid JSON, but "
+                    "GENERATION_JSON_SCHEMA was not checked, llm_response is left null",
+                    "warning",
+                )
             )
-        )
+        return Validation(tuple(issues), is_json=True)
     return Validation(tuple(issues))
 
 
