@@ -77,6 +77,15 @@ class CompactionConfig:
                 schema = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise UsageError(f"GENERATION_JSON_SCHEMA {path} is unreadable: {exc}") from None
+            from genbuffer.validator import schema_problem  # noqa: PLC0415
+
+            # a bad setting stops the command here, before any generation is compacted
+            # (and counted as a failed attempt) for it
+            if problem := schema_problem(schema):
+                raise UsageError(
+                    f"GENERATION_JSON_SCHEMA {path} cannot be used: {problem}",
+                    hint="fix the schema (every $ref must resolve inside it), or unset it",
+                )
         return cls(
             strict=settings.metadata_validation_strict,
             max_bytes=settings.generation_max_bytes,

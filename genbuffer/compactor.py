@@ -37,6 +37,7 @@ from genbuffer.errors import (
     NothingToCompact,
     Quarantined,
     StreamChanged,
+    UsageError,
 )
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.objects.offload import (
@@ -226,8 +227,8 @@ def decide(
             scenario_id=scenario_id,
             mode=mode,
         )
-    except (DependencyUnavailable, StreamChanged):
-        raise  # outages and races are retried, never held against the generation
+    except (DependencyUnavailable, StreamChanged, UsageError):
+        raise  # outages, races and bad settings are never held against the generation
     except Exception as exc:
         if request.dry_run:
             raise  # a dry run changes nothing, not even the attempt count

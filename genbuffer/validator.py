@@ -45,6 +45,7 @@ __all__ = [
     "RESERVED_METADATA_TYPES",
     "Issue",
     "Validation",
+    "schema_problem",
     "size_issue",
     "validate",
     "validate_unparsed",
@@ -368,6 +369,43 @@ def _unstorable_path(value: Any) -> str | None:
                 stack.append((f"{path}.{key}", child))
         elif isinstance(node, list):
             stack.extend((f"{path}[{index}]", child) for index, child in enumerate(node))
+    return None
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` cannot check a document (None: it can): not a schema by its
+    meta-schema, or a ``$ref`` that resolves to nothing. jsonschema follows a ``$ref``
+    only when a document reaches it, so every one is looked up here, beforehand."""
+    from jsonschema import exceptions, validators  # noqa: PLC0415  (only with a schema)
+    from jsonschema_specifications import REGISTRY  # noqa: PLC0415
+    from referencing import Resource  # noqa: PLC0415
+    from referencing.exceptions import Unresolvable  # noqa: PLC0415
+    from referencing.jsonschema import DRAFT202012  # noqa: PLC0415
+
+    if isinstance(schema, bool):
+        return None  # true takes every document, false none: nothing to resolve
+    if not isinstance(schema, dict):
+        return f"a JSON Schema is an object or a boolean, found {type(schema).__name__}"
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return f"not a valid JSON Schema at {exc.json_path}: {exc.message}"
+    # what jsonschema resolves against: the schema (2020-12 unless $schema says
+    # otherwise, as validator_for) and the meta-schemas; nothing is fetched
+    root = Resource.from_contents(schema, default_specification=DRAFT202012)
+    registry = REGISTRY.with_resource(root.id() or "", root).crawl()
+    pending = [(root, registry.resolver(root.id() or ""))]
+    while pending:
+        resource, resolver = pending.pop()
+        contents = resource.contents
+        for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+            ref = contents.get(keyword) if isinstance(contents, dict) else None
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    return f"{keyword} {ref!r} resolves to nothing"
+        pending.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
     return None
 
 
