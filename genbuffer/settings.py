@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -240,9 +239,12 @@ def _normalise_database_url(url: str) -> str:
 
 
 def laravel_slug(text: str, separator: str = "-") -> str:
-    """Laravel's Str::slug: ASCII, lower case, runs of anything else become one separator."""
+    """Laravel's Str::slug: ASCII (as Str::ascii transliterates), lower case, runs of
+    anything else become one separator."""
+    from genbuffer.laravel_ascii import to_ascii  # noqa: PLC0415  (only with a prefix rule)
+
     flip = "_" if separator == "-" else "-"
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = to_ascii(text)
     ascii_text = re.sub(rf"[{re.escape(flip)}]+", separator, ascii_text)
     ascii_text = ascii_text.replace("@", f"{separator}at{separator}")
     ascii_text = re.sub(rf"[^{re.escape(separator)}a-z0-9\s]+", "", ascii_text.lower())
