@@ -227,7 +227,11 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
         stderr=subprocess.STDOUT,
         env=env,
     )
-    time.sleep(1.5)  # started, and paused before the commit
+    stream = servers.buffer.events.stream
+    deadline = time.monotonic() + 30
+    while not _held(servers.buffer.client, stream):  # started, and paused before the commit
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0, log.read_text()
     assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
@@ -240,6 +244,14 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
     assert records[-1]["compacted"] == 1
     pending = servers.buffer.client.xpending(servers.buffer.events.stream, "genbuf-workers")
     assert pending["pending"] == 0
+
+
+def _held(client: redis.Redis, stream: str) -> int:
+    """Entries a worker holds (delivered, not acknowledged); 0 before the group exists."""
+    try:
+        return int(client.xpending(stream, "genbuf-workers")["pending"])
+    except redis.exceptions.ResponseError:  # NOGROUP: no worker read yet
+        return 0
 
 
 def test_status_shows_the_worker_queue(embedded: Stack) -> None:

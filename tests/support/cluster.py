@@ -252,7 +252,8 @@ class LocalCluster:
         while names := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
             self.migrate_keys(source, target, [str(n, "utf-8") for n in names])
         owner = self.node_id(target)
-        for port in (target, source, *self.live_ports()):
+        primaries = [p for p, role in self.roles().items() if role == "master"]
+        for port in dict.fromkeys((target, source, *primaries)):  # target first, as redis-cli
             self._client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
         self.wait_ok()
 
