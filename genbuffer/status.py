@@ -106,7 +106,7 @@ class StatusReport(Document):
     compaction_lag_seconds: dict[str, float] = Field(default_factory=dict)
     validation_issues_last_day: dict[str, int] = Field(default_factory=dict)
     # the compaction-events stream of `genbuf worker`: entries not done, held by a
-    # worker, consumers, the oldest entry's age; None without a stream
+    # worker, the workers alive, parked events, the oldest entry's age; None without any
     worker_queue: dict[str, float | int | None] | None = None
     alerts: list[str] = Field(default_factory=list)
     scanned_keys: int = 0

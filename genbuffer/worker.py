@@ -15,7 +15,8 @@ cooperating, and a duplicate delivery is harmless (compaction is idempotent).
 Nothing a server does stops a worker: an outage, a read the server ended (the
 stream deleted or resharded, a failover), a group that is gone (created again) or a
 malformed entry (parked) is logged in one line and the loop goes on. Each worker
-beats every few seconds (status, metrics and doctor count the live ones).
+beats every few seconds from a thread of its own (status, metrics and doctor count
+the live ones).
 
 Stopping (SIGTERM, SIGINT: ``stop`` set) finishes the compactions in hand,
 acknowledges them, takes no more, leaves the fleet and returns.
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,7 +123,6 @@ class Worker:
         self.summary = WorkerSummary(consumer=options.consumer)
         self._next_sweep = 0.0
         self._next_claim = 0.0
-        self._next_beat = 0.0
         self._claim_cursor = "0-0"
         self._group_ready = False
 
@@ -129,10 +130,19 @@ class Worker:
         """Compact what the stream delivers until ``stop`` is set."""
         size = max(1, self.options.concurrency if self.repository.dialect != "sqlite" else 1)
         running: dict[Future[dict[str, Any]], Event] = {}
-        with ThreadPoolExecutor(max_workers=size, thread_name_prefix="worker") as pool:
-            while not stop.is_set():
-                self._guarded(lambda: self._step(pool, running, size), stop)
-            self._guarded(lambda: self._settle(running, timeout=None), stop)  # those in hand
+        # the heartbeat has a thread of its own: a long sweep or a busy pool never
+        # makes a live worker look dead
+        stopped = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(stopped,), name="worker-heartbeat")
+        beating.start()
+        try:
+            with ThreadPoolExecutor(max_workers=size, thread_name_prefix="worker") as pool:
+                while not stop.is_set():
+                    self._guarded(lambda: self._step(pool, running, size), stop)
+                self._guarded(lambda: self._settle(running, timeout=None), stop)  # in hand
+        finally:
+            stopped.set()
+            beating.join()
         self._guarded(self._leave, None)
         return self.summary
 
@@ -158,12 +168,9 @@ class Worker:
         running: dict[Future[dict[str, Any]], Event],
         size: int,
     ) -> None:
-        """Beat, sweep and claim when due; take what the stream delivers (waiting on the
-        read, or on a compaction when every slot is busy); acknowledge what finished."""
+        """Sweep and claim when due; take what the stream delivers (waiting on the read,
+        or on a compaction when every slot is busy); acknowledge what finished."""
         now = time.monotonic()
-        if now >= self._next_beat:
-            self._next_beat = now + HEARTBEAT_EVERY
-            self._beat()
         if not self._group_ready:
             self.events.ensure_group()
             self._group_ready = True
@@ -215,8 +222,14 @@ class Worker:
                 }
             )
 
-    def _beat(self) -> None:
-        self.fleet.beat(self._own_beat())
+    def _beat(self, stopped: threading.Event) -> None:
+        """Beat every ``HEARTBEAT_EVERY`` seconds until the worker stops (a beat lost to
+        an outage is simply late: the main loop reports the outage)."""
+        while True:
+            with suppress(Exception):  # the main loop says what the server does
+                self.fleet.beat(self._own_beat())
+            if stopped.wait(HEARTBEAT_EVERY):
+                return
 
     def _own_beat(self) -> WorkerBeat:
         options = self.options
@@ -349,6 +362,7 @@ class Worker:
             )
             self.summary.announced_by_sweeps += 1
         self.summary.sweeps += 1
+        self.fleet.forget_dead()
 
     def _fleet_rule(self) -> FleetRule:
         """The live workers' rule (this worker's own options always among them)."""

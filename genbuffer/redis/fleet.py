@@ -82,25 +82,31 @@ class Fleet:
             self.target.client.hdel(self.key, consumer)
 
     def members(self) -> list[WorkerBeat]:
-        """Every worker's last beat, alive or not (a field that does not parse is skipped;
-        one older than ``FORGET_AFTER`` is dropped)."""
+        """Every worker's last beat younger than ``FORGET_AFTER``, alive or not (a field
+        that does not parse is skipped). Read-only."""
+        return [beat for beat in self._beats() if time.time() - beat.at <= FORGET_AFTER]
+
+    def forget_dead(self) -> int:
+        """Drop the beats older than ``FORGET_AFTER`` (workers killed long ago), and fields
+        something else wrote; how many (the sweep holder does this)."""
+        now = time.time()
         with redis_errors(self.target.url):
             raw = self.target.client.hgetall(self.key)
-        now = time.time()
-        found: list[WorkerBeat] = []
-        forgotten: list[str] = []
-        for name, value in raw.items():
-            beat = _parse(text(name), text(value))
-            if beat is None:
-                continue
-            if now - beat.at > FORGET_AFTER:
-                forgotten.append(beat.consumer)
-            else:
-                found.append(beat)
-        if forgotten:
+        stale = [
+            name
+            for name, value in raw.items()
+            if (beat := _parse(text(name), text(value))) is None or now - beat.at > FORGET_AFTER
+        ]
+        if stale:
             with redis_errors(self.target.url):
-                self.target.client.hdel(self.key, *forgotten)
-        return sorted(found, key=lambda beat: beat.consumer)
+                self.target.client.hdel(self.key, *stale)
+        return len(stale)
+
+    def _beats(self) -> list[WorkerBeat]:
+        with redis_errors(self.target.url):
+            raw = self.target.client.hgetall(self.key)
+        found = [_parse(text(name), text(value)) for name, value in raw.items()]
+        return sorted((beat for beat in found if beat is not None), key=lambda b: b.consumer)
 
     def alive(self) -> list[WorkerBeat]:
         """The workers whose last beat is recent."""
