@@ -60,6 +60,7 @@ class FleetFaultsReport:
     alive_until_stopped: bool = False
     exit_codes: list[int] = field(default_factory=list)
     parked: list[dict[str, str]] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)  # the workers' lines about the server
 
     def lines(self) -> list[str]:
         """The figures, one per line."""
@@ -68,6 +69,7 @@ class FleetFaultsReport:
             *self.phases,
             f"generations {self.generations}, byte-exact {self.exact}",
             f"workers' log lines: {said}; tracebacks {self.tracebacks}",
+            *self.said,
             f"parked: {self.parked}",
             f"every worker alive until SIGTERM: {self.alive_until_stopped}, "
             f"exit codes {self.exit_codes}",
@@ -220,8 +222,11 @@ class _FleetFaults:
             self.report.tracebacks += text.count("Traceback")
             for line in text.splitlines():
                 record = json.loads(line)
-                if "outcome" in record:
-                    outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
+                outcome = record.get("outcome")
+                if outcome is not None:
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                if outcome in {"interrupted", "parked", "outage", "error"}:
+                    self.report.said.append(f"worker {index}: {outcome}: {record['message']}")
         self.report.outcomes = outcomes
         parked = keys.parked_events_key(self.buffer.prefix)
         self.report.parked = [

@@ -191,7 +191,7 @@ class Events:
                     hint="is something else writing that key?",
                 ) from None
         self.ensure_group()
-        return Delivery(interrupted=f"{said[:200]} (the consumer group is in place again)")
+        return Delivery(interrupted=f"the server ended the read ({said[:200]}); reading again")
 
     def park(self, bad: Malformed) -> None:
         """Take a malformed entry out of the queue: copied to the parked stream (its id,
