@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from genbuffer import keys
-from genbuffer.batch import select_buffers
+from genbuffer.batch import IDLE, select_buffers
 from genbuffer.compaction import (
     CompactionConfig,
     CompactionRequest,
@@ -72,6 +72,8 @@ class WorkerOptions:
 
     concurrency: int = 4
     idle: timedelta | None = None  # the sweeper also announces buffers this quiet
+    # … and those whose chunks expire within this (GENERATION_EXPIRY_MARGIN)
+    expiry_margin: timedelta | None = None
     visibility: timedelta = timedelta(minutes=5)  # then another worker takes an entry over
     sweep_every: timedelta = timedelta(minutes=1)
     block: timedelta = timedelta(seconds=1)  # the longest wait for an entry
@@ -266,7 +268,7 @@ class Worker:
             delete=True,
             exact_key=True,
             key=self._named_key(event),
-            closes_stream=event.idle,
+            selected=event.why,
             compacted_by=self.options.compacted_by,
         )
         try:
@@ -348,17 +350,24 @@ class Worker:
         if not self.events.try_sweep(self.options.consumer, max(1, int(period * 1000))):
             return
         idle = None if rule.idle_seconds is None else timedelta(seconds=rule.idle_seconds)
-        chosen = select_buffers(self.buffer, idle, datetime.now(UTC), dry_run=False)
+        chosen = select_buffers(
+            self.buffer,
+            idle,
+            datetime.now(UTC),
+            dry_run=False,
+            expiry_margin=self.options.expiry_margin,
+        )
         queued = self.events.queued()  # announced and not done: no duplicate
-        for found, was_idle in chosen.candidates:
+        for found, why in chosen.candidates:
             if (found.organization_id, found.generation_id) in queued:
                 continue
             self.events.announce(
                 found.organization_id,
                 found.generation_id,
                 found.scenario_id,
-                idle=was_idle,
+                idle=why == IDLE,
                 key=found.key,
+                why=why,
             )
             self.summary.announced_by_sweeps += 1
         self.summary.sweeps += 1

@@ -53,13 +53,16 @@ def worker_cmd(
     consumer group, compact with --delete semantics and acknowledge after the
     commit. A sweeper (one worker a period) announces what no event names:
     finished buffers (an event lost, or a producer that only sets finished_at),
-    and (with --idle) idle ones. A malformed event is parked on a stream of its
-    own; a deleted stream, a failover or a reshard is logged and the worker goes
-    on. SIGTERM or Ctrl-C: the compactions in hand finish, then it exits 0.
-    --json: one JSON line per compaction (and per thing the server did) on
-    stdout, then a summary line.
+    those whose chunks expire within GENERATION_EXPIRY_MARGIN, and (with --idle)
+    idle ones. A malformed event is parked on a stream of its own; a deleted
+    stream, a failover or a reshard is logged and the worker goes on. SIGTERM or
+    Ctrl-C: the compactions in hand finish, then it exits 0. --json: one JSON
+    line per compaction (and per thing the server did) on stdout, then a summary
+    line.
     Example: genbuf worker --concurrency 4 --idle 30m --json
     """
+    from datetime import timedelta
+
     from genbuffer.durations import parse_age
     from genbuffer.worker import Worker, WorkerOptions
 
@@ -69,6 +72,7 @@ def worker_cmd(
         idle=parse_age(idle) if idle else None,
         visibility=parse_age(visibility),
         sweep_every=parse_age(sweep_every),
+        expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
     )
     stop = threading.Event()
     for name in (signal.SIGTERM, signal.SIGINT):

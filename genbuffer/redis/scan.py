@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, scan_pages, text
-from genbuffer.redis.meta import BufferMeta, IsoClock, parse_time
+from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
 
 __all__ = ["FoundBuffer", "Scanner"]
 
@@ -24,31 +24,30 @@ class FoundBuffer:
     generation_id: int
     has_list: bool
     meta: dict[str, str]
+    # OBJECT IDLETIME of the list, only where genbuf's reads leave it untouched (CLIENT
+    # NO-TOUCH): None on Redis 7.0, under an LFU policy and in the in-process Redis
     list_idle_seconds: int | None
+    length: int = 0
+    ttl_seconds: float | None = None  # until the list expires (None: no list, or no TTL)
 
     @property
     def state(self) -> str:
-        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: ``idle_for``)."""
+        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
+        ``genbuffer.idleness``)."""
         return BufferMeta(self.meta).state
 
-    def idle_for(self, now: datetime) -> timedelta | None:
-        """How long no chunk arrived: `last_chunk_at` when the producer keeps it, else the
-        list's idle time (OBJECT IDLETIME); None when neither is known."""
-        stamp = BufferMeta(self.meta).last_chunk_at
-        if stamp is not None:
-            return now - stamp
-        if self.list_idle_seconds is not None:
-            return timedelta(seconds=self.list_idle_seconds)
-        return None
+    @property
+    def end(self) -> int:
+        """Chunks this life of the buffer has held: trimmed ones and the list's."""
+        return as_int(self.meta.get(fields.TRIMMED)) + self.length
 
 
 class Scanner:
     """Discovery of buffers under one prefix, read-only but for observe()."""
 
-    def __init__(self, target: RedisTarget, *, ttl: int, clock: IsoClock | None = None) -> None:
+    def __init__(self, target: RedisTarget, *, ttl: int) -> None:
         self.target = target
         self.ttl = ttl
-        self.clock = clock or IsoClock()
         self._observe = target.register("observe")
 
     def discover(self, page: int = 1000) -> Iterator[FoundBuffer]:
@@ -56,7 +55,8 @@ class Scanner:
         meta hash, and meta hashes whose list is gone.
 
         Read-only and bounded in memory: a SCAN page at a time, one pipelined round
-        trip per page (EXISTS and OBJECT IDLETIME do not reset a key's idle time).
+        trip per page. OBJECT IDLETIME is asked first, before anything else reads the
+        list; it counts only where every read is NO-TOUCH (``RedisTarget.no_touch``).
         """
         pattern = keys.all_buffers_scan_pattern(self.target.prefix)
         with redis_errors(self.target.url):
@@ -67,19 +67,21 @@ class Scanner:
         found = keys.buffers_in_page(names, self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
         for _, chunks in found:
-            pipe.exists(chunks)
-            pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
             pipe.object("idletime", chunks)
+            pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
+            pipe.pttl(chunks)
+            pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
             if self.target.split(chunks):  # genbuf's fields are beside the list
                 pipe.hmget(self.target.state_of(chunks), fields.DISCOVERY_FIELDS)
         replies = iter(pipe.execute(raise_on_error=False))
+        trusted = self.target.no_touch.active
         for parts, chunks in found:
-            has_list, values, idle = next(replies), next(replies), next(replies)
+            idle, length, pttl, values = next(replies), next(replies), next(replies), next(replies)
             own = next(replies) if self.target.split(chunks) else []
-            for reply in (has_list, values, own):
+            for reply in (length, pttl, values, own):
                 if isinstance(reply, Exception):
                     raise reply
-            if parts.is_meta and int(has_list):
+            if parts.is_meta and int(length):
                 continue  # the list is there too: reported once, from the list
             meta = {f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, values, strict=True) if v}
             # genbuf's own fields, beside a split list: they win over the meta hash's
@@ -89,12 +91,11 @@ class Scanner:
                 organization_id=parts.organization_id,
                 scenario_id=parts.scenario_id,
                 generation_id=parts.generation_id,
-                has_list=bool(int(has_list)),
+                has_list=bool(int(length)),
                 meta=meta,
-                # None: unknown (the in-process Redis, or an LFU eviction policy)
-                list_idle_seconds=None
-                if isinstance(idle, Exception) or idle is None
-                else int(idle),
+                list_idle_seconds=int(idle) if trusted and isinstance(idle, int) else None,
+                length=int(length),
+                ttl_seconds=pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
             )
 
     def has_buffers(self, page: int = 1000) -> bool:
@@ -125,13 +126,21 @@ class Scanner:
                     break
         return counts
 
-    def observe(self, key: str) -> datetime | None:
-        """When the list last changed as genbuf saw it (observe.lua); None if it is gone."""
+    def observe(self, key: str, now: datetime) -> Observation | None:
+        """Record this look at the buffer, made ``now``, for the idle rule (observe.lua);
+        what it records, or None when the list is gone. Compactors only: a read-only
+        command must not change what they decide."""
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with redis_errors(self.target.url):
             seen = run_script(
                 self._observe,
                 [key, self.target.state_of(key)],
-                [self.clock.now(), self.ttl],
+                [stamp, self.ttl],
                 self.target.url,
             )
-        return parse_time(text(seen)) if seen else None
+        if not seen:
+            return None
+        at = parse_time(text(seen[0]))
+        if at is None:
+            return None
+        return Observation(int(seen[2]), at, first=text(seen[1]) == "1")
