@@ -29,6 +29,7 @@ from genbuffer.errors import (
 from genbuffer.objects.store import Store
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.fleet import WorkerBeat
 from genbuffer.redis.keyspace import CLUSTER_SLOTS, ClusterShape
 from genbuffer.settings import mask_url
 
@@ -68,8 +69,10 @@ def run_doctor(
     checks: list[Check] = []
     unreachable: list[str] = []
     skews: dict[str, float] = {}
-    _redis_checks(buffer, checks, skews, unreachable)
-    _database_checks(repository, checks, skews, options, unreachable)
+    workers = _redis_checks(buffer, checks, skews, unreachable)
+    _database_checks(repository, checks, skews, options, unreachable, workers=workers)
+    if workers:
+        checks.append(_workers(workers))
     _store_check(store, checks, unreachable)
     checks.append(_audit_log(options.audit_log))
     checks.append(_clock_skew(skews))
@@ -82,14 +85,15 @@ def _redis_checks(
     checks: list[Check],
     skews: dict[str, float],
     unreachable: list[str],
-) -> None:
-    """Reachable (version, latency), eviction, persistence, the prefix."""
+) -> list[WorkerBeat] | None:
+    """Reachable (version, latency), eviction, persistence, the prefix; the workers'
+    heartbeats (None when Redis could not say)."""
     try:
         buffer = make()
         version, latency, clock = buffer.keyspace.server()
     except (UsageError, RedisUnavailable) as error:
         _failed("redis", error, checks, unreachable)
-        return
+        return None
     skews["redis"] = (clock - datetime.now(UTC)).total_seconds()
     checks.append(
         Check(
@@ -104,6 +108,33 @@ def _redis_checks(
         checks.append(_cluster(shape))
     checks.extend(durability_checks(buffer))
     checks.append(_prefix(buffer))
+    try:
+        return buffer.fleet.members()
+    except GenbufferError:
+        return None
+
+
+def _workers(beats: list[WorkerBeat]) -> Check:
+    """Workers were seen: at least one beats now (else the fleet is down: nothing
+    compacts what producers announce)."""
+    now = time.time()
+    alive = [beat for beat in beats if beat.alive(now)]
+    last = int(now - max(beat.at for beat in beats))
+    if alive:
+        names = ", ".join(beat.consumer for beat in alive[:5])
+        return Check(
+            name="workers",
+            status="ok",
+            message=f"{len(alive)} worker(s) alive ({names}), last heartbeat {last}s ago",
+        )
+    return Check(
+        name="workers",
+        status="fail",
+        message=f"no worker alive: {len(beats)} seen in the last day, the last heartbeat "
+        f"{last}s ago",
+        hint="is `genbuf worker` still running (systemctl status 'genbuf-worker@*')? "
+        "a worker that stops cleanly leaves no heartbeat behind",
+    )
 
 
 def _store_check(
@@ -173,6 +204,8 @@ def _database_checks(
     skews: dict[str, float],
     options: DoctorOptions,
     unreachable: list[str],
+    *,
+    workers: list[WorkerBeat] | None = None,
 ) -> None:
     """Reachable, schema current, and each cron job's last success."""
     from genbuffer.db.check import check_schema  # noqa: PLC0415
@@ -205,11 +238,14 @@ def _database_checks(
                 hint="genbuf db check shows them" if warned else None,
             )
         )
-        checks.extend(_cron(repository, options))
+        checks.extend(_cron(repository, options, workers or []))
 
 
-def _cron(repository: Repository, options: DoctorOptions) -> list[Check]:
-    """Each cron job's last successful run against its maximum age."""
+def _cron(repository: Repository, options: DoctorOptions, workers: list[WorkerBeat]) -> list[Check]:
+    """Each cron job's last successful run against its maximum age; live workers
+    (a heartbeat) compact in compact-pending's stead (a worker-only deployment)."""
+    now_epoch = time.time()
+    alive = sum(1 for beat in workers if beat.alive(now_epoch))
     limits = {"compact-pending": options.cron_max_age, "purge-chunks": options.purge_max_age}
     if options.offloading:
         limits["purge-objects"] = options.purge_max_age
@@ -219,6 +255,16 @@ def _cron(repository: Repository, options: DoctorOptions) -> list[Check]:
     for job, limit in limits.items():
         last, last_ok = runs[job]
         name = f"cron {job}"
+        if job == "compact-pending" and alive:
+            said = "none recorded" if last is None else f"last success at {last:%Y-%m-%d %H:%M:%S}Z"
+            found.append(
+                Check(
+                    name=name,
+                    status="ok",
+                    message=f"{alive} live worker(s) compact (genbuf worker); cron runs: {said}",
+                )
+            )
+            continue
         if last is None:
             found.append(
                 Check(

@@ -32,9 +32,11 @@ __all__ = [
     "chunks_key",
     "chunks_key_of",
     "events_key",
+    "fleet_key",
     "glob_escape",
     "hash_tag",
     "meta_key",
+    "parked_events_key",
     "parse_chunks_key",
     "prefix_of",
     "scenario_scan_pattern",
@@ -129,6 +131,18 @@ def meta_key(chunks: str) -> str:
 def events_key(prefix: str = "") -> str:
     """The stream producers announce finished buffers on, for `genbuf worker`."""
     return f"{prefix}{ROOT}:compaction-events"
+
+
+def parked_events_key(prefix: str = "") -> str:
+    """The stream where workers park compaction events they cannot read (a malformed
+    entry), acknowledged and kept for a person to look at."""
+    return f"{prefix}{ROOT}:compaction-events:parked"
+
+
+def fleet_key(prefix: str = "") -> str:
+    """The hash of the workers' heartbeats: consumer name -> when it last beat and the
+    options it runs with (the sweep holder reads the fleet's idle rule from it)."""
+    return f"{prefix}{ROOT}:compaction-workers"
 
 
 def sweeper_lock_key(prefix: str = "") -> str:

@@ -95,6 +95,7 @@ class GenbufCollector(Collector):
             report.scan_seconds,
         )
         yield from _prefix_families(report)
+        yield from _worker_families(report.worker_queue or {})
         yield from self._database_families()
 
     def _database_families(self) -> Iterator[Metric]:
@@ -156,6 +157,26 @@ def _prefix_families(report: StatusReport) -> Iterator[Metric]:
     for prefix, count in report.other_prefixes.items():
         elsewhere.add_metric([prefix], count)
     yield elsewhere
+
+
+def _worker_families(queue: dict[str, float | int | None]) -> Iterator[Metric]:
+    """The worker fleet (always exported, 0 without workers, so that alerts can say
+    "workers were seen and none is alive" and "a worker-only deployment compacts")."""
+    yield _gauge(
+        "genbuf_workers_alive",
+        "genbuf worker processes with a recent heartbeat.",
+        queue.get("consumers") or 0,
+    )
+    yield _gauge(
+        "genbuf_workers_known",
+        "genbuf worker processes seen in the last day (alive, or killed).",
+        queue.get("workers_known") or 0,
+    )
+    yield _gauge(
+        "genbuf_worker_events_parked",
+        "Malformed compaction events set aside on the parked stream.",
+        queue.get("parked") or 0,
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

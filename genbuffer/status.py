@@ -113,7 +113,7 @@ class StatusReport(Document):
     # new streams that met an artifact in the last day: appended or replaced, by rule
     late_chunks_last_day: dict[str, dict[str, int]] = Field(default_factory=dict)
     # the compaction-events stream of `genbuf worker`: entries not done, held by a
-    # worker, consumers, the oldest entry's age; None without a stream
+    # worker, the workers alive, parked events, the oldest entry's age; None without any
     worker_queue: dict[str, float | int | None] | None = None
     alerts: list[str] = Field(default_factory=list)
     scanned_keys: int = 0
@@ -399,18 +399,30 @@ def collect_status(
 
 
 def _worker_queue(buffer: GenerationBuffer, now: datetime) -> dict[str, float | int | None] | None:
-    """The compaction-events stream's backlog, as status reports it."""
+    """The compaction-events stream's backlog and the worker fleet, as status reports
+    them: ``consumers`` counts the workers alive now (a recent heartbeat), not every
+    name the consumer group ever saw; ``parked``, the malformed entries set aside.
+    None when there is no stream, no worker and nothing parked."""
     backlog = buffer.events.backlog()
-    if backlog is None:
+    beats = buffer.fleet.members()
+    parked = buffer.events.parked()
+    if backlog is None and not beats and not parked:
         return None
     age = None
-    if backlog.oldest_entry_ms is not None:
+    if backlog is not None and backlog.oldest_entry_ms is not None:
         age = round(max(0.0, now.timestamp() - backlog.oldest_entry_ms / 1000), 3)
+    clock = time.time()  # heartbeats are stamped with the real clock, whatever `now` says
+    last_beat = max((beat.at for beat in beats), default=None)
     return {
-        "entries": backlog.entries,
-        "pending": backlog.pending,
-        "consumers": backlog.consumers,
+        "entries": backlog.entries if backlog is not None else 0,
+        "pending": backlog.pending if backlog is not None else 0,
+        "consumers": sum(1 for beat in beats if beat.alive(clock)),
+        "workers_known": len(beats),  # alive, or dead (killed) within the last day
+        "parked": parked,
         "oldest_entry_age_seconds": age,
+        "last_heartbeat_age_seconds": None
+        if last_beat is None
+        else round(max(0.0, clock - last_beat), 3),
     }
 
 

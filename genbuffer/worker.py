@@ -3,14 +3,23 @@
 Each worker reads the compaction-events stream through one consumer group
 (``genbuffer.redis.events``), compacts what it is given with ``--delete``
 semantics, and acknowledges the entry only once the compaction is done (or found
-needless). An entry whose worker died is taken over after the visibility timeout.
-A sweeper, run by one worker at a time (a Redis lock held for one period),
-announces what producers never do: finished buffers whose announcement was lost,
-and idle buffers of a plain `RPUSH` producer. So nothing depends on the producer
+needless). An entry whose worker died is taken over after the visibility timeout
+(claimed on a timer, never in a loop). A sweeper, run by one worker at a time (a
+Redis lock held for one period), announces what no entry in the stream names:
+finished buffers (the producer's event lost, or a producer that only sets
+`finished_at`) and idle buffers of a plain `RPUSH` producer. It applies the fleet's
+rule (``genbuffer.redis.fleet``: the shortest --idle and --sweep-every of the live
+workers), whichever worker holds the lock. So nothing depends on the producer
 cooperating, and a duplicate delivery is harmless (compaction is idempotent).
 
+Nothing a server does stops a worker: an outage, a read the server ended (the
+stream deleted or resharded, a failover), a group that is gone (created again) or a
+malformed entry (parked) is logged in one line and the loop goes on. Each worker
+beats every few seconds from a thread of its own (status, metrics and doctor count
+the live ones).
+
 Stopping (SIGTERM, SIGINT: ``stop`` set) finishes the compactions in hand,
-acknowledges them, takes no more, and returns.
+acknowledges them, takes no more, leaves the fleet and returns.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,13 +52,13 @@ from genbuffer.errors import (
     NothingToCompact,
 )
 from genbuffer.redis import GenerationBuffer
-from genbuffer.redis.events import Event
-from genbuffer.redis.meta import FINISHED_AT, parse_time
-from genbuffer.redis.scan import FoundBuffer
+from genbuffer.redis.events import Delivery, Event
+from genbuffer.redis.fleet import HEARTBEAT_EVERY, FleetRule, WorkerBeat
 
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
-OUTAGE_PAUSE = 1.0  # seconds before reading again after Redis or the database failed
+PAUSE = 1.0  # seconds before going on after Redis or the database failed, or refused
+CLAIM_EVERY_MAX = 30.0  # seconds: entries of dead workers are looked for at least this often
 
 
 def consumer_name() -> str:
@@ -70,6 +80,12 @@ class WorkerOptions:
     consumer: str = field(default_factory=consumer_name)
     compacted_by: str = "genbuf-worker"
 
+    @property
+    def claim_every(self) -> float:
+        """Seconds between looks for entries of dead workers: half the visibility (so an
+        entry waits at most 1.5 visibilities), at most ``CLAIM_EVERY_MAX``."""
+        return min(self.visibility.total_seconds() / 2, CLAIM_EVERY_MAX)
+
 
 class WorkerSummary(Document):
     """What a worker did, printed when it stops."""
@@ -81,12 +97,15 @@ class WorkerSummary(Document):
     failed: int = 0
     orphaned: int = 0
     taken_over: int = 0  # entries of a worker that died
+    parked: int = 0  # malformed entries set aside on the parked stream
+    interruptions: int = 0  # reads the server ended, groups created again
     sweeps: int = 0
     announced_by_sweeps: int = 0
 
 
 class Worker:
-    """One worker process's loop; ``log`` receives one record per compaction."""
+    """One worker process's loop; ``log`` receives one record per compaction, and one
+    per thing a server did (outage, interruption, parked entry)."""
 
     def __init__(
         self,
@@ -102,38 +121,134 @@ class Worker:
         self.options = options
         self.log = log
         self.events = buffer.events
+        self.fleet = buffer.fleet
         self.summary = WorkerSummary(consumer=options.consumer)
         self._next_sweep = 0.0
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+        self._group_ready = False
 
     def run(self, stop: threading.Event) -> WorkerSummary:
         """Compact what the stream delivers until ``stop`` is set."""
-        self.events.ensure_group()
         size = max(1, self.options.concurrency if self.repository.dialect != "sqlite" else 1)
         running: dict[Future[dict[str, Any]], Event] = {}
-        with ThreadPoolExecutor(max_workers=size, thread_name_prefix="worker") as pool:
-            while not stop.is_set():
-                try:
-                    self._sweep_when_due()
-                    free = size - len(running)
-                    for event in self._next_events(free, busy=bool(running)):
-                        running[pool.submit(self._compact, event)] = event
-                except DependencyUnavailable as error:
-                    self._outage(error, stop)
-                self._settle(running, timeout=0.05 if running else 0)
-            self._settle(running, timeout=None)  # the compactions in hand finish
+        # the heartbeat has a thread of its own: a long sweep or a busy pool never
+        # makes a live worker look dead
+        stopped = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(stopped,), name="worker-heartbeat")
+        beating.start()
+        try:
+            with ThreadPoolExecutor(max_workers=size, thread_name_prefix="worker") as pool:
+                while not stop.is_set():
+                    self._guarded(lambda: self._step(pool, running, size), stop)
+                self._guarded(lambda: self._settle(running, timeout=None), stop)  # in hand
+        finally:
+            stopped.set()
+            beating.join()
+        self._guarded(self._leave, None)
         return self.summary
 
-    def _next_events(self, free: int, *, busy: bool) -> list[Event]:
-        """Entries of dead workers first, then new ones (waiting only when idle)."""
+    def _guarded(self, action: Callable[[], None], stop: threading.Event | None) -> None:
+        """Run one step; whatever a server did is logged in one line, then a pause."""
+        try:
+            action()
+        except DependencyUnavailable as error:
+            self._pause("outage", error.message, stop)
+        except GenbufferError as error:
+            self._pause("error", error.message, stop)
+        except Exception as error:  # a long-running process never dies of a server's reply
+            self._pause("error", _one_line(error), stop)
+
+    def _pause(self, outcome: str, message: str, stop: threading.Event | None) -> None:
+        self.log({"ok": False, "outcome": outcome, "message": message})
+        if stop is not None:
+            stop.wait(PAUSE)
+
+    def _step(
+        self,
+        pool: ThreadPoolExecutor,
+        running: dict[Future[dict[str, Any]], Event],
+        size: int,
+    ) -> None:
+        """Sweep and claim when due; take what the stream delivers (waiting on the read,
+        or on a compaction when every slot is busy); acknowledge what finished."""
+        now = time.monotonic()
+        if not self._group_ready:
+            self.events.ensure_group()
+            self._group_ready = True
+        self._sweep_when_due(now)
+        free = size - len(running)
         if free <= 0:
-            return []
-        visibility = int(self.options.visibility.total_seconds() * 1000)
-        taken = self.events.take_over(self.options.consumer, visibility, free)
-        self.summary.taken_over += len(taken)
-        if taken:
-            return taken
-        block = 1 if busy else max(1, int(self.options.block.total_seconds() * 1000))
+            self._settle(running, timeout=self.options.block.total_seconds())
+            return
+        delivery = self._next_delivery(free, now)
+        for event in delivery.events:
+            running[pool.submit(self._compact, event)] = event
+        self._handle(delivery)
+        self._settle(running, timeout=0)
+
+    def _next_delivery(self, free: int, now: float) -> Delivery:
+        """Entries of dead workers when a look is due, else new ones (blocking up to
+        ``block``: a worker waits on the server, never in a loop of its own)."""
+        if now >= self._next_claim:
+            visibility = int(self.options.visibility.total_seconds() * 1000)
+            taken = self.events.take_over(
+                self.options.consumer, visibility, free, start=self._claim_cursor
+            )
+            self._claim_cursor = taken.cursor
+            self.summary.taken_over += len(taken.events)
+            # more may wait further on in the pending list: look again at once
+            more = taken.cursor != "0-0" and bool(taken.events or taken.malformed)
+            self._next_claim = now if more else now + self.options.claim_every
+            if taken.events or taken.malformed or taken.interrupted:
+                return taken
+        block = max(1, int(self.options.block.total_seconds() * 1000))
         return self.events.read(self.options.consumer, free, block)
+
+    def _handle(self, delivery: Delivery) -> None:
+        """Say what the server did instead of delivering; park malformed entries."""
+        if delivery.interrupted is not None:
+            self.summary.interruptions += 1
+            self._claim_cursor = "0-0"
+            self.log({"ok": False, "outcome": "interrupted", "message": delivery.interrupted})
+        for bad in delivery.malformed:
+            self.events.park(bad)
+            self.summary.parked += 1
+            parked = keys.parked_events_key(self.buffer.prefix)
+            self.log(
+                {
+                    "ok": False,
+                    "outcome": "parked",
+                    "entry": bad.entry,
+                    "message": f"malformed event {bad.entry} parked on {parked}: {bad.reason}",
+                }
+            )
+
+    def _beat(self, stopped: threading.Event) -> None:
+        """Beat every ``HEARTBEAT_EVERY`` seconds until the worker stops (a beat lost to
+        an outage is simply late: the main loop reports the outage)."""
+        while True:
+            with suppress(Exception):  # the main loop says what the server does
+                self.fleet.beat(self._own_beat())
+            if stopped.wait(HEARTBEAT_EVERY):
+                return
+
+    def _own_beat(self) -> WorkerBeat:
+        options = self.options
+        return WorkerBeat(
+            consumer=options.consumer,
+            at=time.time(),
+            idle_seconds=None if options.idle is None else options.idle.total_seconds(),
+            sweep_every_seconds=options.sweep_every.total_seconds(),
+            visibility_seconds=options.visibility.total_seconds(),
+            concurrency=options.concurrency,
+        )
+
+    def _leave(self) -> None:
+        """A clean stop: no longer counted as alive, and out of the group when it holds
+        nothing (what it holds stays for another worker to take over)."""
+        self.fleet.leave(self.options.consumer)
+        self.events.retire(self.options.consumer)
 
     def _compact(self, event: Event) -> dict[str, Any]:
         """One compaction with --delete; a record of what happened (never raises but for
@@ -173,8 +288,7 @@ class Worker:
         except GenbufferError as error:  # counted as an attempt; the sweeper brings it back
             record.update(ok=False, outcome="failed", message=error.message)
         except Exception as error:  # one bad generation must not stop the worker
-            line = " ".join(str(error).split())[:300]
-            record.update(ok=False, outcome="failed", message=f"{type(error).__name__}: {line}")
+            record.update(ok=False, outcome="failed", message=_one_line(error))
         else:
             record.update(_result_record(result))
         record["seconds"] = round(time.perf_counter() - started, 4)
@@ -211,10 +325,8 @@ class Worker:
             finished.append(event.entry)
             self._count(record)
             self.log(record)
-        try:
-            self.events.acknowledge(finished)
-        except DependencyUnavailable as error:  # redelivered later: compaction is idempotent
-            self.log({"ok": False, "outcome": "outage", "message": error.message})
+        # an outage here leaves them pending: redelivered later, compaction is idempotent
+        self.events.acknowledge(finished)
 
     def _count(self, record: dict[str, Any]) -> None:
         outcome = record.get("outcome")
@@ -227,26 +339,28 @@ class Worker:
         else:
             self.summary.failed += 1
 
-    def _sweep_when_due(self) -> None:
-        """Announce finished and idle buffers, one worker per period across the fleet."""
-        now = time.monotonic()
+    def _sweep_when_due(self, now: float) -> None:
+        """Announce the finished and idle buffers that no entry names, one worker per
+        period across the fleet, by the fleet's rule."""
         if now < self._next_sweep:
             return
-        period = self.options.sweep_every
-        self._next_sweep = now + period.total_seconds()
-        if not self.events.try_sweep(self.options.consumer, int(period.total_seconds() * 1000)):
+        rule = self._fleet_rule()
+        period = rule.sweep_every_seconds
+        self._next_sweep = now + period
+        if not self.events.try_sweep(self.options.consumer, max(1, int(period * 1000))):
             return
-        stamp = datetime.now(UTC)
+        idle = None if rule.idle_seconds is None else timedelta(seconds=rule.idle_seconds)
         chosen = select_buffers(
             self.buffer,
-            self.options.idle,
-            stamp,
+            idle,
+            datetime.now(UTC),
             dry_run=False,
             expiry_margin=self.options.expiry_margin,
         )
+        queued = self.events.queued()  # announced and not done: no duplicate
         for found, why in chosen.candidates:
-            if _recently_finished(found, stamp - self.options.visibility):
-                continue  # its own event is most likely still queued: no duplicate
+            if (found.organization_id, found.generation_id) in queued:
+                continue
             self.events.announce(
                 found.organization_id,
                 found.generation_id,
@@ -257,17 +371,18 @@ class Worker:
             )
             self.summary.announced_by_sweeps += 1
         self.summary.sweeps += 1
+        self.fleet.forget_dead()
 
-    def _outage(self, error: DependencyUnavailable, stop: threading.Event) -> None:
-        self.log({"ok": False, "outcome": "outage", "message": error.message})
-        stop.wait(OUTAGE_PAUSE)
+    def _fleet_rule(self) -> FleetRule:
+        """The live workers' rule (this worker's own options always among them)."""
+        me = self.options.consumer
+        others = [beat for beat in self.fleet.alive() if beat.consumer != me]
+        return FleetRule.of([*others, self._own_beat()])
 
 
-def _recently_finished(found: FoundBuffer, since: datetime) -> bool:
-    """Whether the producer marked the buffer finished after ``since`` (a sweep leaves
-    it to the event finish() sent; one lost in a crash is swept a visibility later)."""
-    stamp = parse_time(found.meta.get(FINISHED_AT, ""))
-    return stamp is not None and stamp > since
+def _one_line(error: BaseException) -> str:
+    """An unexpected error as one line: its type and its first 300 characters."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
 def _result_record(result: CompactionResult) -> dict[str, Any]:

@@ -3,7 +3,8 @@ RedisCluster producer, the tagged template, and what a cluster refuses.
 
 The compaction, buffer and state-machine suites run on the cluster too (their
 ``ON_CLUSTER``); the worker fleet with kill -9 in test_worker; the failover chaos
-run in tests/chaos_cluster.py.
+run in tests/chaos_cluster.py; a worker fleet through a failover, a deleted stream,
+a malformed event and a reshard in tests/worker_faults.py.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import redis
 from genbuffer import keys
 from genbuffer.errors import UsageError
 from genbuffer.redis.connection import run_script
-from tests.conftest import Stack, require_cluster_binaries
+from tests.conftest import SUMMARY_LINES, Stack, require_cluster_binaries, require_server
 from tests.helpers import compact, stored_bytes
 from tests.support.cluster import LocalCluster
 from tests.support.runner import run_genbuf
 from tests.test_laravel import require_php, run_php
+from tests.worker_faults import run_fleet_faults
 
 ORG = 12
 CHUNKS = [
@@ -207,3 +209,57 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     assert "chunk_count_mismatch" not in [issue["code"] for issue in again.issues]
     assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
     assert stored_bytes(cluster, gen) == b"[1,2]"
+
+
+def test_a_compaction_during_a_slot_migration_exits_3_and_a_retry_persists_once(
+    cluster: Stack, redis_cluster: LocalCluster
+) -> None:
+    """compact-generation of an untagged buffer while its slot migrates with the list
+    already moved and genbuf's own hash not (a reshard half done): the cluster answers
+    TRYAGAIN until redis-py gives up (`TTL exhausted`). One line, exit 3, nothing
+    persisted; once the reshard is over, a retry persists every chunk once."""
+    gen = cluster.repository.create_generation(ORG)
+    cluster.buffer.push_many(ORG, gen, CHUNKS[:2])
+    first = compact(cluster, ORG, gen)  # genbuf's {K}:genbuf now holds the stream's id
+    assert first.persisted
+    cluster.buffer.push_many(ORG, gen, CHUNKS[2:])
+    key = cluster.buffer.key_for(ORG, gen, None)
+    client = cluster.buffer.client
+    assert isinstance(client, redis.RedisCluster)
+    slot = client.keyslot(key)
+    source = redis_cluster.owner(slot)
+    target = next(p for p in redis_cluster.ports if p != source)
+    redis_cluster.begin_migration(slot, source, target)
+    try:
+        redis_cluster.migrate_keys(source, target, [key])  # the list moved, its hash not yet
+        done = _genbuf(cluster, "compact-generation", str(ORG), str(gen), "--delete")
+    finally:
+        redis_cluster.end_migration(slot, source, target)
+    assert done.returncode == 3, done.stderr
+    said = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(said) <= 2, said
+    assert said[0].startswith("error: ") and "slot" in said[0]
+    assert stored_bytes(cluster, gen) == b"".join(CHUNKS[:2])  # the first compaction's
+    again = _genbuf(cluster, "compact-generation", str(ORG), str(gen), "--delete", "--json")
+    assert again.returncode == 0, again.stderr
+    assert stored_bytes(cluster, gen) == b"".join(CHUNKS)
+    assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+
+
+@pytest.mark.slow
+def test_a_worker_fleet_survives_failover_deleted_stream_malformed_event_and_reshard() -> None:
+    """Two worker processes blocked on the stream of a 6-node cluster through a forced
+    failover (CLUSTER FAILOVER), the stream deleted, `XADD … org abc gen 1` and a
+    reshard of the stream's slot: every generation compacted byte-exact (a third of
+    them only marked `finished_at`), the malformed event parked, no traceback, no
+    worker exits before SIGTERM (then exit 0). See tests/worker_faults.py."""
+    require_server("postgres")
+    require_cluster_binaries()
+    report = run_fleet_faults()
+    SUMMARY_LINES.extend(f"worker faults: {line}" for line in report.lines())
+    assert report.exact == report.generations == 24, report.lines()
+    assert report.tracebacks == 0 and report.alive_until_stopped, report.lines()
+    assert report.exit_codes == [0, 0]
+    assert report.outcomes.get("interrupted", 0) >= 3  # failover, deletion, reshard
+    assert report.outcomes.get("parked") == 1 and len(report.parked) == 1
+    assert "abc" in report.parked[0]["fields"]

@@ -114,3 +114,18 @@ def test_the_tagged_template_shares_a_slot_and_parses_back() -> None:
     assert keys.parse_chunks_key(keys.state_key(plain), "") is None
     assert keys.parse_chunks_key("{app:scenario_planning:org:7:generation:8:chunks", "") is None
     assert keys.prefix_of(keys.state_key(plain)) is None
+
+
+def test_the_worker_keys_are_pinned() -> None:
+    """The worker fleet's keys: its events stream, the stream of parked (malformed)
+    events, the heartbeat hash and the sweeper's lock, each under the prefix."""
+    prefix = "laravel_database_"
+    assert keys.events_key(prefix) == "laravel_database_app:scenario_planning:compaction-events"
+    assert (
+        keys.parked_events_key(prefix)
+        == "laravel_database_app:scenario_planning:compaction-events:parked"
+    )
+    assert keys.fleet_key(prefix) == "laravel_database_app:scenario_planning:compaction-workers"
+    assert (
+        keys.sweeper_lock_key(prefix) == "laravel_database_app:scenario_planning:compaction-sweeper"
+    )

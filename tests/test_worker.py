@@ -7,13 +7,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
-from genbuffer.redis.events import Backlog
+from genbuffer import keys
+from genbuffer.faults import FaultPlan
+from genbuffer.redis.fleet import WorkerBeat
 from genbuffer.worker import Worker, WorkerOptions
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import stored_bytes
@@ -70,6 +75,8 @@ def test_worker_compacts_announced_and_swept_buffers(stack: Stack) -> None:
         assert stored_bytes(stack, gen) == b"".join(_chunks(gen)), gen
         assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
     assert worker.summary.sweeps >= 1 and worker.summary.compacted >= len(everyone)
+    # what finish() announced is queued: the sweeper adds the silent and the plain only
+    assert worker.summary.announced_by_sweeps == 2
 
 
 def test_a_dead_workers_entries_are_taken_over(embedded: Stack) -> None:
@@ -80,7 +87,7 @@ def test_a_dead_workers_entries_are_taken_over(embedded: Stack) -> None:
     embedded.buffer.finish(ORG, gen)
     events = embedded.buffer.events
     events.ensure_group()
-    assert [e.generation_id for e in events.read("dead", 10, 1)] == [gen]  # never acked
+    assert [e.generation_id for e in events.read("dead", 10, 1).events] == [gen]  # never acked
     assert events.try_sweep("another worker", 3_600_000)  # the fleet's sweep is not ours
     options = WorkerOptions(
         visibility=timedelta(milliseconds=200), sweep_every=timedelta(hours=1), consumer="w2"
@@ -220,7 +227,11 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
         stderr=subprocess.STDOUT,
         env=env,
     )
-    time.sleep(1.5)  # started, and paused before the commit
+    stream = servers.buffer.events.stream
+    deadline = time.monotonic() + 30
+    while not _held(servers.buffer.client, stream):  # started, and paused before the commit
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0, log.read_text()
     assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
@@ -235,9 +246,18 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
     assert pending["pending"] == 0
 
 
+def _held(client: redis.Redis, stream: str) -> int:
+    """Entries a worker holds (delivered, not acknowledged); 0 before the group exists."""
+    try:
+        return int(client.xpending(stream, "genbuf-workers")["pending"])
+    except redis.exceptions.ResponseError:  # NOGROUP: no worker read yet
+        return 0
+
+
 def test_status_shows_the_worker_queue(embedded: Stack) -> None:
     """status names the queue: entries announced and not done, those a worker holds, the
-    workers that read, the oldest entry's age; all done, the queue is empty."""
+    workers alive (a heartbeat: not every consumer the group ever saw), the oldest
+    entry's age; all done, the queue is empty, and a worker that stopped is not counted."""
     assert json.loads(embedded.cli("status", "--json").stdout)["worker_queue"] is None
     gens = [embedded.repository.create_generation(ORG) for _ in range(3)]
     for gen in gens:
@@ -245,23 +265,272 @@ def test_status_shows_the_worker_queue(embedded: Stack) -> None:
         embedded.buffer.finish(ORG, gen)
     events = embedded.buffer.events
     events.ensure_group()
-    (held,) = events.read("w0", 1, 1)  # one delivery a worker holds, not acknowledged
+    client = embedded.buffer.client  # one delivery a reader holds, never acknowledged
+    assert client.xreadgroup("genbuf-workers", "w0", {events.stream: ">"}, count=1)
     queue = json.loads(embedded.cli("status", "--json").stdout)["worker_queue"]
-    assert (queue["entries"], queue["pending"], queue["consumers"]) == (3, 1, 1)
+    assert (queue["entries"], queue["pending"], queue["consumers"]) == (3, 1, 0)
     assert 0 <= queue["oldest_entry_age_seconds"] < 60
     assert "worker queue: 3 entries, 1 held by a worker" in embedded.cli("status").stdout
     options = WorkerOptions(visibility=timedelta(milliseconds=1), consumer="w1")
-    records: list[dict[str, object]] = []
-    worker = Worker(
-        embedded.buffer, embedded.repository, embedded.config(), options, log=records.append
-    )
-    # (the sweeper announces the finished buffers again at start: duplicates, needless)
-    _run_until(
-        worker,
-        lambda: (
-            all(stored_bytes(embedded, g) is not None for g in gens)
-            and events.backlog() == Backlog(0, 0, 2, None)
-        ),
-    )
+    worker = Worker(embedded.buffer, embedded.repository, embedded.config(), options)
+    seen: list[dict[str, object]] = []
+    # (the sweeper announces nothing: every finished buffer has its entry)
+    with _running(worker) as running:
+        running.wait_for(
+            lambda: (
+                all(stored_bytes(embedded, g) is not None for g in gens)
+                and (backlog := events.backlog()) is not None
+                and (backlog.entries, backlog.pending) == (0, 0)
+            )
+        )
+        seen.append(json.loads(embedded.cli("status", "--json").stdout)["worker_queue"])
+        assert "1 workers alive" in embedded.cli("status").stdout
+    assert (seen[0]["entries"], seen[0]["pending"], seen[0]["consumers"]) == (0, 0, 1)
     queue = json.loads(embedded.cli("status", "--json").stdout)["worker_queue"]
-    assert (queue["entries"], queue["pending"]) == (0, 0) and held.generation_id in gens
+    assert (queue["entries"], queue["pending"], queue["consumers"]) == (0, 0, 0)
+    assert client.xpending(events.stream, "genbuf-workers")["pending"] == 0  # taken over
+
+
+class _Running:
+    """A Worker run in a thread; ``wait_for`` polls a condition while the worker lives
+    (a worker that died fails the test at once, with its exception)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as error:  # the test reports it
+            self.error = error
+
+    def alive(self) -> bool:
+        """Whether the worker still runs."""
+        return self.thread.is_alive()
+
+    def wait_for(self, done: Callable[[], bool], timeout: float = 30) -> None:
+        """Poll ``done`` until true; fail if the worker died or the time ran out."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert self.thread.is_alive(), f"the worker died: {self.error!r}"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+
+@contextmanager
+def _running(worker: Worker) -> Iterator[_Running]:
+    """Run ``worker`` in a thread for the block; stopped (and joined) after it."""
+    running = _Running(worker)
+    running.thread.start()
+    try:
+        yield running
+    finally:
+        running.stop.set()
+        running.thread.join(timeout=60)
+    assert not running.thread.is_alive()
+    assert running.error is None, repr(running.error)
+
+
+def _blocked_readers(client: redis.Redis) -> int:
+    """Clients of the server blocked in XREADGROUP."""
+    return sum(
+        1 for c in client.client_list() if c.get("cmd") == "xreadgroup" and "b" in c.get("flags")
+    )
+
+
+def test_a_worker_goes_on_when_its_stream_is_deleted(servers: Stack) -> None:
+    """The stream deleted under a worker blocked on it (Redis 7 answers `UNBLOCKED the
+    stream key no longer exists`): one log line, the group is created again, and what is
+    announced afterwards is compacted. The worker never stops."""
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(concurrency=2, sweep_every=timedelta(hours=1), consumer="w-del")
+    worker = Worker(servers.buffer, servers.repository, servers.config(), options, records.append)
+    client = servers.buffer.client
+    with _running(worker) as running:
+        running.wait_for(lambda: _blocked_readers(client) == 1)
+        client.delete(servers.buffer.events.stream)
+        running.wait_for(lambda: any(r["outcome"] == "interrupted" for r in records))
+        gen = servers.repository.create_generation(ORG)
+        servers.buffer.push_many(ORG, gen, _chunks(gen))
+        servers.buffer.finish(ORG, gen)
+        running.wait_for(lambda: stored_bytes(servers, gen) is not None)
+    assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
+    (said,) = [r for r in records if r["outcome"] == "interrupted"]
+    assert "UNBLOCKED the stream key no longer exists" in str(said["message"])
+    assert worker.summary.interruptions == 1 and worker.summary.compacted == 1
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def single(request: pytest.FixtureRequest) -> Stack:
+    """fakeredis + SQLite, then the real Redis + PostgreSQL."""
+    stack: Stack = request.getfixturevalue(request.param)
+    return stack
+
+
+def test_a_malformed_event_is_parked_and_the_valid_ones_behind_it_compacted(
+    single: Stack,
+) -> None:
+    """`XADD … org abc gen 1` (read once by a worker that died) and an entry with gen 0,
+    ahead of valid ones: both are parked (acknowledged, kept on the parked stream with
+    why, counted by status and metrics, one log line each); every valid one is compacted,
+    no worker stops."""
+    buffer = single.buffer
+    client = buffer.client
+    stream = buffer.events.stream
+    buffer.events.ensure_group()
+    client.xadd(stream, {"org": "abc", "gen": "1"})
+    client.xreadgroup("genbuf-workers", "dead", {stream: ">"}, count=1)  # never acked
+    client.xadd(stream, {"org": str(ORG), "gen": "0", "idle": "1"})
+    gens = [single.repository.create_generation(ORG) for _ in range(4)]
+    for gen in gens:
+        buffer.push_many(ORG, gen, _chunks(gen))
+        buffer.finish(ORG, gen)
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(concurrency=2, visibility=timedelta(milliseconds=300), consumer="w-bad")
+    worker = Worker(buffer, single.repository, single.config(), options, records.append)
+    parked_key = keys.parked_events_key(buffer.prefix)
+    with _running(worker) as running:
+        running.wait_for(
+            lambda: (
+                all(stored_bytes(single, g) is not None for g in gens)
+                and client.xlen(parked_key) == 2
+                and client.xlen(stream) == 0
+            )
+        )
+        status = json.loads(single.cli("status", "--json").stdout)["worker_queue"]
+    for gen in gens:
+        assert stored_bytes(single, gen) == b"".join(_chunks(gen))
+    parked = [{k.decode(): v.decode() for k, v in f.items()} for _, f in client.xrange(parked_key)]
+    assert sorted(json.loads(p["fields"])["gen"] for p in parked) == ["0", "1"]
+    assert all("must be" in p["reason"] and p["entry"] for p in parked), parked
+    assert worker.summary.parked == 2 and worker.summary.taken_over == 0
+    lines = [r for r in records if r["outcome"] == "parked"]
+    assert len(lines) == 2 and all(parked_key in str(r["message"]) for r in lines)
+    assert status["parked"] == 2
+    exposed = single.cli("metrics").stdout
+    assert "genbuf_worker_events_parked 2.0" in exposed.splitlines()
+    assert client.xpending(stream, "genbuf-workers")["pending"] == 0
+
+
+def test_a_producer_that_only_sets_finished_at_is_found_within_one_sweep(
+    embedded: Stack,
+) -> None:
+    """A producer that marks `finished_at` and announces nothing (the app's own HSET) is
+    compacted by the first sweep after the mark, not a --visibility (5 min) later."""
+    options = WorkerOptions(sweep_every=timedelta(milliseconds=500), consumer="w-fin")
+    worker = Worker(embedded.buffer, embedded.repository, embedded.config(), options)
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.key_for(ORG, gen, None)
+    embedded.buffer.push_many(ORG, gen, _chunks(gen))
+    with _running(worker) as running:
+        running.wait_for(lambda: worker.summary.sweeps >= 1)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        embedded.buffer.client.hset(keys.meta_key(key), "finished_at", stamp)
+        marked_at = worker.summary.sweeps
+        running.wait_for(lambda: stored_bytes(embedded, gen) is not None, timeout=20)
+        sweeps = worker.summary.sweeps - marked_at
+    assert stored_bytes(embedded, gen) == b"".join(_chunks(gen))
+    assert sweeps <= 2, sweeps  # the sweep under way when it was marked, and the next
+
+
+def test_the_sweep_applies_the_fleet_idle_rule_whoever_holds_the_lock(embedded: Stack) -> None:
+    """Two workers, --idle 30m and --idle 3s: the sweep holder applies the fleet's rule
+    (the shortest --idle of the live workers), so a plain list quiet for 20 s is
+    compacted although the --idle 30m worker holds the sweep lock when the other starts."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.key_for(ORG, gen, None)
+    embedded.buffer.client.rpush(key, *_chunks(gen))
+    quiet = (datetime.now(UTC) - timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    embedded.buffer.client.hset(keys.meta_key(key), "last_chunk_at", quiet)
+    slow = Worker(
+        embedded.buffer,
+        embedded.repository,
+        embedded.config(),
+        WorkerOptions(idle=timedelta(minutes=30), sweep_every=timedelta(seconds=2), consumer="s"),
+    )
+    quick = Worker(
+        embedded.buffer,
+        embedded.repository,
+        embedded.config(),
+        WorkerOptions(idle=timedelta(seconds=3), sweep_every=timedelta(hours=1), consumer="q"),
+    )
+    lock = keys.sweeper_lock_key(embedded.buffer.prefix)
+    with _running(slow) as first:
+        first.wait_for(lambda: slow.summary.sweeps >= 1)
+        assert embedded.buffer.client.get(lock) == b"s"  # the 30m worker holds the lock
+        with _running(quick) as second:
+            second.wait_for(lambda: stored_bytes(embedded, gen) is not None, timeout=20)
+    assert stored_bytes(embedded, gen) == b"".join(_chunks(gen))
+    assert slow.summary.announced_by_sweeps + quick.summary.announced_by_sweeps == 1
+
+
+def _command_calls(client: redis.Redis) -> Counter[str]:
+    """Calls of each command the server counted (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
+def test_a_partly_busy_worker_does_not_poll(servers: Stack) -> None:
+    """A worker with one compaction in hand and a free slot waits on the server: over
+    three seconds it sends a few blocking XREADGROUPs and at most one XAUTOCLAIM (it
+    sent about 20 of each a second before), counted by the server's commandstats."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "before_commit":
+            held.set()
+            release.wait(30)
+
+    config = servers.config(faults=FaultPlan(mode="raise", on_step=hold))
+    gen = servers.repository.create_generation(ORG)
+    servers.buffer.push_many(ORG, gen, _chunks(gen))
+    servers.buffer.finish(ORG, gen)
+    options = WorkerOptions(concurrency=2, sweep_every=timedelta(hours=1), consumer="w-poll")
+    worker = Worker(servers.buffer, servers.repository, config, options)
+    client = servers.buffer.client
+    with _running(worker) as running:
+        running.wait_for(held.is_set)
+        before = _command_calls(client)
+        release.wait(3)  # three seconds of a worker with one slot busy and one free
+        after = _command_calls(client)
+        release.set()
+        running.wait_for(lambda: stored_bytes(servers, gen) is not None)
+    sent = after - before
+    assert sent["xreadgroup"] <= 6 and sent["xautoclaim"] <= 1, sent
+    assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
+
+
+def test_doctor_takes_live_workers_for_someone_who_compacts(embedded: Stack) -> None:
+    """A worker-only deployment (no compact-pending cron): while a worker beats, doctor's
+    "someone compacts" check is ok and a `workers` check names it; once it stopped
+    cleanly, no worker is counted; a worker killed (its beat stale) fails the check."""
+
+    def checks() -> dict[str, dict[str, str]]:
+        report = json.loads(embedded.cli("doctor", "--json").stdout)
+        return {c["name"]: c for c in report["checks"]}
+
+    assert checks()["cron compact-pending"]["status"] == "warn"  # nobody compacts
+    worker = Worker(
+        embedded.buffer,
+        embedded.repository,
+        embedded.config(),
+        WorkerOptions(sweep_every=timedelta(hours=1), consumer="w-doc"),
+    )
+    with _running(worker) as running:
+        fleet = keys.fleet_key(embedded.buffer.prefix)
+        running.wait_for(lambda: bool(embedded.buffer.client.hexists(fleet, "w-doc")))  # beats
+        during = checks()
+    assert during["cron compact-pending"]["status"] == "ok", during["cron compact-pending"]
+    assert "1 live worker" in during["cron compact-pending"]["message"]
+    assert during["workers"]["status"] == "ok" and "w-doc" in during["workers"]["message"]
+    after = checks()
+    assert after["cron compact-pending"]["status"] == "warn" and "workers" not in after
+    embedded.buffer.fleet.beat(WorkerBeat("killed-1", time.time() - 120, None, 60.0, 300.0, 4))
+    killed = checks()
+    assert (
+        killed["workers"]["status"] == "fail" and "no worker alive" in killed["workers"]["message"]
+    )
+    assert killed["cron compact-pending"]["status"] == "warn"

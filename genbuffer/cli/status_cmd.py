@@ -198,7 +198,8 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
         age = queue["oldest_entry_age_seconds"]
         lines.append(
             f"worker queue: {queue['entries']} entries, {queue['pending']} held by a worker,"
-            f" {queue['consumers']} consumers, oldest {human_duration(age)}"
+            f" oldest {human_duration(age)}; {queue['consumers']} workers alive"
+            + (f"; {queue['parked']} malformed events parked" if queue.get("parked") else "")
         )
     if rate is not None:
         top = max(rate, default=0)

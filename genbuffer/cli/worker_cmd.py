@@ -24,7 +24,8 @@ def worker_cmd(
         typer.Option(
             "--idle",
             help="The sweeper also compacts unfinished buffers with no chunk for this long "
-            "(a plain RPUSH producer never announces its end).",
+            "(a plain RPUSH producer never announces its end). Per fleet: every sweep "
+            "applies the shortest --idle of the live workers.",
             show_default=False,
         ),
     ] = None,
@@ -39,7 +40,9 @@ def worker_cmd(
     sweep_every: Annotated[
         str,
         typer.Option(
-            "--sweep-every", help="How often the fleet looks for buffers nobody announced."
+            "--sweep-every",
+            help="How often the fleet looks for buffers nobody announced. Per fleet: the "
+            "shortest of the live workers'.",
         ),
     ] = "1m",
     as_json: JsonOpt = False,
@@ -48,11 +51,14 @@ def worker_cmd(
 
     Producers' finish() adds an event to a Redis stream; workers read it in one
     consumer group, compact with --delete semantics and acknowledge after the
-    commit. A sweeper (one worker a period) announces what producers never do:
-    finished buffers whose event was lost, those whose chunks expire within
-    GENERATION_EXPIRY_MARGIN, and (with --idle) idle ones. SIGTERM or
-    Ctrl-C: the compactions in hand finish, then it exits 0. --json: one JSON line
-    per compaction on stdout, then a summary line.
+    commit. A sweeper (one worker a period) announces what no event names:
+    finished buffers (an event lost, or a producer that only sets finished_at),
+    those whose chunks expire within GENERATION_EXPIRY_MARGIN, and (with --idle)
+    idle ones. A malformed event is parked on a stream of its own; a deleted
+    stream, a failover or a reshard is logged and the worker goes on. SIGTERM or
+    Ctrl-C: the compactions in hand finish, then it exits 0. --json: one JSON
+    line per compaction (and per thing the server did) on stdout, then a summary
+    line.
     Example: genbuf worker --concurrency 4 --idle 30m --json
     """
     from datetime import timedelta
@@ -83,7 +89,8 @@ def worker_cmd(
         lambda console: console.print(
             f"worker {summary.consumer} stopped: compacted {summary.compacted}, "
             f"needless {summary.needless}, failed {summary.failed}, orphaned {summary.orphaned}, "
-            f"taken over {summary.taken_over}, sweeps {summary.sweeps}"
+            f"taken over {summary.taken_over}, parked {summary.parked}, "
+            f"interruptions {summary.interruptions}, sweeps {summary.sweeps}"
         ),
     )
 
@@ -93,7 +100,8 @@ def _log_json(record: dict[str, Any]) -> None:
 
 
 def _log_line(record: dict[str, Any]) -> None:
-    where = f"generation {record.get('generation_id', '?')}"
+    gen = record.get("generation_id")
+    where = "" if gen is None else f"generation {gen}: "
     message = " ".join(str(record.get("message", "")).split())  # one line, whatever it holds
-    sys.stdout.write(f"{record.get('outcome', '?')}: {where}: {message}\n")
+    sys.stdout.write(f"{record.get('outcome', '?')}: {where}{message}\n")
     sys.stdout.flush()

@@ -3,8 +3,8 @@
 ``GenerationBuffer.from_settings(settings).push_chunk(...)`` is the library's
 entry point for producers. Compaction, discovery and inspection use the parts
 it carries: ``protocol`` (snapshot, read, acknowledge, set aside), ``scan``
-(find buffers), ``keyspace`` (keys as they are) and ``survey`` (every buffer's
-facts, for status and metrics).
+(find buffers), ``keyspace`` (keys as they are), ``survey`` (every buffer's
+facts, for status and metrics) and ``fleet`` (the workers' heartbeats).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from genbuffer.redis.scan import Scanner
 from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
+    from genbuffer.redis.fleet import Fleet
     from genbuffer.redis.survey import Survey
     from genbuffer.redis.tail import Tailer
 
@@ -108,6 +109,13 @@ class GenerationBuffer(Producer):
         from genbuffer.redis.survey import Survey  # noqa: PLC0415  (status and metrics only)
 
         return Survey(self.target)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """The worker fleet's heartbeats (worker, status, metrics, doctor)."""
+        from genbuffer.redis.fleet import Fleet  # noqa: PLC0415  (the worker's side only)
+
+        return Fleet(self.target)
 
     @cached_property
     def tailer(self) -> Tailer:

@@ -228,6 +228,15 @@ def redis_errors(url: str) -> Iterator[None]:
             f"Redis Cluster at {mask_url(url)} is not serving: {str(exc).splitlines()[0]}",
             hint="a failover may be under way: run the command again in a few seconds",
         ) from None
+    except redis.exceptions.ClusterError as exc:
+        # "TTL exhausted": MOVED, ASK or TRYAGAIN on every try, as while a slot migrates
+        # (a reshard) with the keys of one command on both sides
+        raise RedisUnavailable(
+            f"Redis Cluster at {mask_url(url)} kept redirecting the command "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+            "a slot is moving between nodes",
+            hint="a reshard or failover is under way: run the command again when it is over",
+        ) from None
     except redis.exceptions.ResponseError as exc:
         text = str(exc)
         if "DB index is out of range" in text:

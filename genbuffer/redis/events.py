@@ -6,22 +6,38 @@ an entry whose worker died is taken over after a visibility timeout (XAUTOCLAIM)
 Duplicates are harmless: compaction is idempotent. The stream is capped (MAXLEN ~)
 and expires with the chunk TTL when nothing is announced, since the sweeper finds
 every buffer the stream lost.
+
+What the server does to the stream is a value, not a crash: a read the server ended
+(the stream deleted, expired or moved to another node by a reshard, a failover that
+made its node a replica) or a group that is gone comes back as ``Delivery.interrupted``
+(the group is created again), and an entry that names no buffer (``Malformed``) is
+parked (``park``): acknowledged, and kept on another stream for a person.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from genbuffer import keys
+from genbuffer.errors import OperationFailed, UsageError
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 
-__all__ = ["GROUP", "Backlog", "Event", "Events"]
+__all__ = ["GROUP", "Backlog", "Delivery", "Event", "Events", "Malformed"]
 
 GROUP = "genbuf-workers"
 MAX_LENGTH = 100_000  # entries kept (approximately) when nothing reads them
+PARKED_MAX_LENGTH = 10_000  # parked entries kept (approximately)
+PARKED_TTL = 30 * 86400  # seconds a parked entry stays readable after the last one parked
+PAGE = 1000  # entries per XRANGE when the sweeper lists what is queued
+# Replies that say the server ended a blocked read or lost the group, not that genbuf
+# asked for something wrong: the next read goes on (creating the group again if needed).
+_INTERRUPTIONS = ("UNBLOCKED", "NOGROUP")
 
 
 @dataclass(frozen=True)
@@ -39,14 +55,34 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Malformed:
+    """An entry that names no buffer (a field missing, or not a positive id): parked."""
+
+    entry: str
+    fields: dict[str, str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one read or take-over brought: events to compact, malformed entries to park,
+    what the server did instead of delivering (``interrupted``, one line), and where the
+    next take-over starts (``cursor``; "0-0" when the pending list was gone through)."""
+
+    events: list[Event] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    interrupted: str | None = None
+    cursor: str = "0-0"
+
+
+@dataclass(frozen=True)
 class Backlog:
     """The worker queue as it stands: entries not yet done (acknowledged entries are
-    deleted), those a worker holds, the workers that read, and when the oldest entry
-    was announced (its id's timestamp)."""
+    deleted), those a worker holds, and when the oldest entry was announced (its id's
+    timestamp). The workers alive are the fleet's (``genbuffer.redis.fleet``)."""
 
     entries: int
     pending: int
-    consumers: int
     oldest_entry_ms: int | None
 
 
@@ -103,7 +139,6 @@ class Events:
         return Backlog(
             entries=entries,
             pending=int(group["pending"]) if group else 0,
-            consumers=int(group["consumers"]) if group else 0,
             oldest_entry_ms=oldest,
         )
 
@@ -116,22 +151,23 @@ class Events:
                 if "BUSYGROUP" not in str(error):
                     raise
 
-    def take_over(self, consumer: str, idle_ms: int, count: int) -> list[Event]:
-        """Entries delivered to another worker and not acknowledged for ``idle_ms``."""
+    def take_over(self, consumer: str, idle_ms: int, count: int, start: str = "0-0") -> Delivery:
+        """Entries delivered to another worker and not acknowledged for ``idle_ms``, from
+        ``start`` in the pending list (the reply's ``cursor`` goes on from there)."""
         with redis_errors(self.target.url):
             try:
                 reply = self.target.client.xautoclaim(
-                    self.stream, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
+                    self.stream, GROUP, consumer, min_idle_time=idle_ms, start_id=start, count=count
                 )
             except redis.exceptions.ResponseError as error:
-                self._recreate_or_raise(error)
-                return []
+                return self._interrupted(error)
         # [next start, [(entry, fields), …], deleted ids]; an entry deleted meanwhile comes
         # back without fields: nothing to do for it
         claimed: list[tuple[bytes, dict[bytes, bytes]]] = list(reply[1])
-        return [_event(entry, fields, taken=True) for entry, fields in claimed if fields]
+        delivery = _delivery([(entry, fields) for entry, fields in claimed if fields], taken=True)
+        return Delivery(delivery.events, delivery.malformed, cursor=text(reply[0]))
 
-    def read(self, consumer: str, count: int, block_ms: int) -> list[Event]:
+    def read(self, consumer: str, count: int, block_ms: int) -> Delivery:
         """New entries for this worker, waiting up to ``block_ms`` for one."""
         with redis_errors(self.target.url):
             try:
@@ -139,21 +175,78 @@ class Events:
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
                 )
             except redis.exceptions.ResponseError as error:
-                self._recreate_or_raise(error)
-                return []
+                return self._interrupted(error)
         # [[stream, [(entry, fields), …]]] (RESP2; a dict under RESP3), None if nothing came
         found: Any = reply or []
         streams = found.values() if isinstance(found, dict) else [e for _, e in found]
-        return [_event(entry, fields) for entries in streams for entry, fields in entries]
+        return _delivery([item for entries in streams for item in entries])
 
-    def _recreate_or_raise(self, error: redis.exceptions.ResponseError) -> None:
-        """A stream that expired took its group with it: create both again."""
-        if "NOGROUP" not in str(error):
-            raise error
+    def _interrupted(self, error: redis.exceptions.ResponseError) -> Delivery:
+        """A read the server ended (the stream deleted, expired or moved, a failover) or a
+        group that is gone (the stream expired or was deleted): create the group again
+        and say what happened. Any other refusal is the caller's to report."""
+        said = " ".join(str(error).split())
+        if not said.startswith(_INTERRUPTIONS):
+            try:
+                with redis_errors(self.target.url):  # CLUSTERDOWN, READONLY, …: an outage
+                    raise error
+            except redis.exceptions.ResponseError:  # WRONGTYPE and the like
+                raise OperationFailed(
+                    f"Redis refused to read the compaction-events stream {self.stream}: {said}",
+                    hint="is something else writing that key?",
+                ) from None
         self.ensure_group()
+        return Delivery(interrupted=f"the server ended the read ({said[:200]}); reading again")
+
+    def park(self, bad: Malformed) -> None:
+        """Take a malformed entry out of the queue: copied to the parked stream (its id,
+        why, its fields as JSON), then acknowledged and deleted. A crash between the two
+        parks it twice, never loses it."""
+        parked = keys.parked_events_key(self.target.prefix)
+        record: dict[bytes | bytearray | memoryview | str | int | float, Any] = {
+            "entry": bad.entry,
+            "reason": bad.reason,
+            "parked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "fields": json.dumps(bad.fields, ensure_ascii=False),
+        }
+        with redis_errors(self.target.url):
+            pipe = self.target.client.pipeline(transaction=False)
+            pipe.xadd(parked, record, maxlen=PARKED_MAX_LENGTH, approximate=True)
+            pipe.expire(parked, PARKED_TTL)
+            pipe.execute()
+        self.acknowledge([bad.entry])
+
+    def parked(self) -> int:
+        """How many parked entries are kept (for status and metrics)."""
+        with redis_errors(self.target.url):
+            return int(self.target.client.xlen(keys.parked_events_key(self.target.prefix)))
+
+    def queued(self) -> set[tuple[int, int]]:
+        """(organization, generation) of every entry in the stream: announced and not
+        done (done entries are deleted), delivered or not. The sweeper announces only
+        buffers that have none."""
+        found: set[tuple[int, int]] = set()
+        for page in self._pages():
+            for item in _delivery(page).events:
+                found.add((item.organization_id, item.generation_id))
+        return found
+
+    def _pages(self) -> Iterator[list[tuple[Any, dict[bytes, bytes]]]]:
+        """The stream's entries in pages of ``PAGE`` (XRANGE, oldest first)."""
+        start = "-"
+        while True:
+            with redis_errors(self.target.url):
+                page: Any = self.target.client.xrange(self.stream, min=start, count=PAGE) or []
+            if not page:
+                return
+            yield [(entry, fields) for entry, fields in page if fields]
+            if len(page) < PAGE:
+                return
+            start = "(" + text(page[-1][0])
 
     def acknowledge(self, entries: list[str]) -> None:
-        """Done with these entries: acknowledged and removed from the stream."""
+        """Done with these entries: acknowledged and removed from the stream (a stream
+        or group that is gone meanwhile has nothing left to acknowledge)."""
         if not entries:
             return
         with redis_errors(self.target.url):
@@ -161,6 +254,22 @@ class Events:
             pipe.xack(self.stream, GROUP, *entries)
             pipe.xdel(self.stream, *entries)
             pipe.execute()
+
+    def retire(self, consumer: str) -> bool:
+        """Remove a stopping worker from the group, unless it still holds an entry (that
+        one stays pending, for another worker to take over); whether it was removed."""
+        client = self.target.client
+        with redis_errors(self.target.url):
+            try:
+                held = client.xpending_range(
+                    self.stream, GROUP, min="-", max="+", count=1, consumername=consumer
+                )
+                if held:
+                    return False
+                client.xgroup_delconsumer(self.stream, GROUP, consumer)
+            except redis.exceptions.ResponseError:  # NOGROUP: nothing to leave
+                return False
+        return True
 
     def try_sweep(self, holder: str, period_ms: int) -> bool:
         """Whether this worker sweeps now: at most one sweep a period across the fleet."""
@@ -172,14 +281,36 @@ class Events:
             )
 
 
-def _event(entry: bytes | str, fields: dict[bytes, bytes], *, taken: bool = False) -> Event:
+def _delivery(items: list[tuple[Any, dict[bytes, bytes]]], *, taken: bool = False) -> Delivery:
+    """Entries as events to compact, and those that name no buffer."""
+    events: list[Event] = []
+    malformed: list[Malformed] = []
+    for entry, fields in items:
+        parsed = _event(entry, fields, taken=taken)
+        if isinstance(parsed, Malformed):
+            malformed.append(parsed)
+        else:
+            events.append(parsed)
+    return Delivery(events, malformed)
+
+
+def _event(
+    entry: bytes | str, fields: dict[bytes, bytes], *, taken: bool = False
+) -> Event | Malformed:
+    """One entry as an Event, or as Malformed with the reason (never raises)."""
     values = {text(k): text(v) for k, v in fields.items()}
-    scenario = values.get("scenario")
+    try:
+        organization = keys.validate_id(values.get("org"), "org")
+        generation = keys.validate_id(values.get("gen"), "gen")
+        scenario = values.get("scenario")
+        scenario_id = keys.validate_id(scenario, "scenario") if scenario else None
+    except UsageError as error:
+        return Malformed(entry=text(entry), fields=values, reason=error.message)
     return Event(
         entry=text(entry),
-        organization_id=int(values["org"]),
-        generation_id=int(values["gen"]),
-        scenario_id=int(scenario) if scenario else None,
+        organization_id=organization,
+        generation_id=generation,
+        scenario_id=scenario_id,
         idle=values.get("idle") == "1",
         key=values.get("key") or None,
         why=values.get("why") or ("idle" if values.get("idle") == "1" else None),

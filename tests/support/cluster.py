@@ -217,6 +217,66 @@ class LocalCluster:
                 found.append(other)
         return found
 
+    def node_id(self, port: int) -> str:
+        """The cluster id of the node at ``port``."""
+        return str(self._client(port).execute_command("CLUSTER", "MYID"), "utf-8")
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary serving ``slot``, as the live nodes agree."""
+        port = self.live_ports()[0]
+        for start, end, primary, *_ in self._client(port).execute_command("CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+        raise RuntimeError(f"no primary serves slot {slot}")
+
+    def begin_migration(self, slot: int, source: int, target: int) -> None:
+        """Mark ``slot`` migrating from ``source`` to ``target`` (step one of what
+        `redis-cli --cluster reshard` does for each slot it moves)."""
+        self._client(target).execute_command(
+            "CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source)
+        )
+        self._client(source).execute_command(
+            "CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target)
+        )
+
+    def migrate_keys(self, source: int, target: int, names: list[str]) -> None:
+        """MIGRATE these keys (of a migrating slot) from ``source`` to ``target``."""
+        auth = ["AUTH", self.password] if self.password else []
+        self._client(source).execute_command(
+            "MIGRATE", "127.0.0.1", target, "", 0, 5000, *auth, "KEYS", *names
+        )
+
+    def end_migration(self, slot: int, source: int, target: int) -> None:
+        """Move the slot's remaining keys and give the slot to ``target`` on every node."""
+        client = self._client(source)
+        while names := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self.migrate_keys(source, target, [str(n, "utf-8") for n in names])
+        owner = self.node_id(target)
+        primaries = [p for p, role in self.roles().items() if role == "master"]
+        for port in dict.fromkeys((target, source, *primaries)):  # target first, as redis-cli
+            self._client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
+        self.wait_ok()
+
+    def move_slot(self, slot: int, target: int) -> None:
+        """Reshard one slot, keys and all, to the primary at ``target``."""
+        source = self.owner(slot)
+        self.begin_migration(slot, source, target)
+        self.end_migration(slot, source, target)
+
+    def fail_over_gracefully(self, primary: int, seconds: float = 60) -> int:
+        """CLUSTER FAILOVER on a replica of ``primary``: the two swap roles with no data
+        lost, and the old primary's blocked clients are told so (UNBLOCKED). The port
+        of the new primary."""
+        (replica,) = self.replicas_of(primary)[:1]
+        self._client(replica).execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + seconds
+        while self.roles().get(replica) != "master" or self.roles().get(primary) != "slave":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{replica} did not take over from {primary} in {seconds}s")
+            time.sleep(0.05)
+        self.wait_ok(seconds)
+        return replica
+
     def kill(self, port: int) -> None:
         """SIGKILL one node, as a crash would."""
         process = self.processes.get(port)
