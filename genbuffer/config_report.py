@@ -65,8 +65,29 @@ def describe_settings(env_file: Path | None = None) -> list[ConfigRow]:
             source=database_source,
         ),
         _offload_row(settings),
+        _exclusion_row(settings),
     ]
     return rows
+
+
+def _exclusion_row(settings: Settings) -> ConfigRow:
+    """How cron jobs keep from overlapping on this database (pooler-safe leases)."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    from genbuffer.exclusion import mechanism  # noqa: PLC0415
+
+    try:
+        dialect = make_url(settings.effective_database_url()).get_backend_name()
+    except ArgumentError:  # a malformed URL is reported where it is used, not here
+        dialect = "unknown"
+    return ConfigRow(
+        name="job exclusion (effective)",
+        value=mechanism(dialect, timedelta(seconds=settings.job_lease_ttl)),
+        source="JOB_LEASE_TTL",
+    )
 
 
 def _offload_row(settings: Settings) -> ConfigRow:

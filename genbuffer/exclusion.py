@@ -214,13 +214,11 @@ def mechanism(dialect: str, ttl: timedelta) -> str:
     """How cron jobs exclude each other here, in one line (`config show`, `doctor`)."""
     seconds = int(ttl.total_seconds())
     said = (
-        f"lease rows in genbuf_job_leases: taken, renewed every {seconds // RENEWALS_PER_TTL}s "
-        f"and released in short transactions, taken over {seconds}s after a holder dies "
-        "(JOB_LEASE_TTL); no session state"
+        f"leases in genbuf_job_leases (renewed every {seconds // RENEWALS_PER_TTL}s, "
+        f"taken over {seconds}s after a holder dies); no session state"
     )
     if dialect == "postgresql":
-        said += ", no prepared statements: safe behind PgBouncer, RDS Proxy or Supavisor in "
-        said += "transaction mode"
-    elif dialect in {"mysql", "mariadb"}:
-        said += ": safe behind ProxySQL"
+        return said + ", no prepared statements: works behind a transaction-mode pooler"
+    if dialect in {"mysql", "mariadb"}:
+        return said + ": works behind ProxySQL"
     return said

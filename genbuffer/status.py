@@ -22,6 +22,7 @@ from pydantic import Field
 from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.exclusion import LeaseState
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
 from genbuffer.redis.survey import BufferFacts
@@ -108,6 +109,8 @@ class StatusReport(Document):
     # the compaction-events stream of `genbuf worker`: entries not done, held by a
     # worker, consumers, the oldest entry's age; None without a stream
     worker_queue: dict[str, float | int | None] | None = None
+    # cron jobs' leases not released: held by a run now, or expired (that run died)
+    job_leases: list[LeaseState] = Field(default_factory=list)
     alerts: list[str] = Field(default_factory=list)
     scanned_keys: int = 0
     scan_seconds: float = 0.0
@@ -340,6 +343,7 @@ def collect_status(
     for _, _, errors, _ in observations.issues(since=day):
         codes.update(str(issue.get("code", "?")) for issue in errors if isinstance(issue, dict))
     lag = observations.lag_percentiles(day, LAG_POINTS)
+    clock, leases = repository.leases.all()
     report = StatusReport(
         ok=True,
         prefix=buffer.prefix,
@@ -362,6 +366,7 @@ def collect_status(
         compaction_lag_seconds={f"p{int(p * 100)}": value for p, value in lag.items()},
         validation_issues_last_day=dict(codes.most_common()),
         worker_queue=_worker_queue(buffer, now),
+        job_leases=[LeaseState.of(row, clock) for row in leases if row.released_at is None],
         scanned_keys=buffer.survey.scanned_keys,
         scan_seconds=round(scan_seconds, 3),
         entries=tally.entries(),

@@ -10,8 +10,9 @@ promotion RESTOREs them, so the buffer goes back to what the replica had (chunks
 pushed since are gone without a trace; once the row holds more than the replica
 had, a compaction may stop with stream_diverged and then never writes again).
 Sequenced examples push with `seq` and retry their last push as a producer does
-after a lost reply. Runs on fakeredis + SQLite, on the real Redis + PostgreSQL, and on a real Redis
-Cluster with the app's untagged keys (genbuffer.redis.split).
+after a lost reply. Runs on fakeredis + SQLite, on the real Redis + PostgreSQL, on the real Redis
++ PostgreSQL through PgBouncer in transaction mode, and on a real Redis Cluster with the app's
+untagged keys (genbuffer.redis.split).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+ON_POOLER = True  # and on PostgreSQL through PgBouncer in transaction mode (conftest)
 
 ORG = 31
 # 40 in make test; a longer hunt: STATE_MACHINE_EXAMPLES=1000 pytest tests/test_state_machine.py

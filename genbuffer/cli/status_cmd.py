@@ -189,6 +189,12 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             f"worker queue: {queue['entries']} entries, {queue['pending']} held by a worker,"
             f" {queue['consumers']} consumers, oldest {human_duration(age)}"
         )
+    lines.extend(
+        f"job {lease.job}: {printable(lease.describe())}"
+        if lease.state == "held"
+        else f"[yellow]job {lease.job}:[/yellow] {printable(lease.describe())}"
+        for lease in report.job_leases
+    )
     if rate is not None:
         top = max(rate, default=0)
         lines.append(
