@@ -74,15 +74,10 @@ def _exclusion_row(settings: Settings) -> ConfigRow:
     """How cron jobs keep from overlapping on this database (pooler-safe leases)."""
     from datetime import timedelta  # noqa: PLC0415
 
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
-    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
-
     from genbuffer.exclusion import mechanism  # noqa: PLC0415
 
-    try:
-        dialect = make_url(settings.effective_database_url()).get_backend_name()
-    except ArgumentError:  # a malformed URL is reported where it is used, not here
-        dialect = "unknown"
+    # the URL's scheme names the backend (postgresql+psycopg, mysql+pymysql, sqlite)
+    dialect = settings.effective_database_url().partition("://")[0].partition("+")[0]
     return ConfigRow(
         name="job exclusion (effective)",
         value=mechanism(dialect, timedelta(seconds=settings.job_lease_ttl)),

@@ -12,6 +12,7 @@ machine runs through the pooler too: tests/test_state_machine.py, ON_POOLER.)
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -20,12 +21,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 
 from genbuffer.db.engine import make_engine
 from tests.conftest import SUMMARY_LINES, Stack
-from tests.helpers import stored_bytes
+from tests.helpers import audit_lines, stored_bytes
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
 from tests.support.urls import POSTGRES_ADMIN_URL
 
@@ -104,6 +105,53 @@ def test_no_prepared_statement_reaches_the_pooler(pooled: Stack) -> None:
                     connection.commit()
     finally:
         engine.dispose()
+
+
+# What would outlive a transaction on the server connection a pooler lent: a session
+# SET (SET LOCAL ends with its transaction), prepared statements, session locks,
+# notifications, temporary tables, a cursor kept past its transaction.
+SESSION_STATE = re.compile(
+    r"^\s*(SET\s+(?!LOCAL\b)|RESET\b|PREPARE\b|DEALLOCATE\b|DISCARD\b|LISTEN\b|"
+    r"UNLISTEN\b|CREATE\s+(TEMP|TEMPORARY|UNLOGGED)\b|DECLARE\b.*\bWITH\s+HOLD\b)"
+    r"|pg_(try_)?advisory|GET_LOCK|set_config\s*\(",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def test_no_command_leaves_state_on_a_session(pooled: Stack) -> None:
+    """Every statement the jobs, the compaction and the read-only commands send through
+    the pooler (caught at SQLAlchemy's cursor) keeps to its transaction."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        expected = _push_finished(pooled, 3, "state")
+        gen = pooled.repository.create_generation(ORG)
+        pooled.buffer.push_many(ORG, gen, [b'{"x": 1}'])
+        commands = [
+            ["compact-generation", str(ORG), str(gen), "--delete"],
+            ["compact-pending"],
+            ["purge-chunks", "--older-than", "1s"],
+            ["migrate-compacted-from-metadata"],
+            ["emit-validation-test", str(gen), "--org", str(ORG)],
+            ["status"],
+            ["doctor"],
+            ["validation-report"],
+            ["metrics"],
+            ["db", "check"],
+        ]
+        for command in commands:
+            done = pooled.cli(*command, "--json")
+            assert done.exit_code in (0, 1), (command, done.output)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert all(stored_bytes(pooled, g) == data for g, data in expected.items())
+    assert audit_lines(pooled.audit_log)  # the validation test reached the database too
+    assert len(sent) > 50
+    assert [statement for statement in sent if SESSION_STATE.search(statement)] == []
 
 
 def test_cron_rounds_back_to_back_each_compact_their_buffers(pooled: Stack) -> None:
