@@ -31,11 +31,10 @@ from genbuffer.db.leases import JobLeases, LeaseRow
 from genbuffer.documents import Document
 from genbuffer.errors import GenbufferError, LeaseLost
 
-__all__ = ["DEFAULT_LEASE_TTL", "Lease", "LeaseState", "hold_lease", "mechanism"]
+__all__ = ["Lease", "LeaseState", "hold_lease", "mechanism"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_TTL = timedelta(seconds=60)
 RENEWALS_PER_TTL = 3  # a renewal may fail twice (a blip) before the lease lapses
 # MariaDB's DATETIME keeps whole seconds: a stored expiry may be up to 1 s earlier than
 # the one computed, so a holder counts its lease as ending that much sooner
