@@ -83,14 +83,14 @@ class LeaseState(Document):
         """One line for people: who holds it and until when, or how long ago it lapsed."""
         if self.state == "held":
             return (
-                f"held by {self.holder()} (renewed at {self.renewed_at:%H:%M:%S}Z, "
-                f"expires in {self.expires_in_seconds:.0f}s unless renewed)"
+                f"held by {self.holder()}, renewed at {self.renewed_at:%H:%M:%S}Z, "
+                f"expires in {self.expires_in_seconds:.0f}s unless renewed"
             )
         if self.state == "expired":
             return (
                 f"expired {-self.expires_in_seconds:.0f}s ago, never released, by "
-                f"{self.holder()} (that run died or cannot reach the database; "
-                "the next run takes it over)"
+                f"{self.holder()}: that run died or cannot reach the database, "
+                "and the next run takes it over"
             )
         return f"released (last run by {self.host} pid {self.pid})"
 
