@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,8 @@ from genbuffer.compaction import (
 )
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound
+from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound, LeaseLost
+from genbuffer.exclusion import LeaseState, hold_lease
 from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
@@ -65,6 +67,7 @@ class PendingResult(Document):
     at_risk: int = 0  # chosen because their chunks expire within GENERATION_EXPIRY_MARGIN
     dry_run: bool
     already_running: bool = False
+    held_by: LeaseState | None = None  # already running: the run that holds the lease
     would_compact: int = 0
     failures: list[dict[str, object]] = Field(default_factory=list)
     orphaned: list[dict[str, object]] = Field(default_factory=list)
@@ -104,11 +107,12 @@ def compact_pending(
     Every buffer under the prefix is considered, with or without a meta hash. A
     generation that fails is reported and the run goes on (exit 1); an outage stops
     it (exit 3). Quarantined and orphaned buffers are skipped; a buffer found to have
-    no row is reported once, then set aside as orphaned. One run at a time (a job
-    lock). ``workers`` generations are compacted at once, each in its own transaction.
+    no row is reported once, then set aside as orphaned. One run at a time (the job's
+    lease: genbuffer.exclusion). ``workers`` generations are compacted at once, each in
+    its own transaction.
     """
-    with repository.job_lock("compact-pending") as acquired:
-        if not acquired:
+    with hold_lease(repository.leases, "compact-pending") as lease:
+        if not lease.acquired:
             return PendingResult(
                 buffers=0,
                 eligible=0,
@@ -118,6 +122,7 @@ def compact_pending(
                 skipped_active=0,
                 dry_run=dry_run,
                 already_running=True,
+                held_by=lease.holder,
             )
         chosen = select_buffers(
             buffer, idle, now or datetime.now(UTC), dry_run=dry_run, expiry_margin=expiry_margin
@@ -135,6 +140,7 @@ def compact_pending(
             workers=workers,
             progress=progress,
             regeneration=regeneration,
+            check_lease=lease.check,
         )
     return PendingResult(
         ok=not failures and not orphans,
@@ -232,12 +238,14 @@ def _compact_all(
     workers: int,
     progress: Progress | None,
     regeneration: str | None,
+    check_lease: Callable[[], None] = lambda: None,
 ) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
     """Compact ``candidates``, up to ``workers`` at once; (compacted, failures, orphans).
 
     Results are handled here, in order of completion: acknowledgements (each after
-    its own commit) go ACK_BATCH per round trip. On an outage no new compaction
-    starts; those in flight finish, are acknowledged, and the outage is raised.
+    its own commit) go ACK_BATCH per round trip. On an outage, or once the job's lease
+    is lost (``check_lease`` raises), no new compaction starts; those in flight
+    finish, are acknowledged, and the outage (or LeaseLost) is raised.
     """
     if repository.dialect == "sqlite":
         workers = 1
@@ -268,6 +276,7 @@ def _compact_all(
                 tally.settle(running.pop(future)[0], future)
                 if progress:
                     progress(tally.done, len(candidates))
+                tally.check(check_lease)
                 if tally.outage is None and (following := next(queue, None)) is not None:
                     running[pool.submit(run, following)] = following
             if len(tally.acks) >= ACK_BATCH:
@@ -293,7 +302,15 @@ class _Tally:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (generation id, message)
     orphans: list[dict[str, object]] = field(default_factory=list)  # reported once
     acks: list[tuple[str, str, int]] = field(default_factory=list)  # committed, to trim
-    outage: DependencyUnavailable | None = None
+    outage: DependencyUnavailable | LeaseLost | None = None  # why no new compaction starts
+
+    def check(self, check_lease: Callable[[], None]) -> None:
+        """Stop starting compactions once the job's lease is lost."""
+        if self.outage is None:
+            try:
+                check_lease()
+            except LeaseLost as lost:
+                self.outage = lost
 
     def settle(self, found: FoundBuffer, future: Future[CompactionResult]) -> None:
         """Count one finished compaction; owe its acknowledgement if it committed."""

@@ -65,8 +65,24 @@ def describe_settings(env_file: Path | None = None) -> list[ConfigRow]:
             source=database_source,
         ),
         _offload_row(settings),
+        _exclusion_row(settings),
     ]
     return rows
+
+
+def _exclusion_row(settings: Settings) -> ConfigRow:
+    """How cron jobs keep from overlapping on this database (pooler-safe leases)."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from genbuffer.exclusion import mechanism  # noqa: PLC0415
+
+    # the URL's scheme names the backend (postgresql+psycopg, mysql+pymysql, sqlite)
+    dialect = settings.effective_database_url().partition("://")[0].partition("+")[0]
+    return ConfigRow(
+        name="job exclusion (effective)",
+        value=mechanism(dialect, timedelta(seconds=settings.job_lease_ttl)),
+        source="JOB_LEASE_TTL",
+    )
 
 
 def _offload_row(settings: Settings) -> ConfigRow:

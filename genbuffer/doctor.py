@@ -207,7 +207,7 @@ def _database_checks(
     *,
     workers: list[WorkerBeat] | None = None,
 ) -> None:
-    """Reachable, schema current, and each cron job's last success."""
+    """Reachable, schema current, each cron job's last success, and the jobs' leases."""
     from genbuffer.db.check import check_schema  # noqa: PLC0415
 
     try:
@@ -239,6 +239,7 @@ def _database_checks(
             )
         )
         checks.extend(_cron(repository, options, workers or []))
+        checks.extend(_leases(repository))
 
 
 def _cron(repository: Repository, options: DoctorOptions, workers: list[WorkerBeat]) -> list[Check]:
@@ -287,6 +288,38 @@ def _cron(repository: Repository, options: DoctorOptions, workers: list[WorkerBe
                 hint=f"is the {job} cron line still running? see its log" if stale else None,
             )
         )
+    return found
+
+
+def _leases(repository: Repository) -> list[Check]:
+    """How cron jobs exclude each other, which run holds each job now, and any lease
+    held past its expiry (its run died or lost the database: the next run takes it)."""
+    from genbuffer.exclusion import LeaseState, mechanism  # noqa: PLC0415
+
+    clock, rows = repository.leases.all()
+    found = [
+        Check(
+            name="job exclusion",
+            status="ok",
+            message=mechanism(repository.dialect, repository.lease_ttl),
+        )
+    ]
+    states = [LeaseState.of(row, clock) for row in rows if row.released_at is None]
+    for lease in states:
+        expired = lease.state == "expired"
+        found.append(
+            Check(
+                name=f"lease {lease.job}",
+                status="warn" if expired else "ok",
+                message=lease.describe(),
+                hint=f"if {lease.host} pid {lease.pid} still runs, it cannot renew: see its "
+                "log; else nothing to do"
+                if expired
+                else None,
+            )
+        )
+    if not states:
+        found.append(Check(name="job leases", status="ok", message="no cron job running"))
     return found
 
 

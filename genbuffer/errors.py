@@ -13,7 +13,8 @@
     │   ├── ForeignArtifact         1  the row holds an artifact genbuf did not write
     │   ├── SchemaMissing           1  the tables are not there: run `genbuf db upgrade`
     │   ├── Quarantined             1  the generation failed too often; --force retries it
-    │   └── StreamChanged           1  the buffer was replaced while it was read; retry
+    │   ├── StreamChanged           1  the buffer was replaced while it was read; retry
+    │   └── LeaseLost               1  a cron job could not renew its lease and stopped
     └── DependencyUnavailable       3  a server is unreachable
         ├── RedisUnavailable        3
         │   └── PushOutcomeUnknown  3  a push's connection failed after it was sent: its
@@ -34,6 +35,7 @@ __all__ = [
     "GenbufferError",
     "GenerationNotFound",
     "Interrupted",
+    "LeaseLost",
     "NothingToCompact",
     "OperationFailed",
     "PushOutcomeUnknown",
@@ -107,6 +109,10 @@ class Quarantined(OperationFailed):
 
 class StreamChanged(OperationFailed):
     """The buffer was deleted and recreated while it was being read."""
+
+
+class LeaseLost(OperationFailed):
+    """A cron job's lease expired before it could renew it; it stopped so as not to overlap."""
 
 
 class DependencyUnavailable(GenbufferError):

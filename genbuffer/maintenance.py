@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from genbuffer.batching import Progress, id_ranges
 from genbuffer.db.repository import GenerationRow, Repository
 from genbuffer.documents import Document
 from genbuffer.durations import parse_age
+from genbuffer.exclusion import LeaseState, hold_lease
 
 __all__ = [
     "MigrationResult",
@@ -32,6 +34,7 @@ class PurgeResult(Document):
     dry_run: bool
     batches: int
     already_running: bool = False
+    held_by: LeaseState | None = None  # already running: the run that holds the lease
     would_purge: int = 0
 
 
@@ -48,11 +51,11 @@ def purge_chunks(
 
     Backups of a generation that is not compacted yet (or whose row is gone) are
     kept and counted. Each batch is its own short transaction. A second purge
-    started while one runs returns at once with ``already_running``.
+    started while one runs returns at once with ``already_running`` (the job's lease).
     """
     cutoff = (now or datetime.now(UTC)) - parse_age(older_than)
-    with repository.job_lock("purge-chunks") as acquired:
-        if not acquired:
+    with hold_lease(repository.leases, "purge-chunks") as lease:
+        if not lease.acquired:
             return PurgeResult(
                 older_than=older_than,
                 cutoff=cutoff,
@@ -61,6 +64,7 @@ def purge_chunks(
                 dry_run=dry_run,
                 batches=0,
                 already_running=True,
+                held_by=lease.holder,
             )
         return _purge(
             repository,
@@ -69,6 +73,7 @@ def purge_chunks(
             batch_size=batch_size,
             dry_run=dry_run,
             progress=progress,
+            check_lease=lease.check,
         )
 
 
@@ -80,6 +85,7 @@ def _purge(
     batch_size: int,
     dry_run: bool,
     progress: Progress | None,
+    check_lease: Callable[[], None],
 ) -> PurgeResult:
     if dry_run:
         purgeable, kept = repository.retention.purgeable_chunks(cutoff)
@@ -96,6 +102,7 @@ def _purge(
     purged = batches = 0
     retention.analyze_if_never_analyzed()
     for low, high in id_ranges(lambda: retention.old_chunk_ids(cutoff), batch_size):
+        check_lease()
         purged += retention.purge_range(cutoff, low, high)
         batches += 1
         if progress:
@@ -120,6 +127,7 @@ class MigrationResult(Document):
     dry_run: bool
     batches: int
     already_running: bool = False
+    held_by: LeaseState | None = None  # already running: the run that holds the lease
     would_migrate: int = 0
 
 
@@ -148,7 +156,11 @@ def _migrated_values(row: GenerationRow) -> dict[str, Any] | None:
 
 
 def _migrate_in_sql(
-    repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
+    repository: Repository,
+    batch_size: int,
+    dry_run: bool,
+    progress: Progress | None,
+    check_lease: Callable[[], None],
 ) -> MigrationResult:
     """The PostgreSQL path: id ranges of ``batch_size``, each judged and moved in SQL.
 
@@ -159,6 +171,7 @@ def _migrate_in_sql(
     migrated = batches = 0
     conflicts: list[int] = []
     for low, high in id_ranges(legacy.id_bounds, batch_size, follow_growth=True):
+        check_lease()
         moved, found = legacy.move_range(low, high, dry_run)
         migrated += moved
         conflicts += found
@@ -188,8 +201,8 @@ def migrate_compacted_from_metadata(
     a rerun picks up what is left). Rows with a conflicting or malformed blob are
     reported and left unchanged. A second run started meanwhile returns at once.
     """
-    with repository.job_lock("migrate-compacted-from-metadata") as acquired:
-        if not acquired:
+    with hold_lease(repository.leases, "migrate-compacted-from-metadata") as lease:
+        if not lease.acquired:
             return MigrationResult(
                 candidates=0,
                 migrated=0,
@@ -197,20 +210,26 @@ def migrate_compacted_from_metadata(
                 dry_run=dry_run,
                 batches=0,
                 already_running=True,
+                held_by=lease.holder,
             )
-        return _migrate(repository, batch_size, dry_run, progress)
+        return _migrate(repository, batch_size, dry_run, progress, lease.check)
 
 
 def _migrate(
-    repository: Repository, batch_size: int, dry_run: bool, progress: Progress | None
+    repository: Repository,
+    batch_size: int,
+    dry_run: bool,
+    progress: Progress | None,
+    check_lease: Callable[[], None],
 ) -> MigrationResult:
     if repository.legacy.in_sql:
-        return _migrate_in_sql(repository, batch_size, dry_run, progress)
+        return _migrate_in_sql(repository, batch_size, dry_run, progress, check_lease)
     candidates = repository.legacy.count()
     migrated = batches = 0
     conflicts: list[int] = []
     after_id = 0
     while rows := repository.legacy.batch(after_id, batch_size):
+        check_lease()
         after_id = rows[-1].id
         updates: dict[int, dict[str, Any]] = {}
         for row in rows:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     metadata_validation_log: Path = Path("storage/logs/metadata-validation.log")
 
     compaction_max_attempts: int = Field(default=5, gt=0)
+    # Seconds a cron job's lease lasts unrenewed (renewed every third of it): how long
+    # the next run waits after a holder is killed (kill -9) before taking it over.
+    job_lease_ttl: int = Field(default=60, ge=3, le=86400)
     # A new stream of a generation whose artifact came from a closed stream: replace
     # the artifact (kept in generation_artifact_history), or append to it.
     generation_regeneration: Literal["replace", "append"] = "replace"

@@ -22,6 +22,7 @@ from pydantic import Field
 from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.exclusion import LeaseState
 from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
@@ -115,6 +116,8 @@ class StatusReport(Document):
     # the compaction-events stream of `genbuf worker`: entries not done, held by a
     # worker, the workers alive, parked events, the oldest entry's age; None without any
     worker_queue: dict[str, float | int | None] | None = None
+    # cron jobs' leases not released: held by a run now, or expired (that run died)
+    job_leases: list[LeaseState] = Field(default_factory=list)
     alerts: list[str] = Field(default_factory=list)
     scanned_keys: int = 0
     scan_seconds: float = 0.0
@@ -361,6 +364,7 @@ def collect_status(
     for _, _, errors, _ in observations.issues(since=day):
         codes.update(str(issue.get("code", "?")) for issue in errors if isinstance(issue, dict))
     lag = observations.lag_percentiles(day, LAG_POINTS)
+    clock, leases = repository.leases.all()
     report = StatusReport(
         ok=True,
         prefix=buffer.prefix,
@@ -384,6 +388,7 @@ def collect_status(
         validation_issues_last_day=dict(codes.most_common()),
         late_chunks_last_day=observations.late_chunks(day),
         worker_queue=_worker_queue(buffer, now),
+        job_leases=[LeaseState.of(row, clock) for row in leases if row.released_at is None],
         scanned_keys=buffer.survey.scanned_keys,
         scan_seconds=round(scan_seconds, 3),
         entries=tally.entries(),

@@ -1,5 +1,6 @@
-"""Fixtures that choose the backend: embedded (fakeredis + SQLite), the real servers, or a
-real Redis Cluster started by the tests.
+"""Fixtures that choose the backend: embedded (fakeredis + SQLite), the real servers, a
+real Redis Cluster started by the tests, or PostgreSQL through a real PgBouncer in
+transaction mode started by the tests (``pooled``).
 
 The same tests run on both. A test that needs a real server skips, with the
 reason, when the server is absent, except under CI=true, where it fails.
@@ -30,6 +31,7 @@ from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
 from tests.support.cluster import LocalCluster
 from tests.support.objects import S3Server
+from tests.support.pooler import PgBouncer, pgbouncer_binary
 from tests.support.urls import (
     IN_CI,
     MARIADB_ADMIN_URL,
@@ -158,6 +160,31 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
+def require_pgbouncer() -> None:
+    """Skip (fail under CI) unless Debian's pgbouncer is installed."""
+    if pgbouncer_binary() is None:
+        message = "pgbouncer is not installed (Debian's pgbouncer package; .ci/run installs it)"
+        if IN_CI:
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test PostgreSQL, for the whole
+    session, on a free loopback port (every database name passed through)."""
+    require_server("postgres")
+    require_pgbouncer()
+    admin = make_url(POSTGRES_ADMIN_URL)
+    bouncer = PgBouncer(
+        upstream_host=admin.host or "127.0.0.1",
+        upstream_port=admin.port or 5432,
+        users=(admin.username or "postgres",),
+    ).start()
+    yield bouncer
+    bouncer.stop()
+
+
 def require_cluster_binaries() -> None:
     """Skip (fail under CI) unless redis-server and redis-cli are installed."""
     import shutil  # noqa: PLC0415
@@ -205,11 +232,14 @@ def _cluster_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The backends of ``stack``; a module with ``ON_CLUSTER = True`` adds the cluster,
-    and ``@pytest.mark.backends("servers", …)`` keeps those named only."""
+    one with ``ON_POOLER = True`` PostgreSQL through PgBouncer in transaction mode, and
+    ``@pytest.mark.backends("servers", …)`` keeps those named only."""
     if "stack" in metafunc.fixturenames:
         backends = ["embedded", "servers", "mariadb"]
         if getattr(metafunc.module, "ON_CLUSTER", False):
             backends.append("cluster")
+        if getattr(metafunc.module, "ON_POOLER", False):
+            backends.append("pooled")
         if (only := metafunc.definition.get_closest_marker("backends")) is not None:
             backends = [name for name in backends if name in only.args]
         metafunc.parametrize("stack", backends, indirect=True)
@@ -289,6 +319,14 @@ def _servers_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
     }
 
 
+def _pooled_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The real Redis, and the test's PostgreSQL database through PgBouncer."""
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+    env = _servers_env(request, tmp_path)
+    env["DATABASE_URL"] = bouncer.url(env["DATABASE_URL"])
+    return env
+
+
 def _embedded_stack(tmp_path: Path) -> Stack:
     env = _embedded_env(tmp_path)
     repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
@@ -308,6 +346,8 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         built = Stack(name="mariadb", env=env, tmp_path=tmp_path)
     elif request.param == "cluster":
         built = Stack(name="cluster", env=_cluster_env(request, tmp_path), tmp_path=tmp_path)
+    elif request.param == "pooled":
+        built = Stack(name="pooled", env=_pooled_env(request, tmp_path), tmp_path=tmp_path)
     else:
         built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
     yield built
@@ -329,6 +369,14 @@ def redis_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
 def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """Only the real Redis + PostgreSQL, for what an in-process backend cannot show."""
     built = Stack(name="servers", env=_servers_env(request, tmp_path), tmp_path=tmp_path)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def pooled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The real Redis + PostgreSQL through a real PgBouncer in transaction mode."""
+    built = Stack(name="pooled", env=_pooled_env(request, tmp_path), tmp_path=tmp_path)
     yield built
     built.close()
 
@@ -376,12 +424,23 @@ _REDIS_FIXTURES = {
     "redis_cluster",
     "cluster",
     "backend",
+    "pooled",
 }
-_PG_FIXTURES = {"pg_database", "pg_template", "empty_pg_database", "servers", "cluster", "backend"}
+_PG_FIXTURES = {
+    "pg_database",
+    "pg_template",
+    "empty_pg_database",
+    "servers",
+    "cluster",
+    "backend",
+    "pgbouncer",
+    "pooled",
+}
 _MARIADB_FIXTURES = {"mariadb_database", "empty_mariadb_database"}
+_POOLER_FIXTURES = {"pgbouncer", "pooled"}
 _server_outcomes: dict[str, dict[str, int]] = {
     name: {"passed": 0, "failed": 0, "skipped": 0}
-    for name in ("redis", "postgres", "mariadb", "php")
+    for name in ("redis", "postgres", "mariadb", "pgbouncer", "php")
 }
 
 
@@ -390,7 +449,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
-        on_servers = callspec is not None and callspec.params.get("stack") in {"servers", "cluster"}
+        on_servers = callspec is not None and callspec.params.get("stack") in {
+            "servers",
+            "cluster",
+            "pooled",
+        }
         if on_servers or names & _REDIS_FIXTURES:
             item.add_marker(pytest.mark.redis_server)
         uses_pg = callspec is not None and callspec.params.get("kind") == "postgres"
@@ -405,6 +468,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if on_mariadb or names & _MARIADB_FIXTURES:
             item.add_marker(pytest.mark.mariadb)
+        pooled = callspec is not None and callspec.params.get("stack") == "pooled"
+        if pooled or names & _POOLER_FIXTURES:
+            item.add_marker(pytest.mark.pgbouncer)
         if "php" in item.name or "php" in str(getattr(item, "fspath", "")):
             item.add_marker(pytest.mark.php)
 
@@ -426,6 +492,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         ("redis_server", "redis"),
         ("postgres", "postgres"),
         ("mariadb", "mariadb"),
+        ("pgbouncer", "pgbouncer"),
         ("php", "php"),
     ):
         if item.get_closest_marker(marker):

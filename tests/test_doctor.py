@@ -37,6 +37,8 @@ def test_healthy_servers(servers: Stack) -> None:
         "schema",
         "cron compact-pending",
         "cron purge-chunks",
+        "job exclusion",
+        "job leases",
         "audit log",
         "clock",
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.db.repository import Repository
 from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
+from genbuffer.exclusion import hold_lease
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
@@ -300,13 +302,17 @@ def test_outages_do_not_count_towards_quarantine(tmp_path: Path, embedded: Stack
 
 @pytest.mark.parametrize("command", ["purge-chunks", "migrate-compacted-from-metadata"])
 def test_cron_overlap_second_run_exits_0_saying_so(stack: Stack, command: str) -> None:
-    """While one run holds the job lock, a second exits 0 and says one is already running."""
-    with stack.repository.job_lock(command) as acquired:
-        assert acquired
+    """While one run holds the job's lease, a second exits 0 and says which run holds it."""
+    with hold_lease(stack.repository.leases, command) as lease:
+        assert lease.acquired
         second = stack.cli(command, "--json")
     assert second.exit_code == 0
-    assert json.loads(second.stdout)["already_running"] is True
-    assert "already running" in second.stderr
+    refused = json.loads(second.stdout)
+    assert refused["already_running"] is True
+    assert refused["held_by"]["pid"] == os.getpid()
+    assert refused["held_by"]["state"] == "held"
+    assert "already running elsewhere" in second.stderr
+    assert f"pid {os.getpid()}" in second.stderr
     after = stack.cli(command, "--json")
     assert json.loads(after.stdout)["already_running"] is False
 
@@ -314,7 +320,7 @@ def test_cron_overlap_second_run_exits_0_saying_so(stack: Stack, command: str) -
 @pytest.mark.slow
 def test_cron_overlap_across_processes(servers: Stack) -> None:
     """A purge in another process while this one holds the lock: exit 0, nothing done."""
-    with servers.repository.job_lock("purge-chunks"):
+    with hold_lease(servers.repository.leases, "purge-chunks"):
         done = _genbuf(servers, "purge-chunks", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["already_running"]
 

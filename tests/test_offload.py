@@ -269,8 +269,9 @@ def test_offload_compacted_moves_base64_rows_resumably(
 def test_offload_compacted_killed_midway_is_finished_by_the_next_run(
     servers: Stack, object_store: dict[str, str]
 ) -> None:
-    """kill -9 after the first upload: nothing committed; the rerun moves both rows and
-    purge-objects finds no orphan (the rerun wrote the same object)."""
+    """kill -9 after the first upload: nothing committed; runs before the dead run's lease
+    expires say it is running, the first after moves both rows, and purge-objects finds
+    no orphan (the rerun wrote the same object)."""
     pushed = {}
     for count in (50, 60):
         gen = servers.repository.create_generation(ORG)
@@ -278,6 +279,7 @@ def test_offload_compacted_killed_midway_is_finished_by_the_next_run(
         assert compact(servers, ORG, gen, delete=True).persisted
         pushed[gen] = b"".join(json_chunks(count))
     stack = offloading(servers, object_store)
+    stack.env["JOB_LEASE_TTL"] = "3"  # the dead run's lease lapses 3 s after its last renewal
     killed = run_genbuf(
         ["offload-compacted"], {**stack.env, "GENBUFFER_CRASH_AT": "after_upload"}, faults=True
     )
@@ -288,8 +290,12 @@ def test_offload_compacted_killed_midway_is_finished_by_the_next_run(
         and "offloaded" not in row.metadata
         for gen in pushed
     )
-    rerun = run_genbuf(["offload-compacted", "--json"], stack.env)
-    assert rerun.returncode == 0, rerun.stderr
+    deadline = time.monotonic() + 15
+    while json.loads((rerun := stack.cli("offload-compacted", "--json")).stdout)["already_running"]:
+        assert time.monotonic() < deadline, "the killed run's lease never lapsed"
+        time.sleep(0.2)
+    assert rerun.exit_code == 0, rerun.output
+    assert "took over the lease" in rerun.stderr
     assert json.loads(rerun.stdout)["offloaded"] == 2 and len(objects(stack)) == 2
     purged = run_genbuf(["purge-objects", "--grace", "0s", "--json"], stack.env)
     assert json.loads(purged.stdout)["deleted"] == 0

@@ -20,8 +20,9 @@ never when it saw a push after its last look (a change it has not seen settle).
 Every chunk starts with `#`, so no artifact parses as JSON and a new
 stream after a provisional artifact is appended (GENERATION_LATE_CHUNKS; the JSON
 rules have tests of their own in test_unattended.py). Runs on fakeredis + SQLite,
-on the real Redis + PostgreSQL, and on a real Redis Cluster with the app's untagged
-keys (genbuffer.redis.split).
+on the real Redis + PostgreSQL, on the real Redis + PostgreSQL through PgBouncer in
+transaction mode, and on a real Redis Cluster with the app's untagged keys
+(genbuffer.redis.split).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+ON_POOLER = True  # and on PostgreSQL through PgBouncer in transaction mode (conftest)
 
 ORG = 31
 # 40 in make test; a longer hunt: STATE_MACHINE_EXAMPLES=1000 pytest tests/test_state_machine.py

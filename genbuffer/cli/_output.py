@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from genbuffer.errors import GenbufferError
+    from genbuffer.exclusion import LeaseState
     from genbuffer.runtime import Runtime
 
 __all__ = [
@@ -82,9 +83,10 @@ def printable(value: object) -> str:
     return escape(_escaped(value))
 
 
-def note_already_running(job: str) -> None:
-    """The one stderr line a cron job prints when another run holds its lock."""
-    stderr().print(f"{job} is already running elsewhere; nothing done")
+def note_already_running(job: str, holder: LeaseState | None) -> None:
+    """The one stderr line a cron job prints when another run holds its lease: which."""
+    where = "" if holder is None else f" ({printable(holder.describe())})"
+    stderr().print(f"{job} is already running elsewhere{where}; nothing done")
 
 
 def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:

@@ -34,7 +34,7 @@ def migrate_compacted_cmd(
     verb = "would move" if dry_run else "moved"
     count = result.would_migrate if dry_run else result.migrated
     if result.already_running:
-        note_already_running("migrate-compacted-from-metadata")
+        note_already_running("migrate-compacted-from-metadata", result.held_by)
     emit(
         rt,
         result,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from genbuffer.cli._options import DryRunOpt, JsonOpt, MetricsTextfileOpt, runtime
-from genbuffer.cli._output import emit
+from genbuffer.cli._output import emit, note_already_running
 from genbuffer.cli._progress import progress_bar
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def offload_compacted_cmd(
 
     Each row is moved in a transaction of its own, with the row locked: uploaded to the
     object its sha256 names, then `compacted` holds the URL. Resumable and idempotent:
-    run it again after a stop, a moved row is never selected again.
+    run it again after a stop, a moved row is never selected again. One run at a time.
     Example: genbuf offload-compacted --min-bytes 8388608 --dry-run
     """
     from genbuffer.errors import UsageError
@@ -77,6 +77,8 @@ def offload_compacted_cmd(
             progress=advance,
             faults=rt.compaction.faults,
         )
+    if result.already_running:
+        note_already_running("offload-compacted", result.held_by)
     verb = "would move" if dry_run else "moved"
     emit(
         rt,
@@ -114,7 +116,8 @@ def purge_objects_cmd(
 
     An orphan is deleted with its generation's row locked, so a compaction writing it
     meanwhile is never undone. Objects genbuf did not name are left alone.
-    Each run is recorded for doctor and metrics (and in --metrics-textfile).
+    Each run is recorded for doctor and metrics (and in --metrics-textfile). One run at a
+    time: a second says the first is running and exits 0.
     Example (cron): genbuf purge-objects --grace 24h --json
     """
     from genbuffer.durations import parse_age
@@ -139,7 +142,10 @@ def purge_objects_cmd(
             dry_run=dry_run,
             progress=advance,
         )
+        run.skipped = result.already_running
         run.finish(clean=result.ok, counts={"deleted": result.deleted, "orphans": result.orphans})
+    if result.already_running:
+        note_already_running("purge-objects", result.held_by)
     verb = "would delete" if dry_run else "deleted"
     count = result.orphans if dry_run else result.deleted
     emit(

@@ -101,7 +101,7 @@ def compact_pending_cmd(
             },
         )
     if result.already_running:
-        note_already_running("compact-pending")
+        note_already_running("compact-pending", result.held_by)
     emit(rt, result, lambda console: _render(console, result))
     if not result.ok:
         raise typer.Exit(1)

@@ -57,7 +57,7 @@ def purge_chunks_cmd(
     verb = "would delete" if dry_run else "deleted"
     count = result.would_purge if dry_run else result.purged
     if result.already_running:
-        note_already_running("purge-chunks")
+        note_already_running("purge-chunks", result.held_by)
     emit(
         rt,
         result,

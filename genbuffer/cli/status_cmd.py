@@ -201,6 +201,12 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             f" oldest {human_duration(age)}; {queue['consumers']} workers alive"
             + (f"; {queue['parked']} malformed events parked" if queue.get("parked") else "")
         )
+    lines.extend(
+        f"job {lease.job}: {printable(lease.describe())}"
+        if lease.state == "held"
+        else f"[yellow]job {lease.job}:[/yellow] {printable(lease.describe())}"
+        for lease in report.job_leases
+    )
     if rate is not None:
         top = max(rate, default=0)
         lines.append(

@@ -1,7 +1,7 @@
 """Repository: one database, its transactions and the reads of a generation's rows.
 
 The SQL lives by job: ``transaction`` (a compaction's statements under its row
-lock), ``locks`` (job locks), ``retention`` (the backup purge), ``legacy`` (the
+lock), ``leases`` (cron job leases), ``retention`` (the backup purge), ``legacy`` (the
 `metadata.compacted` move) and ``artifact`` (writing the artifact's columns).
 Every call maps driver failures to genbuffer errors (``engine.database_errors``).
 """
@@ -9,7 +9,8 @@ Every call maps driver failures to genbuffer errors (``engine.database_errors``)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from genbuffer.errors import DatabaseUnavailable
 from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
+    from genbuffer.db.leases import JobLeases
     from genbuffer.db.legacy import LegacyBlobs
     from genbuffer.db.observations import Observations
     from genbuffer.db.retention import Retention
@@ -41,9 +43,12 @@ __all__ = ["GenerationRow", "Repository", "Transaction"]
 class Repository:
     """Transactions and maintenance queries against one database."""
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    def __init__(
+        self, engine: Engine, url: str, *, lease_ttl: timedelta = timedelta(seconds=60)
+    ) -> None:
         self.engine = engine
         self.url = url
+        self.lease_ttl = lease_ttl  # JOB_LEASE_TTL
 
     @cached_property
     def retention(self) -> Retention:
@@ -58,6 +63,13 @@ class Repository:
         from genbuffer.db.observations import Observations  # noqa: PLC0415
 
         return Observations(self.engine, self.url)
+
+    @cached_property
+    def leases(self) -> JobLeases:
+        """The cron jobs' lease rows (genbuffer.exclusion holds them)."""
+        from genbuffer.db.leases import JobLeases  # noqa: PLC0415
+
+        return JobLeases(self.engine, self.url, self.lease_ttl)
 
     @cached_property
     def legacy(self) -> LegacyBlobs:
@@ -75,7 +87,7 @@ class Repository:
     def from_settings(cls, settings: Settings) -> Repository:
         """Open the configured database (nothing connects until the first query)."""
         url = settings.effective_database_url()
-        return cls(make_engine(url), url)
+        return cls(make_engine(url), url, lease_ttl=timedelta(seconds=settings.job_lease_ttl))
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -93,12 +105,6 @@ class Repository:
         except DatabaseUnavailable:
             if tx is None or tx.commit_check is None or not tx.commit_check():
                 raise
-
-    def job_lock(self, name: str) -> AbstractContextManager[bool]:
-        """Hold the cross-process lock ``name`` for a block; it yields False if taken."""
-        from genbuffer.db.locks import job_lock  # noqa: PLC0415  (the batch commands only)
-
-        return job_lock(self.engine, self.url, name)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""

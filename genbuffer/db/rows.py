@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import CursorResult, bindparam, select
 
 from genbuffer.db.schema import (
+    genbuf_job_leases,
     genbuf_job_runs,
     generation_artifact_history,
     generation_chunks,
@@ -23,6 +24,7 @@ __all__ = [
     "GEN",
     "HISTORY",
     "ISSUES",
+    "LEASES",
     "LEDGER",
     "ROW_COLUMNS",
     "RUNS",
@@ -37,6 +39,7 @@ CHUNKS = generation_chunks
 HISTORY = generation_artifact_history
 LEDGER = generation_compactions
 RUNS = genbuf_job_runs
+LEASES = genbuf_job_leases
 
 
 @dataclass(frozen=True)

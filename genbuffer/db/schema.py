@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 
 __all__ = [
+    "genbuf_job_leases",
     "genbuf_job_runs",
     "generation_artifact_history",
     "generation_chunks",
@@ -196,4 +197,23 @@ genbuf_job_runs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("summary", Json, nullable=True),
     Index("ix_genbuf_job_runs_job_finished_at", "job", "finished_at"),
+)
+
+# One row per cron job: who may run it now. A run takes the lease (a short transaction:
+# a compare-and-set on `token`), renews it while it works and releases it at the end;
+# a holder killed with kill -9 stops renewing, and the next run takes the lease over
+# once `expires_at` has passed. Nothing outlives a transaction on a server connection,
+# so it holds behind a transaction-mode pooler (a session advisory lock does not).
+# Times are the database server's clock (UTC), so hosts' clocks never compare.
+genbuf_job_leases = Table(
+    "genbuf_job_leases",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("token", String(32), nullable=False),  # one per taking: renewals match it
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=True),  # null: held (or died)
 )

@@ -6,7 +6,8 @@ compaction recorded, uploaded to the object its sha256 names, and the row then
 holds the object's URL and `metadata.offloaded`; `llm_response` is left as it is.
 A run killed midway leaves every row either moved or untouched (an object uploaded
 for a row that did not commit is an orphan, for purge-objects); running it again
-goes on with the rest, and a row already moved is never selected again.
+goes on with the rest, and a row already moved is never selected again. One run at a
+time (the job's lease): a second one started meanwhile returns at once, saying so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import Field
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.exclusion import Lease, LeaseState, hold_lease
 from genbuffer.faults import FaultPlan
 from genbuffer.objects.artifact import OffloadRecord, upload
 from genbuffer.objects.offload import content_type
@@ -41,6 +43,8 @@ class OffloadCompactedResult(Document):
     bytes: int = 0  # of the artifacts moved (or, dry, that would move)
     stored_bytes: int = 0  # what the objects take in the store
     skipped: list[dict[str, Any]] = Field(default_factory=list)  # rows left as they are, why
+    already_running: bool = False
+    held_by: LeaseState | None = None  # already running: the run that holds the lease
 
 
 def _base64_length(size: int) -> int:
@@ -60,6 +64,35 @@ def offload_compacted(
 ) -> OffloadCompactedResult:
     """Move every base64 artifact of at least ``min_bytes`` to ``store``."""
     result = OffloadCompactedResult(store=store.url, dry_run=dry_run, min_bytes=min_bytes)
+    with hold_lease(repository.leases, "offload-compacted") as lease:
+        if not lease.acquired:
+            return result.model_copy(update={"already_running": True, "held_by": lease.holder})
+        _offload_all(
+            repository,
+            store,
+            result,
+            lease,
+            compression=compression,
+            batch_size=batch_size,
+            progress=progress,
+            faults=faults or FaultPlan(),
+        )
+    return result
+
+
+def _offload_all(
+    repository: Repository,
+    store: Store,
+    result: OffloadCompactedResult,
+    lease: Lease,
+    *,
+    compression: str,
+    batch_size: int,
+    progress: Callable[[int, int], None],
+    faults: FaultPlan,
+) -> None:
+    """Every candidate row in id order, a batch read at a time, each moved on its own."""
+    min_bytes, dry_run = result.min_bytes, result.dry_run
     length = _base64_length(min_bytes)
     with repository.transaction() as tx:
         result.candidates = tx.count_base64_artifacts(length)
@@ -68,9 +101,10 @@ def offload_compacted(
         with repository.transaction() as tx:
             batch = tx.base64_artifacts(length, after=after, limit=batch_size)
         if not batch:
-            return result
+            return
         for row_id, encoded_length in batch:
             after = row_id
+            lease.check()
             if dry_run:
                 result.offloaded += 1
                 result.bytes += encoded_length * 3 // 4
@@ -82,7 +116,7 @@ def offload_compacted(
                     row_id,
                     min_bytes=min_bytes,
                     result=result,
-                    faults=faults or FaultPlan(),
+                    faults=faults,
                 )
             done += 1
             progress(done, result.candidates)

@@ -6,7 +6,8 @@ names. Orphans older than a grace period are deleted in batches. Each one is
 deleted with its generation's row locked, the lock every compaction of that
 generation holds from its upload to its commit: a compaction that is writing the
 same object meanwhile either committed first (the object is referenced, and kept)
-or starts after the delete (and uploads the object again).
+or starts after the delete (and uploads the object again). One run at a time (the
+job's lease): a second one started meanwhile returns at once, saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.exclusion import LeaseState, hold_lease
 from genbuffer.objects.artifact import OBJECT_PATH
 from genbuffer.objects.store import Store, StoredObject
 
@@ -36,6 +38,8 @@ class PurgeObjectsResult(Document):
     orphans: int = 0  # older than the grace period, referenced by nothing
     deleted: int = 0
     deleted_bytes: int = 0
+    already_running: bool = False
+    held_by: LeaseState | None = None  # already running: the run that holds the lease
 
 
 def purge_objects(
@@ -53,6 +57,32 @@ def purge_objects(
     result = PurgeObjectsResult(
         store=store.url, dry_run=dry_run, grace_seconds=grace.total_seconds()
     )
+    with hold_lease(repository.leases, "purge-objects") as lease:
+        if not lease.acquired:
+            return result.model_copy(update={"already_running": True, "held_by": lease.holder})
+        _purge_all(
+            repository,
+            store,
+            result,
+            cutoff=cutoff,
+            batch_size=batch_size,
+            progress=progress,
+            check_lease=lease.check,
+        )
+    return result
+
+
+def _purge_all(
+    repository: Repository,
+    store: Store,
+    result: PurgeObjectsResult,
+    *,
+    cutoff: datetime,
+    batch_size: int,
+    progress: Callable[[int, int], None],
+    check_lease: Callable[[], None],
+) -> None:
+    """List the store, a batch of candidates at a time, checking the lease between."""
     batch: list[tuple[StoredObject, int]] = []
     for stored in store.objects():
         result.objects += 1
@@ -64,11 +94,12 @@ def purge_objects(
         else:
             batch.append((stored, int(match.group(2))))
         if len(batch) >= batch_size:
+            check_lease()
             _purge_batch(repository, store, batch, result)
             batch = []
         progress(result.objects, 0)
+    check_lease()
     _purge_batch(repository, store, batch, result)
-    return result
 
 
 def _purge_batch(
