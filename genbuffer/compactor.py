@@ -35,6 +35,7 @@ from genbuffer.errors import (
     DependencyUnavailable,
     GenbufferError,
     NothingToCompact,
+    ObjectRefused,
     Quarantined,
     StreamChanged,
 )
@@ -44,6 +45,7 @@ from genbuffer.objects.offload import (
     SCAN_KEEP,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
+    HeldObject,
     collected,
     held_blocks,
     scan,
@@ -186,8 +188,9 @@ def decide(
 ) -> tuple[Decision, Content]:
     """Snapshot the buffer of a locked row, read and validate: what this compaction does.
 
-    An error counted as a failed attempt (not an outage, not a race) is appended to
-    ``failed`` before it is raised, for the compaction ledger."""
+    An error counted as a failed attempt (not an outage, not a race), or an object the
+    trust boundary refused (not counted), is appended to ``failed`` before it is
+    raised, for the compaction ledger."""
     key, scenario_id, note = _resolve_key(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
     # an artifact that may be offloaded is streamed: a small first page, not 8 MiB held
@@ -228,6 +231,12 @@ def decide(
         )
     except (DependencyUnavailable, StreamChanged):
         raise  # outages and races are retried, never held against the generation
+    except ObjectRefused as exc:
+        # the ledger says it was refused (its message discloses nothing); not an attempt:
+        # the next run refuses it the same way until the row or the settings change
+        if not request.dry_run and failed is not None:
+            failed.append(exc)
+        raise
     except Exception as exc:
         if request.dry_run:
             raise  # a dry run changes nothing, not even the attempt count
@@ -261,10 +270,15 @@ def _decide_on_snapshot(
         return diverged(key, scenario_id, snapshot, placement), Content()
     policy = request.regeneration or config.regeneration
     new_stream, replacing = regeneration(policy, record, placement, bool(held))
-    existing: bytes | OffloadRecord = b"" if replacing else held
     offload = config.offload
-    to_store = offload.active or isinstance(existing, OffloadRecord)
-    held_size = existing.bytes if isinstance(existing, OffloadRecord) else len(existing)
+    existing: bytes | HeldObject = b""
+    if isinstance(held, OffloadRecord) and not replacing:
+        # the trust boundary, before a byte of the held object is read
+        existing = offload.held(held, row.organization_id, row.id)
+    elif isinstance(held, bytes) and not replacing:
+        existing = held
+    to_store = offload.active or isinstance(existing, HeldObject)
+    held_size = existing.record.bytes if isinstance(existing, HeldObject) else len(existing)
     keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
     start = max(placement.done, snapshot.trimmed)
     page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
@@ -274,7 +288,7 @@ def _decide_on_snapshot(
         return buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes)
 
     scanned = scan(
-        held_blocks(existing, offload),
+        held_blocks(existing),
         pages(),
         # streamed: hold a small prefix only, the bytes are read again when they must
         # be held (a 1 GB artifact must not cost its threshold in memory on the way)
@@ -284,8 +298,8 @@ def _decide_on_snapshot(
         check_utf8=to_store,
     )
     if to_store and scanned.content is None and scanned.size <= keep:
-        scanned = collected(scanned, held_blocks(existing, offload), pages())
-    offloaded = isinstance(existing, OffloadRecord) or (
+        scanned = collected(scanned, held_blocks(existing), pages())
+    offloaded = isinstance(existing, HeldObject) or (
         offload.threshold is not None and scanned.size > offload.threshold
     )
     decision = Decision(
