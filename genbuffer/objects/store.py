@@ -216,7 +216,14 @@ class Store:
     def _set_mode(self, path: Path, mode: int) -> None:
         """``mode`` (the umask does not apply), and the store's group when it has one."""
         if self.modes.group is not None:
-            os.chown(path, -1, self.modes.group)
+            try:
+                os.chown(path, -1, self.modes.group)
+            except PermissionError:
+                raise UsageError(
+                    f"GENERATION_OFFLOAD_FILE_GROUP: cannot give {path} to group "
+                    f"{self.modes.group}",
+                    hint="the user genbuf runs as must be a member of that group",
+                ) from None
         path.chmod(mode)
 
     def read(self, path: str) -> Iterator[bytes]:
