@@ -123,24 +123,24 @@ class Transaction:
     def object_urls(self, generation_id: int | None = None, *, page: int = 1000) -> Iterator[str]:
         """Every URL a row's `compacted`, or an artifact kept in its history, holds (of one
         generation, or of all), whatever row names it: a row the app copied names its
-        source's object. Read ``page`` rows at a time; base64 is told apart by its first
-        characters (it never holds ':'), so a large artifact is not read whole."""
-        url_like = (
-            func.substr(GEN.c.compacted, 1, 12).like("%:%"),
-            func.length(GEN.c.compacted) <= URL_MAX,
-        )
-        kept_like = (
-            func.substr(HISTORY.c.compacted, 1, 12).like("%:%"),
-            func.length(HISTORY.c.compacted) <= URL_MAX,
-        )
-        rows = select(GEN.c.compacted).where(*url_like)
-        kept = select(HISTORY.c.compacted).where(*kept_like)
-        if generation_id is not None:
-            rows = rows.where(GEN.c.id == generation_id)
-            kept = kept.where(HISTORY.c.generation_id == generation_id)
-        for query in (rows, kept):
+        source's object. Read ``page`` rows at a time. Only the first URL_MAX + 1
+        characters of a value are read (a longer one is no URL), and base64 is told apart
+        by its first characters (it never holds ':'), so a large artifact is never read
+        whole."""
+        queries = []
+        for column, owner in (
+            (GEN.c.compacted, GEN.c.id),
+            (HISTORY.c.compacted, HISTORY.c.generation_id),
+        ):
+            query = select(func.substr(column, 1, URL_MAX + 1)).where(
+                func.substr(column, 1, 12).like("%:%")
+            )
+            if generation_id is not None:
+                query = query.where(owner == generation_id)
+            queries.append(query)
+        for query in queries:
             found = self.connection.execution_options(yield_per=page).execute(query)
-            yield from (url for url in found.scalars() if url is not None)
+            yield from (url for url in found.scalars() if url and len(url) <= URL_MAX)
 
     def save_offloaded(
         self,
