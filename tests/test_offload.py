@@ -912,7 +912,8 @@ def test_doctor_warns_when_a_directory_store_is_open_to_everyone(
 
     loose = check()
     assert loose["status"] == "warn", loose
-    assert f"{root} is world-writable" in loose["message"] and "chmod 700" in loose["hint"]
+    assert f"{root} is world-readable and -writable" in loose["message"]
+    assert "chmod 700" in loose["hint"]
     root.chmod(0o700)
     assert check()["status"] == "ok"
     tmp_path.chmod(0o777)

@@ -263,10 +263,12 @@ class Store:
         found = []
         directory = Path(self.location.directory)
         mode = directory.stat().st_mode
-        if mode & (stat.S_IROTH | stat.S_IXOTH):
-            found.append(f"{directory} is world-readable ({stat.filemode(mode)})")
-        if mode & stat.S_IWOTH:
-            found.append(f"{directory} is world-writable ({stat.filemode(mode)})")
+        kinds = [
+            *(["readable"] if mode & (stat.S_IROTH | stat.S_IXOTH) else []),
+            *(["writable"] if mode & stat.S_IWOTH else []),
+        ]
+        if kinds:
+            found.append(f"{directory} is world-{' and -'.join(kinds)} ({stat.filemode(mode)})")
         parent = directory.parent
         parent_mode = parent.stat().st_mode
         if parent_mode & stat.S_IWOTH:
