@@ -112,8 +112,10 @@ class Offload:
         ObjectRefused, before anything is read)."""
         admitted = self.boundary.admit(record, organization_id, generation_id)
         if self.store is not None and admitted.root == self.store.location:
-            return HeldObject(record, self.store, admitted.key)
-        store = open_store(admitted.root.url, self.settings, create=False)
+            store = self.store
+        else:
+            store = open_store(admitted.root.url, self.settings, create=False)
+        store.ensure_inside(admitted.key)  # now, not at the first block: nothing shown yet
         return HeldObject(record, store, admitted.key)
 
     def plan(

@@ -162,7 +162,7 @@ class Store:
         target = (root / path).resolve()
         return target != root and target.is_relative_to(root)
 
-    def _inside(self, path: str) -> None:
+    def ensure_inside(self, path: str) -> None:
         """ObjectRefused unless ``path`` stays inside the store (nothing is read)."""
         if not self.contains(path):
             raise ObjectRefused(
@@ -202,7 +202,7 @@ class Store:
         """Create ``path``'s directories with the store's mode before anything is written
         in them (obstore's partial upload is a file beside the object: others must not
         read it meanwhile); a path leading out through a symlink is refused first."""
-        self._inside(path)
+        self.ensure_inside(path)
         directory = Path(self.location.directory)
         for part in path.split("/")[:-1]:
             directory /= part
@@ -230,7 +230,7 @@ class Store:
         """The object's bytes, in blocks, as they are downloaded."""
         import obstore  # noqa: PLC0415
 
-        self._inside(path)
+        self.ensure_inside(path)
         with store_errors(self.url):
             result = obstore.get(self.backend, path)
             for block in result.stream(min_chunk_size=DOWNLOAD_BLOCK_BYTES):
@@ -250,7 +250,7 @@ class Store:
         import obstore  # noqa: PLC0415
 
         for path in paths:
-            self._inside(path)
+            self.ensure_inside(path)
         for start in range(0, len(paths), DELETE_BATCH):
             with store_errors(self.url):
                 obstore.delete(self.backend, paths[start : start + DELETE_BATCH])
