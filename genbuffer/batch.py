@@ -19,12 +19,31 @@ from genbuffer.compaction import (
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.errors import DependencyUnavailable, GenbufferError, GenerationNotFound
+from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
+from genbuffer.redis.meta import BufferMeta, Observation
 
-__all__ = ["DEFAULT_WORKERS", "PendingResult", "Selection", "compact_pending", "select_buffers"]
+__all__ = [
+    "AT_RISK",
+    "DEFAULT_WORKERS",
+    "FINISHED",
+    "IDLE",
+    "PendingResult",
+    "Selection",
+    "compact_pending",
+    "select_buffers",
+]
+
+# why a scan chose a buffer: its stream is finished, it has been idle for --idle, or
+# its chunks expire within GENERATION_EXPIRY_MARGIN (idle or not: compacted as a
+# provisional artifact, which chunks arriving later continue)
+FINISHED = "finished"
+IDLE = "idle"
+AT_RISK = "at_risk"
 
 ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
+OBSERVE_PAGE = 500  # buffers whose looks are recorded per round trip
 # Generations compacted at once. A compaction mostly waits (Redis, the row lock, the
 # UPDATE, the commit's WAL flush), so a few in flight overlap those waits and let
 # PostgreSQL flush several commits at once. SQLite writes one at a time: 1 there.
@@ -43,6 +62,7 @@ class PendingResult(Document):
     skipped_active: int
     skipped_orphaned: int = 0
     skipped_empty: int = 0
+    at_risk: int = 0  # chosen because their chunks expire within GENERATION_EXPIRY_MARGIN
     dry_run: bool
     already_running: bool = False
     would_compact: int = 0
@@ -54,7 +74,8 @@ class PendingResult(Document):
 class Selection:
     """The scan's verdict: what to compact, and what was skipped and why."""
 
-    candidates: list[tuple[FoundBuffer, bool]] = field(default_factory=list)  # (buffer, idle)
+    # (buffer, why: FINISHED, IDLE or AT_RISK)
+    candidates: list[tuple[FoundBuffer, str]] = field(default_factory=list)
     buffers: int = 0
     quarantined: int = 0
     orphaned: int = 0
@@ -75,8 +96,10 @@ def compact_pending(
     now: datetime | None = None,
     workers: int = DEFAULT_WORKERS,
     regeneration: str | None = None,
+    expiry_margin: timedelta | None = None,
 ) -> PendingResult:
-    """Compact each buffer whose stream is finished, or idle for longer than ``idle``.
+    """Compact each buffer whose stream is finished, or idle for longer than ``idle``,
+    or whose chunks expire within ``expiry_margin`` (idle or not).
 
     Every buffer under the prefix is considered, with or without a meta hash. A
     generation that fails is reported and the run goes on (exit 1); an outage stops
@@ -96,7 +119,9 @@ def compact_pending(
                 dry_run=dry_run,
                 already_running=True,
             )
-        chosen = select_buffers(buffer, idle, now or datetime.now(UTC), dry_run=dry_run)
+        chosen = select_buffers(
+            buffer, idle, now or datetime.now(UTC), dry_run=dry_run, expiry_margin=expiry_margin
+        )
         if chosen.buffers == 0:
             check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
         candidates = chosen.candidates[:limit] if limit is not None else chosen.candidates
@@ -122,6 +147,7 @@ def compact_pending(
         skipped_active=chosen.active,
         skipped_orphaned=chosen.orphaned,
         skipped_empty=chosen.empty,
+        at_risk=sum(1 for _, why in candidates if why == AT_RISK),
         dry_run=dry_run,
         failures=failures,
         orphaned=orphans,
@@ -129,46 +155,74 @@ def compact_pending(
 
 
 def select_buffers(
-    buffer: GenerationBuffer, idle: timedelta | None, now: datetime, *, dry_run: bool
+    buffer: GenerationBuffer,
+    idle: timedelta | None,
+    now: datetime,
+    *,
+    dry_run: bool,
+    expiry_margin: timedelta | None = None,
 ) -> Selection:
-    """Scan every buffer and sort it: finished or idle (compact), or skipped and why."""
+    """Scan every buffer and sort it: finished, idle or about to expire (compact), or
+    skipped and why. Idle is ``genbuffer.idleness``'s rule; outside a dry run this
+    records the look at each open buffer (the next run judges by it), a page of
+    buffers per round trip."""
     chosen = Selection()
-    for found in buffer.scan.discover():
-        chosen.buffers += 1
-        state = found.state
-        if state == "quarantined":
-            chosen.quarantined += 1
-        elif state == "orphaned":
-            chosen.orphaned += 1
-        elif not found.has_list and "chunk_count" not in found.meta:
-            chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
-        elif state == "finished":
-            chosen.candidates.append((found, False))
-        elif idle is not None and _idle_for(buffer, found, now, dry_run=dry_run) >= idle:
-            chosen.candidates.append((found, True))
-        else:
-            chosen.active += 1
+    found_buffers = iter(buffer.scan.discover())
+    while page := list(islice(found_buffers, OBSERVE_PAGE)):
+        open_lists = [f.key for f in page if f.state == "open" and f.has_list]
+        looks = {} if idle is None or dry_run else buffer.scan.observe(open_lists, now)
+        for found in page:
+            _sort(chosen, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
     return chosen
 
 
-def _idle_for(
-    buffer: GenerationBuffer, found: FoundBuffer, now: datetime, *, dry_run: bool
-) -> timedelta:
-    """How long the buffer has had no chunk; zero while that cannot be known yet.
+def _sort(
+    chosen: Selection,
+    found: FoundBuffer,
+    look: Observation | None,
+    *,
+    idle: timedelta | None,
+    now: datetime,
+    margin: timedelta | None,
+) -> None:
+    """Count one buffer, or add it to the candidates with why."""
+    chosen.buffers += 1
+    state = found.state
+    if state == "quarantined":
+        chosen.quarantined += 1
+    elif state == "orphaned":
+        chosen.orphaned += 1
+    elif not found.has_list and "chunk_count" not in found.meta:
+        chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
+    elif state == "finished":
+        chosen.candidates.append((found, FINISHED))
+    elif idle is not None and _quiet_for(found, look, now) >= idle:
+        chosen.candidates.append((found, IDLE))
+    elif (
+        margin is not None
+        and found.ttl_seconds is not None
+        and found.ttl_seconds < margin.total_seconds()
+    ):
+        chosen.candidates.append((found, AT_RISK))
+    else:
+        chosen.active += 1
 
-    `last_chunk_at` when the producer keeps it, else OBJECT IDLETIME. Where the server
-    cannot say (an LFU policy, the in-process Redis) genbuf notes the list's length and
-    when it last saw it change (observe.lua; not in a dry run), and judges by that.
-    """
-    idle_for = found.idle_for(now)
-    if idle_for is None and found.has_list and not dry_run:
-        seen = buffer.scan.observe(found.key)
-        idle_for = None if seen is None else now - seen
-    return idle_for if idle_for is not None else timedelta(0)
+
+def _quiet_for(found: FoundBuffer, look: Observation | None, now: datetime) -> timedelta:
+    """How long the buffer has certainly had no chunk (``genbuffer.idleness``): by the
+    look just recorded (what observe.lua saw, atomically), else by what is stored."""
+    meta = BufferMeta(found.meta)
+    return quiet_for(
+        now,
+        last_chunk_at=meta.last_chunk_at,
+        observation=look or meta.observation,
+        end=found.end if look is None else look.end,
+        idle_seconds=found.list_idle_seconds,
+    )
 
 
 def _compact_all(
-    candidates: list[tuple[FoundBuffer, bool]],
+    candidates: list[tuple[FoundBuffer, str]],
     *,
     buffer: GenerationBuffer,
     repository: Repository,
@@ -188,8 +242,8 @@ def _compact_all(
     if repository.dialect == "sqlite":
         workers = 1
 
-    def run(candidate: tuple[FoundBuffer, bool]) -> CompactionResult:
-        found, was_idle = candidate
+    def run(candidate: tuple[FoundBuffer, str]) -> CompactionResult:
+        found, why = candidate
         request = CompactionRequest(
             found.organization_id,
             found.generation_id,
@@ -199,7 +253,7 @@ def _compact_all(
             acknowledge=False,
             exact_key=True,
             key=found.key,
-            closes_stream=was_idle,
+            selected=why,
             regeneration=regeneration,
         )
         return assemble_and_persist(request, buffer=buffer, repository=repository, config=config)

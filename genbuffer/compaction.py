@@ -63,6 +63,7 @@ class CompactionConfig:
     audit_log: Path = Path("storage/logs/metadata-validation.log")
     max_attempts: int = 5
     regeneration: str = "replace"  # GENERATION_REGENERATION: "replace" or "append"
+    late_chunks: str = "append"  # GENERATION_LATE_CHUNKS: "append" or "replace"
     offload: Offload = field(default_factory=Offload)  # GENERATION_OFFLOAD_*
     faults: FaultPlan = field(default_factory=FaultPlan)
 
@@ -84,6 +85,7 @@ class CompactionConfig:
             audit_log=settings.metadata_validation_log,
             max_attempts=settings.compaction_max_attempts,
             regeneration=settings.generation_regeneration,
+            late_chunks=settings.generation_late_chunks,
             offload=Offload.from_settings(settings),
         )
 
@@ -108,7 +110,9 @@ class CompactionRequest:
     # the chunks key as a scan or a producer named it, used as it is (no lookup of
     # which key template holds the buffer)
     key: str | None = None
-    closes_stream: bool = False  # the stream is over (compact-pending took it as idle)
+    # why a scan chose the buffer (compact-pending, the worker's sweeper): finished, idle
+    # or at_risk; an artifact of a stream not marked finished is provisional
+    selected: str | None = None
     regeneration: str | None = None  # None: GENERATION_REGENERATION
 
 

@@ -7,7 +7,7 @@ docstring for the protocol); ``genbuffer.decision`` holds the values they pass.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,15 +17,16 @@ from genbuffer.audit import IssueRecord
 from genbuffer.db.repository import GenerationRow, Repository, Transaction
 from genbuffer.decision import (
     Decision,
+    LateChunks,
     Write,
     adopted,
     already_compacted,
     buffer_missing,
     diverged,
     existing_artifact,
+    meets_artifact,
     nothing_new,
     older_than,
-    regeneration,
     row_values,
     slices,
     written_record,
@@ -46,6 +47,7 @@ from genbuffer.objects.offload import (
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
     HeldObject,
+    Scanned,
     collected,
     held_blocks,
     scan,
@@ -54,7 +56,13 @@ from genbuffer.placement import TAIL_CHUNKS, RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import BufferSnapshot, GenerationBuffer
 from genbuffer.redis.protocol import PAGE_BYTES, READ_PAGE
-from genbuffer.validator import Validation, size_issue, validate, validate_unparsed
+from genbuffer.validator import (
+    Validation,
+    parses_as_json,
+    size_issue,
+    validate,
+    validate_unparsed,
+)
 
 if TYPE_CHECKING:
     from genbuffer.compaction import CompactionConfig, CompactionRequest
@@ -172,6 +180,8 @@ def ledger_entry(
         "lag_seconds": lag,
         "errors": errors,
         "message": message[:LEDGER_MESSAGE_MAX] if message else None,
+        "late_chunks": None if decision is None else decision.regenerated,
+        "late_rule": None if decision is None else decision.late_rule,
         "created_at": now,
     }
 
@@ -251,6 +261,78 @@ def decide(
     return decision.noted(note), content
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """One read of the artifact to write (held bytes, if any, then the new chunks):
+    hashed, counted, validated; the bytes when few enough to hold."""
+
+    scanned: Scanned
+    validation: Validation
+    offloaded: bool  # the artifact goes to (or stays in) the object store
+    held_size: int  # bytes of it the row held before
+    held: bytes | HeldObject  # what the row held, as it was read (before the new chunks)
+
+    @property
+    def over(self) -> bool:
+        """Whether reading stopped past what may be held (an oversize artifact)."""
+        return self.scanned.over
+
+
+def _read(
+    existing: bytes | OffloadRecord,
+    pages: Callable[[], Iterator[list[bytes]]],
+    config: CompactionConfig,
+    checks: dict[str, Any],
+    row: GenerationRow,
+) -> _Reading:
+    """Read ``existing`` and the new chunks once (twice where the bytes must be held
+    but were too many to hold while hashing), then validate them. An offloaded
+    ``existing`` passes the trust boundary first (ObjectRefused: nothing is read)."""
+    offload = config.offload
+    held: bytes | HeldObject
+    if isinstance(existing, OffloadRecord):
+        held = offload.held(existing, row.organization_id, row.id)
+    else:
+        held = existing
+    to_store = offload.active or isinstance(held, HeldObject)
+    held_size = held.record.bytes if isinstance(held, HeldObject) else len(held)
+    keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
+    scanned = scan(
+        held_blocks(held),
+        pages(),
+        # streamed: hold a small prefix only, the bytes are read again when they must
+        # be held (a 1 GB artifact must not cost its threshold in memory on the way)
+        keep=min(keep, SCAN_KEEP) if to_store else keep,
+        tail_chunks=TAIL_CHUNKS,
+        stop_past_keep=not to_store,
+        check_utf8=to_store,
+    )
+    if to_store and scanned.content is None and scanned.size <= keep:
+        scanned = collected(scanned, held_blocks(held), pages())
+    offloaded = isinstance(held, HeldObject) or (
+        offload.threshold is not None and scanned.size > offload.threshold
+    )
+    if scanned.over or (not offloaded and scanned.size > config.max_bytes):
+        issue = size_issue(scanned.size, config.max_bytes)
+        issues = Validation((issue,) if issue else ())
+        return _Reading(scanned, issues, offloaded, held_size, held)
+    content = scanned.content
+    if content is not None and (not offloaded or scanned.size <= PARSE_LIMIT):
+        validation = validate(content, **checks)
+    else:  # an offloaded artifact past PARSE_LIMIT: checked as it streamed, not parsed
+        validation = validate_unparsed(scanned.size, scanned.utf8_error, **checks)
+    return _Reading(scanned, validation, offloaded, held_size, held)
+
+
+def _late_chunks(reading: _Reading, late_policy: str) -> LateChunks:
+    """How a new stream meets a provisional artifact (``reading``: the two together)."""
+    content = reading.scanned.content
+    alone = content is not None and parses_as_json(content[reading.held_size :])
+    return LateChunks.after_provisional(
+        together_json=reading.validation.is_json, alone_json=alone, late_policy=late_policy
+    )
+
+
 def _decide_on_snapshot(
     request: CompactionRequest,
     buffer: GenerationBuffer,
@@ -268,59 +350,14 @@ def _decide_on_snapshot(
     placement = place(record, snapshot, closed=record is not None and record.closed)
     if placement.verdict is not None:
         return diverged(key, scenario_id, snapshot, placement), Content()
-    policy = request.regeneration or config.regeneration
-    new_stream, replacing = regeneration(policy, record, placement, bool(held))
-    offload = config.offload
-    existing: bytes | HeldObject = b""
-    if isinstance(held, OffloadRecord) and not replacing:
-        # the trust boundary, before a byte of the held object is read
-        existing = offload.held(held, row.organization_id, row.id)
-    elif isinstance(held, bytes) and not replacing:
-        existing = held
-    to_store = offload.active or isinstance(existing, HeldObject)
-    held_size = existing.record.bytes if isinstance(existing, HeldObject) else len(existing)
-    keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
     start = max(placement.done, snapshot.trimmed)
+    to_store = config.offload.active or isinstance(held, OffloadRecord)
     page_bytes = STREAM_PAGE_BYTES if to_store else PAGE_BYTES
 
     def pages() -> Iterator[list[bytes]]:
         """The new chunks, page by page (read again by each pass that needs them)."""
         return buffer.protocol.read(snapshot, start, snapshot.end, page_bytes=page_bytes)
 
-    scanned = scan(
-        held_blocks(existing),
-        pages(),
-        # streamed: hold a small prefix only, the bytes are read again when they must
-        # be held (a 1 GB artifact must not cost its threshold in memory on the way)
-        keep=min(keep, SCAN_KEEP) if to_store else keep,
-        tail_chunks=TAIL_CHUNKS,
-        stop_past_keep=not to_store,
-        check_utf8=to_store,
-    )
-    if to_store and scanned.content is None and scanned.size <= keep:
-        scanned = collected(scanned, held_blocks(existing), pages())
-    offloaded = isinstance(existing, HeldObject) or (
-        offload.threshold is not None and scanned.size > offload.threshold
-    )
-    decision = Decision(
-        key=key,
-        scenario_id=scenario_id,
-        stream=snapshot.stream_id,
-        end=snapshot.end,
-        chunk_count=(0 if replacing else (row.chunk_count or 0)) + scanned.new_count,
-        size=scanned.size,
-        new_chunks=scanned.new_count,
-        had_failures=snapshot.fields.has_failures,
-        last_chunk_at=snapshot.fields.last_chunk_at,
-        note=placement.note,
-    )
-    if scanned.over or (not offloaded and scanned.size > config.max_bytes):
-        issue = size_issue(decision.size, config.max_bytes)
-        return replace(
-            decision,
-            validation=Validation((issue,) if issue else ()),
-            abort_reason=f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)",
-        ), Content()
     checks: dict[str, Any] = {
         "missing_chunks": max(0, snapshot.trimmed - placement.done),
         "extra_chunks": 0 if snapshot.counted is None else max(0, snapshot.end - snapshot.counted),
@@ -328,16 +365,44 @@ def _decide_on_snapshot(
         "schema": config.schema,
         "gaps": snapshot.gaps + placement.gaps,
     }
-    content = scanned.content
-    if content is not None and (not offloaded or scanned.size <= PARSE_LIMIT):
-        validation = validate(content, **checks)
-    else:  # an offloaded artifact past PARSE_LIMIT: checked as it streamed, not parsed
-        validation = validate_unparsed(scanned.size, scanned.utf8_error, **checks)
+    late = None
+    if meets_artifact(placement, bool(held)):
+        policy = request.regeneration or config.regeneration
+        if record is None or record.closed:
+            late = LateChunks.after_finished(policy)
+            reading = _read(b"" if late.replaces else held, pages, config, checks, row)
+        else:  # a provisional artifact: whether the new chunks continue it is in the bytes
+            reading = _read(held, pages, config, checks, row)
+            late = _late_chunks(reading, config.late_chunks)
+            if late.replaces:
+                reading = _read(b"", pages, config, checks, row)
+    else:
+        reading = _read(held, pages, config, checks, row)
+    scanned = reading.scanned
+    decision = Decision(
+        key=key,
+        scenario_id=scenario_id,
+        stream=snapshot.stream_id,
+        end=snapshot.end,
+        chunk_count=(0 if late and late.replaces else (row.chunk_count or 0)) + scanned.new_count,
+        size=scanned.size,
+        new_chunks=scanned.new_count,
+        had_failures=snapshot.fields.has_failures,
+        last_chunk_at=snapshot.fields.last_chunk_at,
+        note=placement.note,
+    )
+    if reading.over or (not reading.offloaded and scanned.size > config.max_bytes):
+        return replace(
+            decision,
+            validation=reading.validation,
+            abort_reason=f"aborted: over GENERATION_MAX_BYTES ({config.max_bytes} bytes)",
+        ), Content()
+    validation = reading.validation
     # llm_response is written from the bytes themselves; the parsed document (heavier
     # than its text) is not kept past validation. A document the row holds is never
     # wiped by a concatenation that does not parse.
     as_json = validation.is_json and validation.llm_response is not None
-    keep_document = row.llm_response is not None and not replacing
+    keep_document = row.llm_response is not None and not (late and late.replaces)
     decision = replace(
         decision, validation=replace(validation, llm_response=None), sha256=scanned.sha256
     )
@@ -347,17 +412,18 @@ def _decide_on_snapshot(
             kept = not request.delete
             decision = replace(decision, adopt=adopted(record, snapshot, placement.done, kept))
         return nothing_new(decision, key, has_history=bool(held) or placement.done > 0), Content()
-    if new_stream:
-        decision = replace(decision, regenerated="replaced" if replacing else "appended")
+    if late is not None:
+        decision = replace(decision, regenerated=late.outcome, late_rule=late.rule)
     if mode == "strict" and decision.validation.has_errors:
         aborted = replace(decision, abort_reason=STRICT_ABORT)
         return aborted, Content()
+    content = scanned.content
     plan = None
-    if offloaded:
-        plan = offload.plan(
+    if reading.offloaded:
+        plan = config.offload.plan(
             request.organization_id,
             request.generation_id,
-            existing=existing,
+            existing=reading.held,  # b"" when replacing
             pages=pages,
             scanned=scanned,
             as_json=as_json,
@@ -365,12 +431,12 @@ def _decide_on_snapshot(
         content = None  # the plan streams the bytes again; none are held till the write
     write = Write(
         record=written_record(
-            record, snapshot, scanned.tail, closed=request.closes_stream, kept=not request.delete
+            record, snapshot, scanned.tail, selected=request.selected, kept=not request.delete
         ),
         llm_response="json" if as_json else "keep" if keep_document else "null",
-        backup_from=held_size,  # 0 when replacing: existing is then empty
+        backup_from=reading.held_size,  # 0 when replacing
         sizes=scanned.sizes,
-        keep_history=new_stream,
+        keep_history=late is not None,
         offload=plan,
     )
     return replace(decision, write=write), Content(content or b"")

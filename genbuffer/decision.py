@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOSS_CODES",
     "Decision",
+    "LateChunks",
     "Write",
     "already_compacted",
     "buffer_missing",
@@ -41,6 +42,51 @@ __all__ = [
 ]
 
 LOSS_CODES = frozenset({"chunk_count_mismatch", "sequence_gap", "buffer_missing"})
+
+# Why a new stream of a generation appends to, or replaces, the artifact the row holds
+FINISHED = "finished"  # the row's stream was marked finished: GENERATION_REGENERATION
+JSON_CONTINUES = "json_continues"  # artifact + new chunks parse as one JSON document
+JSON_NEW_DOCUMENT = "json_new_document"  # the new chunks parse alone, together they do not
+LATE_CHUNKS_SETTING = "late_chunks_setting"  # neither tells: GENERATION_LATE_CHUNKS
+RULE_REASONS = {
+    FINISHED: ": its stream was marked finished (GENERATION_REGENERATION)",
+    JSON_CONTINUES: ": together they parse as one JSON document",
+    JSON_NEW_DOCUMENT: ": the new chunks parse alone, together they do not",
+    LATE_CHUNKS_SETTING: ": neither parses as JSON (GENERATION_LATE_CHUNKS)",
+}
+
+
+@dataclass(frozen=True)
+class LateChunks:
+    """How a new stream meets the artifact its row holds: appended or replaced, and why."""
+
+    replaces: bool
+    rule: str
+
+    @property
+    def outcome(self) -> str:
+        """`replaced` or `appended`, as the row, the ledger and the message say it."""
+        return "replaced" if self.replaces else "appended"
+
+    @classmethod
+    def after_finished(cls, policy: str) -> LateChunks:
+        """The row's stream was marked finished: a later stream is a regeneration,
+        replaced or appended as GENERATION_REGENERATION says."""
+        return cls(replaces=policy == "replace", rule=FINISHED)
+
+    @classmethod
+    def after_provisional(
+        cls, *, together_json: bool, alone_json: bool, late_policy: str
+    ) -> LateChunks:
+        """The row's stream was compacted before it was marked finished (idle, about
+        to expire, or by hand): the new chunks continue it when the two parse as one
+        JSON document, replace it when only the new chunks parse, and otherwise do
+        what GENERATION_LATE_CHUNKS says."""
+        if together_json:
+            return cls(replaces=False, rule=JSON_CONTINUES)
+        if alone_json:
+            return cls(replaces=True, rule=JSON_NEW_DOCUMENT)
+        return cls(replaces=late_policy == "replace", rule=LATE_CHUNKS_SETTING)
 
 
 @dataclass(frozen=True)
@@ -71,6 +117,7 @@ class Decision:
     abort_reason: str | None = None  # set: nothing is written, the run exits 1
     note: str | None = None  # said in the message (which key, already compacted, …)
     regenerated: str | None = None  # "replaced" or "appended": a new stream met the artifact
+    late_rule: str | None = None  # why (LateChunks.rule)
     had_failures: bool = False  # failed attempts were recorded before this one
     write: Write | None = None  # None: the artifact stays as it is
     adopt: RowRecord | None = None  # a new buffer life the row already holds whole
@@ -202,15 +249,10 @@ def _stopped(
     )
 
 
-def regeneration(
-    policy: str, record: RowRecord | None, placement: Placement, has_artifact: bool
-) -> tuple[bool, bool]:
-    """(a new stream meets the artifact, it replaces it). A regeneration replaces a whole
-    artifact under the `replace` policy; anything else is continued; the history keeps
-    what it met."""
-    new_stream = has_artifact and not placement.continues
-    closed = record is not None and record.closed
-    return new_stream, new_stream and policy == "replace" and closed
+def meets_artifact(placement: Placement, has_artifact: bool) -> bool:
+    """Whether the buffer is a new stream meeting the artifact the row holds (rather
+    than the row's own stream, continued)."""
+    return has_artifact and not placement.continues
 
 
 def earlier_streams(record: RowRecord | None, stream_id: str | None) -> tuple[str, ...]:
@@ -240,11 +282,12 @@ def written_record(
     snapshot: BufferSnapshot,
     tail: list[bytes],
     *,
-    closed: bool,
+    selected: str | None,
     kept: bool,
 ) -> RowRecord:
     """What the row will say of the buffer after this compaction (``metadata.buffer``);
-    ``tail``: the last TAIL_CHUNKS chunks it holds."""
+    ``tail``: the last TAIL_CHUNKS chunks it holds; ``selected``: why a scan chose the
+    buffer (idle, at_risk), recorded while its stream is not marked finished."""
     tail = tail[-TAIL_CHUNKS:]
     return RowRecord(
         stream_id=snapshot.stream_id or "",
@@ -255,7 +298,8 @@ def written_record(
         seq_next=None
         if snapshot.seq_base is None
         else snapshot.seq_base + snapshot.end + snapshot.gaps,
-        closed=snapshot.finished or closed,
+        closed=snapshot.finished,
+        provisional=None if snapshot.finished else (selected or "open"),
         kept=kept,
         earlier=earlier_streams(record, snapshot.stream_id),
     )
@@ -297,9 +341,14 @@ def message(
     else:
         parts = ["already compacted: nothing new"]
     if decision.regenerated is not None:
-        verb = "would replace" if dry_run else decision.regenerated
+        verbs = {
+            "replaced": ("replaced", "would replace"),
+            "appended": ("appended to", "would append to"),
+        }
+        verb = verbs[decision.regenerated][dry_run]
         kept = f" (kept as history {history_id})" if history_id else ""
-        parts.append(f"a new stream {verb} the previous artifact{kept}")
+        why = RULE_REASONS.get(decision.late_rule or "", "")
+        parts.append(f"a new stream {verb} the previous artifact{kept}{why}")
     if decision.note:
         parts.append(decision.note)
     if decision.lost_chunks:
@@ -336,6 +385,7 @@ def row_values(
             {
                 "id": history_id,
                 "reason": decision.regenerated,
+                "rule": decision.late_rule,
                 "sha256": previous.get("sha256"),
                 "bytes": previous.get("bytes"),
                 "chunk_count": row.chunk_count,

@@ -56,7 +56,10 @@ class RowRecord:
     tail_count: int = 0
     tail_sha256: str | None = None
     seq_next: int | None = None
-    closed: bool = False
+    closed: bool = False  # the producer marked the stream finished: it is whole
+    # compacted before it was marked finished: why (idle, at_risk; open: asked for by
+    # id). Chunks arriving later continue or replace it by content (decision.LateChunks)
+    provisional: str | None = None
     kept: bool = False  # compacted without --delete: genbuf trimmed and deleted nothing
     earlier: tuple[str, ...] = ()
 
@@ -80,6 +83,7 @@ class RowRecord:
             tail_sha256=tail.get("sha256") if isinstance(tail.get("sha256"), str) else None,
             seq_next=record["seq_next"] if _is_int(record.get("seq_next")) else None,
             closed=record.get("closed") is True,
+            provisional=found if isinstance(found := record.get("provisional"), str) else None,
             kept=record.get("kept") is True,
             earlier=tuple(s for s in earlier if isinstance(s, str)),
         )
@@ -102,6 +106,7 @@ class RowRecord:
             "offset": self.offset,
             "trimmed": self.trimmed,
             "closed": self.closed,
+            "provisional": self.provisional,
             "kept": self.kept,
             "tail": {"count": self.tail_count, "sha256": self.tail_sha256},
             "seq_next": self.seq_next,

@@ -47,6 +47,11 @@ class ArtifactFacts(Document):
     compacted_by: str | None
     validations: list[dict[str, Any]] = Field(default_factory=list)
     history: int = 0  # artifacts a regenerated stream replaced, kept
+    # compacted before its stream was marked finished (idle, at_risk; open: by id): a
+    # later stream continues or replaces it by content (None: whole, or unknown)
+    provisional: str | None = None
+    # each later stream that met the artifact: appended or replaced, the rule, when
+    late_chunks: list[dict[str, Any]] = Field(default_factory=list)
     buffer_in_redis: bool
     offloaded: str | None = None  # the object's URL, when `compacted` holds one
     compression: str | None = None  # of the offloaded object
@@ -133,11 +138,24 @@ def open_artifact(
         compacted_by=row.compacted_by,
         validations=validations,
         history=len(metadata.get("history") or []),
+        provisional=_provisional(metadata),
+        late_chunks=[
+            {"outcome": entry.get("reason"), "rule": entry.get("rule"), "at": entry.get("at")}
+            for entry in metadata.get("history") or []
+            if isinstance(entry, dict)
+        ],
         buffer_in_redis=bool(present),
         offloaded=offloaded.url if offloaded is not None else None,
         compression=offloaded.compression if offloaded is not None else None,
     )
     return blocks, facts
+
+
+def _provisional(metadata: dict[str, Any]) -> str | None:
+    """Why the row's artifact is provisional (metadata.buffer.provisional), if it is."""
+    record = metadata.get("buffer")
+    found = record.get("provisional") if isinstance(record, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _decoded(generation_id: int, compacted: str, recorded: str | None) -> bytes:

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     # A new stream of a generation whose artifact came from a closed stream: replace
     # the artifact (kept in generation_artifact_history), or append to it.
     generation_regeneration: Literal["replace", "append"] = "replace"
+    # Chunks arriving after an artifact was compacted from a stream never marked
+    # finished (idle, about to expire) continue it when the two parse as one JSON
+    # document, replace it when only the new chunks parse; otherwise this decides.
+    generation_late_chunks: Literal["append", "replace"] = "append"
+    # compact-pending and the worker's sweeper compact a buffer whose chunks expire
+    # within this many seconds, idle or not (three periods of the README's 5-minute
+    # cron: two runs may fail and the third still saves it)
+    generation_expiry_margin: int = Field(default=900, gt=0, le=2**32)
 
     # Large artifacts go to an object store (s3://bucket/prefix, file:///path, memory://)
     # and `compacted` holds the object's URL; unset: every artifact stays in the row.

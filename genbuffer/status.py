@@ -22,6 +22,7 @@ from pydantic import Field
 from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.idleness import quiet_for
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
 from genbuffer.redis.survey import BufferFacts
@@ -66,6 +67,9 @@ class StatusOptions:
     page: int = 1000  # SCAN COUNT and keys per pipelined round trip
     pause: float = 0.0  # seconds slept between pages
     max_len: int | None = None  # GENERATION_CHUNK_MAX_LEN
+    # GENERATION_EXPIRY_MARGIN: compactors take a buffer expiring within it, idle or
+    # not; until one has, it counts as at risk
+    expiry_margin: timedelta = timedelta(minutes=15)
 
 
 class BufferEntry(Document):
@@ -105,6 +109,8 @@ class StatusReport(Document):
     compactions: dict[str, dict[str, int]] = Field(default_factory=dict)
     compaction_lag_seconds: dict[str, float] = Field(default_factory=dict)
     validation_issues_last_day: dict[str, int] = Field(default_factory=dict)
+    # new streams that met an artifact in the last day: appended or replaced, by rule
+    late_chunks_last_day: dict[str, dict[str, int]] = Field(default_factory=dict)
     # the compaction-events stream of `genbuf worker`: entries not done, held by a
     # worker, consumers, the oldest entry's age; None without a stream
     worker_queue: dict[str, float | int | None] | None = None
@@ -116,11 +122,20 @@ class StatusReport(Document):
 
 
 def idle_for(facts: BufferFacts, now: datetime) -> float | None:
-    """Seconds since the last chunk: `last_chunk_at`, else OBJECT IDLETIME, else None."""
-    stamp = facts.meta.last_chunk_at
-    if stamp is not None:
-        return max(0.0, (now - stamp).total_seconds())
-    return None if facts.idle_seconds is None else float(facts.idle_seconds)
+    """Seconds the buffer has certainly had no chunk, by the compactors' own rule
+    (``genbuffer.idleness``, with what they recorded: a survey records nothing);
+    None when nothing is known yet (no producer timestamp, never looked at)."""
+    meta = facts.meta
+    if meta.last_chunk_at is None and meta.observation is None and facts.idle_seconds is None:
+        return None
+    quiet = quiet_for(
+        now,
+        last_chunk_at=meta.last_chunk_at,
+        observation=meta.observation,
+        end=facts.end,
+        idle_seconds=facts.idle_seconds,
+    )
+    return quiet.total_seconds()
 
 
 def buffer_state(
@@ -139,7 +154,8 @@ def buffer_state(
 
 
 def _at_risk(facts: BufferFacts, state: str, idle: float | None, options: StatusOptions) -> bool:
-    """Whether the chunks expire before the compaction they wait for is expected.
+    """Whether the chunks expire before the compaction they wait for is expected, or
+    within GENERATION_EXPIRY_MARGIN (a compactor takes them early, until then at risk).
 
     Finished, idle and quarantined buffers are due within ``compaction_within``; a
     stream still open only once it has gone idle. Orphaned chunks have no row to go to.
@@ -147,6 +163,8 @@ def _at_risk(facts: BufferFacts, state: str, idle: float | None, options: Status
     ttl = facts.ttl
     if ttl is None or not facts.length or state == "orphaned":
         return False
+    if ttl < options.expiry_margin.total_seconds():
+        return True
     due = options.compaction_within.total_seconds()
     if state == "streaming":
         due += max(0.0, options.idle.total_seconds() - (idle or 0.0))
@@ -361,6 +379,7 @@ def collect_status(
         },
         compaction_lag_seconds={f"p{int(p * 100)}": value for p, value in lag.items()},
         validation_issues_last_day=dict(codes.most_common()),
+        late_chunks_last_day=observations.late_chunks(day),
         worker_queue=_worker_queue(buffer, now),
         scanned_keys=buffer.survey.scanned_keys,
         scan_seconds=round(scan_seconds, 3),

@@ -370,3 +370,14 @@ def _schema_issues(instance: Any, schema: Mapping[str, Any]) -> list[Issue]:
     validator = validator_class(schema)
     found = sorted(validator.iter_errors(instance), key=lambda error: error.json_path)
     return [Issue("schema_violation", error.message, path=error.json_path) for error in found]
+
+
+def parses_as_json(content: bytes) -> bool:
+    """Whether ``content`` is one JSON document (UTF-8, no NaN or Infinity)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text.strip()) and not any(
+        issue.code == "invalid_json" for issue in _parse_json(text)[1]
+    )

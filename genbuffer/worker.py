@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from genbuffer import keys
-from genbuffer.batch import select_buffers
+from genbuffer.batch import IDLE, select_buffers
 from genbuffer.compaction import (
     CompactionConfig,
     CompactionRequest,
@@ -62,6 +62,8 @@ class WorkerOptions:
 
     concurrency: int = 4
     idle: timedelta | None = None  # the sweeper also announces buffers this quiet
+    # … and those whose chunks expire within this (GENERATION_EXPIRY_MARGIN)
+    expiry_margin: timedelta | None = None
     visibility: timedelta = timedelta(minutes=5)  # then another worker takes an entry over
     sweep_every: timedelta = timedelta(minutes=1)
     block: timedelta = timedelta(seconds=1)  # the longest wait for an entry
@@ -151,7 +153,7 @@ class Worker:
             delete=True,
             exact_key=True,
             key=self._named_key(event),
-            closes_stream=event.idle,
+            selected=event.why,
             compacted_by=self.options.compacted_by,
         )
         try:
@@ -235,16 +237,23 @@ class Worker:
         if not self.events.try_sweep(self.options.consumer, int(period.total_seconds() * 1000)):
             return
         stamp = datetime.now(UTC)
-        chosen = select_buffers(self.buffer, self.options.idle, stamp, dry_run=False)
-        for found, was_idle in chosen.candidates:
+        chosen = select_buffers(
+            self.buffer,
+            self.options.idle,
+            stamp,
+            dry_run=False,
+            expiry_margin=self.options.expiry_margin,
+        )
+        for found, why in chosen.candidates:
             if _recently_finished(found, stamp - self.options.visibility):
                 continue  # its own event is most likely still queued: no duplicate
             self.events.announce(
                 found.organization_id,
                 found.generation_id,
                 found.scenario_id,
-                idle=was_idle,
+                idle=why == IDLE,
                 key=found.key,
+                why=why,
             )
             self.summary.announced_by_sweeps += 1
         self.summary.sweeps += 1

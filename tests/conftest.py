@@ -204,11 +204,14 @@ def _cluster_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The backends of ``stack``; a module with ``ON_CLUSTER = True`` adds the cluster."""
+    """The backends of ``stack``; a module with ``ON_CLUSTER = True`` adds the cluster,
+    and ``@pytest.mark.backends("servers", …)`` keeps those named only."""
     if "stack" in metafunc.fixturenames:
         backends = ["embedded", "servers", "mariadb"]
         if getattr(metafunc.module, "ON_CLUSTER", False):
             backends.append("cluster")
+        if (only := metafunc.definition.get_closest_marker("backends")) is not None:
+            backends = [name for name in backends if name in only.args]
         metafunc.parametrize("stack", backends, indirect=True)
 
 

@@ -186,7 +186,7 @@ def test_db_upgrade_is_idempotent(stack: Stack) -> None:
     """genbuf db upgrade on a migrated database reports head and changes nothing."""
     result = stack.cli("db", "upgrade", "--json")
     assert result.exit_code == 0, result.output
-    assert _json(result.stdout)["revision"] == "0003"
+    assert _json(result.stdout)["revision"] == "0004"
 
 
 def test_every_command_has_help_with_an_example(stack: Stack) -> None:

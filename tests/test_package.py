@@ -75,7 +75,7 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     )
     genbuf = [str(venv / "bin" / "genbuf"), "--env-file", str(env_file)]
     upgraded = _run([*genbuf, "db", "upgrade", "--json"], work, env={"PATH": "/usr/bin:/bin"})
-    assert json.loads(upgraded.stdout)["revision"] == "0003"
+    assert json.loads(upgraded.stdout)["revision"] == "0004"
     checked = _run([*genbuf, "db", "check", "--json"], work, env={"PATH": "/usr/bin:/bin"})
     assert json.loads(checked.stdout)["ok"]
     smoke = _run([*genbuf, "test-redis-buffer", "--json"], work, env={"PATH": "/usr/bin:/bin"})

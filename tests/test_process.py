@@ -75,7 +75,7 @@ def test_env_file_option_and_variable(tmp_path: Path) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout)["database"].endswith("db.sqlite3")
     via_variable = _run(["db", "upgrade", "--json"], {"GENBUF_ENV_FILE": str(env_file)})
-    assert json.loads(via_variable.stdout)["revision"] == "0003"
+    assert json.loads(via_variable.stdout)["revision"] == "0004"
     missing = _run(["--env-file", str(tmp_path / "nope.env"), "db", "upgrade"], {})
     assert missing.returncode == 2
 

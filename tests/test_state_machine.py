@@ -1,5 +1,6 @@
 """A hypothesis state machine over push, compact, compact --delete, crash and expire,
-a meta hash deleted, a failover to a lagging replica, and sequence numbers.
+a meta hash deleted, a failover to a lagging replica, sequence numbers, readers at
+any step, and pauses longer than --idle with cron's compact-pending between.
 
 After every step the row must hold exactly the chunks the model says were
 persisted, in push order, once each; chunks lost to an expired list must be
@@ -10,13 +11,24 @@ promotion RESTOREs them, so the buffer goes back to what the replica had (chunks
 pushed since are gone without a trace; once the row holds more than the replica
 had, a compaction may stop with stream_diverged and then never writes again).
 Sequenced examples push with `seq` and retry their last push as a producer does
-after a lost reply. Runs on fakeredis + SQLite, on the real Redis + PostgreSQL, and on a real Redis
-Cluster with the app's untagged keys (genbuffer.redis.split).
+after a lost reply. Readers (status, a dry run of compact-pending and of a
+compaction, inspect, tail, show-generation) may read at any step: they must leave
+every key as it was and change no later decision. Time is virtual: a pause moves
+the producer's clock and cron's together past --idle; cron always takes a buffer
+as idle when it looked at it before the pause and nothing was pushed since, and
+never when it saw a push after its last look (a change it has not seen settle).
+Every chunk starts with `#`, so no artifact parses as JSON and a new
+stream after a provisional artifact is appended (GENERATION_LATE_CHUNKS; the JSON
+rules have tests of their own in test_unattended.py). Runs on fakeredis + SQLite,
+on the real Redis + PostgreSQL, and on a real Redis Cluster with the app's untagged
+keys (genbuffer.redis.split).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -31,9 +43,13 @@ from hypothesis.stateful import (
 )
 
 from genbuffer import keys
+from genbuffer.batch import IDLE, select_buffers
 from genbuffer.compaction import CompactionResult
-from genbuffer.errors import NothingToCompact, Quarantined
+from genbuffer.errors import GenbufferError, NothingToCompact, Quarantined
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
+from genbuffer.readback import read_artifact
+from genbuffer.redis.meta import IsoClock
+from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 
@@ -43,6 +59,26 @@ ORG = 31
 # 40 in make test; a longer hunt: STATE_MACHINE_EXAMPLES=1000 pytest tests/test_state_machine.py
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "40"))
 LOSS = "chunk_count_mismatch"
+IDLE_AFTER = timedelta(minutes=30)  # cron's --idle
+READERS = ("status", "dry_pending", "dry_compact", "inspect", "tail", "show")
+# every chunk starts with "#": no concatenation parses as JSON (see the docstring)
+CHUNK = st.binary(max_size=11).map(lambda data: b"#" + data)
+
+
+class VirtualClock(IsoClock):
+    """The producer's clock, moved on by pauses (cron's `now` moves with it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = timedelta(0)
+
+    def at(self) -> datetime:
+        """Now, on this clock."""
+        return datetime.now(UTC) + self.offset
+
+    def now(self) -> str:
+        """Now, as the producer stamps it (ISO 8601 UTC)."""
+        return self.at().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class CompactionMachine(RuleBasedStateMachine):
@@ -51,6 +87,9 @@ class CompactionMachine(RuleBasedStateMachine):
     stack: Stack
     examples = 0
     steps = 0
+    reads = 0
+    pauses = 0
+    looked_pauses = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,6 +122,14 @@ class CompactionMachine(RuleBasedStateMachine):
         # after a compaction stopped on a diverged buffer, the model no longer knows what
         # the operator would do: it checks only that what was persisted stays, in order
         self.gave_up = False
+        # cron's record of its last look at the buffer: current (nothing pushed since),
+        # or stale (pushed since); `look_known` is false once the record may be an
+        # older one than the model knows (a failover, a list expired under its meta)
+        self.clock = VirtualClock()
+        self.stack.buffer.clock = self.stack.buffer.protocol.clock = self.clock
+        self.looked = False
+        self.stale_look = False
+        self.look_known = True
 
     @initialize(sequenced=st.booleans())
     def choose_producer(self, sequenced: bool) -> None:
@@ -91,6 +138,7 @@ class CompactionMachine(RuleBasedStateMachine):
         self.sequenced = sequenced and self.stack.name != "cluster"
 
     def _push(self, chunks: list[bytes]) -> None:
+        self._changed()
         if self.sequenced:
             self.stack.buffer.push_many(ORG, self.gen, chunks, seq=self.next_seq)
             self.last_push = (self.next_seq, chunks)
@@ -103,6 +151,7 @@ class CompactionMachine(RuleBasedStateMachine):
         delete: bool,
         crash_at: str | None = None,
         during: tuple[str, list[bytes]] | None = None,
+        selected: str | None = None,
     ) -> None:
         late: list[bytes] = []
 
@@ -112,15 +161,25 @@ class CompactionMachine(RuleBasedStateMachine):
                 late.extend(during[1])
 
         faults = FaultPlan(crash_at=crash_at, mode="raise", on_step=push_late)
+        self.looked = self.stale_look = False  # it may delete the record: look again
         try:
-            self._run(delete, faults, crash_at)
+            self._run(delete, faults, crash_at, selected)
         finally:
             self.pending += late  # pushed after the snapshot: for the next compaction
 
-    def _run(self, delete: bool, faults: FaultPlan, crash_at: str | None) -> None:
+    def _run(
+        self, delete: bool, faults: FaultPlan, crash_at: str | None, selected: str | None
+    ) -> None:
         committed_before_crash = crash_at in {"after_commit", "before_ack"}
         try:
-            result = compact(self.stack, ORG, self.gen, delete=delete, config={"faults": faults})
+            result = compact(
+                self.stack,
+                ORG,
+                self.gen,
+                delete=delete,
+                selected=selected,
+                config={"faults": faults},
+            )
         except NothingToCompact:
             assert not self.pending and not self.loss_owed
             return
@@ -164,7 +223,7 @@ class CompactionMachine(RuleBasedStateMachine):
         if result.persisted or (delete and result.ok):
             self.unacked = False  # committed chunks were trimmed, or the row re-recorded
 
-    @rule(chunks=st.lists(st.binary(max_size=12), min_size=1, max_size=4))
+    @rule(chunks=st.lists(CHUNK, min_size=1, max_size=4))
     def push(self, chunks: list[bytes]) -> None:
         """A producer appends chunks."""
         self._push(chunks)
@@ -178,6 +237,7 @@ class CompactionMachine(RuleBasedStateMachine):
         seq, chunks = self.last_push
         self.stack.buffer.push_many(ORG, self.gen, chunks, seq=seq)
         self.retry_in_list = True
+        self._changed()
 
     @precondition(
         lambda self: (
@@ -196,6 +256,8 @@ class CompactionMachine(RuleBasedStateMachine):
         yet: its list, alike at the head, would pass for the row's own.
         """
         self.stack.buffer.client.delete(keys.meta_key(self.key))
+        if not self.stack.buffer.target.split(self.key):  # else cron's record is in {K}:genbuf
+            self.looked = self.stale_look = False
         self.loss_owed = False
         self.meta_lost_since_copy = True
         self.last_push = None  # its sequence numbers went with it
@@ -232,6 +294,7 @@ class CompactionMachine(RuleBasedStateMachine):
         client.delete(*self.names)
         for name, (value, ttl) in copy.items():
             client.restore(name, ttl, value, replace=True)
+        self.look_known = False  # the replica's meta hash may hold an older look
         if len(self.persisted) == persisted_then:
             self.pending = pending  # what was pushed since is gone, silently
         else:
@@ -256,7 +319,7 @@ class CompactionMachine(RuleBasedStateMachine):
 
     @rule(
         step=st.sampled_from(IN_ROW_STEPS),
-        chunks=st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=3),
+        chunks=st.lists(CHUNK, min_size=1, max_size=3),
         delete=st.booleans(),
     )
     def push_during_compaction(self, step: str, chunks: list[bytes], delete: bool) -> None:
@@ -275,7 +338,10 @@ class CompactionMachine(RuleBasedStateMachine):
         """
         self.last_push = None  # a retry now would deliver lost chunks again, not repeat
         self.stack.buffer.client.delete(self.key)
-        if self.pending:
+        self.look_known = False  # pushes may bring the count back to the one cron saw
+        # after a failover to a lagging replica the buffer's positions may collide with
+        # what the row holds, and with the list gone nothing shows it: two faults at once
+        if self.pending and not self.may_diverge:
             self.loss_owed = True
         self.pending = []
 
@@ -283,6 +349,7 @@ class CompactionMachine(RuleBasedStateMachine):
     def expire_everything(self) -> None:
         """Both keys expire: whatever was pending is gone without a trace."""
         self.stack.buffer.keyspace.delete(self.names)
+        self.looked = self.stale_look = False
         self.counting = True  # a new buffer life starts from nothing
         self.may_diverge = self.may_diverge and self.replica is not None
         self.retry_in_list = False
@@ -290,6 +357,68 @@ class CompactionMachine(RuleBasedStateMachine):
         self.last_push = None
         self.pending = []
         self.loss_owed = False
+
+    @rule(reader=st.sampled_from(READERS))
+    def read(self, reader: str) -> None:
+        """A read-only command at this step: every key stays as it was (value and TTL
+        kept), so it cannot change what a compaction or cron decides later."""
+        client = self.stack.buffer.client
+        before = {name: client.dump(name) for name in self.names}
+        self._reader(reader)
+        assert {name: client.dump(name) for name in self.names} == before, reader
+        CompactionMachine.reads += 1
+
+    def _reader(self, reader: str) -> None:
+        stack, now = self.stack, self.clock.at()
+        if reader == "status":
+            collect_status(stack.buffer, stack.repository, StatusOptions(), now=now)
+        elif reader == "dry_pending":
+            select_buffers(stack.buffer, IDLE_AFTER, now, dry_run=True)
+        elif reader == "dry_compact":
+            # nothing to compact, quarantined: a dry run says so and writes nothing
+            with contextlib.suppress(GenbufferError):
+                compact(stack, ORG, self.gen, dry_run=True)
+        elif reader == "inspect":
+            stack.buffer.keyspace.describe(stack.buffer.keyspace.generation_keys(ORG, self.gen))
+        elif reader == "tail":
+            stack.buffer.tailer.page(self.key, 0)
+        else:
+            with contextlib.suppress(GenbufferError):  # no artifact yet
+                read_artifact(stack.repository, stack.buffer, ORG, self.gen)
+
+    def _changed(self) -> None:
+        """Chunks arrived: cron's last look, if any, is stale."""
+        self.stale_look = self.stale_look or self.looked
+        self.looked = False
+
+    @rule()
+    def cron_looks(self) -> None:
+        """compact-pending (--idle 30m) looks at every buffer and notes what it sees."""
+        select_buffers(self.stack.buffer, IDLE_AFTER, self.clock.at(), dry_run=False)
+        if self.stack.buffer.keyspace.list_length(self.key):
+            self.looked, self.stale_look = True, False
+
+    @rule(look_first=st.booleans())
+    def pause_then_cron(self, look_first: bool) -> None:
+        """Nothing arrives for longer than --idle (cron may look just before), then
+        compact-pending runs: a buffer it looked at, unchanged since, is taken as idle
+        and compacted as provisional (and deleted); one it saw change is not."""
+        if look_first:
+            self.cron_looks()
+        self.clock.offset += IDLE_AFTER + timedelta(minutes=1)
+        chosen = select_buffers(self.stack.buffer, IDLE_AFTER, self.clock.at(), dry_run=False)
+        idle = self._idle(chosen)
+        if self.look_known and not self.gave_up:
+            assert idle or not self.looked, "cron saw it unchanged before the pause"
+            assert not idle or not self.stale_look, "cron saw it change, and not settle"
+        if idle:
+            CompactionMachine.pauses += 1
+            CompactionMachine.looked_pauses += self.looked
+            self._compact(True, selected="idle")
+
+    def _idle(self, chosen: object) -> bool:
+        candidates = getattr(chosen, "candidates", [])
+        return any(f.generation_id == self.gen and why == IDLE for f, why in candidates)
 
     @invariant()
     def row_holds_exactly_the_persisted_chunks(self) -> None:
@@ -307,6 +436,7 @@ def test_compaction_state_machine(stack: Stack) -> None:
     """Run the state machine on this backend."""
     CompactionMachine.stack = stack
     CompactionMachine.examples = CompactionMachine.steps = 0
+    CompactionMachine.reads = CompactionMachine.pauses = CompactionMachine.looked_pauses = 0
     run_state_machine_as_test(
         CompactionMachine,
         settings=settings(
@@ -318,6 +448,8 @@ def test_compaction_state_machine(stack: Stack) -> None:
     )
     SUMMARY_LINES.append(
         f"state machine [{stack.name}]: {CompactionMachine.examples} examples, "
-        f"{CompactionMachine.steps} invariant checks"
+        f"{CompactionMachine.steps} invariant checks, {CompactionMachine.reads} reads, "
+        f"{CompactionMachine.pauses} idle compactions after a pause "
+        f"({CompactionMachine.looked_pauses} after cron's look)"
     )
     assert CompactionMachine.examples >= EXAMPLES

@@ -49,6 +49,8 @@ def metrics_cmd(
     database, so they stay monotonic across cron processes.
     Example (cron): genbuf metrics --textfile /var/lib/node_exporter/genbuf.prom
     """
+    from datetime import timedelta
+
     from genbuffer.durations import parse_age
     from genbuffer.errors import UsageError
     from genbuffer.metrics import collected, exposition, registry_for, write_textfile
@@ -63,6 +65,7 @@ def metrics_cmd(
         idle=parse_age(idle),
         compaction_within=parse_age(compaction_within),
         max_len=rt.settings.generation_chunk_max_len,
+        expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
     )
     registry = registry_for(rt.buffer, rt.repository, options)
     if serve is not None:

@@ -53,13 +53,18 @@ def compact_pending_cmd(
 ) -> None:
     """Compact every finished buffer (and idle ones with --idle), deleting each after commit.
 
-    Every buffer under the prefix is considered, with or without a meta hash; idle is
-    judged by last_chunk_at, else by the list's OBJECT IDLETIME. Exit 1 if any
+    Every buffer under the prefix is considered, with or without a meta hash. Idle is
+    judged by last_chunk_at and by genbuf's own looks at the buffer (how many chunks,
+    since when), never by anything a reader does. A buffer whose chunks expire within
+    GENERATION_EXPIRY_MARGIN is compacted too, idle or not: chunks arriving later
+    continue it (or replace it; see GENERATION_LATE_CHUNKS). Exit 1 if any
     generation failed or has no row (the others are still compacted), or if no buffer
     is under the prefix while some are under another. Each run is recorded for doctor
     and metrics (and in --metrics-textfile).
     Example (cron): genbuf compact-pending --idle 30m --json
     """
+    from datetime import timedelta
+
     from genbuffer.batch import compact_pending
     from genbuffer.durations import parse_age
     from genbuffer.jobs import job_run
@@ -83,6 +88,7 @@ def compact_pending_cmd(
             progress=advance,
             workers=workers,
             regeneration=regeneration_policy(regeneration),
+            expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
         )
         run.skipped = result.already_running
         run.finish(
@@ -109,6 +115,7 @@ def _render(console: Console, result: PendingResult) -> None:
         f"{verb} {done} of {result.eligible} eligible buffers ({result.buffers} seen; "
         f"{result.skipped_active} still streaming, {result.skipped_quarantined} quarantined, "
         f"{result.skipped_orphaned} orphaned); failed {result.failed}"
+        + (f"; {result.at_risk} about to expire, compacted early" if result.at_risk else "")
     )
     for failure in result.failures:
         console.print(

@@ -83,6 +83,15 @@ def _rows(facts: ArtifactFacts) -> list[tuple[str, object]]:
         ("validations", len(facts.validations)),
         ("buffer in Redis", "yes" if facts.buffer_in_redis else "no"),
         *([("offloaded to", facts.offloaded)] if facts.offloaded else []),
+        *(
+            [("provisional", f"{facts.provisional}: later chunks continue or replace it")]
+            if facts.provisional
+            else []
+        ),
+        *[
+            ("late chunks", f"{entry['outcome']} ({entry['rule'] or 'before rules'})")
+            for entry in facts.late_chunks
+        ],
     ]
 
 

@@ -84,6 +84,8 @@ def status_cmd(
     make it exit 1 when crossed, for a cron alert. Read-only: SCAN, never KEYS.
     Example: genbuf status --max-age 1h --max-at-risk 0 --json
     """
+    from datetime import timedelta
+
     from genbuffer.durations import parse_age
     from genbuffer.errors import UsageError
     from genbuffer.status import STATES, StatusOptions, Thresholds, collect_status
@@ -107,6 +109,7 @@ def status_cmd(
             max_at_risk=max_at_risk,
         ),
         max_len=rt.settings.generation_chunk_max_len,
+        expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
         pause=scan_pause,
     )
     if watch and sys.stdout.isatty():
@@ -183,6 +186,14 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             or "none"
         ),
     ]
+    if report.late_chunks_last_day:
+        lines.append(
+            "new streams that met an artifact last day: "
+            + "; ".join(
+                f"{outcome} " + ", ".join(f"{rule} {n}" for rule, n in rules.items())
+                for outcome, rules in report.late_chunks_last_day.items()
+            )
+        )
     if (queue := report.worker_queue) is not None:
         age = queue["oldest_entry_age_seconds"]
         lines.append(

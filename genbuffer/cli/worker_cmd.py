@@ -49,11 +49,14 @@ def worker_cmd(
     Producers' finish() adds an event to a Redis stream; workers read it in one
     consumer group, compact with --delete semantics and acknowledge after the
     commit. A sweeper (one worker a period) announces what producers never do:
-    finished buffers whose event was lost, and (with --idle) idle ones. SIGTERM or
+    finished buffers whose event was lost, those whose chunks expire within
+    GENERATION_EXPIRY_MARGIN, and (with --idle) idle ones. SIGTERM or
     Ctrl-C: the compactions in hand finish, then it exits 0. --json: one JSON line
     per compaction on stdout, then a summary line.
     Example: genbuf worker --concurrency 4 --idle 30m --json
     """
+    from datetime import timedelta
+
     from genbuffer.durations import parse_age
     from genbuffer.worker import Worker, WorkerOptions
 
@@ -63,6 +66,7 @@ def worker_cmd(
         idle=parse_age(idle) if idle else None,
         visibility=parse_age(visibility),
         sweep_every=parse_age(sweep_every),
+        expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
     )
     stop = threading.Event()
     for name in (signal.SIGTERM, signal.SIGINT):

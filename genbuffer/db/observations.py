@@ -82,6 +82,20 @@ class Observations:
         with database_errors(self.url), self.engine.connect() as connection:
             return {str(result): int(count) for result, count in connection.execute(query)}
 
+    def late_chunks(self, since: datetime) -> dict[str, dict[str, int]]:
+        """New streams that met an artifact since: by outcome (appended, replaced), then
+        by rule (finished, json_continues, json_new_document, late_chunks_setting)."""
+        query = (
+            select(LEDGER.c.late_chunks, LEDGER.c.late_rule, func.count())
+            .where(LEDGER.c.created_at >= since, LEDGER.c.late_chunks.is_not(None))
+            .group_by(LEDGER.c.late_chunks, LEDGER.c.late_rule)
+        )
+        found: dict[str, dict[str, int]] = {}
+        with database_errors(self.url), self.engine.connect() as connection:
+            for outcome, rule, count in connection.execute(query):
+                found.setdefault(str(outcome), {})[str(rule)] = int(count)
+        return found
+
     def strict_would_abort(self, since: datetime) -> tuple[int, int]:
         """(soft compactions persisted since, those with error issues: strict would abort)."""
         soft = and_(

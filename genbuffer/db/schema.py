@@ -177,6 +177,10 @@ generation_compactions = Table(
     # mode would have aborted
     Column("errors", Integer, nullable=False, server_default=text("0")),
     Column("message", String(255), nullable=True),
+    # a new stream met the artifact: `appended` or `replaced`, and by which rule
+    # (`finished`, `json_continues`, `json_new_document`, `late_chunks_setting`)
+    Column("late_chunks", String(16), nullable=True),
+    Column("late_rule", String(32), nullable=True),
     _created_at(index=True),
 )
 

@@ -1,22 +1,31 @@
--- Note when a list without `last_chunk_at` was last seen to change, for idle detection
--- where OBJECT IDLETIME is not available (an LFU eviction policy, the in-process Redis).
+-- Record a compactor's look at a buffer, for the idle rule (genbuffer.idleness):
+-- how many chunks this life of the buffer held (`trimmed` + the list's length: a
+-- trim moves one to the other, every push raises it) and when genbuf first saw that
+-- many. Written by compactors only (compact-pending, the worker's sweeper), never by
+-- a read-only command, so that nothing a reader does changes what they decide.
 -- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash
+-- KEYS[2]  the buffer's state hash: the meta hash, or beside a split list on a
+--          cluster genbuf's own {K}:genbuf (in the list's slot)
 -- ARGV[1]  now, ISO 8601 UTC
--- ARGV[2]  TTL in seconds for a meta hash this creates, when the list has none
--- A length different from the one last seen means chunks arrived: `seen_at` moves to
--- now. A meta hash created here lives no longer than its list.
--- Returns `seen_at` (when the list last changed as far as genbuf saw), or false when
--- the list does not exist.
+-- ARGV[2]  TTL in seconds for a state hash this creates, when the list has none
+-- A count different from the one recorded means chunks arrived: `seen_at` moves to
+-- now and `seen_first` is '0' (a change genbuf saw); the first look at a buffer
+-- records `seen_first` '1' (no change seen yet). A hash created here lives no
+-- longer than its list.
+-- Returns {seen_at, seen_first, seen_end} as they now stand, or false when the list
+-- does not exist.
 local length = redis.call('LLEN', KEYS[1])
 if length == 0 then return false end
-if tonumber(redis.call('HGET', KEYS[2], 'seen_length') or '-1') ~= length then
-  local created = redis.call('EXISTS', KEYS[2]) == 0
-  redis.call('HSET', KEYS[2], 'seen_length', length, 'seen_at', ARGV[1])
-  if created then
-    local ttl = redis.call('TTL', KEYS[1])
-    redis.call('EXPIRE', KEYS[2], ttl > 0 and ttl or tonumber(ARGV[2]))
-  end
-  return ARGV[1]
+local stored = redis.call('HMGET', KEYS[2], 'trimmed', 'seen_end', 'seen_at', 'seen_first')
+local ends = (tonumber(stored[1] or '0') or 0) + length
+if stored[3] and tonumber(stored[2] or '-1') == ends then
+  return {stored[3], stored[4] or '0', ends}
 end
-return redis.call('HGET', KEYS[2], 'seen_at')
+local first = stored[3] and '0' or '1'
+local created = redis.call('EXISTS', KEYS[2]) == 0
+redis.call('HSET', KEYS[2], 'seen_end', ends, 'seen_at', ARGV[1], 'seen_first', first)
+if created then
+  local ttl = redis.call('TTL', KEYS[1])
+  redis.call('EXPIRE', KEYS[2], ttl > 0 and ttl or tonumber(ARGV[2]))
+end
+return {ARGV[1], first, ends}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 import redis
 
 from genbuffer.errors import UsageError
-from genbuffer.redis.connection import RedisTarget, connect_cluster, connect_redis
+from genbuffer.redis.connection import NoTouch, RedisTarget, connect_cluster, connect_redis
 from genbuffer.redis.keyspace import Keyspace
 from genbuffer.redis.producer import Producer
 from genbuffer.redis.protocol import CompactionProtocol
@@ -43,6 +43,7 @@ class GenerationBuffer(Producer):
         app_name: str | None = None,
         cluster: bool = False,
         tagged: bool = False,
+        no_touch: NoTouch | None = None,
     ) -> None:
         cluster = cluster or isinstance(client, redis.RedisCluster)
         if cluster and ("{" in prefix or "}" in prefix):
@@ -51,12 +52,19 @@ class GenerationBuffer(Producer):
                 "{…} of a key is hashed, so every buffer would land in one slot",
                 hint="use a prefix without { and }",
             )
-        target = RedisTarget(client, url=url, prefix=prefix, app_name=app_name, cluster=cluster)
+        target = RedisTarget(
+            client,
+            url=url,
+            prefix=prefix,
+            app_name=app_name,
+            cluster=cluster,
+            no_touch=no_touch or NoTouch(),
+        )
         super().__init__(target, ttl=ttl, max_len=max_len, tagged=tagged)
         self.protocol = CompactionProtocol(
             target, ttl=ttl, clock=self.clock, split_meta=self.split_meta
         )
-        self.scan = Scanner(target, ttl=ttl, clock=self.clock)
+        self.scan = Scanner(target, ttl=ttl)
         self.keyspace = Keyspace(target)
 
     @classmethod
@@ -64,6 +72,7 @@ class GenerationBuffer(Producer):
         """Connect to the configured Redis with the configured prefix, TTL and alert length."""
         url = settings.effective_redis_url()
         nodes = settings.cluster_nodes()
+        no_touch = NoTouch()
         if nodes:
             password = settings.redis_password
             # RedisCluster has the command API of Redis (redis-py's command mixins):
@@ -76,10 +85,11 @@ class GenerationBuffer(Producer):
                     password=None if password is None else password.get_secret_value(),
                     tls=settings.cluster_tls(),
                     timeout=settings.redis_socket_timeout,
+                    no_touch=no_touch,
                 ),
             )
         else:
-            client = connect_redis(url, settings.redis_socket_timeout)
+            client = connect_redis(url, settings.redis_socket_timeout, no_touch)
         return cls(
             client,
             url=url,
@@ -89,6 +99,7 @@ class GenerationBuffer(Producer):
             app_name=settings.app_name,
             cluster=bool(nodes),
             tagged=settings.generation_key_tags,
+            no_touch=no_touch,
         )
 
     @cached_property

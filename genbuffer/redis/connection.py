@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
@@ -24,6 +24,7 @@ from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
 __all__ = [
     "SCRIPT_RELOADS",
+    "NoTouch",
     "RedisTarget",
     "connect_cluster",
     "connect_redis",
@@ -64,11 +65,50 @@ def run_script(script: Any, keys_: list[str], args: list[Any], url: str) -> Any:
     )
 
 
-def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
+class NoTouch:
+    """Whether this client's connections read keys without touching them.
+
+    Every connection genbuffer opens asks for ``CLIENT NO-TOUCH ON`` (Redis 7.2+,
+    Valkey): its reads (status, metrics, inspect, a dry run) then leave a key's LRU
+    clock alone, and ``OBJECT IDLETIME`` says when anyone else last touched it. An
+    older server (7.0: every read resets the clock) refuses; one refusal is enough
+    for the clock to be no evidence of idleness (see ``genbuffer.idleness``).
+    """
+
+    def __init__(self) -> None:
+        self._accepted = False
+        self._refused = False
+
+    @property
+    def active(self) -> bool:
+        """Whether every connection so far reads without touching (and one did)."""
+        return self._accepted and not self._refused
+
+    def ask(self, connection: Any) -> None:
+        """Send CLIENT NO-TOUCH ON on a connection that has just been set up."""
+        try:
+            # no health check: it would PING with its own retries inside this connect's
+            connection.send_command("CLIENT", "NO-TOUCH", "ON", check_health=False)
+            connection.read_response()
+        except redis.exceptions.ResponseError:
+            self._refused = True  # an unknown subcommand: reads reset the LRU clock
+        else:
+            self._accepted = True
+
+    def on_connect(self, connection: Any) -> None:
+        """redis-py's ``redis_connect_func`` for a single server: the usual set-up
+        (AUTH, SELECT, HELLO) as redis-py does it on connect (no health check), then
+        NO-TOUCH."""
+        connection.on_connect_check_health(check_health=False)
+        self.ask(connection)
+
+
+def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = None) -> redis.Redis:
     """Open a client for ``url``; ``memory://`` is an in-process fakeredis server.
 
     ``timeout`` bounds each attempt to connect or to get a reply, so a frozen server
-    is reported (exit 3) within a few attempts of it, not after minutes.
+    is reported (exit 3) within a few attempts of it, not after minutes. Given
+    ``no_touch``, each connection asks for CLIENT NO-TOUCH and records the answer.
     """
     if url.startswith(MEMORY_REDIS_URL):
         import fakeredis  # noqa: PLC0415  (only the embedded default needs it)
@@ -85,6 +125,7 @@ def connect_redis(url: str, timeout: float = 5.0) -> redis.Redis:
             # one retry: redis-py retries the connection's handshake inside each
             # attempt of a command too, so a frozen server costs (1 + retries)² timeouts
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
+            redis_connect_func=None if no_touch is None else no_touch.on_connect,
         )
     except ValueError as exc:
         raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
@@ -97,6 +138,7 @@ def connect_cluster(
     password: str | None = None,
     tls: bool = False,
     timeout: float = 5.0,
+    no_touch: NoTouch | None = None,
 ) -> redis.RedisCluster:
     """A Redis Cluster client bootstrapped from ``nodes`` (seed nodes, or one managed
     configuration endpoint); the slot map is read from the first that answers.
@@ -115,6 +157,8 @@ def connect_cluster(
                 socket_timeout=timeout,
                 require_full_coverage=True,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
+                # RedisCluster sets each node connection up itself, then calls this
+                redis_connect_func=None if no_touch is None else no_touch.ask,
             )
     except redis.exceptions.RedisClusterException as exc:
         raise RedisUnavailable(
@@ -193,14 +237,16 @@ def text(value: bytes | str) -> str:
 @dataclass(frozen=True)
 class RedisTarget:
     """A client and what names its server and keys: the URL (masked in errors), the
-    key prefix, Laravel's APP_NAME (it names the prefix rule in hints), and whether
-    the server is a Redis Cluster (``cluster``: every script touches one slot)."""
+    key prefix, Laravel's APP_NAME (it names the prefix rule in hints), whether
+    the server is a Redis Cluster (``cluster``: every script touches one slot), and
+    whether its reads leave keys untouched (``no_touch``)."""
 
     client: redis.Redis
     url: str = ""
     prefix: str = ""
     app_name: str | None = None
     cluster: bool = False
+    no_touch: NoTouch = field(default_factory=NoTouch)
 
     def split(self, chunks: str) -> bool:
         """Whether a list's meta hash lives in another slot than the list (an untagged

@@ -32,8 +32,9 @@ class Event:
     organization_id: int
     generation_id: int
     scenario_id: int | None
-    idle: bool  # announced by the sweeper as idle: the stream is over
+    idle: bool  # announced by the sweeper as idle (kept for workers before `why`)
     key: str | None = None  # the chunks key, when the announcer named it
+    why: str | None = None  # why the sweeper announced it: finished, idle or at_risk
     deliveries_before: bool = False  # taken over from a worker that did not finish it
 
 
@@ -65,9 +66,11 @@ class Events:
         *,
         idle: bool = False,
         key: str | None = None,
+        why: str | None = None,
     ) -> None:
         """Add one buffer to compact (the producer's finish(), or the sweeper); ``key``
-        names its chunks key (either template), sparing the worker a lookup."""
+        names its chunks key (either template), sparing the worker a lookup; ``why``
+        the sweeper's reason (finished, idle or at_risk)."""
         fields: dict[bytes | bytearray | memoryview | str | int | float, Any] = {
             "org": organization_id,
             "gen": generation_id,
@@ -77,6 +80,8 @@ class Events:
             fields["scenario"] = scenario_id
         if key is not None:
             fields["key"] = key
+        if why is not None:
+            fields["why"] = why
         with redis_errors(self.target.url):
             pipe = self.target.client.pipeline(transaction=False)
             pipe.xadd(self.stream, fields, maxlen=MAX_LENGTH, approximate=True)
@@ -177,5 +182,6 @@ def _event(entry: bytes | str, fields: dict[bytes, bytes], *, taken: bool = Fals
         scenario_id=int(scenario) if scenario else None,
         idle=values.get("idle") == "1",
         key=values.get("key") or None,
+        why=values.get("why") or ("idle" if values.get("idle") == "1" else None),
         deliveries_before=taken,
     )

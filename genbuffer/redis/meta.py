@@ -29,6 +29,7 @@ __all__ = [
     "FIELDS",
     "BufferMeta",
     "IsoClock",
+    "Observation",
     "as_int",
     "parse_time",
 ]
@@ -53,8 +54,12 @@ ATTEMPTS = "attempts"  # failed compactions
 LAST_ERROR = "last_error"
 QUARANTINED_AT = "quarantined_at"  # set aside after COMPACTION_MAX_ATTEMPTS failures
 ORPHANED_AT = "orphaned_at"  # set aside: the buffer has no row
-SEEN_LENGTH = "seen_length"  # observe.lua: the list length last seen …
-SEEN_AT = "seen_at"  # … and when it changed
+# observe.lua (genbuffer.idleness): chunks this life held (trimmed + length) when a
+# compactor last looked, when it first saw that many, and whether that first look
+# was genbuf's first at the buffer ('1') or saw the count move ('0')
+SEEN_END = "seen_end"
+SEEN_AT = "seen_at"
+SEEN_FIRST = "seen_first"
 # A split list on a cluster (genbuffer.redis.split): its life was deleted, the app's
 # meta hash not yet released (in {K}:genbuf); the life a meta hash last gave up.
 ENDED = "ended"
@@ -83,8 +88,9 @@ BY_GENBUF = frozenset(
         LAST_ERROR,
         QUARANTINED_AT,
         ORPHANED_AT,
-        SEEN_LENGTH,
+        SEEN_END,
         SEEN_AT,
+        SEEN_FIRST,
         ENDED,
         RELEASED,
     }
@@ -92,8 +98,10 @@ BY_GENBUF = frozenset(
 FIELDS = BY_PRODUCER | BY_GENBUF
 # what a compaction clears once it succeeds
 FAILURE_FIELDS = (ATTEMPTS, LAST_ERROR, QUARANTINED_AT, ORPHANED_AT)
+# what the idle rule reads of a buffer's state hash (genbuffer.idleness)
+IDLE_FIELDS = (LAST_CHUNK_AT, TRIMMED, SEEN_END, SEEN_AT, SEEN_FIRST)
 # what discovery reads of each buffer (state and idle time)
-DISCOVERY_FIELDS = (FINISHED_AT, LAST_CHUNK_AT, QUARANTINED_AT, ORPHANED_AT, CHUNK_COUNT)
+DISCOVERY_FIELDS = (FINISHED_AT, QUARANTINED_AT, ORPHANED_AT, CHUNK_COUNT, *IDLE_FIELDS)
 
 
 def as_int(value: object, default: int = 0) -> int:
@@ -192,6 +200,34 @@ class BufferMeta:
     def last_chunk_at(self) -> datetime | None:
         """When the producer pushed last, where it records it."""
         return parse_time(self.fields.get(LAST_CHUNK_AT))
+
+    @property
+    def observation(self) -> Observation | None:
+        """A compactor's last look at the buffer (observe.lua), if any."""
+        return Observation.from_fields(self.fields)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a compactor last recorded of a buffer: its end, since when, and whether
+    that was the first time genbuf saw it (no change seen) or a change it saw."""
+
+    end: int
+    at: datetime
+    first: bool
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> Observation | None:
+        """The observation stored in a state hash; None when there is none."""
+        at = parse_time(fields.get(SEEN_AT))
+        if at is None or SEEN_END not in fields:
+            return None
+        return cls(as_int(fields.get(SEEN_END), -1), at, fields.get(SEEN_FIRST) == "1")
+
+    def looking_now(self, end: int, now: datetime) -> Observation:
+        """This observation as it stands after a look at ``end`` chunks now: the same
+        when nothing moved, else a change seen now."""
+        return self if end == self.end else Observation(end, now, first=False)
 
 
 class IsoClock:

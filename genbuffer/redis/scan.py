@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
+
+import redis
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, scan_pages, text
-from genbuffer.redis.meta import BufferMeta, IsoClock, parse_time
+from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
 
 __all__ = ["FoundBuffer", "Scanner"]
 
@@ -24,31 +26,30 @@ class FoundBuffer:
     generation_id: int
     has_list: bool
     meta: dict[str, str]
+    # OBJECT IDLETIME of the list, only where genbuf's reads leave it untouched (CLIENT
+    # NO-TOUCH): None on Redis 7.0, under an LFU policy and in the in-process Redis
     list_idle_seconds: int | None
+    length: int = 0
+    ttl_seconds: float | None = None  # until the list expires (None: no list, or no TTL)
 
     @property
     def state(self) -> str:
-        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: ``idle_for``)."""
+        """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
+        ``genbuffer.idleness``)."""
         return BufferMeta(self.meta).state
 
-    def idle_for(self, now: datetime) -> timedelta | None:
-        """How long no chunk arrived: `last_chunk_at` when the producer keeps it, else the
-        list's idle time (OBJECT IDLETIME); None when neither is known."""
-        stamp = BufferMeta(self.meta).last_chunk_at
-        if stamp is not None:
-            return now - stamp
-        if self.list_idle_seconds is not None:
-            return timedelta(seconds=self.list_idle_seconds)
-        return None
+    @property
+    def end(self) -> int:
+        """Chunks this life of the buffer has held: trimmed ones and the list's."""
+        return as_int(self.meta.get(fields.TRIMMED)) + self.length
 
 
 class Scanner:
     """Discovery of buffers under one prefix, read-only but for observe()."""
 
-    def __init__(self, target: RedisTarget, *, ttl: int, clock: IsoClock | None = None) -> None:
+    def __init__(self, target: RedisTarget, *, ttl: int) -> None:
         self.target = target
         self.ttl = ttl
-        self.clock = clock or IsoClock()
         self._observe = target.register("observe")
 
     def discover(self, page: int = 1000) -> Iterator[FoundBuffer]:
@@ -56,7 +57,8 @@ class Scanner:
         meta hash, and meta hashes whose list is gone.
 
         Read-only and bounded in memory: a SCAN page at a time, one pipelined round
-        trip per page (EXISTS and OBJECT IDLETIME do not reset a key's idle time).
+        trip per page. OBJECT IDLETIME is asked first, before anything else reads the
+        list; it counts only where every read is NO-TOUCH (``RedisTarget.no_touch``).
         """
         pattern = keys.all_buffers_scan_pattern(self.target.prefix)
         with redis_errors(self.target.url):
@@ -67,19 +69,21 @@ class Scanner:
         found = keys.buffers_in_page(names, self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
         for _, chunks in found:
-            pipe.exists(chunks)
-            pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
             pipe.object("idletime", chunks)
+            pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
+            pipe.pttl(chunks)
+            pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
             if self.target.split(chunks):  # genbuf's fields are beside the list
                 pipe.hmget(self.target.state_of(chunks), fields.DISCOVERY_FIELDS)
         replies = iter(pipe.execute(raise_on_error=False))
+        trusted = self.target.no_touch.active
         for parts, chunks in found:
-            has_list, values, idle = next(replies), next(replies), next(replies)
+            idle, length, pttl, values = next(replies), next(replies), next(replies), next(replies)
             own = next(replies) if self.target.split(chunks) else []
-            for reply in (has_list, values, own):
+            for reply in (length, pttl, values, own):
                 if isinstance(reply, Exception):
                     raise reply
-            if parts.is_meta and int(has_list):
+            if parts.is_meta and int(length):
                 continue  # the list is there too: reported once, from the list
             meta = {f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, values, strict=True) if v}
             # genbuf's own fields, beside a split list: they win over the meta hash's
@@ -89,12 +93,11 @@ class Scanner:
                 organization_id=parts.organization_id,
                 scenario_id=parts.scenario_id,
                 generation_id=parts.generation_id,
-                has_list=bool(int(has_list)),
+                has_list=bool(int(length)),
                 meta=meta,
-                # None: unknown (the in-process Redis, or an LFU eviction policy)
-                list_idle_seconds=None
-                if isinstance(idle, Exception) or idle is None
-                else int(idle),
+                list_idle_seconds=int(idle) if trusted and isinstance(idle, int) else None,
+                length=int(length),
+                ttl_seconds=pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
             )
 
     def has_buffers(self, page: int = 1000) -> bool:
@@ -125,13 +128,38 @@ class Scanner:
                     break
         return counts
 
-    def observe(self, key: str) -> datetime | None:
-        """When the list last changed as genbuf saw it (observe.lua); None if it is gone."""
+    def observe(self, names: list[str], now: datetime) -> dict[str, Observation | None]:
+        """Record this look, made ``now``, at each buffer of ``names`` for the idle rule
+        (observe.lua, pipelined: one round trip for all of them); what each records,
+        None where the list is gone. Compactors only: a read-only command must not
+        change what they decide."""
+        args = [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.ttl]
+
+        def one(name: str) -> object:
+            keys_ = [name, self.target.state_of(name)]
+            return run_script(self._observe, keys_, args, self.target.url)
+
         with redis_errors(self.target.url):
-            seen = run_script(
-                self._observe,
-                [key, self.target.state_of(key)],
-                [self.clock.now(), self.ttl],
-                self.target.url,
-            )
-        return parse_time(text(seen)) if seen else None
+            if self.target.cluster:  # redis-py refuses EVALSHA in a cluster pipeline
+                return {name: _observation(one(name)) for name in names}
+            pipe = self.target.client.pipeline(transaction=False)
+            for name in names:
+                self._observe(keys=[name, self.target.state_of(name)], args=args, client=pipe)
+            seen: dict[str, Observation | None] = {}
+            for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):  # flushed meanwhile
+                    reply = one(name)  # noqa: PLW2901  (the answer, the second time)
+                elif isinstance(reply, Exception):
+                    raise reply
+                seen[name] = _observation(reply)
+        return seen
+
+
+def _observation(reply: object) -> Observation | None:
+    """observe.lua's reply: {seen_at, seen_first, seen_end}, or nothing (no list)."""
+    if not isinstance(reply, list) or len(reply) != 3:
+        return None
+    at = parse_time(text(reply[0]))
+    if at is None:
+        return None
+    return Observation(int(reply[2]), at, first=text(reply[1]) == "1")

@@ -1,8 +1,10 @@
 """A survey of every buffer under the prefix: what status and metrics report.
 
 Read-only and bounded in memory: SCAN pages (COUNT ``page``, never KEYS), one
-pipelined round trip per page. Nothing it sends resets a key's idle time (LLEN,
-HMGET, PTTL, OBJECT IDLETIME and MEMORY USAGE do not touch the LRU clock).
+pipelined round trip per page. It writes nothing, so nothing it does changes what
+a compactor decides: on Redis 7.2+ its connections read with CLIENT NO-TOUCH (no
+key's LRU clock moves); on 7.0 LLEN and HMGET do reset the clock, which is why the
+idle rule (``genbuffer.idleness``) trusts OBJECT IDLETIME only under NO-TOUCH.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ STATUS_FIELDS = (
     fields.BYTES,
     fields.ATTEMPTS,
     fields.LAST_ERROR,
+    fields.TRIMMED,
+    fields.SEEN_END,
+    fields.SEEN_AT,
+    fields.SEEN_FIRST,
 )
 MEMORY_SAMPLES = 5  # MEMORY USAGE … SAMPLES: list elements sampled to estimate its size
 PER_BUFFER = 7  # commands pipelined per buffer
@@ -47,13 +53,20 @@ class BufferFacts:
     has_meta: bool
     list_ttl: float | None
     meta_ttl: float | None
-    idle_seconds: int | None  # OBJECT IDLETIME of the list (None: unknown)
+    # OBJECT IDLETIME of the list, where genbuf's reads leave it untouched (NO-TOUCH);
+    # None elsewhere (Redis 7.0, an LFU policy, the in-process Redis)
+    idle_seconds: int | None
     memory_bytes: int | None  # MEMORY USAGE of both keys (None: the server will not say)
 
     @property
     def keys_without_ttl(self) -> int:
         """How many of the two keys exist and will never expire."""
         return (self.list_ttl == -1) + (self.meta_ttl == -1)
+
+    @property
+    def end(self) -> int:
+        """Chunks this life of the buffer has held: trimmed ones and the list's."""
+        return self.meta.trimmed + (self.length or 0)
 
     @property
     def ttl(self) -> float | None:
@@ -86,19 +99,20 @@ class Survey:
         pipe = self.target.client.pipeline(transaction=False)
         for _, chunks in found:
             meta = keys.meta_key(chunks)
+            pipe.object("idletime", chunks)  # first: before anything else reads the list
             pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
             pipe.hmget(meta, STATUS_FIELDS)
             pipe.pttl(chunks)
             pipe.pttl(meta)
-            pipe.object("idletime", chunks)
             pipe.memory_usage(chunks, samples=MEMORY_SAMPLES)
             pipe.memory_usage(meta)
             if self.target.split(chunks):  # genbuf's fields are beside the list
                 pipe.hmget(self.target.state_of(chunks), STATUS_FIELDS)
         replies = pipe.execute(raise_on_error=False)
+        trusted = self.target.no_touch.active
         base = 0
         for parts, chunks in found:
-            length, values, list_pttl, meta_pttl, idle, list_memory, meta_memory = replies[
+            idle, length, values, list_pttl, meta_pttl, list_memory, meta_memory = replies[
                 base : base + PER_BUFFER
             ]
             base += PER_BUFFER
@@ -120,7 +134,7 @@ class Survey:
                 meta_pttl != -2,
                 _seconds(list_pttl),
                 _seconds(meta_pttl),
-                _known(idle),
+                _known(idle) if trusted else None,
                 _memory(list_memory, meta_memory),
             )
 

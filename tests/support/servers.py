@@ -34,10 +34,11 @@ def wait_for_ping(url: str, seconds: float = 15) -> None:
 
 
 class PrivateRedis:
-    """One redis-server process on its own port and directory."""
+    """One redis-server process on its own port and directory (``binary``: another
+    server speaking the protocol, e.g. valkey-server)."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
-        binary = shutil.which("redis-server")
+    def __init__(self, directory: Path, *extra: str, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self.binary = binary
