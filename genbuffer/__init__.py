@@ -26,6 +26,7 @@ _EXPORTS = {
     "CompactionResult": "genbuffer.compaction",
     "assemble_and_persist": "genbuffer.compaction",
     "GenbufferError": "genbuffer.errors",
+    "PushOutcomeUnknown": "genbuffer.errors",
     "GenerationBuffer": "genbuffer.redis",
     "PushResult": "genbuffer.redis",
     "Repository": "genbuffer.db.repository",
@@ -43,6 +44,7 @@ __all__ = [
     "GenbufferError",
     "GenerationBuffer",
     "Issue",
+    "PushOutcomeUnknown",
     "PushResult",
     "Repository",
     "Settings",
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
         assemble_and_persist,
     )
     from genbuffer.db.repository import Repository
-    from genbuffer.errors import GenbufferError
+    from genbuffer.errors import GenbufferError, PushOutcomeUnknown
     from genbuffer.redis import GenerationBuffer, PushResult
     from genbuffer.settings import Settings, load_settings
     from genbuffer.validator import Issue, Validation, validate

@@ -58,6 +58,7 @@ class CompactionConfig:
 
     strict: bool = False
     max_bytes: int = 256 * 1024 * 1024
+    parse_limit: int = 8 * 1024 * 1024  # GENERATION_PARSE_MAX_BYTES
     schema: dict[str, Any] | None = None
     backup_chunks: bool = True
     audit_log: Path = Path("storage/logs/metadata-validation.log")
@@ -77,9 +78,19 @@ class CompactionConfig:
                 schema = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise UsageError(f"GENERATION_JSON_SCHEMA {path} is unreadable: {exc}") from None
+            from genbuffer.validator import schema_problem  # noqa: PLC0415
+
+            # a bad setting stops the command here, before any generation is compacted
+            # (and counted as a failed attempt) for it
+            if problem := schema_problem(schema):
+                raise UsageError(
+                    f"GENERATION_JSON_SCHEMA {path} cannot be used: {problem}",
+                    hint="fix the schema (every $ref must resolve inside it), or unset it",
+                )
         return cls(
             strict=settings.metadata_validation_strict,
             max_bytes=settings.generation_max_bytes,
+            parse_limit=settings.generation_parse_max_bytes,
             schema=schema,
             backup_chunks=settings.generation_chunks_backup,
             audit_log=settings.metadata_validation_log,

@@ -39,15 +39,17 @@ from genbuffer.errors import (
     ObjectRefused,
     Quarantined,
     StreamChanged,
+    UsageError,
 )
+from genbuffer.jsoncheck import blocks_are_json
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.objects.offload import (
-    PARSE_LIMIT,
     SCAN_KEEP,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
     HeldObject,
     Scanned,
+    check_held,
     collected,
     held_blocks,
     scan,
@@ -58,7 +60,6 @@ from genbuffer.redis import BufferSnapshot, GenerationBuffer
 from genbuffer.redis.protocol import PAGE_BYTES, READ_PAGE
 from genbuffer.validator import (
     Validation,
-    parses_as_json,
     size_issue,
     validate,
     validate_unparsed,
@@ -198,9 +199,8 @@ def decide(
 ) -> tuple[Decision, Content]:
     """Snapshot the buffer of a locked row, read and validate: what this compaction does.
 
-    An error counted as a failed attempt (not an outage, not a race), or an object the
-    trust boundary refused (not counted), is appended to ``failed`` before it is
-    raised, for the compaction ledger."""
+    An error counted as a failed attempt (not an outage, not a race) is appended to
+    ``failed`` before it is raised, for the compaction ledger."""
     key, scenario_id, note = _resolve_key(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
     # an artifact that may be offloaded is streamed: a small first page, not 8 MiB held
@@ -239,8 +239,8 @@ def decide(
             scenario_id=scenario_id,
             mode=mode,
         )
-    except (DependencyUnavailable, StreamChanged):
-        raise  # outages and races are retried, never held against the generation
+    except (DependencyUnavailable, StreamChanged, UsageError):
+        raise  # outages, races and bad settings are never held against the generation
     except ObjectRefused as exc:
         # the ledger says it was refused (its message discloses nothing); not an attempt:
         # the next run refuses it the same way until the row or the settings change
@@ -296,7 +296,7 @@ def _read(
         held = existing
     to_store = offload.active or isinstance(held, HeldObject)
     held_size = held.record.bytes if isinstance(held, HeldObject) else len(held)
-    keep = max(offload.threshold or 0, PARSE_LIMIT) if to_store else config.max_bytes
+    keep = max(offload.threshold or 0, config.parse_limit) if to_store else config.max_bytes
     scanned = scan(
         held_blocks(held),
         pages(),
@@ -306,6 +306,9 @@ def _read(
         tail_chunks=TAIL_CHUNKS,
         stop_past_keep=not to_store,
         check_utf8=to_store,
+        # streamed bytes are checked as JSON on the way, whatever the size turns out to
+        # be (held ones only when over the parse limit, below)
+        check_json=to_store,
     )
     if to_store and scanned.content is None and scanned.size <= keep:
         scanned = collected(scanned, held_blocks(held), pages())
@@ -317,17 +320,30 @@ def _read(
         issues = Validation((issue,) if issue else ())
         return _Reading(scanned, issues, offloaded, held_size, held)
     content = scanned.content
-    if content is not None and (not offloaded or scanned.size <= PARSE_LIMIT):
+    if content is not None and scanned.size <= config.parse_limit:
         validation = validate(content, **checks)
-    else:  # an offloaded artifact past PARSE_LIMIT: checked as it streamed, not parsed
-        validation = validate_unparsed(scanned.size, scanned.utf8_error, **checks)
+    else:  # past GENERATION_PARSE_MAX_BYTES, in the row or not: checked, never parsed
+        utf8_error, json_error = scanned.utf8_error, scanned.json_error
+        if not to_store and content is not None:
+            utf8_error, json_error = check_held(content)
+        validation = validate_unparsed(scanned.size, utf8_error, json_error, **checks)
     return _Reading(scanned, validation, offloaded, held_size, held)
 
 
-def _late_chunks(reading: _Reading, late_policy: str) -> LateChunks:
-    """How a new stream meets a provisional artifact (``reading``: the two together)."""
-    content = reading.scanned.content
-    alone = content is not None and parses_as_json(content[reading.held_size :])
+def _late_chunks(
+    reading: _Reading, pages: Callable[[], Iterator[list[bytes]]], late_policy: str
+) -> LateChunks:
+    """How a new stream meets a provisional artifact (``reading``: the two together;
+    ``pages``: the new chunks, streamed again when they were too many to hold). The new
+    chunks alone are checked as they stream, never parsed into a document."""
+    alone = False  # not asked when together they are one document
+    if not reading.validation.is_json:
+        content = reading.scanned.content
+        alone = blocks_are_json(
+            (content[reading.held_size :],)
+            if content is not None
+            else (b"".join(page) for page in pages())
+        )
     return LateChunks.after_provisional(
         together_json=reading.validation.is_json, alone_json=alone, late_policy=late_policy
     )
@@ -373,7 +389,7 @@ def _decide_on_snapshot(
             reading = _read(b"" if late.replaces else held, pages, config, checks, row)
         else:  # a provisional artifact: whether the new chunks continue it is in the bytes
             reading = _read(held, pages, config, checks, row)
-            late = _late_chunks(reading, config.late_chunks)
+            late = _late_chunks(reading, pages, config.late_chunks)
             if late.replaces:
                 reading = _read(b"", pages, config, checks, row)
     else:
@@ -427,6 +443,7 @@ def _decide_on_snapshot(
             pages=pages,
             scanned=scanned,
             as_json=as_json,
+            is_json=decision.validation.is_json,
         )
         content = None  # the plan streams the bytes again; none are held till the write
     write = Write(

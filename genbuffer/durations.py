@@ -7,18 +7,29 @@ from datetime import timedelta
 
 from genbuffer.errors import UsageError
 
-__all__ = ["human_duration", "parse_age"]
+__all__ = ["MAX_AGE", "human_duration", "parse_age"]
 
 _AGE = re.compile(r"\s*([0-9]+)\s*([smhdw]?)\s*")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
+# Past this, a date computed from the age (now - age) or a timeout built from it
+# (XAUTOCLAIM's milliseconds, a thread's wait) overflows: a century is far beyond any use.
+MAX_AGE = timedelta(days=36500)
 
 
 def parse_age(text: str) -> timedelta:
-    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` (a bare number is days)."""
+    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` (a bare number is days),
+    from one second to MAX_AGE (100 years); anything else is a UsageError."""
     match = _AGE.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        raise UsageError(f"invalid age {text!r}", hint="use a positive number with s, m, h, d or w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    hint = "use a positive number with s, m, h, d or w"
+    if match is None or not match.group(1).strip("0"):
+        raise UsageError(f"invalid age {text!r}", hint=hint)
+    digits, unit = match.group(1).lstrip("0"), match.group(2)
+    # the length first: int() of thousands of digits is refused (or slow), not an age
+    seconds = int(digits) * _UNIT_SECONDS[unit] if len(digits) <= 12 else None
+    if seconds is None or seconds > MAX_AGE.total_seconds():
+        shown = text.strip() if len(text.strip()) <= 24 else text.strip()[:20] + "…"
+        raise UsageError(f"age {shown!r} is too long: at most {MAX_AGE.days}d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def human_duration(seconds: float | None) -> str:

@@ -18,6 +18,8 @@
     │   └── StreamChanged           1  the buffer was replaced while it was read; retry
     └── DependencyUnavailable       3  a server is unreachable
         ├── RedisUnavailable        3
+        │   └── PushOutcomeUnknown  3  a push's connection failed after it was sent: its
+        │                              chunks may have arrived (retry with sequence numbers)
         └── DatabaseUnavailable     3
 
 The CLI catches ``GenbufferError`` at one boundary, prints ``error: <message>``
@@ -37,6 +39,7 @@ __all__ = [
     "NothingToCompact",
     "ObjectRefused",
     "OperationFailed",
+    "PushOutcomeUnknown",
     "Quarantined",
     "RedisUnavailable",
     "SchemaMissing",
@@ -126,6 +129,20 @@ class DependencyUnavailable(GenbufferError):
 
 class RedisUnavailable(DependencyUnavailable):
     """Redis refused, dropped or timed out the connection."""
+
+
+class PushOutcomeUnknown(RedisUnavailable):
+    """A push was sent and its connection failed before the reply: its chunks may or may
+    not have been appended. Pushing them again unsequenced may append them twice; a
+    push with sequence numbers (``seq=``) skips what already arrived, so it is the safe
+    retry. ``confirmed`` chunks were acknowledged, up to ``in_doubt`` more may be in."""
+
+    def __init__(
+        self, message: str, *, confirmed: int, in_doubt: int, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.confirmed = confirmed
+        self.in_doubt = in_doubt
 
 
 class DatabaseUnavailable(DependencyUnavailable):

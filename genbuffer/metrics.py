@@ -9,8 +9,10 @@ Imported by the commands that print metrics only (start-up time).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +22,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from genbuffer.db.repository import Repository
+from genbuffer.errors import GenbufferError
 from genbuffer.redis import GenerationBuffer
-from genbuffer.status import StatusOptions, collect_status
+from genbuffer.status import StatusOptions, StatusReport, collect_status
 
 __all__ = [
     "CRON_JOBS",
     "GenbufCollector",
     "JobRun",
+    "LatestSurvey",
     "collected",
     "exposition",
     "registry_for",
@@ -90,6 +94,7 @@ class GenbufCollector(Collector):
             "How long this scrape's survey of Redis took.",
             report.scan_seconds,
         )
+        yield from _prefix_families(report)
         yield from self._database_families()
 
     def _database_families(self) -> Iterator[Metric]:
@@ -133,6 +138,24 @@ class GenbufCollector(Collector):
             if last is not None:
                 success.add_metric([job, "database"], last.timestamp())
         yield success
+
+
+def _prefix_families(report: StatusReport) -> Iterator[Metric]:
+    """Whether the buffers wait under another prefix than the configured one (then every
+    gauge above reads 0: an alert must not stay green), and under which."""
+    yield _gauge(
+        "genbuf_prefix_mismatch",
+        "1 when no buffer is under the configured prefix but some are under another.",
+        1.0 if report.other_prefixes else 0.0,
+    )
+    elsewhere = GaugeMetricFamily(
+        "genbuf_other_prefix_keys",
+        "Buffer keys under another prefix, when none is under the configured one.",
+        labels=["prefix"],
+    )
+    for prefix, count in report.other_prefixes.items():
+        elsewhere.add_metric([prefix], count)
+    yield elsewhere
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -265,3 +288,65 @@ class _JobRunCollector(Collector):
             )
             family.add_metric([run.job, "textfile"], success)
             yield family
+
+
+class LatestSurvey(Collector):
+    """What an exporter serves: every scrape gets the latest survey at once, never one of
+    its own (a survey of 200,000 keys takes seconds, and concurrent scrapes each running
+    one all time out). A scrape that finds the latest older than ``refresh`` seconds
+    starts the next in the background; one is in flight at a time. A survey that fails
+    (an outage) is logged in one line, and the one before is served, its age growing:
+    ``genbuf_survey_age_seconds`` and ``genbuf_survey_ok`` say so."""
+
+    def __init__(
+        self, survey: Collector, refresh: float, log: Callable[[str], None] = print
+    ) -> None:
+        self._survey = survey
+        self._refresh = refresh
+        self._log = log
+        self._lock = threading.Lock()
+        self._idle = threading.Event()  # set while no survey is in flight
+        self._idle.set()
+        self._ok = True
+        # the first survey in the foreground: an outage now is the command's error (exit 3)
+        self._taken = time.monotonic()
+        self._families = list(survey.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        """The latest survey's families, with its age; starts the next one when due."""
+        with self._lock:
+            families, taken, ok = self._families, self._taken, self._ok
+            if self._idle.is_set() and time.monotonic() - taken >= self._refresh:
+                self._idle.clear()
+                threading.Thread(target=self._run, name="genbuf-survey", daemon=True).start()
+        yield from families
+        yield _gauge(
+            "genbuf_survey_age_seconds",
+            "Age of the survey this scrape was served from (one runs at a time).",
+            time.monotonic() - taken,
+        )
+        yield _gauge(
+            "genbuf_survey_ok", "Whether the latest survey attempt succeeded.", 1.0 if ok else 0.0
+        )
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether no survey is in flight, waiting up to ``timeout`` seconds for one to end."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            families = list(self._survey.collect())
+        except Exception as exc:  # a long-running exporter logs one line and goes on
+            with self._lock:
+                self._ok = False
+            reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, GenbufferError):
+                reason = exc.message
+            self._log(f"survey failed, serving the one before: {reason}")
+            return
+        else:
+            with self._lock:
+                self._families, self._taken, self._ok = families, started, True
+        finally:
+            self._idle.set()

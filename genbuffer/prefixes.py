@@ -13,7 +13,7 @@ from genbuffer.errors import WrongPrefix
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import laravel_slug
 
-__all__ = ["PrefixReport", "check_prefix", "prefix_report"]
+__all__ = ["PrefixReport", "check_prefix", "misplaced", "prefix_report"]
 
 
 class PrefixReport(Document):
@@ -37,15 +37,37 @@ def prefix_report(buffer: GenerationBuffer) -> PrefixReport:
 def check_prefix(buffer: GenerationBuffer) -> PrefixReport:
     """Raise WrongPrefix when no buffer is under the configured prefix but some are elsewhere."""
     report = prefix_report(buffer)
+    if error := _wrong_prefix(report, buffer.app_name):
+        raise error
+    return report
+
+
+def misplaced(buffer: GenerationBuffer, found: int) -> tuple[dict[str, int], WrongPrefix | None]:
+    """For a survey that found ``found`` buffers under the prefix (status, metrics): when
+    none, the other prefixes that hold buffers (key counts, the five largest) and the
+    WrongPrefix naming them; else nothing (no second scan)."""
+    if found:
+        return {}, None
+    report = prefix_report(buffer)
+    error = _wrong_prefix(report, buffer.app_name)
+    return dict(_ranked(report.elsewhere)[:5]) if error else {}, error
+
+
+def _ranked(elsewhere: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(elsewhere.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _wrong_prefix(report: PrefixReport, app_name: str | None) -> WrongPrefix | None:
+    """The error of a report with no buffer under the prefix and some elsewhere."""
     if report.buffers_here or not report.elsewhere:
-        return report
-    ranked = sorted(report.elsewhere.items(), key=lambda item: (-item[1], item[0]))
+        return None
+    ranked = _ranked(report.elsewhere)
     best = ranked[0][0]
     shown = ", ".join(f"{p!r} ({n} keys)" for p, n in ranked[:5])
-    raise WrongPrefix(
+    return WrongPrefix(
         f"no buffer under the configured key prefix {report.configured!r}, "
         f"but buffers exist under {shown}",
-        hint=f"set REDIS_PREFIX={best}" + _rule_hint(best, buffer.app_name),
+        hint=f"set REDIS_PREFIX={best}" + _rule_hint(best, app_name),
     )
 
 

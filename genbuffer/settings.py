@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -71,6 +70,10 @@ class Settings(BaseSettings):
     generation_chunk_ttl: int = Field(default=86400, gt=0, le=2**32)
     generation_chunk_max_len: int | None = Field(default=None, gt=0)
     generation_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Artifacts up to this size are parsed (llm_response, duplicate keys, the schema);
+    # larger ones, in the row or offloaded, are checked as JSON as they stream and keep
+    # llm_response null: parsing holds several times the artifact's size in memory.
+    generation_parse_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     generation_json_schema: Path | None = None
     generation_chunks_backup: bool = True
     generation_chunks_retention_days: int = Field(default=7, gt=0)
@@ -300,9 +303,12 @@ def _normalise_database_url(url: str) -> str:
 
 
 def laravel_slug(text: str, separator: str = "-") -> str:
-    """Laravel's Str::slug: ASCII, lower case, runs of anything else become one separator."""
+    """Laravel's Str::slug: ASCII (as Str::ascii transliterates), lower case, runs of
+    anything else become one separator."""
+    from genbuffer.laravel_ascii import to_ascii  # noqa: PLC0415  (only with a prefix rule)
+
     flip = "_" if separator == "-" else "-"
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = to_ascii(text)
     ascii_text = re.sub(rf"[{re.escape(flip)}]+", separator, ascii_text)
     ascii_text = ascii_text.replace("@", f"{separator}at{separator}")
     ascii_text = re.sub(rf"[^{re.escape(separator)}a-z0-9\s]+", "", ascii_text.lower())

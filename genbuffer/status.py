@@ -23,6 +23,7 @@ from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.idleness import quiet_for
+from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
 from genbuffer.redis.survey import BufferFacts
@@ -119,6 +120,8 @@ class StatusReport(Document):
     scan_seconds: float = 0.0
     entries: list[BufferEntry] | None = None
     taken_at: datetime
+    # none under the prefix while buffers wait under these (key counts): an alert
+    other_prefixes: dict[str, int] = Field(default_factory=dict)
 
 
 def idle_for(facts: BufferFacts, now: datetime) -> float | None:
@@ -387,7 +390,12 @@ def collect_status(
         taken_at=now,
     )
     alerts = _alerts(report, options.thresholds)
-    return report.model_copy(update={"alerts": alerts, "ok": not alerts})
+    # buffers under another prefix are an alert of their own, thresholds or not
+    elsewhere, wrong_prefix = misplaced(buffer, tally.buffers)
+    if wrong_prefix is not None:
+        alerts.append(f"{wrong_prefix.message}; {wrong_prefix.hint}")
+    update = {"alerts": alerts, "ok": not alerts, "other_prefixes": elsewhere}
+    return report.model_copy(update=update)
 
 
 def _worker_queue(buffer: GenerationBuffer, now: datetime) -> dict[str, float | int | None] | None:

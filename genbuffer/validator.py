@@ -8,7 +8,8 @@ code                   severity  when
 =====================  ========  ===============================================
 empty_generation       error     the assembled content has no bytes
 invalid_utf8           error     the bytes are not UTF-8 (the offset is given)
-invalid_json           error     not JSON, or NaN/Infinity (line, column, offset)
+invalid_json           error     not JSON, or NaN/Infinity (line, column, offset; over
+                                 GENERATION_PARSE_MAX_BYTES the 64 KiB slice it is in)
 duplicate_key          warning   an object repeats a key (the last one wins)
 json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
                                  a number beyond a double or PostgreSQL's numeric)
@@ -21,8 +22,9 @@ sequence_gap           error     the producer skipped sequence numbers (never de
 buffer_missing         error     a row older than the chunk TTL with no artifact and no
                                  buffer: its chunks expired or were evicted
 oversize               error     over GENERATION_MAX_BYTES
-json_unchecked         warning   an offloaded artifact too large to parse, while
-                                 GENERATION_JSON_SCHEMA asks for a check
+json_unchecked         warning   valid JSON over GENERATION_PARSE_MAX_BYTES (checked as
+                                 it streamed, not parsed), while GENERATION_JSON_SCHEMA
+                                 asks for a check
 metadata_invalid       error     the row's metadata is not an object, or a reserved
                                  key has the wrong type
 schema_violation       error     llm_response breaks GENERATION_JSON_SCHEMA
@@ -43,6 +45,7 @@ __all__ = [
     "RESERVED_METADATA_TYPES",
     "Issue",
     "Validation",
+    "schema_problem",
     "size_issue",
     "validate",
     "validate_unparsed",
@@ -163,6 +166,7 @@ def validate(
 def validate_unparsed(
     size: int,
     utf8_error: str | None,
+    json_error: str | None,
     *,
     missing_chunks: int = 0,
     extra_chunks: int = 0,
@@ -171,7 +175,8 @@ def validate_unparsed(
     gaps: int = 0,
 ) -> Validation:
     """Validate an artifact too large to parse, from what was checked as it streamed:
-    its size, its UTF-8, the chunk counts and the row's metadata."""
+    its size, its UTF-8, whether it is one JSON document (``json_error`` None), the
+    chunk counts and the row's metadata. No document: `llm_response` stays null."""
     issues: list[Issue] = []
     if gaps:
         issues.append(
@@ -183,15 +188,19 @@ def validate_unparsed(
         issues.append(Issue("empty_generation", "the generation has no content"))
     elif utf8_error is not None:
         issues.append(Issue("invalid_utf8", f"content is not UTF-8: {utf8_error}"))
-    elif schema is not None:
-        issues.append(
-            Issue(
-                "json_unchecked",
-                f"{size} bytes is too large to parse: neither JSON nor "
-                "GENERATION_JSON_SCHEMA was checked, llm_response is left null",
-                "warning",
+    elif json_error is not None:
+        issues.append(Issue("invalid_json", f"not valid JSON: {json_error}"))
+    else:
+        if schema is not None:
+            issues.append(
+                Issue(
+                    "json_unchecked",
+                    f"{size} bytes is over GENERATION_PARSE_MAX_BYTES: valid JSON, but "
+                    "GENERATION_JSON_SCHEMA was not checked, llm_response is left null",
+                    "warning",
+                )
             )
-        )
+        return Validation(tuple(issues), is_json=True)
     return Validation(tuple(issues))
 
 
@@ -363,6 +372,43 @@ def _unstorable_path(value: Any) -> str | None:
     return None
 
 
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` cannot check a document (None: it can): not a schema by its
+    meta-schema, or a ``$ref`` that resolves to nothing. jsonschema follows a ``$ref``
+    only when a document reaches it, so every one is looked up here, beforehand."""
+    from jsonschema import exceptions, validators  # noqa: PLC0415  (only with a schema)
+    from jsonschema_specifications import REGISTRY  # noqa: PLC0415
+    from referencing import Resource  # noqa: PLC0415
+    from referencing.exceptions import Unresolvable  # noqa: PLC0415
+    from referencing.jsonschema import DRAFT202012  # noqa: PLC0415
+
+    if isinstance(schema, bool):
+        return None  # true takes every document, false none: nothing to resolve
+    if not isinstance(schema, dict):
+        return f"a JSON Schema is an object or a boolean, found {type(schema).__name__}"
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return f"not a valid JSON Schema at {exc.json_path}: {exc.message}"
+    # what jsonschema resolves against: the schema (2020-12 unless $schema says
+    # otherwise, as validator_for) and the meta-schemas; nothing is fetched
+    root = Resource.from_contents(schema, default_specification=DRAFT202012)
+    registry = REGISTRY.with_resource(root.id() or "", root).crawl()
+    pending = [(root, registry.resolver(root.id() or ""))]
+    while pending:
+        resource, resolver = pending.pop()
+        contents = resource.contents
+        for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+            ref = contents.get(keyword) if isinstance(contents, dict) else None
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    return f"{keyword} {ref!r} resolves to nothing"
+        pending.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
+    return None
+
+
 def _schema_issues(instance: Any, schema: Mapping[str, Any]) -> list[Issue]:
     from jsonschema import validators  # noqa: PLC0415  (only when a schema is configured)
 
@@ -370,14 +416,3 @@ def _schema_issues(instance: Any, schema: Mapping[str, Any]) -> list[Issue]:
     validator = validator_class(schema)
     found = sorted(validator.iter_errors(instance), key=lambda error: error.json_path)
     return [Issue("schema_violation", error.message, path=error.json_path) for error in found]
-
-
-def parses_as_json(content: bytes) -> bool:
-    """Whether ``content`` is one JSON document (UTF-8, no NaN or Infinity)."""
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return bool(text.strip()) and not any(
-        issue.code == "invalid_json" for issue in _parse_json(text)[1]
-    )

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from genbuffer import keys
-from genbuffer.errors import RedisUnavailable, StreamChanged
-from genbuffer.redis import held, transactions
+from genbuffer.errors import PushOutcomeUnknown, RedisUnavailable, StreamChanged
+from genbuffer.redis import GenerationBuffer, held, transactions
 from genbuffer.redis.producer import PUSH_BATCH
-from tests.conftest import Stack
+from genbuffer.settings import Settings
+from tests.conftest import Stack, require_server
 from tests.helpers import sequenced
+from tests.support.proxy import ReplyCutter
+from tests.support.servers import PrivateRedis
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
 
@@ -268,7 +275,7 @@ def test_push_many_connection_lost_mid_push_is_reported_not_retried(
     monkeypatch.setattr(held.HeldSession, "read", flaky_read)
     sent = [f"{i:05d}".encode() for i in range(PUSH_BATCH * 3)]
     with pytest.raises(
-        RedisUnavailable, match=f"{PUSH_BATCH} chunks confirmed, up to {PUSH_BATCH}"
+        PushOutcomeUnknown, match=f"{PUSH_BATCH} chunks confirmed, up to {PUSH_BATCH}"
     ):
         stack.buffer.push_many(1, 18, sent)
     key = stack.buffer.key_for(1, 18, None)
@@ -318,3 +325,100 @@ def test_read_uses_the_snapshot_page_only_where_it_begins(stack: Stack) -> None:
     assert snapshot.first_page == sent and snapshot.first_page_at == 0
     assert [c for page in stack.buffer.protocol.read(snapshot, 3, 6) for c in page] == sent[3:6]
     assert [c for page in stack.buffer.protocol.read(snapshot, 0, 2) for c in page] == sent[0:2]
+
+
+@pytest.fixture
+def cutter(tmp_path: Path) -> Iterator[tuple[GenerationBuffer, ReplyCutter, redis.Redis]]:
+    """A buffer on a private Redis reached through a proxy that can lose a reply, and a
+    direct client of that Redis to look at what arrived."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    proxy = ReplyCutter(server.port)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    buffer = GenerationBuffer.from_settings(Settings(redis_url=url))  # type: ignore[call-arg]
+    direct = redis.Redis.from_url(server.url)
+    yield buffer, proxy, direct
+    buffer.close()
+    direct.close()
+    proxy.close()
+    server.kill()
+
+
+def test_push_chunk_whose_reply_is_lost_is_not_sent_twice(
+    cutter: tuple[GenerationBuffer, ReplyCutter, redis.Redis],
+) -> None:
+    """The server runs push_chunk's script and the connection dies before the reply:
+    PushOutcomeUnknown (exit 3, in doubt: 1), never a silent resend that would append
+    the chunk twice; the next push reconnects."""
+    buffer, proxy, direct = cutter
+    buffer.push_chunk(3, 1, b"a")
+    proxy.cut_next_reply()
+    with pytest.raises(PushOutcomeUnknown, match="up to 1 more may have been") as caught:
+        buffer.push_chunk(3, 1, b"b")
+    assert (caught.value.confirmed, caught.value.in_doubt, caught.value.exit_code) == (0, 1, 3)
+    assert "seq=" in (caught.value.hint or "")
+    key = buffer.key_for(3, 1, None)
+    assert direct.lrange(key, 0, -1) == [b"a", b"b"]  # it ran, once
+    assert buffer.push_chunk(3, 1, b"c").length == 3
+
+
+def test_push_many_whose_reply_is_lost_names_what_is_in_doubt(
+    cutter: tuple[GenerationBuffer, ReplyCutter, redis.Redis],
+) -> None:
+    """A MULTI/EXEC batch that ran but whose reply was lost: PushOutcomeUnknown counting
+    the batch as in doubt; the chunks are in the list once."""
+    buffer, proxy, direct = cutter
+    buffer.push_many(3, 3, [b"warm"])  # the server's EXPIRE NX is probed: not cut below
+    sent = [f"{i:04d}".encode() for i in range(50)]
+    proxy.cut_next_reply(b"*")  # EXEC's answer: the transaction ran
+    with pytest.raises(PushOutcomeUnknown) as caught:
+        buffer.push_many(3, 2, sent)
+    assert (caught.value.confirmed, caught.value.in_doubt) == (0, 50)
+    assert direct.lrange(buffer.key_for(3, 2, None), 0, -1) == sent
+
+
+def test_a_sequenced_push_whose_reply_is_lost_is_retried_safely(
+    cutter: tuple[GenerationBuffer, ReplyCutter, redis.Redis],
+) -> None:
+    """The safe retry the error points at: a sequenced push resent after a lost reply
+    (by redis-py, or by the caller) skips what arrived; every chunk once."""
+    buffer, proxy, direct = cutter
+    sent = [f"{i:04d}".encode() for i in range(30)]
+    buffer.push_many(3, 4, sent[:10], seq=0)
+    proxy.cut_next_reply()
+    with contextlib.suppress(RedisUnavailable):  # either way, the caller pushes again
+        buffer.push_many(3, 4, sent[10:20], seq=10)
+    buffer.push_many(3, 4, sent[10:], seq=10)
+    assert direct.lrange(buffer.key_for(3, 4, None), 0, -1) == sent
+
+
+def test_cluster_push_whose_reply_is_lost_is_not_resent(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untagged buffer on a Redis Cluster (list and meta hash apart): push_list.lua
+    runs, its reply is lost. redis-py's cluster client would send it again (to the
+    same or a promoted node) and append the batch twice; genbuf sends it to the key's
+    node once and raises PushOutcomeUnknown."""
+    buffer = cluster.buffer
+    # scripts loaded, the key's node connected: the next reply read is the push's own
+    buffer.push_many(3, 6, [b"warm"])
+    real_read = redis.connection.AbstractConnection.read_response
+    armed = {"on": False}
+
+    def lose_the_reply(self: redis.connection.AbstractConnection, *a: Any, **k: Any) -> Any:
+        reply = real_read(self, *a, **k)
+        if armed["on"]:
+            armed["on"] = False
+            self.disconnect()
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return reply
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", lose_the_reply)
+    sent = [f"{i:03d}".encode() for i in range(20)]
+    armed["on"] = True
+    with pytest.raises(PushOutcomeUnknown) as caught:
+        buffer.push_many(3, 6, sent)
+    assert (caught.value.confirmed, caught.value.in_doubt) == (0, 20)
+    monkeypatch.undo()
+    assert buffer.client.lrange(buffer.key_for(3, 6, None), 0, -1) == [b"warm", *sent]  # once

@@ -215,6 +215,34 @@ def test_schema_violation_has_json_paths(stack: Stack) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        ({"properties": {"a": {"$ref": "#/definitions/missing"}}}, "resolves to nothing"),
+        ({"type": 5}, "not a valid JSON Schema at $.type"),
+    ],
+)
+def test_an_unusable_schema_is_a_bad_setting_not_a_failed_generation(
+    embedded: Stack, schema: dict[str, object], said: str
+) -> None:
+    """GENERATION_JSON_SCHEMA with a $ref that resolves to nothing, or that breaks its
+    meta-schema: exit 2 with one line when the command starts, for compact-generation
+    and compact-pending alike; the buffer is left as it was (no failed attempt counted)."""
+    path = embedded.tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    embedded.env["GENERATION_JSON_SCHEMA"] = str(path)
+    gen = embedded.repository.create_generation(12)
+    key = embedded.buffer.push_chunk(12, gen, b'{"a": 1}').key
+    for args in (["compact-generation", "12", str(gen)], ["compact-pending"]):
+        done = embedded.cli(*args)
+        assert done.exit_code == 2, done.output
+        assert "GENERATION_JSON_SCHEMA" in done.output and said in done.output
+        assert "Traceback" not in done.output
+    assert "attempts" not in embedded.buffer.protocol.snapshot(key).meta
+    row = embedded.repository.get_generation(gen)
+    assert row is not None and row.compacted is None
+
+
 def test_invalid_row_metadata_is_an_issue(stack: Stack) -> None:
     """A reserved metadata key of the wrong type is metadata_invalid."""
     gen = stack.repository.create_generation(11, metadata={"chunk_count": "three"})

@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+import subprocess
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
+from genbuffer.errors import RedisUnavailable
 from genbuffer.jobs import job_run
-from tests.conftest import Stack
+from genbuffer.metrics import LatestSurvey
+from tests.conftest import Stack, require_server
 from tests.support.runner import run_genbuf, spawn_genbuf
-from tests.support.servers import free_port
-from tests.support.urls import REPO_ROOT
+from tests.support.servers import PrivateRedis, free_port
+from tests.support.urls import IN_CI, REPO_ROOT
 from tests.test_status import ORG, build_fixture
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
@@ -118,9 +129,10 @@ def test_cron_run_writes_its_textfile(servers: Stack, tmp_path: Path) -> None:
 
 
 def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
-    """--serve is an exporter: each scrape surveys anew; SIGTERM stops it with exit 0."""
+    """--serve is an exporter: scrapes see a new buffer once a survey taken after it is
+    served (--refresh 1s); SIGTERM stops it with exit 0."""
     port = free_port()
-    process = spawn_genbuf(["metrics", "--serve", str(port)], servers.env)
+    process = spawn_genbuf(["metrics", "--serve", str(port), "--refresh", "1s"], servers.env)
     try:
         body = ""
         for _ in range(100):
@@ -133,9 +145,15 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
         assert samples(body)[("genbuf_buffers", (("state", "finished"),))] == 0
         servers.buffer.push_chunk(ORG, 5, b"x")
         servers.buffer.finish(ORG, 5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            again = samples(reply.read().decode())
-        assert again[("genbuf_buffers", (("state", "orphaned"),))] == 1
+        deadline = time.monotonic() + 20
+        while True:  # each scrape is served at once; a later one carries a later survey
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                again = samples(reply.read().decode())
+            if again[("genbuf_buffers", (("state", "orphaned"),))] == 1:
+                break
+            assert time.monotonic() < deadline, again
+            time.sleep(0.2)
+        assert again[("genbuf_survey_ok", ())] == 1
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
@@ -170,3 +188,153 @@ def test_chunk_max_len_crossings_are_counted(embedded: Stack) -> None:
     after = samples(embedded.cli("metrics", env=limit).stdout)
     assert after[("genbuf_buffers_over_max_len", ())] == 0
     assert after[("genbuf_compactions_over_max_len_total", ())] == 1
+
+
+def test_buffers_under_another_prefix_are_a_series_the_alert_fires_on(
+    embedded: Stack, tmp_path: Path
+) -> None:
+    """Under a wrong prefix every gauge reads 0; genbuf_prefix_mismatch says so (and
+    genbuf_other_prefix_keys where), and deploy/genbuf-alerts.yml's GenbufWrongPrefix
+    fires on it (promtool test rules, with the series metrics printed)."""
+    embedded.buffer.client.rpush(
+        "laravel_database_app:scenario_planning:org:1:generation:2:chunks", b"x"
+    )
+    found = samples(embedded.cli("metrics").stdout)
+    assert found[("genbuf_prefix_mismatch", ())] == 1
+    assert found[("genbuf_other_prefix_keys", (("prefix", "laravel_database_"),))] == 1
+    right = samples(embedded.cli("metrics", env={"REDIS_PREFIX": "laravel_database_"}).stdout)
+    assert right[("genbuf_prefix_mismatch", ())] == 0
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if IN_CI:
+            pytest.fail("CI=true and promtool is not installed (Debian: prometheus)")
+        pytest.skip("promtool is not installed (Debian: prometheus)")
+    rules = REPO_ROOT / "deploy" / "genbuf-alerts.yml"
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": "genbuf_prefix_mismatch", "values": "0 0 1x10"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "GenbufWrongPrefix", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "GenbufWrongPrefix",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "genbuf sees no buffer under its REDIS_PREFIX, "
+                                    "but the app's wait under another",
+                                    "description": "Every other genbuf gauge reads 0 and "
+                                    "nothing is compacted: set REDIS_PREFIX (genbuf status "
+                                    "names it)",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules-test.yml").write_text(json.dumps(test))  # YAML is a superset of JSON
+    done = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "rules-test.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = subprocess.run([promtool, "check", "rules", str(rules)], check=False)
+    assert checked.returncode == 0, checked.stdout
+
+
+class _SlowSurvey(Collector):
+    """A survey that takes as long as the test says (it waits for ``go``)."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.go.set()
+        self.calls = 0
+        self.fail = False
+
+    def collect(self) -> Iterator[Metric]:
+        self.calls += 1
+        self.go.wait(30)
+        if self.fail:
+            raise RedisUnavailable("Redis is unreachable at redis://x: refused")
+        yield GaugeMetricFamily("genbuf_buffer_chunks", "chunks", value=self.calls)
+
+
+def _served(latest: LatestSurvey) -> dict[str, float]:
+    return {s.name: s.value for family in latest.collect() for s in family.samples}
+
+
+def test_scrapes_are_served_from_the_latest_survey_one_in_flight() -> None:
+    """Five concurrent scrapes while a survey is stuck are all answered at once from the
+    one before; only one survey runs; its age is exported; a failed survey is one log
+    line, the one before is served, genbuf_survey_ok says 0."""
+    survey, lines = _SlowSurvey(), []
+    latest = LatestSurvey(survey, refresh=0.0, log=lines.append)
+    assert survey.calls == 1  # taken before serving
+    survey.go.clear()  # the next survey hangs
+    with ThreadPoolExecutor(5) as pool:
+        started = time.monotonic()
+        scrapes = list(pool.map(lambda _: _served(latest), range(5)))
+        assert time.monotonic() - started < 5
+    assert all(s["genbuf_buffer_chunks"] == 1 for s in scrapes)
+    assert survey.calls == 2  # one in flight, however many scrapes came
+    assert not latest.wait_idle(0.05)
+    survey.go.set()
+    assert latest.wait_idle(10)
+    after = _served(latest)
+    assert after["genbuf_buffer_chunks"] == 2 and after["genbuf_survey_ok"] == 1
+    assert 0 <= after["genbuf_survey_age_seconds"] < 10
+    assert latest.wait_idle(10)  # the scrape above started survey 3
+    survey.fail = True
+    _served(latest)  # survey 4 fails
+    assert latest.wait_idle(10)
+    failed = _served(latest)
+    assert failed["genbuf_survey_ok"] == 0 and failed["genbuf_buffer_chunks"] == 3
+    assert lines and "survey failed" in lines[0] and "unreachable" in lines[0]
+
+
+def test_serve_answers_while_redis_is_paused(servers: Stack, tmp_path: Path) -> None:
+    """A survey stuck behind a busy Redis (CLIENT PAUSE) does not hold scrapes: each is
+    answered within a second from the latest survey, whose age grows; the exporter
+    listens on 127.0.0.1 only by default."""
+    require_server("redis")
+    private = PrivateRedis(tmp_path)
+    private.start()
+    env = {**servers.env, "REDIS_URL": private.url}
+    port = free_port()
+    process = spawn_genbuf(["metrics", "--serve", str(port), "--refresh", "1s", "--json"], env)
+    admin = redis.Redis.from_url(private.url)
+    try:
+        assert process.stdout is not None
+        listening = json.loads(process.stdout.readline())
+        assert listening["listening"] == f"127.0.0.1:{port}"
+        admin.execute_command("CLIENT", "PAUSE", "6000", "ALL")
+        ages = []
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            with ThreadPoolExecutor(5) as pool:
+                bodies = list(pool.map(lambda _: _scrape(port, timeout=1.0), range(5)))
+            ages += [samples(body)[("genbuf_survey_age_seconds", ())] for body in bodies]
+            time.sleep(0.3)
+        assert max(ages) > 2  # the survey in flight waits behind the pause, scrapes do not
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        private.kill()
+
+
+def _scrape(port: int, timeout: float) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as reply:
+        body: str = reply.read().decode()
+    return body

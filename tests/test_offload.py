@@ -316,20 +316,29 @@ def test_a_changed_object_is_refused_on_read_back(servers: Stack, tmp_path: Path
 
 
 def test_past_the_parse_limit_an_artifact_is_checked_as_it_streams(
-    embedded: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: Stack, tmp_path: Path
 ) -> None:
-    """Past PARSE_LIMIT: no llm_response, text or bytes by its UTF-8; a bad byte is an
-    invalid_utf8 error at its offset; with a JSON Schema, a json_unchecked warning."""
-    monkeypatch.setattr(offload_module, "PARSE_LIMIT", 1000)
-    monkeypatch.setattr("genbuffer.compactor.PARSE_LIMIT", 1000)
-    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
-    text_gen = stack.repository.create_generation(ORG)
-    stack.buffer.push_many(ORG, text_gen, json_chunks(40))
-    assert compact(stack, ORG, text_gen).ok
-    row = stack.repository.get_generation(text_gen)
+    """Past GENERATION_PARSE_MAX_BYTES: no llm_response, its Content-Type by what the
+    stream showed (JSON, text, bytes); a bad byte is an invalid_utf8 error at its offset;
+    with a JSON Schema, a json_unchecked warning."""
+    stack = offloading(
+        embedded,
+        {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"},
+        GENERATION_PARSE_MAX_BYTES="1000",
+    )
+    json_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, json_gen, json_chunks(40))
+    assert compact(stack, ORG, json_gen).ok
+    row = stack.repository.get_generation(json_gen)
     assert row is not None and row.llm_response is None
-    assert row.metadata["offloaded"]["content_type"] == "text/plain; charset=utf-8"
+    assert row.metadata["offloaded"]["content_type"] == "application/json"
     assert "validation_errors" not in row.metadata
+    text_gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, text_gen, [b"plain text " * 500])
+    assert compact(stack, ORG, text_gen).persisted
+    row = stack.repository.get_generation(text_gen)
+    assert row is not None
+    assert row.metadata["offloaded"]["content_type"] == "text/plain; charset=utf-8"
 
     bad_gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, bad_gen, [b"a" * 3000, b"\xff", b"b" * 3000])
@@ -921,3 +930,70 @@ def test_doctor_warns_when_a_directory_store_is_open_to_everyone(
         assert "parent" in check()["message"]
     finally:
         tmp_path.chmod(0o700)
+
+
+def _broken(chunks: list[bytes]) -> list[bytes]:
+    """``chunks`` of a JSON document with one byte in the middle made invalid."""
+    middle = len(chunks) // 2
+    return [*chunks[:middle], b"\x01" + chunks[middle][1:], *chunks[middle + 1 :]]
+
+
+@pytest.mark.parametrize("placement", ["in the row", "offloaded"])
+def test_the_parse_limit_and_strict_mode_hold_wherever_the_bytes_live(
+    embedded: Stack, tmp_path: Path, placement: str
+) -> None:
+    """GENERATION_PARSE_MAX_BYTES decides llm_response alike in the row and offloaded;
+    past it, invalid JSON is still invalid_json (soft: recorded with where it is;
+    strict: nothing persisted, the buffer kept)."""
+    extra = {"GENERATION_PARSE_MAX_BYTES": "2000"}
+    if placement == "offloaded":
+        offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
+    embedded.env.update(extra)
+    stack = embedded
+    small, large = json_chunks(5), json_chunks(40)
+    assert len(b"".join(small)) <= 2000 < THRESHOLD < len(b"".join(large))
+    parsed, unparsed = (stack.repository.create_generation(ORG) for _ in range(2))
+    stack.buffer.push_many(ORG, parsed, small)
+    stack.buffer.push_many(ORG, unparsed, large)
+    assert compact(stack, ORG, parsed).ok and compact(stack, ORG, unparsed).ok
+    rows = [stack.repository.get_generation(gen) for gen in (parsed, unparsed)]
+    assert rows[0] is not None and rows[0].llm_response == json.loads(b"".join(small))
+    assert rows[1] is not None and rows[1].llm_response is None
+    assert ("offloaded" in rows[1].metadata) == (placement == "offloaded")
+
+    strict = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, strict, _broken(large))
+    aborted = compact(stack, ORG, strict, strict=True)
+    assert not aborted.ok and not aborted.persisted and aborted.validation_id is not None
+    assert [i["code"] for i in aborted.issues] == ["invalid_json"]
+    row = stack.repository.get_generation(strict)
+    assert row is not None and row.compacted is None
+    assert stack.buffer.keyspace.list_length(stack.buffer.key_for(ORG, strict, None)) > 0
+
+    soft = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, soft, _broken(large))
+    recorded = compact(stack, ORG, soft)
+    assert recorded.persisted and [i["code"] for i in recorded.issues] == ["invalid_json"]
+    assert "between bytes 0 and" in recorded.issues[0]["message"]
+    row = stack.repository.get_generation(soft)
+    assert row is not None and row.metadata["validation_errors"] == recorded.issues
+
+
+def test_a_10_mb_invalid_artifact_offloaded_under_strict_is_refused(
+    redis_stack: Stack, tmp_path: Path
+) -> None:
+    """The report's case: 10 MB of invalid JSON, offloaded, past the default 8 MiB
+    parse limit: `compact-generation --strict` exits 1, no row, no object."""
+    objects_dir = tmp_path / "objects"
+    stack = offloading(redis_stack, {"GENERATION_OFFLOAD_URL": f"file://{objects_dir}"})
+    gen = stack.repository.create_generation(ORG)
+    line = b'{"token": "' + b"y" * 1000 + b'"}\n'  # JSON lines: not one JSON document
+    stack.buffer.push_many(ORG, gen, [line] * (10_000_000 // len(line)))
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--strict", "--json")
+    assert done.exit_code == 1, done.output
+    body = json.loads(done.stdout)
+    assert not body["persisted"] and [i["code"] for i in body["issues"]] == ["invalid_json"]
+    assert "trailing garbage" in body["issues"][0]["message"]
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is None
+    assert not objects_dir.exists() or not any(p.is_file() for p in objects_dir.rglob("*"))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from genbuffer.errors import UsageError
-from genbuffer.settings import MEMORY_REDIS_URL, Settings, load_settings, mask_url
+from genbuffer.laravel_ascii import table as transliterations
+from genbuffer.settings import MEMORY_REDIS_URL, Settings, laravel_slug, load_settings, mask_url
+from tests.support.urls import IN_CI
 
 LARAVEL_ENV = """\
 APP_NAME=Laravel
@@ -137,3 +143,59 @@ def test_secrets_are_not_in_the_repr(clean_env: None) -> None:
         db_password="hunter2", redis_password="hunter3", database_url="x://u:hunter4@h/d"
     )
     assert "hunter" not in repr(settings) and "hunter" not in str(settings)
+
+
+_LARAVEL_PREFIXES = Path(__file__).parent / "fixtures" / "laravel_prefixes.json"
+
+
+def _prefix(app_name: str, rule: str) -> str:
+    settings = Settings(_env_file=None, app_name=app_name, redis_prefix_rule=rule)  # type: ignore[call-arg]
+    return settings.effective_redis_prefix()
+
+
+def test_prefix_rules_give_the_prefixes_laravel_computes() -> None:
+    """REDIS_PREFIX_RULE derives from APP_NAME what Laravel 8.83's Str::slug does, for
+    transliterated letters too (Straße → strasse, Ø → o, Æ → ae), per the committed
+    table that tests/php/slug.php computed."""
+    table = json.loads(_LARAVEL_PREFIXES.read_text(encoding="utf-8"))["prefixes"]
+    assert {"Straße & Söhne", "Ørsted Ænergy"} <= {row["app_name"] for row in table}
+    for row in table:
+        assert _prefix(row["app_name"], "underscore") == row["underscore"], row
+        assert _prefix(row["app_name"], "hyphen") == row["hyphen"], row
+
+
+def _laravel_slugs(names: list[str]) -> list[dict[str, str]]:
+    """Str::slug of each name by Laravel itself (tests/php/slug.php); skips without PHP
+    and Laravel, fails under CI=true."""
+    php = shutil.which("php")
+    autoload = Path("/usr/share/php/Illuminate/Support/autoload.php")
+    if php is None or not autoload.exists():
+        reason = "php-cli and php-laravel-framework (Debian) are not installed"
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    script = Path(__file__).parent / "php" / "slug.php"
+    done = subprocess.run(
+        [php, str(script)], input=json.dumps(names), capture_output=True, text=True, check=True
+    )
+    slugs: list[dict[str, str]] = json.loads(done.stdout)
+    return slugs
+
+
+def test_prefix_rules_agree_with_laravel_run_by_php() -> None:
+    """The committed table is what Laravel computes today, and so is every one of a few
+    thousand random names made of the characters Laravel transliterates (alone, in the
+    multi-letter keys it looks up, beside ones it drops, '@', separators, spaces)."""
+    table = json.loads(_LARAVEL_PREFIXES.read_text(encoding="utf-8"))["prefixes"]
+    names = [row["app_name"] for row in table]
+    rng = random.Random(20)
+    keys = list(transliterations())
+    others = ["@", "_", "-", " ", "\t", "a", "Z", "7", "東", "🚀", "\u0301", "ǅ", "."]
+    for _ in range(3000):
+        names.append("".join(rng.choice(keys + others) for _ in range(rng.randint(1, 6))))
+    laravel = _laravel_slugs(names)
+    for row, name in zip(table, names, strict=False):
+        assert laravel[names.index(name)]["underscore"] + "_database_" == row["underscore"]
+    for name, slugs in zip(names, laravel, strict=True):
+        assert laravel_slug(name, "_") == slugs["underscore"], name
+        assert laravel_slug(name, "-") == slugs["hyphen"], name

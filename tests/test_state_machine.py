@@ -235,9 +235,11 @@ class CompactionMachine(RuleBasedStateMachine):
         """The producer lost the reply of its last push and sends it again: no change."""
         assert self.last_push is not None
         seq, chunks = self.last_push
+        length = self.stack.buffer.keyspace.list_length(self.key)
         self.stack.buffer.push_many(ORG, self.gen, chunks, seq=seq)
         self.retry_in_list = True
-        self._changed()
+        if self.stack.buffer.keyspace.list_length(self.key) != length:
+            self._changed()  # what cron sees: a repeat skipped by its number changes nothing
 
     @precondition(
         lambda self: (
@@ -415,6 +417,8 @@ class CompactionMachine(RuleBasedStateMachine):
             CompactionMachine.pauses += 1
             CompactionMachine.looked_pauses += self.looked
             self._compact(True, selected="idle")
+        elif self.stack.buffer.keyspace.list_length(self.key):
+            self.looked, self.stale_look = True, False  # that run looked too
 
     def _idle(self, chosen: object) -> bool:
         candidates = getattr(chosen, "candidates", [])

@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from genbuffer.db.rows import GEN
 from genbuffer.durations import human_duration
+from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import BufferMeta
 from genbuffer.redis.survey import BufferFacts
 from genbuffer.status import StatusOptions, buffer_state, collect_status
@@ -221,3 +222,26 @@ def test_survey_reports_each_buffer_once_whatever_the_page(stack: Stack, page: i
     found = sorted(f.generation_id for f in buffer.scan.discover(page))
     assert found == [1, 2, 3]
     assert both.endswith(":chunks")
+
+
+def test_buffers_under_another_prefix_fail_status_naming_it(stack: Stack) -> None:
+    """REDIS_PREFIX=myapp_ while the app's buffers wait under laravel_database_: status
+    does not report a green zero (the README's cron alert), it exits 1 naming the
+    prefix to set, thresholds or not; under the right prefix it is green again."""
+    app_prefix = stack.buffer.prefix + "laravel_database_"
+    app = GenerationBuffer(stack.buffer.client, prefix=app_prefix)
+    gen = stack.repository.create_generation(ORG)
+    app.push_many(ORG, gen, [b"[1]"])
+    for args in (["status", "--max-pending", "0", "--json"], ["status", "--json"]):
+        done = stack.cli(*args)
+        assert done.exit_code == 1, done.output
+        report = json.loads(done.stdout)
+        assert report["buffers"] == 0 and not report["ok"]
+        # list and meta hash (a shared server may hold other tests' prefixes too)
+        assert report["other_prefixes"][app_prefix] == 2
+        configured = repr(stack.buffer.prefix)
+        assert any(configured in a and app_prefix in a for a in report["alerts"])
+    shown = stack.cli("status")
+    assert shown.exit_code == 1 and "REDIS_PREFIX=" in shown.stdout and app_prefix in shown.stdout
+    right = stack.cli("status", "--json", env={"REDIS_PREFIX": app_prefix})
+    assert right.exit_code == 0 and json.loads(right.stdout)["other_prefixes"] == {}

@@ -260,6 +260,36 @@ def test_chunks_after_a_provisional_artifact_follow_the_content(
     assert [tuple(entry) for entry in ledger] == [(outcome, rule)]
 
 
+@pytest.mark.backends("embedded", "servers")
+@pytest.mark.parametrize(
+    ("later", "outcome"),
+    [(b'"}', "appended"), (b'{"b": "' + b"y" * 600 + b'"}', "replaced")],
+    ids=["continues", "new-document"],
+)
+def test_a_large_provisional_artifact_is_judged_as_it_streams(
+    stack: Stack, later: bytes, outcome: str
+) -> None:
+    """Past the parse limit, in an object store: whether the later stream continues the
+    artifact or is a new document is told by streamed checks, as for a small one."""
+    stack.env.update(
+        GENERATION_OFFLOAD_URL=f"file://{stack.tmp_path / 'objects'}",
+        GENERATION_OFFLOAD_BYTES="100",
+        GENERATION_PARSE_MAX_BYTES="64",
+    )
+    gen = stack.repository.create_generation(ORG)
+    first = b'{"a": "' + b"x" * 600
+    stack.buffer.push_many(ORG, gen, [first[:300], first[300:]])
+    assert compact(stack, ORG, gen, delete=True).persisted
+    stack.buffer.push_many(ORG, gen, [later])
+    result = compact(stack, ORG, gen, delete=True)
+    assert (result.regenerated, result.persisted) == (outcome, True), result.message
+    whole = later if outcome == "replaced" else first + later
+    shown = stack.cli("show-generation", str(ORG), str(gen), "--output", str(stack.tmp_path / "a"))
+    assert shown.exit_code == 0, shown.output
+    assert (stack.tmp_path / "a").read_bytes() == whole
+    assert "invalid_json" not in [issue["code"] for issue in result.issues]
+
+
 def test_a_paused_plain_stream_ends_whole_in_the_row(stack: Stack) -> None:
     """A plain producer's stream that pauses past --idle is compacted and deleted by
     cron; its later chunks continue the artifact (they parse as one document together)

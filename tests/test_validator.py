@@ -113,3 +113,33 @@ def test_any_json_value_round_trips_or_is_flagged(value: object) -> None:
         assert [i.code for i in result.issues] == ["json_unstorable"]
     else:
         assert result.llm_response == value
+
+
+def test_schema_problem_finds_what_would_fail_only_when_a_document_reaches_it() -> None:
+    """A $ref that resolves to nothing (locally, under a nested $id, or remote: nothing is
+    fetched) and a schema its meta-schema rejects are named; resolvable ones pass."""
+    from genbuffer.validator import schema_problem  # noqa: PLC0415
+
+    assert schema_problem({"properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {}}}) is None
+    assert schema_problem({"items": {"$ref": "#"}}) is None
+    assert schema_problem({"$ref": "https://json-schema.org/draft/2020-12/schema"}) is None
+    nested = {
+        "$id": "https://x.test/root",
+        "$defs": {"n": {"$id": "nested", "$defs": {"y": {}}, "items": {"$ref": "#/$defs/y"}}},
+        "properties": {"p": {"$ref": "nested"}},
+    }
+    assert schema_problem(nested) is None
+    draft7 = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "properties": {"a": {"$ref": "#/definitions/x"}},
+        "definitions": {"x": {"type": "integer"}},
+    }
+    assert schema_problem(draft7) is None
+    for broken in (
+        {"properties": {"a": {"$ref": "#/definitions/missing"}}},
+        {"$defs": {"n": {"$id": "https://x.test/n", "items": {"$ref": "#/$defs/gone"}}}},
+        {"$ref": "https://example.com/remote.json"},
+    ):
+        assert "resolves to nothing" in (schema_problem(broken) or ""), broken
+    assert "at $.type" in (schema_problem({"type": 5}) or "")
+    assert "object or a boolean" in (schema_problem([1]) or "")

@@ -33,11 +33,22 @@ def metrics_cmd(
             "--serve",
             min=1,
             max=65535,
-            help="Serve /metrics on this port (an exporter; each scrape surveys anew).",
+            help="Serve /metrics on this port (an exporter: every scrape is served from the "
+            "latest survey at once).",
             show_default=False,
         ),
     ] = None,
-    bind: Annotated[str, typer.Option("--bind", help="Address --serve listens on.")] = "127.0.0.1",
+    bind: Annotated[
+        str, typer.Option("--bind", help="Address --serve listens on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    refresh: Annotated[
+        str,
+        typer.Option(
+            "--refresh",
+            help="With --serve: a scrape that finds the latest survey older than this starts "
+            "the next one, in the background (one at a time).",
+        ),
+    ] = "15s",
     idle: IdleAfterOpt = "30m",
     compaction_within: CompactionWithinOpt = "1h",
     as_json: JsonOpt = False,
@@ -46,7 +57,9 @@ def metrics_cmd(
 
     Gauges come from one survey of the buffers (as status); counters
     (genbuf_compactions_total, genbuf_validation_issues_total) are counted from the
-    database, so they stay monotonic across cron processes.
+    database, so they stay monotonic across cron processes. --serve answers every
+    scrape from the latest survey (genbuf_survey_age_seconds says how old), listening
+    on 127.0.0.1 unless --bind says otherwise.
     Example (cron): genbuf metrics --textfile /var/lib/node_exporter/genbuf.prom
     """
     from datetime import timedelta
@@ -59,6 +72,7 @@ def metrics_cmd(
     rt = runtime(ctx, as_json)
     if textfile is not None and serve is not None:
         raise UsageError("--textfile and --serve are two ways to publish: give one")
+    every = parse_age(refresh).total_seconds()
     if textfile is not None and not textfile.parent.is_dir():
         raise UsageError(f"--textfile {textfile}: no such directory {textfile.parent}")
     options = StatusOptions(
@@ -69,7 +83,7 @@ def metrics_cmd(
     )
     registry = registry_for(rt.buffer, rt.repository, options)
     if serve is not None:
-        _serve(registry, bind, serve, as_json)
+        _serve(registry, bind, serve, as_json, every)
         return
     snapshot = collected(registry)  # one survey; an outage is exit 3 before any write
     text = exposition(snapshot)
@@ -87,17 +101,24 @@ def metrics_cmd(
         sys.stdout.write(text.decode())
 
 
-def _serve(registry: CollectorRegistry, bind: str, port: int, as_json: bool) -> None:
-    """Serve until SIGINT or SIGTERM; each scrape collects anew."""
+def _serve(
+    registry: CollectorRegistry, bind: str, port: int, as_json: bool, refresh: float
+) -> None:
+    """Serve until SIGINT or SIGTERM, every scrape from the latest survey (the first is
+    taken before listening: an outage then is exit 3)."""
     import signal
     import threading
 
-    from prometheus_client import start_http_server
+    from prometheus_client import CollectorRegistry, start_http_server
 
     from genbuffer.errors import UsageError
+    from genbuffer.metrics import LatestSurvey
 
+    latest = LatestSurvey(registry, refresh, log=lambda line: stderr().print(line))
+    served = CollectorRegistry(auto_describe=False)
+    served.register(latest)
     try:
-        start_http_server(port, addr=bind, registry=registry)
+        start_http_server(port, addr=bind, registry=served)
     except OSError as exc:
         raise UsageError(f"cannot listen on {bind}:{port}: {exc}") from None
     stop = threading.Event()

@@ -8,10 +8,11 @@ they stay under a limit. What it then does depends on the size:
   into the row as before, base64 in `compacted`, parsed and validated whole;
 - above it: it is streamed a second time, page by page, into a multipart upload
   to the object named after its sha256, before the row's transaction commits, and
-  `compacted` holds the object's URL. It is parsed as JSON only up to PARSE_LIMIT
-  bytes; past that it is checked for UTF-8 as it streams, and `llm_response`
-  stays null. Memory stays bounded by the limit and the upload's parts, whatever
-  the size; ``GENERATION_MAX_BYTES`` applies only to what is kept in the row.
+  `compacted` holds the object's URL. Up to GENERATION_PARSE_MAX_BYTES it is
+  parsed as any artifact; past that it is checked for UTF-8 and as JSON
+  (``genbuffer.jsoncheck``) as it streams, and `llm_response` stays null. Memory
+  stays bounded by the limit and the upload's parts, whatever the size;
+  ``GENERATION_MAX_BYTES`` applies only to what is kept in the row.
 
 An artifact once offloaded stays offloaded: new chunks appended to it are read
 after the stored object's bytes, and the whole goes to a new object. The stored
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from genbuffer.errors import StreamChanged, UsageError
+from genbuffer.jsoncheck import JsonStream, json_error_of
 from genbuffer.objects.artifact import OffloadRecord, read_verified, upload
 from genbuffer.objects.boundary import Boundary
 from genbuffer.objects.store import Store, open_store
@@ -37,20 +39,17 @@ if TYPE_CHECKING:
     from genbuffer.settings import Settings
 
 __all__ = [
-    "PARSE_LIMIT",
     "HeldObject",
     "Offload",
     "OffloadPlan",
     "Scanned",
+    "check_held",
     "collected",
     "content_type",
     "held_blocks",
     "scan",
 ]
 
-# An offloaded artifact is parsed as JSON up to this size: parsing holds the text and a
-# document several times its size, which a compaction of any size must stay clear of.
-PARSE_LIMIT = 8 * 1024 * 1024
 # Pages of the buffer while an artifact that may be offloaded is read: small, since the
 # bytes are only passed through (hashed, checked, uploaded), never assembled.
 STREAM_PAGE_BYTES = 512 * 1024
@@ -127,9 +126,11 @@ class Offload:
         pages: Callable[[], Iterable[list[bytes]]],
         scanned: Scanned,
         as_json: bool,
+        is_json: bool = False,
     ) -> OffloadPlan:
         """The upload of an artifact too large for its row: what the row held, then the
-        new chunks ``pages`` reads again, the same bytes the scan hashed."""
+        new chunks ``pages`` reads again, the same bytes the scan hashed. ``as_json``:
+        its document goes to `llm_response`; ``is_json``: it is JSON, too large for that."""
         if self.store is None:  # the row's artifact was offloaded, but offloading is now off
             url = existing.record.url if isinstance(existing, HeldObject) else "?"
             raise UsageError(
@@ -154,7 +155,7 @@ class Offload:
             sha256=scanned.sha256,
             size=scanned.size,
             compression=self.compression,
-            content_type=content_type(as_json, scanned.utf8_error is None),
+            content_type=content_type(as_json or is_json, scanned.utf8_error is None),
             llm_response_json=json_text,
         )
 
@@ -200,6 +201,7 @@ class Scanned:
     content: bytes | None  # the whole artifact, when it stayed within the keep limit
     utf8_error: str | None  # where the bytes stop being UTF-8, if they do
     over: bool  # stopped early: past the limit with nowhere to put it
+    json_error: str | None = None  # where they stop being one JSON document (check_json)
 
 
 def scan(
@@ -210,14 +212,17 @@ def scan(
     tail_chunks: int,
     stop_past_keep: bool,
     check_utf8: bool,
+    check_json: bool = False,
 ) -> Scanned:
     """Hash and count ``held`` then ``pages``, keeping the bytes while they total at most
-    ``keep``; with ``stop_past_keep``, stop reading as soon as they exceed it.
+    ``keep``; with ``stop_past_keep``, stop reading as soon as they exceed it; with
+    ``check_utf8``/``check_json``, check the bytes as they pass.
 
-    A page is joined once and handled as one block: hashing and the UTF-8 check run
-    per page, not per chunk (a 64 MB artifact may be half a million chunks)."""
+    A page is joined once and handled as one block: hashing and the checks run per
+    page, not per chunk (a 64 MB artifact may be half a million chunks)."""
     hasher = hashlib.sha256()
     checker = _Utf8() if check_utf8 else None
+    json_stream = JsonStream() if check_json else None
     kept: list[bytes] | None = []
     sizes: list[int] = []
     tail: deque[bytes] = deque(maxlen=tail_chunks)
@@ -228,6 +233,8 @@ def scan(
         hasher.update(block)
         if checker is not None:
             checker.feed(block, size)
+        if json_stream is not None:
+            json_stream.feed(block, size)
         size += len(block)
         if kept is not None:
             kept.append(block)
@@ -248,6 +255,8 @@ def scan(
             break
     if checker is not None:
         checker.close(size)
+    if json_stream is not None:
+        json_stream.close(size)
     return Scanned(
         size=size,
         sha256=hasher.hexdigest(),
@@ -257,6 +266,7 @@ def scan(
         content=b"".join(kept) if kept is not None else None,
         utf8_error=None if checker is None else checker.error,
         over=kept is None and stop_past_keep,
+        json_error=None if json_stream is None else json_stream.error,
     )
 
 
@@ -277,6 +287,17 @@ def collected(scanned: Scanned, held: Iterable[bytes], pages: Iterable[list[byte
             hint="run the compaction again",
         )
     return replace(scanned, content=content, sizes=tuple(sizes))
+
+
+def check_held(content: bytes) -> tuple[str | None, str | None]:
+    """(UTF-8 error, JSON error) of bytes held in memory, each checked a slice at a time
+    as a streamed artifact's are (no str, no document built)."""
+    checker = _Utf8()
+    checker.feed(content, 0)
+    checker.close(len(content))
+    if checker.error is not None:
+        return checker.error, None
+    return None, json_error_of(content)
 
 
 class _Utf8:

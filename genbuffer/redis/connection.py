@@ -26,11 +26,13 @@ __all__ = [
     "SCRIPT_RELOADS",
     "NoTouch",
     "RedisTarget",
+    "SentUnconfirmed",
     "connect_cluster",
     "connect_redis",
     "load_script",
     "redis_errors",
     "run_script",
+    "run_script_once",
     "text",
 ]
 
@@ -101,6 +103,48 @@ class NoTouch:
         NO-TOUCH."""
         connection.on_connect_check_health(check_health=False)
         self.ask(connection)
+
+
+class SentUnconfirmed(Exception):
+    """A write was sent and its connection failed before the reply: it may have run.
+    The caller, who knows what the write carried, says so (PushOutcomeUnknown)."""
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a connection error happened while connecting, before any command was
+    written (redis-py's connect errors say "connecting to"): then a retry is safe."""
+    return "connecting to" in str(exc)
+
+
+def run_script_once(script: Any, keys_: list[str], args: list[Any], url: str, cluster: bool) -> Any:
+    """Run a script whose effect must not happen twice (an unsequenced push).
+
+    On a Redis Cluster the call goes to the key's node with no retry of redis-py's
+    (which sends the call again, to the same or a promoted node, after a connection
+    error: the first may have run); MOVED, ASK and NOSCRIPT, which say it did not
+    run, are still followed. A connection error after the call was written is
+    SentUnconfirmed; one before is RedisUnavailable, as any. A single server's client
+    is used as run_script uses it: its one retry comes after a failed connect."""
+    if not cluster:
+        return run_script(script, keys_, args, url)
+    client: Any = script.registered_client
+    with redis_errors(url):
+        for _ in range(SCRIPT_RELOADS):
+            node = client.get_node_from_key(keys_[0])
+            try:
+                return client.execute_command(
+                    "EVALSHA", script.sha, len(keys_), *keys_, *args, target_nodes=node
+                )
+            except redis.exceptions.NoScriptError:
+                client.script_load(script.script)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if _never_sent(exc):
+                    raise
+                raise SentUnconfirmed(str(exc)) from None
+    raise RedisUnavailable(
+        f"Redis at {mask_url(url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)",
+        hint="is something running SCRIPT FLUSH in a loop, or is the server restarting?",
+    )
 
 
 def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = None) -> redis.Redis:

@@ -9,16 +9,17 @@ and TLS, but never returned to it) and send commands packed by hiredis on it.
 It uses redis-py's public connection API (ConnectionPool.make_connection;
 Connection.connect, send_packed_command, read_response, can_read, disconnect):
 low-level, so this module is the only one that touches it, and the versions it
-runs on are pinned and tested at both ends (.ci/run). A failed
-connection is closed and reported as ``HeldConnectionLost``; each caller decides
-whether a retry is safe. A forked child opens its own connection.
+runs on are pinned and tested at both ends (.ci/run). The connection is polled
+before each command, so one the server closed is replaced before anything is sent;
+a failed connection is closed and reported as ``HeldConnectionLost``, which says
+whether the command had been sent (then it may have run: each caller decides whether
+a retry is safe). A forked child opens its own connection.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -29,13 +30,16 @@ from hiredis import pack_command
 __all__ = ["HeldConnection", "HeldConnectionLost", "HeldSession", "pack"]
 
 _LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-# A connection idle longer than this is polled before use (a server may close idle
-# clients); one in steady use is not, as the poll would cost a syscall per token.
-IDLE_CHECK_SECONDS = 1.0
 
 
 class HeldConnectionLost(Exception):
-    """The held connection failed (before or during a command) and was closed."""
+    """The held connection failed (before or during a command) and was closed.
+
+    ``sent``: whether the command had begun to be sent (then it may have run)."""
+
+    def __init__(self, *, sent: bool) -> None:
+        super().__init__("the held connection failed" + (" after sending" if sent else ""))
+        self.sent = sent
 
 
 def pack(commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
@@ -71,7 +75,6 @@ class HeldConnection:
         self._pool: Any = client.connection_pool
         self._conn: Any = None
         self._pid = 0
-        self._used = 0.0  # monotonic time of the last reply
         self._lock = threading.Lock()
 
     def call(self, *args: Any) -> Any:
@@ -83,19 +86,19 @@ class HeldConnection:
         # session() inlined: this is the once-per-token path
         with self._lock:
             conn = self._conn
+            sent = False
             try:
-                if (
-                    conn is None
-                    or self._pid != os.getpid()
-                    or time.monotonic() - self._used > IDLE_CHECK_SECONDS
-                ):
-                    conn = self._ready()
+                # polled before every command (a syscall, well under the round trip): a
+                # connection the server closed is replaced while nothing is at stake,
+                # so a failure after sending is one whose outcome is truly unknown
+                conn = self._ready()
+                sent = True  # from here on the command may reach the server and run
                 conn.send_packed_command([pack_command(args)], check_health=False)
                 reply = conn.read_response()
             except BaseException as exc:
                 # an error reply was read whole: the connection is still in step
-                self._fail(conn, exc, in_step=isinstance(exc, redis.exceptions.ResponseError))
-            self._used = time.monotonic()
+                in_step = isinstance(exc, redis.exceptions.ResponseError)
+                self._fail(conn, exc, in_step=in_step, sent=sent)
             return reply
 
     @contextmanager
@@ -110,9 +113,9 @@ class HeldConnection:
             try:
                 conn = self._ready()
                 yield HeldSession(conn)
-                self._used = time.monotonic()
             except BaseException as exc:
-                self._fail(conn, exc, in_step=False)
+                # what the block sent and whether it ran is the block's to say
+                self._fail(conn, exc, in_step=False, sent=conn is not None)
 
     def close(self) -> None:
         """Close the connection (the next call opens another)."""
@@ -124,7 +127,6 @@ class HeldConnection:
     def _ready(self) -> Any:
         """The open connection, or a new one: after a fork, or when the idle one went bad."""
         conn = self._conn
-        self._used = time.monotonic()
         if conn is not None and self._pid == os.getpid():
             # An idle connection with something to read was closed by the server (EOF)
             # or holds a stray reply: replace it before sending, when nothing is at stake.
@@ -141,7 +143,7 @@ class HeldConnection:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
-    def _fail(self, conn: Any, exc: BaseException, *, in_step: bool) -> NoReturn:
+    def _fail(self, conn: Any, exc: BaseException, *, in_step: bool, sent: bool) -> NoReturn:
         """Re-raise ``exc``; close the connection unless it is known to be in step.
 
         A failed connection becomes HeldConnectionLost. Anything else (e.g. a
@@ -149,11 +151,10 @@ class HeldConnection:
         the connection is not trusted for the next command.
         """
         if in_step:
-            self._used = time.monotonic()
             raise exc
         self._drop(conn)
         if isinstance(exc, _LOST):
-            raise HeldConnectionLost from None
+            raise HeldConnectionLost(sent=sent) from None
         raise exc
 
     def _drop(self, conn: Any) -> None:

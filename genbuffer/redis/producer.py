@@ -20,12 +20,23 @@ import redis
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, run_script
+from genbuffer.redis.connection import (
+    RedisTarget,
+    SentUnconfirmed,
+    redis_errors,
+    run_script,
+    run_script_once,
+)
 from genbuffer.redis.events import Events
 from genbuffer.redis.held import HeldConnection, HeldConnectionLost
 from genbuffer.redis.meta import IsoClock
 from genbuffer.redis.split import SplitMeta
-from genbuffer.redis.transactions import chunk_bytes, push_transactions, total_bytes
+from genbuffer.redis.transactions import (
+    chunk_bytes,
+    outcome_unknown,
+    push_transactions,
+    total_bytes,
+)
 
 __all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
 
@@ -169,9 +180,12 @@ class Producer:
         )
         try:
             length = self._held.call("EVALSHA", self._push_one.sha, 2, key, meta, *argv)
-        except (redis.exceptions.NoScriptError, HeldConnectionLost):
-            # A restarted server or a dropped connection: redis-py's path loads the
-            # script and retries with backoff.
+        except (redis.exceptions.NoScriptError, HeldConnectionLost) as exc:
+            if isinstance(exc, HeldConnectionLost) and exc.sent:
+                raise outcome_unknown(self.target.url, key, confirmed=0, in_doubt=1) from None
+            # The script was not loaded (NOSCRIPT: it did not run), or the connection
+            # failed before the push was sent: redis-py's path loads the script and
+            # retries with backoff.
             with redis_errors(self.target.url):
                 length = run_script(self._push_one, [key, meta], list(argv), self.target.url)
         if self.max_len is not None and length > self.max_len:
@@ -247,18 +261,21 @@ class Producer:
             group.append((*head, "" if seq is None else seq, total, *batch))
             seq = None if seq is None else seq + len(batch)
             if len(group) == PUSH_PIPELINE:
-                replies = self._run_scripts(key, meta, group)
+                replies = self._run_scripts(key, meta, group, appended)
                 length, appended, skipped = _sum_replies(replies, appended, skipped)
                 group = []
         if group:
-            replies = self._run_scripts(key, meta, group)
+            replies = self._run_scripts(key, meta, group, appended)
             length, appended, skipped = _sum_replies(replies, appended, skipped)
         elif appended + skipped == 0:
             length = int(self.target.client.llen(key))
         return length, appended, skipped, pushed_bytes
 
-    def _run_scripts(self, key: str, meta: str, group: list[tuple[object, ...]]) -> list[Any]:
-        """push.lua calls for ``group`` (argument tuples), in order, one round trip.
+    def _run_scripts(
+        self, key: str, meta: str, group: list[tuple[object, ...]], before: int = 0
+    ) -> list[Any]:
+        """push.lua calls for ``group`` (argument tuples), in order, one round trip
+        (``before``: chunks this push appended already, for an error to count).
 
         A call refused with NOSCRIPT did not run: after a Redis restart (redis-py
         retries a pipeline on a new connection without loading its scripts) the
@@ -267,7 +284,21 @@ class Producer:
         client = self.target.client
         if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
             url = self.target.url
-            return [run_script(self._push, [key, meta], list(argv), url) for argv in group]
+            answered: list[Any] = []
+            for argv in group:
+                # a sequenced call is safe to send again (push.lua skips what arrived)
+                sequenced = argv[5] != ""
+                try:
+                    answered.append(
+                        run_script(self._push, [key, meta], list(argv), url)
+                        if sequenced
+                        else run_script_once(self._push, [key, meta], list(argv), url, True)
+                    )
+                except SentUnconfirmed:
+                    confirmed = before + sum(int(reply[1]) for reply in answered)
+                    doubt = len(argv) - 7  # the chunks after the head, seq and total
+                    raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=doubt) from None
+            return answered
         replies: list[Any] = []
         for _ in range(3):
             pipe = client.pipeline(transaction=False)

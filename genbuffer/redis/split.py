@@ -35,8 +35,15 @@ from typing import Any
 
 from genbuffer import keys
 from genbuffer.errors import UsageError
-from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, text
-from genbuffer.redis.transactions import total_bytes
+from genbuffer.redis.connection import (
+    RedisTarget,
+    SentUnconfirmed,
+    redis_errors,
+    run_script,
+    run_script_once,
+    text,
+)
+from genbuffer.redis.transactions import outcome_unknown, total_bytes
 
 __all__ = ["SplitMeta"]
 
@@ -114,10 +121,21 @@ class SplitMeta:
                 if not batch:
                     break
                 size = total_bytes(batch)
-                length = int(run_script(self._list, [key, state], [ttl, *batch], url))
+                cluster = self.target.cluster
+                try:
+                    length = int(
+                        run_script_once(self._list, [key, state], [ttl, *batch], url, cluster)
+                    )
+                except SentUnconfirmed:
+                    doubt = len(batch)
+                    raise outcome_unknown(url, key, confirmed=appended, in_doubt=doubt) from None
                 created = "1" if length == len(batch) else "0"
                 argv = [ttl, now, org, scenario, generation, len(batch), size, created]
-                run_script(self._meta, [meta], argv, url)
+                try:
+                    run_script_once(self._meta, [meta], argv, url, cluster)
+                except SentUnconfirmed:  # the chunks are in; their count may not be
+                    confirmed = appended + len(batch)
+                    raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=0) from None
                 appended += len(batch)
                 pushed += size
                 batch = []

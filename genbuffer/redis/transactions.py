@@ -7,9 +7,9 @@ While Redis executes one transaction the next is packed, so the client's packing
 and the server's work overlap.
 
 A dropped connection is not retried: a transaction sent but unconfirmed may have
-been applied, and sending it again would duplicate chunks. The error says how many
-chunks were confirmed and how many are in doubt (sequenced pushes are the
-exactly-once path).
+been applied, and sending it again would duplicate chunks. The error,
+``PushOutcomeUnknown``, says how many chunks were confirmed and how many are in
+doubt (sequenced pushes are the exactly-once path).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from genbuffer import keys
-from genbuffer.errors import OperationFailed, RedisUnavailable
+from genbuffer.errors import OperationFailed, PushOutcomeUnknown, RedisUnavailable
 from genbuffer.redis import meta as m
 from genbuffer.redis.held import HeldConnection, HeldConnectionLost, HeldSession, pack
 from genbuffer.settings import mask_url
@@ -31,6 +31,7 @@ __all__ = [
     "TRANSACTION_BATCHES",
     "TRANSACTION_BYTES",
     "chunk_bytes",
+    "outcome_unknown",
     "push_transactions",
     "total_bytes",
 ]
@@ -120,6 +121,24 @@ def _settle(session: HeldSession, sent: _Transaction, key: str, raise_meta: tupl
     return int(executed[sent.pushes - 1])
 
 
+def outcome_unknown(url: str, key: str, *, confirmed: int, in_doubt: int) -> PushOutcomeUnknown:
+    """The error of a push whose connection failed after it was sent (every push path's)."""
+    doubt = (
+        f"up to {in_doubt} more may have been appended"
+        if in_doubt
+        else "all were appended, but the meta hash may not count the last of them"
+    )
+    return PushOutcomeUnknown(
+        f"Redis connection at {mask_url(url)} failed during a push to {key}: {confirmed} "
+        f"chunks confirmed, {doubt}",
+        confirmed=confirmed,
+        in_doubt=in_doubt,
+        hint="the chunks in doubt may be in the buffer: pushing them again without sequence "
+        "numbers may append them twice; push with seq= (sequence numbers skip what already "
+        "arrived), or check the buffer (inspect-generation) before pushing the rest",
+    )
+
+
 def push_transactions(
     held: HeldConnection,
     key: str,
@@ -162,12 +181,12 @@ def push_transactions(
             f"{appended} chunks confirmed, the refused ones were not appended",
             hint="Redis is full (maxmemory): free memory or raise it, then push the rest",
         ) from None
-    except HeldConnectionLost:
-        doubt = 0 if in_flight is None else in_flight.count
-        raise RedisUnavailable(
-            f"Redis is unreachable at {mask_url(url)}: the connection dropped during a push "
-            f"to {key}; {appended} chunks confirmed, up to {doubt} more may have been appended",
-            hint="check the buffer with inspect-generation before pushing again "
-            "(or push with sequence numbers, which skip what already arrived)",
-        ) from None
+    except HeldConnectionLost as lost:
+        if in_flight is None or not lost.sent:  # nothing unconfirmed was sent
+            raise RedisUnavailable(
+                f"Redis is unreachable at {mask_url(url)}: the connection failed before a "
+                f"push to {key} was sent; {appended} chunks confirmed, none in doubt",
+                hint="check REDIS_URL and that the server is up, then push the rest",
+            ) from None
+        raise outcome_unknown(url, key, confirmed=appended, in_doubt=in_flight.count) from None
     return length, appended, pushed_bytes

@@ -1,0 +1,69 @@
+"""A TCP proxy on loopback that can lose a reply: the server runs a command, the client
+never hears back (its connection is cut instead), as when a primary dies after a write.
+
+``ReplyCutter(upstream_port)`` listens on a free loopback port and pipes every
+connection to the upstream server; after ``cut_next_reply(marker)`` the next bytes the
+server sends back that hold ``marker`` (``*``: the array EXEC answers with, once the
+transaction ran) are dropped and that client connection is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from tests.support.servers import free_port
+
+
+class ReplyCutter:
+    """One listener, a pair of pipe threads per connection; ``close`` stops it all."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._cut = threading.Event()
+        self._marker = b""
+        self.cuts = 0
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_next_reply(self, marker: bytes = b"") -> None:
+        """Drop the next reply the server sends that holds ``marker``, and close that
+        client's connection."""
+        self._marker = marker
+        self._cut.set()
+
+    def close(self) -> None:
+        """Stop listening and close every connection."""
+        for sock in self._sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, replies: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if replies and self._cut.is_set() and self._marker in data:
+                    self._cut.clear()
+                    self.cuts += 1
+                    target.shutdown(socket.SHUT_RDWR)  # the client sees the connection end
+                    target.close()
+                    source.close()
+                    return
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
