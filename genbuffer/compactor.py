@@ -36,6 +36,7 @@ from genbuffer.errors import (
     DependencyUnavailable,
     GenbufferError,
     NothingToCompact,
+    ObjectRefused,
     Quarantined,
     StreamChanged,
     UsageError,
@@ -46,6 +47,7 @@ from genbuffer.objects.offload import (
     SCAN_KEEP,
     STREAM_FIRST_PAGE,
     STREAM_PAGE_BYTES,
+    HeldObject,
     Scanned,
     check_held,
     collected,
@@ -239,6 +241,12 @@ def decide(
         )
     except (DependencyUnavailable, StreamChanged, UsageError):
         raise  # outages, races and bad settings are never held against the generation
+    except ObjectRefused as exc:
+        # the ledger says it was refused (its message discloses nothing); not an attempt:
+        # the next run refuses it the same way until the row or the settings change
+        if not request.dry_run and failed is not None:
+            failed.append(exc)
+        raise
     except Exception as exc:
         if request.dry_run:
             raise  # a dry run changes nothing, not even the attempt count
@@ -262,6 +270,7 @@ class _Reading:
     validation: Validation
     offloaded: bool  # the artifact goes to (or stays in) the object store
     held_size: int  # bytes of it the row held before
+    held: bytes | HeldObject  # what the row held, as it was read (before the new chunks)
 
     @property
     def over(self) -> bool:
@@ -274,15 +283,22 @@ def _read(
     pages: Callable[[], Iterator[list[bytes]]],
     config: CompactionConfig,
     checks: dict[str, Any],
+    row: GenerationRow,
 ) -> _Reading:
     """Read ``existing`` and the new chunks once (twice where the bytes must be held
-    but were too many to hold while hashing), then validate them."""
+    but were too many to hold while hashing), then validate them. An offloaded
+    ``existing`` passes the trust boundary first (ObjectRefused: nothing is read)."""
     offload = config.offload
-    to_store = offload.active or isinstance(existing, OffloadRecord)
-    held_size = existing.bytes if isinstance(existing, OffloadRecord) else len(existing)
+    held: bytes | HeldObject
+    if isinstance(existing, OffloadRecord):
+        held = offload.held(existing, row.organization_id, row.id)
+    else:
+        held = existing
+    to_store = offload.active or isinstance(held, HeldObject)
+    held_size = held.record.bytes if isinstance(held, HeldObject) else len(held)
     keep = max(offload.threshold or 0, config.parse_limit) if to_store else config.max_bytes
     scanned = scan(
-        held_blocks(existing, offload),
+        held_blocks(held),
         pages(),
         # streamed: hold a small prefix only, the bytes are read again when they must
         # be held (a 1 GB artifact must not cost its threshold in memory on the way)
@@ -295,13 +311,14 @@ def _read(
         check_json=to_store,
     )
     if to_store and scanned.content is None and scanned.size <= keep:
-        scanned = collected(scanned, held_blocks(existing, offload), pages())
-    offloaded = isinstance(existing, OffloadRecord) or (
+        scanned = collected(scanned, held_blocks(held), pages())
+    offloaded = isinstance(held, HeldObject) or (
         offload.threshold is not None and scanned.size > offload.threshold
     )
     if scanned.over or (not offloaded and scanned.size > config.max_bytes):
         issue = size_issue(scanned.size, config.max_bytes)
-        return _Reading(scanned, Validation((issue,) if issue else ()), offloaded, held_size)
+        issues = Validation((issue,) if issue else ())
+        return _Reading(scanned, issues, offloaded, held_size, held)
     content = scanned.content
     if content is not None and scanned.size <= config.parse_limit:
         validation = validate(content, **checks)
@@ -310,7 +327,7 @@ def _read(
         if not to_store and content is not None:
             utf8_error, json_error = check_held(content)
         validation = validate_unparsed(scanned.size, utf8_error, json_error, **checks)
-    return _Reading(scanned, validation, offloaded, held_size)
+    return _Reading(scanned, validation, offloaded, held_size, held)
 
 
 def _late_chunks(
@@ -369,14 +386,14 @@ def _decide_on_snapshot(
         policy = request.regeneration or config.regeneration
         if record is None or record.closed:
             late = LateChunks.after_finished(policy)
-            reading = _read(b"" if late.replaces else held, pages, config, checks)
+            reading = _read(b"" if late.replaces else held, pages, config, checks, row)
         else:  # a provisional artifact: whether the new chunks continue it is in the bytes
-            reading = _read(held, pages, config, checks)
+            reading = _read(held, pages, config, checks, row)
             late = _late_chunks(reading, pages, config.late_chunks)
             if late.replaces:
-                reading = _read(b"", pages, config, checks)
+                reading = _read(b"", pages, config, checks, row)
     else:
-        reading = _read(held, pages, config, checks)
+        reading = _read(held, pages, config, checks, row)
     scanned = reading.scanned
     decision = Decision(
         key=key,
@@ -416,14 +433,13 @@ def _decide_on_snapshot(
     if mode == "strict" and decision.validation.has_errors:
         aborted = replace(decision, abort_reason=STRICT_ABORT)
         return aborted, Content()
-    existing: bytes | OffloadRecord = b"" if late and late.replaces else held
     content = scanned.content
     plan = None
     if reading.offloaded:
         plan = config.offload.plan(
             request.organization_id,
             request.generation_id,
-            existing=existing,
+            existing=reading.held,  # b"" when replacing
             pages=pages,
             scanned=scanned,
             as_json=as_json,

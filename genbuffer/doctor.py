@@ -159,6 +159,30 @@ def _store_check(
             message=f"{store.url} answers a listing in {elapsed:.1f} ms and {state}",
         )
     )
+    if store.is_directory:
+        checks.append(_store_permissions(store))
+
+
+def _store_permissions(store: Store) -> Check:
+    """A file:// store and its parent are not open to every user of the host: objects
+    hold generations, and whoever can write there can plant what genbuf reads back."""
+    try:
+        loose = store.permissions()
+    except OSError as error:
+        return Check(name="object store permissions", status="warn", message=str(error))
+    if not loose:
+        return Check(
+            name="object store permissions",
+            status="ok",
+            message=f"{store.location.directory} is not world-readable or -writable",
+        )
+    return Check(
+        name="object store permissions",
+        status="warn",
+        message="; ".join(loose),
+        hint=f"chmod 700 {store.location.directory} (750 and chgrp with "
+        "GENERATION_OFFLOAD_FILE_GROUP), and keep its parent writable by its owner only",
+    )
 
 
 def _cluster(shape: ClusterShape) -> Check:

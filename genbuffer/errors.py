@@ -5,6 +5,8 @@
     GenbufferError                  1  base; never raised itself
     ├── UsageError                  2  bad id, bad option, bad setting or env file
     ├── Interrupted        130 or 143  stopped by SIGINT or SIGTERM, after saying what it did
+    ├── ObjectRefused               4  a row or Redis named an object outside the configured
+    │                                  stores, or not by a name genbuf writes: nothing read
     ├── OperationFailed             1  the operation ran and failed
     │   ├── GenerationNotFound      1  no row, or the row belongs to another organization
     │   ├── NothingToCompact        1  no buffer for the generation
@@ -37,6 +39,7 @@ __all__ = [
     "Interrupted",
     "LeaseLost",
     "NothingToCompact",
+    "ObjectRefused",
     "OperationFailed",
     "PushOutcomeUnknown",
     "Quarantined",
@@ -71,6 +74,15 @@ class Interrupted(GenbufferError):
     def __init__(self, message: str, *, signal_name: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = 128 + {"SIGINT": 2, "SIGTERM": 15}.get(signal_name, 15)
+
+
+class ObjectRefused(GenbufferError):
+    """An object URL from a row (or Redis) outside the stores the settings name, or not
+    a name genbuf writes for that row: refused before a byte is read. Its message says
+    nothing of what is there (no size, digest or content); it never counts toward
+    quarantine (see genbuffer.objects.boundary)."""
+
+    exit_code = 4
 
 
 class OperationFailed(GenbufferError):

@@ -80,8 +80,10 @@ def open_artifact(
 ) -> tuple[Iterator[bytes], ArtifactFacts]:
     """The artifact's bytes as blocks, and its facts, whether `compacted` holds base64 or
     an object's URL. A base64 artifact is verified before its one block is given; an
-    offloaded one streams from the store (bounded memory) and raises ArtifactMismatch
-    after its last block if the bytes do not hash to the recorded sha256."""
+    offloaded one is first admitted by the trust boundary (``offload``'s stores, else
+    ObjectRefused before anything is read), then streams from the store (bounded memory)
+    and raises ArtifactMismatch after its last block if the bytes do not hash to the
+    recorded sha256."""
     row = repository.get_generation(generation_id)
     if row is None or row.organization_id != organization_id:
         raise GenerationNotFound(
@@ -102,7 +104,10 @@ def open_artifact(
     offloaded = OffloadRecord.of_row(row.compacted, metadata)
     blocks: Iterator[bytes]
     if offloaded is not None:
-        blocks = (offload or Offload()).blocks_of(offloaded)
+        # refused here, before the caller can write a byte: an object outside the
+        # configured stores, or not by the name genbuf gives this row's artifact
+        held = (offload or Offload()).held(offloaded, organization_id, generation_id)
+        blocks = held.blocks()
         size, digest, recorded = offloaded.bytes, offloaded.sha256, offloaded.sha256
     else:
         data = _decoded(generation_id, row.compacted, recorded)

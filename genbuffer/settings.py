@@ -19,6 +19,7 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genbuffer.errors import UsageError
+from genbuffer.objects.location import store_location
 
 __all__ = [
     "MEMORY_REDIS_URL",
@@ -100,6 +101,13 @@ class Settings(BaseSettings):
     generation_offload_url: str | None = None
     generation_offload_bytes: int | None = Field(default=None, gt=0)  # unset: never offload
     generation_offload_compression: Literal["none", "zstd"] = "none"
+    # Earlier stores whose objects rows may still name (comma-separated URLs): read, and
+    # continued into GENERATION_OFFLOAD_URL; never written to or purged. genbuf touches
+    # no object outside these and GENERATION_OFFLOAD_URL (genbuffer.objects.boundary).
+    generation_offload_read_urls: str | None = None
+    # file:// stores: objects 0600 in 0700 directories; a group (the one the app's PHP
+    # runs as) makes them 0640 in 0750 directories of that group.
+    generation_offload_file_group: str | None = None
     # S3 by the usual AWS names; Laravel's AWS_BUCKET / AWS_ENDPOINT /
     # AWS_USE_PATH_STYLE_ENDPOINT are read as they are.
     aws_access_key_id: str | None = None
@@ -125,6 +133,37 @@ class Settings(BaseSettings):
             if value == "" and info.field_name != "redis_prefix":
                 raise PydanticUseDefault  # an empty variable means: not set
         return value
+
+    @field_validator("generation_offload_url")
+    @classmethod
+    def _offload_url(cls, value: str | None) -> str | None:
+        # checked here, not when the store opens: a bucket with a space panics obstore
+        if value is not None:
+            store_location(value)
+        return value
+
+    @field_validator("generation_offload_read_urls")
+    @classmethod
+    def _offload_read_urls(cls, value: str | None) -> str | None:
+        for url in _url_list(value):
+            store_location(url)
+        return value
+
+    @field_validator("generation_offload_file_group")
+    @classmethod
+    def _offload_file_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            group_id(value)
+        return value
+
+    def offload_read_urls(self) -> list[str]:
+        """GENERATION_OFFLOAD_READ_URLS as a list (commas or spaces between URLs)."""
+        return _url_list(self.generation_offload_read_urls)
+
+    def offload_file_gid(self) -> int | None:
+        """The group id GENERATION_OFFLOAD_FILE_GROUP names (None: owner-only files)."""
+        group = self.generation_offload_file_group
+        return None if group is None else group_id(group)
 
     def effective_redis_prefix(self) -> str:
         """REDIS_PREFIX if set (even empty), else the REDIS_PREFIX_RULE applied to APP_NAME."""
@@ -241,6 +280,23 @@ class Settings(BaseSettings):
         return f"{driver}://{auth}{self.db_host}:{port}/{database}"
 
 
+def _url_list(value: str | None) -> list[str]:
+    """URLs separated by commas or white space."""
+    return [url for url in re.split(r"[\s,]+", value or "") if url]
+
+
+def group_id(group: str) -> int:
+    """The id of a group given by name or number; ValueError if this host has none such."""
+    if group.isdigit():
+        return int(group)
+    import grp  # noqa: PLC0415  (POSIX only; needed only with a group set)
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"no group {group!r} on this host") from None
+
+
 def _normalise_database_url(url: str) -> str:
     """Point a plain postgres URL at psycopg 3, the driver genbuffer ships with."""
     scheme, sep, rest = url.partition("://")
@@ -306,4 +362,5 @@ def load_settings(env_file: Path | None = None) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"
-        raise UsageError(f"invalid setting {name}: {first['msg']}") from None
+        said = first["msg"].removeprefix("Value error, ")  # a validator's own words
+        raise UsageError(f"invalid setting {name}: {said}") from None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -705,6 +707,235 @@ def test_purge_objects_runs_are_recorded_for_doctor_and_metrics(
     assert 'genbuf_last_success_timestamp_seconds{job="purge-objects",source="database"}' in (
         metrics.stdout
     )
+
+
+# -- purge-objects compares canonical locations (issue 21, item 5) ----------------------
+
+
+def _offloaded_generations(stack: Stack, count: int) -> dict[int, bytes]:
+    """``count`` generations compacted into the stack's store; their bytes."""
+    pushed = {}
+    for index in range(count):
+        gen = stack.repository.create_generation(ORG)
+        chunks = [bytes([97 + index]) * (THRESHOLD + 1)]
+        stack.buffer.push_many(ORG, gen, chunks)
+        assert compact(stack, ORG, gen, delete=True).persisted
+        pushed[gen] = b"".join(chunks)
+    return pushed
+
+
+def _respell_rows(stack: Stack, old: str, new: str) -> None:
+    """Rows as today's main wrote them under another spelling of the store's URL."""
+    with stack.repository.engine.begin() as connection:
+        for gen, compacted, metadata in connection.execute(
+            select(GEN.c.id, GEN.c.compacted, GEN.c.metadata)
+        ).all():
+            if compacted is None or not compacted.startswith(old):
+                continue
+            url = new + compacted[len(old) :]
+            offloaded = {**metadata["offloaded"], "url": url}
+            connection.execute(
+                update(GEN)
+                .where(GEN.c.id == gen)
+                .values(compacted=url, metadata={**metadata, "offloaded": offloaded})
+            )
+
+
+def _spellings(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """(canonical URL, another spelling of it) of the store, by what differs."""
+    objs = tmp_path / "srv" / "objs"
+    canonical = f"file://{objs}"
+    return {
+        "localhost": (canonical, f"file://localhost{objs}"),
+        "double slash": (canonical, f"file://{objs.parent}//objs"),
+        "dot": (canonical, f"file://{objs.parent}/./objs"),
+        "four slashes": (canonical, f"file:///{objs}"),
+        "s3 double slash": ("s3://{bucket}/art", "s3://{bucket}//art"),
+    }
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["localhost", "double slash", "dot", "four slashes", "s3 double slash"],
+)
+@pytest.mark.parametrize("written_under", ["canonical", "spelled"])
+def test_purge_objects_keeps_what_rows_name_under_any_spelling(
+    embedded: Stack, tmp_path: Path, s3_server: S3Server, spelling: str, written_under: str
+) -> None:
+    """Rows written under one spelling of the store's URL, GENERATION_OFFLOAD_URL later
+    spelled another way (either way round): purge-objects deletes only the true orphan,
+    and every row reads back. Today every object is taken for an orphan and deleted."""
+    canonical, spelled = _spellings(tmp_path)[spelling]
+    if spelling.startswith("s3"):
+        env = s3_server.env(s3_server.create_bucket())
+        bucket = env["GENERATION_OFFLOAD_URL"].split("/")[2]
+        canonical, spelled = canonical.format(bucket=bucket), spelled.format(bucket=bucket)
+        embedded.env.update(env)
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": canonical})
+    pushed = _offloaded_generations(stack, 2)
+    orphan = f"org-{ORG}/gen-{max(pushed)}/{'ee' * 32}"
+    store_of(stack).put(orphan, [b"never committed"], "text/plain")
+    if written_under == "spelled":
+        _respell_rows(stack, canonical, spelled.rstrip("/"))
+    else:
+        stack.env["GENERATION_OFFLOAD_URL"] = spelled
+    done = stack.cli("purge-objects", "--grace", "0s", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert (summary["objects"], summary["referenced"], summary["deleted"]) == (3, 2, 1)
+    assert orphan not in objects(stack)
+    for gen, data in pushed.items():
+        shown = stack.cli("show-generation", str(ORG), str(gen))
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout_bytes == data
+
+
+def test_purge_objects_refuses_a_store_that_no_row_names(embedded: Stack, tmp_path: Path) -> None:
+    """Rows name objects in one store, GENERATION_OFFLOAD_URL names another that holds
+    objects: nothing is deleted, exit 2, naming both (dry run too). Today the other
+    store's objects are all deleted as orphans."""
+    first = f"file://{tmp_path / 'first'}"
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": first})
+    _offloaded_generations(stack, 2)
+    names = objects(stack)
+    second = f"file://{tmp_path / 'second'}"
+    stack.env["GENERATION_OFFLOAD_URL"] = second
+    for name in names:  # the same names: what a restore or a copy leaves there
+        store_of(stack).put(name, [b"copied"], "text/plain")
+    for dry in ([], ["--dry-run"]):
+        done = stack.cli("purge-objects", "--grace", "0s", *dry)
+        assert done.exit_code == 2, done.output
+        assert first in done.stderr and second in done.stderr
+        assert "GENERATION_OFFLOAD_URL" in done.stderr
+    assert objects(stack) == names
+
+
+def test_purge_objects_keeps_the_object_a_copied_row_names(
+    stack: Stack, object_store: dict[str, str]
+) -> None:
+    """The app copies a row (insert … select) and deletes the original: the copy names the
+    original's object, which purge-objects keeps. Today only the row whose id is in the
+    object's name is asked, and the object is deleted. genbuf does not read the copy's
+    artifact (its name carries another generation): refused, exit 4."""
+    offloading(stack, object_store)
+    (gen,) = _offloaded_generations(stack, 1)
+    copied = ("organization_id", "scenario_id", "llm_response", "metadata", "compacted")
+    with stack.repository.engine.begin() as connection:
+        connection.execute(
+            GEN.insert().from_select(
+                list(copied), select(*(GEN.c[name] for name in copied)).where(GEN.c.id == gen)
+            )
+        )
+        copy = connection.execute(select(func.max(GEN.c.id))).scalar_one()
+        connection.execute(GEN.delete().where(GEN.c.id == gen))
+    before = objects(stack)
+    done = stack.cli("purge-objects", "--grace", "0s", "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert (summary["referenced"], summary["deleted"]) == (1, 0)
+    assert objects(stack) == before
+    shown = stack.cli("show-generation", str(ORG), str(copy))
+    assert shown.exit_code == 4 and "refused" in shown.stderr
+
+
+# -- the stores genbuf may read, and how it writes to a directory (issue 22) ---------------
+
+
+def test_an_earlier_store_is_read_only_once_listed(embedded: Stack, tmp_path: Path) -> None:
+    """GENERATION_OFFLOAD_URL moved to a new store: a row of the old one is refused (exit 4,
+    the hint names GENERATION_OFFLOAD_READ_URLS) until the old store is listed there; then
+    it reads back, and new chunks continue it into the new store (the old object is left
+    alone, purge-objects of the new store deletes nothing). Today it is read whatever the
+    settings say."""
+    old, new = f"file://{tmp_path / 'old'}", f"file://{tmp_path / 'new'}"
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": old})
+    ((gen, data),) = _offloaded_generations(stack, 1).items()
+    old_objects = objects(stack)
+    stack.env["GENERATION_OFFLOAD_URL"] = new
+    refused = stack.cli("show-generation", str(ORG), str(gen))
+    assert refused.exit_code == 4, refused.output
+    assert "GENERATION_OFFLOAD_READ_URLS" in refused.stderr and refused.stdout == ""
+    stack.env["GENERATION_OFFLOAD_READ_URLS"] = f"file:///nowhere, {old}/"
+    shown = stack.cli("show-generation", str(ORG), str(gen))
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout_bytes == data
+    stack.buffer.push_many(ORG, gen, [b"more"])
+    assert compact(stack, ORG, gen, delete=True).persisted
+    row = stack.repository.get_generation(gen)
+    assert row is not None and row.compacted is not None and row.compacted.startswith(new + "/")
+    got, _ = read_artifact(
+        stack.repository, stack.buffer, ORG, gen, Offload.from_settings(stack.settings)
+    )
+    assert got == data + b"more"
+    purged = json.loads(stack.cli("purge-objects", "--grace", "0s", "--json").stdout)
+    assert purged["deleted"] == 0 and purged["referenced"] == 1
+    stack.env["GENERATION_OFFLOAD_URL"] = old
+    assert objects(stack) == old_objects
+
+
+def _modes(path: Path) -> tuple[int, int]:
+    found = path.stat()
+    return found.st_mode & 0o777, found.st_gid
+
+
+def test_objects_in_a_directory_are_owner_only(embedded: Stack, tmp_path: Path) -> None:
+    """A fresh file:// store: its directory, each object's directories 0700, the object
+    0600 (whatever the umask); with GENERATION_OFFLOAD_FILE_GROUP 0750 / 0640 in that
+    group, offload-compacted alike. Today 0755 / 0644 under the usual umask."""
+    previous = os.umask(0o022)
+    try:
+        root = tmp_path / "objects"
+        stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{root}"})
+        (gen,) = _offloaded_generations(stack, 1)
+        (name,) = objects(stack)
+        assert _modes(root)[0] == 0o700
+        assert _modes(root / f"org-{ORG}")[0] == 0o700
+        assert _modes(root / f"org-{ORG}" / f"gen-{gen}")[0] == 0o700
+        assert _modes(root / name)[0] == 0o600
+
+        group = grp.getgrgid(os.getgid()).gr_name
+        shared = tmp_path / "shared"
+        stack.env.update(
+            GENERATION_OFFLOAD_URL=f"file://{shared}", GENERATION_OFFLOAD_FILE_GROUP=group
+        )
+        small = stack.repository.create_generation(ORG)
+        stack.buffer.push_many(ORG, small, [b"s" * (THRESHOLD + 10)])
+        assert compact(stack, ORG, small, config={"offload": Offload()}).persisted  # in its row
+        done = stack.cli("offload-compacted", "--json")
+        assert done.exit_code == 0 and json.loads(done.stdout)["offloaded"] == 1, done.output
+        (moved,) = [p for p in shared.rglob("*") if p.is_file()]
+        assert _modes(shared) == (0o750, os.getgid())
+        assert _modes(moved.parent) == (0o750, os.getgid())
+        assert _modes(moved) == (0o640, os.getgid())
+    finally:
+        os.umask(previous)
+
+
+def test_doctor_warns_when_a_directory_store_is_open_to_everyone(
+    servers: Stack, tmp_path: Path
+) -> None:
+    """A world-writable (or -readable) store, or a world-writable parent: doctor warns,
+    naming the directory and the chmod that fixes it; owner-only: ok."""
+    root = tmp_path / "objects"
+    stack = offloading(servers, {"GENERATION_OFFLOAD_URL": f"file://{root}"})
+    root.mkdir(mode=0o700)
+    root.chmod(0o777)
+
+    def check() -> dict[str, str]:
+        report = json.loads(run_genbuf(["doctor", "--json"], stack.env).stdout)
+        return next(c for c in report["checks"] if c["name"] == "object store permissions")
+
+    loose = check()
+    assert loose["status"] == "warn", loose
+    assert f"{root} is world-readable and -writable" in loose["message"]
+    assert "chmod 700" in loose["hint"]
+    root.chmod(0o700)
+    assert check()["status"] == "ok"
+    tmp_path.chmod(0o777)
+    try:
+        assert "parent" in check()["message"]
+    finally:
+        tmp_path.chmod(0o700)
 
 
 def _broken(chunks: list[bytes]) -> list[bytes]:

@@ -106,7 +106,13 @@ def purge_objects_cmd(
         ),
     ] = "24h",
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=100_000, help="Objects checked per query.")
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=100_000,
+            help="Rows read at a time while collecting the objects rows name.",
+        ),
     ] = 500,
     dry_run: DryRunOpt = False,
     metrics_textfile: MetricsTextfileOpt = None,
@@ -114,8 +120,11 @@ def purge_objects_cmd(
 ) -> None:
     """Delete the objects no row points at: uploads whose compaction never committed.
 
-    An orphan is deleted with its generation's row locked, so a compaction writing it
-    meanwhile is never undone. Objects genbuf did not name are left alone.
+    An object is kept while any row or history entry names it, compared as canonical
+    locations (file://localhost/srv/objs and file:///srv//objs are file:///srv/objs).
+    When rows name objects but none in this store, nothing is deleted (exit 2, naming
+    both stores). An orphan is deleted with its generation's row locked, so a compaction
+    writing it meanwhile is never undone. Objects genbuf did not name are left alone.
     Each run is recorded for doctor and metrics (and in --metrics-textfile). One run at a
     time: a second says the first is running and exits 0.
     Example (cron): genbuf purge-objects --grace 24h --json

@@ -21,7 +21,9 @@ from genbuffer.db.rows import (
     to_row,
 )
 
-__all__ = ["BACKUP_BATCH", "Transaction"]
+__all__ = ["BACKUP_BATCH", "URL_MAX", "Transaction"]
+
+URL_MAX = 2048  # an object URL is shorter; a longer `compacted` is an artifact's base64
 
 BACKUP_BATCH = 1000  # chunks per executemany (SQLite, MySQL) …
 BACKUP_BATCH_POSTGRES = 10_000  # … or per unnest() statement (PostgreSQL) …
@@ -118,18 +120,27 @@ class Transaction:
         )
         return int(self.connection.execute(query).scalar_one())
 
-    def referenced_urls(self, generation_ids: Iterable[int], urls: Iterable[str]) -> set[str]:
-        """Which of ``urls`` a row of these generations, or an artifact it kept in its
-        history, holds in `compacted`."""
-        ids, wanted = sorted(set(generation_ids)), sorted(set(urls))
-        if not ids or not wanted:
-            return set()
-        rows = select(GEN.c.compacted).where(GEN.c.id.in_(ids), GEN.c.compacted.in_(wanted))
-        kept = select(HISTORY.c.compacted).where(
-            HISTORY.c.generation_id.in_(ids), HISTORY.c.compacted.in_(wanted)
-        )
-        found = self.connection.execute(rows.union(kept)).scalars()
-        return {url for url in found if url is not None}
+    def object_urls(self, generation_id: int | None = None, *, page: int = 1000) -> Iterator[str]:
+        """Every URL a row's `compacted`, or an artifact kept in its history, holds (of one
+        generation, or of all), whatever row names it: a row the app copied names its
+        source's object. Read ``page`` rows at a time. Only the first URL_MAX + 1
+        characters of a value are read (a longer one is no URL), and base64 is told apart
+        by its first characters (it never holds ':'), so a large artifact is never read
+        whole."""
+        queries = []
+        for column, owner in (
+            (GEN.c.compacted, GEN.c.id),
+            (HISTORY.c.compacted, HISTORY.c.generation_id),
+        ):
+            query = select(func.substr(column, 1, URL_MAX + 1)).where(
+                func.substr(column, 1, 12).like("%:%")
+            )
+            if generation_id is not None:
+                query = query.where(owner == generation_id)
+            queries.append(query)
+        for query in queries:
+            found = self.connection.execution_options(yield_per=page).execute(query)
+            yield from (url for url in found.scalars() if url and len(url) <= URL_MAX)
 
     def save_offloaded(
         self,

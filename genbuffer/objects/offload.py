@@ -15,7 +15,9 @@ they stay under a limit. What it then does depends on the size:
   ``GENERATION_MAX_BYTES`` applies only to what is kept in the row.
 
 An artifact once offloaded stays offloaded: new chunks appended to it are read
-after the stored object's bytes, and the whole goes to a new object.
+after the stored object's bytes, and the whole goes to a new object. The stored
+object is read only once the trust boundary admits it (genbuffer.objects.boundary):
+in a configured store, under the name genbuf gives that row's artifact.
 """
 
 from __future__ import annotations
@@ -24,18 +26,20 @@ import codecs
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from genbuffer.errors import StreamChanged, UsageError
 from genbuffer.jsoncheck import JsonStream, json_error_of
 from genbuffer.objects.artifact import OffloadRecord, read_verified, upload
-from genbuffer.objects.store import Store, locate, open_store
+from genbuffer.objects.boundary import Boundary
+from genbuffer.objects.store import Store, open_store
 
 if TYPE_CHECKING:
     from genbuffer.settings import Settings
 
 __all__ = [
+    "HeldObject",
     "Offload",
     "OffloadPlan",
     "Scanned",
@@ -55,14 +59,29 @@ UTF8_SLICE = 1024 * 1024  # the UTF-8 check decodes this much at a time (a str p
 
 
 @dataclass(frozen=True)
+class HeldObject:
+    """An offloaded artifact a row holds, admitted by the trust boundary: its record, and
+    the configured store and path it is read from."""
+
+    record: OffloadRecord
+    store: Store
+    path: str
+
+    def blocks(self) -> Iterator[bytes]:
+        """The artifact's bytes, verified against its sha256 at the end."""
+        return read_verified(self.store, self.path, self.record)
+
+
+@dataclass(frozen=True)
 class Offload:
-    """Where and when artifacts are offloaded; ``store`` None: never (rows that hold a
-    URL are still read, from the store their URL names)."""
+    """Where and when artifacts are offloaded (``store`` None: never), and which stores
+    an offloaded artifact may be read from (``boundary``; none by default)."""
 
     store: Store | None = None
     threshold: int | None = None
     compression: str = "none"
     settings: Settings | None = None
+    boundary: Boundary = field(default_factory=Boundary)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, always: bool = False) -> Offload:
@@ -79,6 +98,7 @@ class Offload:
             threshold=settings.generation_offload_bytes if settings.offload_enabled() else None,
             compression=settings.generation_offload_compression,
             settings=settings,
+            boundary=Boundary.from_settings(settings),
         )
 
     @property
@@ -86,17 +106,23 @@ class Offload:
         """Whether artifacts over the threshold are offloaded."""
         return self.store is not None and self.threshold is not None
 
-    def blocks_of(self, record: OffloadRecord) -> Iterator[bytes]:
-        """The bytes of an offloaded artifact, verified against its sha256 at the end."""
-        store, path = locate(record.url, self.settings, self.store)
-        return read_verified(store, path, record)
+    def held(self, record: OffloadRecord, organization_id: int, generation_id: int) -> HeldObject:
+        """The object a row's record names, once the trust boundary admits it (else
+        ObjectRefused, before anything is read)."""
+        admitted = self.boundary.admit(record, organization_id, generation_id)
+        if self.store is not None and admitted.root == self.store.location:
+            store = self.store
+        else:
+            store = open_store(admitted.root.url, self.settings, create=False)
+        store.ensure_inside(admitted.key)  # now, not at the first block: nothing shown yet
+        return HeldObject(record, store, admitted.key)
 
     def plan(
         self,
         organization_id: int,
         generation_id: int,
         *,
-        existing: bytes | OffloadRecord,
+        existing: bytes | HeldObject,
         pages: Callable[[], Iterable[list[bytes]]],
         scanned: Scanned,
         as_json: bool,
@@ -106,7 +132,7 @@ class Offload:
         new chunks ``pages`` reads again, the same bytes the scan hashed. ``as_json``:
         its document goes to `llm_response`; ``is_json``: it is JSON, too large for that."""
         if self.store is None:  # the row's artifact was offloaded, but offloading is now off
-            url = existing.url if isinstance(existing, OffloadRecord) else "?"
+            url = existing.record.url if isinstance(existing, HeldObject) else "?"
             raise UsageError(
                 f"generation {generation_id}'s artifact is in an object store ({url}), and "
                 "new chunks would go there too, but GENERATION_OFFLOAD_URL is not set",
@@ -114,7 +140,7 @@ class Offload:
             )
 
         def blocks() -> Iterator[bytes]:
-            yield from held_blocks(existing, self)
+            yield from held_blocks(existing)
             for page in pages():
                 yield b"".join(page)
 
@@ -134,10 +160,10 @@ class Offload:
         )
 
 
-def held_blocks(existing: bytes | OffloadRecord, offload: Offload) -> Iterable[bytes]:
+def held_blocks(existing: bytes | HeldObject) -> Iterable[bytes]:
     """The bytes the row holds, to go before the new chunks: in memory, or from the store."""
-    if isinstance(existing, OffloadRecord):
-        return offload.blocks_of(existing)
+    if isinstance(existing, HeldObject):
+        return existing.blocks()
     return (existing,) if existing else ()
 
 

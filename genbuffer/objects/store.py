@@ -6,18 +6,25 @@ file system and memory behind the same calls, uploads an iterator as a multipart
 upload with bounded concurrency and streams downloads, and it imports in
 milliseconds where boto3 and botocore cost a hundred times that at start-up.
 
-URLs, as ``GENERATION_OFFLOAD_URL`` gives them and as `compacted` then holds them:
+URLs, as ``GENERATION_OFFLOAD_URL`` gives them and as `compacted` then holds them
+(in their canonical form, genbuffer.objects.location):
 
 - ``s3://bucket/prefix``: AWS S3 or an S3-compatible store (``AWS_ENDPOINT_URL``);
-- ``file:///path``: a directory (created on first use);
+- ``file:///path``: a directory (created on first use, 0700); objects are written
+  0600 in 0700 directories (0640/0750 with GENERATION_OFFLOAD_FILE_GROUP), and a
+  path that leaves the directory through a symlink is refused;
 - ``memory://``: one in-process store per URL, for tests and ``make demo``.
 
-Settings are passed explicitly (genbuffer reads the environment through Settings
-only), so an app's ``.env`` with Laravel's ``AWS_*`` names works as it is.
+A Store only ever opens a URL from the settings; which object a row may name is
+decided before (genbuffer.objects.boundary). Settings are passed explicitly
+(genbuffer reads the environment through Settings only), so an app's ``.env`` with
+Laravel's ``AWS_*`` names works as it is.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,9 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from genbuffer.errors import DependencyUnavailable, OperationFailed, UsageError
+from genbuffer.errors import DependencyUnavailable, ObjectRefused, OperationFailed, UsageError
+from genbuffer.objects.location import Location, store_location
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
@@ -36,11 +43,11 @@ if TYPE_CHECKING:
     from genbuffer.settings import Settings
 
 __all__ = [
+    "FileModes",
     "ObjectMissing",
     "ObjectStoreUnavailable",
     "Store",
     "StoredObject",
-    "locate",
     "open_store",
 ]
 
@@ -61,6 +68,21 @@ class ObjectStoreUnavailable(DependencyUnavailable):
 
 class ObjectMissing(OperationFailed):
     """An object a row points at is not in the store."""
+
+
+@dataclass(frozen=True)
+class FileModes:
+    """The modes of what a file:// store writes: owner-only unless a group is given
+    (the app's PHP reading objects as that group)."""
+
+    file: int = 0o600
+    directory: int = 0o700
+    group: int | None = None  # gid given to every directory and object written
+
+    @classmethod
+    def for_group(cls, group: int | None) -> FileModes:
+        """Owner-only, or readable by ``group`` (0640 / 0750)."""
+        return cls() if group is None else cls(0o640, 0o750, group)
 
 
 @dataclass(frozen=True)
@@ -105,20 +127,49 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Store:
-    """A store rooted at one URL: paths below it, and the URL of each object."""
+    """A store rooted at one configured URL: paths below it, and the URL of each object."""
 
-    def __init__(self, url: str, backend: Backend) -> None:
-        self.url = normalise_url(url)
+    def __init__(
+        self, location: Location, backend: Backend, modes: FileModes | None = None
+    ) -> None:
+        self.location = location
+        self.url = location.url
         self.backend = backend
+        self.modes = modes or FileModes()
+
+    @property
+    def is_directory(self) -> bool:
+        """Whether this is a file:// store (a directory on this host)."""
+        return self.location.scheme == "file"
 
     def url_of(self, path: str) -> str:
         """The URL `compacted` holds for the object at ``path``."""
-        return f"{self.url}/{path}"
+        return self.location.child(path).url
 
     def path_of(self, url: str) -> str | None:
         """The path below this store of ``url``; None when ``url`` is elsewhere."""
-        head = self.url + "/"
-        return url[len(head) :] if url.startswith(head) else None
+        from genbuffer.objects.location import object_location  # noqa: PLC0415
+
+        location = object_location(url)
+        return None if location is None else location.key_in(self.location)
+
+    def contains(self, path: str) -> bool:
+        """Whether ``path`` stays inside the store: a file:// store's path must not leave
+        its directory through a symlink (S3 and memory paths always stay)."""
+        if not self.is_directory:
+            return True
+        root = Path(self.location.directory).resolve()
+        target = (root / path).resolve()
+        return target != root and target.is_relative_to(root)
+
+    def ensure_inside(self, path: str) -> None:
+        """ObjectRefused unless ``path`` stays inside the store (nothing is read)."""
+        if not self.contains(path):
+            raise ObjectRefused(
+                f"{self.url}: the object at {path!r} leads out of the store's directory "
+                "through a symlink; refused, nothing was read",
+                hint="only genbuf should write to the store's directory: remove the symlink",
+            )
 
     def put(self, path: str, blocks: Iterable[bytes], content_type: str) -> None:
         """Upload ``blocks`` as one object, a multipart upload past one part, with no more
@@ -130,8 +181,10 @@ class Store:
         import obstore  # noqa: PLC0415
 
         # a directory keeps no attributes (obstore refuses them there): the row has the type
-        typed = None if self.url.startswith("file:") else {"Content-Type": content_type}
+        typed = None if self.location.scheme == "file" else {"Content-Type": content_type}
         with store_errors(self.url, writing=True):
+            if self.is_directory:
+                self._prepare_directories(path)
             writer = obstore.open_writer(
                 self.backend,
                 path,
@@ -142,11 +195,42 @@ class Store:
             with writer:
                 for block in blocks:
                     writer.write(block)
+            if self.is_directory:
+                self._set_mode(Path(self.location.directory, path), self.modes.file)
+
+    def _prepare_directories(self, path: str) -> None:
+        """Create ``path``'s directories with the store's mode before anything is written
+        in them (obstore's partial upload is a file beside the object: others must not
+        read it meanwhile); a path leading out through a symlink is refused first."""
+        self.ensure_inside(path)
+        directory = Path(self.location.directory)
+        for part in path.split("/")[:-1]:
+            directory /= part
+            try:
+                directory.mkdir(self.modes.directory)
+            except FileExistsError:
+                if directory.lstat().st_uid != os.geteuid():
+                    continue  # not ours to change (doctor reports a loose store)
+            self._set_mode(directory, self.modes.directory)
+
+    def _set_mode(self, path: Path, mode: int) -> None:
+        """``mode`` (the umask does not apply), and the store's group when it has one."""
+        if self.modes.group is not None:
+            try:
+                os.chown(path, -1, self.modes.group)
+            except PermissionError:
+                raise UsageError(
+                    f"GENERATION_OFFLOAD_FILE_GROUP: cannot give {path} to group "
+                    f"{self.modes.group}",
+                    hint="the user genbuf runs as must be a member of that group",
+                ) from None
+        path.chmod(mode)
 
     def read(self, path: str) -> Iterator[bytes]:
         """The object's bytes, in blocks, as they are downloaded."""
         import obstore  # noqa: PLC0415
 
+        self.ensure_inside(path)
         with store_errors(self.url):
             result = obstore.get(self.backend, path)
             for block in result.stream(min_chunk_size=DOWNLOAD_BLOCK_BYTES):
@@ -165,94 +249,93 @@ class Store:
         """Delete the objects at ``paths`` (absent ones are no error)."""
         import obstore  # noqa: PLC0415
 
+        for path in paths:
+            self.ensure_inside(path)
         for start in range(0, len(paths), DELETE_BATCH):
             with store_errors(self.url):
                 obstore.delete(self.backend, paths[start : start + DELETE_BATCH])
 
-
-def normalise_url(url: str) -> str:
-    """``url`` without trailing slashes (``memory://`` stays as it is)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme.lower()}{sep}{rest.rstrip('/')}" if sep else url.rstrip("/")
-
-
-def locate(
-    url: str, settings: Settings | None, configured: Store | None = None
-) -> tuple[Store, str]:
-    """The store holding the object at ``url`` and its path there: the configured store
-    when the URL is below it, else the URL's own bucket, directory or memory store
-    (a row written before GENERATION_OFFLOAD_URL changed is still read)."""
-    if configured is not None and (path := configured.path_of(url)) is not None:
-        return configured, path
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    path = parts.path.lstrip("/")
-    if not path:
-        raise ObjectMissing(f"{url!r} names no object")
-    root = {"s3": f"s3://{parts.netloc}", "file": "file:///", "memory": "memory://"}.get(scheme)
-    if root is None:
-        raise ObjectMissing(f"{url!r} is not an object store URL genbuf wrote")
-    return open_store(root, settings), path
+    def permissions(self) -> list[str]:
+        """What is loose about a file:// store's directory and its parent: world-readable
+        or -writable (empty: nothing, or not a directory)."""
+        if not self.is_directory:
+            return []
+        found = []
+        directory = Path(self.location.directory)
+        mode = directory.stat().st_mode
+        kinds = [
+            *(["readable"] if mode & (stat.S_IROTH | stat.S_IXOTH) else []),
+            *(["writable"] if mode & stat.S_IWOTH else []),
+        ]
+        if kinds:
+            found.append(f"{directory} is world-{' and -'.join(kinds)} ({stat.filemode(mode)})")
+        parent = directory.parent
+        parent_mode = parent.stat().st_mode
+        if parent_mode & stat.S_IWOTH:
+            found.append(f"its parent {parent} is world-writable ({stat.filemode(parent_mode)})")
+        return found
 
 
-def open_store(url: str, settings: Settings | None) -> Store:
-    """The store at ``url`` (a GENERATION_OFFLOAD_URL, or where a row's object lives)."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "memory":
-        return Store(url, _memory_backend(url))
-    if scheme == "file":
-        return Store(url, _file_backend(url))
-    if scheme == "s3":
-        backend, bucket = _s3_backend(url, settings)
-        # the URL rows keep names its bucket, also when AWS_BUCKET gave it (s3:///prefix)
-        return Store(f"s3://{bucket}{urlsplit(url).path}", backend)
-    raise UsageError(
-        f"GENERATION_OFFLOAD_URL {url!r} is not an object store URL",
-        hint="use s3://bucket/prefix, file:///path or memory://",
-    )
-
-
-def _memory_backend(url: str) -> Backend:
-    from obstore.store import MemoryStore  # noqa: PLC0415
-
-    # one per URL and process: what compaction writes, show-generation then reads
-    with _memory_lock:
-        return _memory_stores.setdefault(normalise_url(url), MemoryStore())
-
-
-def _file_backend(url: str) -> Backend:
-    from obstore.store import LocalStore  # noqa: PLC0415
-
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-        raise UsageError(
-            f"GENERATION_OFFLOAD_URL {url!r}: a file URL needs an absolute path",
-            hint="file:///var/lib/genbuf/objects (three slashes)",
-        )
+def open_store(url: str, settings: Settings | None, *, create: bool = True) -> Store:
+    """The store at ``url``: GENERATION_OFFLOAD_URL, or one of GENERATION_OFFLOAD_READ_URLS
+    (``create`` False: an earlier store's directory is not created). Never a URL read
+    from a row: genbuffer.objects.boundary decides which configured store holds one."""
+    bucket = settings.aws_bucket if settings is not None else None
     try:
-        Path(parts.path).mkdir(parents=True, exist_ok=True)
-        return LocalStore(parts.path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"GENERATION_OFFLOAD_URL {url!r} is not usable: {exc}") from None
-
-
-def _s3_backend(url: str, settings: Settings | None) -> tuple[Backend, str]:
-    from obstore.store import S3Store  # noqa: PLC0415
-
-    parts = urlsplit(url)
-    bucket = parts.netloc or (settings.aws_bucket if settings is not None else None)
-    if not bucket:
+        location = store_location(url, bucket=bucket)
+    except ValueError as exc:
+        raise UsageError(
+            f"object store URL {exc}", hint="use s3://bucket/prefix, file:///path or memory://"
+        ) from None
+    if location.scheme == "memory":
+        return Store(location, _memory_backend(location))
+    if location.scheme == "file":
+        gid = settings.offload_file_gid() if settings is not None else None
+        modes = FileModes.for_group(gid)
+        return Store(location, _file_backend(location, modes, create=create), modes)
+    if not location.authority:
         raise UsageError(
             f"GENERATION_OFFLOAD_URL {url!r} names no bucket",
             hint="s3://bucket/prefix, or set AWS_BUCKET",
         )
-    store = S3Store(
-        bucket,
-        prefix=parts.path.strip("/") or None,
+    # the URL rows keep names its bucket, also when AWS_BUCKET gave it (s3:///prefix)
+    return Store(location, _s3_backend(location, settings))
+
+
+def _memory_backend(location: Location) -> Backend:
+    from obstore.store import MemoryStore  # noqa: PLC0415
+
+    # one per URL and process: what compaction writes, show-generation then reads
+    with _memory_lock:
+        return _memory_stores.setdefault(location.url, MemoryStore())
+
+
+def _file_backend(location: Location, modes: FileModes, *, create: bool) -> Backend:
+    from obstore.exceptions import BaseError  # noqa: PLC0415
+    from obstore.store import LocalStore  # noqa: PLC0415
+
+    directory = Path(location.directory)
+    try:
+        if create and not directory.exists():
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=modes.directory, exist_ok=True)
+            if modes.group is not None:
+                os.chown(directory, -1, modes.group)
+            directory.chmod(modes.directory)  # the umask does not apply
+        return LocalStore(directory)
+    except (OSError, ValueError, BaseError) as exc:
+        raise UsageError(f"object store {location.url} is not usable: {_first_line(exc)}") from None
+
+
+def _s3_backend(location: Location, settings: Settings | None) -> Backend:
+    from obstore.store import S3Store  # noqa: PLC0415
+
+    return S3Store(
+        location.authority,
+        prefix="/".join(location.segments) or None,
         config=s3_config(settings),
         client_options=_client_options(settings),
     )
-    return store, bucket
 
 
 def s3_config(settings: Settings | None) -> S3Config:

@@ -23,6 +23,7 @@ class S3Server:
     def __init__(self, log: Path) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -46,6 +47,18 @@ class S3Server:
         request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")  # noqa: S310
         urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own http endpoint)
         return name
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Write an object straight to the server (not through genbuf)."""
+        request = urllib.request.Request(  # noqa: S310  (our own http endpoint)
+            f"{self.endpoint}/{bucket}/{key}", data=data, method="PUT"
+        )
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
+
+    def requests_for(self, bucket: str) -> list[str]:
+        """The request lines of the server's log that name ``bucket`` (what was asked of it)."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line for line in lines if f" /{bucket}/" in line or f" /{bucket}?" in line]
 
     def env(self, bucket: str, prefix: str = "artifacts") -> dict[str, str]:
         """The settings of a genbuf offloading to ``bucket`` on this server."""
