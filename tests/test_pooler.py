@@ -280,6 +280,8 @@ def test_a_worker_fleet_through_the_pooler(pooled: Stack, tmp_path: Path) -> Non
         for log in logs
     ]
     try:
+        # both workers up (their signal handlers set) before the last one can be stopped
+        _wait_for(lambda: len(pooled.buffer.fleet.alive()) == 2, "two live workers", timeout=60)
         expected = _push_finished(pooled, 60, "fleet")
         _wait_for(
             lambda: all(stored_bytes(pooled, gen) is not None for gen in expected),
