@@ -272,7 +272,7 @@ def test_php_plain_producers_are_all_compacted_by_the_cron_line(
         assert done.returncode == 0, done.stderr
         runs.append(json.loads(done.stdout))
         time.sleep(2.5)
-    assert [run["buffers"] for run in runs][0] == 3, runs
+    assert runs[0]["buffers"] == 3, runs
     assert sum(run["compacted"] for run in runs) == 3 and not any(r["failed"] for r in runs), runs
     with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
         stored = dict(
