@@ -253,6 +253,84 @@ def test_buffers_under_another_prefix_are_a_series_the_alert_fires_on(
     assert checked.returncode == 0, checked.stdout
 
 
+def test_the_alert_rules_know_a_worker_only_deployment(tmp_path: Path) -> None:
+    """deploy/genbuf-alerts.yml under promtool: without a compact-pending cron a live
+    worker keeps GenbufCompactPendingNotRunning quiet; once no worker is alive (while
+    some ran today) it fires with GenbufWorkersDown; a parked event warns."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if IN_CI:
+            pytest.fail("CI=true and promtool is not installed (Debian: prometheus)")
+        pytest.skip("promtool is not installed (Debian: prometheus)")
+    down = {
+        "exp_labels": {"severity": "critical"},
+        "exp_annotations": {
+            "summary": "genbuf workers ran today and none is alive now",
+            "description": "Nothing compacts what producers announce: systemctl status "
+            "'genbuf-worker@*'; genbuf doctor (workers)",
+        },
+    }
+    not_running = {
+        "exp_labels": {"severity": "critical", "job": "compact-pending"},
+        "exp_annotations": {
+            "summary": "compact-pending has not succeeded for 30 minutes and no genbuf "
+            "worker is alive",
+            "description": "Check its cron line and log; genbuf doctor says more",
+        },
+    }
+    parked = {
+        "exp_labels": {"severity": "warning"},
+        "exp_annotations": {
+            "summary": "1 malformed compaction events were parked",
+            "description": "A producer announced an entry that names no buffer: redis-cli "
+            "XRANGE <prefix>app:scenario_planning:compaction-events:parked - +",
+        },
+    }
+    test = {
+        "rule_files": [str(REPO_ROOT / "deploy" / "genbuf-alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # no compact-pending since the epoch: a worker-only deployment
+                    {
+                        "series": 'genbuf_last_success_timestamp_seconds{job="compact-pending"}',
+                        "values": "0x60",
+                    },
+                    {"series": "genbuf_workers_alive", "values": "1x40 0x20"},
+                    {"series": "genbuf_workers_known", "values": "1x60"},
+                    {"series": "genbuf_worker_events_parked", "values": "0x10 1x50"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "35m",
+                        "alertname": "GenbufCompactPendingNotRunning",
+                        "exp_alerts": [],
+                    },
+                    {"eval_time": "35m", "alertname": "GenbufWorkersDown", "exp_alerts": []},
+                    {"eval_time": "5m", "alertname": "GenbufEventsParked", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "GenbufEventsParked", "exp_alerts": [parked]},
+                    {
+                        "eval_time": "45m",
+                        "alertname": "GenbufCompactPendingNotRunning",
+                        "exp_alerts": [not_running],
+                    },
+                    {"eval_time": "45m", "alertname": "GenbufWorkersDown", "exp_alerts": [down]},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules-test.yml").write_text(json.dumps(test))  # YAML is a superset of JSON
+    done = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "rules-test.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 class _SlowSurvey(Collector):
     """A survey that takes as long as the test says (it waits for ``go``)."""
 
