@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv demo test test-fast test-lowest lint format bench chaos chaos-cluster clean
+.PHONY: venv demo test test-rest test-all test-fast test-lowest lint format bench chaos chaos-cluster clean
 
 venv: $(STAMP)
 
@@ -17,8 +17,20 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) scripts/demo.py
 
+# make test: the unit tests, the embedded backend and the real Redis + PostgreSQL, on both
+# cores (each xdist worker starts its own redis-server; tests/support/urls.py).
+# make test-rest: what it leaves out (subprocess and chaos runs, MariaDB, the Redis
+# Cluster, PgBouncer); make test-all: both at once. CI runs test and test-rest.
+PYTEST_WORKERS ?= 2
+FAST := not slow and not mariadb and not cluster and not pgbouncer
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "$(FAST)"
+
+test-rest: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not ($(FAST))"
+
+test-all: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 # The Redis, CLI, metrics and offload tests again on the lowest versions allowed of redis-py,
 # typer, prometheus-client, obstore and zstandard.
@@ -30,7 +42,7 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
 	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' -c .ci/lowest.txt
 	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer|prometheus.client|obstore|zstandard)=='
-	.venv-lowest/bin/python -m pytest -q $(LOWEST_TESTS)
+	.venv-lowest/bin/python -m pytest -q -n $(PYTEST_WORKERS) $(LOWEST_TESTS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow" -x

@@ -10,6 +10,7 @@ database, and removes them afterwards.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ from tests.support.urls import (
     IN_CI,
     MARIADB_ADMIN_URL,
     POSTGRES_ADMIN_URL,
-    REDIS_TEST_URL,
     pg_url,
+    redis_test_url,
 )
 
 _reachable: dict[str, str | None] = {}
@@ -48,7 +49,7 @@ def _probe(name: str) -> str | None:
     if name not in _reachable:
         try:
             if name == "redis":
-                redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+                redis.Redis.from_url(redis_test_url(), socket_connect_timeout=2).ping()
             elif name == "mariadb":
                 _mariadb_admin().close()
             else:
@@ -64,7 +65,8 @@ def require_server(name: str) -> None:
     reason = _probe(name)
     if reason is None:
         return
-    target = {"redis": REDIS_TEST_URL, "mariadb": MARIADB_ADMIN_URL}.get(name, POSTGRES_ADMIN_URL)
+    redis_target = os.environ.get("REDIS_TEST_URL", "a private redis-server")
+    target = {"redis": redis_target, "mariadb": MARIADB_ADMIN_URL}.get(name, POSTGRES_ADMIN_URL)
     message = f"{name} is not reachable at {target} ({reason})"
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
@@ -154,7 +156,7 @@ def redis_prefix() -> Iterator[str]:
     require_server("redis")
     prefix = f"genbuf-test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client = redis.Redis.from_url(redis_test_url())
     for key in client.scan_iter(match=prefix.replace(":", r"\:") + "*", count=1000):
         client.delete(key)
     client.close()
@@ -312,7 +314,7 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
 
 def _servers_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return {
-        "REDIS_URL": REDIS_TEST_URL,
+        "REDIS_URL": redis_test_url(),
         "REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
         "DATABASE_URL": request.getfixturevalue("pg_database"),
         "METADATA_VALIDATION_LOG": str(tmp_path / "logs" / "metadata-validation.log"),
@@ -438,6 +440,7 @@ _PG_FIXTURES = {
 }
 _MARIADB_FIXTURES = {"mariadb_database", "empty_mariadb_database"}
 _POOLER_FIXTURES = {"pgbouncer", "pooled"}
+_CLUSTER_FIXTURES = {"redis_cluster", "cluster", "cluster_prefix"}
 _server_outcomes: dict[str, dict[str, int]] = {
     name: {"passed": 0, "failed": 0, "skipped": 0}
     for name in ("redis", "postgres", "mariadb", "pgbouncer", "php")
@@ -468,6 +471,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if on_mariadb or names & _MARIADB_FIXTURES:
             item.add_marker(pytest.mark.mariadb)
+        on_cluster = callspec is not None and callspec.params.get("stack") == "cluster"
+        if on_cluster or names & _CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.cluster)
         pooled = callspec is not None and callspec.params.get("stack") == "pooled"
         if pooled or names & _POOLER_FIXTURES:
             item.add_marker(pytest.mark.pgbouncer)
@@ -475,36 +481,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.php)
 
 
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    """Count outcomes of server tests (setup skips included)."""
-    if call.when == "teardown":
-        return
-    outcome = (
-        "skipped" if call.excinfo and call.excinfo.errisinstance(pytest.skip.Exception) else None
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Carry the markers and the figures a test added to SUMMARY_LINES on its report,
+    which pytest-xdist sends from a worker to the process that prints the summary."""
+    outcome = yield
+    report = outcome.get_result()
+    report.user_properties.extend(
+        ("server", name) for marker, name in _SERVER_MARKERS if item.get_closest_marker(marker)
     )
-    if outcome is None and call.when == "call":
-        outcome = "failed" if call.excinfo else "passed"
-    if outcome is None:
-        if call.excinfo is None:
-            return
-        outcome = "failed"
-    for marker, name in (
-        ("redis_server", "redis"),
-        ("postgres", "postgres"),
-        ("mariadb", "mariadb"),
-        ("pgbouncer", "pgbouncer"),
-        ("php", "php"),
-    ):
-        if item.get_closest_marker(marker):
-            _server_outcomes[name][outcome] += 1
+    if call.when == "teardown":
+        report.user_properties.extend(("summary", line) for line in SUMMARY_LINES)
+        SUMMARY_LINES.clear()
 
 
+_SERVER_MARKERS = (
+    ("redis_server", "redis"),
+    ("postgres", "postgres"),
+    ("mariadb", "mariadb"),
+    ("pgbouncer", "pgbouncer"),
+    ("php", "php"),
+)
 SUMMARY_LINES: list[str] = []  # tests add figures worth seeing at the end of a run
+_summary: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count outcomes of server tests (setup skips and failures included), and collect
+    the tests' figures (in the one process that prints, with or without xdist)."""
+    _summary.extend(str(value) for key, value in report.user_properties if key == "summary")
+    if report.when == "teardown" or (report.when == "setup" and report.passed):
+        return
+    outcome = "skipped" if report.skipped else "failed" if report.failed else "passed"
+    for key, name in report.user_properties:
+        if key == "server":
+            _server_outcomes[name][outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line per real server (how many tests ran against it), then tests' own figures."""
-    for line in SUMMARY_LINES:
+    for line in _summary:
         terminalreporter.write_line(line)
     for name, counts in _server_outcomes.items():
         terminalreporter.write_line(
