@@ -22,7 +22,6 @@ __all__ = [
     "IN_CI",
     "MARIADB_ADMIN_URL",
     "POSTGRES_ADMIN_URL",
-    "REDIS_TEST_URL",
     "REPO_ROOT",
     "pg_url",
     "redis_test_url",
@@ -63,9 +62,10 @@ def redis_test_url() -> str:
         raise RuntimeError("redis-server is not installed (Debian's redis-server package)")
     directory = tempfile.mkdtemp(prefix="genbuf-test-redis-")
     port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", ""]
+    options += ["--appendonly", "no", "--logfile", f"{directory}/redis.log"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory]
-        + ["--save", "", "--appendonly", "no", "--logfile", f"{directory}/redis.log"],
+        [binary, *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,  # noqa: PLW1509  (one prctl call, no lock taken)
