@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv demo test test-rest test-all test-fast test-lowest lint format bench chaos chaos-cluster clean
+.PHONY: venv demo test test-rest test-all test-fast test-lowest lint docs format bench chaos chaos-cluster clean
 
 venv: $(STAMP)
 
@@ -47,10 +47,16 @@ test-lowest:
 test-fast: venv
 	$(PY) -m pytest -m "not slow" -x
 
+# lint fails when docs/cli.md or docs/settings.md is stale (a help text or a Settings
+# description changed): `make docs` regenerates them.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/gen_docs.py --check
+
+docs: venv
+	$(PY) scripts/gen_docs.py
 
 bench: venv
 	$(PY) bench/run.py

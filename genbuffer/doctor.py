@@ -296,7 +296,7 @@ def _cron(repository: Repository, options: DoctorOptions, workers: list[WorkerBe
                     name=name,
                     status="warn",
                     message=f"no successful run of {job} recorded",
-                    hint=f"schedule `genbuf {job}` (the README's cron lines)",
+                    hint=f"schedule `genbuf {job}` (the cron lines of docs/operations.md)",
                 )
             )
             continue

@@ -53,7 +53,7 @@ class GenbufCollector(Collector):
         self.options = options
 
     def collect(self) -> Iterator[Metric]:
-        """The metric families (see the README's metrics table)."""
+        """The metric families (see the metrics table of docs/operations.md)."""
         report = collect_status(self.buffer, self.repository, self.options)
         buffers = GaugeMetricFamily(
             "genbuf_buffers", "Buffers under the prefix, by state.", labels=["state"]

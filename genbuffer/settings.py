@@ -41,85 +41,302 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
-    redis_url: str | None = None
-    redis_host: str | None = None
-    redis_port: int = Field(default=6379, gt=0, lt=65536)
-    redis_username: str | None = None
-    redis_password: SecretStr | None = None
-    redis_db: int = Field(default=0, ge=0)
+    # Each field's description is its entry in docs/settings.md (scripts/gen_docs.py).
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL; wins over the `REDIS_*` below. `memory://` is an in-process "
+        "Redis (fakeredis) that lives as long as the process: for demos and tests, never a "
+        "fallback",
+    )
+    redis_host: str | None = Field(
+        default=None,
+        description="Laravel's Redis host, used when `REDIS_URL` is unset. With neither, a "
+        "command that needs Redis stops (exit 2) with a hint: the in-process `memory://` is "
+        "used only when asked for",
+    )
+    redis_port: int = Field(
+        default=6379, gt=0, lt=65536, description="Laravel's Redis port (with `REDIS_HOST`)"
+    )
+    redis_username: str | None = Field(
+        default=None,
+        description="Laravel's Redis user (with `REDIS_HOST`, and on a cluster's nodes)",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Laravel's Redis password (with `REDIS_HOST`, and on a cluster's nodes); "
+        "never printed",
+    )
+    redis_db: int = Field(
+        default=0,
+        ge=0,
+        description="Laravel's Redis database number (with `REDIS_HOST`); one beyond the "
+        "server's databases is one line naming `REDIS_DB` (exit 2)",
+    )
     # seconds before a silent Redis counts as unreachable (exit 3), per attempt
-    redis_socket_timeout: float = Field(default=5.0, gt=0, le=3600)
-    redis_prefix: str | None = None  # None: not set (an empty value is an explicit "")
-    redis_prefix_rule: Literal["none", "underscore", "hyphen"] = "none"
-    app_name: str | None = None
+    redis_socket_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds to connect or to get a reply before Redis counts as unreachable "
+        "(exit 3); redis-py retries twice",
+    )
+    redis_prefix: str | None = Field(  # None: not set (an empty value is an explicit "")
+        default=None,
+        description="prepended to every key exactly once (Laravel's prefix: see "
+        "[the key prefix](operations.md#the-key-prefix)); set but empty means no prefix",
+    )
+    redis_prefix_rule: Literal["none", "underscore", "hyphen"] = Field(
+        default="none",
+        description='with `REDIS_PREFIX` unset: `underscore` derives `slug(APP_NAME, "_")` + '
+        "`_database_` (older Laravel skeletons), `hyphen` derives `slug(APP_NAME)` + "
+        "`-database-` (Laravel 11+); `none` uses no prefix. The slug is Laravel's "
+        "`Str::slug`, transliteration included (`Straße & Söhne` → `strasse_sohne_database_`)",
+    )
+    app_name: str | None = Field(
+        default=None,
+        description="Laravel's app name, from which `REDIS_PREFIX_RULE` derives the prefix; "
+        "set while `REDIS_PREFIX` is unset and the rule is `none`, it is warned about",
+    )
     # Seed nodes of a Redis Cluster (host:port, comma-separated): wins over REDIS_URL
-    redis_cluster_nodes: str | None = None
-    redis_scheme: Literal["tcp", "tls"] = "tcp"  # Laravel's name; tls: TLS to cluster nodes
+    redis_cluster_nodes: str | None = Field(
+        default=None,
+        description="seed nodes of a Redis Cluster (or Valkey cluster, or a managed one's "
+        "configuration endpoint), `host:port[,host:port…]`; wins over "
+        "`REDIS_URL`/`REDIS_HOST`. `REDIS_USERNAME`/`REDIS_PASSWORD`, the prefix and the TTL "
+        "apply. See [Redis Cluster](design.md#redis-cluster)",
+    )
+    redis_scheme: Literal["tcp", "tls"] = Field(  # Laravel's name; tls: TLS to cluster nodes
+        default="tcp",
+        description="`tls`: TLS to the cluster's nodes (a `rediss://` `REDIS_URL` says the same)",
+    )
     # The hash-tagged key template for genbuf's own pushes (keys of both are always read)
-    generation_key_tags: bool = False
+    generation_key_tags: bool = Field(
+        default=False,
+        description="genbuf's own pushes write the hash-tagged key template, "
+        "`{prefix}{app:…:chunks}` and its `:meta`, so that list and meta hash share a "
+        "cluster slot (sequenced pushes need it on a cluster). Keys of both templates are "
+        "always read",
+    )
 
-    database_url: SecretStr | None = None
-    db_connection: str | None = None
-    db_host: str = "127.0.0.1"
-    db_port: int | None = Field(default=None, gt=0, lt=65536)
-    db_database: str | None = None
-    db_username: str | None = None
-    db_password: SecretStr | None = None
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL; wins over `DB_*`. `postgres://` and `postgresql://` use "
+        "psycopg 3",
+    )
+    db_connection: str | None = Field(
+        default=None,
+        description="Laravel's database driver: `pgsql`, `sqlite`, `mysql`, `mariadb` (the "
+        "last two need the extra: `pip install 'genbuffer[mysql]'`, PyMySQL). With neither it "
+        "nor `DATABASE_URL`, the embedded `sqlite:///storage/genbuffer.sqlite3`, announced on "
+        "stderr (and in `warnings` under `--json`) by every command that uses it",
+    )
+    db_host: str = Field(default="127.0.0.1", description="Laravel's database host")
+    db_port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description="Laravel's database port; unset: the driver's (5432 for `pgsql`, 3306 "
+        "for `mysql` and `mariadb`)",
+    )
+    db_database: str | None = Field(
+        default=None,
+        description="Laravel's database name (with `DB_CONNECTION=sqlite`, the file: "
+        "`database/database.sqlite` when unset)",
+    )
+    db_username: str | None = Field(default=None, description="Laravel's database user")
+    db_password: SecretStr | None = Field(
+        default=None, description="Laravel's database password; never printed"
+    )
 
     # Redis refuses an EXPIRE whose deadline overflows; 2**32 s (136 years) is far inside.
-    generation_chunk_ttl: int = Field(default=86400, gt=0, le=2**32)
-    generation_chunk_max_len: int | None = Field(default=None, gt=0)
-    generation_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    generation_chunk_ttl: int = Field(
+        default=86400,
+        gt=0,
+        le=2**32,
+        description="seconds (1 to 2³², what Redis accepts; checked before any I/O); set on "
+        "the list and the meta hash when a push creates them",
+    )
+    generation_chunk_max_len: int | None = Field(
+        default=None,
+        gt=0,
+        description="a push that leaves the list longer than this logs a warning; `status` "
+        "counts such lists (`over_max_len`), `metrics` exports them "
+        "(`genbuf_buffers_over_max_len`) and counts compactions of more chunks "
+        "(`genbuf_compactions_over_max_len_total`)",
+    )
+    generation_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="a generation over this is an `oversize` issue and is not persisted (read "
+        "stops there: no out-of-memory)",
+    )
     # Artifacts up to this size are parsed (llm_response, duplicate keys, the schema);
     # larger ones, in the row or offloaded, are checked as JSON as they stream and keep
     # llm_response null: parsing holds several times the artifact's size in memory.
-    generation_parse_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-    generation_json_schema: Path | None = None
-    generation_chunks_backup: bool = True
-    generation_chunks_retention_days: int = Field(default=7, gt=0)
-    metadata_validation_strict: bool = False
-    metadata_validation_log: Path = Path("storage/logs/metadata-validation.log")
+    generation_parse_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="artifacts up to this size are parsed: `llm_response`, duplicate keys, "
+        "the JSON Schema. Larger ones, in the row or offloaded alike, are checked as JSON as "
+        "they stream (strict aborts on `invalid_json`, soft records it with the 64 KiB slice "
+        "it is in) and `llm_response` stays null: parsing holds several times the artifact "
+        "in memory",
+    )
+    generation_json_schema: Path | None = Field(
+        default=None,
+        description="path of a JSON Schema that `llm_response` must satisfy "
+        "(`schema_violation` issues, with JSON paths); read and checked (a valid schema whose "
+        "every `$ref` resolves) when a command that compacts starts: a bad one is a usage "
+        "error (exit 2), never a failed compaction",
+    )
+    generation_chunks_backup: bool = Field(
+        default=True,
+        description="keep each compacted chunk in `generation_chunks` until the retention purge",
+    )
+    generation_chunks_retention_days: int = Field(
+        default=7, gt=0, description="default age for `purge-chunks`"
+    )
+    metadata_validation_strict: bool = Field(
+        default=False, description="strict mode: validation errors abort the persist"
+    )
+    metadata_validation_log: Path = Field(
+        default=Path("storage/logs/metadata-validation.log"),
+        description="the JSONL audit log (a symlink there is refused)",
+    )
 
-    compaction_max_attempts: int = Field(default=5, gt=0)
+    compaction_max_attempts: int = Field(
+        default=5,
+        gt=0,
+        description="failed compactions (aborts, unexpected errors; not outages) before a "
+        "generation is quarantined",
+    )
     # Seconds a cron job's lease lasts unrenewed (renewed every third of it): how long
     # the next run waits after a holder is killed (kill -9) before taking it over.
-    job_lease_ttl: int = Field(default=60, ge=3, le=86400)
+    job_lease_ttl: int = Field(
+        default=60,
+        ge=3,
+        le=86400,
+        description="seconds a cron job's lease lasts unrenewed (3 to 86400; renewed every "
+        "third of it): the longest the next run waits after a run was killed (kill -9) or "
+        "lost the database. See "
+        "[Behind a connection pooler](operations.md#behind-a-connection-pooler)",
+    )
     # A new stream of a generation whose artifact came from a closed stream: replace
     # the artifact (kept in generation_artifact_history), or append to it.
-    generation_regeneration: Literal["replace", "append"] = "replace"
+    generation_regeneration: Literal["replace", "append"] = Field(
+        default="replace",
+        description="a new stream of a generation whose artifact is whole (its stream was "
+        "marked finished: `finished_at`, `genbuf push --finish`): `replace` the artifact, or "
+        "`append` to it. Either way the artifact it met is kept in "
+        "`generation_artifact_history` and listed in `metadata.history`",
+    )
     # Chunks arriving after an artifact was compacted from a stream never marked
     # finished (idle, about to expire) continue it when the two parse as one JSON
     # document, replace it when only the new chunks parse; otherwise this decides.
-    generation_late_chunks: Literal["append", "replace"] = "append"
+    generation_late_chunks: Literal["append", "replace"] = Field(
+        default="append",
+        description="chunks arriving after an artifact was compacted from a stream never "
+        "marked finished (idle, about to expire, or by hand): they continue it when the two "
+        "parse as one JSON document, replace it when only the new chunks parse; otherwise "
+        "`append` or `replace` as set here. See "
+        "[Regenerated streams](design.md#regenerated-streams)",
+    )
     # compact-pending and the worker's sweeper compact a buffer whose chunks expire
-    # within this many seconds, idle or not (three periods of the README's 5-minute
-    # cron: two runs may fail and the third still saves it)
-    generation_expiry_margin: int = Field(default=900, gt=0, le=2**32)
+    # within this many seconds, idle or not (three periods of the 5-minute cron line
+    # of docs/operations.md: two runs may fail and the third still saves it)
+    generation_expiry_margin: int = Field(
+        default=900,
+        gt=0,
+        le=2**32,
+        description="seconds: `compact-pending` and the worker's sweeper compact a buffer "
+        "whose chunks expire within this, idle or not (a provisional artifact that later "
+        "chunks continue); `status` counts it `at_risk` until then. 15 minutes is three "
+        "periods of the 5-minute [cron line](operations.md#cron): keep it above twice your "
+        "cron period",
+    )
 
     # Large artifacts go to an object store (s3://bucket/prefix, file:///path, memory://)
     # and `compacted` holds the object's URL; unset: every artifact stays in the row.
-    generation_offload_url: str | None = None
-    generation_offload_bytes: int | None = Field(default=None, gt=0)  # unset: never offload
-    generation_offload_compression: Literal["none", "zstd"] = "none"
+    generation_offload_url: str | None = Field(
+        default=None,
+        description="object store for large artifacts: `s3://bucket/prefix`, "
+        "`file:///path` (created on first use), or `memory://` (in-process tests only: "
+        "refused unless `REDIS_URL=memory://` too). See "
+        "[Large artifacts in an object store](design.md#large-artifacts-in-an-object-store)",
+    )
+    generation_offload_bytes: int | None = Field(  # unset: never offload
+        default=None,
+        gt=0,
+        description="artifacts larger than this go to the store and `compacted` holds the "
+        "object's URL; unset: never (a URL without it offloads nothing, and `config show` "
+        "says so)",
+    )
+    generation_offload_compression: Literal["none", "zstd"] = Field(
+        default="none",
+        description="`zstd`: objects are one zstd frame (`.zst`), compressed and "
+        "decompressed as they stream",
+    )
     # Earlier stores whose objects rows may still name (comma-separated URLs): read, and
     # continued into GENERATION_OFFLOAD_URL; never written to or purged. genbuf touches
     # no object outside these and GENERATION_OFFLOAD_URL (genbuffer.objects.boundary).
-    generation_offload_read_urls: str | None = None
+    generation_offload_read_urls: str | None = Field(
+        default=None,
+        description="earlier stores whose objects rows may still name, comma-separated "
+        "(`s3://old-bucket/generations, file:///srv/objs`): read, and continued into "
+        "`GENERATION_OFFLOAD_URL` when new chunks arrive; never written to or purged. genbuf "
+        "reads no object outside these and `GENERATION_OFFLOAD_URL` (exit 4, see "
+        "[Threat model](design.md#threat-model)). Checked when settings load, like "
+        "`GENERATION_OFFLOAD_URL` (a malformed URL, a bucket with a space, `..`: exit 2)",
+    )
     # file:// stores: objects 0600 in 0700 directories; a group (the one the app's PHP
     # runs as) makes them 0640 in 0750 directories of that group.
-    generation_offload_file_group: str | None = None
+    generation_offload_file_group: str | None = Field(
+        default=None,
+        description="`file://` stores: unset, objects are written `0600` in `0700` "
+        "directories (owner only); a group name or id (the one the app's PHP runs as, e.g. "
+        "`www-data`) makes them `0640` in `0750` directories of that group. The user genbuf "
+        "runs as must belong to it; an unknown group is exit 2",
+    )
     # S3 by the usual AWS names; Laravel's AWS_BUCKET / AWS_ENDPOINT /
     # AWS_USE_PATH_STYLE_ENDPOINT are read as they are.
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
-    aws_default_region: str | None = None
-    aws_region: str | None = None
-    aws_endpoint_url: str | None = None
-    aws_endpoint_url_s3: str | None = None
-    aws_endpoint: str | None = None
-    aws_bucket: str | None = None
-    aws_use_path_style_endpoint: bool | None = None
+    aws_access_key_id: str | None = Field(
+        default=None,
+        description="S3 credentials (without them: the instance's role, as the AWS SDKs do)",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 credentials, with `AWS_ACCESS_KEY_ID`"
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None, description="S3 credentials: a session's token"
+    )
+    aws_default_region: str | None = Field(default=None, description="the bucket's region")
+    aws_region: str | None = Field(
+        default=None, description="the bucket's region, when `AWS_DEFAULT_REGION` is unset"
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        description="an S3-compatible store's endpoint (MinIO, R2, moto…), when "
+        "`AWS_ENDPOINT_URL_S3` is unset. An `http://` endpoint is allowed",
+    )
+    aws_endpoint_url_s3: str | None = Field(
+        default=None,
+        description="an S3-compatible store's endpoint; of `AWS_ENDPOINT_URL_S3`, "
+        "`AWS_ENDPOINT_URL`, `AWS_ENDPOINT` the first one set wins",
+    )
+    aws_endpoint: str | None = Field(
+        default=None,
+        description="Laravel's name for the endpoint, read as it is (after "
+        "`AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL`)",
+    )
+    aws_bucket: str | None = Field(
+        default=None,
+        description="Laravel's bucket, used when `GENERATION_OFFLOAD_URL` names none "
+        "(`s3:///prefix`)",
+    )
+    aws_use_path_style_endpoint: bool | None = Field(
+        default=None,
+        description="Laravel's name: `true` path-style requests (MinIO), `false` virtual-hosted",
+    )
 
     @field_validator("*", mode="before")
     @classmethod

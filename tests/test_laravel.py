@@ -234,7 +234,7 @@ def test_php_plain_producers_are_all_compacted_by_the_cron_line(
     laravel_database: str, tmp_path: Path, scrub_redis: list[str]
 ) -> None:
     """The app's own producers: a list without meta hash, a list with only the counter,
-    and a key without the scenario its row has. The README's cron line compacts all
+    and a key without the scenario its row has. The cron line of docs/operations.md compacts all
     three byte-exact and removes the buffers, exit 0; with REDIS_PREFIX missing from the
     .env it exits 1 naming the prefix."""
     require_php()

@@ -256,7 +256,7 @@ class CompactionMachine(RuleBasedStateMachine):
 
         Not while a crash left committed chunks untrimmed, a retried push is still in
         the list, or a promoted replica's old buffer is there: with two faults at once
-        positions are not known (README, "Failure scenarios"). A loss it held the
+        positions are not known (docs/operations.md, "Failure scenarios"). A loss it held the
         evidence of goes unreported. Nor in a new buffer life no compaction has seen
         yet: its list, alike at the head, would pass for the row's own.
         """
@@ -287,7 +287,7 @@ class CompactionMachine(RuleBasedStateMachine):
 
         A replica's copy of a list with no meta hash (so no stream id), or of a meta
         hash lost on the primary since, cannot be told from a new stream: those
-        failovers are left out (README, "Failure scenarios").
+        failovers are left out (docs/operations.md, "Failure scenarios").
         """
         assert self.replica is not None
         copy, pending, persisted_then, counting = self.replica
@@ -338,8 +338,8 @@ class CompactionMachine(RuleBasedStateMachine):
         the next compaction reports them.
 
         Not after the meta hash was lost in this buffer life: once it no longer counts
-        every chunk, a list expiring too is two faults at once (README, "Failure
-        scenarios").
+        every chunk, a list expiring too is two faults at once (docs/operations.md,
+        "Failure scenarios").
         """
         self.last_push = None  # a retry now would deliver lost chunks again, not repeat
         self.stack.buffer.client.delete(self.key)

@@ -226,7 +226,7 @@ def test_survey_reports_each_buffer_once_whatever_the_page(stack: Stack, page: i
 
 def test_buffers_under_another_prefix_fail_status_naming_it(stack: Stack) -> None:
     """REDIS_PREFIX=myapp_ while the app's buffers wait under laravel_database_: status
-    does not report a green zero (the README's cron alert), it exits 1 naming the
+    does not report a green zero (the cron alert of docs/operations.md), it exits 1 naming the
     prefix to set, thresholds or not; under the right prefix it is green again."""
     app_prefix = stack.buffer.prefix + "laravel_database_"
     app = GenerationBuffer(stack.buffer.client, prefix=app_prefix)

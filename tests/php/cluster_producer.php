@@ -2,8 +2,8 @@
 // Pushes generations into a Redis Cluster the way the Laravel app does on a cluster
 // connection: phpredis RedisCluster with the connection prefix (OPT_PREFIX), untagged
 // keys as named, RPUSH + EXPIRE on the first push, then HINCRBY/HSET on the meta hash
-// (which lands in another slot than the list). With "tagged", the README's snippet for
-// producers that can change: the key wrapped in a hash tag, list and meta in one slot.
+// (which lands in another slot than the list). With "tagged", the snippet of
+// docs/design.md for producers that can change: the key wrapped in a hash tag, list and meta in one slot.
 // usage: php cluster_producer.php SEEDS PREFIX ORG GEN_FIRST GEN_COUNT TTL meta|nometa|tagged CHUNKS_FILE [finish]
 // SEEDS is host:port[,host:port…]; CHUNKS_FILE holds one base64 chunk a line.
 [$_, $seeds, $prefix, $org, $first, $count, $ttl, $mode, $file] = $argv;
