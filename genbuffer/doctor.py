@@ -26,7 +26,7 @@ from genbuffer.errors import (
     RedisUnavailable,
     UsageError,
 )
-from genbuffer.objects.store import Store
+from genbuffer.objects.store import Store, StoreDirectoryMissing
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.fleet import WorkerBeat
@@ -148,6 +148,11 @@ def _store_check(
         started = time.monotonic()
         listed = next(iter(store.objects()), None)
         elapsed = (time.monotonic() - started) * 1000
+    except StoreDirectoryMissing as error:  # doctor writes nothing, not even a directory
+        checks.append(
+            Check(name="object store", status="warn", message=str(error), hint=error.hint)
+        )
+        return
     except (UsageError, DependencyUnavailable) as error:
         _failed("object store", error, checks, unreachable)
         return

@@ -238,8 +238,12 @@ def test_compaction_copies_nothing_into_the_store(
         document = json.loads(done.stdout)
         assert document["skipped_quarantined"] == 0 and len(document["failures"]) == 1
         assert secret.disclosed_in(done.stdout, done.stderr) == []
+    told = run_genbuf(["compact-pending"], servers.env)  # as a person reads it, once
+    assert f"failed: generation {gen}: refused" in told.stdout, told.stdout
+    assert f"generation {gen}: generation {gen}" not in told.stdout
+    assert secret.disclosed_in(told.stdout, told.stderr) == []
     messages = _failures(servers, gen)
-    assert len(messages) == 2 and all("refused" in m for m in messages), messages
+    assert len(messages) == 3 and all("refused" in m for m in messages), messages
     assert secret.disclosed_in(*messages) == []
     meta = {
         k.decode(): v.decode("utf-8", "replace")

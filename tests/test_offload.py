@@ -938,6 +938,19 @@ def test_doctor_warns_when_a_directory_store_is_open_to_everyone(
         tmp_path.chmod(0o700)
 
 
+def test_doctor_creates_no_store_directory(embedded: Stack, tmp_path: Path) -> None:
+    """doctor writes nothing: a file:// store that does not exist yet stays missing, and
+    doctor warns with the mkdir that makes it (the first offload would create it 0700)."""
+    root = tmp_path / "not-yet" / "objects"
+    stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{root}"})
+    result = stack.cli("doctor", "--json")
+    check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "object store")
+    assert check["status"] == "warn", check
+    assert f"the directory {root} does not exist" in check["message"]
+    assert f"mkdir -m 700 {root}" in check["hint"]
+    assert not root.parent.exists()
+
+
 def _broken(chunks: list[bytes]) -> list[bytes]:
     """``chunks`` of a JSON document with one byte in the middle made invalid."""
     middle = len(chunks) // 2

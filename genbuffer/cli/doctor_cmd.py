@@ -55,7 +55,7 @@ def doctor_cmd(
         lambda: rt.buffer,
         lambda: rt.repository,
         options,
-        lambda: Offload.from_settings(rt.settings, always=True).store,
+        lambda: Offload.from_settings(rt.settings, always=True, create=False).store,
     )
     emit(rt, report, lambda console: _render(console, report))
     if report.unreachable:

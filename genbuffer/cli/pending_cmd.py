@@ -118,9 +118,9 @@ def _render(console: Console, result: PendingResult) -> None:
         + (f"; {result.at_risk} about to expire, compacted early" if result.at_risk else "")
     )
     for failure in result.failures:
-        console.print(
-            f"failed: generation {failure['generation_id']}: {printable(str(failure['error']))}"
-        )
+        named = f"generation {failure['generation_id']}: "
+        error = str(failure["error"])  # some errors name their generation already
+        console.print(f"failed: {printable(error if error.startswith(named) else named + error)}")
     for orphan in result.orphaned:
         console.print(
             f"orphaned (no row; set aside until it expires): {printable(str(orphan['key']))}"

@@ -84,15 +84,18 @@ class Offload:
     boundary: Boundary = field(default_factory=Boundary)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, always: bool = False) -> Offload:
+    def from_settings(
+        cls, settings: Settings, *, always: bool = False, create: bool = True
+    ) -> Offload:
         """GENERATION_OFFLOAD_URL/_BYTES/_COMPRESSION; the store opens here (a bad URL is
         a usage error before anything is read). ``always``: open the store whenever the
-        URL is set, even without GENERATION_OFFLOAD_BYTES (the object commands)."""
+        URL is set, even without GENERATION_OFFLOAD_BYTES (the object commands);
+        ``create`` False: a missing file:// directory is an error, not created (doctor)."""
         url = settings.generation_offload_url
         store = None
         if url is not None and (always or settings.offload_enabled()):
             _refuse_vanishing(url, settings)
-            store = open_store(url, settings)
+            store = open_store(url, settings, create=create)
         return cls(
             store=store,
             threshold=settings.generation_offload_bytes if settings.offload_enabled() else None,

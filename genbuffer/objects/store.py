@@ -276,6 +276,10 @@ class Store:
         return found
 
 
+class StoreDirectoryMissing(UsageError):
+    """A file:// store's directory does not exist, and nothing may create it here."""
+
+
 def open_store(url: str, settings: Settings | None, *, create: bool = True) -> Store:
     """The store at ``url``: GENERATION_OFFLOAD_URL, or one of GENERATION_OFFLOAD_READ_URLS
     (``create`` False: an earlier store's directory is not created). Never a URL read
@@ -315,6 +319,12 @@ def _file_backend(location: Location, modes: FileModes, *, create: bool) -> Back
     from obstore.store import LocalStore  # noqa: PLC0415
 
     directory = Path(location.directory)
+    if not create and not directory.exists():
+        raise StoreDirectoryMissing(
+            f"object store {location.url}: the directory {directory} does not exist",
+            hint=f"the first compaction that offloads creates it (mode 0700); "
+            f"or create it: mkdir -m 700 {directory}",
+        )
     try:
         if create and not directory.exists():
             directory.parent.mkdir(parents=True, exist_ok=True)
