@@ -88,7 +88,9 @@ def _cluster(rt: Runtime, rows: list[ConfigRow]) -> dict[str, object] | None:
 def _render(console: Console, result: ConfigShow) -> None:
     from rich.table import Table
 
-    table = Table("setting")
+    table = Table()
+    # names never cut ("GENERATION_CHUNK_MAX_L…"): the other columns give way first
+    table.add_column("setting", no_wrap=True, overflow="fold")
     table.add_column("value", overflow="fold", ratio=1)  # long URLs fold at 80 columns
     table.add_column("source", overflow="fold")
     for row in result.settings:
