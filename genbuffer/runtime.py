@@ -43,13 +43,10 @@ class Runtime:
 
     @cached_property
     def settings(self) -> Settings:
-        """Settings from the environment and the env file; warns about an unset prefix."""
+        """Settings from the environment and the env file."""
         from genbuffer.settings import load_settings  # noqa: PLC0415
 
-        settings = load_settings(self.env_file)
-        if warning := settings.prefix_warning():
-            self.warn(warning)
-        return settings
+        return load_settings(self.env_file)
 
     @cached_property
     def buffer(self) -> GenerationBuffer:

@@ -177,12 +177,16 @@ class Settings(BaseSettings):
         return ""
 
     def prefix_warning(self) -> str | None:
-        """A note when a Laravel app would derive a prefix that genbuf does not apply."""
+        """A one-line note when a Laravel app would derive a prefix that genbuf does not
+        apply (Laravel derives it from APP_NAME; genbuf does not guess the rule).
+
+        Said by `config show` and `doctor` (set-up checks), not by every command: a cron
+        job whose buffers sit under another prefix fails naming it (WrongPrefix).
+        """
         if self.redis_prefix is None and self.redis_prefix_rule == "none" and self.app_name:
             return (
-                "APP_NAME is set but REDIS_PREFIX is not: Laravel derives its key prefix from "
-                "APP_NAME, genbuf does not guess and uses no prefix; set REDIS_PREFIX, or "
-                "REDIS_PREFIX_RULE=underscore (laravel_database_) or hyphen (laravel-database-)"
+                "APP_NAME set, REDIS_PREFIX unset: no key prefix; "
+                "set REDIS_PREFIX or REDIS_PREFIX_RULE"
             )
         return None
 

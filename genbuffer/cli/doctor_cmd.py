@@ -50,6 +50,7 @@ def doctor_cmd(
         purge_max_age=parse_age(purge_max_age),
         audit_log=rt.settings.metadata_validation_log,
         offloading=rt.settings.generation_offload_url is not None,
+        prefix_note=rt.settings.prefix_warning(),
     )
     report = run_doctor(
         lambda: rt.buffer,
