@@ -56,3 +56,17 @@ def test_readme_layout_lists_every_module() -> None:
         if relative.startswith("genbuffer/cli/") or relative == "genbuffer/db/__init__.py":
             continue  # one module per command: the section names the package
         assert relative in layout, relative
+
+
+def test_installing_creates_the_venv_the_cron_lines_and_the_unit_run() -> None:
+    """Every virtualenv the cron lines (`cd DIR && … .venv/bin/genbuf`) and the systemd
+    unit (`ExecStart=DIR/.venv/bin/genbuf`) run genbuf from is created, and genbuf
+    installed into it, by commands the docs give."""
+    docs = [README, *(p.read_text() for p in sorted((REPO_ROOT / "docs").rglob("*.md")))]
+    text = "\n".join(docs)
+    used = set(re.findall(r"cd (/\S+) && \S+ \.venv/bin/genbuf ", text))
+    used |= set(re.findall(r"^ExecStart=(/\S+)/\.venv/bin/genbuf ", text, re.MULTILINE))
+    assert used == {"/opt/genbuffer"}
+    for home in used:
+        assert re.search(rf"^python3 -m venv {home}/\.venv\b", text, re.MULTILINE), home
+        assert re.search(rf"^{home}/\.venv/bin/pip install \S", text, re.MULTILINE), home
