@@ -78,7 +78,12 @@ class Settings(BaseSettings):
     generation_chunks_backup: bool = True
     generation_chunks_retention_days: int = Field(default=7, gt=0)
     metadata_validation_strict: bool = False
-    metadata_validation_log: Path = Path("storage/logs/metadata-validation.log")
+    metadata_validation_log: Path = Field(
+        default=Path("storage/logs/metadata-validation.log"),
+        description="The JSONL audit log. A relative path is taken from the env file's "
+        "folder when one is given (--env-file, GENBUF_ENV_FILE; a Laravel app's "
+        "storage/logs beside its .env), else from the working directory.",
+    )
 
     compaction_max_attempts: int = Field(default=5, gt=0)
     # Seconds a cron job's lease lasts unrenewed (renewed every third of it): how long
@@ -358,7 +363,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is not None and not env_file.is_file():
         raise UsageError(f"env file not found: {env_file}")
     try:
-        return Settings(_env_file=env_file)
+        settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
@@ -368,3 +373,14 @@ def load_settings(env_file: Path | None = None) -> Settings:
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"
         said = first["msg"].removeprefix("Value error, ")  # a validator's own words
         raise UsageError(f"invalid setting {name}: {said}") from None
+    return _beside_env_file(settings, env_file)
+
+
+def _beside_env_file(settings: Settings, env_file: Path | None) -> Settings:
+    """``settings`` with a relative METADATA_VALIDATION_LOG taken from the env file's
+    folder: a cron line's working directory is no place for it (the folder of the
+    app's .env is, as Laravel keeps storage/ beside it)."""
+    log = settings.metadata_validation_log
+    if env_file is None or log.is_absolute():
+        return settings
+    return settings.model_copy(update={"metadata_validation_log": env_file.absolute().parent / log})

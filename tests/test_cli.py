@@ -235,3 +235,26 @@ def test_db_check_names_every_table_whole_at_80_columns(stack: Stack) -> None:
     assert "generation_artifact_history" in names and "metadata_validation_issues" in names
     assert _whole_on_a_line(shown.stdout, sorted(names)) == []
     assert max(len(line) for line in shown.stdout.splitlines() if line[:1] in "┏┃┡│└") <= 80
+
+
+@pytest.mark.backends("embedded")
+def test_the_audit_log_of_a_cron_run_is_beside_its_env_file(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """METADATA_VALIDATION_LOG unset and --env-file given: the audit line goes to
+    storage/logs beside the env file, whatever folder the command runs in."""
+    app = stack.tmp_path / "app"
+    app.mkdir()
+    env_file = app / ".env"
+    env_file.write_text(f"REDIS_URL={stack.env['REDIS_URL']}\n")
+    elsewhere = stack.tmp_path / "cron"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_chunk(3, gen, b"{oops")
+    del stack.env["METADATA_VALIDATION_LOG"], stack.env["REDIS_URL"]  # the env file's
+    done = stack.cli("--env-file", str(env_file), "compact-generation", "3", str(gen), "--soft")
+    assert done.exit_code == 0, done.output
+    (line,) = audit_lines(app / "storage" / "logs" / "metadata-validation.log")
+    assert line["generation_id"] == gen
+    assert not (elsewhere / "storage").exists()
