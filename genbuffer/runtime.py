@@ -68,6 +68,15 @@ class Runtime:
             )
         return Repository.from_settings(self.settings)
 
+    def existing_repository(self) -> Repository:
+        """The database adapter for checks that only read: a SQLite file that does not
+        exist is DatabaseUnavailable, never created (nor its folder)."""
+        from genbuffer.db.engine import require_sqlite_file  # noqa: PLC0415
+
+        if "repository" not in vars(self):
+            require_sqlite_file(self.settings.effective_database_url())
+        return self.repository
+
     @cached_property
     def compaction(self) -> CompactionConfig:
         """Compaction settings, the JSON Schema loaded."""

@@ -54,7 +54,7 @@ def doctor_cmd(
     )
     report = run_doctor(
         lambda: rt.buffer,
-        lambda: rt.repository,
+        rt.existing_repository,  # a read-only check: creates no SQLite file
         options,
         lambda: Offload.from_settings(rt.settings, always=True).store,
     )
