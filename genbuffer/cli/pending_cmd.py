@@ -121,6 +121,11 @@ def _render(console: Console, result: PendingResult) -> None:
         console.print(
             f"failed: generation {failure['generation_id']}: {printable(str(failure['error']))}"
         )
+    for found in result.issues:
+        console.print(
+            f"issues: generation {found.generation_id} (organization {found.organization_id}): "
+            + ", ".join(printable(code) for code in found.codes)
+        )
     for orphan in result.orphaned:
         console.print(
             f"orphaned (no row; set aside until it expires): {printable(str(orphan['key']))}"
