@@ -7,6 +7,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import NamedTuple
 
 from pydantic import Field
 
@@ -31,6 +32,8 @@ __all__ = [
     "DEFAULT_WORKERS",
     "FINISHED",
     "IDLE",
+    "CompactedGeneration",
+    "GenerationIssues",
     "PendingResult",
     "Selection",
     "compact_pending",
@@ -52,6 +55,23 @@ OBSERVE_PAGE = 500  # buffers whose looks are recorded per round trip
 DEFAULT_WORKERS = 4
 
 
+class CompactedGeneration(Document):
+    """A generation a batch compacted, by its ids."""
+
+    organization_id: int
+    generation_id: int
+
+
+class GenerationIssues(Document):
+    """A generation whose validation found issues in a batch (compacted or failed)."""
+
+    organization_id: int
+    generation_id: int
+    validation_id: int | None  # the issue row (none when none was written: a dry run, or
+    # a buffer whose chunks were all compacted before, validated again and left as it was)
+    codes: list[str]  # its issues' codes, each once
+
+
 class PendingResult(Document):
     """What `compact-pending --json` prints (a dry run counts in `would_compact`)."""
 
@@ -71,6 +91,20 @@ class PendingResult(Document):
     would_compact: int = 0
     failures: list[dict[str, object]] = Field(default_factory=list)
     orphaned: list[dict[str, object]] = Field(default_factory=list)
+    # which generations `compacted` counts (in a dry run, `would_compact`)
+    compacted_generations: list[CompactedGeneration] = Field(default_factory=list)
+    # every generation whose validation found issues, compacted or failed
+    issues: list[GenerationIssues] = Field(default_factory=list)
+
+
+class _Done(NamedTuple):
+    """What a batch of compactions did: counts, and which generations."""
+
+    compacted: int
+    failures: list[dict[str, object]]
+    orphans: list[dict[str, object]]
+    generations: list[CompactedGeneration]  # those `compacted` counts
+    issues: list[GenerationIssues]
 
 
 @dataclass
@@ -130,7 +164,7 @@ def compact_pending(
         if chosen.buffers == 0:
             check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
         candidates = chosen.candidates[:limit] if limit is not None else chosen.candidates
-        compacted, failures, orphans = _compact_all(
+        done = _compact_all(
             candidates,
             buffer=buffer,
             repository=repository,
@@ -143,20 +177,22 @@ def compact_pending(
             check_lease=lease.check,
         )
     return PendingResult(
-        ok=not failures and not orphans,
+        ok=not done.failures and not done.orphans,
         buffers=chosen.buffers,
         eligible=len(candidates),
-        compacted=0 if dry_run else compacted,
-        would_compact=compacted if dry_run else 0,
-        failed=len(failures),
+        compacted=0 if dry_run else done.compacted,
+        would_compact=done.compacted if dry_run else 0,
+        failed=len(done.failures),
         skipped_quarantined=chosen.quarantined,
         skipped_active=chosen.active,
         skipped_orphaned=chosen.orphaned,
         skipped_empty=chosen.empty,
         at_risk=sum(1 for _, why in candidates if why == AT_RISK),
         dry_run=dry_run,
-        failures=failures,
-        orphaned=orphans,
+        failures=done.failures,
+        orphaned=done.orphans,
+        compacted_generations=done.generations,
+        issues=done.issues,
     )
 
 
@@ -239,8 +275,8 @@ def _compact_all(
     progress: Progress | None,
     regeneration: str | None,
     check_lease: Callable[[], None] = lambda: None,
-) -> tuple[int, list[dict[str, object]], list[dict[str, object]]]:
-    """Compact ``candidates``, up to ``workers`` at once; (compacted, failures, orphans).
+) -> _Done:
+    """Compact ``candidates``, up to ``workers`` at once: the counts and which generations.
 
     Results are handled here, in order of completion: acknowledgements (each after
     its own commit) go ACK_BATCH per round trip. On an outage, or once the job's lease
@@ -287,7 +323,12 @@ def _compact_all(
         raise tally.outage
     failed = sorted(tally.failed)
     failures = [{"generation_id": gen, "error": message} for gen, message in failed]
-    return tally.compacted, failures, tally.orphans
+    generations = [
+        CompactedGeneration(organization_id=org, generation_id=gen)
+        for org, gen in sorted(tally.generations, key=lambda ids: (ids[1], ids[0]))
+    ]
+    issues = sorted(tally.issues, key=lambda found: (found.generation_id, found.organization_id))
+    return _Done(tally.compacted, failures, tally.orphans, generations, issues)
 
 
 @dataclass
@@ -299,6 +340,8 @@ class _Tally:
     dry_run: bool
     done: int = 0
     compacted: int = 0
+    generations: list[tuple[int, int]] = field(default_factory=list)  # compacted: (org, gen)
+    issues: list[GenerationIssues] = field(default_factory=list)  # validations that found some
     failed: list[tuple[int, str]] = field(default_factory=list)  # (generation id, message)
     orphans: list[dict[str, object]] = field(default_factory=list)  # reported once
     acks: list[tuple[str, str, int]] = field(default_factory=list)  # committed, to trim
@@ -332,8 +375,18 @@ class _Tally:
             line = " ".join(str(error).split())[:300]
             self.failed.append((found.generation_id, f"{type(error).__name__}: {line}"))
             return
+        if result.issues:
+            self.issues.append(
+                GenerationIssues(
+                    organization_id=result.organization_id,
+                    generation_id=result.generation_id,
+                    validation_id=result.validation_id,
+                    codes=sorted({issue["code"] for issue in result.issues}),
+                )
+            )
         if result.ok:
             self.compacted += 1
+            self.generations.append((result.organization_id, result.generation_id))
         else:
             self.failed.append((found.generation_id, result.message))
         if (

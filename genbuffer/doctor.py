@@ -56,6 +56,7 @@ class DoctorOptions:
     purge_max_age: timedelta = timedelta(days=2)  # purge-chunks (daily), purge-objects
     offloading: bool = False  # GENERATION_OFFLOAD_URL set: purge-objects must run too
     audit_log: Path = Path("storage/logs/metadata-validation.log")
+    prefix_note: str | None = None  # Settings.prefix_warning: APP_NAME without REDIS_PREFIX
 
 
 def run_doctor(
@@ -69,7 +70,7 @@ def run_doctor(
     checks: list[Check] = []
     unreachable: list[str] = []
     skews: dict[str, float] = {}
-    workers = _redis_checks(buffer, checks, skews, unreachable)
+    workers = _redis_checks(buffer, checks, skews, unreachable, options.prefix_note)
     _database_checks(repository, checks, skews, options, unreachable, workers=workers)
     if workers:
         checks.append(_workers(workers))
@@ -85,6 +86,7 @@ def _redis_checks(
     checks: list[Check],
     skews: dict[str, float],
     unreachable: list[str],
+    prefix_note: str | None = None,
 ) -> list[WorkerBeat] | None:
     """Reachable (version, latency), eviction, persistence, the prefix; the workers'
     heartbeats (None when Redis could not say)."""
@@ -107,7 +109,7 @@ def _redis_checks(
     if (shape := buffer.keyspace.cluster_shape()) is not None:
         checks.append(_cluster(shape))
     checks.extend(durability_checks(buffer))
-    checks.append(_prefix(buffer))
+    checks.append(_prefix(buffer, prefix_note))
     try:
         return buffer.fleet.members()
     except GenbufferError:
@@ -209,14 +211,18 @@ def _failed(name: str, error: GenbufferError, checks: list[Check], unreachable: 
         unreachable.append(name)
 
 
-def _prefix(buffer: GenerationBuffer) -> Check:
-    """Buffers under the configured prefix, or under another one (fail: it names it)."""
+def _prefix(buffer: GenerationBuffer, note: str | None = None) -> Check:
+    """Buffers under the configured prefix, or under another one (fail: it names it);
+    none anywhere yet while APP_NAME is set without REDIS_PREFIX: warn (``note``)."""
     report = prefix_report(buffer)
     shown = repr(report.configured)
     if report.buffers_here:
         return Check(name="prefix", status="ok", message=f"buffers found under {shown}")
     if not report.elsewhere:
-        return Check(name="prefix", status="ok", message=f"no buffer yet (prefix {shown})")
+        message = f"no buffer yet (prefix {shown})"
+        if note is not None:
+            return Check(name="prefix", status="warn", message=message, hint=note)
+        return Check(name="prefix", status="ok", message=message)
     best = max(report.elsewhere.items(), key=lambda item: (item[1], item[0]))[0]
     others = ", ".join(f"{p!r} ({n} keys)" for p, n in sorted(report.elsewhere.items()))
     return Check(

@@ -43,13 +43,10 @@ class Runtime:
 
     @cached_property
     def settings(self) -> Settings:
-        """Settings from the environment and the env file; warns about an unset prefix."""
+        """Settings from the environment and the env file."""
         from genbuffer.settings import load_settings  # noqa: PLC0415
 
-        settings = load_settings(self.env_file)
-        if warning := settings.prefix_warning():
-            self.warn(warning)
-        return settings
+        return load_settings(self.env_file)
 
     @cached_property
     def buffer(self) -> GenerationBuffer:
@@ -70,6 +67,15 @@ class Runtime:
                 f"{mask_url(self.settings.effective_database_url())}"
             )
         return Repository.from_settings(self.settings)
+
+    def existing_repository(self) -> Repository:
+        """The database adapter for checks that only read: a SQLite file that does not
+        exist is DatabaseUnavailable, never created (nor its folder)."""
+        from genbuffer.db.engine import require_sqlite_file  # noqa: PLC0415
+
+        if "repository" not in vars(self):
+            require_sqlite_file(self.settings.effective_database_url())
+        return self.repository
 
     @cached_property
     def compaction(self) -> CompactionConfig:

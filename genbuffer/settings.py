@@ -201,7 +201,9 @@ class Settings(BaseSettings):
     )
     metadata_validation_log: Path = Field(
         default=Path("storage/logs/metadata-validation.log"),
-        description="the JSONL audit log (a symlink there is refused)",
+        description="the JSONL audit log (a symlink there is refused). A relative path is taken "
+        "from the env file's folder when one is given (--env-file, GENBUF_ENV_FILE; a Laravel "
+        "app's storage/logs beside its .env), else from the working directory",
     )
 
     compaction_max_attempts: int = Field(
@@ -394,12 +396,16 @@ class Settings(BaseSettings):
         return ""
 
     def prefix_warning(self) -> str | None:
-        """A note when a Laravel app would derive a prefix that genbuf does not apply."""
+        """A one-line note when a Laravel app would derive a prefix that genbuf does not
+        apply (Laravel derives it from APP_NAME; genbuf does not guess the rule).
+
+        Said by `config show` and `doctor` (set-up checks), not by every command: a cron
+        job whose buffers sit under another prefix fails naming it (WrongPrefix).
+        """
         if self.redis_prefix is None and self.redis_prefix_rule == "none" and self.app_name:
             return (
-                "APP_NAME is set but REDIS_PREFIX is not: Laravel derives its key prefix from "
-                "APP_NAME, genbuf does not guess and uses no prefix; set REDIS_PREFIX, or "
-                "REDIS_PREFIX_RULE=underscore (laravel_database_) or hyphen (laravel-database-)"
+                "APP_NAME set, REDIS_PREFIX unset: no key prefix; "
+                "set REDIS_PREFIX or REDIS_PREFIX_RULE"
             )
         return None
 
@@ -571,7 +577,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is not None and not env_file.is_file():
         raise UsageError(f"env file not found: {env_file}")
     try:
-        return Settings(_env_file=env_file)
+        settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
@@ -581,3 +587,14 @@ def load_settings(env_file: Path | None = None) -> Settings:
         name = str(first["loc"][0]).upper() if first["loc"] else "setting"
         said = first["msg"].removeprefix("Value error, ")  # a validator's own words
         raise UsageError(f"invalid setting {name}: {said}") from None
+    return _beside_env_file(settings, env_file)
+
+
+def _beside_env_file(settings: Settings, env_file: Path | None) -> Settings:
+    """``settings`` with a relative METADATA_VALIDATION_LOG taken from the env file's
+    folder: a cron line's working directory is no place for it (the folder of the
+    app's .env is, as Laravel keeps storage/ beside it)."""
+    log = settings.metadata_validation_log
+    if env_file is None or log.is_absolute():
+        return settings
+    return settings.model_copy(update={"metadata_validation_log": env_file.absolute().parent / log})

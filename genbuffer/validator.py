@@ -288,10 +288,13 @@ def _parse_json(text: str) -> tuple[Any, list[Issue]]:
             parse_int=bounded_int,
         )
     except json.JSONDecodeError as exc:
+        # some of the parser's texts end in "at" ("Unterminated string starting at"),
+        # which is said here once: "starting at line 1", not "starting at at line 1"
+        reason = exc.msg.removesuffix(" at")
         return None, [
             Issue(
                 "invalid_json",
-                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                f"not valid JSON: {reason} at line {exc.lineno} column {exc.colno} "
                 f"(char {exc.pos})",
             )
         ]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from genbuffer.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import audit_lines, stored_bytes
 
@@ -203,3 +204,57 @@ def test_every_command_has_help_with_an_example(stack: Stack) -> None:
         result = stack.cli(command, "--help")
         assert result.exit_code == 0 and "Example" in result.stdout, command
     assert "Example" in stack.cli("db", "upgrade", "--help").stdout
+
+
+def _whole_on_a_line(stdout: str, names: list[str]) -> list[str]:
+    """The names that no line of ``stdout`` shows whole (cut with '…' or folded)."""
+    return [name for name in names if not any(name in line for line in stdout.splitlines())]
+
+
+@pytest.mark.backends("embedded")
+def test_config_show_names_every_setting_whole_at_80_columns(stack: Stack) -> None:
+    """At 80 columns every setting's name is on one line, never cut ('GENERATION_CHUNK_MAX_L…')."""
+    shown = stack.cli("config", "show", env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    names = [name.upper() for name in Settings.model_fields]
+    assert "GENERATION_CHUNKS_RETENTION_DAYS" in names
+    assert _whole_on_a_line(shown.stdout, [*names, "job exclusion (effective)"]) == []
+    assert max(len(line) for line in shown.stdout.splitlines() if line[:1] in "┏┃┡│└") <= 80
+
+
+@pytest.mark.backends("embedded")
+def test_db_check_names_every_table_whole_at_80_columns(stack: Stack) -> None:
+    """db check at 80 columns: each table and column name on one line, none cut to
+    'generation_artifact…', even beside long messages."""
+    with stack.repository.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE generation_artifact_history DROP COLUMN reason")
+    shown = stack.cli("db", "check", env={"COLUMNS": "80"})
+    assert shown.exit_code == 1, shown.output
+    problems = _json(stack.cli("db", "check", "--json").stdout)["problems"]
+    names = {p["table"] for p in problems} | {p["column"] for p in problems if p["column"]}
+    assert "generation_artifact_history" in names and "metadata_validation_issues" in names
+    assert _whole_on_a_line(shown.stdout, sorted(names)) == []
+    assert max(len(line) for line in shown.stdout.splitlines() if line[:1] in "┏┃┡│└") <= 80
+
+
+@pytest.mark.backends("embedded")
+def test_the_audit_log_of_a_cron_run_is_beside_its_env_file(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """METADATA_VALIDATION_LOG unset and --env-file given: the audit line goes to
+    storage/logs beside the env file, whatever folder the command runs in."""
+    app = stack.tmp_path / "app"
+    app.mkdir()
+    env_file = app / ".env"
+    env_file.write_text(f"REDIS_URL={stack.env['REDIS_URL']}\n")
+    elsewhere = stack.tmp_path / "cron"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_chunk(3, gen, b"{oops")
+    del stack.env["METADATA_VALIDATION_LOG"], stack.env["REDIS_URL"]  # the env file's
+    done = stack.cli("--env-file", str(env_file), "compact-generation", "3", str(gen), "--soft")
+    assert done.exit_code == 0, done.output
+    (line,) = audit_lines(app / "storage" / "logs" / "metadata-validation.log")
+    assert line["generation_id"] == gen
+    assert not (elsewhere / "storage").exists()

@@ -192,3 +192,17 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     for line, code in _blocks(page):
         where = f"{page.relative_to(REPO_ROOT)}, the block at line {line}"
         exec(compile(code, where, "exec"), namespace)  # noqa: S102  (the docs' own examples)
+
+
+def test_installing_creates_the_venv_the_cron_lines_and_the_unit_run() -> None:
+    """Every virtualenv the cron lines (`cd DIR && … .venv/bin/genbuf`) and the systemd
+    unit (`ExecStart=DIR/.venv/bin/genbuf`) run genbuf from is created, and genbuf
+    installed into it, by commands the docs give."""
+    docs = [README, *(p.read_text() for p in sorted((REPO_ROOT / "docs").rglob("*.md")))]
+    text = "\n".join(docs)
+    used = set(re.findall(r"cd (/\S+) && \S+ \.venv/bin/genbuf ", text))
+    used |= set(re.findall(r"^ExecStart=(/\S+)/\.venv/bin/genbuf ", text, re.MULTILINE))
+    assert used == {"/opt/genbuffer"}
+    for home in used:
+        assert re.search(rf"^python3 -m venv {home}/\.venv\b", text, re.MULTILINE), home
+        assert re.search(rf"^{home}/\.venv/bin/pip install \S", text, re.MULTILINE), home

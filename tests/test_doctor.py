@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from genbuffer.cli import app
 from tests.conftest import Stack, require_server
 from tests.support.runner import run_genbuf
 from tests.support.servers import PrivateRedis, free_port
@@ -134,3 +136,26 @@ def test_an_audit_log_that_cannot_be_written_fails(embedded: Stack, tmp_path: Pa
         "doctor", "--json", env={"METADATA_VALIDATION_LOG": str(blocker / "logs" / "x.log")}
     )
     assert checks(done.stdout)["audit log"]["status"] == "fail" and done.exit_code == 1
+
+
+def test_doctor_creates_no_database_it_only_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doctor without a .env (the embedded SQLite default) or with a SQLite file that
+    does not exist: the database check fails saying so, with a hint, and neither the
+    file nor its storage/ folder is created (exit 3, like any database not there)."""
+    monkeypatch.chdir(tmp_path)
+    unset = dict.fromkeys(("DATABASE_URL", "DB_CONNECTION", "DB_DATABASE", "GENBUF_ENV_FILE"))
+    env = {**unset, "REDIS_URL": "memory://doctor", "METADATA_VALIDATION_LOG": "audit.log"}
+    done = CliRunner().invoke(app, ["doctor", "--json"], env=env, catch_exceptions=False)
+    database = checks(done.stdout)["database"]
+    assert database["status"] == "fail" and done.exit_code == 3, done.output
+    wanted = tmp_path / "storage" / "genbuffer.sqlite3"
+    assert f"{wanted} does not exist" in database["message"]
+    assert "genbuf db upgrade" in database["hint"] and "DATABASE_URL" in database["hint"]
+    assert not (tmp_path / "storage").exists()
+    named = tmp_path / "data" / "app.sqlite3"
+    env["DATABASE_URL"] = f"sqlite:///{named}"
+    again = CliRunner().invoke(app, ["doctor"], env=env, catch_exceptions=False)
+    assert again.exit_code == 3 and f"{named} does not exist" in again.stdout, again.output
+    assert not named.parent.exists()

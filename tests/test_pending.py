@@ -60,6 +60,46 @@ def test_compact_pending_takes_finished_and_idle_buffers(stack: Stack) -> None:
     assert stack.buffer.keyspace.generation_keys(60, streaming) != []
 
 
+def test_compact_pending_names_what_it_compacted_and_what_had_issues(stack: Stack) -> None:
+    """--json lists which generations were compacted (organization and generation) and
+    which had validation issues (with their codes and validation id), beside the counts,
+    which keep their meaning; a dry run lists what it would compact; the human output
+    names the generations with issues."""
+    clean = stack.repository.create_generation(61)
+    soft = stack.repository.create_generation(62)
+    lost = stack.repository.create_generation(62)
+    for org, gen, chunks in (
+        (61, clean, [b"[1]"]),
+        (62, soft, [b"{bad"]),
+        (62, lost, [b"[1", b"]"]),
+    ):
+        stack.buffer.push_many(org, gen, chunks)
+        stack.buffer.finish(org, gen)
+    stack.buffer.client.lpop(stack.buffer.key_for(62, lost, None))  # a chunk gone: a failure
+
+    planned = json.loads(stack.cli("compact-pending", "--dry-run", "--json").stdout)
+    assert planned["would_compact"] == len(planned["compacted_generations"]) == 2
+    done = stack.cli("compact-pending", "--json")
+    assert done.exit_code == 1, done.output  # the lost chunk fails its generation
+    out = json.loads(done.stdout)
+    assert (out["compacted"], out["failed"]) == (2, 1)  # the counts as they were
+    assert out["compacted_generations"] == [
+        {"organization_id": 61, "generation_id": clean},
+        {"organization_id": 62, "generation_id": soft},
+    ]
+    issues = {entry["generation_id"]: entry for entry in out["issues"]}
+    assert set(issues) == {soft, lost}
+    assert issues[soft]["organization_id"] == 62 and issues[soft]["codes"] == ["invalid_json"]
+    assert issues[soft]["validation_id"] is not None
+    assert "chunk_count_mismatch" in issues[lost]["codes"]
+    assert [f["generation_id"] for f in out["failures"]] == [lost]
+    again = stack.repository.create_generation(62)
+    stack.buffer.push_many(62, again, [b"{bad"])
+    stack.buffer.finish(62, again)
+    human = stack.cli("compact-pending")
+    assert f"issues: generation {again} (organization 62): invalid_json" in human.stdout
+
+
 def test_compact_pending_without_idle_leaves_unfinished_buffers(stack: Stack) -> None:
     """Without --idle only finished streams are compacted; --keep keeps their buffers."""
     gen = stack.repository.create_generation(61)

@@ -72,3 +72,23 @@ def test_ledger_records_every_outcome(stack: Stack) -> None:
     assert rows[foreign].result == "failed" and "did not write" in rows[foreign].message
     counts = stack.repository.observations.compactions()
     assert counts == {"persisted": 1, "failed": 2}
+
+
+@pytest.mark.backends("embedded")
+def test_validation_report_shows_every_code_whole_at_80_columns(stack: Stack) -> None:
+    """At 80 columns each code is on one line, never cut to 'chunk_count_mism…', and
+    the examples fold rather than end in '…'."""
+    gens = []
+    for _ in range(4):
+        gen = stack.repository.create_generation(ORG)
+        pushed = stack.buffer.push_many(ORG, gen, [b"[1", b",2", b"]"])
+        stack.buffer.client.lpop(pushed.key)  # a chunk lost: chunk_count_mismatch, invalid_json
+        compact(stack, ORG, gen)
+        gens.append(gen)
+    shown = stack.cli("validation-report", "--since", "1d", env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    for code in ("chunk_count_mismatch", "invalid_json"):
+        assert any(code in line for line in lines), shown.stdout
+    assert "…" not in shown.stdout
+    assert max(len(line) for line in lines if line[:1] in "┏┃┡│└") <= 80

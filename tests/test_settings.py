@@ -68,6 +68,34 @@ def test_laravel_env_file_is_read_as_it_is(clean_env: None, tmp_path: Path) -> N
     assert settings.generation_chunk_ttl == 3600 and settings.metadata_validation_strict
 
 
+def test_a_relative_audit_log_is_beside_the_env_file(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an env file, a relative METADATA_VALIDATION_LOG (the default included) is
+    taken from the env file's folder, as Laravel's storage/ beside its .env, not from
+    the working directory a cron line happens to run in; an absolute one is kept, and
+    without an env file a relative one stays relative."""
+    app = tmp_path / "app"
+    app.mkdir()
+    elsewhere = tmp_path / "cron"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    env = app / ".env"
+    env.write_text(LARAVEL_ENV)
+    wanted = app / "storage" / "logs" / "metadata-validation.log"
+    assert load_settings(env).metadata_validation_log == wanted
+    assert load_settings(Path("../app/.env")).metadata_validation_log.resolve() == wanted
+    env.write_text(LARAVEL_ENV + "METADATA_VALIDATION_LOG=logs/audit.jsonl\n")
+    assert load_settings(env).metadata_validation_log == app / "logs" / "audit.jsonl"
+    monkeypatch.setenv("METADATA_VALIDATION_LOG", "/var/log/genbuf/audit.jsonl")
+    assert load_settings(env).metadata_validation_log == Path("/var/log/genbuf/audit.jsonl")
+    monkeypatch.delenv("METADATA_VALIDATION_LOG")
+    unfiled = load_settings().metadata_validation_log
+    assert unfiled == Path("storage/logs/metadata-validation.log")
+    description = Settings.model_fields["metadata_validation_log"].description or ""
+    assert "env file" in description
+
+
 def test_environment_wins_over_env_file(
     clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -398,13 +398,35 @@ def test_wrong_prefix_fails_naming_the_prefix(stack: Stack) -> None:
 
 
 def test_warnings_go_into_the_json_document_not_around_it(embedded: Stack) -> None:
-    """With APP_NAME set and no prefix, --json stdout is exactly one document with the
-    warning inside it."""
-    done = embedded.cli("compact-pending", "--json", env={"APP_NAME": "Scenario Planner"})
+    """With APP_NAME set and no prefix, config show --json's stdout is exactly one
+    document with the warning inside it."""
+    done = embedded.cli("config", "show", "--json", env={"APP_NAME": "Scenario Planner"})
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     document = json.loads(lines[0])
     assert document["ok"] and any("REDIS_PREFIX" in w for w in document["warnings"])
+
+
+def test_the_app_name_note_is_one_short_line_said_by_set_up_checks_only(embedded: Stack) -> None:
+    """APP_NAME without REDIS_PREFIX: cron jobs' logs stay free of it (a wrong prefix
+    fails them by name); config show says it once, in one line under 100 characters,
+    and doctor's prefix check warns with it while no buffer confirms the prefix."""
+    app = {"APP_NAME": "Scenario Planner"}
+    for args in (["compact-pending", "--json"], ["purge-chunks", "--json"], ["status"]):
+        done = embedded.cli(*args, env=app)
+        assert done.exit_code == 0, done.output
+        assert "APP_NAME" not in done.stderr and "APP_NAME" not in done.stdout, args
+    shown = embedded.cli("config", "show", env=app)
+    noted = [line for line in shown.stderr.splitlines() if "APP_NAME" in line]
+    assert len(noted) == 1 and len(noted[0]) < 100, noted
+    assert "REDIS_PREFIX_RULE" in noted[0]
+    doctor = embedded.cli("doctor", "--json", env=app)
+    prefix = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["prefix"]
+    assert prefix["status"] == "warn" and "REDIS_PREFIX_RULE" in prefix["hint"]
+    assert "APP_NAME" not in doctor.stderr
+    embedded.buffer.push_chunk(ORG, 1, b"[1]")  # a buffer under the prefix: it works
+    again = embedded.cli("config", "show", env=app)
+    assert "APP_NAME" not in again.stderr
 
 
 def test_a_quarantined_buffer_keeps_expiring(stack: Stack) -> None:

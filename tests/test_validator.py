@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +37,23 @@ def test_invalid_json_gives_line_and_column() -> None:
     """A JSON syntax error names the line, column and offset."""
     (issue,) = validate(b'{\n  "a": }').issues
     assert issue.code == "invalid_json" and "line 2 column 8 (char 9)" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"a": "abc', "Unterminated string starting at line 1 column 7 (char 6)"),
+        (b'["a\x01"]', "Invalid control character at line 1 column 4 (char 3)"),
+    ],
+)
+def test_invalid_json_says_at_once(content: bytes, said: str) -> None:
+    """The parser's own text may end in "at" (an unterminated string, a control
+    character): the message reads "starting at line 1", never "at at line"."""
+    (issue,) = validate(content).issues
+    assert issue.code == "invalid_json" and " at at " not in issue.message
+    words = issue.message.split()
+    assert not [a for a, b in itertools.pairwise(words) if a == b]
+    assert said in issue.message, issue.message
 
 
 def test_nan_and_infinity_are_invalid_json() -> None:

@@ -42,18 +42,27 @@ def _buffers_row(rt: Runtime) -> ConfigRow:
 
     name = "buffers found"
     if not rt.settings.redis_configured():
+        _prefix_note(rt)
         return ConfigRow(name=name, value=None, source="not checked: Redis is not configured")
     try:
         report = prefix_report(rt.buffer)
     except GenbufferError as error:
+        _prefix_note(rt)
         return ConfigRow(name=name, value=None, source=f"not checked: {error.message}")
     if report.buffers_here:
         return ConfigRow(name=name, value="under the effective prefix", source="redis scan")
+    _prefix_note(rt)
     if not report.elsewhere:
         return ConfigRow(name=name, value="none yet, under any prefix", source="redis scan")
     where = ", ".join(f"{p!r}: {n} keys" for p, n in sorted(report.elsewhere.items())[:5])
     rt.warn(f"no buffer under the effective prefix, but under {where}: set REDIS_PREFIX")
     return ConfigRow(name=name, value=f"only under other prefixes: {where}", source="redis scan")
+
+
+def _prefix_note(rt: Runtime) -> None:
+    """APP_NAME without REDIS_PREFIX, said once, when no buffer confirms the prefix."""
+    if note := rt.settings.prefix_warning():
+        rt.warn(note)
 
 
 def _cluster(rt: Runtime, rows: list[ConfigRow]) -> dict[str, object] | None:
@@ -88,7 +97,9 @@ def _cluster(rt: Runtime, rows: list[ConfigRow]) -> dict[str, object] | None:
 def _render(console: Console, result: ConfigShow) -> None:
     from rich.table import Table
 
-    table = Table("setting")
+    table = Table()
+    # names never cut ("GENERATION_CHUNK_MAX_L…"): the other columns give way first
+    table.add_column("setting", no_wrap=True, overflow="fold")
     table.add_column("value", overflow="fold", ratio=1)  # long URLs fold at 80 columns
     table.add_column("source", overflow="fold")
     for row in result.settings:

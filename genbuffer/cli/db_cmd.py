@@ -65,7 +65,10 @@ def _render_check(console: Console, result: CheckResult) -> None:
     from rich.table import Table
 
     if result.problems:
-        table = Table("severity", "table", "column")
+        table = Table("severity")
+        # names never cut ("generation_artifact…"): the message wraps first
+        table.add_column("table", no_wrap=True, overflow="fold")
+        table.add_column("column", no_wrap=True, overflow="fold")
         table.add_column("message", overflow="fold", ratio=1)
         for row in result.problems:
             table.add_row(row.severity, row.table, row.column or "-", printable(row.message))

@@ -50,10 +50,11 @@ def doctor_cmd(
         purge_max_age=parse_age(purge_max_age),
         audit_log=rt.settings.metadata_validation_log,
         offloading=rt.settings.generation_offload_url is not None,
+        prefix_note=rt.settings.prefix_warning(),
     )
     report = run_doctor(
         lambda: rt.buffer,
-        lambda: rt.repository,
+        rt.existing_repository,  # a read-only check: creates no SQLite file
         options,
         lambda: Offload.from_settings(rt.settings, always=True, create=False).store,
     )

@@ -121,6 +121,11 @@ def _render(console: Console, result: PendingResult) -> None:
         named = f"generation {failure['generation_id']}: "
         error = str(failure["error"])  # some errors name their generation already
         console.print(f"failed: {printable(error if error.startswith(named) else named + error)}")
+    for found in result.issues:
+        console.print(
+            f"issues: generation {found.generation_id} (organization {found.organization_id}): "
+            + ", ".join(printable(code) for code in found.codes)
+        )
     for orphan in result.orphaned:
         console.print(
             f"orphaned (no row; set aside until it expires): {printable(str(orphan['key']))}"

@@ -48,8 +48,15 @@ def _render(console: Console, report: ValidationReport, since: str) -> None:
         )
     )
     if report.codes:
-        table = Table("code", "severity", "count", "generations", "examples")
-        table.add_column("last seen", no_wrap=True)
+        # codes never cut ("chunk_count_mism…") at 80 columns: the examples fold and
+        # the date and time of "last seen" go on two lines first (no padding at the
+        # table's edges: the columns' narrowest then fit in 80)
+        table = Table(pad_edge=False)
+        table.add_column("code", no_wrap=True, overflow="fold")
+        for header in ("severity", "count", "generations"):
+            table.add_column(header, no_wrap=True)
+        table.add_column("examples", overflow="fold")
+        table.add_column("last seen", min_width=10)  # a date, then its time below
         for code in report.codes:
             table.add_row(
                 printable(code.code),

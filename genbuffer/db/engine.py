@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from genbuffer.errors import DatabaseUnavailable, SchemaMissing, UsageError
 from genbuffer.settings import mask_url
 
-__all__ = ["database_errors", "make_engine"]
+__all__ = ["database_errors", "make_engine", "require_sqlite_file"]
 
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 _MYSQL_NO_SUCH_TABLE = 1146
@@ -67,6 +67,29 @@ def make_engine(url: str) -> Engine:
             f"DATABASE_URL {mask_url(url)}: {parsed.drivername!r} is not a database genbuf knows",
             hint="use postgresql://, mysql+pymysql://, mariadb+pymysql:// or sqlite:///",
         ) from None
+
+
+def require_sqlite_file(url: str) -> None:
+    """Raise DatabaseUnavailable when ``url`` names a SQLite file that does not exist.
+
+    For what only reads (doctor): connecting would create the file, empty, and
+    make_engine its folder. Other backends and in-memory SQLite pass; a URL that
+    does not parse is left to make_engine to report.
+    """
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    path = Path(database).absolute()
+    if not path.exists():
+        raise DatabaseUnavailable(
+            f"the SQLite database {path} does not exist",
+            hint="set DATABASE_URL (or point --env-file at the app's .env); "
+            "`genbuf db upgrade` creates an embedded database",
+        )
 
 
 def _sqlite_immediate_transactions(engine: Engine) -> None:
