@@ -89,6 +89,9 @@ class PendingResult(Document):
     already_running: bool = False
     held_by: LeaseState | None = None  # already running: the run that holds the lease
     would_compact: int = 0
+    # buffers whose every chunk the row already held (a run killed between its commit and
+    # the buffer's removal): removed, nothing written; not counted in `compacted`
+    already_persisted: int = 0
     failures: list[dict[str, object]] = Field(default_factory=list)
     orphaned: list[dict[str, object]] = Field(default_factory=list)
     # which generations `compacted` counts (in a dry run, `would_compact`)
@@ -101,6 +104,7 @@ class _Done(NamedTuple):
     """What a batch of compactions did: counts, and which generations."""
 
     compacted: int
+    already_persisted: int
     failures: list[dict[str, object]]
     orphans: list[dict[str, object]]
     generations: list[CompactedGeneration]  # those `compacted` counts
@@ -182,6 +186,7 @@ def compact_pending(
         eligible=len(candidates),
         compacted=0 if dry_run else done.compacted,
         would_compact=done.compacted if dry_run else 0,
+        already_persisted=done.already_persisted,
         failed=len(done.failures),
         skipped_quarantined=chosen.quarantined,
         skipped_active=chosen.active,
@@ -328,7 +333,9 @@ def _compact_all(
         for org, gen in sorted(tally.generations, key=lambda ids: (ids[1], ids[0]))
     ]
     issues = sorted(tally.issues, key=lambda found: (found.generation_id, found.organization_id))
-    return _Done(tally.compacted, failures, tally.orphans, generations, issues)
+    return _Done(
+        tally.compacted, tally.already_persisted, failures, tally.orphans, generations, issues
+    )
 
 
 @dataclass
@@ -340,6 +347,7 @@ class _Tally:
     dry_run: bool
     done: int = 0
     compacted: int = 0
+    already_persisted: int = 0
     generations: list[tuple[int, int]] = field(default_factory=list)  # compacted: (org, gen)
     issues: list[GenerationIssues] = field(default_factory=list)  # validations that found some
     failed: list[tuple[int, str]] = field(default_factory=list)  # (generation id, message)
@@ -384,7 +392,9 @@ class _Tally:
                     codes=sorted({issue["code"] for issue in result.issues}),
                 )
             )
-        if result.ok:
+        if result.ok and not result.persisted and result.new_chunks == 0:
+            self.already_persisted += 1  # nothing to write: the row held every chunk
+        elif result.ok:
             self.compacted += 1
             self.generations.append((result.organization_id, result.generation_id))
         else:

@@ -57,7 +57,17 @@ class Runtime:
 
     @cached_property
     def repository(self) -> Repository:
-        """The database adapter; the embedded SQLite default is announced, never silent."""
+        """The database adapter; the embedded SQLite default is announced, never silent.
+        A SQLite file that does not exist is DatabaseUnavailable, not created (an empty
+        file would only fail for want of tables, and stay behind): `genbuf db upgrade`
+        creates it, through ``new_repository``."""
+        from genbuffer.db.engine import require_sqlite_file  # noqa: PLC0415
+
+        require_sqlite_file(self.settings.effective_database_url())
+        return self.new_repository()
+
+    def new_repository(self) -> Repository:
+        """The database adapter, creating a SQLite file that does not exist (db upgrade)."""
         from genbuffer.db.repository import Repository  # noqa: PLC0415
         from genbuffer.settings import mask_url  # noqa: PLC0415
 
@@ -69,12 +79,7 @@ class Runtime:
         return Repository.from_settings(self.settings)
 
     def existing_repository(self) -> Repository:
-        """The database adapter for checks that only read: a SQLite file that does not
-        exist is DatabaseUnavailable, never created (nor its folder)."""
-        from genbuffer.db.engine import require_sqlite_file  # noqa: PLC0415
-
-        if "repository" not in vars(self):
-            require_sqlite_file(self.settings.effective_database_url())
+        """The database adapter for checks that only read (the file is never created)."""
         return self.repository
 
     @cached_property

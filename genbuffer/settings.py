@@ -141,7 +141,8 @@ class Settings(BaseSettings):
     db_database: str | None = Field(
         default=None,
         description="Laravel's database name (with `DB_CONNECTION=sqlite`, the file: "
-        "`database/database.sqlite` when unset)",
+        "`database/database.sqlite` when unset; a relative path is taken from the env "
+        "file's folder, the app's base path, as artisan does)",
     )
     db_username: str | None = Field(default=None, description="Laravel's database user")
     db_password: SecretStr | None = Field(
@@ -591,10 +592,20 @@ def load_settings(env_file: Path | None = None) -> Settings:
 
 
 def _beside_env_file(settings: Settings, env_file: Path | None) -> Settings:
-    """``settings`` with a relative METADATA_VALIDATION_LOG taken from the env file's
-    folder: a cron line's working directory is no place for it (the folder of the
-    app's .env is, as Laravel keeps storage/ beside it)."""
-    log = settings.metadata_validation_log
-    if env_file is None or log.is_absolute():
+    """``settings`` with a relative METADATA_VALIDATION_LOG, and a Laravel SQLite database
+    (DB_CONNECTION=sqlite), taken from the env file's folder: a cron line's working
+    directory is no place for either (the folder of the app's .env is, as Laravel keeps
+    storage/ and database/ beside it)."""
+    if env_file is None:
         return settings
-    return settings.model_copy(update={"metadata_validation_log": env_file.absolute().parent / log})
+    home = env_file.absolute().parent
+    update: dict[str, object] = {}
+    if not settings.metadata_validation_log.is_absolute():
+        update["metadata_validation_log"] = home / settings.metadata_validation_log
+    if settings.database_url is None and (settings.db_connection or "").lower() == "sqlite":
+        # Laravel's database_path('database.sqlite') default, and a relative DB_DATABASE as
+        # artisan (run from the app's base path, beside .env) reads it
+        database = Path(settings.db_database or "database/database.sqlite")
+        if str(database) != ":memory:" and not database.is_absolute():
+            update["db_database"] = str(home / database)
+    return settings.model_copy(update=update) if update else settings

@@ -371,7 +371,9 @@ def test_a_frozen_redis_is_exit_3_within_seconds(tmp_path: Path) -> None:
     [
         (["compact-generation", "1", "2", "--by", "x" * 300], {}, 2),
         (["emit-validation-test", "5"], {"DATABASE_URL": "foo://x"}, 2),
-        (["emit-validation-test", "5"], {"DATABASE_URL": "sqlite:////proc/x/y.db"}, 2),
+        # a SQLite file that does not exist is not created (only db upgrade creates one)
+        (["emit-validation-test", "5"], {"DATABASE_URL": "sqlite:////proc/x/y.db"}, 3),
+        (["db", "upgrade"], {"DATABASE_URL": "sqlite:////proc/x/y.db"}, 2),
     ],
 )
 def test_bad_settings_and_options_are_one_line(

@@ -159,3 +159,37 @@ def test_doctor_creates_no_database_it_only_checks(
     again = CliRunner().invoke(app, ["doctor"], env=env, catch_exceptions=False)
     assert again.exit_code == 3 and f"{named} does not exist" in again.stdout, again.output
     assert not named.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["metrics"],
+        ["db", "check"],
+        ["validation-report"],
+        ["show-generation", "1", "1"],
+        ["compact-pending"],
+        ["purge-chunks"],
+    ],
+    ids=" ".join,
+)
+def test_no_command_but_db_upgrade_creates_a_sqlite_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A SQLite file that does not exist is exit 3 naming it (db upgrade creates it),
+    never an empty file left behind by a command that then fails for want of tables."""
+    monkeypatch.chdir(tmp_path)
+    named = tmp_path / "data" / "app.sqlite3"
+    env = {
+        "DATABASE_URL": f"sqlite:///{named}",
+        "GENBUF_ENV_FILE": None,
+        "REDIS_URL": "memory://no-database",
+        "METADATA_VALIDATION_LOG": "audit.log",
+    }
+    done = CliRunner().invoke(app, command, env=env, catch_exceptions=False)
+    assert done.exit_code == 3, done.output
+    assert f"{named} does not exist" in done.output
+    assert not named.parent.exists()
+    made = CliRunner().invoke(app, ["db", "upgrade"], env=env, catch_exceptions=False)
+    assert made.exit_code == 0 and named.exists(), made.output

@@ -100,6 +100,25 @@ def test_compact_pending_names_what_it_compacted_and_what_had_issues(stack: Stac
     assert f"issues: generation {again} (organization 62): invalid_json" in human.stdout
 
 
+def test_a_buffer_already_in_its_row_is_removed_not_counted_compacted(stack: Stack) -> None:
+    """A run killed between its commit and the buffer's removal leaves a buffer whose
+    every chunk the row holds: the next run removes it and says so (already_persisted),
+    and neither counts nor names it compacted, for nothing was written."""
+    held = stack.repository.create_generation(61)
+    fresh = stack.repository.create_generation(61)
+    for gen in (held, fresh):
+        stack.buffer.push_many(61, gen, [b'{"a":', b"1}"])
+        stack.buffer.finish(61, gen)
+    compact(stack, 61, held)  # committed, the buffer kept (as a kill before its removal)
+    done = stack.cli("compact-pending", "--json")
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    assert (out["compacted"], out["already_persisted"]) == (1, 1), out
+    assert [g["generation_id"] for g in out["compacted_generations"]] == [fresh]
+    assert stack.buffer.keyspace.generation_keys(61, held) == []
+    assert stored_bytes(stack, held) == stored_bytes(stack, fresh) == b'{"a":1}'
+
+
 def test_compact_pending_without_idle_leaves_unfinished_buffers(stack: Stack) -> None:
     """Without --idle only finished streams are compacted; --keep keeps their buffers."""
     gen = stack.repository.create_generation(61)

@@ -68,6 +68,27 @@ def test_laravel_env_file_is_read_as_it_is(clean_env: None, tmp_path: Path) -> N
     assert settings.generation_chunk_ttl == 3600 and settings.metadata_validation_strict
 
 
+def test_a_laravel_sqlite_database_is_beside_the_env_file(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DB_CONNECTION=sqlite without DB_DATABASE is Laravel's database_path('database.sqlite'),
+    beside the app's .env, and a relative DB_DATABASE is read from there as artisan does;
+    never a file in the cron line's working directory. Absolute and :memory: are kept."""
+    app = tmp_path / "app"
+    app.mkdir()
+    monkeypatch.chdir(tmp_path)
+    env = app / ".env"
+    env.write_text("DB_CONNECTION=sqlite\n")
+    wanted = app / "database" / "database.sqlite"
+    assert load_settings(env).effective_database_url() == f"sqlite:///{wanted}"
+    env.write_text("DB_CONNECTION=sqlite\nDB_DATABASE=storage/app.sqlite\n")
+    assert load_settings(env).effective_database_url() == f"sqlite:///{app}/storage/app.sqlite"
+    env.write_text("DB_CONNECTION=sqlite\nDB_DATABASE=/srv/app.sqlite\n")
+    assert load_settings(env).effective_database_url() == "sqlite:////srv/app.sqlite"
+    env.write_text("DB_CONNECTION=sqlite\nDB_DATABASE=:memory:\n")
+    assert load_settings(env).effective_database_url() == "sqlite:///:memory:"
+
+
 def test_a_relative_audit_log_is_beside_the_env_file(
     clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

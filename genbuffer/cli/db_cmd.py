@@ -29,7 +29,7 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from genbuffer.settings import mask_url
 
     rt = runtime(ctx, as_json)
-    repository = rt.repository
+    repository = rt.new_repository()  # the one command that creates a SQLite file
     revision = migrate.upgrade(repository.engine, repository.url)
     result = UpgradeResult(database=mask_url(repository.url), revision=revision)
     emit(

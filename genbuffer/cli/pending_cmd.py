@@ -116,6 +116,11 @@ def _render(console: Console, result: PendingResult) -> None:
         f"{result.skipped_active} still streaming, {result.skipped_quarantined} quarantined, "
         f"{result.skipped_orphaned} orphaned); failed {result.failed}"
         + (f"; {result.at_risk} about to expire, compacted early" if result.at_risk else "")
+        + (
+            f"; {result.already_persisted} already in their rows (buffers removed)"
+            if result.already_persisted
+            else ""
+        )
     )
     for failure in result.failures:
         named = f"generation {failure['generation_id']}: "
