@@ -12,6 +12,7 @@ from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
 from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
 from genbuffer.redis.scripts import ScriptRunner
+from genbuffer.states import BufferState
 
 __all__ = ["FoundBuffer", "Scanner"]
 
@@ -33,7 +34,7 @@ class FoundBuffer:
     ttl_seconds: float | None = None  # until the list expires (None: no list, or no TTL)
 
     @property
-    def state(self) -> str:
+    def state(self) -> BufferState:
         """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
         ``genbuffer.idleness``)."""
         return BufferMeta(self.meta).state
