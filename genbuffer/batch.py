@@ -26,6 +26,7 @@ from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
 from genbuffer.redis.meta import BufferMeta, Observation
+from genbuffer.states import BufferState, Selected
 
 __all__ = [
     "AT_RISK",
@@ -43,9 +44,9 @@ __all__ = [
 # why a scan chose a buffer: its stream is finished, it has been idle for --idle, or
 # its chunks expire within GENERATION_EXPIRY_MARGIN (idle or not: compacted as a
 # provisional artifact, which chunks arriving later continue)
-FINISHED = "finished"
-IDLE = "idle"
-AT_RISK = "at_risk"
+FINISHED = Selected.FINISHED
+IDLE = Selected.IDLE
+AT_RISK = Selected.AT_RISK
 
 ACK_BATCH = 100  # acknowledgements sent per round trip (each only after its commit)
 OBSERVE_PAGE = 500  # buffers whose looks are recorded per round trip
@@ -216,7 +217,7 @@ def select_buffers(
     chosen = Selection()
     found_buffers = iter(buffer.scan.discover())
     while page := list(islice(found_buffers, OBSERVE_PAGE)):
-        open_lists = [f.key for f in page if f.state == "open" and f.has_list]
+        open_lists = [f.key for f in page if f.state == BufferState.OPEN and f.has_list]
         looks = {} if idle is None or dry_run else buffer.scan.observe(open_lists, now)
         for found in page:
             _sort(chosen, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
@@ -235,13 +236,13 @@ def _sort(
     """Count one buffer, or add it to the candidates with why."""
     chosen.buffers += 1
     state = found.state
-    if state == "quarantined":
+    if state == BufferState.QUARANTINED:
         chosen.quarantined += 1
-    elif state == "orphaned":
+    elif state == BufferState.ORPHANED:
         chosen.orphaned += 1
     elif not found.has_list and "chunk_count" not in found.meta:
         chosen.empty += 1  # a meta hash alone, with nothing ever counted in it
-    elif state == "finished":
+    elif state == BufferState.FINISHED:
         chosen.candidates.append((found, FINISHED))
     elif idle is not None and _quiet_for(found, look, now) >= idle:
         chosen.candidates.append((found, IDLE))

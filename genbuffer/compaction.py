@@ -37,6 +37,7 @@ from genbuffer.errors import GenbufferError, GenerationNotFound, UsageError
 from genbuffer.faults import FaultPlan
 from genbuffer.objects.offload import Offload
 from genbuffer.settings import Settings
+from genbuffer.states import LedgerResult
 
 if TYPE_CHECKING:
     from genbuffer.db.repository import Repository
@@ -205,7 +206,11 @@ def assemble_and_persist(
     issues = [issue.as_dict() for issue in decision.validation.issues]
     validation_id = written.validation_id
     if decision.aborted and not request.dry_run:
-        result = "strict_abort" if decision.abort_reason == compactor.STRICT_ABORT else "failed"
+        result = (
+            LedgerResult.STRICT_ABORT
+            if decision.abort_reason == compactor.STRICT_ABORT
+            else LedgerResult.FAILED
+        )
         with repository.transaction() as tx:  # strict mode still records what it found
             if issues:
                 validation_id = compactor.issue_record(request, mode, issues, now).insert(tx)
@@ -274,7 +279,7 @@ def _record_failure(
         with repository.transaction() as tx:
             tx.record_compaction(
                 compactor.ledger_entry(
-                    request, None, result="failed", mode=mode, now=now, message=str(text)
+                    request, None, result=LedgerResult.FAILED, mode=mode, now=now, message=str(text)
                 )
             )
     except GenbufferError:

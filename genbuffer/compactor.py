@@ -58,6 +58,7 @@ from genbuffer.placement import TAIL_CHUNKS, RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import BufferSnapshot, GenerationBuffer
 from genbuffer.redis.protocol import PAGE_BYTES, READ_PAGE
+from genbuffer.states import LedgerResult
 from genbuffer.validator import (
     Validation,
     size_issue,
@@ -515,7 +516,9 @@ def write(
         encoded = base64.b64encode(data)
         del data  # from here on only the base64 bytes are held
         tx.save_artifact(gen, encoded, llm_response=write.llm_response, values=values)
-    tx.record_compaction(ledger_entry(request, decision, result="persisted", mode=mode, now=now))
+    tx.record_compaction(
+        ledger_entry(request, decision, result=LedgerResult.PERSISTED, mode=mode, now=now)
+    )
     config.faults.at("after_update")
     return Written(validation_id=validation_id, history_id=history_id)
 

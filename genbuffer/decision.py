@@ -22,6 +22,7 @@ from genbuffer.errors import ForeignArtifact, NothingToCompact
 from genbuffer.objects.artifact import OffloadRecord
 from genbuffer.placement import TAIL_CHUNKS, Placement, RowRecord, fingerprint
 from genbuffer.redis import BufferSnapshot
+from genbuffer.states import BufferState, LateOutcome
 from genbuffer.validator import Issue, Validation
 
 if TYPE_CHECKING:
@@ -64,9 +65,9 @@ class LateChunks:
     rule: str
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> LateOutcome:
         """`replaced` or `appended`, as the row, the ledger and the message say it."""
-        return "replaced" if self.replaces else "appended"
+        return LateOutcome.REPLACED if self.replaces else LateOutcome.APPENDED
 
     @classmethod
     def after_finished(cls, policy: str) -> LateChunks:
@@ -299,7 +300,7 @@ def written_record(
         if snapshot.seq_base is None
         else snapshot.seq_base + snapshot.end + snapshot.gaps,
         closed=snapshot.finished,
-        provisional=None if snapshot.finished else (selected or "open"),
+        provisional=None if snapshot.finished else (selected or BufferState.OPEN),
         kept=kept,
         earlier=earlier_streams(record, snapshot.stream_id),
     )

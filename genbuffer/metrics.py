@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from genbuffer.db.repository import Repository
 from genbuffer.errors import GenbufferError
 from genbuffer.redis import GenerationBuffer
+from genbuffer.states import LedgerResult
 from genbuffer.status import StatusOptions, StatusReport, collect_status
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 CRON_JOBS = ("compact-pending", "purge-chunks", "purge-objects")
-RESULTS = ("persisted", "strict_abort", "failed")
+RESULTS = tuple(LedgerResult)
 
 
 class GenbufCollector(Collector):

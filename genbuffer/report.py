@@ -10,6 +10,7 @@ from pydantic import Field
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.states import LedgerResult
 
 __all__ = ["CodeSummary", "ValidationReport", "validation_report"]
 
@@ -98,9 +99,7 @@ def validation_report(
         },
         compactions={
             "soft_persisted": soft,
-            "persisted": ledger.get("persisted", 0),
-            "strict_abort": ledger.get("strict_abort", 0),
-            "failed": ledger.get("failed", 0),
+            **{result: ledger.get(result, 0) for result in LedgerResult},
         },
         strict_would_abort=aborting,
         strict_would_abort_ratio=round(aborting / soft, 4) if soft else None,

@@ -28,6 +28,7 @@ from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
 from genbuffer.redis.survey import BufferFacts
+from genbuffer.states import BufferState, LedgerResult
 
 __all__ = [
     "STATES",
@@ -39,8 +40,14 @@ __all__ = [
     "collect_status",
 ]
 
-STATES = ("streaming", "finished", "idle", "quarantined", "orphaned")
-PENDING = frozenset({"finished", "idle"})  # waiting for a compaction
+STATES = (
+    BufferState.STREAMING,
+    BufferState.FINISHED,
+    BufferState.IDLE,
+    BufferState.QUARANTINED,
+    BufferState.ORPHANED,
+)
+PENDING = frozenset({BufferState.FINISHED, BufferState.IDLE})  # waiting for a compaction
 LOST_LISTED = 20  # lost generations named in the report (all are counted)
 LAG_POINTS = (0.5, 0.95)
 
@@ -146,17 +153,17 @@ def idle_for(facts: BufferFacts, now: datetime) -> float | None:
 
 def buffer_state(
     facts: BufferFacts, *, has_row: bool | None, idle: float | None, idle_after: timedelta
-) -> str:
+) -> BufferState:
     """streaming, finished, idle, quarantined or orphaned (set aside, or no row)."""
     if facts.meta.quarantined:
-        return "quarantined"
+        return BufferState.QUARANTINED
     if facts.meta.orphaned or has_row is False:
-        return "orphaned"
+        return BufferState.ORPHANED
     if facts.meta.finished:
-        return "finished"
+        return BufferState.FINISHED
     if idle is not None and idle >= idle_after.total_seconds():
-        return "idle"
-    return "streaming"
+        return BufferState.IDLE
+    return BufferState.STREAMING
 
 
 def _at_risk(facts: BufferFacts, state: str, idle: float | None, options: StatusOptions) -> bool:
@@ -167,22 +174,22 @@ def _at_risk(facts: BufferFacts, state: str, idle: float | None, options: Status
     stream still open only once it has gone idle. Orphaned chunks have no row to go to.
     """
     ttl = facts.ttl
-    if ttl is None or not facts.length or state == "orphaned":
+    if ttl is None or not facts.length or state == BufferState.ORPHANED:
         return False
     if ttl < options.expiry_margin.total_seconds():
         return True
     due = options.compaction_within.total_seconds()
-    if state == "streaming":
+    if state == BufferState.STREAMING:
         due += max(0.0, options.idle.total_seconds() - (idle or 0.0))
     return ttl < due
 
 
 def _pending_age(facts: BufferFacts, state: str, idle: float | None, now: datetime) -> float | None:
     """How long a buffer has waited for compaction: since it finished, or went quiet."""
-    if state == "finished":
+    if state == BufferState.FINISHED:
         finished = parse_time(facts.meta.get("finished_at"))
         return None if finished is None else max(0.0, (now - finished).total_seconds())
-    return idle if state == "idle" else None
+    return idle if state == BufferState.IDLE else None
 
 
 @dataclass
@@ -311,7 +318,7 @@ def _lost(
 def _alerts(report: StatusReport, thresholds: Thresholds) -> list[str]:
     """The thresholds crossed, each said in one line."""
     said: list[str] = []
-    pending = report.generations["finished"] + report.generations["idle"]
+    pending = report.generations[BufferState.FINISHED] + report.generations[BufferState.IDLE]
     if thresholds.max_pending is not None and pending > thresholds.max_pending:
         said.append(
             f"{pending} buffers wait for compaction (--max-pending {thresholds.max_pending})"
@@ -433,4 +440,4 @@ def _worker_queue(buffer: GenerationBuffer, now: datetime) -> dict[str, float | 
 
 def _results(counts: dict[str, int]) -> dict[str, int]:
     """Ledger counts with every result named (0 when none)."""
-    return {result: counts.get(result, 0) for result in ("persisted", "strict_abort", "failed")}
+    return {result: counts.get(result, 0) for result in LedgerResult}

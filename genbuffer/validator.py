@@ -97,10 +97,6 @@ class Validation:
         return any(issue.severity == "error" for issue in self.issues)
 
 
-class _Duplicate(Exception):
-    pass
-
-
 def size_issue(size: int, limit: int) -> Issue | None:
     """An `oversize` issue when ``size`` exceeds ``limit`` bytes."""
     if size <= limit:

@@ -54,6 +54,7 @@ from genbuffer.errors import (
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.events import Delivery, Event
 from genbuffer.redis.fleet import HEARTBEAT_EVERY, FleetRule, WorkerBeat
+from genbuffer.states import WorkerOutcome
 
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
@@ -153,13 +154,13 @@ class Worker:
         try:
             action()
         except DependencyUnavailable as error:
-            self._pause("outage", error.message, stop)
+            self._pause(WorkerOutcome.OUTAGE, error.message, stop)
         except GenbufferError as error:
-            self._pause("error", error.message, stop)
+            self._pause(WorkerOutcome.ERROR, error.message, stop)
         except Exception as error:  # a long-running process never dies of a server's reply
-            self._pause("error", _one_line(error), stop)
+            self._pause(WorkerOutcome.ERROR, _one_line(error), stop)
 
-    def _pause(self, outcome: str, message: str, stop: threading.Event | None) -> None:
+    def _pause(self, outcome: WorkerOutcome, message: str, stop: threading.Event | None) -> None:
         self.log({"ok": False, "outcome": outcome, "message": message})
         if stop is not None:
             stop.wait(PAUSE)
@@ -210,7 +211,9 @@ class Worker:
         if delivery.interrupted is not None:
             self.summary.interruptions += 1
             self._claim_cursor = "0-0"
-            self.log({"ok": False, "outcome": "interrupted", "message": delivery.interrupted})
+            self.log(
+                {"ok": False, "outcome": WorkerOutcome.INTERRUPTED, "message": delivery.interrupted}
+            )
         for bad in delivery.malformed:
             self.events.park(bad)
             self.summary.parked += 1
@@ -218,7 +221,7 @@ class Worker:
             self.log(
                 {
                     "ok": False,
-                    "outcome": "parked",
+                    "outcome": WorkerOutcome.PARKED,
                     "entry": bad.entry,
                     "message": f"malformed event {bad.entry} parked on {parked}: {bad.reason}",
                 }
@@ -278,17 +281,17 @@ class Worker:
         except DependencyUnavailable:
             raise
         except NothingToCompact as error:  # compacted and deleted before: a duplicate
-            record.update(ok=True, outcome="needless", message=error.message)
+            record.update(ok=True, outcome=WorkerOutcome.NEEDLESS, message=error.message)
         except GenerationNotFound as error:
             key = self._named_key(event) or self.buffer.read_key_for(
                 event.organization_id, event.generation_id, event.scenario_id
             )
             self.buffer.protocol.mark_orphaned(key, error.message)
-            record.update(ok=False, outcome="orphaned", message=error.message)
+            record.update(ok=False, outcome=WorkerOutcome.ORPHANED, message=error.message)
         except GenbufferError as error:  # counted as an attempt; the sweeper brings it back
-            record.update(ok=False, outcome="failed", message=error.message)
+            record.update(ok=False, outcome=WorkerOutcome.FAILED, message=error.message)
         except Exception as error:  # one bad generation must not stop the worker
-            record.update(ok=False, outcome="failed", message=_one_line(error))
+            record.update(ok=False, outcome=WorkerOutcome.FAILED, message=_one_line(error))
         else:
             record.update(_result_record(result))
         record["seconds"] = round(time.perf_counter() - started, 4)
@@ -319,7 +322,7 @@ class Worker:
             try:
                 record = future.result()
             except DependencyUnavailable as error:
-                record = {"ok": False, "outcome": "outage", "entry": event.entry}
+                record = {"ok": False, "outcome": WorkerOutcome.OUTAGE, "entry": event.entry}
                 self.log({**record, "generation_id": event.generation_id, "message": error.message})
                 continue
             finished.append(event.entry)
@@ -330,11 +333,11 @@ class Worker:
 
     def _count(self, record: dict[str, Any]) -> None:
         outcome = record.get("outcome")
-        if outcome == "compacted":
+        if outcome == WorkerOutcome.COMPACTED:
             self.summary.compacted += 1
-        elif outcome == "needless":
+        elif outcome == WorkerOutcome.NEEDLESS:
             self.summary.needless += 1
-        elif outcome == "orphaned":
+        elif outcome == WorkerOutcome.ORPHANED:
             self.summary.orphaned += 1
         else:
             self.summary.failed += 1
@@ -388,11 +391,11 @@ def _one_line(error: BaseException) -> str:
 def _result_record(result: CompactionResult) -> dict[str, Any]:
     """The log fields of a compaction that ran."""
     if result.persisted or (result.ok and result.deleted):
-        outcome = "compacted"
+        outcome = WorkerOutcome.COMPACTED
     elif result.ok:
-        outcome = "needless"
+        outcome = WorkerOutcome.NEEDLESS
     else:
-        outcome = "failed"
+        outcome = WorkerOutcome.FAILED
     return {
         "ok": result.ok,
         "outcome": outcome,

@@ -19,7 +19,7 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import UsageError
-from genbuffer.redis.connection import run_script
+from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
 from tests.conftest import SUMMARY_LINES, Stack, require_cluster_binaries, require_server
 from tests.helpers import compact, stored_bytes
 from tests.support.cluster import LocalCluster
@@ -207,7 +207,8 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     assert first.persisted and first.stream_id is not None
     key = first.key
     protocol = cluster.buffer.protocol
-    run_script(protocol._ack, [key, keys.state_key(key)], [first.stream_id, 2, 1, 1], "")
+    ack = AckArgs(key, keys.state_key(key), first.stream_id, 2, WhenEmpty.DELETE, Layout.SPLIT)
+    protocol.scripts.run(ack)
     assert not cluster.buffer.client.exists(key)  # killed here: meta hash still counts 2
     assert cluster.buffer.client.hget(keys.meta_key(key), "chunk_count") == b"2"
     again = compact(cluster, ORG, gen, delete=True)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, and_, func, insert, select
 
 from genbuffer.db.engine import database_errors
 from genbuffer.db.rows import GEN, ISSUES, LEDGER, RUNS
+from genbuffer.states import LedgerResult
 
 __all__ = ["IssueRow", "Observations"]
 
@@ -99,7 +100,9 @@ class Observations:
     def strict_would_abort(self, since: datetime) -> tuple[int, int]:
         """(soft compactions persisted since, those with error issues: strict would abort)."""
         soft = and_(
-            LEDGER.c.created_at >= since, LEDGER.c.result == "persisted", LEDGER.c.mode == "soft"
+            LEDGER.c.created_at >= since,
+            LEDGER.c.result == LedgerResult.PERSISTED,
+            LEDGER.c.mode == "soft",
         )
         with database_errors(self.url), self.engine.connect() as connection:
             total = connection.execute(select(func.count()).where(soft)).scalar_one()
@@ -132,7 +135,7 @@ class Observations:
     def over_length(self, max_len: int) -> int:
         """Compactions of more chunks than GENERATION_CHUNK_MAX_LEN, all time."""
         query = select(func.count()).where(
-            LEDGER.c.result == "persisted", LEDGER.c.chunk_count > max_len
+            LEDGER.c.result == LedgerResult.PERSISTED, LEDGER.c.chunk_count > max_len
         )
         with database_errors(self.url), self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
@@ -177,7 +180,7 @@ class Observations:
             for step in range(minutes):
                 low = start + timedelta(minutes=step)
                 query = select(func.count()).where(
-                    LEDGER.c.result == "persisted",
+                    LEDGER.c.result == LedgerResult.PERSISTED,
                     LEDGER.c.created_at >= low,
                     LEDGER.c.created_at < low + timedelta(minutes=1),
                 )

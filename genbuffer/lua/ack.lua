@@ -1,10 +1,10 @@
 -- Acknowledge chunks that a committed transaction holds: trim them off the head.
--- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash (on a cluster, for an untagged list: {K}:genbuf, see snapshot.lua)
--- ARGV[1]  the stream id the committed compaction read
--- ARGV[2]  absolute count of chunks of that stream now persisted
--- ARGV[3]  '1' to delete both keys when no chunk is left, '0' to keep them
--- ARGV[4]  '1' for a split list on a cluster: genbuf's hash is kept, marked `ended`,
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  state_key: the meta hash (on a cluster, for an untagged list: {K}:genbuf, see snapshot.lua)
+-- ARGV[1]  stream_id: the stream id the committed compaction read
+-- ARGV[2]  persisted: absolute count of chunks of that stream now persisted
+-- ARGV[3]  when_empty: '1' to delete both keys when no chunk is left, '0' to keep them
+-- ARGV[4]  layout: '1' for a split list on a cluster: genbuf's hash is kept, marked `ended`,
 --          until the app's meta hash has given up the life (release_meta.lua, then
 --          drop_state.lua): a compaction that reads the meta hash meanwhile must not
 --          take its count for chunks that vanished

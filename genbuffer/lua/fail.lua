@@ -1,11 +1,11 @@
 -- Count a failed compaction attempt; quarantine the buffer when the limit is reached.
--- KEYS[1]  the meta hash
--- KEYS[2]  the chunks list (given a TTL if it has none: a buffer set aside still expires)
--- ARGV[1]  the error, one line
--- ARGV[2]  the attempt limit (COMPACTION_MAX_ATTEMPTS)
--- ARGV[3]  now, ISO 8601 UTC
--- ARGV[4]  TTL in seconds for a key that has none
--- ARGV[5]  the field that sets the buffer aside at the limit: 'quarantined_at', or
+-- KEYS[1]  state_key: the meta hash
+-- KEYS[2]  chunks_key: the chunks list (given a TTL if it has none: a buffer set aside still expires)
+-- ARGV[1]  error: the error, one line
+-- ARGV[2]  limit: the attempt limit (COMPACTION_MAX_ATTEMPTS)
+-- ARGV[3]  now: now, ISO 8601 UTC
+-- ARGV[4]  ttl: TTL in seconds for a key that has none
+-- ARGV[5]  set_aside: the field that sets the buffer aside at the limit: 'quarantined_at', or
 --          'orphaned_at' for a buffer whose row does not exist (limit 1)
 -- Returns {attempts so far, 1 if the buffer is set aside else 0}.
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)

@@ -3,11 +3,11 @@
 -- trim moves one to the other, every push raises it) and when genbuf first saw that
 -- many. Written by compactors only (compact-pending, the worker's sweeper), never by
 -- a read-only command, so that nothing a reader does changes what they decide.
--- KEYS[1]  the chunks list
--- KEYS[2]  the buffer's state hash: the meta hash, or beside a split list on a
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  state_key: the buffer's state hash: the meta hash, or beside a split list on a
 --          cluster genbuf's own {K}:genbuf (in the list's slot)
--- ARGV[1]  now, ISO 8601 UTC
--- ARGV[2]  TTL in seconds for a state hash this creates, when the list has none
+-- ARGV[1]  now: now, ISO 8601 UTC
+-- ARGV[2]  ttl: TTL in seconds for a state hash this creates, when the list has none
 -- A count different from the one recorded means chunks arrived: `seen_at` moves to
 -- now and `seen_first` is '0' (a change genbuf saw); the first look at a buffer
 -- records `seen_first` '1' (no change seen yet). A hash created here lives no

@@ -1,14 +1,14 @@
 -- Append chunks to a generation buffer and update its meta hash, atomically.
--- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash
--- ARGV[1]  TTL in seconds (the rules: genbuffer.redis.meta)
--- ARGV[2]  now, ISO 8601 UTC
--- ARGV[3]  organization id
--- ARGV[4]  scenario id, or '' when there is none
--- ARGV[5]  generation id
--- ARGV[6]  sequence number (0-based, counted over the stream) of the first chunk, or ''
--- ARGV[7]  the total length in bytes of the chunks (computed by the caller)
--- ARGV[8…] the chunks, in order
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  meta_key: the meta hash
+-- ARGV[1]  ttl: TTL in seconds (the rules: genbuffer.redis.meta)
+-- ARGV[2]  now: now, ISO 8601 UTC
+-- ARGV[3]  organization_id: organization id
+-- ARGV[4]  scenario_id: scenario id, or '' when there is none
+-- ARGV[5]  generation_id: generation id
+-- ARGV[6]  seq: sequence number (0-based, counted over the stream) of the first chunk, or ''
+-- ARGV[7]  total_bytes: the total length in bytes of the chunks (computed by the caller)
+-- ARGV[8…] chunks: the chunks, in order
 -- With a sequence number the push is idempotent: the producer's next expected
 -- number is seq_base + chunk_count + gaps; chunks below it are skipped (a retried
 -- push), and a jump forward is added to `gaps` (chunks never delivered). chunk_count

@@ -1,9 +1,9 @@
 -- Append chunks to an untagged list on a Redis Cluster, whose meta hash lives in
 -- another slot (genbuffer.redis.split): the list side of a push, counted afterwards.
--- KEYS[1]  the chunks list
--- KEYS[2]  genbuf's own hash beside it, {K}:genbuf (same slot)
--- ARGV[1]  TTL in seconds (the rules: genbuffer.redis.meta)
--- ARGV[2…] the chunks, in order
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  state_key: genbuf's own hash beside it, {K}:genbuf (same slot)
+-- ARGV[1]  ttl: TTL in seconds (the rules: genbuffer.redis.meta)
+-- ARGV[2…] chunks: the chunks, in order
 -- A push that creates the list starts a life of the buffer: its stream id, from the
 -- start (as push.lua gives it), so that a replica's copy of this life is recognised.
 -- Returns the list length.

@@ -1,14 +1,14 @@
 -- Count chunks already appended to an untagged list on a Redis Cluster (push_list.lua):
 -- the meta hash side of a push, in its own slot, always after the list side.
--- KEYS[1]  the meta hash
--- ARGV[1]  TTL in seconds (the rules: genbuffer.redis.meta)
--- ARGV[2]  now, ISO 8601 UTC
--- ARGV[3]  organization id
--- ARGV[4]  scenario id, or ''
--- ARGV[5]  generation id
--- ARGV[6]  chunks appended
--- ARGV[7]  their length in bytes
--- ARGV[8]  '1' when the push created the list
+-- KEYS[1]  meta_key: the meta hash
+-- ARGV[1]  ttl: TTL in seconds (the rules: genbuffer.redis.meta)
+-- ARGV[2]  now: now, ISO 8601 UTC
+-- ARGV[3]  organization_id: organization id
+-- ARGV[4]  scenario_id: scenario id, or ''
+-- ARGV[5]  generation_id: generation id
+-- ARGV[6]  appended: chunks appended
+-- ARGV[7]  total_bytes: their length in bytes
+-- ARGV[8]  list_created: '1' when the push created the list
 -- Returns chunk_count.
 local appended = tonumber(ARGV[6])
 local count = redis.call('HINCRBY', KEYS[1], 'chunk_count', appended)

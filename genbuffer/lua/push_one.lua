@@ -1,15 +1,15 @@
 -- The hot path: append one chunk without a sequence number (push.lua does the rest).
 -- Kept apart from push.lua because a streaming producer calls it once per token:
 -- no counter read first, the byte length computed by the caller, one integer back.
--- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash
--- ARGV[1]  the chunk
--- ARGV[2]  now, ISO 8601 UTC
--- ARGV[3]  the chunk's length in bytes
--- ARGV[4]  TTL in seconds (the rules: genbuffer.redis.meta)
--- ARGV[5]  organization id
--- ARGV[6]  scenario id, or ''
--- ARGV[7]  generation id
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  meta_key: the meta hash
+-- ARGV[1]  chunk: the chunk
+-- ARGV[2]  now: now, ISO 8601 UTC
+-- ARGV[3]  chunk_bytes: the chunk's length in bytes
+-- ARGV[4]  ttl: TTL in seconds (the rules: genbuffer.redis.meta)
+-- ARGV[5]  organization_id: organization id
+-- ARGV[6]  scenario_id: scenario id, or ''
+-- ARGV[7]  generation_id: generation id
 -- Returns the list length.
 local length = redis.call('RPUSH', KEYS[1], ARGV[1])
 local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', 1)

@@ -2,9 +2,9 @@
 -- `ended`), take the deleted life's chunks off the app's meta hash (in its own slot):
 -- delete it, or, when a producer already counted chunks of the next life, keep only
 -- those. Idempotent per life: a second release of the same life changes nothing.
--- KEYS[1]  the meta hash
--- ARGV[1]  chunks of the deleted life (ack.lua's fourth reply)
--- ARGV[2]  the deleted life's stream id
+-- KEYS[1]  meta_key: the meta hash
+-- ARGV[1]  life: chunks of the deleted life (ack.lua's fourth reply)
+-- ARGV[2]  stream_id: the deleted life's stream id
 -- Returns 1 if the meta hash was deleted, else 0.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'released') == ARGV[2] then return 0 end

@@ -1,30 +1,30 @@
 -- Take a consistent snapshot of a buffer for compaction.
--- KEYS[1]  the chunks list
--- KEYS[2]  the meta hash; on a Redis Cluster, for an untagged list, genbuf's own hash
+-- KEYS[1]  chunks_key: the chunks list
+-- KEYS[2]  state_key: the meta hash; on a Redis Cluster, for an untagged list, genbuf's own hash
 --          {K}:genbuf in the list's slot (the app's meta hash is then read before
 --          this script and its counter comes in ARGV[9])
--- ARGV[1]  a fresh stream id, stored when the meta hash has none yet
--- ARGV[2]  lease in seconds: a key that would expire sooner is extended to it,
+-- ARGV[1]  new_stream_id: a fresh stream id, stored when the meta hash has none yet
+-- ARGV[2]  lease: lease in seconds: a key that would expire sooner is extended to it,
 --          so nothing expires while it is being compacted
--- ARGV[3]  TTL in seconds for a meta hash that has none
--- ARGV[4]  the stream id the row records, or ''
--- ARGV[5]  how many chunks of that stream the row holds
--- ARGV[6]  page size: the first page of chunks not yet held comes back with the snapshot
--- ARGV[7]  '1' for a read-only snapshot (a dry run): nothing is written, no stream id
+-- ARGV[3]  ttl: TTL in seconds for a meta hash that has none
+-- ARGV[4]  held_stream: the stream id the row records, or ''
+-- ARGV[5]  held: how many chunks of that stream the row holds
+-- ARGV[6]  page: page size: the first page of chunks not yet held comes back with the snapshot
+-- ARGV[7]  mode: '1' for a read-only snapshot (a dry run): nothing is written, no stream id
 --          is given, no TTL is touched; `trimmed` is corrected in the reply only
--- ARGV[8]  n: how many of the row's last persisted chunks to return (the window ending
+-- ARGV[8]  window: n: how many of the row's last persisted chunks to return (the window ending
 --          at position ARGV[5]), so that compaction can check the buffer still holds
 --          them: located by the meta hash's `trimmed` for the row's stream
--- ARGV[9]  the producer's chunk_count read from the app's meta hash before this script
+-- ARGV[9]  counter: the producer's chunk_count read from the app's meta hash before this script
 --          ('' to read it from KEYS[2]; '-' when that meta hash has none)
--- ARGV[10] '1' when the app's meta hash (read before) exists, else '0'
--- ARGV[11] for a split list: '1' on a first try, '2' once a vanishing was confirmed
+-- ARGV[10] meta_hash: '1' when the app's meta hash (read before) exists, else '0'
+-- ARGV[11] split_try: for a split list: '1' on a first try, '2' once a vanishing was confirmed
 --          ('' otherwise). A first try returns {3, trimmed, stream id} when a deleted
 --          life is not finished (`ended`: the meta hash may still count it), and {2}
 --          when neither list nor genbuf's hash exists and the counter read before says
 --          chunks vanished (it may be of a life deleted meanwhile: the caller reads the
 --          meta hash again, then confirms), writing nothing in either case
--- ARGV[12…] for another stream (a meta hash that vanished while its list lived on): the
+-- ARGV[12…] shifts: for another stream (a meta hash that vanished while its list lived on): the
 --          `trimmed` values the lost meta hash may have had; one window for each
 -- The stream id tells one life of the buffer from the next: after a --delete,
 -- chunks pushed again start a new stream, counted from 0.

@@ -1,8 +1,8 @@
-"""Connecting to Redis: the client, its URL, errors, and running genbuffer's Lua scripts.
+"""Connecting to Redis: the client, its URL, errors, and the sources of genbuffer's Lua scripts.
 
 This is the seam between genbuffer and redis-py: every other module of
-``genbuffer.redis`` gets its client from a ``RedisTarget`` built here, maps errors
-with ``redis_errors`` and runs scripts with ``run_script``.
+``genbuffer.redis`` gets its client from a ``RedisTarget`` built here and maps errors
+with ``redis_errors``; scripts run through ``genbuffer.redis.scripts.ScriptRunner``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ __all__ = [
     "connect_redis",
     "load_script",
     "redis_errors",
-    "run_script",
-    "run_script_once",
     "text",
 ]
 
@@ -47,24 +45,6 @@ SCRIPT_RELOADS = 5  # a script cache flushed this many times in a row: give up (
 def load_script(name: str) -> str:
     """The source of ``genbuffer/lua/<name>.lua``."""
     return (files("genbuffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def run_script(script: Any, keys_: list[str], args: list[Any], url: str) -> Any:
-    """Run a registered Lua script; reload it when the server's cache was flushed.
-
-    NOSCRIPT means the call did not run (a restart, a failover, SCRIPT FLUSH between
-    load and call), so calling again is safe for every script. A server that keeps
-    refusing is reported as unavailable.
-    """
-    for _ in range(SCRIPT_RELOADS):
-        try:
-            return script(keys=keys_, args=args)
-        except redis.exceptions.NoScriptError:
-            script.registered_client.script_load(script.script)
-    raise RedisUnavailable(
-        f"Redis at {mask_url(url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)",
-        hint="is something running SCRIPT FLUSH in a loop, or is the server restarting?",
-    )
 
 
 class NoTouch:
@@ -108,43 +88,6 @@ class NoTouch:
 class SentUnconfirmed(Exception):
     """A write was sent and its connection failed before the reply: it may have run.
     The caller, who knows what the write carried, says so (PushOutcomeUnknown)."""
-
-
-def _never_sent(exc: Exception) -> bool:
-    """Whether a connection error happened while connecting, before any command was
-    written (redis-py's connect errors say "connecting to"): then a retry is safe."""
-    return "connecting to" in str(exc)
-
-
-def run_script_once(script: Any, keys_: list[str], args: list[Any], url: str, cluster: bool) -> Any:
-    """Run a script whose effect must not happen twice (an unsequenced push).
-
-    On a Redis Cluster the call goes to the key's node with no retry of redis-py's
-    (which sends the call again, to the same or a promoted node, after a connection
-    error: the first may have run); MOVED, ASK and NOSCRIPT, which say it did not
-    run, are still followed. A connection error after the call was written is
-    SentUnconfirmed; one before is RedisUnavailable, as any. A single server's client
-    is used as run_script uses it: its one retry comes after a failed connect."""
-    if not cluster:
-        return run_script(script, keys_, args, url)
-    client: Any = script.registered_client
-    with redis_errors(url):
-        for _ in range(SCRIPT_RELOADS):
-            node = client.get_node_from_key(keys_[0])
-            try:
-                return client.execute_command(
-                    "EVALSHA", script.sha, len(keys_), *keys_, *args, target_nodes=node
-                )
-            except redis.exceptions.NoScriptError:
-                client.script_load(script.script)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                if _never_sent(exc):
-                    raise
-                raise SentUnconfirmed(str(exc)) from None
-    raise RedisUnavailable(
-        f"Redis at {mask_url(url)} keeps dropping genbuffer's Lua scripts (NOSCRIPT)",
-        hint="is something running SCRIPT FLUSH in a loop, or is the server restarting?",
-    )
 
 
 def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = None) -> redis.Redis:
@@ -310,7 +253,3 @@ class RedisTarget:
         """The hash holding genbuf's fields of a list (stream id, trimmed, failures):
         the meta hash, or beside a split list ``{K}:genbuf`` in the list's slot."""
         return keys.state_key(chunks) if self.split(chunks) else keys.meta_key(chunks)
-
-    def register(self, name: str) -> Any:
-        """A Lua script of genbuffer's, registered with the client (loaded on first use)."""
-        return self.client.register_script(load_script(name))

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from genbuffer.states import BufferState
+
 __all__ = [
     "BY_GENBUF",
     "BY_PRODUCER",
@@ -186,15 +188,15 @@ class BufferMeta:
         return ATTEMPTS in self.fields
 
     @property
-    def state(self) -> str:
+    def state(self) -> BufferState:
         """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle)."""
         if self.quarantined:
-            return "quarantined"
+            return BufferState.QUARANTINED
         if self.orphaned:
-            return "orphaned"
+            return BufferState.ORPHANED
         if self.finished:
-            return "finished"
-        return "open"
+            return BufferState.FINISHED
+        return BufferState.OPEN
 
     @property
     def last_chunk_at(self) -> datetime | None:

@@ -14,22 +14,18 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import redis
 
 from genbuffer import keys
+from genbuffer.lua.push import PushArgs, PushReply
+from genbuffer.lua.push_one import PushOneArgs
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import (
-    RedisTarget,
-    SentUnconfirmed,
-    redis_errors,
-    run_script,
-    run_script_once,
-)
+from genbuffer.redis.connection import RedisTarget, SentUnconfirmed, redis_errors
 from genbuffer.redis.events import Events
 from genbuffer.redis.held import HeldConnection, HeldConnectionLost
 from genbuffer.redis.meta import IsoClock
+from genbuffer.redis.scripts import ScriptRunner
 from genbuffer.redis.split import SplitMeta
 from genbuffer.redis.transactions import (
     chunk_bytes,
@@ -82,13 +78,13 @@ def _batches(chunks: Iterable[bytes | str], size: int) -> Iterator[list[bytes | 
         yield batch
 
 
-def _sum_replies(replies: list[Any], appended: int, skipped: int) -> tuple[int, int, int]:
+def _sum_replies(replies: list[PushReply], appended: int, skipped: int) -> tuple[int, int, int]:
     """(last list length, appended, skipped) after a pipeline of push.lua replies."""
     length = 0
-    for reply_length, reply_appended, reply_skipped in replies:
-        length = int(reply_length)
-        appended += int(reply_appended)
-        skipped += int(reply_skipped)
+    for reply in replies:
+        length = reply.length
+        appended += reply.appended
+        skipped += reply.skipped
     return length, appended, skipped
 
 
@@ -103,8 +99,7 @@ class Producer:
         self.max_len = max_len
         self.tagged = tagged  # GENERATION_KEY_TAGS: the template pushes write
         self.clock = IsoClock()
-        self._push = target.register("push")
-        self._push_one = target.register("push_one")
+        self.scripts = ScriptRunner(target)
         # one connection to one server: on a cluster each key has its node, so the
         # client's routing is used instead
         self._held = None if target.cluster else HeldConnection(target.client)
@@ -168,29 +163,30 @@ class Producer:
             )
         # The hot path of a streaming producer: cached keys, one EVALSHA of push_one.lua
         # on a held connection (see genbuffer.redis.held).
-        scenario = "" if scenario_id is None else scenario_id
-        argv = (
-            chunk,
-            self.clock.now(),
-            chunk_bytes(chunk),
-            self.ttl,
-            organization_id,
-            scenario,
-            generation_id,
+        call = PushOneArgs(
+            chunks_key=key,
+            meta_key=meta,
+            chunk=chunk,
+            now=self.clock.now(),
+            chunk_bytes=chunk_bytes(chunk),
+            ttl=self.ttl,
+            organization_id=organization_id,
+            scenario_id=scenario_id,
+            generation_id=generation_id,
         )
         try:
-            length = self._held.call("EVALSHA", self._push_one.sha, 2, key, meta, *argv)
+            length = call.parse(self._held.call(*self.scripts.command(call)))
         except (redis.exceptions.NoScriptError, HeldConnectionLost) as exc:
             if isinstance(exc, HeldConnectionLost) and exc.sent:
                 raise outcome_unknown(self.target.url, key, confirmed=0, in_doubt=1) from None
             # The script was not loaded (NOSCRIPT: it did not run), or the connection
-            # failed before the push was sent: redis-py's path loads the script and
-            # retries with backoff.
+            # failed before the push was sent: the runner loads the script, and
+            # redis-py's path retries with backoff.
             with redis_errors(self.target.url):
-                length = run_script(self._push_one, [key, meta], list(argv), self.target.url)
+                length = self.scripts.run(call)
         if self.max_len is not None and length > self.max_len:
-            self._warn_length(key, int(length))
-        return PushResult(key=key, length=int(length), appended=1, skipped=0)
+            self._warn_length(key, length)
+        return PushResult(key=key, length=length, appended=1, skipped=0)
 
     def push_many(
         self,
@@ -242,84 +238,80 @@ class Producer:
                 if self.max_len is not None and length > self.max_len:
                     self._warn_length(key, length)
                 return PushResult(key, length, appended, 0, pushed)
-            length, appended, skipped, pushed = self._push_scripted(key, chunks, head, seq)
+            length, appended, skipped, pushed = self._push_scripted(key, chunks, ids, seq)
         if self.max_len is not None and length > self.max_len:
             self._warn_length(key, length)
         # skipped chunks' bytes were sent but not appended: then the count is unknown
         return PushResult(key, length, appended, skipped, None if skipped else pushed)
 
     def _push_scripted(
-        self, key: str, chunks: Iterable[bytes | str], head: tuple[Any, ...], seq: int | None
+        self,
+        key: str,
+        chunks: Iterable[bytes | str],
+        ids: tuple[int, int | None, int],
+        seq: int | None,
     ) -> tuple[int, int, int, int]:
-        """push.lua over batches: (list length, appended, skipped, bytes sent)."""
+        """push.lua over batches: (list length, appended, skipped, bytes sent);
+        ``ids`` are (org, scenario, generation)."""
+        org, scenario, generation = ids
         meta = keys.meta_key(key)
+        now = self.clock.now()
         length = appended = skipped = pushed_bytes = 0
-        group: list[tuple[object, ...]] = []
+        group: list[PushArgs] = []
         for batch in _batches(chunks, PUSH_BATCH):
             total = total_bytes(batch)
             pushed_bytes += total
-            group.append((*head, "" if seq is None else seq, total, *batch))
+            group.append(
+                PushArgs(
+                    chunks_key=key,
+                    meta_key=meta,
+                    ttl=self.ttl,
+                    now=now,
+                    organization_id=org,
+                    scenario_id=scenario,
+                    generation_id=generation,
+                    seq=seq,
+                    total_bytes=total,
+                    chunks=tuple(batch),
+                )
+            )
             seq = None if seq is None else seq + len(batch)
             if len(group) == PUSH_PIPELINE:
-                replies = self._run_scripts(key, meta, group, appended)
+                replies = self._run_scripts(group, appended)
                 length, appended, skipped = _sum_replies(replies, appended, skipped)
                 group = []
         if group:
-            replies = self._run_scripts(key, meta, group, appended)
+            replies = self._run_scripts(group, appended)
             length, appended, skipped = _sum_replies(replies, appended, skipped)
         elif appended + skipped == 0:
             length = int(self.target.client.llen(key))
         return length, appended, skipped, pushed_bytes
 
-    def _run_scripts(
-        self, key: str, meta: str, group: list[tuple[object, ...]], before: int = 0
-    ) -> list[Any]:
-        """push.lua calls for ``group`` (argument tuples), in order, one round trip
-        (``before``: chunks this push appended already, for an error to count).
+    def _run_scripts(self, group: list[PushArgs], before: int = 0) -> list[PushReply]:
+        """push.lua calls for ``group``, in order, one round trip (``before``: chunks
+        this push appended already, for an error to count).
 
-        A call refused with NOSCRIPT did not run: after a Redis restart (redis-py
-        retries a pipeline on a new connection without loading its scripts) the
-        refused calls are a suffix of the group, and are sent again, in order.
+        A call refused with NOSCRIPT did not run: the runner sends the refused calls
+        again, in order (they are the last ones of the group, or nothing more is sent).
         """
-        client = self.target.client
         if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
             url = self.target.url
-            answered: list[Any] = []
-            for argv in group:
+            answered: list[PushReply] = []
+            for call in group:
                 # a sequenced call is safe to send again (push.lua skips what arrived)
-                sequenced = argv[5] != ""
                 try:
                     answered.append(
-                        run_script(self._push, [key, meta], list(argv), url)
-                        if sequenced
-                        else run_script_once(self._push, [key, meta], list(argv), url, True)
+                        self.scripts.run(call)
+                        if call.seq is not None
+                        else self.scripts.run_once(call)
                     )
                 except SentUnconfirmed:
-                    confirmed = before + sum(int(reply[1]) for reply in answered)
-                    doubt = len(argv) - 7  # the chunks after the head, seq and total
+                    confirmed = before + sum(reply.appended for reply in answered)
+                    doubt = len(call.chunks)
+                    key = call.chunks_key
                     raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=doubt) from None
             return answered
-        replies: list[Any] = []
-        for _ in range(3):
-            pipe = client.pipeline(transaction=False)
-            for argv in group[len(replies) :]:
-                self._push(keys=(key, meta), args=argv, client=pipe)
-            results = pipe.execute(raise_on_error=False)
-            refused = [isinstance(r, redis.exceptions.NoScriptError) for r in results]
-            ran = refused.index(True) if True in refused else len(results)
-            if any(refused[ran:]) and not all(refused[ran:]):
-                raise redis.exceptions.ResponseError(
-                    f"push to {key}: the script cache was flushed mid-pipeline; stopped "
-                    "rather than append batches out of order"
-                )
-            for result in results[:ran]:
-                if isinstance(result, Exception):
-                    raise result
-            replies += results[:ran]
-            if len(replies) == len(group):
-                return replies
-            client.script_load(self._push.script)
-        raise redis.exceptions.NoScriptError(f"push to {key}: push.lua keeps being unloaded")
+        return self.scripts.run_pipelined(group, in_order=True)
 
     def _has_expire_nx(self) -> bool:
         """Whether the server takes EXPIRE … NX (Redis 7+); asked once per producer."""

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-import redis
-
-from genbuffer.errors import RedisUnavailable, StreamChanged
-from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import (
-    SCRIPT_RELOADS,
-    RedisTarget,
-    redis_errors,
-    run_script,
-    text,
+from genbuffer.errors import StreamChanged
+from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
+from genbuffer.lua.fail import FailArgs, SetAside
+from genbuffer.lua.snapshot import (
+    Counter,
+    MetaHash,
+    Mode,
+    SnapshotArgs,
+    SnapshotReply,
+    SnapshotTag,
+    SplitTry,
 )
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import RedisTarget, redis_errors, text
 from genbuffer.redis.meta import BufferMeta, IsoClock
+from genbuffer.redis.scripts import ScriptRunner
 from genbuffer.redis.split import SplitMeta
-from genbuffer.settings import mask_url
 
 __all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "CompactionProtocol"]
 
@@ -125,10 +127,7 @@ class CompactionProtocol:
         self.target = target
         self.ttl = ttl
         self.clock = clock or IsoClock()
-        self._snapshot = target.register("snapshot")
-        self._ack = target.register("ack")
-        self._fail = target.register("fail")
-        self._observe = target.register("observe")
+        self.scripts = ScriptRunner(target)
         self.split_meta = split_meta or SplitMeta(target, ttl=ttl)
 
     def snapshot(
@@ -149,57 +148,67 @@ class CompactionProtocol:
         ``window``: how many chunks before the held position to return as well, for
         the held stream, or else at each of ``shifts`` (supposed `trimmed` values).
         """
-        stream, offset = held if held is not None else ("", 0)
-        args = [uuid.uuid4().hex, LEASE_SECONDS, self.ttl, stream, offset, page]
-        args += ["1" if read_only else "0", window]
+        stream, offset = held if held is not None else (None, 0)
+        call = SnapshotArgs(
+            chunks_key=key,
+            state_key=self.target.state_of(key),
+            new_stream_id=uuid.uuid4().hex,
+            lease=LEASE_SECONDS,
+            ttl=self.ttl,
+            held_stream=stream,
+            held=offset,
+            page=page,
+            mode=Mode.READ_ONLY if read_only else Mode.WRITE,
+            window=window,
+            shifts=shifts,
+        )
         produced: dict[str, str] = {}
         if self.target.split(key):
-            produced, reply = self._split_snapshot(key, args, shifts, read_only=read_only)
+            produced, reply = self._split_snapshot(call)
         else:
-            reply = self._run_snapshot(key, [*args, "", "0", "", *shifts])
-        if int(reply[0]) == 0:
+            reply = self._run_snapshot(call)
+        if reply.tag == SnapshotTag.MISSING:
             return BufferSnapshot(key=key, exists=False)
-        flat = [text(item) for item in reply[2]]
-        meta = {**produced, **dict(zip(flat[::2], flat[1::2], strict=True))}
         return BufferSnapshot(
             key=key,
             exists=True,
-            length=int(reply[1]),
-            meta=meta,
-            first_page=list(reply[3]),
-            first_page_at=int(reply[4]),
-            vanished=int(reply[5]),
-            windows=[list(found) for found in reply[6]],
+            length=reply.length,
+            meta={**produced, **reply.state},
+            first_page=reply.page,
+            first_page_at=reply.page_at,
+            vanished=reply.vanished,
+            windows=reply.windows,
         )
 
-    def _split_snapshot(
-        self, key: str, args: list[Any], shifts: tuple[int, ...], *, read_only: bool
-    ) -> tuple[dict[str, str], Any]:
+    def _split_snapshot(self, call: SnapshotArgs) -> tuple[dict[str, str], SnapshotReply]:
         """snapshot.lua on a split list (genbuffer.redis.split): the meta hash read first,
         a deleted life a killed deleter left finished, a stale counter read again."""
+        key = call.chunks_key
+        read_only = call.mode == Mode.READ_ONLY
         for _ in range(SPLIT_TRIES):
             produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
-            counter = produced.get(fields.CHUNK_COUNT, "-")
-            head = [*args, counter, "1" if there else "0"]
-            reply = self._run_snapshot(key, [*head, "2" if read_only else "1", *shifts])
-            if int(reply[0]) == 3:  # a deleted life not finished (a deleter was killed)
-                self.split_meta.finish_delete(key, int(reply[1]), text(reply[2]))
-            elif int(reply[0]) != 2:
+            counter = produced.get(fields.CHUNK_COUNT, Counter.NONE)
+            read = replace(
+                call, counter=counter, meta_hash=MetaHash.EXISTS if there else MetaHash.ABSENT
+            )
+            first_try = SplitTry.CONFIRMED if read_only else SplitTry.FIRST
+            reply = self._run_snapshot(replace(read, split_try=first_try))
+            if reply.tag == SnapshotTag.UNFINISHED_DELETE:  # a deleter was killed
+                self.split_meta.finish_delete(key, reply.trimmed, reply.stream_id)
+            elif reply.tag != SnapshotTag.VANISHED:
                 return produced, reply
             elif self.split_meta.counter(key) == counter:  # the chunks did vanish
-                return produced, self._run_snapshot(key, [*head, "2", *shifts])
+                return produced, self._run_snapshot(replace(read, split_try=SplitTry.CONFIRMED))
             # else: a life deleted in between (its counter was stale): read it all again
         raise StreamChanged(
             f"buffer {key} kept changing while its snapshot was taken",
             hint="nothing was written; run the command again",
         )
 
-    def _run_snapshot(self, key: str, argv: list[Any]) -> Any:
+    def _run_snapshot(self, call: SnapshotArgs) -> SnapshotReply:
         """snapshot.lua on the list and the hash of genbuf's fields."""
         with redis_errors(self.target.url):
-            return run_script(
-                self._snapshot, [key, self.target.state_of(key)], argv, self.target.url
-            )
+            return self.scripts.run(call)
 
     def read(
         self,
@@ -284,16 +293,26 @@ class CompactionProtocol:
 
         Returns (chunks trimmed, keys deleted, chunks left).
         """
+        split = self.target.split(key)
+        layout = Layout.SPLIT if split else Layout.ONE_SLOT
         with redis_errors(self.target.url):
-            trimmed, deleted, left, life = run_script(
-                self._ack,
-                [key, self.target.state_of(key)],
-                [stream_id, persisted, 1 if delete else 0, 1 if self.target.split(key) else 0],
-                self.target.url,
-            )
-        if int(deleted) and self.target.split(key):
-            self.split_meta.finish_delete(key, int(life), stream_id)
-        return int(trimmed), bool(int(deleted)), int(left)
+            reply = self.scripts.run(self._ack_call(key, stream_id, persisted, delete, layout))
+        if reply.deleted and split:
+            self.split_meta.finish_delete(key, reply.life, stream_id)
+        return reply.trimmed, reply.deleted, reply.left
+
+    def _ack_call(
+        self, key: str, stream_id: str, persisted: int, delete: bool, layout: Layout
+    ) -> AckArgs:
+        """ack.lua's arguments for ``key``."""
+        return AckArgs(
+            chunks_key=key,
+            state_key=self.target.state_of(key),
+            stream_id=stream_id,
+            persisted=persisted,
+            when_empty=WhenEmpty.DELETE if delete else WhenEmpty.KEEP,
+            layout=layout,
+        )
 
     def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
         """Acknowledge several committed compactions (key, stream id, persisted) in one trip.
@@ -307,45 +326,39 @@ class CompactionProtocol:
                 self.acknowledge(key, stream, persisted, delete)[1]
                 for key, stream, persisted in acks
             )
+        calls = [
+            self._ack_call(key, stream, persisted, delete, Layout.ONE_SLOT)
+            for key, stream, persisted in acks
+        ]
         with redis_errors(self.target.url):
-            for _ in range(SCRIPT_RELOADS):
-                pipe = self.target.client.pipeline(transaction=False)
-                for key, stream_id, persisted in acks:
-                    self._ack(
-                        keys=[key, self.target.state_of(key)],
-                        args=[stream_id, persisted, 1 if delete else 0],
-                        client=pipe,
-                    )
-                try:
-                    return sum(int(reply[1]) for reply in pipe.execute())
-                except redis.exceptions.NoScriptError:
-                    # acknowledgements are idempotent: the whole pipeline is sent again
-                    self.target.client.script_load(self._ack.script)
-        url = mask_url(self.target.url)
-        raise RedisUnavailable(f"Redis at {url} keeps dropping genbuffer's Lua scripts (NOSCRIPT)")
+            # acknowledgements are idempotent: calls refused (NOSCRIPT) are sent again
+            return sum(reply.deleted for reply in self.scripts.run_pipelined(calls))
 
     def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed compaction of ``key``; returns (attempts, quarantined).
 
         Both keys get a TTL if they have none, so a buffer set aside still expires.
         """
-        return self._set_aside(key, error, max_attempts, fields.QUARANTINED_AT)
+        return self._set_aside(key, error, max_attempts, SetAside.QUARANTINED)
 
     def mark_orphaned(self, key: str, error: str) -> bool:
         """Set aside a buffer whose row does not exist; True the first time (report it once)."""
-        attempts, _ = self._set_aside(key, error, 1, fields.ORPHANED_AT)
+        attempts, _ = self._set_aside(key, error, 1, SetAside.ORPHANED)
         return attempts == 1
 
-    def _set_aside(self, key: str, error: str, limit: int, field_name: str) -> tuple[int, bool]:
-        line = " ".join(error.split())[:500]
+    def _set_aside(self, key: str, error: str, limit: int, aside: SetAside) -> tuple[int, bool]:
+        call = FailArgs(
+            state_key=self.target.state_of(key),
+            chunks_key=key,
+            error=" ".join(error.split())[:500],
+            limit=limit,
+            now=self.clock.now(),
+            ttl=self.ttl,
+            set_aside=aside,
+        )
         with redis_errors(self.target.url):
-            attempts, aside = run_script(
-                self._fail,
-                [self.target.state_of(key), key],
-                [line, limit, self.clock.now(), self.ttl, field_name],
-                self.target.url,
-            )
-        return int(attempts), bool(int(aside))
+            reply = self.scripts.run(call)
+        return reply.attempts, reply.set_aside
 
     def clear_failures(self, key: str) -> None:
         """Forget failed attempts (and a quarantine or orphan mark) after a compaction."""

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis
-
 from genbuffer import keys
+from genbuffer.lua.observe import ObserveArgs, ObserveReply
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, run_script, scan_pages, text
+from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
 from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
+from genbuffer.redis.scripts import ScriptRunner
+from genbuffer.states import BufferState
 
 __all__ = ["FoundBuffer", "Scanner"]
 
@@ -33,7 +34,7 @@ class FoundBuffer:
     ttl_seconds: float | None = None  # until the list expires (None: no list, or no TTL)
 
     @property
-    def state(self) -> str:
+    def state(self) -> BufferState:
         """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
         ``genbuffer.idleness``)."""
         return BufferMeta(self.meta).state
@@ -50,7 +51,7 @@ class Scanner:
     def __init__(self, target: RedisTarget, *, ttl: int) -> None:
         self.target = target
         self.ttl = ttl
-        self._observe = target.register("observe")
+        self.scripts = ScriptRunner(target)
 
     def discover(self, page: int = 1000) -> Iterator[FoundBuffer]:
         """Every generation buffer under the prefix, each once: lists with or without a
@@ -133,33 +134,21 @@ class Scanner:
         (observe.lua, pipelined: one round trip for all of them); what each records,
         None where the list is gone. Compactors only: a read-only command must not
         change what they decide."""
-        args = [now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.ttl]
-
-        def one(name: str) -> object:
-            keys_ = [name, self.target.state_of(name)]
-            return run_script(self._observe, keys_, args, self.target.url)
-
+        at = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        calls = [ObserveArgs(name, self.target.state_of(name), at, self.ttl) for name in names]
         with redis_errors(self.target.url):
             if self.target.cluster:  # redis-py refuses EVALSHA in a cluster pipeline
-                return {name: _observation(one(name)) for name in names}
-            pipe = self.target.client.pipeline(transaction=False)
-            for name in names:
-                self._observe(keys=[name, self.target.state_of(name)], args=args, client=pipe)
-            seen: dict[str, Observation | None] = {}
-            for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(reply, redis.exceptions.NoScriptError):  # flushed meanwhile
-                    reply = one(name)  # noqa: PLW2901  (the answer, the second time)
-                elif isinstance(reply, Exception):
-                    raise reply
-                seen[name] = _observation(reply)
-        return seen
+                replies = [self.scripts.run(call) for call in calls]
+            else:
+                replies = self.scripts.run_pipelined(calls)
+        return {name: _observation(reply) for name, reply in zip(names, replies, strict=True)}
 
 
-def _observation(reply: object) -> Observation | None:
-    """observe.lua's reply: {seen_at, seen_first, seen_end}, or nothing (no list)."""
-    if not isinstance(reply, list) or len(reply) != 3:
+def _observation(reply: ObserveReply | None) -> Observation | None:
+    """observe.lua's reply as an Observation, or nothing (no list, or no time in it)."""
+    if reply is None:
         return None
-    at = parse_time(text(reply[0]))
+    at = parse_time(reply.seen_at)
     if at is None:
         return None
-    return Observation(int(reply[2]), at, first=text(reply[1]) == "1")
+    return Observation(reply.seen_end, at, first=reply.first)

@@ -35,14 +35,12 @@ from typing import Any
 
 from genbuffer import keys
 from genbuffer.errors import UsageError
-from genbuffer.redis.connection import (
-    RedisTarget,
-    SentUnconfirmed,
-    redis_errors,
-    run_script,
-    run_script_once,
-    text,
-)
+from genbuffer.lua.drop_state import DropStateArgs
+from genbuffer.lua.push_list import PushListArgs
+from genbuffer.lua.push_meta import ListCreated, PushMetaArgs
+from genbuffer.lua.release_meta import ReleaseMetaArgs
+from genbuffer.redis.connection import RedisTarget, SentUnconfirmed, redis_errors, text
+from genbuffer.redis.scripts import ScriptRunner
 from genbuffer.redis.transactions import outcome_unknown, total_bytes
 
 __all__ = ["SplitMeta"]
@@ -54,10 +52,7 @@ class SplitMeta:
     def __init__(self, target: RedisTarget, *, ttl: int) -> None:
         self.target = target
         self.ttl = ttl
-        self._list = target.register("push_list")
-        self._meta = target.register("push_meta")
-        self._release = target.register("release_meta")
-        self._drop = target.register("drop_state")
+        self.scripts = ScriptRunner(target)
 
     def read(self, chunks: str, lease: int) -> tuple[dict[str, str], bool]:
         """The meta hash (every field) and whether it exists; one that would expire within
@@ -77,10 +72,9 @@ class SplitMeta:
         its ``life`` chunks off the meta hash's count, then drop genbuf's hash. Safe to
         repeat, and to run from another process (one killed between the steps leaves
         `ended`, which the next snapshot finishes)."""
-        url = self.target.url
-        with redis_errors(url):
-            run_script(self._release, [keys.meta_key(chunks)], [life, stream], url)
-            run_script(self._drop, [keys.state_key(chunks)], [stream], url)
+        with redis_errors(self.target.url):
+            self.scripts.run(ReleaseMetaArgs(keys.meta_key(chunks), life=life, stream_id=stream))
+            self.scripts.run(DropStateArgs(keys.state_key(chunks), stream_id=stream))
 
     def counter(self, chunks: str) -> str:
         """The meta hash's chunk_count now ('-' when it has none)."""
@@ -121,18 +115,25 @@ class SplitMeta:
                 if not batch:
                     break
                 size = total_bytes(batch)
-                cluster = self.target.cluster
                 try:
-                    length = int(
-                        run_script_once(self._list, [key, state], [ttl, *batch], url, cluster)
-                    )
+                    length = self.scripts.run_once(PushListArgs(key, state, ttl, tuple(batch)))
                 except SentUnconfirmed:
                     doubt = len(batch)
                     raise outcome_unknown(url, key, confirmed=appended, in_doubt=doubt) from None
-                created = "1" if length == len(batch) else "0"
-                argv = [ttl, now, org, scenario, generation, len(batch), size, created]
+                created = ListCreated.CREATED if length == len(batch) else ListCreated.EXISTED
+                count = PushMetaArgs(
+                    meta_key=meta,
+                    ttl=ttl,
+                    now=now,
+                    organization_id=org,
+                    scenario_id=None if scenario == "" else scenario,
+                    generation_id=generation,
+                    appended=len(batch),
+                    total_bytes=size,
+                    list_created=created,
+                )
                 try:
-                    run_script_once(self._meta, [meta], argv, url, cluster)
+                    self.scripts.run_once(count)
                 except SentUnconfirmed:  # the chunks are in; their count may not be
                     confirmed = appended + len(batch)
                     raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=0) from None

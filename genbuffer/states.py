@@ -1,0 +1,64 @@
+"""The states and outcomes genbuffer stores, prints and labels, as StrEnums.
+
+Each member *is* its string (``StrEnum``): ledger rows, JSON output, log records and
+metric labels carry exactly the text they carried as plain strings, and comparisons
+with those strings hold. Named here, once, so a typo is an AttributeError rather than
+a state nobody reaches.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["BufferState", "LateOutcome", "LedgerResult", "Selected", "WorkerOutcome"]
+
+
+class BufferState(StrEnum):
+    """Where a buffer stands. A meta hash alone says QUARANTINED, ORPHANED, FINISHED or
+    OPEN (``BufferMeta.state``); status tells an open buffer STREAMING from IDLE
+    (``genbuffer.idleness``), and a buffer whose row does not exist ORPHANED."""
+
+    STREAMING = "streaming"
+    FINISHED = "finished"
+    IDLE = "idle"
+    QUARANTINED = "quarantined"
+    ORPHANED = "orphaned"
+    OPEN = "open"  # streaming or idle: the meta hash alone cannot tell
+
+
+class Selected(StrEnum):
+    """Why a scan chose a buffer for compaction (``genbuffer.batch``): its stream is
+    finished, it has been idle, or its chunks expire within GENERATION_EXPIRY_MARGIN
+    (idle or not: compacted as a provisional artifact)."""
+
+    FINISHED = "finished"
+    IDLE = "idle"
+    AT_RISK = "at_risk"
+
+
+class LedgerResult(StrEnum):
+    """The ledger's ``result`` of one compaction (``generation_compactions``)."""
+
+    PERSISTED = "persisted"
+    STRICT_ABORT = "strict_abort"
+    FAILED = "failed"
+
+
+class LateOutcome(StrEnum):
+    """How a new stream of a generation met the artifact its row holds."""
+
+    APPENDED = "appended"
+    REPLACED = "replaced"
+
+
+class WorkerOutcome(StrEnum):
+    """The ``outcome`` of a worker's log record."""
+
+    COMPACTED = "compacted"
+    NEEDLESS = "needless"  # nothing to compact (compacted and deleted before)
+    ORPHANED = "orphaned"  # the generation's row does not exist
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the server did something else than deliver
+    PARKED = "parked"  # a malformed event set aside
+    OUTAGE = "outage"  # Redis or the database unreachable: the worker pauses
+    ERROR = "error"  # anything else that paused the worker

@@ -1,0 +1,209 @@
+"""Every Lua script's typed call matches its header: KEYS and ARGV, named, in order.
+
+Each ``genbuffer/lua/<name>.lua`` declares its keys and arguments in its header
+(``-- KEYS[1]  chunks_key: …``, ``-- ARGV[8…] chunks: …`` for a variable tail);
+``genbuffer/lua/<name>.py`` holds the dataclass that builds them. An argument added,
+dropped, renamed or moved on one side and not the other fails here, before any
+script receives an argument in the wrong place. The runner's NOSCRIPT handling is
+checked on the in-process Redis (fakeredis) too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from dataclasses import dataclass
+
+import fakeredis
+import pytest
+
+from genbuffer.errors import RedisUnavailable
+from genbuffer.lua import ScriptCall, encode
+from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
+from genbuffer.lua.drop_state import DropStateArgs
+from genbuffer.lua.fail import FailArgs, SetAside
+from genbuffer.lua.observe import ObserveArgs
+from genbuffer.lua.push import PushArgs
+from genbuffer.lua.push_list import PushListArgs
+from genbuffer.lua.push_meta import ListCreated, PushMetaArgs
+from genbuffer.lua.push_one import PushOneArgs
+from genbuffer.lua.release_meta import ReleaseMetaArgs
+from genbuffer.lua.snapshot import Counter, MetaHash, Mode, SnapshotArgs, SplitTry
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import RedisTarget
+from genbuffer.redis.scripts import ScriptRunner
+from tests.support.urls import REPO_ROOT
+
+LUA = REPO_ROOT / "genbuffer" / "lua"
+SCRIPTS = sorted(path.stem for path in LUA.glob("*.lua"))
+DECLARED = re.compile(r"^-- (KEYS|ARGV)\[(\d+)(…)?\]\s+(\w+):")
+USED = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
+
+# one call of each script, every value distinct, so that two arguments swapped show
+EXAMPLES: dict[str, ScriptCall[object]] = {
+    "ack": AckArgs("k:chunks", "k:meta", "s1", 7, WhenEmpty.DELETE, Layout.SPLIT),
+    "drop_state": DropStateArgs("{k}:genbuf", "s2"),
+    "fail": FailArgs(
+        "k:meta", "k:chunks", "boom", 3, "2024-01-01T00:00:00Z", 86400, SetAside.ORPHANED
+    ),
+    "observe": ObserveArgs("k:chunks", "k:meta", "2024-01-02T00:00:00Z", 3600),
+    "push": PushArgs("k:chunks", "k:meta", 100, "now", 1, None, 3, 40, 11, (b"a", "b", b"c")),
+    "push_list": PushListArgs("k:chunks", "{k}:genbuf", 101, (b"x", "y")),
+    "push_meta": PushMetaArgs("k:meta", 102, "now2", 4, 5, 6, 2, 9, ListCreated.CREATED),
+    "push_one": PushOneArgs("k:chunks", "k:meta", b"tok", "now3", 3, 103, 7, 8, 9),
+    "release_meta": ReleaseMetaArgs("k:meta", 12, "s3"),
+    "snapshot": SnapshotArgs(
+        "k:chunks",
+        "{k}:genbuf",
+        "fresh",
+        600,
+        104,
+        "held-stream",
+        13,
+        2000,
+        Mode.READ_ONLY,
+        5,
+        "42",
+        MetaHash.EXISTS,
+        SplitTry.FIRST,
+        (14, 15),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a script's header declares: names of KEYS[1…], ARGV[1…] and the tail."""
+
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    tail: str | None
+    tail_at: int | None
+
+
+def read_header(source: str) -> Header:
+    """The KEYS/ARGV lines of a script's header, checked to be numbered 1, 2, …"""
+    keys: list[str] = []
+    argv: list[str] = []
+    tail: tuple[int, str] | None = None
+    for line in source.splitlines():
+        found = DECLARED.match(line)
+        if found is None:
+            continue
+        kind, number, more, name = found.groups()
+        assert tail is None, f"{line!r} comes after the variable tail"
+        declared = keys if kind == "KEYS" else argv
+        if more:
+            assert kind == "ARGV", line
+            tail = (int(number), name)
+        else:
+            assert int(number) == len(declared) + 1, f"{line!r}: not numbered in order"
+            declared.append(name)
+    if tail is not None:
+        assert tail[0] == len(argv) + 1, (
+            f"the tail ARGV[{tail[0]}…] does not follow ARGV[{len(argv)}]"
+        )
+    return Header(tuple(keys), tuple(argv), tail and tail[1], tail and tail[0])
+
+
+def call_class(name: str) -> type[ScriptCall[object]]:
+    """The one ScriptCall of genbuffer/lua/<name>.py whose SCRIPT is ``name``."""
+    module = importlib.import_module(f"genbuffer.lua.{name}")
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ScriptCall)
+        and value is not ScriptCall
+        and value.__module__ == module.__name__
+    ]
+    assert len(found) == 1, f"genbuffer/lua/{name}.py: {found}"
+    assert name == found[0].SCRIPT
+    return found[0]
+
+
+def check_call(call: ScriptCall[object], header: Header) -> None:
+    """``call`` declares what ``header`` does, and its keys()/argv() produce exactly that."""
+    cls = type(call)
+    assert header.keys == cls.KEYS, f"{cls.__name__}.KEYS: {cls.KEYS} != header {header.keys}"
+    assert header.argv == cls.ARGV, f"{cls.__name__}.ARGV: {cls.ARGV} != header {header.argv}"
+    assert header.tail == cls.TAIL, f"{cls.__name__}.TAIL: {cls.TAIL} != header {header.tail}"
+    names = {f.name for f in dataclasses.fields(call)}
+    declared = [*header.keys, *header.argv, *([header.tail] if header.tail else [])]
+    assert sorted(declared) == sorted(names), f"{cls.__name__}: fields {names} != {declared}"
+    assert call.keys() == [getattr(call, name) for name in header.keys]
+    argv = call.argv()
+    tail = list(getattr(call, header.tail)) if header.tail else []
+    assert len(argv) == len(header.argv) + len(tail)
+    expected = [encode(getattr(call, name)) for name in header.argv] + [encode(v) for v in tail]
+    assert argv == expected, f"{cls.__name__}.argv() is not in the header's order"
+    # what goes to Redis: text, bytes or integers (an enum as its value, None as '')
+    assert all(type(value) in (str, bytes, int) for value in argv), argv
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_script_has_a_typed_call_matching_its_header(name: str) -> None:
+    """KEYS/ARGV of the header == the dataclass's, in order; keys()/argv() produce them."""
+    header = read_header((LUA / f"{name}.lua").read_text(encoding="utf-8"))
+    cls = call_class(name)
+    assert name in EXAMPLES, f"add an example call of {name}.lua to EXAMPLES"
+    assert type(EXAMPLES[name]) is cls
+    check_call(EXAMPLES[name], header)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_script_uses_only_what_its_header_declares(name: str) -> None:
+    """No KEYS[n] or ARGV[n] in a script's code beyond its header (the tail is read by
+    position from ``#ARGV``)."""
+    source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
+    header = read_header(source)
+    code = "\n".join(line.split("--", 1)[0] for line in source.splitlines())
+    for kind, number in USED.findall(code):
+        declared = header.keys if kind == "KEYS" else header.argv
+        assert 1 <= int(number) <= len(declared), f"{name}.lua uses {kind}[{number}]"
+
+
+def test_a_mismatched_argv_is_caught() -> None:
+    """A call class whose ARGV differs from the header (two arguments swapped) fails."""
+    header = read_header((LUA / "ack.lua").read_text(encoding="utf-8"))
+
+    @dataclass(frozen=True)
+    class Swapped(AckArgs):
+        ARGV = ("persisted", "stream_id", "when_empty", "layout")
+
+    swapped = Swapped("k:chunks", "k:meta", "s1", 7, WhenEmpty.DELETE)
+    with pytest.raises(AssertionError, match="ARGV"):
+        check_call(swapped, header)
+
+
+def test_set_aside_names_the_meta_fields() -> None:
+    """fail.lua's ARGV[5] values are genbuffer.redis.meta's field names."""
+    assert SetAside.QUARANTINED == fields.QUARANTINED_AT
+    assert SetAside.ORPHANED == fields.ORPHANED_AT
+    assert Counter.NONE == "-" and Counter.IN_STATE_HASH == ""
+
+
+def test_the_runner_reloads_after_noscript_alone_and_in_a_pipeline() -> None:
+    """SCRIPT FLUSH between calls: the next call, and a pipeline of calls, load the
+    script again; a server that keeps flushing is reported (exit 3)."""
+    client = fakeredis.FakeRedis()
+    runner = ScriptRunner(RedisTarget(client, url="memory://t"))
+    assert runner.run(PushOneArgs("k", "k:meta", b"a", "now", 1, 60, 1, None, 2)) == 1
+    client.script_flush()
+    assert runner.run(PushOneArgs("k", "k:meta", b"b", "now", 1, 60, 1, None, 2)) == 2
+    client.script_flush()
+    calls = [PushOneArgs("k", "k:meta", c, "now", 1, 60, 1, None, 2) for c in (b"c", b"d")]
+    assert runner.run_pipelined(calls, in_order=True) == [3, 4]
+    assert client.lrange("k", 0, -1) == [b"a", b"b", b"c", b"d"]
+
+    def flushing_load(script: str | bytes) -> object:
+        sha = fakeredis.FakeRedis.script_load(client, script)
+        client.script_flush()
+        return sha
+
+    client.script_flush()
+    client.script_load = flushing_load
+    with pytest.raises(RedisUnavailable, match="NOSCRIPT"):
+        runner.run(PushOneArgs("k", "k:meta", b"e", "now", 1, 60, 1, None, 2))
+    assert client.llen("k") == 4
