@@ -41,6 +41,7 @@ from genbuffer.states import LedgerResult
 
 if TYPE_CHECKING:
     from genbuffer.db.repository import Repository
+    from genbuffer.decision import Decision
     from genbuffer.redis import GenerationBuffer
 
 __all__ = [
@@ -67,6 +68,7 @@ class CompactionConfig:
     regeneration: str = "replace"  # GENERATION_REGENERATION: "replace" or "append"
     late_chunks: str = "append"  # GENERATION_LATE_CHUNKS: "append" or "replace"
     offload: Offload = field(default_factory=Offload)  # GENERATION_OFFLOAD_*
+    completion_events: int = 10_000  # GENERATION_COMPLETION_EVENTS_MAX_LEN (0: none)
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     @classmethod
@@ -99,6 +101,7 @@ class CompactionConfig:
             regeneration=settings.generation_regeneration,
             late_chunks=settings.generation_late_chunks,
             offload=Offload.from_settings(settings),
+            completion_events=settings.generation_completion_events_max_len,
         )
 
 
@@ -154,6 +157,7 @@ class CompactionResult(Document):
     stream_end: int = 0
     regenerated: str | None = None  # "replaced" or "appended": a new stream met an artifact
     history_id: int | None = None  # where the artifact it met is kept
+    announced: bool = False  # a completion event went out (genbuffer.redis.completions)
 
 
 def assemble_and_persist(
@@ -226,8 +230,16 @@ def assemble_and_persist(
             )
     if validation_id is not None:
         compactor.issue_record(request, mode, issues, now).log(config.audit_log, validation_id)
-    deleted, left = compactor.acknowledge(request, decision, buffer, config)
     persisted = decision.write is not None and not decision.aborted and not request.dry_run
+    strict_abort = decision.abort_reason == compactor.STRICT_ABORT and not request.dry_run
+    announced = False
+    if persisted or strict_abort:  # after the commit, before the buffer is trimmed
+        announced = _announce(buffer, config, request, decision, validation_id, persisted=persisted)
+    deleted, left, trimmed = compactor.acknowledge(request, decision, buffer, config)
+    if trimmed and not announced and not decision.aborted and decision.write is None:
+        # the row already held these chunks and they were still buffered: the run that
+        # committed them died before its trim, maybe before its announcement (at least once)
+        announced = _announce(buffer, config, request, decision, validation_id, persisted=True)
     attempts, quarantined = compactor.record_attempt(decision, buffer, config, request, persisted)
     return CompactionResult(
         ok=not decision.aborted and not decision.lost_chunks,
@@ -252,6 +264,7 @@ def assemble_and_persist(
         stream_end=decision.end,
         regenerated=decision.regenerated,
         history_id=written.history_id,
+        announced=announced,
         message=message(
             decision,
             persisted=persisted,
@@ -261,6 +274,31 @@ def assemble_and_persist(
         )
         + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
     )
+
+
+def _announce(
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+    request: CompactionRequest,
+    decision: Decision,
+    validation_id: int | None,
+    *,
+    persisted: bool,
+) -> bool:
+    """Add the completion event (never raises for Redis: see genbuffer.redis.completions)."""
+    from genbuffer.redis.completions import Completion, Completions  # noqa: PLC0415
+
+    completion = Completion(
+        organization_id=request.organization_id,
+        generation_id=request.generation_id,
+        scenario_id=decision.scenario_id,
+        outcome="persisted" if persisted else "strict_abort",
+        validation_id=validation_id,
+        chunk_count=decision.chunk_count,
+        bytes=decision.size,
+        sha256=decision.sha256,
+    )
+    return Completions(buffer.target, max_length=config.completion_events).announce(completion)
 
 
 def _record_failure(

@@ -115,18 +115,18 @@ def acknowledge(
     decision: Decision,
     buffer: GenerationBuffer,
     config: CompactionConfig,
-) -> tuple[bool, int | None]:
+) -> tuple[bool, int | None, int]:
     """--delete: trim what the row now holds, delete the keys if nothing else is left.
 
-    Returns (deleted, chunks left; None when nothing was acknowledged)."""
+    Returns (deleted, chunks left; None when nothing was acknowledged, chunks trimmed)."""
     due = request.delete and request.acknowledge and not request.dry_run
     if not due or decision.aborted or decision.stream is None:
-        return False, None
+        return False, None, 0
     config.faults.at("before_ack")
-    _, deleted, left = buffer.protocol.acknowledge(
+    trimmed, deleted, left = buffer.protocol.acknowledge(
         decision.key, decision.stream, decision.end, True
     )
-    return deleted, left
+    return deleted, left, trimmed
 
 
 def record_attempt(

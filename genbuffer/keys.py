@@ -31,6 +31,7 @@ __all__ = [
     "buffers_in_page",
     "chunks_key",
     "chunks_key_of",
+    "completions_key",
     "events_key",
     "fleet_key",
     "glob_escape",
@@ -131,6 +132,12 @@ def meta_key(chunks: str) -> str:
 def events_key(prefix: str = "") -> str:
     """The stream producers announce finished buffers on, for `genbuf worker`."""
     return f"{prefix}{ROOT}:compaction-events"
+
+
+def completions_key(prefix: str = "") -> str:
+    """The stream genbuf announces finished compactions on, for the app (its Laravel
+    package's consumer): one entry per committed compaction or strict abort."""
+    return f"{prefix}{ROOT}:compaction-completed"
 
 
 def parked_events_key(prefix: str = "") -> str:

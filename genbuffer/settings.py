@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         default=True,
         description="keep each compacted chunk in `generation_chunks` until the retention purge",
     )
+    generation_completion_events_max_len: int = Field(
+        default=10_000,
+        ge=0,
+        description="entries kept (approximately, `MAXLEN ~`) on the completion stream "
+        "`{REDIS_PREFIX}app:scenario_planning:compaction-completed`, where genbuf announces "
+        "every committed compaction and strict abort for the app; 0 announces nothing",
+    )
     generation_chunks_retention_days: int = Field(
         default=7, gt=0, description="default age for `purge-chunks`"
     )

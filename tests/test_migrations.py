@@ -60,3 +60,38 @@ def test_alembic_upgrade_head_at_the_repository_root(
     engine = make_engine(url)
     assert migrate.current_revision(engine, url) == "0005"
     engine.dispose()
+
+
+def test_laravel_migration_names_every_table_and_column(tmp_path: Path) -> None:
+    """`db laravel-migration` writes one migration holding every table and column of the
+    models (what db check compares with) and the head revision; it never overwrites.
+    Laravel's migrator runs it in php/tests/MigrationTest.php (tests/test_php_package.py)."""
+    import json as json_module  # noqa: PLC0415
+
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+    from genbuffer.db.laravel import head_revision  # noqa: PLC0415
+    from genbuffer.db.schema import metadata  # noqa: PLC0415
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "laravel-migration", "--output", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    written = json_module.loads(result.stdout)
+    path = Path(written["path"])
+    assert path.parent == tmp_path and path.name.endswith("_create_genbuf_tables.php")
+    assert written["revision"] == head_revision() is not None
+    source = path.read_text()
+    assert f"['version_num' => '{written['revision']}']" in source
+    for table in metadata.sorted_tables:
+        block = source.split(f"Schema::create('{table.name}'", 1)[1].split("});", 1)[0]
+        for column in table.columns:
+            assert f"('{column.name}'" in block, (table.name, column.name)
+            nullable = "->nullable()" in block.split(f"('{column.name}'", 1)[1].split(";", 1)[0]
+            assert nullable == (column.nullable and not column.primary_key), column.name
+        assert f"Schema::dropIfExists('{table.name}');" in source
+
+    again = runner.invoke(app, ["db", "laravel-migration", "--output", str(path)])
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
+    nowhere = runner.invoke(app, ["db", "laravel-migration", "--output", str(tmp_path / "no")])
+    assert nowhere.exit_code == 2 and "is not a directory" in nowhere.output

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -59,6 +60,50 @@ def check(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     emit(rt, result, lambda console: _render_check(console, result))
     if not result.ok:
         raise typer.Exit(1)
+
+
+@db_app.command("laravel-migration")
+def laravel_migration(
+    ctx: typer.Context,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="the app's database/migrations directory (a file name is generated), "
+            "or a .php file",
+        ),
+    ] = Path("database/migrations"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a Laravel migration creating the tables and columns `db check` expects.
+
+    For an app that owns its schema: `php artisan migrate` (and `migrate:fresh`) then
+    creates genbuf's tables; the migration also records genbuf's migration revision, so
+    `genbuf db upgrade` afterwards applies only what later versions add.
+
+    Example: genbuf db laravel-migration --output /var/www/app/database/migrations
+    """
+    from genbuffer.db.check import MigrationWritten
+    from genbuffer.db.laravel import head_revision, migration_filename, render_migration
+    from genbuffer.errors import UsageError
+
+    rt = runtime(ctx, as_json)
+    path = output if output.suffix == ".php" else output / migration_filename()
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"{path.parent} is not a directory",
+            hint="give the app's database/migrations directory with --output",
+        )
+    if path.exists():
+        raise UsageError(f"{path} exists: refusing to overwrite it", hint="remove it first")
+    revision = head_revision()
+    try:
+        path.write_text(render_migration(revision), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    result = MigrationWritten(path=str(path), revision=revision)
+    emit(rt, result, lambda console: console.print(f"wrote {printable(result.path)}"))
 
 
 def _render_check(console: Console, result: CheckResult) -> None:

@@ -17,7 +17,7 @@ from genbuffer.db.engine import database_errors
 from genbuffer.db.schema import metadata
 from genbuffer.documents import Document
 
-__all__ = ["CheckResult", "CheckRow", "UpgradeResult", "check_schema"]
+__all__ = ["CheckResult", "CheckRow", "MigrationWritten", "UpgradeResult", "check_schema"]
 
 Severity = Literal["error", "warning", "note"]
 
@@ -28,6 +28,15 @@ class UpgradeResult(Document):
     ok: bool = True
 
     database: str
+    revision: str | None
+
+
+class MigrationWritten(Document):
+    """What `db laravel-migration --json` prints."""
+
+    ok: bool = True
+
+    path: str
     revision: str | None
 
 
