@@ -48,8 +48,11 @@ def test_database_down_exits_3_with_one_line(tmp_path: Path) -> None:
 
 
 def test_schema_missing_exits_1_with_hint(tmp_path: Path) -> None:
-    """An unmigrated database: exit 1 and the hint to run `genbuf db upgrade`."""
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}", "REDIS_URL": "memory://"}
+    """An unmigrated database: exit 1 and the hint to run `genbuf db upgrade` (one that
+    does not exist at all is exit 3: test_doctor.py)."""
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    env = {"DATABASE_URL": f"sqlite:///{empty}", "REDIS_URL": "memory://"}
     done = _run(["emit-validation-test", "5"], env)
     assert done.returncode == 1
     assert "tables are missing" in done.stderr and "genbuf db upgrade" in done.stderr
