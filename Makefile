@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# reinstalled when pyproject.toml or __version__ changes (the installed metadata's version
+# is read from genbuffer/__init__.py at install time; tests/test_release.py compares them)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; grep '^__version__' genbuffer/__init__.py) | cksum | cut -d' ' -f1)
 
 .PHONY: venv demo test test-rest test-all test-fast test-lowest lint docs format bench chaos chaos-cluster clean
 
