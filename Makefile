@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# reinstalled when pyproject.toml or __version__ changes (the installed metadata's version
+# is read from genbuffer/__init__.py at install time; tests/test_release.py compares them)
+STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; grep '^__version__' genbuffer/__init__.py) | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test test-rest test-all test-fast test-lowest lint docs format bench chaos chaos-cluster clean
+.PHONY: venv demo test test-rest test-all test-fast test-lowest lint dist docs format bench chaos chaos-cluster clean
 
 venv: $(STAMP)
 
@@ -57,6 +59,12 @@ lint: venv
 
 docs: venv
 	$(PY) scripts/gen_docs.py
+
+# dist/: the sdist and the wheel, built with the venv's setuptools (no isolated build env,
+# nothing downloaded), and their metadata checked as PyPI would (README rendering included).
+dist: venv
+	rm -rf dist && $(PY) -m build --no-isolation --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
 
 bench: venv
 	$(PY) bench/run.py
