@@ -460,9 +460,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if on_servers or names & _REDIS_FIXTURES:
             item.add_marker(pytest.mark.redis_server)
         uses_pg = callspec is not None and callspec.params.get("kind") == "postgres"
-        if item.name.startswith("test_short_chaos_run"):
-            item.add_marker(pytest.mark.redis_server)
-            uses_pg = True
         if on_servers or uses_pg or names & _PG_FIXTURES:
             item.add_marker(pytest.mark.postgres)
         on_mariadb = callspec is not None and "mariadb" in (
@@ -477,8 +474,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         pooled = callspec is not None and callspec.params.get("stack") == "pooled"
         if pooled or names & _POOLER_FIXTURES:
             item.add_marker(pytest.mark.pgbouncer)
-        if "php" in item.name or "php" in str(getattr(item, "fspath", "")):
-            item.add_marker(pytest.mark.php)
 
 
 @pytest.hookimpl(hookwrapper=True)

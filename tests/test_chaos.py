@@ -10,6 +10,8 @@ from tests.conftest import SUMMARY_LINES, require_cluster_binaries, require_serv
 
 
 @pytest.mark.slow
+@pytest.mark.redis_server
+@pytest.mark.postgres
 def test_short_chaos_run_loses_and_duplicates_nothing() -> None:
     """Producer, two killed-and-restarted compactors, a Redis restart and a terminated
     PostgreSQL backend: every generation ends exactly equal to its chunks."""
@@ -25,6 +27,8 @@ def test_short_chaos_run_loses_and_duplicates_nothing() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.postgres
 def test_short_cluster_chaos_run_reports_every_loss() -> None:
     """Six cluster nodes, three workers, two killed with kill -9 and a primary killed so
     that its replica takes over: nothing duplicated or out of order, no loss unreported,

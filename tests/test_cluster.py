@@ -58,6 +58,7 @@ def _genbuf(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.php
 def test_php_cluster_producer_keys_are_compacted_byte_exact(cluster: Stack, tmp_path: Path) -> None:
     """A PHP RedisCluster producer with the app's prefix writes untagged keys (list and
     meta hash in different slots), and the tagged template: compact-generation --delete,

@@ -158,6 +158,7 @@ CHUNKS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("rule", "mode"), [("underscore", "meta"), ("hyphen", "nometa")])
+@pytest.mark.php
 def test_php_producer_compacted_by_genbuf_and_read_back_by_php(
     laravel_database: str, tmp_path: Path, scrub_redis: list[str], rule: str, mode: str
 ) -> None:
@@ -230,6 +231,7 @@ def run_php(script: str, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.php
 def test_php_plain_producers_are_all_compacted_by_the_cron_line(
     laravel_database: str, tmp_path: Path, scrub_redis: list[str]
 ) -> None:

@@ -61,6 +61,7 @@ def php_prefix() -> Iterator[str]:
 
 @pytest.mark.slow
 @pytest.mark.redis_server
+@pytest.mark.php
 def test_php_package_phpunit_suite(
     pg_database: str, empty_pg_database: str, php_prefix: str, tmp_path: Path
 ) -> None:

@@ -231,6 +231,7 @@ def _laravel_slugs(names: list[str]) -> list[dict[str, str]]:
     return slugs
 
 
+@pytest.mark.php
 def test_prefix_rules_agree_with_laravel_run_by_php() -> None:
     """The committed table is what Laravel computes today, and so is every one of a few
     thousand random names made of the characters Laravel transliterates (alone, in the
