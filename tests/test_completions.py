@@ -183,6 +183,7 @@ def test_compact_pending_crashed_after_its_commit_is_announced_by_the_next_run(
     assert len(_entries(stack)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.backends("servers")
 def test_compact_pending_killed_after_its_commit_is_announced_by_the_next_run(
     stack: Stack,
@@ -206,6 +207,7 @@ def test_compact_pending_killed_after_its_commit_is_announced_by_the_next_run(
     assert stack.buffer.keyspace.generation_keys(31, gen) == []
 
 
+@pytest.mark.slow
 @pytest.mark.backends("servers")
 def test_a_worker_killed_after_its_commit_is_announced_by_compact_pending(
     stack: Stack,
@@ -225,6 +227,7 @@ def test_a_worker_killed_after_its_commit_is_announced_by_compact_pending(
     assert stack.buffer.keyspace.generation_keys(31, gen) == []
 
 
+@pytest.mark.slow
 @pytest.mark.backends("servers")
 def test_a_worker_killed_after_its_commit_is_announced_by_the_next_worker(
     stack: Stack,
