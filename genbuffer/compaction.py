@@ -235,11 +235,12 @@ def assemble_and_persist(
     announced = False
     if persisted or strict_abort:  # after the commit, before the buffer is trimmed
         announced = _announce(buffer, config, request, decision, validation_id, persisted=persisted)
-    deleted, left, trimmed = compactor.acknowledge(request, decision, buffer, config)
-    if trimmed and not announced and not decision.aborted and decision.write is None:
-        # the row already held these chunks and they were still buffered: the run that
-        # committed them died before its trim, maybe before its announcement (at least once)
+    elif _held_and_due(request, decision):
+        # the row already held these chunks and they are still buffered: the run that
+        # committed them died before its trim, maybe before its announcement. Announced
+        # again before this run's trim (here, or compact-pending's batch): at least once
         announced = _announce(buffer, config, request, decision, validation_id, persisted=True)
+    deleted, left, _ = compactor.acknowledge(request, decision, buffer, config)
     attempts, quarantined = compactor.record_attempt(decision, buffer, config, request, persisted)
     return CompactionResult(
         ok=not decision.aborted and not decision.lost_chunks,
@@ -273,6 +274,19 @@ def assemble_and_persist(
             history_id=written.history_id,
         )
         + (f"; quarantined after {attempts} failed attempts" if quarantined else ""),
+    )
+
+
+def _held_and_due(request: CompactionRequest, decision: Decision) -> bool:
+    """Whether the row already holds the whole buffer, which this run (or the batch it is
+    part of: ``request.acknowledge`` False) is about to trim."""
+    return (
+        request.delete
+        and not request.dry_run
+        and decision.stream is not None
+        and decision.write is None
+        and not decision.aborted
+        and not decision.lost_chunks
     )
 
 

@@ -5,15 +5,22 @@ never undoes a compaction (genbuffer.redis.completions)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import threading
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from genbuffer import keys
+from genbuffer.batch import compact_pending
 from genbuffer.faults import FaultPlan, SimulatedCrash
+from genbuffer.worker import Worker, WorkerOptions
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
+from tests.support.runner import run_genbuf
 
 ON_CLUSTER = True  # the stream is one key: no hash tag needed, checked on a real cluster
 
@@ -138,3 +145,114 @@ def test_a_failure_to_announce_is_logged_and_the_compaction_stands(
     (record,) = [r for r in caplog.records if r.name == "genbuffer.redis.completions"]
     assert "completion event was not announced" in record.getMessage()
     assert "WRONGTYPE" in record.getMessage()
+
+
+def _killed_after_commit(stack: Stack, *args: str) -> None:
+    """Run ``genbuf ARGS`` with the fault hook that SIGKILLs it right after its COMMIT."""
+    env = {**stack.env, "GENBUFFER_CRASH_AT": "after_commit"}
+    killed = run_genbuf(list(args), env, faults=True)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+
+
+def _finished(stack: Stack, gen: int, data: bytes) -> None:
+    _push(stack, 31, gen, data)
+    stack.buffer.finish(31, gen)
+
+
+@pytest.mark.backends("embedded", "servers", "cluster")
+def test_compact_pending_crashed_after_its_commit_is_announced_by_the_next_run(
+    stack: Stack,
+) -> None:
+    """compact-pending crashes between its COMMIT and its announcement: the next run finds
+    the row holding the buffer (already_persisted), announces it, then trims it; a third
+    run, with nothing left, announces nothing more."""
+    gen = stack.repository.create_generation(31)
+    data = b'{"crash": "compact-pending after commit"}'
+    _finished(stack, gen, data)
+    crash = stack.config(faults=FaultPlan(crash_at="after_commit", mode="raise"))
+    with pytest.raises(SimulatedCrash):
+        compact_pending(stack.buffer, stack.repository, crash)
+    assert stored_bytes(stack, gen) == data and _entries(stack) == []
+    retry = compact_pending(stack.buffer, stack.repository, stack.config())
+    assert retry.ok and retry.already_persisted == 1 and retry.compacted == 0
+    (entry,) = _entries(stack)
+    assert entry["outcome"] == "persisted" and entry["gen"] == str(gen)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stack.buffer.keyspace.generation_keys(31, gen) == []
+    compact_pending(stack.buffer, stack.repository, stack.config())
+    assert len(_entries(stack)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.backends("servers")
+def test_compact_pending_killed_after_its_commit_is_announced_by_the_next_run(
+    stack: Stack,
+) -> None:
+    """The same with kill -9 (GENBUFFER_CRASH_AT=after_commit) and genbuf processes: the
+    dead run's lease lapses (JOB_LEASE_TTL=3), the next run announces and trims."""
+    stack.env["JOB_LEASE_TTL"] = "3"
+    gen = stack.repository.create_generation(31)
+    data = b'{"crash": "compact-pending, kill -9"}'
+    _finished(stack, gen, data)
+    _killed_after_commit(stack, "compact-pending")
+    assert stored_bytes(stack, gen) == data and _entries(stack) == []
+    time.sleep(3.5)  # the killed run's lease lapses
+    retry = run_genbuf(["compact-pending", "--json"], stack.env)
+    assert retry.returncode == 0, retry.stderr
+    report = json.loads(retry.stdout)
+    assert report["already_persisted"] == 1 and report["compacted"] == 0, report
+    (entry,) = _entries(stack)
+    assert entry["outcome"] == "persisted" and entry["gen"] == str(gen)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stack.buffer.keyspace.generation_keys(31, gen) == []
+
+
+@pytest.mark.slow
+@pytest.mark.backends("servers")
+def test_a_worker_killed_after_its_commit_is_announced_by_compact_pending(
+    stack: Stack,
+) -> None:
+    """The worker killed after its COMMIT, the buffer then found by compact-pending: the
+    compaction is announced by the run that trims the buffer."""
+    gen = stack.repository.create_generation(31)
+    data = b'{"crash": "worker, then compact-pending"}'
+    _finished(stack, gen, data)  # announced to the worker
+    _killed_after_commit(stack, "worker", "--json")
+    assert stored_bytes(stack, gen) == data and _entries(stack) == []
+    retry = run_genbuf(["compact-pending", "--json"], stack.env)
+    assert retry.returncode == 0, retry.stderr
+    assert json.loads(retry.stdout)["already_persisted"] == 1
+    (entry,) = _entries(stack)
+    assert entry["outcome"] == "persisted" and entry["gen"] == str(gen)
+    assert stack.buffer.keyspace.generation_keys(31, gen) == []
+
+
+@pytest.mark.slow
+@pytest.mark.backends("servers")
+def test_a_worker_killed_after_its_commit_is_announced_by_the_next_worker(
+    stack: Stack,
+) -> None:
+    """The worker killed after its COMMIT: its entry is taken over by the next worker,
+    which finds the row holding the buffer, announces it and trims it."""
+    gen = stack.repository.create_generation(31)
+    data = b'{"crash": "worker, then worker"}'
+    _finished(stack, gen, data)
+    _killed_after_commit(stack, "worker", "--json")
+    assert stored_bytes(stack, gen) == data and _entries(stack) == []
+    options = WorkerOptions(
+        visibility=timedelta(milliseconds=200), sweep_every=timedelta(hours=1), consumer="w2"
+    )
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while stack.buffer.keyspace.generation_keys(31, gen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert stack.buffer.keyspace.generation_keys(31, gen) == []
+    (entry,) = _entries(stack)
+    assert entry["outcome"] == "persisted" and entry["gen"] == str(gen)

@@ -22,7 +22,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from tests.conftest import SUMMARY_LINES, require_server
+from tests.conftest import SUMMARY_LINES, Stack, require_server
 from tests.support.runner import GENBUF, clean_environ
 from tests.support.urls import IN_CI, REDIS_TEST_URL, REPO_ROOT
 from tests.test_laravel import require_php
@@ -99,7 +99,8 @@ def test_php_package_phpunit_suite(
         }
     )
     run = subprocess.run(
-        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist")],
+        # the cluster group: test_php_package_on_a_redis_cluster
+        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist"), "--exclude-group", "cluster"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -125,3 +126,54 @@ def test_php_package_phpunit_suite(
     skipped = re.search(r"Skipped: (\d+)", run.stdout)
     assert skipped is None or int(skipped.group(1)) <= 1, run.stdout  # zstd, with the extension
     SUMMARY_LINES.append(f"phpunit (php/): {summary[-1]} [{versions}]")
+
+
+@pytest.mark.slow
+@pytest.mark.php
+def test_php_package_on_a_redis_cluster(cluster: Stack, tmp_path: Path) -> None:
+    """phpunit --group cluster (php/tests/ClusterTest.php) against this session's Redis
+    Cluster with GENERATION_KEY_TAGS=true: phpredis RedisCluster pushes (a retried
+    sequenced push not duplicated) and finishes, `genbuf compact-pending` compacts
+    byte-exact, genbuf:listen dispatches GenerationCompacted; predis on a cluster is
+    refused naming phpredis."""
+    require_php()
+    phpunit = require_phpunit()
+    url = make_url(cluster.env["DATABASE_URL"])
+    env_file = tmp_path / "genbuf-cluster.env"
+    env_file.write_text(
+        "".join(f"{name}={value}\n" for name, value in cluster.env.items())
+        + "GENERATION_KEY_TAGS=true\n"
+    )
+    env = clean_environ(
+        {
+            "GENBUF_BIN": GENBUF,
+            "GENBUF_ENV_FILE": str(env_file),
+            "GENBUF_TEST_DB_HOST": str(url.host),
+            "GENBUF_TEST_DB_PORT": str(url.port or 5432),
+            "GENBUF_TEST_DB_DATABASE": str(url.database),
+            "GENBUF_TEST_DB_USERNAME": str(url.username),
+            # the single-node settings Support::app() reads (unused by this group)
+            "GENBUF_TEST_REDIS_HOST": "127.0.0.1",
+            "GENBUF_TEST_REDIS_PORT": "1",
+            "GENBUF_TEST_PREFIX": cluster.env["REDIS_PREFIX"],
+            "GENBUF_TEST_STORE_DIR": str(tmp_path),
+            "GENBUF_TEST_CLUSTER_NODES": cluster.env["REDIS_CLUSTER_NODES"],
+            "GENBUF_TEST_CLUSTER_PREFIX": cluster.env["REDIS_PREFIX"],
+            "GENBUF_TEST_CLUSTER_ENV_FILE": str(env_file),
+            "TMPDIR": str(tmp_path),
+        }
+    )
+    run = subprocess.run(
+        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist"), "--group", "cluster"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = [line for line in run.stdout.splitlines() if re.match(r"^(OK|Tests:)", line)]
+    assert summary and "Skipped" not in run.stdout, run.stdout
+    assert re.match(r"OK \(2 tests", summary[-1]), run.stdout
+    SUMMARY_LINES.append(f"phpunit (php/, Redis Cluster): {summary[-1]}")

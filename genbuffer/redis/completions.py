@@ -23,7 +23,8 @@ Fields of an entry (all strings, as Redis stores them):
 Delivery is at least once, never before the commit: the entry is added after the
 transaction commits and before the buffer is trimmed. A compactor killed in between
 leaves the chunks in the buffer; the next run that finds the row already holding them
-trims them and announces again. An entry can therefore come twice; a consumer treats
+(compact-generation --delete, compact-pending or the worker) announces again, then
+trims them. An entry can therefore come twice; a consumer treats
 ``(org, gen, sha256)`` as the identity. A failure to announce (Redis gone after the
 commit) is logged and never undoes or fails the compaction.
 """

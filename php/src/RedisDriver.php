@@ -27,6 +27,12 @@ final class RedisDriver
             throw new GenbufferException(sprintf(
                 'genbuffer needs a phpredis or predis client, got %s', $client::class));
         }
+        if ($client instanceof \Predis\ClientInterface && $this->cluster()) {
+            throw new GenbufferException('genbuffer on a Redis Cluster needs phpredis '
+                . "(the connection's client 'phpredis', REDIS_CLIENT=phpredis): predis does "
+                . 'not route the stream commands the package sends (XADD, XREADGROUP, '
+                . "XAUTOCLAIM; predis 1.x: \"Cannot use 'XADD' with redis-cluster\")");
+        }
     }
 
     /** Whether the client is one the driver speaks to. */
@@ -75,7 +81,7 @@ final class RedisDriver
             }
             $this->client->clearLastError();
             $reply = $this->client instanceof \RedisCluster
-                ? $this->client->rawCommand($route, ...$args)
+                ? $this->clusterCommand($this->client, $route, $args)
                 : $this->client->rawCommand(...$args);
             if ($reply === false && ($said = $this->client->getLastError()) !== null) {
                 throw new RedisCommandFailed(sprintf('Redis refused %s: %s', $args[0], $said));
@@ -87,6 +93,29 @@ final class RedisDriver
         } catch (Throwable $e) {  // RedisException, Predis\CommunicationException, …
             throw new RedisCommandFailed(sprintf('Redis command %s failed: %s', $args[0],
                 $e->getMessage()), 0, $e);
+        }
+    }
+
+    /**
+     * A raw command on phpredis RedisCluster, routed by the slot of $route as written.
+     * RedisCluster::rawCommand hashes its routing key with the client's OPT_PREFIX (which
+     * Laravel sets to the connection's prefix) although it sends the arguments unprefixed:
+     * a key the package already prefixed would be routed to the slot of the prefix twice
+     * (a hash-tagged key escapes that, a stream key does not). The prefix is off for the call.
+     *
+     * @param list<string> $args
+     */
+    private function clusterCommand(\RedisCluster $client, string $route, array $args): mixed
+    {
+        $prefix = $client->getOption(\Redis::OPT_PREFIX);
+        if (!is_string($prefix) || $prefix === '') {
+            return $client->rawCommand($route, ...$args);
+        }
+        $client->setOption(\Redis::OPT_PREFIX, '');
+        try {
+            return $client->rawCommand($route, ...$args);
+        } finally {
+            $client->setOption(\Redis::OPT_PREFIX, $prefix);
         }
     }
 

@@ -96,11 +96,12 @@ abstract class Support extends TestCase
      *
      * @param list<string> $args
      * @param array<string, string> $env
+     * @param string|null $envFile another env file than GENBUF_ENV_FILE
      * @return array{0: int, 1: string, 2: string} exit code, stdout, stderr
      */
-    protected static function genbuf(array $args, array $env = []): array
+    protected static function genbuf(array $args, array $env = [], ?string $envFile = null): array
     {
-        $command = [self::env('GENBUF_BIN'), '--env-file', self::env('GENBUF_ENV_FILE'), ...$args];
+        $command = [self::env('GENBUF_BIN'), '--env-file', $envFile ?? self::env('GENBUF_ENV_FILE'), ...$args];
         $process = proc_open($command, [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, null,
             [...getenv(), ...$env]);
         $out = stream_get_contents($pipes[1]);
