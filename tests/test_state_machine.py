@@ -116,6 +116,7 @@ class CompactionMachine(RuleBasedStateMachine):
         # its meta hash was lost (positions then cannot be known, and compaction stops)
         self.may_diverge = False
         self.counting = True  # the meta hash counts every chunk of this buffer life
+        self.list_expired = False  # the list expired in this buffer life (see delete_meta)
         # a retried push sits in the list until a compaction with --delete trims it; only
         # the meta hash's sequence numbers tell it is a repeat (see delete_meta)
         self.retry_in_list = False
@@ -220,6 +221,7 @@ class CompactionMachine(RuleBasedStateMachine):
             self.life_recorded = not result.deleted
         if result.deleted:
             self.counting = True  # the buffer life ended: the next one starts counted
+            self.list_expired = False
             self.may_diverge = False  # and whatever a replica brought back is gone
         if delete and result.ok:
             self.retry_in_list = False  # trimmed with what the row holds
@@ -248,6 +250,7 @@ class CompactionMachine(RuleBasedStateMachine):
         lambda self: (
             not (self.unacked or self.retry_in_list or self.may_diverge)
             and (self.life_recorded or not self.persisted)
+            and not (self.list_expired and self.stack.buffer.target.split(self.key))
         )
     )
     @rule()
@@ -258,7 +261,11 @@ class CompactionMachine(RuleBasedStateMachine):
         the list, or a promoted replica's old buffer is there: with two faults at once
         positions are not known (docs/operations.md, "Failure scenarios"). A loss it held the
         evidence of goes unreported. Nor in a new buffer life no compaction has seen
-        yet: its list, alike at the head, would pass for the row's own.
+        yet: its list, alike at the head, would pass for the row's own. Nor, on a
+        cluster's split layout, after the list expired in this buffer life: genbuf's own
+        {K}:genbuf still names the stream, so a list pushed anew is refused as diverged
+        (reported, stream_diverged), where a single server's lost meta hash made it a new
+        stream; the list and then the meta hash lost are two faults at once too.
         """
         self.stack.buffer.client.delete(keys.meta_key(self.key))
         if not self.stack.buffer.target.split(self.key):  # else cron's record is in {K}:genbuf
@@ -342,6 +349,7 @@ class CompactionMachine(RuleBasedStateMachine):
         "Failure scenarios").
         """
         self.last_push = None  # a retry now would deliver lost chunks again, not repeat
+        self.list_expired = True
         self.stack.buffer.client.delete(self.key)
         self.look_known = False  # pushes may bring the count back to the one cron saw
         # after a failover to a lagging replica the buffer's positions may collide with
@@ -356,6 +364,7 @@ class CompactionMachine(RuleBasedStateMachine):
         self.stack.buffer.keyspace.delete(self.names)
         self.looked = self.stale_look = False
         self.counting = True  # a new buffer life starts from nothing
+        self.list_expired = False
         self.may_diverge = self.may_diverge and self.replica is not None
         self.retry_in_list = False
         self.life_recorded = False
