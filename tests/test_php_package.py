@@ -98,19 +98,8 @@ def test_php_package_phpunit_suite(
             "TMPDIR": str(tmp_path),
         }
     )
-    run = subprocess.run(
-        # the cluster group: test_php_package_on_a_redis_cluster
-        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist"), "--exclude-group", "cluster"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    summary = [line for line in run.stdout.splitlines() if re.match(r"^(OK|Tests:)", line)]
-    assert summary, run.stdout
+    # the cluster group: test_php_package_on_a_redis_cluster
+    run, summary = _phpunit(phpunit, tmp_path, env, "--exclude-group", "cluster")
     versions = subprocess.run(
         [
             "php",
@@ -125,7 +114,7 @@ def test_php_package_phpunit_suite(
     ).stdout
     skipped = re.search(r"Skipped: (\d+)", run.stdout)
     assert skipped is None or int(skipped.group(1)) <= 1, run.stdout  # zstd, with the extension
-    SUMMARY_LINES.append(f"phpunit (php/): {summary[-1]} [{versions}]")
+    SUMMARY_LINES.append(f"phpunit (php/): {summary} [{versions}]")
 
 
 @pytest.mark.slow
@@ -163,8 +152,19 @@ def test_php_package_on_a_redis_cluster(cluster: Stack, tmp_path: Path) -> None:
             "TMPDIR": str(tmp_path),
         }
     )
+    run, summary = _phpunit(phpunit, tmp_path, env, "--group", "cluster")
+    assert "Skipped" not in run.stdout, run.stdout
+    assert re.match(r"OK \(2 tests", summary), run.stdout
+    SUMMARY_LINES.append(f"phpunit (php/, Redis Cluster): {summary}")
+
+
+def _phpunit(
+    phpunit: str, tmp_path: Path, env: dict[str, str], *selection: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the package's phpunit suite (``selection``: its group options), which must
+    pass; the run and its summary line (``OK (…)`` or ``Tests: …``)."""
     run = subprocess.run(
-        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist"), "--group", "cluster"],
+        [phpunit, "-c", str(PHP_PACKAGE / "phpunit.xml.dist"), *selection],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -174,6 +174,5 @@ def test_php_package_on_a_redis_cluster(cluster: Stack, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     summary = [line for line in run.stdout.splitlines() if re.match(r"^(OK|Tests:)", line)]
-    assert summary and "Skipped" not in run.stdout, run.stdout
-    assert re.match(r"OK \(2 tests", summary[-1]), run.stdout
-    SUMMARY_LINES.append(f"phpunit (php/, Redis Cluster): {summary[-1]}")
+    assert summary, run.stdout
+    return run, summary[-1]
