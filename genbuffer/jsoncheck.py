@@ -7,8 +7,11 @@ only its parser's state: the nesting and the token in progress. Memory is
 bounded by the longest single string of the document, never by its size.
 
 Two details keep the check exact:
-- yajl reports where the bytes it was handed failed, not the absolute offset, so
-  the bytes go in slices of SLICE bytes and an error names the slice it is in;
+- yajl reports where the bytes it was handed failed only as the text around that
+  place, so the bytes go in slices of SLICE bytes (absolute), and an error is placed
+  where yajl stopped (``near byte N``: N bytes read, the offending one the last of
+  them or the next) at the one place in its slice whose surroundings are that text
+  (``_place``), or, where several places fit, named by its slice;
 - yajl takes a string left open after a complete document for one still
   arriving, and its end for the end (``[] "abc`` passes): ``close`` hands it a
   quote and a letter first, which close such a string (trailing garbage), and
@@ -31,7 +34,7 @@ from typing import Any
 
 __all__ = ["SLICE", "JsonStream", "blocks_are_json", "json_error_of"]
 
-SLICE = 64 * 1024  # bytes handed to the parser at a time: an error is placed this closely
+SLICE = 64 * 1024  # bytes handed to the parser at a time: an error's place is looked for in one
 # a run of digits is shortened to this many before the parser sees it: an exponent of
 # 17 digits is still within what decimal.Decimal takes (18 are not)
 MAX_DIGITS = 16
@@ -83,14 +86,21 @@ class JsonStream:
             # placed in does not depend on how the bytes were paged
             aligned = (offset + start) // SLICE * SLICE
             end = min(len(view), aligned + SLICE - offset)
-            shortened = self._shortened(bytes(view[start:end]))
-            start = end
+            piece = bytes(view[start:end])
+            shortened = self._shortened(piece)
+            piece_start, start = offset + start, end
             if not shortened:  # all digits of a run already cut (empty would end the parse)
                 continue
             try:
                 self._parser.send(shortened)
             except self._invalid as exc:
-                self.error = f"{_reason(exc)} (between bytes {aligned} and {aligned + SLICE - 1})"
+                at = _place(exc, shortened) if shortened == piece else None
+                where = (
+                    f"near byte {piece_start + at}"
+                    if at is not None
+                    else f"between bytes {aligned} and {aligned + SLICE - 1}"
+                )
+                self.error = f"{_reason(exc)} ({where})"
 
     def close(self, size: int) -> None:
         """The document ends at ``size`` bytes: a value still open is an error there."""
@@ -128,6 +138,27 @@ def _reason(exc: Exception) -> str:
         text = text.decode("utf-8", "replace")
     first = str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
     return first.rstrip(".")
+
+
+def _context(piece: bytes, at: int) -> bytes:
+    """The line yajl's verbose error draws around byte ``at`` of ``piece`` (its
+    yajl_render_error_string): the error at column 40, up to 30 bytes either side,
+    line breaks as spaces."""
+    start = max(0, at - 30)
+    text = piece[start : min(len(piece), at + 30)].replace(b"\n", b" ").replace(b"\r", b" ")
+    return b" " * (40 - at if at < 30 else 10) + text
+
+
+def _place(exc: Exception, piece: bytes) -> int | None:
+    """Where in ``piece`` yajl stopped, from the text its error quotes around that place:
+    the one byte whose surroundings are that text, or None when none or several are."""
+    text = exc.args[0] if exc.args else ""
+    lines = text.splitlines() if isinstance(text, bytes) else str(text).encode().splitlines()
+    if len(lines) < 3 or not lines[2].rstrip().endswith(b"^"):
+        return None
+    quoted = lines[1]
+    fits = [at for at in range(len(piece) + 1) if _context(piece, at) == quoted]
+    return fits[0] if len(fits) == 1 else None
 
 
 def json_error_of(data: bytes) -> str | None:

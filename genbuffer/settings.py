@@ -179,9 +179,9 @@ class Settings(BaseSettings):
         gt=0,
         description="artifacts up to this size are parsed: `llm_response`, duplicate keys, "
         "the JSON Schema. Larger ones, in the row or offloaded alike, are checked as JSON as "
-        "they stream (strict aborts on `invalid_json`, soft records it with the 64 KiB slice "
-        "it is in) and `llm_response` stays null: parsing holds several times the artifact "
-        "in memory",
+        "they stream (strict aborts on `invalid_json`, soft records it with the byte where "
+        "the parser stopped) and `llm_response` stays null: parsing holds several times the "
+        "artifact in memory",
     )
     generation_json_schema: Path | None = Field(
         default=None,

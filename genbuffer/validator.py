@@ -9,7 +9,7 @@ code                   severity  when
 empty_generation       error     the assembled content has no bytes
 invalid_utf8           error     the bytes are not UTF-8 (the offset is given)
 invalid_json           error     not JSON, or NaN/Infinity (line, column, offset; over
-                                 GENERATION_PARSE_MAX_BYTES the 64 KiB slice it is in)
+                                 GENERATION_PARSE_MAX_BYTES the byte the parser stopped near)
 duplicate_key          warning   an object repeats a key (the last one wins)
 json_unstorable        warning   JSON a JSONB column cannot hold (NUL, lone surrogate,
                                  a number beyond a double or PostgreSQL's numeric)

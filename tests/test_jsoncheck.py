@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genbuffer.jsoncheck import SLICE, JsonStream, json_error_of
+from genbuffer.jsoncheck import SLICE, JsonStream, _context, _place, json_error_of
 from genbuffer.validator import validate
 
 
@@ -58,14 +59,15 @@ def test_the_verdict_is_the_full_parsers(text: str, cuts: list[int]) -> None:
     assert (_streamed(data, cuts) is None) == _parses(data), data
 
 
-def test_an_error_names_the_slice_it_is_in_and_a_cut_document_its_end() -> None:
-    """Bad bytes past the first slice are placed in theirs; an unclosed document at its
-    end; neither message quotes the content."""
+def test_an_error_names_where_the_parser_stopped_and_a_cut_document_its_end() -> None:
+    """Bad bytes past the first slice are placed where yajl stopped (the offending
+    byte read); an unclosed document at its end; neither message quotes the content."""
     body = b'{"text": "' + b"x" * (3 * SLICE) + b'", "n": 1}'
     assert json_error_of(body) is None
     bad = body.replace(b'"n": 1', b'"n": 1 oops')
     error = json_error_of(bad)
-    assert error is not None and "between bytes 196608 and" in error and "oops" not in error
+    assert error is not None and "oops" not in error
+    assert error.endswith(f"(near byte {bad.index(b'oops') + 1})")
     cut = body[:-1]
     assert json_error_of(cut) == f"parse error: premature EOF (at byte {len(cut)}, the end)"
 
@@ -77,3 +79,33 @@ def test_huge_numbers_are_valid_json_not_a_crash() -> None:
     assert _streamed(huge, [3, 70, 71, 90_000, 100_010]) is None
     assert _streamed(b"[0" + b"1" * 100_000 + b"]", [5000]) is not None
     assert json_error_of(b'{"a": 1} {"b": 2}') is not None  # one document only
+
+
+@pytest.mark.parametrize(
+    ("document", "stopped"),
+    [
+        (b"[1,2,,3]", 6),
+        (b"[1] garbage", 5),
+        (b'{"a":\n tru}', 10),
+        (b"[" + b"1," * 40000 + b"x]", 80002),
+    ],
+)
+def test_an_error_is_placed_where_the_parser_stopped(document: bytes, stopped: int) -> None:
+    """The offset is the number of bytes yajl read when it stopped, whatever the slice."""
+    error = json_error_of(document)
+    assert error is not None and error.endswith(f"(near byte {stopped})"), error
+
+
+def test_a_place_that_fits_twice_is_named_by_its_slice() -> None:
+    """Where the text yajl quotes fits several places of the slice, the slice is named
+    instead of a guess."""
+    piece = b"ab" * 100
+    quoted = _context(piece, 100)
+    assert quoted == _context(piece, 102)
+    error = ValueError(b"parse error\n" + quoted + b"\n" + b" " * 21 + b"(right here) ------^\n")
+    assert _place(error, piece) is None
+    unique = b"x" * 50 + b"!" + b"y" * 50
+    error = ValueError(
+        b"e\n" + _context(unique, 51) + b"\n" + b" " * 21 + b"(right here) ------^\n"
+    )
+    assert _place(error, unique) == 51
