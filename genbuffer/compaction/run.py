@@ -71,7 +71,7 @@ def assemble_and_persist(
         source = read(request, row, buffer, config, lease=not dry_run, now=now)
         planned = _plan(source, request, buffer, config, mode=mode)
         written = Written()
-        if isinstance(planned, Failed) or dry_run or planned.plan.stop is not None:
+        if dry_run or isinstance(planned, Failed) or planned.plan.stop is not None:
             tx.rollback()
         else:
             plan, content = planned
@@ -81,21 +81,22 @@ def assemble_and_persist(
             config.faults.at("before_commit")
             # a COMMIT whose reply is lost: look on a fresh connection before going on
             tx.verify_commit_with(lambda: apply.committed(repository, request, plan))
-    if isinstance(planned, Failed):
-        if not dry_run:  # after the row's transaction: SQLite allows one writer at a time
-            apply.count_failure(
-                planned,
-                request,
-                source.key,
-                buffer=buffer,
-                repository=repository,
-                config=config,
-                mode=mode,
-                now=now,
-            )
-        raise planned.error
-    if dry_run:  # a plan that is not applied
+    if dry_run:  # a plan that is not applied: nothing told, trimmed or counted
+        if isinstance(planned, Failed):
+            raise planned.error
         return result_of(request, planned.plan, mode=mode, applied=None)
+    if isinstance(planned, Failed):  # after the row's transaction: SQLite has one writer
+        apply.count_failure(
+            planned,
+            request,
+            source.key,
+            buffer=buffer,
+            repository=repository,
+            config=config,
+            mode=mode,
+            now=now,
+        )
+        raise planned.error
     config.faults.at("after_commit")
     applied = apply.settle(
         request,
