@@ -374,7 +374,11 @@ def test_a_request_is_ids_options_and_found() -> None:
     assert by_name == whole and by_name.found is None
     engine = CompactionRequest(1, 2, delete=True, key="k", exact_key=True, selected="idle")
     assert engine.found == Found(key="k", selected="idle")
-    assert CompactionRequest(1, 2, acknowledge=False).found == Found(trim_later=True)
+    read = (engine.delete, engine.key, engine.exact_key, engine.selected)
+    assert read == (True, "k", True, "idle")
+    assert engine.acknowledge and by_name.acknowledge and by_name.dry_run and by_name.force
+    later = CompactionRequest(1, 2, acknowledge=False)
+    assert later.found == Found(trim_later=True) and not later.acknowledge
     assert CompactionRequest(1, 2, exact_key=True).found == Found()
     with pytest.raises(TypeError, match="whole, or their switches"):
         CompactionRequest(1, 2, options=Options(), delete=True)

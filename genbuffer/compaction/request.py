@@ -110,3 +110,51 @@ class CompactionRequest:
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "found", found)
         object.__setattr__(self, "compacted_by", compacted_by)
+
+    # The switches read by name, as the callers that spell them by name read them
+    # (the engine's request building); the pipeline reads ``options`` and ``found``.
+
+    @property
+    def delete(self) -> bool:
+        """``options.delete``."""
+        return self.options.delete
+
+    @property
+    def strict(self) -> bool | None:
+        """``options.strict``."""
+        return self.options.strict
+
+    @property
+    def dry_run(self) -> bool:
+        """``options.dry_run``."""
+        return self.options.dry_run
+
+    @property
+    def force(self) -> bool:
+        """``options.force``."""
+        return self.options.force
+
+    @property
+    def regeneration(self) -> str | None:
+        """``options.regeneration``."""
+        return self.options.regeneration
+
+    @property
+    def key(self) -> str | None:
+        """``found.key`` (None: no buffer was found, or none named)."""
+        return None if self.found is None else self.found.key
+
+    @property
+    def exact_key(self) -> bool:
+        """Whether the key is the one the ids name exactly (a found buffer's)."""
+        return self.found is not None
+
+    @property
+    def selected(self) -> str | None:
+        """``found.selected``."""
+        return None if self.found is None else self.found.selected
+
+    @property
+    def acknowledge(self) -> bool:
+        """Whether --delete trims here (not ``found.trim_later``)."""
+        return self.found is None or not self.found.trim_later
