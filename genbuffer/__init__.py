@@ -32,9 +32,9 @@ _EXPORTS = {
     "Repository": "genbuffer.db.repository",
     "Settings": "genbuffer.settings",
     "load_settings": "genbuffer.settings",
-    "Issue": "genbuffer.validator",
-    "Validation": "genbuffer.validator",
-    "validate": "genbuffer.validator",
+    "Issue": "genbuffer.compaction.validator",
+    "Validation": "genbuffer.compaction.validator",
+    "validate": "genbuffer.compaction.validator",
 }
 
 __all__ = [
@@ -62,11 +62,11 @@ if TYPE_CHECKING:
         CompactionResult,
         assemble_and_persist,
     )
+    from genbuffer.compaction.validator import Issue, Validation, validate
     from genbuffer.db.repository import Repository
     from genbuffer.errors import GenbufferError, PushOutcomeUnknown
     from genbuffer.redis import GenerationBuffer, PushResult
     from genbuffer.settings import Settings, load_settings
-    from genbuffer.validator import Issue, Validation, validate
 
 
 def __getattr__(name: str) -> Any:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from genbuffer import keys
+from genbuffer.compaction.placement import RowRecord, place
+from genbuffer.compaction.read import snapshot_for
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.errors import OperationFailed
-from genbuffer.placement import RowRecord, place, snapshot_for
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import GenerationBuffer, KeyInfo
 
@@ -48,7 +49,7 @@ def unpersisted_chunks(
         parts = keys.parse_chunks_key(name, buffer.prefix)
         if parts is None or parts.is_meta:
             continue
-        snapshot = snapshot_for(buffer, name, record, read_only=True, page=0)
+        snapshot = snapshot_for(buffer, name, record, lease=False, page=0)
         placement = place(record, snapshot, closed=record is not None and record.closed)
         done = 0 if placement.verdict is not None else placement.done
         total += max(0, snapshot.end - max(done, snapshot.trimmed))

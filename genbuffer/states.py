@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["BufferState", "LateOutcome", "LedgerResult", "Selected", "WorkerOutcome"]
+__all__ = [
+    "BufferState",
+    "LateOutcome",
+    "LateRule",
+    "LedgerResult",
+    "Selected",
+    "StopCause",
+    "ValidationMode",
+    "WorkerOutcome",
+]
 
 
 class BufferState(StrEnum):
@@ -44,11 +53,43 @@ class LedgerResult(StrEnum):
     FAILED = "failed"
 
 
+class ValidationMode(StrEnum):
+    """How a compaction counts validation errors: the ``mode`` of its ledger row, issue
+    row and result."""
+
+    STRICT = "strict"  # an error aborts: nothing is persisted
+    SOFT = "soft"  # errors are recorded and the artifact persisted
+
+
+class StopCause(StrEnum):
+    """Why a compaction's plan stops without writing anything (exit 1)."""
+
+    STRICT = "strict"  # strict validation found errors
+    OVERSIZE = "oversize"  # over GENERATION_MAX_BYTES
+    LOST = "lost"  # chunks were lost before any compaction could hold them
+    DIVERGED = "diverged"  # the buffer does not hold what the row says it persisted
+
+    @property
+    def ledger_result(self) -> LedgerResult:
+        """The ledger's ``result`` of a compaction stopped for this cause."""
+        return LedgerResult.STRICT_ABORT if self is StopCause.STRICT else LedgerResult.FAILED
+
+
 class LateOutcome(StrEnum):
     """How a new stream of a generation met the artifact its row holds."""
 
     APPENDED = "appended"
     REPLACED = "replaced"
+
+
+class LateRule(StrEnum):
+    """Why a new stream appended to, or replaced, the artifact its row holds (the
+    ledger's ``late_rule``, the row's ``metadata.history[].rule``)."""
+
+    FINISHED = "finished"  # the row's stream was marked finished: GENERATION_REGENERATION
+    JSON_CONTINUES = "json_continues"  # artifact + new chunks parse as one JSON document
+    JSON_NEW_DOCUMENT = "json_new_document"  # the new chunks parse alone, together they do not
+    LATE_CHUNKS_SETTING = "late_chunks_setting"  # neither tells: GENERATION_LATE_CHUNKS
 
 
 class WorkerOutcome(StrEnum):

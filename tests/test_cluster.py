@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from genbuffer import keys
+from genbuffer.compaction import Found
 from genbuffer.errors import UsageError
 from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
 from tests.conftest import SUMMARY_LINES, Stack, require_cluster_binaries, require_server
@@ -204,7 +205,7 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     left; the next life is a stream of its own."""
     gen = cluster.repository.create_generation(ORG)
     cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"])
-    first = compact(cluster, ORG, gen, delete=True, acknowledge=False)
+    first = compact(cluster, ORG, gen, delete=True, found=Found(trim_later=True))
     assert first.persisted and first.stream_id is not None
     key = first.key
     protocol = cluster.buffer.protocol

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from genbuffer.compaction import CompactionRequest, Found, Options
 from genbuffer.db import transaction
 from genbuffer.errors import ForeignArtifact, GenerationNotFound, NothingToCompact
 from tests.conftest import Stack
@@ -361,3 +362,25 @@ def test_chunk_backups_span_several_batches(stack: Stack, monkeypatch: pytest.Mo
     stack.buffer.push_many(8, gen, more)
     assert compact(stack, 8, gen).new_chunks == 2
     assert stack.repository.backups(gen) == chunks + more
+
+
+def test_a_request_is_ids_options_and_found() -> None:
+    """The switches by name build the same two values given whole (the public API's
+    spelling, and the engine's for the buffer it found); both at once is an error."""
+    by_name = CompactionRequest(1, 2, 3, delete=True, strict=False, dry_run=True, force=True)
+    whole = CompactionRequest(
+        1, 2, 3, options=Options(delete=True, strict=False, dry_run=True, force=True)
+    )
+    assert by_name == whole and by_name.found is None
+    engine = CompactionRequest(1, 2, delete=True, key="k", exact_key=True, selected="idle")
+    assert engine.found == Found(key="k", selected="idle")
+    read = (engine.delete, engine.key, engine.exact_key, engine.selected)
+    assert read == (True, "k", True, "idle")
+    assert engine.acknowledge and by_name.acknowledge and by_name.dry_run and by_name.force
+    later = CompactionRequest(1, 2, acknowledge=False)
+    assert later.found == Found(trim_later=True) and not later.acknowledge
+    assert CompactionRequest(1, 2, exact_key=True).found == Found()
+    with pytest.raises(TypeError, match="whole, or their switches"):
+        CompactionRequest(1, 2, options=Options(), delete=True)
+    with pytest.raises(TypeError, match="whole, or their switches"):
+        CompactionRequest(1, 2, found=Found(), selected="idle")

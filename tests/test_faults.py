@@ -277,7 +277,7 @@ def test_unexpected_errors_count_towards_quarantine(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("validator exploded")
 
-    monkeypatch.setattr("genbuffer.compactor.validate", broken)
+    monkeypatch.setattr("genbuffer.compaction.validator.validate", broken)
     gen = stack.repository.create_generation(47)
     stack.buffer.push_chunk(47, gen, b"{}")
     for _ in range(2):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genbuffer.jsoncheck import SLICE, JsonStream, _context, _place, json_error_of
-from genbuffer.validator import validate
+from genbuffer.compaction.jsoncheck import SLICE, JsonStream, _context, _place, json_error_of
+from genbuffer.compaction.validator import validate
 
 
 def _streamed(data: bytes, cuts: list[int]) -> str | None:

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
+from genbuffer.compaction import scan as scan_module
 from genbuffer.db.rows import CHUNKS, GEN, HISTORY
 from genbuffer.errors import ForeignArtifact, StreamChanged
-from genbuffer.objects import offload as offload_module
 from genbuffer.objects.artifact import OBJECT_PATH, OUTPUT_BLOCK, read_verified, upload
 from genbuffer.objects.offload import Offload
 from genbuffer.objects.store import Store, open_store, s3_config
@@ -482,15 +482,15 @@ def test_a_small_zstd_frame_decompresses_in_bounded_blocks(tmp_path: Path) -> No
 def test_the_utf8_check_finds_a_bad_byte_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """A character split across pages and slices is fine; a bad byte is found at its
     offset, whatever slice it falls in."""
-    monkeypatch.setattr(offload_module, "UTF8_SLICE", 3)
+    monkeypatch.setattr(scan_module, "UTF8_SLICE", 3)
     text = "añb€c".encode()
     pages = [[text[:2]], [text[2:5], text[5:]]]
-    scanned = offload_module.scan(
+    scanned = scan_module.scan(
         [], pages, keep=0, tail_chunks=8, stop_past_keep=False, check_utf8=True
     )
     assert scanned.utf8_error is None and scanned.size == len(text)
     bad = text[:4] + b"\xc3(" + text[4:]
-    scanned = offload_module.scan(
+    scanned = scan_module.scan(
         [bad[:3]], [[bad[3:]]], keep=0, tail_chunks=8, stop_past_keep=False, check_utf8=True
     )
     assert scanned.utf8_error is not None and scanned.utf8_error.endswith("at byte 4")
@@ -605,7 +605,7 @@ def test_bytes_too_many_to_hold_while_scanning_are_read_again(
     is read again into its row (backups and llm_response as ever); one over the threshold
     but under PARSE_LIMIT is read again to be parsed; bytes that changed in between are
     a StreamChanged, not a wrong artifact."""
-    monkeypatch.setattr("genbuffer.compactor.SCAN_KEEP", 100)
+    monkeypatch.setattr("genbuffer.compaction.validate.SCAN_KEEP", 100)
     stack = offloading(embedded, {"GENERATION_OFFLOAD_URL": f"file://{tmp_path / 'objects'}"})
     in_row = stack.repository.create_generation(ORG)
     chunks = json_chunks(10)
@@ -625,14 +625,14 @@ def test_bytes_too_many_to_hold_while_scanning_are_read_again(
     assert row is not None and "offloaded" in row.metadata
     assert row.llm_response == json.loads(b"".join(chunks))
 
-    scanned = offload_module.scan(
+    scanned = scan_module.scan(
         [], [[b"abc", b"def"]], keep=2, tail_chunks=8, stop_past_keep=False, check_utf8=True
     )
     assert scanned.content is None
-    again = offload_module.collected(scanned, [], [[b"abc", b"def"]])
+    again = scan_module.collected(scanned, [], [[b"abc", b"def"]])
     assert (again.content, again.sizes) == (b"abcdef", (3, 3))
     with pytest.raises(StreamChanged):
-        offload_module.collected(scanned, [], [[b"abc", b"deF"]])
+        scan_module.collected(scanned, [], [[b"abc", b"deF"]])
 
 
 @pytest.mark.slow

@@ -56,6 +56,13 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     names = zipfile.ZipFile(wheel).namelist()
     assert "genbuffer/migrations/env.py" in names and "genbuffer/lua/snapshot.lua" in names
     assert "genbuffer/objects/store.py" in names
+    # every package of the sources (pyproject.toml lists them: a new one must be added)
+    packages = {
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in (REPO_ROOT / "genbuffer").rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert packages - set(names) == set()
     assert any(n.startswith("genbuffer/migrations/versions/0003") for n in names)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)

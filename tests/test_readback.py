@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from genbuffer.compaction import Found
 from genbuffer.db.rows import GEN
 from genbuffer.readback import follow_buffer
 from tests.conftest import Stack
@@ -111,7 +112,7 @@ def test_tail_skips_what_compaction_trimmed_and_says_so(stack: Stack) -> None:
     """Chunks acknowledged and trimmed are said on stderr; the rest are shown exactly."""
     gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, gen, [b"a", b"b", b"c"])
-    result = compact(stack, ORG, gen, acknowledge=False)
+    result = compact(stack, ORG, gen, found=Found(trim_later=True))
     stack.buffer.push_many(ORG, gen, [b"d", b"e"])
     assert result.stream_id is not None
     stack.buffer.protocol.acknowledge(result.key, result.stream_id, result.stream_end, True)
@@ -129,7 +130,7 @@ def test_tail_reads_pages_while_a_compaction_trims(servers: Stack) -> None:
     gen = servers.repository.create_generation(ORG)
     chunks = [f"{i:05d}\n".encode() for i in range(5000)]
     servers.buffer.push_many(ORG, gen, chunks)
-    result = compact(servers, ORG, gen, acknowledge=False)
+    result = compact(servers, ORG, gen, found=Found(trim_later=True))
     assert result.persisted and result.stream_id is not None
     stream = result.stream_id
     stop = threading.Event()

@@ -45,7 +45,7 @@ from hypothesis.stateful import (
 
 from genbuffer import keys
 from genbuffer.batch import IDLE, select_buffers
-from genbuffer.compaction import CompactionResult
+from genbuffer.compaction import CompactionResult, Found
 from genbuffer.errors import GenbufferError, NothingToCompact, Quarantined
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
 from genbuffer.readback import read_artifact
@@ -185,7 +185,7 @@ class CompactionMachine(RuleBasedStateMachine):
                 ORG,
                 self.gen,
                 delete=delete,
-                selected=selected,
+                found=Found(selected=selected),
                 config={"faults": faults},
             )
         except NothingToCompact:

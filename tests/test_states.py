@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 from genbuffer import states
-from genbuffer.states import BufferState, LateOutcome, LedgerResult, Selected, WorkerOutcome
+from genbuffer.states import (
+    BufferState,
+    LateOutcome,
+    LateRule,
+    LedgerResult,
+    Selected,
+    StopCause,
+    ValidationMode,
+    WorkerOutcome,
+)
 
 # the strings ledger rows, JSON output, log records and metric labels have always held
 VALUES = {
@@ -13,6 +22,9 @@ VALUES = {
     Selected: ["finished", "idle", "at_risk"],
     LedgerResult: ["persisted", "strict_abort", "failed"],
     LateOutcome: ["appended", "replaced"],
+    LateRule: ["finished", "json_continues", "json_new_document", "late_chunks_setting"],
+    ValidationMode: ["strict", "soft"],
+    StopCause: ["strict", "oversize", "lost", "diverged"],  # stored as its ledger_result
     WorkerOutcome: [
         "compacted",
         "needless",
@@ -37,3 +49,10 @@ def test_every_state_keeps_its_string() -> None:
             assert member == value and hash(member) == hash(value)
             assert str(member) == f"{member}" == value
             assert json.dumps({member: [member]}) == json.dumps({value: [value]})
+
+
+def test_a_stop_cause_says_its_ledger_result() -> None:
+    """A strict stop is the ledger's strict_abort, any other stop a failed compaction."""
+    assert StopCause.STRICT.ledger_result is LedgerResult.STRICT_ABORT
+    others = {cause.ledger_result for cause in StopCause if cause is not StopCause.STRICT}
+    assert others == {LedgerResult.FAILED}

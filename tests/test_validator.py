@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genbuffer.validator import validate
+from genbuffer.compaction.validator import validate
 
 
 def _codes(content: bytes, **kw: object) -> list[tuple[str, str]]:
@@ -137,7 +137,7 @@ def test_any_json_value_round_trips_or_is_flagged(value: object) -> None:
 def test_schema_problem_finds_what_would_fail_only_when_a_document_reaches_it() -> None:
     """A $ref that resolves to nothing (locally, under a nested $id, or remote: nothing is
     fetched) and a schema its meta-schema rejects are named; resolvable ones pass."""
-    from genbuffer.validator import schema_problem  # noqa: PLC0415
+    from genbuffer.compaction.validator import schema_problem  # noqa: PLC0415
 
     assert schema_problem({"properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {}}}) is None
     assert schema_problem({"items": {"$ref": "#"}}) is None

@@ -1,4 +1,4 @@
-"""Where a buffer stands against what its row holds: a decision, computed from values.
+"""Where a buffer stands against what its row holds: a verdict, computed from values.
 
 The row records, in ``metadata.buffer``, which buffer life (``stream_id``) it holds
 and up to which position (``offset``), the `trimmed` it read positions with, a
@@ -26,12 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from genbuffer.redis import BufferSnapshot, GenerationBuffer
-from genbuffer.redis.protocol import READ_PAGE
+if TYPE_CHECKING:
+    from genbuffer.redis import BufferSnapshot
 
-__all__ = ["TAIL_CHUNKS", "Placement", "RowRecord", "fingerprint", "place", "snapshot_for"]
+__all__ = ["TAIL_CHUNKS", "Placement", "RowRecord", "fingerprint", "place"]
 
 TAIL_CHUNKS = 8  # chunks in the fingerprint of what the row holds last
 EARLIER_STREAMS = 16  # stream ids a row remembers having held
@@ -58,7 +58,7 @@ class RowRecord:
     seq_next: int | None = None
     closed: bool = False  # the producer marked the stream finished: it is whole
     # compacted before it was marked finished: why (idle, at_risk; open: asked for by
-    # id). Chunks arriving later continue or replace it by content (decision.LateChunks)
+    # id). Chunks arriving later continue or replace it by content (validate.LateChunks)
     provisional: str | None = None
     kept: bool = False  # compacted without --delete: genbuf trimmed and deleted nothing
     earlier: tuple[str, ...] = ()
@@ -124,25 +124,6 @@ class Placement:
     gaps: int = 0
     verdict: str | None = None  # "stream_diverged": stop, record, delete nothing
     note: str | None = None
-
-
-def snapshot_for(
-    buffer: GenerationBuffer,
-    key: str,
-    record: RowRecord | None,
-    *,
-    read_only: bool,
-    page: int = READ_PAGE,
-) -> BufferSnapshot:
-    """A snapshot of ``key`` carrying what ``place`` needs to judge it against ``record``."""
-    return buffer.protocol.snapshot(
-        key,
-        held=None if record is None else (record.stream_id, record.offset),
-        page=page,
-        read_only=read_only,
-        window=0 if record is None else record.tail_count,
-        shifts=record.shifts() if record is not None and record.kept else (),
-    )
 
 
 def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -> Placement:
