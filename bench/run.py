@@ -27,10 +27,10 @@ from pathlib import Path
 import psycopg
 import redis
 
-from genbuffer.batch import compact_pending
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
 from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.engine.burst import compact_pending
 from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings

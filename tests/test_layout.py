@@ -25,7 +25,7 @@ ABOVE = (
     "genbuffer.cli",
     "genbuffer.compaction",
     "genbuffer.compactor",
-    "genbuffer.batch",
+    "genbuffer.engine",
     "genbuffer.maintenance",
 )
 

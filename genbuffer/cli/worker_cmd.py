@@ -64,7 +64,7 @@ def worker_cmd(
     from datetime import timedelta
 
     from genbuffer.durations import parse_age
-    from genbuffer.worker import Worker, WorkerOptions
+    from genbuffer.engine.worker import Worker, WorkerOptions
 
     rt = runtime(ctx, as_json)
     options = WorkerOptions(
