@@ -9,10 +9,10 @@ only after its own commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from typing import NamedTuple
 
 from pydantic import Field
@@ -23,7 +23,7 @@ from genbuffer.documents import Document
 from genbuffer.engine.batches import Progress
 from genbuffer.engine.pool import Pool, pool_size
 from genbuffer.engine.run import Engine, Job, Ran
-from genbuffer.engine.selection import AT_RISK, select_buffers
+from genbuffer.engine.selection import AT_RISK, Selection, chosen_pages
 from genbuffer.errors import DependencyUnavailable, LeaseLost
 from genbuffer.exclusion import LeaseState, hold_lease
 from genbuffer.prefixes import check_prefix
@@ -125,23 +125,18 @@ def compact_pending(
     """
     with hold_lease(repository.leases, "compact-pending") as lease:
         if not lease.acquired:
-            return PendingResult(
-                buffers=0,
-                eligible=0,
-                compacted=0,
-                failed=0,
-                skipped_quarantined=0,
-                skipped_active=0,
-                dry_run=dry_run,
-                already_running=True,
-                held_by=lease.holder,
-            )
-        chosen = select_buffers(
-            buffer, idle, now or datetime.now(UTC), dry_run=dry_run, expiry_margin=expiry_margin
+            return _already_running(lease.holder, dry_run=dry_run)
+        # compactions start as the scan finds them, a page of buffers at a time
+        chosen = Selection()
+        pages = chosen_pages(
+            buffer,
+            idle,
+            now or datetime.now(UTC),
+            dry_run=dry_run,
+            expiry_margin=expiry_margin,
+            into=chosen,
         )
-        if chosen.buffers == 0:
-            check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
-        candidates = chosen.candidates[:limit] if limit is not None else chosen.candidates
+        found = islice(chain.from_iterable(pages), limit)
         engine = Engine(
             buffer,
             repository,
@@ -152,8 +147,37 @@ def compact_pending(
             regeneration=regeneration,
         )
         done = _compact_all(
-            candidates, engine, workers=workers, progress=progress, check_lease=lease.check
+            found,
+            engine,
+            workers=workers,
+            progress=progress and _counted(progress, chosen, limit),
+            check_lease=lease.check,
         )
+        for _ in pages:  # past --limit: the rest is still counted
+            pass
+        if chosen.buffers == 0:
+            check_prefix(buffer)  # nothing here, but buffers elsewhere: say so, exit 1
+    return _result(chosen, limit, done, dry_run=dry_run)
+
+
+def _already_running(holder: LeaseState | None, *, dry_run: bool) -> PendingResult:
+    """Another run holds the job's lease: nothing done, and who holds it."""
+    return PendingResult(
+        buffers=0,
+        eligible=0,
+        compacted=0,
+        failed=0,
+        skipped_quarantined=0,
+        skipped_active=0,
+        dry_run=dry_run,
+        already_running=True,
+        held_by=holder,
+    )
+
+
+def _result(chosen: Selection, limit: int | None, done: _Done, *, dry_run: bool) -> PendingResult:
+    """What the run prints: the scan's counts beside what the compactions did."""
+    candidates = chosen.candidates[:limit]
     return PendingResult(
         ok=not done.failures and not done.orphans,
         buffers=chosen.buffers,
@@ -175,12 +199,23 @@ def compact_pending(
     )
 
 
+def _counted(progress: Progress, chosen: Selection, limit: int | None) -> Callable[[int], None]:
+    """``progress`` told how many are done of the candidates found so far (the scan
+    goes on meanwhile)."""
+
+    def advance(done: int) -> None:
+        found = len(chosen.candidates)
+        progress(done, found if limit is None else min(found, limit))
+
+    return advance
+
+
 def _compact_all(
-    candidates: list[tuple[FoundBuffer, str]],
+    candidates: Iterator[tuple[FoundBuffer, str]],
     engine: Engine,
     *,
     workers: int,
-    progress: Progress | None,
+    progress: Callable[[int], None] | None,
     check_lease: Callable[[], None],
 ) -> _Done:
     """Compact ``candidates``, up to ``workers`` at once: the counts and which generations.
@@ -192,7 +227,7 @@ def _compact_all(
     """
     protocol = engine.buffer.protocol
     tally = _Tally()
-    queue = iter(candidates)
+    queue = candidates
 
     def start(pool: Pool[FoundBuffer], found: FoundBuffer, why: str) -> None:
         job = Job(found.organization_id, found.generation_id, found.scenario_id, found.key, why)
@@ -207,7 +242,7 @@ def _compact_all(
             for found, ran in pool.finished():
                 tally.settle(found, ran)
                 if progress:
-                    progress(tally.done, len(candidates))
+                    progress(tally.done)
                 tally.check(check_lease)
                 if tally.outage is None and (following := next(queue, None)) is not None:
                     start(pool, *following)

@@ -10,6 +10,7 @@ counted, not chosen.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -19,7 +20,7 @@ from genbuffer.redis import FoundBuffer, GenerationBuffer
 from genbuffer.redis.meta import BufferMeta, Observation
 from genbuffer.states import BufferState, Selected
 
-__all__ = ["AT_RISK", "FINISHED", "IDLE", "Selection", "select_buffers"]
+__all__ = ["AT_RISK", "FINISHED", "IDLE", "Selection", "chosen_pages", "select_buffers"]
 
 FINISHED = Selected.FINISHED
 IDLE = Selected.IDLE
@@ -54,13 +55,33 @@ def select_buffers(
     this records the look at each open buffer (the next run judges by it), a page of
     buffers per round trip."""
     chosen = Selection()
+    for _ in chosen_pages(
+        buffer, idle, now, dry_run=dry_run, expiry_margin=expiry_margin, into=chosen
+    ):
+        pass
+    return chosen
+
+
+def chosen_pages(
+    buffer: GenerationBuffer,
+    idle: timedelta | None,
+    now: datetime,
+    *,
+    dry_run: bool,
+    expiry_margin: timedelta | None,
+    into: Selection,
+) -> Iterator[list[tuple[FoundBuffer, str]]]:
+    """``select_buffers`` a page of buffers at a time: each page's candidates as soon as
+    the page is sorted (compact-pending compacts them while the scan goes on); ``into``
+    counts every buffer, once the pages are all read."""
     found_buffers = iter(buffer.scan.discover())
     while page := list(islice(found_buffers, OBSERVE_PAGE)):
         open_lists = [f.key for f in page if f.state == BufferState.OPEN and f.has_list]
         looks = {} if idle is None or dry_run else buffer.scan.observe(open_lists, now)
+        before = len(into.candidates)
         for found in page:
-            _sort(chosen, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
-    return chosen
+            _sort(into, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
+        yield into.candidates[before:]
 
 
 def _sort(

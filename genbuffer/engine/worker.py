@@ -119,6 +119,8 @@ class Worker:
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._group_ready = False
+        # entries done and not yet acknowledged: sent with the next read (one round trip)
+        self._done: list[str] = []
 
     def log(self, record: dict[str, Any]) -> None:
         """Hand one record to ``log``, one thread at a time."""
@@ -149,6 +151,7 @@ class Worker:
                 while not stop.is_set():
                     self._guarded(lambda: self._step(pool), stop)
                 self._guarded(lambda: self._settle(pool.drain()), stop)  # in hand
+                self._guarded(self._acknowledge, stop)
         finally:
             stopped.set()
             for helper in helpers:
@@ -205,6 +208,7 @@ class Worker:
         """Entries of dead workers when a look is due, else new ones (blocking up to
         ``block``: a worker waits on the server, never in a loop of its own)."""
         if now >= self._next_claim:
+            self._acknowledge()  # first: what this worker finished is not taken over
             visibility = int(self.options.visibility.total_seconds() * 1000)
             taken = self.events.take_over(
                 self.options.consumer, visibility, free, start=self._claim_cursor
@@ -217,7 +221,14 @@ class Worker:
             if taken.events or taken.malformed or taken.interrupted:
                 return taken
         block = max(1, int(self.options.block.total_seconds() * 1000))
-        return self.events.read(self.options.consumer, free, block)
+        delivery = self.events.read(self.options.consumer, free, block, done=self._done)
+        self._done = []  # (kept for the next read when this one failed: XACK is idempotent)
+        return delivery
+
+    def _acknowledge(self) -> None:
+        """Acknowledge the entries done, in a round trip of their own (none: no trip)."""
+        self.events.acknowledge(self._done)
+        self._done = []
 
     def _handle(self, delivery: Delivery) -> None:
         """Say what the server did instead of delivering; park malformed entries."""
@@ -278,18 +289,17 @@ class Worker:
         return event.key
 
     def _settle(self, finished: list[Finished[Event]]) -> None:
-        """Log and count the finished compactions, then acknowledge their entries (an
-        outage leaves its entry pending: redelivered later, compaction is idempotent)."""
-        done: list[str] = []
+        """Log and count the finished compactions; their entries are acknowledged with
+        the next read (an outage leaves its entry pending: redelivered later, compaction
+        is idempotent)."""
         for event, ran in finished:
             if isinstance(ran, DependencyUnavailable):
                 record = {"ok": False, "outcome": WorkerOutcome.OUTAGE, "entry": event.entry}
                 self.log({**record, "generation_id": event.generation_id, "message": ran.message})
                 continue
-            done.append(event.entry)
+            self._done.append(event.entry)
             self._count(_logged(ran))
             self.log(_record(event, ran, self.options.consumer))
-        self.events.acknowledge(done)
 
     def _count(self, outcome: WorkerOutcome) -> None:
         if outcome == WorkerOutcome.COMPACTED:
