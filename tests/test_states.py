@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 
 from genbuffer import states
-from genbuffer.states import BufferState, LateOutcome, LedgerResult, Selected, WorkerOutcome
+from genbuffer.states import (
+    BufferState,
+    LateOutcome,
+    LedgerResult,
+    Outcome,
+    Selected,
+    WorkerOutcome,
+)
 
 # the strings ledger rows, JSON output, log records and metric labels have always held
 VALUES = {
@@ -13,6 +20,7 @@ VALUES = {
     Selected: ["finished", "idle", "at_risk"],
     LedgerResult: ["persisted", "strict_abort", "failed"],
     LateOutcome: ["appended", "replaced"],
+    Outcome: ["compacted", "already_persisted", "needless", "orphaned", "failed"],
     WorkerOutcome: [
         "compacted",
         "needless",
