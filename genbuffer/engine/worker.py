@@ -122,6 +122,19 @@ class Worker:
         # entries done and not yet acknowledged: sent with the next read (one round trip)
         self._done: list[str] = []
 
+    def prepare(self) -> None:
+        """What the first deliveries would otherwise wait for: the consumer group, and
+        a database connection for each compaction at once. Never raises: what a server
+        does is logged, and ``run`` goes on as it would."""
+        size = pool_size(self.options.concurrency, self.repository.dialect)
+
+        def ready() -> None:
+            self.events.ensure_group()
+            self._group_ready = True
+            self.repository.warm(size)
+
+        self._guarded(ready, None)
+
     def log(self, record: dict[str, Any]) -> None:
         """Hand one record to ``log``, one thread at a time."""
         with self._logging:
