@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from genbuffer.batching import Progress, id_ranges
 from genbuffer.db.repository import GenerationRow, Repository
 from genbuffer.documents import Document
 from genbuffer.durations import parse_age
+from genbuffer.engine.batches import Progress, id_ranges
 from genbuffer.exclusion import LeaseState, hold_lease
 
 __all__ = [

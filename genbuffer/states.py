@@ -15,6 +15,7 @@ __all__ = [
     "LateOutcome",
     "LateRule",
     "LedgerResult",
+    "Outcome",
     "Selected",
     "StopCause",
     "ValidationMode",
@@ -25,7 +26,7 @@ __all__ = [
 class BufferState(StrEnum):
     """Where a buffer stands. A meta hash alone says QUARANTINED, ORPHANED, FINISHED or
     OPEN (``BufferMeta.state``); status tells an open buffer STREAMING from IDLE
-    (``genbuffer.idleness``), and a buffer whose row does not exist ORPHANED."""
+    (``genbuffer.engine.idleness``), and a buffer whose row does not exist ORPHANED."""
 
     STREAMING = "streaming"
     FINISHED = "finished"
@@ -36,7 +37,7 @@ class BufferState(StrEnum):
 
 
 class Selected(StrEnum):
-    """Why a scan chose a buffer for compaction (``genbuffer.batch``): its stream is
+    """Why a scan chose a buffer for compaction (``genbuffer.engine.selection``): its stream is
     finished, it has been idle, or its chunks expire within GENERATION_EXPIRY_MARGIN
     (idle or not: compacted as a provisional artifact)."""
 
@@ -90,6 +91,20 @@ class LateRule(StrEnum):
     JSON_CONTINUES = "json_continues"  # artifact + new chunks parse as one JSON document
     JSON_NEW_DOCUMENT = "json_new_document"  # the new chunks parse alone, together they do not
     LATE_CHUNKS_SETTING = "late_chunks_setting"  # neither tells: GENERATION_LATE_CHUNKS
+
+
+class Outcome(StrEnum):
+    """What one compaction the engine ran came to (``genbuffer.engine.run.run_one``): the
+    worker logs it as a record's ``outcome``, compact-pending counts it. Whether the
+    result is clean (``ok``: no loss found) is told beside it."""
+
+    COMPACTED = "compacted"  # the row took the buffer's new chunks (a dry run: would)
+    # the row already held every chunk (a run killed between its commit and its trim):
+    # nothing written, the buffer still to acknowledge
+    ALREADY_PERSISTED = "already_persisted"
+    NEEDLESS = "needless"  # nothing to compact: the buffer was gone or held no chunk
+    ORPHANED = "orphaned"  # the generation's row does not exist
+    FAILED = "failed"
 
 
 class WorkerOutcome(StrEnum):

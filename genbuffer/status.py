@@ -22,8 +22,8 @@ from pydantic import Field
 from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
+from genbuffer.engine.idleness import quiet_for
 from genbuffer.exclusion import LeaseState
-from genbuffer.idleness import quiet_for
 from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
@@ -136,7 +136,7 @@ class StatusReport(Document):
 
 def idle_for(facts: BufferFacts, now: datetime) -> float | None:
     """Seconds the buffer has certainly had no chunk, by the compactors' own rule
-    (``genbuffer.idleness``, with what they recorded: a survey records nothing);
+    (``genbuffer.engine.idleness``, with what they recorded: a survey records nothing);
     None when nothing is known yet (no producer timestamp, never looked at)."""
     meta = facts.meta
     if meta.last_chunk_at is None and meta.observation is None and facts.idle_seconds is None:

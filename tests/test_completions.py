@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from genbuffer import keys
-from genbuffer.batch import compact_pending
+from genbuffer.engine.burst import compact_pending
+from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan, SimulatedCrash
-from genbuffer.worker import Worker, WorkerOptions
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 from tests.support.runner import run_genbuf

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import update
 
-from genbuffer.batch import compact_pending
 from genbuffer.db.leases import JobLeases
 from genbuffer.db.rows import LEASES
+from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import LeaseLost
 from genbuffer.exclusion import Lease, hold_lease
 from tests.conftest import Stack
@@ -161,7 +161,7 @@ def test_compact_pending_stops_starting_compactions_once_its_lease_is_lost(
     def fake(_leases: JobLeases, job: str) -> Iterator[Lease]:
         yield LostOnceStarted(job)
 
-    monkeypatch.setattr("genbuffer.batch.hold_lease", fake)
+    monkeypatch.setattr("genbuffer.engine.burst.hold_lease", fake)
     with pytest.raises(LeaseLost):
         compact_pending(embedded.buffer, embedded.repository, embedded.config())
     done = [gen for gen in gens if stored_bytes(embedded, gen) is not None]

@@ -4,7 +4,7 @@
 On Redis 7.0 every read (LLEN, HMGET, LRANGE) resets a key's LRU clock, so a
 status or metrics run every minute kept a plain list "active" until its TTL
 deleted it; under an LFU policy OBJECT IDLETIME is refused. The idle rule
-(genbuffer.idleness) trusts the clock only where genbuf reads with CLIENT
+(genbuffer.engine.idleness) trusts the clock only where genbuf reads with CLIENT
 NO-TOUCH (Valkey here, Redis 7.2+), and otherwise judges by what compactors saw.
 """
 
@@ -21,9 +21,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genbuffer.batch import compact_pending, select_buffers
+from genbuffer.engine.burst import compact_pending
+from genbuffer.engine.idleness import quiet_for
+from genbuffer.engine.selection import select_buffers
 from genbuffer.errors import GenbufferError
-from genbuffer.idleness import quiet_for
 from genbuffer.redis.meta import Observation
 from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import Stack, require_server

@@ -267,7 +267,7 @@ def test_php_plain_producers_are_all_compacted_by_the_cron_line(
     assert wrong.returncode == 1 and f"REDIS_PREFIX={prefix}" in wrong.stderr, wrong.stderr
 
     # the cron line every 2.5 s: a list without `last_chunk_at` is idle --idle after the
-    # run that first saw it at its final length (genbuffer.idleness)
+    # run that first saw it at its final length (genbuffer.engine.idleness)
     runs = []
     for _ in range(2):
         done = _genbuf(env, "compact-pending", "--idle", "2s", "--json")

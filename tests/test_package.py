@@ -55,7 +55,7 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     (wheel,) = dist.glob("genbuffer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "genbuffer/migrations/env.py" in names and "genbuffer/lua/snapshot.lua" in names
-    assert "genbuffer/objects/store.py" in names
+    assert "genbuffer/objects/store.py" in names and "genbuffer/engine/run.py" in names
     # every package of the sources (pyproject.toml lists them: a new one must be added)
     packages = {
         path.relative_to(REPO_ROOT).as_posix()
@@ -102,6 +102,8 @@ def test_the_built_wheel_works_outside_the_repository(tmp_path: Path, redis_pref
     done = _run([*genbuf, "compact-generation", "12", "59", "--delete", "--json"], work, env={})
     out = json.loads(done.stdout)
     assert out["ok"] and out["deleted"] and out["sha256"] == hashlib.sha256(payload).hexdigest()
+    pending = _run([*genbuf, "compact-pending", "--json"], work, env={})  # the engine
+    assert json.loads(pending.stdout)["buffers"] == 0
 
     # offloaded (a directory as the store, zstd) and read back by another process
     with sqlite3.connect(work / "app.sqlite") as db:

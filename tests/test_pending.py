@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from genbuffer import batch
-from genbuffer.batch import compact_pending
 from genbuffer.compaction import CompactionRequest
+from genbuffer.engine import run
+from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
@@ -144,14 +144,14 @@ def test_compact_pending_with_workers_compacts_each_once(
         stack.buffer.push_many(61, gen, [f'{{"gen": {gen}, '.encode(), b'"ok": true}'])
         stack.buffer.finish(61, gen)
     broken = gens[3:6]
-    real = batch.assemble_and_persist
+    real = run.assemble_and_persist
 
     def flaky(request: CompactionRequest, **kwargs: Any) -> Any:
         if request.generation_id in broken:
             raise GenbufferError(f"boom {request.generation_id}")
         return real(request, **kwargs)
 
-    monkeypatch.setattr(batch, "assemble_and_persist", flaky)
+    monkeypatch.setattr(run, "assemble_and_persist", flaky)
     result = compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=4)
     assert (result.compacted, result.failed) == (21, 3)
     assert [f["generation_id"] for f in result.failures] == sorted(broken)
@@ -174,7 +174,7 @@ def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
     for gen in gens:
         stack.buffer.push_many(62, gen, [b"[", f"{gen}".encode(), b"]"])
         stack.buffer.finish(62, gen)
-    real = batch.assemble_and_persist
+    real = run.assemble_and_persist
     started: list[int] = []
 
     def failing(request: CompactionRequest, **kwargs: Any) -> Any:
@@ -183,7 +183,7 @@ def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
             raise DatabaseUnavailable("the database went away")
         return real(request, **kwargs)
 
-    monkeypatch.setattr(batch, "assemble_and_persist", failing)
+    monkeypatch.setattr(run, "assemble_and_persist", failing)
     with pytest.raises(DatabaseUnavailable):
         compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=2)
     assert len(started) < len(gens)  # no new work after the outage

@@ -44,8 +44,8 @@ from hypothesis.stateful import (
 )
 
 from genbuffer import keys
-from genbuffer.batch import IDLE, select_buffers
 from genbuffer.compaction import CompactionResult, Found
+from genbuffer.engine.selection import IDLE, select_buffers
 from genbuffer.errors import GenbufferError, NothingToCompact, Quarantined
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
 from genbuffer.readback import read_artifact

@@ -10,6 +10,7 @@ from genbuffer.states import (
     LateOutcome,
     LateRule,
     LedgerResult,
+    Outcome,
     Selected,
     StopCause,
     ValidationMode,
@@ -25,6 +26,7 @@ VALUES = {
     LateRule: ["finished", "json_continues", "json_new_document", "late_chunks_setting"],
     ValidationMode: ["strict", "soft"],
     StopCause: ["strict", "oversize", "lost", "diverged"],  # stored as its ledger_result
+    Outcome: ["compacted", "already_persisted", "needless", "orphaned", "failed"],
     WorkerOutcome: [
         "compacted",
         "needless",

@@ -41,7 +41,7 @@ def _plain_push(stack: Stack, key: str, chunks: list[bytes], counter: bool = Fal
 
 def _pending_until_done(stack: Stack, *args: str, runs: int = 3) -> list[dict[str, Any]]:
     """Run the cron line until it compacts something (without CLIENT NO-TOUCH the first
-    run only notes what it saw: see genbuffer.idleness)."""
+    run only notes what it saw: see genbuffer.engine.idleness)."""
     outputs = []
     for _ in range(runs):
         time.sleep(1.2)

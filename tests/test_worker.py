@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from genbuffer import keys
+from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan
 from genbuffer.redis.fleet import WorkerBeat
-from genbuffer.worker import Worker, WorkerOptions
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import stored_bytes
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ

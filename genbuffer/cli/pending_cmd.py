@@ -20,7 +20,7 @@ from genbuffer.cli._progress import progress_bar
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.batch import PendingResult
+    from genbuffer.engine.burst import PendingResult
 
 
 def compact_pending_cmd(
@@ -45,7 +45,7 @@ def compact_pending_cmd(
             max=32,
             help="Generations compacted at once, each in its own transaction (1 on SQLite).",
         ),
-    ] = 4,  # batch.DEFAULT_WORKERS, not imported here: --help loads no service module
+    ] = 4,  # engine.burst.DEFAULT_WORKERS, not imported here: --help loads no service module
     regeneration: RegenerationOpt = None,
     dry_run: DryRunOpt = False,
     metrics_textfile: MetricsTextfileOpt = None,
@@ -65,8 +65,8 @@ def compact_pending_cmd(
     """
     from datetime import timedelta
 
-    from genbuffer.batch import compact_pending
     from genbuffer.durations import parse_age
+    from genbuffer.engine.burst import compact_pending
     from genbuffer.jobs import job_run
 
     rt = runtime(ctx, as_json)

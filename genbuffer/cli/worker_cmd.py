@@ -64,7 +64,7 @@ def worker_cmd(
     from datetime import timedelta
 
     from genbuffer.durations import parse_age
-    from genbuffer.worker import Worker, WorkerOptions
+    from genbuffer.engine.worker import Worker, WorkerOptions
 
     rt = runtime(ctx, as_json)
     options = WorkerOptions(
@@ -80,6 +80,7 @@ def worker_cmd(
     worker = Worker(
         rt.buffer, rt.repository, rt.compaction, options, log=_log_json if as_json else _log_line
     )
+    worker.prepare()  # the group and its connections, before it says it waits
     if not as_json:
         stderr().print(f"worker {options.consumer}: waiting for compaction events (Ctrl-C stops)")
     summary = worker.run(stop)

@@ -9,7 +9,7 @@ Every call maps driver failures to genbuffer errors (``engine.database_errors``)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,14 @@ class Repository:
         """Raise DatabaseUnavailable unless the database answers."""
         with database_errors(self.url), self.engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
+
+    def warm(self, connections: int) -> None:
+        """Open ``connections`` pooled connections now rather than at the first queries:
+        a long-running worker pays its set-up before it takes work (each costs the server
+        a backend process: ~30 ms on a busy machine)."""
+        with database_errors(self.url), ExitStack() as held:
+            for _ in range(connections):
+                held.enter_context(self.engine.connect()).exec_driver_sql("SELECT 1")
 
     def get_generation(self, generation_id: int) -> GenerationRow | None:
         """Read one generation row without locking it."""

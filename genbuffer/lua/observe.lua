@@ -1,4 +1,4 @@
--- Record a compactor's look at a buffer, for the idle rule (genbuffer.idleness):
+-- Record a compactor's look at a buffer, for the idle rule (genbuffer.engine.idleness):
 -- how many chunks this life of the buffer held (`trimmed` + the list's length: a
 -- trim moves one to the other, every push raises it) and when genbuf first saw that
 -- many. Written by compactors only (compact-pending, the worker's sweeper), never by

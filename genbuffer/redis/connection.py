@@ -54,7 +54,7 @@ class NoTouch:
     Valkey): its reads (status, metrics, inspect, a dry run) then leave a key's LRU
     clock alone, and ``OBJECT IDLETIME`` says when anyone else last touched it. An
     older server (7.0: every read resets the clock) refuses; one refusal is enough
-    for the clock to be no evidence of idleness (see ``genbuffer.idleness``).
+    for the clock to be no evidence of idleness (see ``genbuffer.engine.idleness``).
     """
 
     def __init__(self) -> None:

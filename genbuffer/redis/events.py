@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,13 +167,28 @@ class Events:
         delivery = _delivery([(entry, fields) for entry, fields in claimed if fields], taken=True)
         return Delivery(delivery.events, delivery.malformed, cursor=text(reply[0]))
 
-    def read(self, consumer: str, count: int, block_ms: int) -> Delivery:
-        """New entries for this worker, waiting up to ``block_ms`` for one."""
+    def read(self, consumer: str, count: int, block_ms: int, done: Sequence[str] = ()) -> Delivery:
+        """New entries for this worker, waiting up to ``block_ms`` for one. ``done``
+        (entries finished since the last read) are acknowledged first, in the same round
+        trip on one server; a cluster acknowledges them apart."""
+        if done and self.target.cluster:
+            self.acknowledge(list(done))
+            done = ()
+        client = self.target.client
         with redis_errors(self.target.url):
             try:
-                reply = self.target.client.xreadgroup(
-                    GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-                )
+                if done:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.xack(self.stream, GROUP, *done)
+                    pipe.xdel(self.stream, *done)
+                    pipe.xreadgroup(
+                        GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+                    )
+                    reply = pipe.execute()[-1]
+                else:
+                    reply = client.xreadgroup(
+                        GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+                    )
             except redis.exceptions.ResponseError as error:
                 return self._interrupted(error)
         # [[stream, [(entry, fields), …]]] (RESP2; a dict under RESP3), None if nothing came

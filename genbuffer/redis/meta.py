@@ -56,7 +56,7 @@ ATTEMPTS = "attempts"  # failed compactions
 LAST_ERROR = "last_error"
 QUARANTINED_AT = "quarantined_at"  # set aside after COMPACTION_MAX_ATTEMPTS failures
 ORPHANED_AT = "orphaned_at"  # set aside: the buffer has no row
-# observe.lua (genbuffer.idleness): chunks this life held (trimmed + length) when a
+# observe.lua (genbuffer.engine.idleness): chunks this life held (trimmed + length) when a
 # compactor last looked, when it first saw that many, and whether that first look
 # was genbuf's first at the buffer ('1') or saw the count move ('0')
 SEEN_END = "seen_end"
@@ -100,7 +100,7 @@ BY_GENBUF = frozenset(
 FIELDS = BY_PRODUCER | BY_GENBUF
 # what a compaction clears once it succeeds
 FAILURE_FIELDS = (ATTEMPTS, LAST_ERROR, QUARANTINED_AT, ORPHANED_AT)
-# what the idle rule reads of a buffer's state hash (genbuffer.idleness)
+# what the idle rule reads of a buffer's state hash (genbuffer.engine.idleness)
 IDLE_FIELDS = (LAST_CHUNK_AT, TRIMMED, SEEN_END, SEEN_AT, SEEN_FIRST)
 # what discovery reads of each buffer (state and idle time)
 DISCOVERY_FIELDS = (FINISHED_AT, QUARANTINED_AT, ORPHANED_AT, CHUNK_COUNT, *IDLE_FIELDS)

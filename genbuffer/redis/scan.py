@@ -36,7 +36,7 @@ class FoundBuffer:
     @property
     def state(self) -> BufferState:
         """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
-        ``genbuffer.idleness``)."""
+        ``genbuffer.engine.idleness``)."""
         return BufferMeta(self.meta).state
 
     @property

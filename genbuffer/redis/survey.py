@@ -4,7 +4,7 @@ Read-only and bounded in memory: SCAN pages (COUNT ``page``, never KEYS), one
 pipelined round trip per page. It writes nothing, so nothing it does changes what
 a compactor decides: on Redis 7.2+ its connections read with CLIENT NO-TOUCH (no
 key's LRU clock moves); on 7.0 LLEN and HMGET do reset the clock, which is why the
-idle rule (``genbuffer.idleness``) trusts OBJECT IDLETIME only under NO-TOUCH.
+idle rule (``genbuffer.engine.idleness``) trusts OBJECT IDLETIME only under NO-TOUCH.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
-"""genbuf worker: a long-running compactor; any number run at once, on any machines.
+"""genbuf worker: a stream run of the engine; any number run at once, on any machines.
 
 Each worker reads the compaction-events stream through one consumer group
-(``genbuffer.redis.events``), compacts what it is given with ``--delete``
-semantics, and acknowledges the entry only once the compaction is done (or found
-needless). An entry whose worker died is taken over after the visibility timeout
-(claimed on a timer, never in a loop). A sweeper, run by one worker at a time (a
-Redis lock held for one period), announces what no entry in the stream names:
-finished buffers (the producer's event lost, or a producer that only sets
-`finished_at`) and idle buffers of a plain `RPUSH` producer. It applies the fleet's
-rule (``genbuffer.redis.fleet``: the shortest --idle and --sweep-every of the live
-workers), whichever worker holds the lock. So nothing depends on the producer
-cooperating, and a duplicate delivery is harmless (compaction is idempotent).
+(``genbuffer.redis.events``), runs each delivery through the engine's pool
+(``genbuffer.engine.run``, ``genbuffer.engine.pool``: the compactions and outcomes
+compact-pending has, with ``--delete`` semantics), and acknowledges the entry only
+once the compaction is done (or found needless). An entry whose worker died is taken
+over after the visibility timeout (claimed on a timer, never in a loop). The fleet's
+sweeper (``genbuffer.engine.sweeper``, one worker at a time, in a thread of its own)
+announces what no entry names. So nothing depends on the producer cooperating, and a
+duplicate delivery is harmless (compaction is idempotent).
 
 Nothing a server does stops a worker: an outage, a read the server ended (the
 stream deleted or resharded, a failover), a group that is gone (created again) or a
@@ -29,32 +27,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from genbuffer import keys
-from genbuffer.batch import IDLE, select_buffers
-from genbuffer.compaction import (
-    CompactionConfig,
-    CompactionRequest,
-    CompactionResult,
-    assemble_and_persist,
-)
+from genbuffer.compaction import CompactionConfig
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import (
-    DependencyUnavailable,
-    GenbufferError,
-    GenerationNotFound,
-    NothingToCompact,
-)
+from genbuffer.engine.pool import Finished, Pool, pool_size
+from genbuffer.engine.run import Engine, Job, Ran, one_line
+from genbuffer.engine.sweeper import Sweeper
+from genbuffer.errors import DependencyUnavailable, GenbufferError
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.events import Delivery, Event
-from genbuffer.redis.fleet import HEARTBEAT_EVERY, FleetRule, WorkerBeat
-from genbuffer.states import WorkerOutcome
+from genbuffer.redis.fleet import HEARTBEAT_EVERY, WorkerBeat
+from genbuffer.states import Outcome, WorkerOutcome
 
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
@@ -118,34 +107,68 @@ class Worker:
     ) -> None:
         self.buffer = buffer
         self.repository = repository
-        self.config = config
         self.options = options
-        self.log = log
+        self.engine = Engine(
+            buffer, repository, config, delete=True, compacted_by=options.compacted_by
+        )
+        self._log = log
+        self._logging = threading.Lock()  # the sweeper's thread logs too: whole lines
         self.events = buffer.events
         self.fleet = buffer.fleet
         self.summary = WorkerSummary(consumer=options.consumer)
-        self._next_sweep = 0.0
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._group_ready = False
+        # entries done and not yet acknowledged: sent with the next read (one round trip)
+        self._done: list[str] = []
+
+    def prepare(self) -> None:
+        """What the first deliveries would otherwise wait for: the consumer group, and
+        a database connection for each compaction at once. Never raises: what a server
+        does is logged, and ``run`` goes on as it would."""
+        size = pool_size(self.options.concurrency, self.repository.dialect)
+
+        def ready() -> None:
+            self.events.ensure_group()
+            self._group_ready = True
+            self.repository.warm(size)
+
+        self._guarded(ready, None)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Hand one record to ``log``, one thread at a time."""
+        with self._logging:
+            self._log(record)
 
     def run(self, stop: threading.Event) -> WorkerSummary:
         """Compact what the stream delivers until ``stop`` is set."""
-        size = max(1, self.options.concurrency if self.repository.dialect != "sqlite" else 1)
-        running: dict[Future[dict[str, Any]], Event] = {}
-        # the heartbeat has a thread of its own: a long sweep or a busy pool never
-        # makes a live worker look dead
+        size = pool_size(self.options.concurrency, self.repository.dialect)
+        # the heartbeat and the sweeper have threads of their own: a long sweep or a
+        # busy pool never makes a live worker look dead, nor delays a delivery
         stopped = threading.Event()
-        beating = threading.Thread(target=self._beat, args=(stopped,), name="worker-heartbeat")
-        beating.start()
+        sweeper = Sweeper(
+            self.buffer,
+            self._own_beat,
+            expiry_margin=self.options.expiry_margin,
+            counted=self._count_sweep,
+            log=self.log,
+        )
+        helpers = [
+            threading.Thread(target=self._beat, args=(stopped,), name="worker-heartbeat"),
+            threading.Thread(target=sweeper.run, args=(stopped,), name="worker-sweeper"),
+        ]
+        for helper in helpers:
+            helper.start()
         try:
-            with ThreadPoolExecutor(max_workers=size, thread_name_prefix="worker") as pool:
+            with Pool[Event](size, name="worker") as pool:
                 while not stop.is_set():
-                    self._guarded(lambda: self._step(pool, running, size), stop)
-                self._guarded(lambda: self._settle(running, timeout=None), stop)  # in hand
+                    self._guarded(lambda: self._step(pool), stop)
+                self._guarded(lambda: self._settle(pool.drain()), stop)  # in hand
+                self._guarded(self._acknowledge, stop)
         finally:
             stopped.set()
-            beating.join()
+            for helper in helpers:
+                helper.join()
         self._guarded(self._leave, None)
         return self.summary
 
@@ -158,40 +181,47 @@ class Worker:
         except GenbufferError as error:
             self._pause(WorkerOutcome.ERROR, error.message, stop)
         except Exception as error:  # a long-running process never dies of a server's reply
-            self._pause(WorkerOutcome.ERROR, _one_line(error), stop)
+            self._pause(WorkerOutcome.ERROR, one_line(error), stop)
 
     def _pause(self, outcome: WorkerOutcome, message: str, stop: threading.Event | None) -> None:
         self.log({"ok": False, "outcome": outcome, "message": message})
         if stop is not None:
             stop.wait(PAUSE)
 
-    def _step(
-        self,
-        pool: ThreadPoolExecutor,
-        running: dict[Future[dict[str, Any]], Event],
-        size: int,
-    ) -> None:
-        """Sweep and claim when due; take what the stream delivers (waiting on the read,
-        or on a compaction when every slot is busy); acknowledge what finished."""
+    def _step(self, pool: Pool[Event]) -> None:
+        """Claim when due; take what the stream delivers (waiting on the read, or on a
+        compaction when every slot is busy); acknowledge what finished."""
         now = time.monotonic()
         if not self._group_ready:
             self.events.ensure_group()
             self._group_ready = True
-        self._sweep_when_due(now)
-        free = size - len(running)
-        if free <= 0:
-            self._settle(running, timeout=self.options.block.total_seconds())
+        if pool.free <= 0:
+            self._settle(pool.finished(timeout=self.options.block.total_seconds()))
             return
-        delivery = self._next_delivery(free, now)
+        delivery = self._next_delivery(pool.free, now)
         for event in delivery.events:
-            running[pool.submit(self._compact, event)] = event
+            self._start(pool, event)
         self._handle(delivery)
-        self._settle(running, timeout=0)
+        self._settle(pool.finished(timeout=0))
+
+    def _start(self, pool: Pool[Event], event: Event) -> None:
+        """One delivery into the engine: the key the event names, if it is this
+        generation's under the prefix (else the engine looks the key up)."""
+        job = Job(
+            event.organization_id,
+            event.generation_id,
+            event.scenario_id,
+            key=self._named_key(event),
+            why=event.why,
+        )
+        request = self.engine.request(job)
+        pool.start(event, lambda: self.engine.run_one(request))
 
     def _next_delivery(self, free: int, now: float) -> Delivery:
         """Entries of dead workers when a look is due, else new ones (blocking up to
         ``block``: a worker waits on the server, never in a loop of its own)."""
         if now >= self._next_claim:
+            self._acknowledge()  # first: what this worker finished is not taken over
             visibility = int(self.options.visibility.total_seconds() * 1000)
             taken = self.events.take_over(
                 self.options.consumer, visibility, free, start=self._claim_cursor
@@ -204,7 +234,14 @@ class Worker:
             if taken.events or taken.malformed or taken.interrupted:
                 return taken
         block = max(1, int(self.options.block.total_seconds() * 1000))
-        return self.events.read(self.options.consumer, free, block)
+        delivery = self.events.read(self.options.consumer, free, block, done=self._done)
+        self._done = []  # (kept for the next read when this one failed: XACK is idempotent)
+        return delivery
+
+    def _acknowledge(self) -> None:
+        """Acknowledge the entries done, in a round trip of their own (none: no trip)."""
+        self.events.acknowledge(self._done)
+        self._done = []
 
     def _handle(self, delivery: Delivery) -> None:
         """Say what the server did instead of delivering; park malformed entries."""
@@ -253,50 +290,6 @@ class Worker:
         self.fleet.leave(self.options.consumer)
         self.events.retire(self.options.consumer)
 
-    def _compact(self, event: Event) -> dict[str, Any]:
-        """One compaction with --delete; a record of what happened (never raises but for
-        an outage, which leaves the entry unacknowledged for a retry)."""
-        started = time.perf_counter()
-        record: dict[str, Any] = {
-            "entry": event.entry,
-            "organization_id": event.organization_id,
-            "generation_id": event.generation_id,
-            "scenario_id": event.scenario_id,
-            "consumer": self.options.consumer,
-        }
-        request = CompactionRequest(
-            event.organization_id,
-            event.generation_id,
-            event.scenario_id,
-            delete=True,
-            exact_key=True,
-            key=self._named_key(event),
-            selected=event.why,
-            compacted_by=self.options.compacted_by,
-        )
-        try:
-            result = assemble_and_persist(
-                request, buffer=self.buffer, repository=self.repository, config=self.config
-            )
-        except DependencyUnavailable:
-            raise
-        except NothingToCompact as error:  # compacted and deleted before: a duplicate
-            record.update(ok=True, outcome=WorkerOutcome.NEEDLESS, message=error.message)
-        except GenerationNotFound as error:
-            key = self._named_key(event) or self.buffer.read_key_for(
-                event.organization_id, event.generation_id, event.scenario_id
-            )
-            self.buffer.protocol.mark_orphaned(key, error.message)
-            record.update(ok=False, outcome=WorkerOutcome.ORPHANED, message=error.message)
-        except GenbufferError as error:  # counted as an attempt; the sweeper brings it back
-            record.update(ok=False, outcome=WorkerOutcome.FAILED, message=error.message)
-        except Exception as error:  # one bad generation must not stop the worker
-            record.update(ok=False, outcome=WorkerOutcome.FAILED, message=_one_line(error))
-        else:
-            record.update(_result_record(result))
-        record["seconds"] = round(time.perf_counter() - started, 4)
-        return record
-
     def _named_key(self, event: Event) -> str | None:
         """The chunks key the event names, if it is a key of this generation under the
         prefix (anything else is ignored: the worker then looks the key up)."""
@@ -308,31 +301,20 @@ class Worker:
             return None
         return event.key
 
-    def _settle(self, running: dict[Future[dict[str, Any]], Event], timeout: float | None) -> None:
-        """Acknowledge the finished compactions (an outage leaves its entry pending)."""
-        if not running:
-            return
-        if timeout is None:  # stopping: every compaction in hand
-            done, _ = wait(running)
-        else:
-            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-        finished: list[str] = []
-        for future in done:
-            event = running.pop(future)
-            try:
-                record = future.result()
-            except DependencyUnavailable as error:
+    def _settle(self, finished: list[Finished[Event]]) -> None:
+        """Log and count the finished compactions; their entries are acknowledged with
+        the next read (an outage leaves its entry pending: redelivered later, compaction
+        is idempotent)."""
+        for event, ran in finished:
+            if isinstance(ran, DependencyUnavailable):
                 record = {"ok": False, "outcome": WorkerOutcome.OUTAGE, "entry": event.entry}
-                self.log({**record, "generation_id": event.generation_id, "message": error.message})
+                self.log({**record, "generation_id": event.generation_id, "message": ran.message})
                 continue
-            finished.append(event.entry)
-            self._count(record)
-            self.log(record)
-        # an outage here leaves them pending: redelivered later, compaction is idempotent
-        self.events.acknowledge(finished)
+            self._done.append(event.entry)
+            self._count(_logged(ran))
+            self.log(_record(event, ran, self.options.consumer))
 
-    def _count(self, record: dict[str, Any]) -> None:
-        outcome = record.get("outcome")
+    def _count(self, outcome: WorkerOutcome) -> None:
         if outcome == WorkerOutcome.COMPACTED:
             self.summary.compacted += 1
         elif outcome == WorkerOutcome.NEEDLESS:
@@ -342,67 +324,43 @@ class Worker:
         else:
             self.summary.failed += 1
 
-    def _sweep_when_due(self, now: float) -> None:
-        """Announce the finished and idle buffers that no entry names, one worker per
-        period across the fleet, by the fleet's rule."""
-        if now < self._next_sweep:
-            return
-        rule = self._fleet_rule()
-        period = rule.sweep_every_seconds
-        self._next_sweep = now + period
-        if not self.events.try_sweep(self.options.consumer, max(1, int(period * 1000))):
-            return
-        idle = None if rule.idle_seconds is None else timedelta(seconds=rule.idle_seconds)
-        chosen = select_buffers(
-            self.buffer,
-            idle,
-            datetime.now(UTC),
-            dry_run=False,
-            expiry_margin=self.options.expiry_margin,
-        )
-        queued = self.events.queued()  # announced and not done: no duplicate
-        for found, why in chosen.candidates:
-            if (found.organization_id, found.generation_id) in queued:
-                continue
-            self.events.announce(
-                found.organization_id,
-                found.generation_id,
-                found.scenario_id,
-                idle=why == IDLE,
-                key=found.key,
-                why=why,
-            )
-            self.summary.announced_by_sweeps += 1
-        self.summary.sweeps += 1
-        self.fleet.forget_dead()
-
-    def _fleet_rule(self) -> FleetRule:
-        """The live workers' rule (this worker's own options always among them)."""
-        me = self.options.consumer
-        others = [beat for beat in self.fleet.alive() if beat.consumer != me]
-        return FleetRule.of([*others, self._own_beat()])
+    def _count_sweep(self, sweeps: int, announced: int) -> None:
+        self.summary.sweeps += sweeps
+        self.summary.announced_by_sweeps += announced
 
 
-def _one_line(error: BaseException) -> str:
-    """An unexpected error as one line: its type and its first 300 characters."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-
-
-def _result_record(result: CompactionResult) -> dict[str, Any]:
-    """The log fields of a compaction that ran."""
-    if result.persisted or (result.ok and result.deleted):
-        outcome = WorkerOutcome.COMPACTED
-    elif result.ok:
-        outcome = WorkerOutcome.NEEDLESS
-    else:
-        outcome = WorkerOutcome.FAILED
-    return {
-        "ok": result.ok,
-        "outcome": outcome,
-        "key": result.key,
-        "persisted": result.persisted,
-        "deleted": result.deleted,
-        "chunk_count": result.chunk_count,
-        "bytes": result.bytes,
-        "message": result.message,
+def _record(event: Event, ran: Ran, consumer: str) -> dict[str, Any]:
+    """The log record of one compaction: the delivery, what it came to, how long it took."""
+    record: dict[str, Any] = {
+        "entry": event.entry,
+        "organization_id": event.organization_id,
+        "generation_id": event.generation_id,
+        "scenario_id": event.scenario_id,
+        "consumer": consumer,
     }
+    result = ran.result
+    if result is None:
+        record.update(ok=ran.ok, outcome=_logged(ran), message=ran.message)
+    else:
+        record.update(
+            ok=result.ok,
+            outcome=_logged(ran),
+            key=result.key,
+            persisted=result.persisted,
+            deleted=result.deleted,
+            chunk_count=result.chunk_count,
+            bytes=result.bytes,
+            message=result.message,
+        )
+    record["seconds"] = round(ran.seconds, 4)
+    return record
+
+
+def _logged(ran: Ran) -> WorkerOutcome:
+    """The outcome as a worker's log says it. The log has no word for a buffer the row
+    already held: trimmed by this run it is a compaction done (the run that committed
+    it died before its trim), otherwise needless."""
+    if ran.outcome == Outcome.ALREADY_PERSISTED:
+        deleted = ran.result is not None and ran.result.deleted
+        return WorkerOutcome.COMPACTED if deleted else WorkerOutcome.NEEDLESS
+    return WorkerOutcome(ran.outcome.value)
