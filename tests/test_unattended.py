@@ -21,6 +21,7 @@ from genbuffer.db.rows import LEDGER
 from genbuffer.errors import RedisUnavailable
 from genbuffer.faults import FaultPlan
 from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.layout import layout_of
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 
@@ -440,7 +441,7 @@ def test_a_quarantined_buffer_keeps_expiring(stack: Stack) -> None:
     assert (
         stack.buffer.keyspace.ttl_of(key) > 0
         # where the failures are kept: the meta hash, or on a cluster {K}:genbuf
-        and stack.buffer.keyspace.ttl_of(stack.buffer.target.state_of(key)) > 0
+        and stack.buffer.keyspace.ttl_of(layout_of(stack.buffer.target, key).state_key(key)) > 0
     )
 
 

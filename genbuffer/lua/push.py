@@ -1,13 +1,23 @@
-"""push.lua: append chunks to a buffer and update its meta hash (sequenced or not)."""
+"""push.lua: the one push script (a list and its meta hash; or, on a split list, each side)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from genbuffer.lua import ScriptCall
 
-__all__ = ["PushArgs", "PushReply"]
+__all__ = ["PushArgs", "PushHead", "PushReply", "Step"]
+
+
+class Step(StrEnum):
+    """ARGV[1]: what the call writes."""
+
+    PUSH = "push"  # the list and its meta hash, in one slot
+    RPUSHED = "rpushed"  # … the chunks RPUSHed just before, in the same MULTI/EXEC
+    LIST = "list"  # a split list: the list (and genbuf's own hash beside it) …
+    COUNT = "count"  # … then, in the meta hash's slot, the count
 
 
 @dataclass(frozen=True)
@@ -20,12 +30,24 @@ class PushReply:
 
 
 @dataclass(frozen=True, slots=True)
+class PushHead:
+    """What every call of one push carries: the TTL, the time and the ids."""
+
+    ttl: int
+    now: str  # ISO 8601 UTC
+    organization_id: int
+    scenario_id: int | None
+    generation_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class PushArgs(ScriptCall[PushReply]):
-    """The arguments of push.lua."""
+    """The arguments of push.lua; build them with ``push``, ``list_side``, ``count_side``."""
 
     SCRIPT = "push"
-    KEYS = ("chunks_key", "meta_key")
+    KEYS = ("chunks_key", "hash_key")
     ARGV = (
+        "step",
         "ttl",
         "now",
         "organization_id",
@@ -33,11 +55,14 @@ class PushArgs(ScriptCall[PushReply]):
         "generation_id",
         "seq",
         "total_bytes",
+        "appended",
+        "list_length",
     )
     TAIL = "chunks"
 
     chunks_key: str
-    meta_key: str
+    hash_key: str
+    step: Step
     ttl: int
     now: str  # ISO 8601 UTC
     organization_id: int
@@ -45,9 +70,81 @@ class PushArgs(ScriptCall[PushReply]):
     generation_id: int
     seq: int | None  # of the first chunk (0-based, over the stream); None: unsequenced
     total_bytes: int  # of the chunks, computed by the caller
+    appended: int | None  # Step.COUNT, Step.RPUSHED: chunks appended before
+    list_length: int | None  # Step.COUNT: the list's length after them
     chunks: tuple[bytes | str, ...]
+
+    @classmethod
+    def push(
+        cls,
+        chunks_key: str,
+        meta_key: str,
+        head: PushHead,
+        chunks: tuple[bytes | str, ...],
+        total_bytes: int,
+        *,
+        seq: int | None = None,
+    ) -> PushArgs:
+        """A list and its meta hash in one slot: append and count in one call."""
+        return cls(
+            chunks_key, meta_key, Step.PUSH, *_head(head), seq, total_bytes, None, None, chunks
+        )
+
+    @classmethod
+    def rpushed(
+        cls, chunks_key: str, meta_key: str, head: PushHead, appended: int, total_bytes: int
+    ) -> PushArgs:
+        """A list and its meta hash in one slot, ``appended`` chunks (``total_bytes`` of
+        them) RPUSHed just before in the same MULTI/EXEC: count them, the TTLs."""
+        return cls(
+            chunks_key,
+            meta_key,
+            Step.RPUSHED,
+            *_head(head),
+            None,
+            total_bytes,
+            appended,
+            None,
+            (),
+        )
+
+    @classmethod
+    def list_side(
+        cls,
+        chunks_key: str,
+        state_key: str,
+        head: PushHead,
+        chunks: tuple[bytes | str, ...],
+        total_bytes: int,
+    ) -> PushArgs:
+        """A split list: append (a new list's stream id in genbuf's hash ``state_key``)."""
+        return cls(
+            chunks_key, state_key, Step.LIST, *_head(head), None, total_bytes, None, None, chunks
+        )
+
+    @classmethod
+    def count_side(
+        cls, meta_key: str, head: PushHead, appended: int, total_bytes: int, list_length: int
+    ) -> PushArgs:
+        """A split list's meta hash, after ``list_side`` appended ``appended`` chunks
+        (``total_bytes`` of them) and left the list ``list_length`` long."""
+        return cls(
+            meta_key,
+            meta_key,
+            Step.COUNT,
+            *_head(head),
+            None,
+            total_bytes,
+            appended,
+            list_length,
+            (),
+        )
 
     def parse(self, reply: Any) -> PushReply:
         """{list length, appended, skipped}."""
         length, appended, skipped = reply
         return PushReply(int(length), int(appended), int(skipped))
+
+
+def _head(head: PushHead) -> tuple[int, str, int, int | None, int]:
+    return (head.ttl, head.now, head.organization_id, head.scenario_id, head.generation_id)
