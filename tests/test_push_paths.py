@@ -204,3 +204,27 @@ def test_the_lua_scripts_use_only_the_meta_fields_defined_in_one_place() -> None
             named |= set(re.findall(r"'([a-z_]+)'(?!\s*\.\.)", arguments))
     assert named, "no field found: the pattern no longer matches the scripts"
     assert named <= meta.FIELDS, named - meta.FIELDS
+
+
+@BACKENDS
+@pytest.mark.parametrize("tagged", [False, True], ids=["untagged", "tagged"])
+def test_finish_marks_only_a_buffer_that_exists(stack: Stack, tagged: bool) -> None:
+    """finish (push.lua's finish step, as the key's layout sends it): `finished_at`, and
+    the TTL on a meta hash left without one; a list the app wrote alone (no meta hash)
+    is marked too; where neither key exists (a retried finish after a compaction deleted
+    the buffer) nothing comes back."""
+    path = Path_("finish", _push_many, tagged=tagged)
+    gen = 1400 + tagged
+    key, meta = _key(stack, path, gen), keys.meta_key(_key(stack, path, gen))
+    client = stack.buffer.client
+    stack.buffer.push_many(ORG, gen, [b"a\n"], SCENARIO)
+    client.persist(meta)
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert client.hget(meta, "finished_at") is not None
+    assert _full(int(client.ttl(meta)))
+    client.delete(meta)  # the app's RPUSH alone: a list without meta hash
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert client.hget(meta, "finished_at") is not None
+    client.delete(key, *layout_of(stack.buffer.target, key).hashes(key))
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert not client.exists(meta)

@@ -174,7 +174,7 @@ def test_a_mismatched_argv_is_caught() -> None:
 
 
 def test_the_push_calls_fill_the_arguments_of_their_step() -> None:
-    """push.lua's three steps: what each constructor puts in KEYS and ARGV."""
+    """push.lua's steps: what each constructor puts in KEYS and ARGV."""
     head = PushHead(60, "now", 1, None, 2)
     one = PushArgs.push("k", "k:meta", head, (b"a",), 1, seq=5)
     assert one.keys() == ["k", "k:meta"]
@@ -185,6 +185,10 @@ def test_the_push_calls_fill_the_arguments_of_their_step() -> None:
     counted = PushArgs.count_side("k:meta", head, 2, 3, 7)
     assert counted.keys() == ["k:meta", "k:meta"]
     assert counted.argv() == ["count", 60, "now", 1, "", 2, "", 3, 2, 7]
+    rpushed = PushArgs.rpushed("k", "k:meta", head, 2, 3)
+    assert rpushed.argv() == ["rpushed", 60, "now", 1, "", 2, "", 3, 2, ""]
+    finished = PushArgs.finish("k:meta", "k:meta", head, 4)
+    assert finished.argv() == ["finish", 60, "now", 1, "", 2, "", 0, "", 4]
 
 
 def test_set_aside_names_the_meta_fields() -> None:

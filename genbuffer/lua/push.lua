@@ -8,10 +8,12 @@
 -- beside the list) and then the count (step 'count', given what the list step did).
 -- Step 'rpushed' is the one-slot push of many chunks: they went as native RPUSHes
 -- (converting each to a Lua string costs more) in the MULTI/EXEC that ends with this
--- call, which counts them and gives the TTLs, exactly as step 'push' would.
+-- call, which counts them and gives the TTLs, exactly as step 'push' would. Step
+-- 'finish' marks the stream finished (`finished_at`), where the list or its meta hash
+-- exists (a retried finish must not bring back a meta hash a compaction deleted).
 -- KEYS[1]  chunks_key: the chunks list (step 'count': the meta hash again, as KEYS[2])
 -- KEYS[2]  hash_key: the meta hash (step 'list': genbuf's own hash {K}:genbuf)
--- ARGV[1]  step: 'push', 'rpushed', 'list' or 'count'
+-- ARGV[1]  step: 'push', 'rpushed', 'list', 'count' or 'finish'
 -- ARGV[2]  ttl: TTL in seconds
 -- ARGV[3]  now: now, ISO 8601 UTC
 -- ARGV[4]  organization_id: organization id
@@ -20,7 +22,7 @@
 -- ARGV[7]  seq: sequence number (0-based, over the stream) of the first chunk, or '' (step 'push' only)
 -- ARGV[8]  total_bytes: the chunks' total length in bytes (computed by the caller)
 -- ARGV[9]  appended: steps 'count' and 'rpushed': chunks appended before ('' otherwise)
--- ARGV[10] list_length: step 'count': the list's length after them ('' otherwise)
+-- ARGV[10] list_length: steps 'count' and 'finish': the list's length, read apart ('' otherwise)
 -- ARGV[11…] chunks: the chunks, in order (steps 'count' and 'rpushed': none)
 -- With a sequence number the push is idempotent: the producer's next expected
 -- number is seq_base + chunk_count + gaps; chunks below it are skipped (a retried
@@ -42,6 +44,15 @@ end
 local function new_life(hash)
   local time = redis.call('TIME')
   redis.call('HSETNX', hash, 'stream_id', 't' .. time[1] .. time[2])
+end
+
+if step == 'finish' then
+  local length = ARGV[10] == '' and redis.call('LLEN', KEYS[1]) or tonumber(ARGV[10])
+  if length > 0 or redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('HSET', KEYS[2], 'finished_at', now)
+    give_ttl(KEYS[2])
+  end
+  return {length, 0, 0}
 end
 
 -- The list's side: append (or take what was appended), and its TTL.

@@ -18,6 +18,7 @@ class Step(StrEnum):
     RPUSHED = "rpushed"  # … the chunks RPUSHed just before, in the same MULTI/EXEC
     LIST = "list"  # a split list: the list (and genbuf's own hash beside it) …
     COUNT = "count"  # … then, in the meta hash's slot, the count
+    FINISH = "finish"  # the stream marked finished (no chunk)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class PushArgs(ScriptCall[PushReply]):
     seq: int | None  # of the first chunk (0-based, over the stream); None: unsequenced
     total_bytes: int  # of the chunks, computed by the caller
     appended: int | None  # Step.COUNT, Step.RPUSHED: chunks appended before
-    list_length: int | None  # Step.COUNT: the list's length after them
+    list_length: int | None  # Step.COUNT, Step.FINISH: the list's length, read apart
     chunks: tuple[bytes | str, ...]
 
     @classmethod
@@ -139,6 +140,14 @@ class PushArgs(ScriptCall[PushReply]):
             list_length,
             (),
         )
+
+    @classmethod
+    def finish(
+        cls, chunks_key: str, meta_key: str, head: PushHead, list_length: int | None = None
+    ) -> PushArgs:
+        """Mark the stream finished in ``meta_key`` if the list or it exists; a split
+        list passes its meta hash as ``chunks_key`` and the list's length read apart."""
+        return cls(chunks_key, meta_key, Step.FINISH, *_head(head), None, 0, None, list_length, ())
 
     def parse(self, reply: Any) -> PushReply:
         """{list length, appended, skipped}."""

@@ -79,7 +79,8 @@ __all__ = [
 
 PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # calls sent per round trip where a pipeline may carry scripts
-TRANSACTION_BATCHES = 16  # RPUSHes of PUSH_BATCH chunks per MULTI/EXEC (the fast path)
+TRANSACTION_BATCHES = 16  # RPUSHes of PUSH_BATCH chunks per MULTI/EXEC (the fast path) …
+TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
 
 
@@ -111,6 +112,23 @@ def _batches(chunks: Iterable[bytes | str]) -> Iterator[tuple[bytes | str, ...]]
     source = iter(chunks)
     while batch := tuple(islice(source, PUSH_BATCH)):
         yield batch
+
+
+def _transactions(
+    chunks: Iterable[bytes | str],
+) -> Iterator[tuple[list[tuple[bytes | str, ...]], int]]:
+    """Groups of batches for one MULTI/EXEC each (TRANSACTION_BATCHES of them, or fewer
+    once they hold TRANSACTION_BYTES), with their size in bytes."""
+    group: list[tuple[bytes | str, ...]] = []
+    size = 0
+    for batch in _batches(chunks):
+        group.append(batch)
+        size += _total_bytes(batch)
+        if len(group) == TRANSACTION_BATCHES or size >= TRANSACTION_BYTES:
+            yield group, size
+            group, size = [], 0
+    if group:
+        yield group, size
 
 
 def outcome_unknown(url: str, key: str, *, confirmed: int, in_doubt: int) -> PushOutcomeUnknown:
@@ -155,6 +173,10 @@ class Layout(ABC):
         seq: int | None,
     ) -> Pushed:
         """Append ``chunks`` to the list ``key`` in order and count them (push.lua)."""
+
+    @abstractmethod
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """Mark the stream of the list ``key`` finished (push.lua, step finish)."""
 
     @abstractmethod
     def snapshot(
@@ -235,12 +257,10 @@ class OneSlot(Layout):
         (no chunk converted to a Lua string), then push.lua counting them."""
         meta = keys.meta_key(key)
         url = scripts.target.url
-        source = _batches(chunks)
         length = appended = sent = 0
         with redis_errors(url):
-            while group := list(islice(source, TRANSACTION_BATCHES)):
+            for group, size in _transactions(chunks):
                 count = sum(map(len, group))
-                size = sum(map(_total_bytes, group))
                 rpushes = [("RPUSH", key, *batch) for batch in group]
                 try:
                     reply = scripts.run_after(
@@ -275,6 +295,11 @@ class OneSlot(Layout):
             sum(reply.appended for reply in replies),
             sum(reply.skipped for reply in replies),
         )
+
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """One call on the list and its meta hash (safe to repeat)."""
+        with redis_errors(scripts.target.url):
+            scripts.run(PushArgs.finish(key, keys.meta_key(key), head))
 
     def snapshot(
         self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
@@ -341,6 +366,13 @@ class Split(Layout):
             if appended == 0:  # nothing to push: the list as it is
                 length = int(scripts.target.client.llen(key))
         return Pushed(length, appended, 0, sent)
+
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """The list's length read first (another slot), then the meta hash marked."""
+        meta = keys.meta_key(key)
+        with redis_errors(scripts.target.url):
+            length = int(scripts.target.client.llen(key))
+            scripts.run(PushArgs.finish(meta, meta, head, length))
 
     def snapshot(
         self, scripts: ScriptRunner, call: SnapshotArgs, lease: int

@@ -17,7 +17,6 @@ from functools import lru_cache
 
 from genbuffer import keys
 from genbuffer.lua.push import PushHead
-from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors
 from genbuffer.redis.events import Events
 from genbuffer.redis.layout import PUSH_BATCH, PUSH_PIPELINE, layout_of
@@ -173,14 +172,10 @@ class Producer:
         The announcement comes after the mark: a worker that reads it sees the stream
         finished. One lost between the two (a crash) is found by the workers' sweeper."""
         key = self.key_for(organization_id, generation_id, scenario_id)
-        meta = keys.meta_key(key)
-        client = self.target.client
-        with redis_errors(self.target.url):
-            # a finish() retried after its announcement failed must not bring back, as a
-            # stray, a meta hash that a compaction has deleted with its list meanwhile
-            if client.exists(key, meta):
-                client.hset(meta, fields.FINISHED_AT, self.clock.now())
-                if client.ttl(meta) == -1:
-                    client.expire(meta, self.ttl)
+        head = PushHead(self.ttl, self.clock.now(), organization_id, scenario_id, generation_id)
+        # push.lua, step finish: where the list or its meta hash exists (a finish()
+        # retried after its announcement failed must not bring back, as a stray, a meta
+        # hash that a compaction has deleted with its list meanwhile)
+        layout_of(self.target, key).finish(self.scripts, key, head)
         self.events.announce(organization_id, generation_id, scenario_id, key=key)
         return key
