@@ -485,9 +485,9 @@ def test_a_script_cache_flushed_between_load_and_call(
     client.script_flush()
     result = compact(stack, ORG, gen, delete=True)
     assert result.ok and result.deleted and stored_bytes(stack, gen) == b"[1,2]"
-    flushes[0] = -1  # from now on, every load is followed by a flush
     again = stack.repository.create_generation(ORG)
-    stack.buffer.push_many(ORG, again, [b"[3]"])
+    stack.buffer.push_many(ORG, again, [b"[3]"])  # (a push runs push.lua: before the flushes)
+    flushes[0] = -1  # from now on, every load is followed by a flush
     client.script_flush()
     with pytest.raises(RedisUnavailable) as raised:
         compact(stack, ORG, again)
