@@ -15,7 +15,7 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import PushOutcomeUnknown, RedisUnavailable, StreamChanged
-from genbuffer.redis import GenerationBuffer, layout, once
+from genbuffer.redis import GenerationBuffer, layout
 from genbuffer.redis.layout import PUSH_BATCH, layout_of
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server
@@ -184,12 +184,9 @@ def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
     assert stack.buffer.protocol.snapshot(key).counted == per_thread * threads
 
 
-def test_push_chunk_survives_a_killed_connection(
-    servers: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The server drops the producer's connections (CLIENT KILL): a push that finds its
-    connection idle checks it first and reconnects; push_many's pool does the same."""
-    monkeypatch.setattr(once, "IDLE_CHECK", 0.0)  # every push finds it idle: no waiting
+def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
+    """The server drops the producer's connections (CLIENT KILL): the next push finds
+    its connection closed before sending (a poll) and reconnects; push_many's pool too."""
     servers.buffer.push_chunk(1, 12, b"a")
     admin = redis.Redis.from_url(servers.settings.effective_redis_url())
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
@@ -202,24 +199,6 @@ def test_push_chunk_survives_a_killed_connection(
     admin.close()
 
 
-def test_a_connection_killed_between_two_pushes_is_reported_in_doubt(
-    servers: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Killed right after a push (no idle check due), the next push cannot tell whether
-    its command ran: PushOutcomeUnknown with one chunk in doubt, never a resend; the push
-    after it reconnects."""
-    monkeypatch.setattr(once, "IDLE_CHECK", 3600.0)
-    servers.buffer.push_chunk(1, 22, b"a")
-    admin = redis.Redis.from_url(servers.settings.effective_redis_url())
-    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
-    with pytest.raises(PushOutcomeUnknown) as caught:
-        servers.buffer.push_chunk(1, 22, b"b")
-    assert (caught.value.confirmed, caught.value.in_doubt) == (0, 1)
-    assert servers.buffer.push_chunk(1, 22, b"c").length == 2
-    assert admin.lrange(servers.buffer.key_for(1, 22, None), 0, -1) == [b"a", b"c"]
-    admin.close()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_push_chunk_in_a_forked_child_opens_its_own_connection(servers: Stack) -> None:
     """A child process must not write on the parent's socket: both keep their replies."""
@@ -228,11 +207,11 @@ def test_push_chunk_in_a_forked_child_opens_its_own_connection(servers: Stack) -
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
-            twin = servers.buffer.scripts._once
-            assert twin is not None
-            inherited = twin._client
+            writes = servers.buffer.scripts._writes()
+            assert writes is not None
+            inherited = writes._conn
             lengths = [servers.buffer.push_chunk(1, 13, b"child").length for _ in range(20)]
-            own = twin._client not in (None, inherited)
+            own = writes._conn not in (None, inherited)
             code = 0 if own and lengths == list(range(2, 22)) else 1
         except BaseException:
             code = 2

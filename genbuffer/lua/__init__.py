@@ -65,10 +65,12 @@ class ScriptCall(ABC, Generic[R]):
 
     def argv(self) -> list[Arg]:
         """ARGV[1…], as the header declares them, then the variable tail if any."""
-        values = [encode(getattr(self, name)) for name in self.ARGV]
+        # plain values as they are, without a call each: a push builds this once per token
+        values = [getattr(self, name) for name in self.ARGV]
+        values = [v if type(v) in _PLAIN else "" if v is None else encode(v) for v in values]
         if self.TAIL is not None:
             tail: Iterable[object] = getattr(self, self.TAIL)
-            values += [encode(value) for value in tail]
+            values += [v if type(v) in _PLAIN else encode(v) for v in tail]
         return values
 
     @abstractmethod

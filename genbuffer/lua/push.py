@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from genbuffer.lua import ScriptCall
 
@@ -21,8 +21,7 @@ class Step(StrEnum):
     FINISH = "finish"  # the stream marked finished (no chunk)
 
 
-@dataclass(frozen=True)
-class PushReply:
+class PushReply(NamedTuple):
     """The list length after the push, chunks appended and chunks skipped."""
 
     length: int
@@ -30,9 +29,9 @@ class PushReply:
     skipped: int
 
 
-@dataclass(frozen=True, slots=True)
-class PushHead:
-    """What every call of one push carries: the TTL, the time and the ids."""
+class PushHead(NamedTuple):
+    """What every call of one push carries: the TTL, the time and the ids (a tuple:
+    built once per token)."""
 
     ttl: int
     now: str  # ISO 8601 UTC
@@ -87,9 +86,7 @@ class PushArgs(ScriptCall[PushReply]):
         seq: int | None = None,
     ) -> PushArgs:
         """A list and its meta hash in one slot: append and count in one call."""
-        return cls(
-            chunks_key, meta_key, Step.PUSH, *_head(head), seq, total_bytes, None, None, chunks
-        )
+        return cls(chunks_key, meta_key, _PUSH, *head, seq, total_bytes, None, None, chunks)
 
     @classmethod
     def rpushed(
@@ -101,7 +98,7 @@ class PushArgs(ScriptCall[PushReply]):
             chunks_key,
             meta_key,
             Step.RPUSHED,
-            *_head(head),
+            *head,
             None,
             total_bytes,
             appended,
@@ -119,9 +116,7 @@ class PushArgs(ScriptCall[PushReply]):
         total_bytes: int,
     ) -> PushArgs:
         """A split list: append (a new list's stream id in genbuf's hash ``state_key``)."""
-        return cls(
-            chunks_key, state_key, Step.LIST, *_head(head), None, total_bytes, None, None, chunks
-        )
+        return cls(chunks_key, state_key, Step.LIST, *head, None, total_bytes, None, None, chunks)
 
     @classmethod
     def count_side(
@@ -133,7 +128,7 @@ class PushArgs(ScriptCall[PushReply]):
             meta_key,
             meta_key,
             Step.COUNT,
-            *_head(head),
+            *head,
             None,
             total_bytes,
             appended,
@@ -147,13 +142,11 @@ class PushArgs(ScriptCall[PushReply]):
     ) -> PushArgs:
         """Mark the stream finished in ``meta_key`` if the list or it exists; a split
         list passes its meta hash as ``chunks_key`` and the list's length read apart."""
-        return cls(chunks_key, meta_key, Step.FINISH, *_head(head), None, 0, None, list_length, ())
+        return cls(chunks_key, meta_key, Step.FINISH, *head, None, 0, None, list_length, ())
 
     def parse(self, reply: Any) -> PushReply:
         """{list length, appended, skipped}."""
-        length, appended, skipped = reply
-        return PushReply(int(length), int(appended), int(skipped))
+        return PushReply._make(map(int, reply))
 
 
-def _head(head: PushHead) -> tuple[int, str, int, int | None, int]:
-    return (head.ttl, head.now, head.organization_id, head.scenario_id, head.generation_id)
+_PUSH = Step.PUSH  # (an enum member looked up once: push_chunk builds a call per token)

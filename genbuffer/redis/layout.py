@@ -40,9 +40,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import islice
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from genbuffer import keys
 from genbuffer.errors import PushOutcomeUnknown, StreamChanged, UsageError
@@ -84,8 +84,7 @@ TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
 
 
-@dataclass(frozen=True)
-class Pushed:
+class Pushed(NamedTuple):
     """What a push did: the list length after it, chunks appended and skipped, bytes sent."""
 
     length: int
@@ -225,8 +224,14 @@ class OneSlot(Layout):
         meta = keys.meta_key(key)
         if type(chunks) is tuple and len(chunks) == 1:  # push_chunk, once per token
             size = chunk_bytes(chunks[0])
-            reply = self._send(scripts, [PushArgs.push(key, meta, head, chunks, size, seq=seq)])
-            return Pushed(reply.length, reply.appended, reply.skipped, size)
+            call = PushArgs.push(key, meta, head, chunks, size, seq=seq)
+            if seq is not None:
+                return Pushed(*self._send(scripts, [call]), size)
+            try:
+                with redis_errors(scripts.target.url):
+                    return Pushed(*scripts.run_once(call), size)
+            except SentUnconfirmed:
+                raise outcome_unknown(scripts.target.url, key, confirmed=0, in_doubt=1) from None
         if seq is None and not scripts.target.cluster:
             return self._push_transactions(scripts, key, chunks, head)
         length = appended = skipped = sent = 0

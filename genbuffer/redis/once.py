@@ -1,41 +1,42 @@
-"""Writes sent once: the client of unsequenced pushes on one server.
+"""Writes sent once: unsequenced pushes on one server.
 
 redis-py's retry sends a command again after a connection error, when the first
 may have run; an unsequenced push sent twice appends its chunks twice. So these
-writes go through a twin of the client (same URL, timeouts, TLS and set-up: a
-``redis.ConnectionPool`` built from the client's, with ``retry`` of no retries) that
-sends each command once: a connection error after sending is ``SentUnconfirmed``
-(the caller says what is in doubt), one while connecting is raised as it is.
+writes go through a twin of the client's pool (same URL, timeouts, TLS and set-up:
+a ``redis.ConnectionPool`` built from the client's, with ``retry`` of no retries)
+and are sent once: a connection error after sending is ``SentUnconfirmed`` (the
+caller says what is in doubt), one before it is raised as it is.
 
-A streaming producer pushes once per token, so a single command goes on the twin's
-one connection (redis-py's documented ``single_connection_client``: no pool checkout
-per command, which costs more than the round trip on loopback). A connection idle
-for IDLE_CHECK seconds is checked with a PING first (a failed PING costs nothing: the
-command then reconnects), so one the server closed while idle (a restart, its
-``timeout``) is replaced while nothing is at stake. Pipelines take a connection of
-the twin's pool, which polls it before handing it out. Thread-safe (one lock around
-the connection); a forked child builds its own twin.
+A pipeline (push_many's MULTI/EXEC transactions) takes a connection of the twin
+pool, which polls it before handing it out. A single command (push_chunk, once per
+token) is the measured exception (bench/NOTES.md, row 1): through redis-py's client
+path (pool checkout, hooks, retry wrapper) push_chunk made 0.45x a raw RPUSH loop on
+a loaded machine, against 0.90x on a connection of its own. So single commands go
+on one connection made by the twin pool and kept outside it, through redis-py's
+connection API (``make_connection``, ``connect``, ``can_read``,
+``send_packed_command``, ``read_response``, ``disconnect``; tested at both ends of
+the pin, ``make test-lowest``), the command packed by hiredis. It is polled before
+each command, so one the server closed while idle is replaced while nothing is at
+stake; it is used under a lock (threads), and a forked child opens its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-import time
+import weakref
 from typing import Any
 
 import redis
+from hiredis import pack_command
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from genbuffer.redis.connection import SentUnconfirmed
 
-__all__ = ["IDLE_CHECK", "OnceClient", "never_sent"]
+__all__ = ["OnceClient", "never_sent"]
 
-IDLE_CHECK = 1.0  # seconds idle after which the connection is checked before a write
-
-_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def never_sent(exc: Exception) -> bool:
@@ -45,13 +46,10 @@ def never_sent(exc: Exception) -> bool:
 
 
 def _twin(client: redis.Redis) -> redis.Redis:
-    """A client of ``client``'s server whose pool never retries, on one connection."""
+    """A client of ``client``'s server on a pool of its own that never retries."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs),
-        single_connection_client=True,
-    )
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
 
 
 class OnceClient:
@@ -60,33 +58,66 @@ class OnceClient:
     def __init__(self, client: redis.Redis) -> None:
         self._source = client
         self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._pid = 0
-        self._used = 0.0  # monotonic time of the last command
+        self._client: redis.Redis | None = None  # the twin
+        self._conn: Any = None  # single commands' connection, outside the twin's pool
+        # a forked child forgets the parent's connections (leaves its sockets be) rather
+        # than asking for the pid before every command
+        forget = weakref.WeakMethod(self._forget)
+        os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._client, self._conn = None, None
 
     def _twin(self) -> redis.Redis:
-        """The twin; a new one in a forked child (the parent's connections are left be)."""
-        if self._client is None or self._pid != os.getpid():
-            self._client, self._pid = _twin(self._source), os.getpid()
+        """The twin, built on first use."""
+        if self._client is None:
+            self._client = _twin(self._source)
         return self._client
 
-    def execute(self, *args: Any, **options: Any) -> Any:
-        """Send one command once; its reply. A connection error after sending is
-        SentUnconfirmed; an error reply is raised as redis-py raises it."""
-        with self._lock:
-            client: Any = self._twin()
-            if time.monotonic() - self._used >= IDLE_CHECK:
-                # closed while idle: the PING fails, and the command connects anew
-                with contextlib.suppress(*_LOST):
-                    client.ping()
+    def _ready(self) -> Any:
+        """The connection of single commands: open, with nothing waiting to be read (an
+        idle one the server closed shows EOF: it is replaced before anything is sent)."""
+        pool = self._twin().connection_pool
+        conn: Any = self._conn
+        if conn is not None:
             try:
-                return client.execute_command(*args, **options)
+                stale = conn.can_read(timeout=0)
+            except _LOST:
+                stale = True
+            if not stale:
+                return conn
+            conn.disconnect()
+            self._conn = None
+        conn = pool.make_connection()  # the pool's class, URL, timeouts, TLS and set-up
+        conn.connect()
+        self._conn = conn
+        return conn
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command once; its reply (as the server sent it). A connection error
+        after sending is SentUnconfirmed; an error reply is raised as redis-py raises it
+        (the connection stays in step)."""
+        with self._lock:
+            conn = self._ready()  # (a failure here: nothing was sent)
+            try:
+                # packed by hiredis as it is (redis-py's packer encodes each argument in
+                # Python first: a third of a push_chunk's time)
+                conn.send_packed_command([pack_command(args)], check_health=False)
+                return conn.read_response()
+            except redis.exceptions.ResponseError:
+                raise  # an error reply, read whole
             except _LOST as exc:
-                if never_sent(exc):
-                    raise
+                self._drop()
                 raise SentUnconfirmed(str(exc)) from None
-            finally:
-                self._used = time.monotonic()
+            except BaseException:
+                self._drop()  # e.g. interrupted between send and read: out of step
+                raise
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn = None
 
     def pipeline(self, *, transaction: bool = False) -> Any:
         """A pipeline (or a MULTI/EXEC transaction) on a connection of the twin's pool."""
@@ -94,9 +125,9 @@ class OnceClient:
             return self._twin().pipeline(transaction=transaction)
 
     def close(self) -> None:
-        """Close the twin's connections (the next command opens another)."""
+        """Close the connections (the next command opens another)."""
         with self._lock:
-            if self._client is not None and self._pid == os.getpid():
-                self._client.close()
+            if self._client is not None:
+                self._drop()
                 self._client.connection_pool.disconnect()
-            self._client = None
+            self._client, self._conn = None, None

@@ -12,7 +12,7 @@ refused are sent again. It works alike for ``redis.Redis``, ``redis.RedisCluster
 callers run those one by one) and fakeredis.
 
 A call whose effect must not happen twice (an unsequenced push) is sent *once*
-(``run_once``, ``run_pipelined(once=True)``): on one server through
+(``run_once``, ``run_after``): on one server through
 ``genbuffer.redis.once``, on a cluster to its key's node without redis-py's retry.
 """
 
@@ -47,12 +47,20 @@ class ScriptRunner:
         # writes sent once on one server (a cluster routes them itself; the in-process
         # Redis loses no connection)
         local = target.cluster or target.url.startswith(MEMORY_REDIS_URL)
-        self._once = None if local else OnceClient(target.client)
+        self._local = local
+        self._once: OnceClient | None = None  # built on the first write sent once
 
     def close(self) -> None:
         """Close the connections of writes sent once (the next one opens another)."""
         if self._once is not None:
             self._once.close()
+            self._once = None
+
+    def _writes(self) -> OnceClient | None:
+        """The client of writes sent once on one server (None: not needed here)."""
+        if self._once is None and not self._local:
+            self._once = OnceClient(self.target.client)
+        return self._once
 
     def _script(self, name: str) -> Any:
         """redis-py's Script for ``name``: its source and SHA1, and what a pipeline's
@@ -122,8 +130,9 @@ class ScriptRunner:
 
     def _send_once(self, command: tuple[Any, ...], key: str) -> Any:
         """One command sent once (see ``run_once``)."""
-        if self._once is not None:
-            return self._once.execute(*command)
+        writes = self._writes()
+        if writes is not None:
+            return writes.execute(*command)
         client: Any = self.target.client
         if not self.target.cluster:  # the in-process Redis
             return client.execute_command(*command)
@@ -183,8 +192,9 @@ class ScriptRunner:
         while queued (EXECABORT, e.g. OOM) applied nothing. A NOSCRIPT at EXEC (the
         script cache flushed after redis-py's pipeline loaded it) says the call alone
         did not run: it runs then, on its own."""
-        if self._once is not None:
-            pipe = self._once.pipeline(transaction=True)
+        writes = self._writes()
+        if writes is not None:
+            pipe = writes.pipeline(transaction=True)
         else:  # the in-process Redis
             pipe = self.target.client.pipeline(transaction=True)
         for command in commands:
@@ -197,7 +207,7 @@ class ScriptRunner:
         try:
             results = pipe.execute(raise_on_error=False)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            if self._once is None or never_sent(exc):
+            if writes is None or never_sent(exc):
                 raise
             raise SentUnconfirmed(str(exc)) from None
         *before, last = results
