@@ -45,7 +45,7 @@ from itertools import islice
 from typing import ClassVar, NamedTuple
 
 from genbuffer import keys
-from genbuffer.errors import PushOutcomeUnknown, StreamChanged, UsageError
+from genbuffer.errors import OperationFailed, PushOutcomeUnknown, StreamChanged, UsageError
 from genbuffer.lua.ack import Layout as AckLayout
 from genbuffer.lua.drop_state import DropStateArgs
 from genbuffer.lua.push import PushArgs, PushHead, PushReply
@@ -61,7 +61,7 @@ from genbuffer.lua.snapshot import (
 )
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, SentUnconfirmed, redis_errors, text
-from genbuffer.redis.scripts import ScriptRunner
+from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from genbuffer.settings import mask_url
 
 __all__ = [
@@ -262,20 +262,37 @@ class OneSlot(Layout):
         (no chunk converted to a Lua string), then push.lua counting them."""
         meta = keys.meta_key(key)
         url = scripts.target.url
-        length = appended = sent = 0
-        with redis_errors(url):
-            for group, size in _transactions(chunks):
-                count = sum(map(len, group))
-                rpushes = [("RPUSH", key, *batch) for batch in group]
-                try:
-                    reply = scripts.run_after(
-                        rpushes, PushArgs.rpushed(key, meta, head, count, size)
-                    )
-                except SentUnconfirmed:
-                    raise outcome_unknown(url, key, confirmed=appended, in_doubt=count) from None
-                length, appended, sent = reply.length, appended + count, sent + size
-            if appended == 0:  # nothing to push: the list as it is
-                length = int(scripts.target.client.llen(key))
+        length = appended = sent = count = 0
+        try:
+            with redis_errors(url):
+                for group, size in _transactions(chunks):
+                    count = sum(map(len, group))
+                    rpushes = [("RPUSH", key, *batch) for batch in group]
+                    counting = PushArgs.rpushed(key, meta, head, count, size)
+                    try:
+                        reply = scripts.run_after(rpushes, counting)
+                    except SentUnconfirmed:
+                        doubt = count
+                        raise outcome_unknown(
+                            url, key, confirmed=appended, in_doubt=doubt
+                        ) from None
+                    length, appended, sent = reply.length, appended + count, sent + size
+                if appended == 0:  # nothing to push: the list as it is
+                    length = int(scripts.target.client.llen(key))
+        except RefusedAfter as refused:  # the RPUSHes ran, push.lua refused to count them
+            raise OperationFailed(
+                f"Redis at {mask_url(url)} refused to count a push to {key}: "
+                f"{str(refused.error).splitlines()[0]}; {appended + count} chunks appended, "
+                f"the last {count} not counted in its meta hash",
+                hint="the chunks are in the buffer (compaction reports the count mismatch); "
+                "push only the rest, once Redis accepts writes again",
+            ) from None
+        except OperationFailed as refused:  # refused while queued (EXECABORT): none of it ran
+            raise OperationFailed(
+                f"{refused.message}; {appended} chunks confirmed, the refused ones were not "
+                "appended",
+                hint=refused.hint,
+            ) from None
         return Pushed(length, appended, 0, sent)
 
     @staticmethod

@@ -34,7 +34,16 @@ from genbuffer.redis.connection import (
 from genbuffer.redis.once import OnceClient, never_sent
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
-__all__ = ["ScriptRunner"]
+__all__ = ["RefusedAfter", "ScriptRunner"]
+
+
+class RefusedAfter(Exception):
+    """``run_after``: the commands ran, and then the call was refused (an error reply,
+    e.g. OOM inside the script): what they wrote stays, the call's part did not happen."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ScriptRunner:
@@ -188,8 +197,9 @@ class ScriptRunner:
         """``commands`` and then ``call`` in one MULTI/EXEC transaction, sent once (see
         ``run_once``; not on a Redis Cluster); the call's reply.
 
-        An error reply of any of them is raised (the first); a transaction refused
-        while queued (EXECABORT, e.g. OOM) applied nothing. A NOSCRIPT at EXEC (the
+        An error reply of a command is raised (the first); one of the call, after the
+        commands ran, is RefusedAfter; a transaction refused while queued (EXECABORT,
+        e.g. OOM) applied nothing. A NOSCRIPT at EXEC (the
         script cache flushed after redis-py's pipeline loaded it) says the call alone
         did not run: it runs then, on its own."""
         writes = self._writes()
@@ -211,12 +221,12 @@ class ScriptRunner:
                 raise
             raise SentUnconfirmed(str(exc)) from None
         *before, last = results
-        for result in (*before, last):
-            if isinstance(result, Exception) and not isinstance(
-                result, redis.exceptions.NoScriptError
-            ):
+        for result in before:
+            if isinstance(result, Exception):
                 raise result
         if isinstance(last, redis.exceptions.NoScriptError):
             self._loaded.discard(call.SCRIPT)
             return self.run_once(call)
+        if isinstance(last, Exception):
+            raise RefusedAfter(last)
         return call.parse(last)
