@@ -36,7 +36,7 @@ test-all: venv
 
 # The Redis, CLI, metrics and offload tests again on the lowest versions allowed of redis-py,
 # typer, prometheus-client, obstore and zstandard.
-LOWEST_TESTS := tests/test_buffer.py tests/test_push_paths.py tests/test_faults.py \
+LOWEST_TESTS := tests/test_buffer.py tests/test_push_paths.py tests/test_scripts.py tests/test_faults.py \
 	tests/test_process.py tests/test_cli.py tests/test_compaction.py tests/test_metrics.py \
 	tests/test_offload.py
 test-lowest:
@@ -44,6 +44,8 @@ test-lowest:
 	.venv-lowest/bin/python -m pip install --quiet --upgrade pip
 	.venv-lowest/bin/python -m pip install --quiet -e '.[dev]' -c .ci/lowest.txt
 	.venv-lowest/bin/python -m pip freeze | grep -iE '^(redis|typer|prometheus.client|obstore|zstandard)=='
+	@# fail unless each pin of .ci/lowest.txt is what was installed (a resolver that picked another version is no lowest test)
+	.venv-lowest/bin/python -c "import sys, importlib.metadata as m; pins = [line.split('==') for line in open('.ci/lowest.txt') if '==' in line and not line.startswith('#')]; bad = [(n.strip(), v.strip(), m.version(n.strip())) for n, v in pins if m.version(n.strip()) != v.strip()]; sys.exit(f'not the lowest versions (name, pinned, installed): {bad}' if bad else 0)"
 	.venv-lowest/bin/python -m pytest -q -n $(PYTEST_WORKERS) $(LOWEST_TESTS)
 
 test-fast: venv

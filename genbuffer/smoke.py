@@ -11,6 +11,7 @@ from genbuffer.checks import durability_checks as doctor_durability_checks
 from genbuffer.documents import Document
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.layout import layout_of
 from genbuffer.settings import mask_url
 
 __all__ = ["SmokeCheck", "SmokeResult", "smoke_test"]
@@ -51,7 +52,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
     started = time.perf_counter()
     key = keys.smoke_chunks_key(secrets.token_hex(8), buffer.prefix, tagged=buffer.tagged)
     meta = keys.meta_key(key)
-    split = buffer.target.split(key)  # the app's untagged keys on a cluster
+    layout = layout_of(buffer.target, key)  # the app's untagged keys on a cluster: split
     checks: list[SmokeCheck] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -77,10 +78,10 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
         )
         pushed = True
         for index, chunk in enumerate(sent):
-            buffer.push_to_key(key, [chunk], _SMOKE_IDS, seq=None if split else index)
+            buffer.push_to_key(key, [chunk], _SMOKE_IDS, seq=index if layout.sequenced else None)
         check("push", True, f"{chunks} chunks pushed one at a time")
-        if split:  # sequenced pushes need one slot: the cluster's own check instead
-            slots = buffer.keyspace.slots([key, buffer.target.state_of(key)])
+        if not layout.sequenced:  # sequenced pushes need one slot: the cluster's own check
+            slots = buffer.keyspace.slots([key, layout.state_key(key)])
             check(
                 "one slot",
                 len(set(slots)) == 1,
@@ -111,7 +112,7 @@ def smoke_test(buffer: GenerationBuffer, chunks: int = 20, keep: bool = False) -
         )
     finally:
         if pushed and not keep:
-            _clean(buffer, sorted({key, meta, buffer.target.state_of(key)}), check)
+            _clean(buffer, sorted({key, *layout.hashes(key)}), check)
     return SmokeResult(
         ok=all(c.ok for c in checks),
         key=key,

@@ -15,8 +15,8 @@ import redis
 
 from genbuffer import keys
 from genbuffer.errors import PushOutcomeUnknown, RedisUnavailable, StreamChanged
-from genbuffer.redis import GenerationBuffer, held, transactions
-from genbuffer.redis.producer import PUSH_BATCH
+from genbuffer.redis import GenerationBuffer, layout
+from genbuffer.redis.layout import PUSH_BATCH, layout_of
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server
 from tests.helpers import sequenced
@@ -117,7 +117,8 @@ def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
     # on a cluster genbuf's own hash beside each untagged list, {K}:genbuf, too
     named = [keys.parse_chunks_key(key, stack.buffer.prefix) for key in found]
     lists = [key for key, parts in zip(found, named, strict=True) if parts and not parts.is_meta]
-    own = {stack.buffer.target.state_of(key) for key in lists} - set(map(keys.meta_key, lists))
+    target = stack.buffer.target
+    own = {layout_of(target, key).state_key(key) for key in lists} - set(map(keys.meta_key, lists))
     assert len(lists) == 2 and own <= set(found)
     assert len(found) == 4 + len(own) == (6 if stack.name == "cluster" else 4)
     assert all(key.lstrip("{").startswith(stack.buffer.prefix) for key in found)
@@ -126,40 +127,49 @@ def test_inspection_finds_scenario_keys_by_scan(stack: Stack) -> None:
 
 
 def test_push_many_transaction_and_script_paths_agree(stack: Stack) -> None:
-    """MULTI/EXEC (Redis 7+) and the Lua fallback leave the same list, counters and TTLs."""
+    """Unsequenced (native RPUSH in MULTI/EXEC on one server, push.lua's list and count
+    steps on a split list) and sequenced pushes (push.lua per batch) leave the same
+    list, counters and TTLs."""
     sent = [f"{i:05d}-ñ".encode() for i in range(2300)]
+    # the sequenced push needs one slot: on a cluster, the tagged template's buffer
+    tagged = Stack(stack.name, {**stack.env, "GENERATION_KEY_TAGS": "true"}, stack.tmp_path)
     results = {}
-    for gen, use_transactions in ((8, True), (9, False)):
-        stack.buffer._expire_nx = use_transactions  # choose the path as the probe would
-        pushed = stack.buffer.push_many(1, gen, sent, scenario_id=4)
-        snapshot = stack.buffer.protocol.snapshot(pushed.key)
-        chunks = [c for page in stack.buffer.protocol.read(snapshot, 0, snapshot.end) for c in page]
+    for gen, seq, buffer in ((8, None, stack.buffer), (9, 0, tagged.buffer)):
+        pushed = buffer.push_many(1, gen, sent, scenario_id=4, seq=seq)
+        snapshot = buffer.protocol.snapshot(pushed.key)
+        chunks = [c for page in buffer.protocol.read(snapshot, 0, snapshot.end) for c in page]
         meta = {
             k: snapshot.meta[k]
             for k in ("chunk_count", "bytes", "organization_id", "scenario_id", "generation_id")
         }
         assert "first_chunk_at" in snapshot.meta and "last_chunk_at" in snapshot.meta
-        assert 0 < stack.buffer.keyspace.ttl_of(pushed.key) <= 86400
+        assert 0 < buffer.keyspace.ttl_of(pushed.key) <= 86400
         assert pushed.bytes == sum(len(c) for c in sent)
-        results[use_transactions] = (pushed.length, pushed.appended, chunks, meta)
-    assert results[True][:3] == results[False][:3] == (2300, 2300, sent)
-    assert {**results[True][3], "generation_id": "-"} == {**results[False][3], "generation_id": "-"}
-    assert results[True][3]["bytes"] == str(sum(len(c) for c in sent))
+        results[seq] = (pushed.length, pushed.appended, chunks, meta)
+    tagged.close()
+    assert results[None][:3] == results[0][:3] == (2300, 2300, sent)
+    assert {**results[None][3], "generation_id": "-"} == {**results[0][3], "generation_id": "-"}
+    assert results[None][3]["bytes"] == str(sum(len(c) for c in sent))
 
 
 def test_push_chunk_reloads_a_flushed_script(stack: Stack) -> None:
-    """After SCRIPT FLUSH (a restarted server) the hot path loads push_one.lua again."""
+    """After SCRIPT FLUSH (a restarted server) the hot path loads push.lua again, and so
+    do the transactions of push_many."""
     stack.buffer.push_chunk(1, 10, b"a")
     stack.buffer.client.script_flush()
     stack.buffer.push_chunk(1, 10, b"b")
     stack.buffer.push_chunk(1, 10, b"c")
+    stack.buffer.push_many(1, 10, [b"d", b"e"])
+    stack.buffer.client.script_flush()
+    stack.buffer.push_many(1, 10, [b"f", b"g"])  # counted apart, after the EXEC refused it
     key = stack.buffer.key_for(1, 10, None)
-    assert stack.buffer.client.lrange(key, 0, -1) == [b"a", b"b", b"c"]
-    assert stack.buffer.protocol.snapshot(key).counted == 3
+    assert stack.buffer.client.lrange(key, 0, -1) == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
+    assert stack.buffer.protocol.snapshot(key).counted == 7
 
 
 def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
-    """Threads sharing one buffer share its held connection without crossing replies."""
+    """Threads sharing one buffer share its connection of writes sent once without
+    crossing replies."""
     per_thread, threads = 150, 6
 
     def produce(worker: int) -> list[int]:
@@ -175,7 +185,8 @@ def test_push_chunk_from_threads_keeps_every_chunk(stack: Stack) -> None:
 
 
 def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
-    """The server drops the held connection (CLIENT KILL): the next push reconnects."""
+    """The server drops the producer's connections (CLIENT KILL): the next push finds
+    its connection closed before sending (a poll) and reconnects; push_many's pool too."""
     servers.buffer.push_chunk(1, 12, b"a")
     admin = redis.Redis.from_url(servers.settings.effective_redis_url())
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
@@ -191,14 +202,16 @@ def test_push_chunk_survives_a_killed_connection(servers: Stack) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_push_chunk_in_a_forked_child_opens_its_own_connection(servers: Stack) -> None:
     """A child process must not write on the parent's socket: both keep their replies."""
-    servers.buffer.push_chunk(1, 13, b"parent-1")  # the parent's held connection is open
+    servers.buffer.push_chunk(1, 13, b"parent-1")  # the parent's connection is open
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
-            inherited = servers.buffer._held._conn
+            writes = servers.buffer.scripts._writes()
+            assert writes is not None
+            inherited = writes._conn
             lengths = [servers.buffer.push_chunk(1, 13, b"child").length for _ in range(20)]
-            own = servers.buffer._held._conn not in (None, inherited)
+            own = writes._conn not in (None, inherited)
             code = 0 if own and lengths == list(range(2, 22)) else 1
         except BaseException:
             code = 2
@@ -230,8 +243,7 @@ def test_push_many_spans_pipelined_transactions_in_order(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several MULTI/EXEC transactions in flight one after another: order, counters, bytes."""
-    monkeypatch.setattr(transactions, "TRANSACTION_BATCHES", 2)
-    stack.buffer._expire_nx = True
+    monkeypatch.setattr(layout, "TRANSACTION_BATCHES", 2)
     sent: list[bytes | str] = [f"{i:05d}-ñ" if i % 3 else f"{i:05d}".encode() for i in range(5500)]
     result = stack.buffer.push_many(1, 15, sent, scenario_id=9)
     as_bytes = [c if isinstance(c, bytes) else c.encode() for c in sent]
@@ -243,9 +255,8 @@ def test_push_many_spans_pipelined_transactions_in_order(
 
 
 def test_push_many_error_reply_leaves_the_connection_in_step(stack: Stack) -> None:
-    """RPUSH onto a key of another type fails inside EXEC: a clear error, and the next
-    push on the same held connection gets its own replies."""
-    stack.buffer._expire_nx = True
+    """RPUSH onto a key of another type fails inside EXEC (and nothing is counted): a
+    clear error, and the next push on the same connections gets its own replies."""
     key = stack.buffer.key_for(1, 16, None)
     stack.buffer.client.set(key, "not a list")
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
@@ -254,25 +265,25 @@ def test_push_many_error_reply_leaves_the_connection_in_step(stack: Stack) -> No
     assert stack.buffer.push_chunk(1, 17, b"e").length == 3
 
 
+@pytest.mark.backends("servers")
 def test_push_many_connection_lost_mid_push_is_reported_not_retried(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection drops while a transaction is unconfirmed: exit-3 error naming what
     was confirmed and what is in doubt; nothing is sent twice; the next push reconnects."""
-    if stack.name == "cluster":
-        pytest.skip("a cluster's pushes go through redis-py's routing, not a held connection")
-    monkeypatch.setattr(transactions, "TRANSACTION_BATCHES", 1)
-    stack.buffer._expire_nx = True
-    real_read = held.HeldSession.read
+    monkeypatch.setattr(layout, "TRANSACTION_BATCHES", 1)
+    real_execute = redis.client.Pipeline.execute
     calls = {"n": 0}
 
-    def flaky_read(self: held.HeldSession, count: int) -> list[object]:
-        calls["n"] += count > 1  # a transaction's replies (not the meta TTL's one)
-        if calls["n"] == 2:  # the second transaction's replies never arrive
-            raise redis.exceptions.ConnectionError("connection reset")
-        return real_read(self, count)
+    def flaky_execute(self: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        replies = real_execute(self, *args, **kwargs)
+        if calls["n"] == 2:  # the second transaction ran, its replies never arrive
+            self.reset()
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return replies
 
-    monkeypatch.setattr(held.HeldSession, "read", flaky_read)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", flaky_execute)
     sent = [f"{i:05d}".encode() for i in range(PUSH_BATCH * 3)]
     with pytest.raises(
         PushOutcomeUnknown, match=f"{PUSH_BATCH} chunks confirmed, up to {PUSH_BATCH}"
@@ -280,7 +291,7 @@ def test_push_many_connection_lost_mid_push_is_reported_not_retried(
         stack.buffer.push_many(1, 18, sent)
     key = stack.buffer.key_for(1, 18, None)
     assert stack.buffer.client.lrange(key, 0, -1) == sent[: PUSH_BATCH * 2]  # none twice
-    monkeypatch.setattr(held.HeldSession, "read", real_read)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", real_execute)
     assert stack.buffer.push_many(1, 18, [b"z"]).length == PUSH_BATCH * 2 + 1
 
 
@@ -309,7 +320,7 @@ def test_read_stops_when_the_buffer_is_replaced(stack: Stack) -> None:
     pages = stack.buffer.protocol.read(stack.buffer.protocol.snapshot(key, page=0), 0, 4, page=2)
     assert next(pages) == [b"a", b"b"]
     # every key of the buffer (on a cluster genbuf's own hash too): a new life begins
-    stack.buffer.keyspace.delete([key, keys.meta_key(key), stack.buffer.target.state_of(key)])
+    stack.buffer.keyspace.delete([key, *layout_of(stack.buffer.target, key).hashes(key)])
     stack.buffer.push_many(1, 20, [b"x", b"y", b"z", b"w"])
     stack.buffer.protocol.snapshot(key)  # the new stream gets its own id
     with pytest.raises(StreamChanged, match="was replaced"):
@@ -369,7 +380,7 @@ def test_push_many_whose_reply_is_lost_names_what_is_in_doubt(
     """A MULTI/EXEC batch that ran but whose reply was lost: PushOutcomeUnknown counting
     the batch as in doubt; the chunks are in the list once."""
     buffer, proxy, direct = cutter
-    buffer.push_many(3, 3, [b"warm"])  # the server's EXPIRE NX is probed: not cut below
+    buffer.push_many(3, 3, [b"warm"])  # push.lua is loaded: its SCRIPT LOAD is not cut below
     sent = [f"{i:04d}".encode() for i in range(50)]
     proxy.cut_next_reply(b"*")  # EXEC's answer: the transaction ran
     with pytest.raises(PushOutcomeUnknown) as caught:
@@ -396,8 +407,8 @@ def test_a_sequenced_push_whose_reply_is_lost_is_retried_safely(
 def test_cluster_push_whose_reply_is_lost_is_not_resent(
     cluster: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An untagged buffer on a Redis Cluster (list and meta hash apart): push_list.lua
-    runs, its reply is lost. redis-py's cluster client would send it again (to the
+    """An untagged buffer on a Redis Cluster (list and meta hash apart): push.lua's list
+    step runs, its reply is lost. redis-py's cluster client would send it again (to the
     same or a promoted node) and append the batch twice; genbuf sends it to the key's
     node once and raises PushOutcomeUnknown."""
     buffer = cluster.buffer

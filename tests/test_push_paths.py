@@ -1,9 +1,13 @@
 """Every path that writes a buffer leaves the same state: values, counters, ids and TTLs.
 
-The paths: push_chunk (push_one.lua), push_chunk with a sequence number and
-push_many with one (push.lua), push_many (MULTI/EXEC on Redis 7+), push_many on a
-server without EXPIRE NX (push.lua unsequenced) and `genbuf push`. The TTL rules
-they must share are written in genbuffer.redis.meta.
+One push script (push.lua) and the key layouts that send it (genbuffer.redis.layout):
+on one server and for the hash-tagged template on a cluster one call per batch (a
+single call for push_chunk, pipelined batches for push_many, each sequenced or sent
+once), and for the app's untagged keys on a cluster the split layout (the list side,
+then the count). The paths: push_chunk and push_many, each with and without sequence
+numbers, push_many under the tagged template, and `genbuf push`; on fakeredis, the
+real Redis and a real Redis Cluster. The TTL rules they must share are written in
+push.lua (and described in genbuffer.redis.meta).
 """
 
 from __future__ import annotations
@@ -13,22 +17,35 @@ from collections.abc import Callable
 import pytest
 
 from genbuffer import keys
-from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.layout import OneSlot, Split, layout_of
 from tests.conftest import Stack
+from tests.helpers import sequenced
 
+ON_CLUSTER = True  # the untagged keys there are the split layout's
 ORG, SCENARIO, TTL = 12, 345, 86400
 SLACK = 5  # seconds a test may take between a push and reading a TTL
+BACKENDS = pytest.mark.backends("embedded", "servers", "cluster")
 
 
 class Path_:
     """One push path: how it pushes a batch of chunks that continue the stream."""
 
-    def __init__(self, name: str, push: Callable[[Stack, int, list[bytes], int], None]) -> None:
+    def __init__(
+        self, name: str, push: Callable[[Stack, int, list[bytes], int], None], *, tagged: bool
+    ) -> None:
         self.name = name
         self.push = push
+        self.tagged = tagged  # needs list and meta hash in one slot (on a cluster: tags)
 
     def __repr__(self) -> str:
         return self.name
+
+    def prepare(self, stack: Stack) -> Stack:
+        """The stack as this path needs it (call before using the buffer)."""
+        if self.tagged:
+            stack.env["GENERATION_KEY_TAGS"] = "true"
+            return sequenced(stack)
+        return stack
 
 
 def _push_chunk(stack: Stack, gen: int, chunks: list[bytes], _: int) -> None:
@@ -49,12 +66,6 @@ def _push_many_seq(stack: Stack, gen: int, chunks: list[bytes], seq: int) -> Non
     stack.buffer.push_many(ORG, gen, chunks, SCENARIO, seq=seq)
 
 
-def _push_many_before_redis_7(stack: Stack, gen: int, chunks: list[bytes], _: int) -> None:
-    buffer: GenerationBuffer = stack.buffer
-    buffer._expire_nx = False  # what the probe finds on Redis 6: the push.lua path
-    buffer.push_many(ORG, gen, chunks, SCENARIO)
-
-
 def _genbuf_push(stack: Stack, gen: int, chunks: list[bytes], _: int) -> None:
     result = stack.cli(
         "push", str(ORG), str(gen), "--scenario-id", str(SCENARIO), input=b"".join(chunks)
@@ -63,23 +74,36 @@ def _genbuf_push(stack: Stack, gen: int, chunks: list[bytes], _: int) -> None:
 
 
 PATHS = [
-    Path_("push_chunk", _push_chunk),
-    Path_("push_chunk_seq", _push_chunk_seq),
-    Path_("push_many", _push_many),
-    Path_("push_many_seq", _push_many_seq),
-    Path_("push_many_scripted", _push_many_before_redis_7),
-    Path_("genbuf_push", _genbuf_push),
+    Path_("push_chunk", _push_chunk, tagged=False),
+    Path_("push_chunk_seq", _push_chunk_seq, tagged=True),
+    Path_("push_many", _push_many, tagged=False),
+    Path_("push_many_tagged", _push_many, tagged=True),
+    Path_("push_many_seq", _push_many_seq, tagged=True),
+    Path_("genbuf_push", _genbuf_push, tagged=False),
 ]
 
 
+def _key(stack: Stack, path: Path_, gen: int) -> str:
+    """The chunks key ``path`` writes, and the layout it takes checked against the stack's."""
+    key = path.prepare(stack).buffer.key_for(ORG, gen, SCENARIO)
+    split = stack.name == "cluster" and not path.tagged
+    assert isinstance(layout_of(stack.buffer.target, key), Split if split else OneSlot)
+    return key
+
+
 def _state(stack: Stack, key: str) -> tuple[list[bytes], dict[str, str], int, int]:
+    """The list, every field of the buffer's hashes (genbuf's own last), the list's TTL
+    and the shortest of its hashes' TTLs."""
     client = stack.buffer.client
-    meta = {k.decode(): v.decode() for k, v in client.hgetall(keys.meta_key(key)).items()}
+    hashes = layout_of(stack.buffer.target, key).hashes(key)
+    meta: dict[str, str] = {}
+    for name in hashes:
+        meta.update({k.decode(): v.decode() for k, v in client.hgetall(name).items()})
     return (
         list(client.lrange(key, 0, -1)),
         meta,
         int(client.ttl(key)),
-        int(client.ttl(keys.meta_key(key))),
+        min(int(client.ttl(name)) for name in hashes),
     )
 
 
@@ -99,61 +123,65 @@ def _full(ttl: int) -> bool:
     return TTL - SLACK <= ttl <= TTL
 
 
+@BACKENDS
 @pytest.mark.parametrize("path", PATHS, ids=repr)
-def test_a_fresh_buffer(redis_stack: Stack, path: Path_) -> None:
+def test_a_fresh_buffer(stack: Stack, path: Path_) -> None:
     """Two pushes: the chunks in order, counted, with the ids and the full TTL on both keys."""
     gen = 1000 + PATHS.index(path)
-    key = redis_stack.buffer.key_for(ORG, gen, SCENARIO)
-    path.push(redis_stack, gen, [b"a\n", b"bb\n"], 0)
-    path.push(redis_stack, gen, [b"ccc\n"], 2)
-    values, meta, list_ttl, meta_ttl = _state(redis_stack, key)
+    key = _key(stack, path, gen)
+    path.push(stack, gen, [b"a\n", b"bb\n"], 0)
+    path.push(stack, gen, [b"ccc\n"], 2)
+    values, meta, list_ttl, meta_ttl = _state(stack, key)
     assert values == [b"a\n", b"bb\n", b"ccc\n"]
     _assert_counted(meta, values)
     assert meta["generation_id"] == str(gen)
     assert _full(list_ttl) and _full(meta_ttl), (list_ttl, meta_ttl)
 
 
+@BACKENDS
 @pytest.mark.parametrize("path", PATHS, ids=repr)
-def test_a_list_recreated_under_a_live_meta_hash(redis_stack: Stack, path: Path_) -> None:
+def test_a_list_recreated_under_a_live_meta_hash(stack: Stack, path: Path_) -> None:
     """The list went (expired, deleted) while its meta hash lived on with less time left:
     the push that recreates the list gives the meta hash at least the full TTL again."""
     gen = 1100 + PATHS.index(path)
-    key = redis_stack.buffer.key_for(ORG, gen, SCENARIO)
-    path.push(redis_stack, gen, [b"a\n"], 0)
-    redis_stack.buffer.client.delete(key)
-    redis_stack.buffer.client.expire(keys.meta_key(key), 100)
-    path.push(redis_stack, gen, [b"b\n"], 1)
-    values, meta, list_ttl, meta_ttl = _state(redis_stack, key)
+    key = _key(stack, path, gen)
+    path.push(stack, gen, [b"a\n"], 0)
+    stack.buffer.client.delete(key)
+    stack.buffer.client.expire(keys.meta_key(key), 100)
+    path.push(stack, gen, [b"b\n"], 1)
+    values, meta, list_ttl, meta_ttl = _state(stack, key)
     assert values == [b"b\n"]
     assert meta["chunk_count"] == "2"
     assert _full(list_ttl) and _full(meta_ttl), (list_ttl, meta_ttl)
 
 
+@BACKENDS
 @pytest.mark.parametrize("path", PATHS, ids=repr)
-def test_keys_left_without_a_ttl_get_one(redis_stack: Stack, path: Path_) -> None:
+def test_keys_left_without_a_ttl_get_one(stack: Stack, path: Path_) -> None:
     """A key some other writer left without a TTL gets the configured one at the next push."""
     gen = 1200 + PATHS.index(path)
-    key = redis_stack.buffer.key_for(ORG, gen, SCENARIO)
-    path.push(redis_stack, gen, [b"a\n"], 0)
-    redis_stack.buffer.client.persist(key)
-    redis_stack.buffer.client.persist(keys.meta_key(key))
-    path.push(redis_stack, gen, [b"b\n"], 1)
-    values, meta, list_ttl, meta_ttl = _state(redis_stack, key)
+    key = _key(stack, path, gen)
+    path.push(stack, gen, [b"a\n"], 0)
+    stack.buffer.client.persist(key)
+    stack.buffer.client.persist(keys.meta_key(key))
+    path.push(stack, gen, [b"b\n"], 1)
+    values, meta, list_ttl, meta_ttl = _state(stack, key)
     assert values == [b"a\n", b"b\n"]
     _assert_counted(meta, values)
     assert _full(list_ttl) and _full(meta_ttl), (list_ttl, meta_ttl)
 
 
+@BACKENDS
 @pytest.mark.parametrize("path", PATHS, ids=repr)
-def test_a_push_does_not_refresh_ttls(redis_stack: Stack, path: Path_) -> None:
+def test_a_push_does_not_refresh_ttls(stack: Stack, path: Path_) -> None:
     """A TTL set earlier is left as it is: an abandoned stream's buffer expires on time."""
     gen = 1300 + PATHS.index(path)
-    key = redis_stack.buffer.key_for(ORG, gen, SCENARIO)
-    path.push(redis_stack, gen, [b"a\n"], 0)
-    redis_stack.buffer.client.expire(key, 100)
-    redis_stack.buffer.client.expire(keys.meta_key(key), 200)
-    path.push(redis_stack, gen, [b"b\n"], 1)
-    values, meta, list_ttl, meta_ttl = _state(redis_stack, key)
+    key = _key(stack, path, gen)
+    path.push(stack, gen, [b"a\n"], 0)
+    stack.buffer.client.expire(key, 100)
+    stack.buffer.client.expire(keys.meta_key(key), 200)
+    path.push(stack, gen, [b"b\n"], 1)
+    values, meta, list_ttl, meta_ttl = _state(stack, key)
     assert values == [b"a\n", b"b\n"]
     _assert_counted(meta, values)
     assert 100 - SLACK <= list_ttl <= 100 and 200 - SLACK <= meta_ttl <= 200
@@ -171,8 +199,32 @@ def test_the_lua_scripts_use_only_the_meta_fields_defined_in_one_place() -> None
         if not script.name.endswith(".lua"):
             continue  # the typed calls beside the scripts, their caches
         source = script.read_text(encoding="utf-8")
-        calls = re.findall(r"redis\.call\('H[A-Z]+', KEYS\[\d\], ([^)]*)\)", source)
+        calls = re.findall(r"redis\.call\('H[A-Z]+', (?:KEYS\[\d\]|[a-z_]+), ([^)]*)\)", source)
         for arguments in calls:
             named |= set(re.findall(r"'([a-z_]+)'(?!\s*\.\.)", arguments))
     assert named, "no field found: the pattern no longer matches the scripts"
     assert named <= meta.FIELDS, named - meta.FIELDS
+
+
+@BACKENDS
+@pytest.mark.parametrize("tagged", [False, True], ids=["untagged", "tagged"])
+def test_finish_marks_only_a_buffer_that_exists(stack: Stack, tagged: bool) -> None:
+    """finish (push.lua's finish step, as the key's layout sends it): `finished_at`, and
+    the TTL on a meta hash left without one; a list the app wrote alone (no meta hash)
+    is marked too; where neither key exists (a retried finish after a compaction deleted
+    the buffer) nothing comes back."""
+    path = Path_("finish", _push_many, tagged=tagged)
+    gen = 1400 + tagged
+    key, meta = _key(stack, path, gen), keys.meta_key(_key(stack, path, gen))
+    client = stack.buffer.client
+    stack.buffer.push_many(ORG, gen, [b"a\n"], SCENARIO)
+    client.persist(meta)
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert client.hget(meta, "finished_at") is not None
+    assert _full(int(client.ttl(meta)))
+    client.delete(meta)  # the app's RPUSH alone: a list without meta hash
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert client.hget(meta, "finished_at") is not None
+    client.delete(key, *layout_of(stack.buffer.target, key).hashes(key))
+    stack.buffer.finish(ORG, gen, SCENARIO)
+    assert not client.exists(meta)

@@ -24,10 +24,7 @@ from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
 from genbuffer.lua.drop_state import DropStateArgs
 from genbuffer.lua.fail import FailArgs, SetAside
 from genbuffer.lua.observe import ObserveArgs
-from genbuffer.lua.push import PushArgs
-from genbuffer.lua.push_list import PushListArgs
-from genbuffer.lua.push_meta import ListCreated, PushMetaArgs
-from genbuffer.lua.push_one import PushOneArgs
+from genbuffer.lua.push import PushArgs, PushHead, Step
 from genbuffer.lua.release_meta import ReleaseMetaArgs
 from genbuffer.lua.snapshot import Counter, MetaHash, Mode, SnapshotArgs, SplitTry
 from genbuffer.redis import meta as fields
@@ -48,10 +45,9 @@ EXAMPLES: dict[str, ScriptCall[object]] = {
         "k:meta", "k:chunks", "boom", 3, "2024-01-01T00:00:00Z", 86400, SetAside.ORPHANED
     ),
     "observe": ObserveArgs("k:chunks", "k:meta", "2024-01-02T00:00:00Z", 3600),
-    "push": PushArgs("k:chunks", "k:meta", 100, "now", 1, None, 3, 40, 11, (b"a", "b", b"c")),
-    "push_list": PushListArgs("k:chunks", "{k}:genbuf", 101, (b"x", "y")),
-    "push_meta": PushMetaArgs("k:meta", 102, "now2", 4, 5, 6, 2, 9, ListCreated.CREATED),
-    "push_one": PushOneArgs("k:chunks", "k:meta", b"tok", "now3", 3, 103, 7, 8, 9),
+    "push": PushArgs(
+        "k:chunks", "k:meta", Step.COUNT, 100, "now", 1, None, 3, 40, 11, 12, 13, (b"a", "b")
+    ),
     "release_meta": ReleaseMetaArgs("k:meta", 12, "s3"),
     "snapshot": SnapshotArgs(
         "k:chunks",
@@ -177,6 +173,24 @@ def test_a_mismatched_argv_is_caught() -> None:
         check_call(swapped, header)
 
 
+def test_the_push_calls_fill_the_arguments_of_their_step() -> None:
+    """push.lua's steps: what each constructor puts in KEYS and ARGV."""
+    head = PushHead(60, "now", 1, None, 2)
+    one = PushArgs.push("k", "k:meta", head, (b"a",), 1, seq=5)
+    assert one.keys() == ["k", "k:meta"]
+    assert one.argv() == ["push", 60, "now", 1, "", 2, 5, 1, "", "", b"a"]
+    listed = PushArgs.list_side("k", "{k}:genbuf", head, (b"a", b"bc"), 3)
+    assert listed.keys() == ["k", "{k}:genbuf"]
+    assert listed.argv() == ["list", 60, "now", 1, "", 2, "", 3, "", "", b"a", b"bc"]
+    counted = PushArgs.count_side("k:meta", head, 2, 3, 7)
+    assert counted.keys() == ["k:meta", "k:meta"]
+    assert counted.argv() == ["count", 60, "now", 1, "", 2, "", 3, 2, 7]
+    rpushed = PushArgs.rpushed("k", "k:meta", head, 2, 3)
+    assert rpushed.argv() == ["rpushed", 60, "now", 1, "", 2, "", 3, 2, ""]
+    finished = PushArgs.finish("k:meta", "k:meta", head, 4)
+    assert finished.argv() == ["finish", 60, "now", 1, "", 2, "", 0, "", 4]
+
+
 def test_set_aside_names_the_meta_fields() -> None:
     """fail.lua's ARGV[5] values are genbuffer.redis.meta's field names."""
     assert SetAside.QUARANTINED == fields.QUARANTINED_AT
@@ -189,13 +203,25 @@ def test_the_runner_reloads_after_noscript_alone_and_in_a_pipeline() -> None:
     script again; a server that keeps flushing is reported (exit 3)."""
     client = fakeredis.FakeRedis()
     runner = ScriptRunner(RedisTarget(client, url="memory://t"))
-    assert runner.run(PushOneArgs("k", "k:meta", b"a", "now", 1, 60, 1, None, 2)) == 1
+    head = PushHead(60, "now", 1, None, 2)
+
+    def push(chunk: bytes) -> PushArgs:
+        return PushArgs.push("k", "k:meta", head, (chunk,), 1)
+
+    assert runner.run(push(b"a")).length == 1
     client.script_flush()
-    assert runner.run(PushOneArgs("k", "k:meta", b"b", "now", 1, 60, 1, None, 2)) == 2
+    assert runner.run_once(push(b"b")).length == 2
     client.script_flush()
-    calls = [PushOneArgs("k", "k:meta", c, "now", 1, 60, 1, None, 2) for c in (b"c", b"d")]
-    assert runner.run_pipelined(calls, in_order=True) == [3, 4]
-    assert client.lrange("k", 0, -1) == [b"a", b"b", b"c", b"d"]
+    replies = runner.run_pipelined([push(b"c"), push(b"d")], in_order=True)
+    assert [reply.length for reply in replies] == [3, 4]
+    client.script_flush()
+    rpushed = PushArgs.rpushed("k", "k:meta", head, 2, 2)
+    assert runner.run_after([("RPUSH", "k", b"e", b"f")], rpushed).length == 6
+    client.script_flush()  # refused at EXEC: the count runs on its own after the RPUSH
+    runner._loaded.add("push")  # as if loaded before the flush (fakeredis checks at EXEC)
+    assert runner.run_after([("RPUSH", "k", b"g")], PushArgs.rpushed("k", "k:meta", head, 1, 1))
+    assert client.lrange("k", 0, -1) == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
+    assert client.hget("k:meta", "chunk_count") == b"7"
 
     def flushing_load(script: str | bytes) -> object:
         sha = fakeredis.FakeRedis.script_load(client, script)
@@ -205,5 +231,5 @@ def test_the_runner_reloads_after_noscript_alone_and_in_a_pipeline() -> None:
     client.script_flush()
     client.script_load = flushing_load
     with pytest.raises(RedisUnavailable, match="NOSCRIPT"):
-        runner.run(PushOneArgs("k", "k:meta", b"e", "now", 1, 60, 1, None, 2))
-    assert client.llen("k") == 4
+        runner.run(push(b"e"))
+    assert client.llen("k") == 7

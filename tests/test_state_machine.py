@@ -22,7 +22,7 @@ stream after a provisional artifact is appended (GENERATION_LATE_CHUNKS; the JSO
 rules have tests of their own in test_unattended.py). Runs on fakeredis + SQLite,
 on the real Redis + PostgreSQL, on the real Redis + PostgreSQL through PgBouncer in
 transaction mode, and on a real Redis Cluster with the app's untagged keys
-(genbuffer.redis.split).
+(genbuffer.redis.layout, Split).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from genbuffer.engine.selection import IDLE, select_buffers
 from genbuffer.errors import GenbufferError, NothingToCompact, Quarantined
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
 from genbuffer.readback import read_artifact
+from genbuffer.redis.layout import Split, layout_of
 from genbuffer.redis.meta import IsoClock
 from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import SUMMARY_LINES, Stack
@@ -104,7 +105,11 @@ class CompactionMachine(RuleBasedStateMachine):
         self.key = keys.chunks_key(ORG, self.gen, None, self.stack.buffer.prefix)
         # on a cluster genbuf's own hash beside the list, {K}:genbuf, is a third key
         self.names = sorted(
-            {self.key, keys.meta_key(self.key), self.stack.buffer.target.state_of(self.key)}
+            {
+                self.key,
+                keys.meta_key(self.key),
+                layout_of(self.stack.buffer.target, self.key).state_key(self.key),
+            }
         )
         self.sequenced = False
         self.next_seq = 0
@@ -253,7 +258,7 @@ class CompactionMachine(RuleBasedStateMachine):
 
     def meta_may_vanish(self) -> bool:
         """Whether delete_meta is a fault the model can follow here (its docstring)."""
-        split = self.stack.buffer.target.split(self.key)
+        split = isinstance(layout_of(self.stack.buffer.target, self.key), Split)
         return (
             not (self.unacked or self.retry_in_list or self.may_diverge)
             and (self.life_recorded or not self.persisted)
@@ -283,7 +288,9 @@ class CompactionMachine(RuleBasedStateMachine):
         compact; test_a_refilled_list_then_its_meta_lost_is_two_faults).
         """
         self.stack.buffer.client.delete(keys.meta_key(self.key))
-        if not self.stack.buffer.target.split(self.key):  # else cron's record is in {K}:genbuf
+        if not isinstance(
+            layout_of(self.stack.buffer.target, self.key), Split
+        ):  # else cron's record is in {K}:genbuf
             self.looked = self.stale_look = False
         self.loss_owed = False
         self.meta_lost_since_copy = True
@@ -313,7 +320,10 @@ class CompactionMachine(RuleBasedStateMachine):
         """
         assert self.replica is not None
         copy, pending, persisted_then, counting = self.replica
-        own = {keys.meta_key(self.key), self.stack.buffer.target.state_of(self.key)}
+        own = {
+            keys.meta_key(self.key),
+            layout_of(self.stack.buffer.target, self.key).state_key(self.key),
+        }
         if self.meta_lost_since_copy or (self.key in copy and not own <= set(copy)):
             self.replica = None
             return
@@ -505,7 +515,7 @@ def test_a_refilled_list_then_its_meta_lost_is_two_faults(
     machine.push(chunks=[b""])
     machine.compact(delete=False)
     machine.expire_list()
-    split = stack.buffer.target.split(machine.key)
+    split = isinstance(layout_of(stack.buffer.target, machine.key), Split)
     assert machine.meta_may_vanish() != split
     if lost_before and not split:
         machine.delete_meta()

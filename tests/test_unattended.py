@@ -21,6 +21,7 @@ from genbuffer.db.rows import LEDGER
 from genbuffer.errors import RedisUnavailable
 from genbuffer.faults import FaultPlan
 from genbuffer.redis import GenerationBuffer
+from genbuffer.redis.layout import layout_of
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 
@@ -440,7 +441,7 @@ def test_a_quarantined_buffer_keeps_expiring(stack: Stack) -> None:
     assert (
         stack.buffer.keyspace.ttl_of(key) > 0
         # where the failures are kept: the meta hash, or on a cluster {K}:genbuf
-        and stack.buffer.keyspace.ttl_of(stack.buffer.target.state_of(key)) > 0
+        and stack.buffer.keyspace.ttl_of(layout_of(stack.buffer.target, key).state_key(key)) > 0
     )
 
 
@@ -484,9 +485,9 @@ def test_a_script_cache_flushed_between_load_and_call(
     client.script_flush()
     result = compact(stack, ORG, gen, delete=True)
     assert result.ok and result.deleted and stored_bytes(stack, gen) == b"[1,2]"
-    flushes[0] = -1  # from now on, every load is followed by a flush
     again = stack.repository.create_generation(ORG)
-    stack.buffer.push_many(ORG, again, [b"[3]"])
+    stack.buffer.push_many(ORG, again, [b"[3]"])  # (a push runs push.lua: before the flushes)
+    flushes[0] = -1  # from now on, every load is followed by a flush
     client.script_flush()
     with pytest.raises(RedisUnavailable) as raised:
         compact(stack, ORG, again)

@@ -24,8 +24,13 @@ Arg = bytes | str | int  # what redis-py and hiredis send as they are
 R = TypeVar("R")
 
 
+_PLAIN = frozenset({bytes, str, int})
+
+
 def encode(value: object) -> Arg:
     """One argument as it goes to Redis: an enum as its value, None as ''."""
+    if type(value) in _PLAIN:  # the usual case first: a push encodes a dozen per token
+        return value  # type: ignore[return-value]
     if value is None:
         return ""
     if isinstance(value, Enum):
@@ -60,10 +65,12 @@ class ScriptCall(ABC, Generic[R]):
 
     def argv(self) -> list[Arg]:
         """ARGV[1…], as the header declares them, then the variable tail if any."""
-        values = [encode(getattr(self, name)) for name in self.ARGV]
+        # plain values as they are, without a call each: a push builds this once per token
+        values = [getattr(self, name) for name in self.ARGV]
+        values = [v if type(v) in _PLAIN else "" if v is None else encode(v) for v in values]
         if self.TAIL is not None:
             tail: Iterable[object] = getattr(self, self.TAIL)
-            values += [encode(value) for value in tail]
+            values += [v if type(v) in _PLAIN else encode(v) for v in tail]
         return values
 
     @abstractmethod

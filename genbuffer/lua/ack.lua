@@ -12,7 +12,7 @@
 -- there, so an older or repeated acknowledgement is a no-op.
 -- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left, chunks of
 -- the stream trimmed in all} (the last: what the app's meta hash counted of a deleted
--- life, see genbuffer.redis.split).
+-- life, see genbuffer.redis.layout).
 if redis.call('HGET', KEYS[2], 'stream_id') ~= ARGV[1] then
   return {0, 0, redis.call('LLEN', KEYS[1]), 0}
 end

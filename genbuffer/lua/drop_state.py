@@ -1,4 +1,4 @@
-"""drop_state.lua: the last step of deleting a split list's life (genbuffer.redis.split)."""
+"""drop_state.lua: the last step of deleting a split list's life (genbuffer.redis.layout)."""
 
 from __future__ import annotations
 

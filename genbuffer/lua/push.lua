@@ -1,14 +1,29 @@
--- Append chunks to a generation buffer and update its meta hash, atomically.
--- KEYS[1]  chunks_key: the chunks list
--- KEYS[2]  meta_key: the meta hash
--- ARGV[1]  ttl: TTL in seconds (the rules: genbuffer.redis.meta)
--- ARGV[2]  now: now, ISO 8601 UTC
--- ARGV[3]  organization_id: organization id
--- ARGV[4]  scenario_id: scenario id, or '' when there is none
--- ARGV[5]  generation_id: generation id
--- ARGV[6]  seq: sequence number (0-based, counted over the stream) of the first chunk, or ''
--- ARGV[7]  total_bytes: the total length in bytes of the chunks (computed by the caller)
--- ARGV[8…] chunks: the chunks, in order
+-- The one push script: append chunks to a generation buffer and count them in its meta
+-- hash. The meta fields and TTL rules (genbuffer.redis.meta) are written here only;
+-- every push path runs this script, as the buffer's key layout says
+-- (genbuffer.redis.layout). Where the list and its meta hash share a slot (one server,
+-- or the hash-tagged template on a cluster) one call does both: step 'push'. An
+-- untagged list on a Redis Cluster has its meta hash in another slot, so a push there
+-- is two calls, the list first (step 'list': the stream id goes to genbuf's own hash
+-- beside the list) and then the count (step 'count', given what the list step did).
+-- Step 'rpushed' is the one-slot push of many chunks: they went as native RPUSHes
+-- (converting each to a Lua string costs more) in the MULTI/EXEC that ends with this
+-- call, which counts them and gives the TTLs, exactly as step 'push' would. Step
+-- 'finish' marks the stream finished (`finished_at`), where the list or its meta hash
+-- exists (a retried finish must not bring back a meta hash a compaction deleted).
+-- KEYS[1]  chunks_key: the chunks list (step 'count': the meta hash again, as KEYS[2])
+-- KEYS[2]  hash_key: the meta hash (step 'list': genbuf's own hash {K}:genbuf)
+-- ARGV[1]  step: 'push', 'rpushed', 'list', 'count' or 'finish'
+-- ARGV[2]  ttl: TTL in seconds
+-- ARGV[3]  now: now, ISO 8601 UTC
+-- ARGV[4]  organization_id: organization id
+-- ARGV[5]  scenario_id: scenario id, or '' when there is none
+-- ARGV[6]  generation_id: generation id
+-- ARGV[7]  seq: sequence number (0-based, over the stream) of the first chunk, or '' (step 'push' only)
+-- ARGV[8]  total_bytes: the chunks' total length in bytes (computed by the caller)
+-- ARGV[9]  appended: steps 'count' and 'rpushed': chunks appended before ('' otherwise)
+-- ARGV[10] list_length: steps 'count' and 'finish': the list's length, read apart ('' otherwise)
+-- ARGV[11…] chunks: the chunks, in order (steps 'count' and 'rpushed': none)
 -- With a sequence number the push is idempotent: the producer's next expected
 -- number is seq_base + chunk_count + gaps; chunks below it are skipped (a retried
 -- push), and a jump forward is added to `gaps` (chunks never delivered). chunk_count
@@ -17,54 +32,93 @@
 -- stream goes on in a new buffer from where it was (the row knows how far it got, and
 -- compaction skips what it already holds or reports what never came).
 -- Returns {list length, chunks appended, chunks skipped}.
-local first = 8
-local skipped = 0
-if ARGV[6] ~= '' then
-  -- only sequenced pushes pay for reading the counters first
-  local count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
-  local seq = tonumber(ARGV[6])
-  -- the stream's positions so far: what was counted, or (a meta hash recreated while
-  -- its list lived on) what the list holds
-  local held = math.max(count,
-    tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + redis.call('LLEN', KEYS[1]))
-  if count == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq - held) end
-  local base = tonumber(redis.call('HGET', KEYS[2], 'seq_base') or '0')
-  local expected = base + held + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
-  if seq < expected then
-    skipped = math.min(expected - seq, #ARGV - first + 1)
-    first = first + skipped
-  elseif seq > expected then
-    redis.call('HINCRBY', KEYS[2], 'gaps', seq - expected)
+local step, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+
+-- TTL rule 1: a key without a TTL gets the configured one (nothing lives forever)
+local function give_ttl(key)
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ttl) end
+end
+
+-- A life of the buffer has its stream id from the start, so that a replica's copy of
+-- this life is recognised.
+local function new_life(hash)
+  local time = redis.call('TIME')
+  redis.call('HSETNX', hash, 'stream_id', 't' .. time[1] .. time[2])
+end
+
+if step == 'finish' then
+  local length = ARGV[10] == '' and redis.call('LLEN', KEYS[1]) or tonumber(ARGV[10])
+  if length > 0 or redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('HSET', KEYS[2], 'finished_at', now)
+    give_ttl(KEYS[2])
   end
+  return {length, 0, 0}
 end
-local appended = #ARGV - first + 1
-if appended <= 0 then
-  return {redis.call('LLEN', KEYS[1]), 0, skipped}
+
+-- The list's side: append (or take what was appended), and its TTL.
+local appended, length, bytes, skipped = 0, 0, ARGV[8], 0
+if step == 'count' then
+  appended, length = tonumber(ARGV[9]), tonumber(ARGV[10])
+elseif step == 'rpushed' then
+  appended, length = tonumber(ARGV[9]), redis.call('LLEN', KEYS[1])
+  give_ttl(KEYS[1])
+elseif step == 'push' or step == 'list' then
+  local first = 11 -- ARGV index of the first chunk
+  if ARGV[7] ~= '' then
+    if step ~= 'push' then
+      return redis.error_reply('push.lua: a sequenced push needs the list and its meta hash in one slot')
+    end
+    -- only sequenced pushes pay for reading the counters first
+    local counted = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
+    local seq = tonumber(ARGV[7])
+    -- the stream's positions so far: what was counted, or (a meta hash recreated while
+    -- its list lived on) what the list holds
+    local held = math.max(counted,
+      tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + redis.call('LLEN', KEYS[1]))
+    if counted == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq - held) end
+    local base = tonumber(redis.call('HGET', KEYS[2], 'seq_base') or '0')
+    local expected = base + held + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
+    if seq < expected then
+      skipped = math.min(expected - seq, #ARGV - first + 1)
+      first = first + skipped
+    elseif seq > expected then
+      redis.call('HINCRBY', KEYS[2], 'gaps', seq - expected)
+    end
+  end
+  appended = #ARGV - first + 1
+  if appended <= 0 then
+    return {redis.call('LLEN', KEYS[1]), 0, skipped}
+  end
+  if skipped > 0 then
+    -- a retried batch: count only the bytes of the chunks really appended
+    bytes = 0
+    for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
+  end
+  length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
+  give_ttl(KEYS[1])
+  if step == 'list' then
+    -- genbuf's own hash beside a split list: a new list is a new life; a TTL like the list's
+    if length == appended then new_life(KEYS[2]) end
+    give_ttl(KEYS[2]) -- a no-op where it does not exist
+    return {length, appended, 0}
+  end
+else
+  return redis.error_reply('push.lua: unknown step ' .. tostring(step))
 end
-local bytes = tonumber(ARGV[7])
-if skipped > 0 then
-  -- a retried batch: count only the bytes of the chunks really appended
-  bytes = 0
-  for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
-end
-local length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
-local count = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
+
+-- The meta hash's side: counters, the ids and start of a new count, and its TTL.
+local counted = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
 redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
-redis.call('HSET', KEYS[2], 'last_chunk_at', ARGV[2])
-if count == appended then
-  -- the first chunks of this stream: its ids, its start, and the TTL on the meta hash;
-  -- a stream id from the start, so that a replica's copy of this life is recognised
-  local now = redis.call('TIME')
-  redis.call('HSETNX', KEYS[2], 'stream_id', 't' .. now[1] .. now[2])
-  redis.call('HSET', KEYS[2], 'first_chunk_at', ARGV[2], 'organization_id', ARGV[3],
-    'generation_id', ARGV[5])
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[4]) end
+redis.call('HSET', KEYS[2], 'last_chunk_at', now)
+if counted == appended then
+  redis.call('HSET', KEYS[2], 'first_chunk_at', now, 'organization_id', ARGV[4],
+    'generation_id', ARGV[6])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'scenario_id', ARGV[5]) end
+  -- one slot: genbuf's fields are in the meta hash (a split list's: in {K}:genbuf)
+  if step ~= 'count' then new_life(KEYS[2]) end
 end
--- the TTL rules of genbuffer.redis.meta: a key without a TTL gets it; a push that
--- creates the list raises the meta hash's to at least it; nothing is refreshed
-if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-local meta_ttl = redis.call('TTL', KEYS[2])
-if meta_ttl == -1 or (length == appended and meta_ttl < tonumber(ARGV[1])) then
-  redis.call('EXPIRE', KEYS[2], ARGV[1])
-end
+-- TTL rules 1 and 2: a push that creates the list raises the meta hash's TTL to at
+-- least the configured one; rule 3: nothing else is refreshed (abandoned streams expire)
+local left = redis.call('TTL', KEYS[2])
+if left == -1 or (length == appended and left < ttl) then redis.call('EXPIRE', KEYS[2], ttl) end
 return {length, appended, skipped}

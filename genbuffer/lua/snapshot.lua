@@ -53,7 +53,7 @@ if has_list and not read_only then
 end
 local length = redis.call('LLEN', KEYS[1])
 -- Read apart, the counter can only lag the list: producers append before they count,
--- and it was read before the list (see genbuffer.redis.split)
+-- and it was read before the list (see genbuffer.redis.layout)
 local count
 if ARGV[9] == '' then
   count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')

@@ -2,7 +2,8 @@
 
 - ``connection``: the client, its URL and errors, running Lua scripts
 - ``meta``: the meta hash's fields and TTL rules, and a typed view of it
-- ``producer``: push_chunk, push_many, finish (with ``held`` and ``transactions``)
+- ``layout``: where a buffer's keys live (one slot, or split on a cluster), one strategy
+- ``producer``: push_chunk, push_many, finish (push.lua, as the layout sends it)
 - ``protocol``: what compaction does to a buffer (snapshot, read, acknowledge)
 - ``scan``: finding buffers; ``keyspace``: keys as they are
 - ``buffer``: GenerationBuffer, the producer with the other parts beside it

@@ -62,9 +62,7 @@ class GenerationBuffer(Producer):
             no_touch=no_touch or NoTouch(),
         )
         super().__init__(target, ttl=ttl, max_len=max_len, tagged=tagged)
-        self.protocol = CompactionProtocol(
-            target, ttl=ttl, clock=self.clock, split_meta=self.split_meta
-        )
+        self.protocol = CompactionProtocol(target, ttl=ttl, clock=self.clock)
         self.scan = Scanner(target, ttl=ttl)
         self.keyspace = Keyspace(target)
 
@@ -145,6 +143,6 @@ class GenerationBuffer(Producer):
         return self.target.app_name
 
     def close(self) -> None:
-        """Close the held producer connection and the client's pool."""
+        """Close the producer's connections and the client's pool."""
         super().close()
         self.target.client.close()

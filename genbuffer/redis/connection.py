@@ -8,7 +8,6 @@ with ``redis_errors``; scripts run through ``genbuffer.redis.scripts.ScriptRunne
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -18,7 +17,6 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode
 from redis.retry import Retry
 
-from genbuffer import keys
 from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
@@ -160,56 +158,73 @@ def _node(host: str, port: int) -> ClusterNode:
     return node
 
 
-@contextmanager
-def redis_errors(url: str) -> Iterator[None]:
-    """Turn connection-level redis-py errors into RedisUnavailable (exit 3)."""
-    try:
-        yield
-    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:
+def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911  (one per kind)
+    """The error ``redis_errors`` raises instead of ``exc`` (None: ``exc`` as it is)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, redis.exceptions.ClusterDownError | redis.exceptions.TryAgainError):
         # a failover under way (redis-py strips the CLUSTERDOWN / TRYAGAIN word)
-        raise RedisUnavailable(
-            f"Redis Cluster at {mask_url(url)} is not serving: {str(exc).splitlines()[0]}",
+        return RedisUnavailable(
+            f"Redis Cluster at {mask_url(url)} is not serving: {first}",
             hint="a failover may be under way: run the command again in a few seconds",
-        ) from None
-    except redis.exceptions.ClusterError as exc:
+        )
+    if isinstance(exc, redis.exceptions.ClusterError):
         # "TTL exhausted": MOVED, ASK or TRYAGAIN on every try, as while a slot migrates
         # (a reshard) with the keys of one command on both sides
-        raise RedisUnavailable(
-            f"Redis Cluster at {mask_url(url)} kept redirecting the command "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+        return RedisUnavailable(
+            f"Redis Cluster at {mask_url(url)} kept redirecting the command ({first}): "
             "a slot is moving between nodes",
             hint="a reshard or failover is under way: run the command again when it is over",
-        ) from None
-    except redis.exceptions.ResponseError as exc:
+        )
+    if isinstance(exc, redis.exceptions.ResponseError):
         text = str(exc)
         if "DB index is out of range" in text:
-            raise UsageError(
+            return UsageError(
                 f"Redis at {mask_url(url)} has no such database: {exc}",
                 hint="check REDIS_DB (or the /N at the end of REDIS_URL)",
-            ) from None
+            )
         if text.startswith(("OOM", "EXECABORT")) or "maxmemory" in text:
-            raise OperationFailed(
-                f"Redis at {mask_url(url)} refused a write: {text.splitlines()[0]}",
+            return OperationFailed(
+                f"Redis at {mask_url(url)} refused a write: {first}",
                 hint="Redis is full: raise maxmemory, or compact and delete buffers; "
                 "nothing that was refused was written",
-            ) from None
+            )
         if text.startswith("READONLY"):
-            raise RedisUnavailable(
-                f"Redis at {mask_url(url)} is a read-only replica: {text.splitlines()[0]}",
+            return RedisUnavailable(
+                f"Redis at {mask_url(url)} is a read-only replica: {first}",
                 hint="point REDIS_URL at the primary (after a failover, the new one)",
-            ) from None
-        raise
-    except redis.exceptions.RedisClusterException as exc:  # no node answers, slots uncovered
-        raise RedisUnavailable(
-            f"Redis Cluster is unreachable at {mask_url(url)}: {str(exc).splitlines()[0]}",
+            )
+        return None
+    if isinstance(exc, redis.exceptions.RedisClusterException):  # no node answers
+        return RedisUnavailable(
+            f"Redis Cluster is unreachable at {mask_url(url)}: {first}",
             hint="check REDIS_CLUSTER_NODES and that the cluster's nodes are up",
-        ) from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RedisUnavailable(
-            f"Redis is unreachable at {mask_url(url)}: {reason}",
+        )
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return RedisUnavailable(
+            f"Redis is unreachable at {mask_url(url)}: {first}",
             hint="check REDIS_URL (or REDIS_HOST/REDIS_PORT) and that the server is up",
-        ) from None
+        )
+    return None
+
+
+class redis_errors:
+    """Turn connection-level redis-py errors into RedisUnavailable (exit 3), and the
+    refusals they stand for into their own errors (a class, not a generator: it wraps
+    every push, once per token)."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            mapped = _mapped(self.url, exc)
+            if mapped is not None:
+                raise mapped from None
 
 
 def scan_pages(client: redis.Redis, pattern: str, page: int) -> Iterator[list[str]]:
@@ -234,8 +249,9 @@ def text(value: bytes | str) -> str:
 class RedisTarget:
     """A client and what names its server and keys: the URL (masked in errors), the
     key prefix, Laravel's APP_NAME (it names the prefix rule in hints), whether
-    the server is a Redis Cluster (``cluster``: every script touches one slot), and
-    whether its reads leave keys untouched (``no_touch``)."""
+    the server is a Redis Cluster (``cluster``: every script touches one slot, so where
+    a buffer's keys live there is ``genbuffer.redis.layout``'s to say), and whether its
+    reads leave keys untouched (``no_touch``)."""
 
     client: redis.Redis
     url: str = ""
@@ -243,13 +259,3 @@ class RedisTarget:
     app_name: str | None = None
     cluster: bool = False
     no_touch: NoTouch = field(default_factory=NoTouch)
-
-    def split(self, chunks: str) -> bool:
-        """Whether a list's meta hash lives in another slot than the list (an untagged
-        key on a cluster): genbuf's own fields then live in ``keys.state_key``."""
-        return self.cluster and keys.hash_tag(chunks) is None
-
-    def state_of(self, chunks: str) -> str:
-        """The hash holding genbuf's fields of a list (stream id, trimmed, failures):
-        the meta hash, or beside a split list ``{K}:genbuf`` in the list's slot."""
-        return keys.state_key(chunks) if self.split(chunks) else keys.meta_key(chunks)

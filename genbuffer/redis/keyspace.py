@@ -11,6 +11,7 @@ import redis
 
 from genbuffer import keys
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
+from genbuffer.redis.layout import layout_of
 
 __all__ = ["CLUSTER_SLOTS", "ClusterShape", "KeyInfo", "Keyspace", "PrimaryShape"]
 
@@ -114,11 +115,12 @@ class Keyspace:
                     parts = keys.parse_chunks_key(found, self.target.prefix)
                     if parts and parts.generation_id == generation_id:
                         candidates.append(found)  # as SCAN returned it: never prefixed again
-            # genbuf's own hash beside a split list (genbuffer.redis.split)
+            # every hash of each list's layout (beside a split list, genbuf's own too)
             candidates += [
-                self.target.state_of(name)
-                for name in candidates
-                if not name.endswith(keys.META_SUFFIX) and self.target.split(name)
+                name
+                for chunks in candidates
+                if not chunks.endswith(keys.META_SUFFIX)
+                for name in layout_of(self.target, chunks).hashes(chunks)
             ]
             pipe = self.target.client.pipeline(transaction=False)
             for key in candidates:

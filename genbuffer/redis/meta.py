@@ -1,11 +1,12 @@
 """The meta hash beside each chunks list: its fields, its TTL rules, and a typed view.
 
-Every writer of a buffer (push.lua, push_one.lua, the MULTI/EXEC path in
-``transactions``, a Laravel producer) and every reader (snapshot.lua, ack.lua,
-fail.lua, observe.lua, discovery) agrees on the fields named here; a test checks
-that the Lua scripts use no other.
+Every writer of a buffer (push.lua, the one push script, however
+``genbuffer.redis.layout`` sends it; a Laravel producer) and every reader
+(snapshot.lua, ack.lua, fail.lua, observe.lua, discovery) agrees on the fields named
+here; a test checks that the Lua scripts use no other.
 
-TTL rules, the same on every push path (``tests/test_push_paths.py`` runs them all):
+TTL rules, written once in push.lua and the same on every push path
+(``tests/test_push_paths.py`` runs them all):
 
 1. A push gives each of the two keys the configured TTL when it has none, so
    nothing genbuf writes lives forever.
@@ -62,7 +63,7 @@ ORPHANED_AT = "orphaned_at"  # set aside: the buffer has no row
 SEEN_END = "seen_end"
 SEEN_AT = "seen_at"
 SEEN_FIRST = "seen_first"
-# A split list on a cluster (genbuffer.redis.split): its life was deleted, the app's
+# A split list on a cluster (genbuffer.redis.layout.Split): its life was deleted, the app's
 # meta hash not yet released (in {K}:genbuf); the life a meta hash last gave up.
 ENDED = "ended"
 RELEASED = "released"

@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from genbuffer.errors import StreamChanged
-from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
+from genbuffer.lua.ack import AckArgs, WhenEmpty
 from genbuffer.lua.fail import FailArgs, SetAside
-from genbuffer.lua.snapshot import (
-    Counter,
-    MetaHash,
-    Mode,
-    SnapshotArgs,
-    SnapshotReply,
-    SnapshotTag,
-    SplitTry,
-)
+from genbuffer.lua.snapshot import Mode, SnapshotArgs, SnapshotTag
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
+from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta, IsoClock
 from genbuffer.redis.scripts import ScriptRunner
-from genbuffer.redis.split import SplitMeta
 
 __all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "CompactionProtocol"]
 
 READ_PAGE = 2000  # chunks per LRANGE page while compacting …
 PAGE_BYTES = 8 * 1024 * 1024  # … or fewer, so that a page weighs about this much
 LEASE_SECONDS = 600  # a buffer being compacted lives at least this long
-SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
 
 
 @dataclass(frozen=True)
@@ -122,13 +113,11 @@ class CompactionProtocol:
         *,
         ttl: int,
         clock: IsoClock | None = None,
-        split_meta: SplitMeta | None = None,
     ) -> None:
         self.target = target
         self.ttl = ttl
         self.clock = clock or IsoClock()
         self.scripts = ScriptRunner(target)
-        self.split_meta = split_meta or SplitMeta(target, ttl=ttl)
 
     def snapshot(
         self,
@@ -149,9 +138,10 @@ class CompactionProtocol:
         the held stream, or else at each of ``shifts`` (supposed `trimmed` values).
         """
         stream, offset = held if held is not None else (None, 0)
+        layout = layout_of(self.target, key)
         call = SnapshotArgs(
             chunks_key=key,
-            state_key=self.target.state_of(key),
+            state_key=layout.state_key(key),
             new_stream_id=uuid.uuid4().hex,
             lease=LEASE_SECONDS,
             ttl=self.ttl,
@@ -162,11 +152,7 @@ class CompactionProtocol:
             window=window,
             shifts=shifts,
         )
-        produced: dict[str, str] = {}
-        if self.target.split(key):
-            produced, reply = self._split_snapshot(call)
-        else:
-            reply = self._run_snapshot(call)
+        produced, reply = layout.snapshot(self.scripts, call, LEASE_SECONDS)
         if reply.tag == SnapshotTag.MISSING:
             return BufferSnapshot(key=key, exists=False)
         return BufferSnapshot(
@@ -179,36 +165,6 @@ class CompactionProtocol:
             vanished=reply.vanished,
             windows=reply.windows,
         )
-
-    def _split_snapshot(self, call: SnapshotArgs) -> tuple[dict[str, str], SnapshotReply]:
-        """snapshot.lua on a split list (genbuffer.redis.split): the meta hash read first,
-        a deleted life a killed deleter left finished, a stale counter read again."""
-        key = call.chunks_key
-        read_only = call.mode == Mode.READ_ONLY
-        for _ in range(SPLIT_TRIES):
-            produced, there = self.split_meta.read(key, 0 if read_only else LEASE_SECONDS)
-            counter = produced.get(fields.CHUNK_COUNT, Counter.NONE)
-            read = replace(
-                call, counter=counter, meta_hash=MetaHash.EXISTS if there else MetaHash.ABSENT
-            )
-            first_try = SplitTry.CONFIRMED if read_only else SplitTry.FIRST
-            reply = self._run_snapshot(replace(read, split_try=first_try))
-            if reply.tag == SnapshotTag.UNFINISHED_DELETE:  # a deleter was killed
-                self.split_meta.finish_delete(key, reply.trimmed, reply.stream_id)
-            elif reply.tag != SnapshotTag.VANISHED:
-                return produced, reply
-            elif self.split_meta.counter(key) == counter:  # the chunks did vanish
-                return produced, self._run_snapshot(replace(read, split_try=SplitTry.CONFIRMED))
-            # else: a life deleted in between (its counter was stale): read it all again
-        raise StreamChanged(
-            f"buffer {key} kept changing while its snapshot was taken",
-            hint="nothing was written; run the command again",
-        )
-
-    def _run_snapshot(self, call: SnapshotArgs) -> SnapshotReply:
-        """snapshot.lua on the list and the hash of genbuf's fields."""
-        with redis_errors(self.target.url):
-            return self.scripts.run(call)
 
     def read(
         self,
@@ -264,7 +220,7 @@ class CompactionProtocol:
         as much); when a concurrent acknowledgement moved `trimmed`, read again.
         """
         first, last = span
-        meta = self.target.state_of(key)
+        meta = layout_of(self.target, key).state_key(key)
         for _ in range(16):
             pipe = self.target.client.pipeline(transaction=True)
             pipe.hmget(meta, [fields.STREAM_ID, fields.TRIMMED])
@@ -293,25 +249,22 @@ class CompactionProtocol:
 
         Returns (chunks trimmed, keys deleted, chunks left).
         """
-        split = self.target.split(key)
-        layout = Layout.SPLIT if split else Layout.ONE_SLOT
         with redis_errors(self.target.url):
-            reply = self.scripts.run(self._ack_call(key, stream_id, persisted, delete, layout))
-        if reply.deleted and split:
-            self.split_meta.finish_delete(key, reply.life, stream_id)
+            reply = self.scripts.run(self._ack_call(key, stream_id, persisted, delete))
+        if reply.deleted:
+            layout_of(self.target, key).after_delete(self.scripts, key, reply.life, stream_id)
         return reply.trimmed, reply.deleted, reply.left
 
-    def _ack_call(
-        self, key: str, stream_id: str, persisted: int, delete: bool, layout: Layout
-    ) -> AckArgs:
+    def _ack_call(self, key: str, stream_id: str, persisted: int, delete: bool) -> AckArgs:
         """ack.lua's arguments for ``key``."""
+        layout = layout_of(self.target, key)
         return AckArgs(
             chunks_key=key,
-            state_key=self.target.state_of(key),
+            state_key=layout.state_key(key),
             stream_id=stream_id,
             persisted=persisted,
             when_empty=WhenEmpty.DELETE if delete else WhenEmpty.KEEP,
-            layout=layout,
+            layout=layout.ack,
         )
 
     def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
@@ -326,10 +279,7 @@ class CompactionProtocol:
                 self.acknowledge(key, stream, persisted, delete)[1]
                 for key, stream, persisted in acks
             )
-        calls = [
-            self._ack_call(key, stream, persisted, delete, Layout.ONE_SLOT)
-            for key, stream, persisted in acks
-        ]
+        calls = [self._ack_call(key, stream, persisted, delete) for key, stream, persisted in acks]
         with redis_errors(self.target.url):
             # acknowledgements are idempotent: calls refused (NOSCRIPT) are sent again
             return sum(reply.deleted for reply in self.scripts.run_pipelined(calls))
@@ -348,7 +298,7 @@ class CompactionProtocol:
 
     def _set_aside(self, key: str, error: str, limit: int, aside: SetAside) -> tuple[int, bool]:
         call = FailArgs(
-            state_key=self.target.state_of(key),
+            state_key=layout_of(self.target, key).state_key(key),
             chunks_key=key,
             error=" ".join(error.split())[:500],
             limit=limit,
@@ -363,4 +313,5 @@ class CompactionProtocol:
     def clear_failures(self, key: str) -> None:
         """Forget failed attempts (and a quarantine or orphan mark) after a compaction."""
         with redis_errors(self.target.url):
-            self.target.client.hdel(self.target.state_of(key), *fields.FAILURE_FIELDS)
+            state = layout_of(self.target, key).state_key(key)
+            self.target.client.hdel(state, *fields.FAILURE_FIELDS)

@@ -10,6 +10,7 @@ from genbuffer import keys
 from genbuffer.lua.observe import ObserveArgs, ObserveReply
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
+from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
 from genbuffer.redis.scripts import ScriptRunner
 from genbuffer.states import BufferState
@@ -69,26 +70,28 @@ class Scanner:
     def _describe_page(self, names: list[str]) -> Iterator[FoundBuffer]:
         found = keys.buffers_in_page(names, self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
-        for _, chunks in found:
+        hashes = [layout_of(self.target, chunks).hashes(chunks) for _, chunks in found]
+        for (_, chunks), where in zip(found, hashes, strict=True):
             pipe.object("idletime", chunks)
             pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
             pipe.pttl(chunks)
-            pipe.hmget(keys.meta_key(chunks), fields.DISCOVERY_FIELDS)
-            if self.target.split(chunks):  # genbuf's fields are beside the list
-                pipe.hmget(self.target.state_of(chunks), fields.DISCOVERY_FIELDS)
+            for name in where:
+                pipe.hmget(name, fields.DISCOVERY_FIELDS)
         replies = iter(pipe.execute(raise_on_error=False))
         trusted = self.target.no_touch.active
-        for parts, chunks in found:
-            idle, length, pttl, values = next(replies), next(replies), next(replies), next(replies)
-            own = next(replies) if self.target.split(chunks) else []
-            for reply in (length, pttl, values, own):
+        for (parts, chunks), where in zip(found, hashes, strict=True):
+            idle, length, pttl = next(replies), next(replies), next(replies)
+            read = [next(replies) for _ in where]
+            for reply in (length, pttl, *read):
                 if isinstance(reply, Exception):
                     raise reply
             if parts.is_meta and int(length):
                 continue  # the list is there too: reported once, from the list
-            meta = {f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, values, strict=True) if v}
-            # genbuf's own fields, beside a split list: they win over the meta hash's
-            meta.update({f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, own) if v})  # noqa: B905
+            meta: dict[str, str] = {}
+            for values in read:  # genbuf's own hash last: its fields win
+                meta.update(
+                    {f: text(v) for f, v in zip(fields.DISCOVERY_FIELDS, values, strict=True) if v}
+                )
             yield FoundBuffer(
                 key=chunks,
                 organization_id=parts.organization_id,
@@ -135,7 +138,10 @@ class Scanner:
         None where the list is gone. Compactors only: a read-only command must not
         change what they decide."""
         at = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        calls = [ObserveArgs(name, self.target.state_of(name), at, self.ttl) for name in names]
+        calls = [
+            ObserveArgs(name, layout_of(self.target, name).state_key(name), at, self.ttl)
+            for name in names
+        ]
         with redis_errors(self.target.url):
             if self.target.cluster:  # redis-py refuses EVALSHA in a cluster pipeline
                 replies = [self.scripts.run(call) for call in calls]

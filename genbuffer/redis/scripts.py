@@ -10,6 +10,10 @@ reported as unavailable. The same holds for calls in a pipeline (redis-py's
 refused are sent again. It works alike for ``redis.Redis``, ``redis.RedisCluster``
 (every call's keys in one slot; redis-py refuses EVALSHA in a cluster pipeline, so
 callers run those one by one) and fakeredis.
+
+A call whose effect must not happen twice (an unsequenced push) is sent *once*
+(``run_once``, ``run_after``): on one server through
+``genbuffer.redis.once``, on a cluster to its key's node without redis-py's retry.
 """
 
 from __future__ import annotations
@@ -26,17 +30,20 @@ from genbuffer.redis.connection import (
     RedisTarget,
     SentUnconfirmed,
     load_script,
-    redis_errors,
 )
-from genbuffer.settings import mask_url
+from genbuffer.redis.once import OnceClient, never_sent
+from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
-__all__ = ["ScriptRunner"]
+__all__ = ["RefusedAfter", "ScriptRunner"]
 
 
-def _never_sent(exc: Exception) -> bool:
-    """Whether a connection error happened while connecting, before any command was
-    written (redis-py's connect errors say "connecting to"): then a retry is safe."""
-    return "connecting to" in str(exc)
+class RefusedAfter(Exception):
+    """``run_after``: the commands ran, and then the call was refused (an error reply,
+    e.g. OOM inside the script): what they wrote stays, the call's part did not happen."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ScriptRunner:
@@ -45,6 +52,24 @@ class ScriptRunner:
     def __init__(self, target: RedisTarget) -> None:
         self.target = target
         self._scripts: dict[str, Any] = {}  # name -> redis-py Script (source, SHA1)
+        self._loaded: set[str] = set()  # scripts loaded by run_after
+        # writes sent once on one server (a cluster routes them itself; the in-process
+        # Redis loses no connection)
+        local = target.cluster or target.url.startswith(MEMORY_REDIS_URL)
+        self._local = local
+        self._once: OnceClient | None = None  # built on the first write sent once
+
+    def close(self) -> None:
+        """Close the connections of writes sent once (the next one opens another)."""
+        if self._once is not None:
+            self._once.close()
+            self._once = None
+
+    def _writes(self) -> OnceClient | None:
+        """The client of writes sent once on one server (None: not needed here)."""
+        if self._once is None and not self._local:
+            self._once = OnceClient(self.target.client)
+        return self._once
 
     def _script(self, name: str) -> Any:
         """redis-py's Script for ``name``: its source and SHA1, and what a pipeline's
@@ -95,33 +120,37 @@ class ScriptRunner:
     def run_once(self, call: ScriptCall[R]) -> R:
         """Run a call whose effect must not happen twice (an unsequenced push).
 
-        On a Redis Cluster the call goes to the key's node with no retry of redis-py's
-        (which sends the call again, to the same or a promoted node, after a connection
-        error: the first may have run); MOVED, ASK and NOSCRIPT, which say it did not
-        run, are still followed. A connection error after the call was written is
-        SentUnconfirmed; one before is RedisUnavailable, as any. A single server's
-        client is used as ``run`` uses it: its one retry comes after a failed connect."""
-        if not self.target.cluster:
-            return self.run(call)
-        client: Any = self.target.client
+        Sent once (see the module); on a Redis Cluster to the key's node, as redis-py's
+        retry would send it again to the same or a promoted node. MOVED, ASK and
+        NOSCRIPT, which say it did not run, are still followed. A connection error after
+        the call was written is SentUnconfirmed; one before it is raised as it is (the
+        caller's ``redis_errors`` maps it)."""
         keys = call.keys()
-        argv = call.argv()
-        with redis_errors(self.target.url):
-            for _ in range(SCRIPT_RELOADS):
-                node = client.get_node_from_key(keys[0])
-                try:
-                    reply = client.execute_command(
-                        "EVALSHA", self.sha(call), len(keys), *keys, *argv, target_nodes=node
-                    )
-                except redis.exceptions.NoScriptError:
-                    self._reload(call)
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                    if _never_sent(exc):
-                        raise
-                    raise SentUnconfirmed(str(exc)) from None
-                else:
-                    return call.parse(reply)
+        command = ("EVALSHA", self.sha(call), len(keys), *keys, *call.argv())
+        for _ in range(SCRIPT_RELOADS):
+            try:
+                reply = self._send_once(command, keys[0])
+            except redis.exceptions.NoScriptError:
+                self._reload(call)
+                command = ("EVALSHA", self.sha(call), *command[2:])
+            else:
+                return call.parse(reply)
         raise self._exhausted()
+
+    def _send_once(self, command: tuple[Any, ...], key: str) -> Any:
+        """One command sent once (see ``run_once``)."""
+        writes = self._writes()
+        if writes is not None:
+            return writes.execute(*command)
+        client: Any = self.target.client
+        if not self.target.cluster:  # the in-process Redis
+            return client.execute_command(*command)
+        try:  # to the key's node, with no retry of redis-py's
+            return client.execute_command(*command, target_nodes=client.get_node_from_key(key))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if never_sent(exc):
+                raise
+            raise SentUnconfirmed(str(exc)) from None
 
     def run_pipelined(self, calls: Sequence[ScriptCall[R]], *, in_order: bool = False) -> list[R]:
         """Run ``calls`` in one round trip (a pipeline, not a transaction) and parse their
@@ -163,3 +192,41 @@ class ScriptRunner:
             for refused_call in {calls[index].SCRIPT: calls[index] for index in waiting}.values():
                 self._reload(refused_call)
         raise self._exhausted()
+
+    def run_after(self, commands: Sequence[tuple[Any, ...]], call: ScriptCall[R]) -> R:
+        """``commands`` and then ``call`` in one MULTI/EXEC transaction, sent once (see
+        ``run_once``; not on a Redis Cluster); the call's reply.
+
+        An error reply of a command is raised (the first); one of the call, after the
+        commands ran, is RefusedAfter; a transaction refused while queued (EXECABORT,
+        e.g. OOM) applied nothing. A NOSCRIPT at EXEC (the
+        script cache flushed after redis-py's pipeline loaded it) says the call alone
+        did not run: it runs then, on its own."""
+        writes = self._writes()
+        if writes is not None:
+            pipe = writes.pipeline(transaction=True)
+        else:  # the in-process Redis
+            pipe = self.target.client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        if call.SCRIPT not in self._loaded:  # once: redis-py would ask before every EXEC
+            self._reload(call)
+            self._loaded.add(call.SCRIPT)
+        keys = call.keys()
+        pipe.execute_command("EVALSHA", self.sha(call), len(keys), *keys, *call.argv())
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if writes is None or never_sent(exc):
+                raise
+            raise SentUnconfirmed(str(exc)) from None
+        *before, last = results
+        for result in before:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(last, redis.exceptions.NoScriptError):
+            self._loaded.discard(call.SCRIPT)
+            return self.run_once(call)
+        if isinstance(last, Exception):
+            raise RefusedAfter(last)
+        return call.parse(last)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
+from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta
 
 __all__ = ["STATUS_FIELDS", "BufferFacts", "Survey"]
@@ -37,7 +38,7 @@ STATUS_FIELDS = (
     fields.SEEN_FIRST,
 )
 MEMORY_SAMPLES = 5  # MEMORY USAGE … SAMPLES: list elements sampled to estimate its size
-PER_BUFFER = 7  # commands pipelined per buffer
+PER_BUFFER = 6  # commands pipelined per buffer, and an HMGET per hash of its fields
 
 
 @dataclass(slots=True)  # one per buffer of a million-key survey: no frozen setattr
@@ -97,33 +98,32 @@ class Survey:
         self.scanned_keys += len(names)
         found = keys.buffers_in_page(self._without_listed_metas(names), self.target.prefix)
         pipe = self.target.client.pipeline(transaction=False)
-        for _, chunks in found:
+        hashes = [layout_of(self.target, chunks).hashes(chunks) for _, chunks in found]
+        for (_, chunks), where in zip(found, hashes, strict=True):
             meta = keys.meta_key(chunks)
             pipe.object("idletime", chunks)  # first: before anything else reads the list
             pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
-            pipe.hmget(meta, STATUS_FIELDS)
             pipe.pttl(chunks)
             pipe.pttl(meta)
             pipe.memory_usage(chunks, samples=MEMORY_SAMPLES)
             pipe.memory_usage(meta)
-            if self.target.split(chunks):  # genbuf's fields are beside the list
-                pipe.hmget(self.target.state_of(chunks), STATUS_FIELDS)
+            for name in where:  # the meta hash; beside a split list genbuf's own after it
+                pipe.hmget(name, STATUS_FIELDS)
         replies = pipe.execute(raise_on_error=False)
         trusted = self.target.no_touch.active
         base = 0
-        for parts, chunks in found:
-            idle, length, values, list_pttl, meta_pttl, list_memory, meta_memory = replies[
+        for (parts, chunks), where in zip(found, hashes, strict=True):
+            idle, length, list_pttl, meta_pttl, list_memory, meta_memory = replies[
                 base : base + PER_BUFFER
             ]
-            base += PER_BUFFER
-            own: list[bytes | None] = []
-            if self.target.split(chunks):
-                own, base = replies[base], base + 1
-            for reply in (length, values, list_pttl, meta_pttl, own):
+            read = replies[base + PER_BUFFER : base + PER_BUFFER + len(where)]
+            base += PER_BUFFER + len(where)
+            for reply in (length, list_pttl, meta_pttl, *read):
                 if isinstance(reply, Exception):
                     raise reply
-            stored = {f: text(v) for f, v in zip(STATUS_FIELDS, values, strict=True) if v}
-            stored.update({f: text(v) for f, v in zip(STATUS_FIELDS, own, strict=False) if v})
+            stored: dict[str, str] = {}
+            for values in read:  # genbuf's own hash last: its fields win
+                stored.update({f: text(v) for f, v in zip(STATUS_FIELDS, values, strict=True) if v})
             yield BufferFacts(
                 chunks,
                 parts.organization_id,

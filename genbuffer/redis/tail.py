@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genbuffer import keys
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
+from genbuffer.redis.layout import layout_of
 
 __all__ = ["TailPage", "Tailer"]
 
@@ -38,13 +38,17 @@ class Tailer:
         acknowledgement moved `trimmed` meanwhile, it is read again. Chunks below
         `trimmed` are gone (compacted): the page then starts at `trimmed`.
         """
-        meta = self.target.state_of(key)
+        layout = layout_of(self.target, key)
+        meta = layout.state_key(key)
         wanted = [fields.STREAM_ID, fields.TRIMMED, fields.FINISHED_AT]
         with redis_errors(self.target.url):
             trimmed = int(self.target.client.hget(meta, fields.TRIMMED) or 0)
-            marked = None  # a split list's producer marks the end in its own slot
-            if self.target.split(key):
-                marked = self.target.client.hget(keys.meta_key(key), fields.FINISHED_AT)
+            # the producer's hash apart from genbuf's (a split list's): read on its own
+            marked = any(
+                self.target.client.hget(name, fields.FINISHED_AT) is not None
+                for name in layout.hashes(key)
+                if name != meta
+            )
             while True:
                 start = max(position, trimmed) - trimmed
                 pipe = self.target.client.pipeline(transaction=True)
@@ -58,7 +62,7 @@ class Tailer:
                         chunks=list(chunks),
                         stream_id=None if stream is None else text(stream),
                         trimmed=trimmed,
-                        finished=finished is not None or marked is not None,
+                        finished=finished is not None or marked,
                         exists=bool(exists),
                     )
                 trimmed = seen_trimmed

@@ -10,7 +10,7 @@ use Genbuffer\Laravel\Exceptions\GenbufferException;
 
 /**
  * The producer side of genbuf's protocol: push chunks into a generation's buffer with the
- * Lua scripts genbuf ships (genbuffer/lua/push_one.lua and push.lua: the list, the meta
+ * one push script genbuf ships (genbuffer/lua/push.lua, step 'push': the list, the meta
  * hash's chunk_count, bytes, first_chunk_at, last_chunk_at, ids and TTLs, atomically),
  * mark it finished and announce it to `genbuf worker`.
  */
@@ -52,15 +52,7 @@ final class GenerationBuffer
      */
     public function push(int $org, int $gen, string $chunk, ?int $seq = null, ?int $scenario = null): array
     {
-        if ($seq !== null) {
-            return $this->pushMany($org, $gen, [$chunk], $seq, $scenario);
-        }
-        $key = $this->keys->chunks($org, $gen, $scenario);
-        $length = $this->redis->script('push_one', [$key, Keys::meta($key)], [
-            $chunk, self::now(), strlen($chunk), $this->ttl, $org, $scenario ?? '', $gen,
-        ]);
-
-        return ['length' => (int) $length, 'appended' => 1, 'skipped' => 0];
+        return $this->pushMany($org, $gen, [$chunk], $seq, $scenario);
     }
 
     /**
@@ -82,9 +74,10 @@ final class GenerationBuffer
         $position = $seq;
         $send = function () use (&$batch, &$position, &$total, $key, $org, $gen, $scenario): void {
             $bytes = array_sum(array_map('strlen', $batch));
+            // push.lua's ARGV: step, ttl, now, ids, seq, bytes, two fields of other steps
             [$length, $appended, $skipped] = $this->redis->script('push', [$key, Keys::meta($key)], [
-                $this->ttl, self::now(), $org, $scenario ?? '', $gen,
-                $position === null ? '' : $position, $bytes, ...$batch,
+                'push', $this->ttl, self::now(), $org, $scenario ?? '', $gen,
+                $position === null ? '' : $position, $bytes, '', '', ...$batch,
             ]);
             $total['length'] = (int) $length;
             $total['appended'] += (int) $appended;

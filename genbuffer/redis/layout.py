@@ -1,0 +1,462 @@
+"""Where a buffer's keys live, as one strategy chosen once per key: ``layout_of``.
+
+Two layouts, one interface (``Layout``): where genbuf keeps its own fields, which
+hashes a reader merges, how a push writes, how a snapshot is taken and what follows
+a deleting acknowledgement. Every module of ``genbuffer.redis`` asks ``layout_of``
+and calls the strategy; none branches on the layout itself.
+
+- ``OneSlot``: one server, or the hash-tagged template on a Redis Cluster. The list
+  and its meta hash share a slot; genbuf's fields live in the meta hash, and a push
+  is one call of push.lua.
+- ``Split``: the app's untagged keys on a Redis Cluster. A Lua script may touch the
+  keys of one slot only, and the app keeps writing ``K`` and ``K:meta`` as named (no
+  hash tag). So the fields genbuf owns (stream id, ``trimmed``, failures) live in
+  ``{K}:genbuf`` beside the list (same slot, one script for both), and the
+  producer's fields stay in ``K:meta``, read on their own. Why that keeps invariant
+  1 (no chunk lost, none twice):
+
+  - Every producer appends to the list before it counts in the meta hash (the app's
+    ``RPUSH`` then ``HINCRBY``; genbuf's push.lua, step ``list`` then step ``count``).
+    Compaction reads the meta hash *before* the script that snapshots the list, so
+    the counter it sees never exceeds what the list holds plus what was trimmed: a
+    chunk is never taken for vanished because its count arrived first, and chunks
+    that did vanish (expired, lost in a failover) still show as a counter ahead of
+    the list (``chunk_count_mismatch``, never silent).
+  - Positions, the stream id and acknowledgements live beside the list and change in
+    one script with it, exactly as in the one-slot layout: what is trimmed is what a
+    committed transaction holds.
+  - A deleted buffer (``--delete``) loses its list in one script with the positions,
+    and ``{K}:genbuf`` is kept, marked ``ended``; the meta hash then gives up the
+    deleted life's count (``release_meta.lua``, once per life: a producer that began
+    the next life meanwhile keeps what it counted), and only then is ``{K}:genbuf``
+    dropped (``drop_state.lua``). A snapshot that meets ``ended`` (a deleter killed
+    between the steps) finishes the delete first. A counter read before a snapshot
+    that finds neither list nor ``{K}:genbuf`` may belong to a life deleted in
+    between: the meta hash is read again (the release comes before the drop, so it
+    shows by then) and the chunks count as vanished only if the counter still says so.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from itertools import islice
+from typing import ClassVar, NamedTuple
+
+from genbuffer import keys
+from genbuffer.errors import OperationFailed, PushOutcomeUnknown, StreamChanged, UsageError
+from genbuffer.lua.ack import Layout as AckLayout
+from genbuffer.lua.drop_state import DropStateArgs
+from genbuffer.lua.push import PushArgs, PushHead, PushReply
+from genbuffer.lua.release_meta import ReleaseMetaArgs
+from genbuffer.lua.snapshot import (
+    Counter,
+    MetaHash,
+    Mode,
+    SnapshotArgs,
+    SnapshotReply,
+    SnapshotTag,
+    SplitTry,
+)
+from genbuffer.redis import meta as fields
+from genbuffer.redis.connection import RedisTarget, SentUnconfirmed, redis_errors, text
+from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
+from genbuffer.settings import mask_url
+
+__all__ = [
+    "PUSH_BATCH",
+    "PUSH_PIPELINE",
+    "TRANSACTION_BATCHES",
+    "Layout",
+    "OneSlot",
+    "Pushed",
+    "Split",
+    "chunk_bytes",
+    "layout_of",
+    "outcome_unknown",
+]
+
+PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
+PUSH_PIPELINE = 16  # calls sent per round trip where a pipeline may carry scripts
+TRANSACTION_BATCHES = 16  # RPUSHes of PUSH_BATCH chunks per MULTI/EXEC (the fast path) …
+TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
+SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
+
+
+class Pushed(NamedTuple):
+    """What a push did: the list length after it, chunks appended and skipped, bytes sent."""
+
+    length: int
+    appended: int
+    skipped: int
+    bytes: int
+
+
+def chunk_bytes(chunk: bytes | str) -> int:
+    """Length in bytes, as Redis stores it (str chunks are sent as UTF-8)."""
+    return len(chunk) if isinstance(chunk, bytes) else len(chunk.encode())
+
+
+def _total_bytes(batch: tuple[bytes | str, ...]) -> int:
+    """Bytes in a batch; one C-level join for the usual all-bytes batch."""
+    try:
+        return len(b"".join(batch))  # type: ignore[arg-type]
+    except TypeError:  # str chunks among them: counted as UTF-8
+        return sum(map(chunk_bytes, batch))
+
+
+def _batches(chunks: Iterable[bytes | str]) -> Iterator[tuple[bytes | str, ...]]:
+    """Tuples of up to PUSH_BATCH chunks, in order."""
+    source = iter(chunks)
+    while batch := tuple(islice(source, PUSH_BATCH)):
+        yield batch
+
+
+def _transactions(
+    chunks: Iterable[bytes | str],
+) -> Iterator[tuple[list[tuple[bytes | str, ...]], int]]:
+    """Groups of batches for one MULTI/EXEC each (TRANSACTION_BATCHES of them, or fewer
+    once they hold TRANSACTION_BYTES), with their size in bytes."""
+    group: list[tuple[bytes | str, ...]] = []
+    size = 0
+    for batch in _batches(chunks):
+        group.append(batch)
+        size += _total_bytes(batch)
+        if len(group) == TRANSACTION_BATCHES or size >= TRANSACTION_BYTES:
+            yield group, size
+            group, size = [], 0
+    if group:
+        yield group, size
+
+
+def outcome_unknown(url: str, key: str, *, confirmed: int, in_doubt: int) -> PushOutcomeUnknown:
+    """The error of a push whose connection failed after it was sent (every push path's)."""
+    doubt = (
+        f"up to {in_doubt} more may have been appended"
+        if in_doubt
+        else "all were appended, but the meta hash may not count the last of them"
+    )
+    return PushOutcomeUnknown(
+        f"Redis connection at {mask_url(url)} failed during a push to {key}: {confirmed} "
+        f"chunks confirmed, {doubt}",
+        confirmed=confirmed,
+        in_doubt=in_doubt,
+        hint="the chunks in doubt may be in the buffer: pushing them again without sequence "
+        "numbers may append them twice; push with seq= (sequence numbers skip what already "
+        "arrived), or check the buffer (inspect-generation) before pushing the rest",
+    )
+
+
+class Layout(ABC):
+    """Where a buffer's keys live and what that asks of each step (see the module)."""
+
+    sequenced: ClassVar[bool]  # whether pushes may carry sequence numbers
+    ack: ClassVar[AckLayout]  # what ack.lua keeps when it deletes a life
+
+    @abstractmethod
+    def state_key(self, chunks: str) -> str:
+        """The hash of genbuf's fields of a list (stream id, trimmed, failures)."""
+
+    @abstractmethod
+    def hashes(self, chunks: str) -> tuple[str, ...]:
+        """Every hash holding the buffer's fields, genbuf's own last (its fields win)."""
+
+    @abstractmethod
+    def push(
+        self,
+        scripts: ScriptRunner,
+        key: str,
+        chunks: Iterable[bytes | str],
+        head: PushHead,
+        seq: int | None,
+    ) -> Pushed:
+        """Append ``chunks`` to the list ``key`` in order and count them (push.lua)."""
+
+    @abstractmethod
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """Mark the stream of the list ``key`` finished (push.lua, step finish)."""
+
+    @abstractmethod
+    def snapshot(
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+    ) -> tuple[dict[str, str], SnapshotReply]:
+        """snapshot.lua's reply, and the producer's fields read apart from it (if any);
+        ``lease``: how long a meta hash read apart must live at least."""
+
+    @abstractmethod
+    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
+        """What follows ack.lua deleting a life of ``life`` chunks of stream ``stream``."""
+
+
+def _sum(reply: PushReply, appended: int, skipped: int) -> tuple[int, int, int]:
+    """(list length, appended, skipped) after ``reply``, counting from those before."""
+    return reply.length, appended + reply.appended, skipped + reply.skipped
+
+
+class OneSlot(Layout):
+    """The list and its meta hash in one slot: genbuf's fields in the meta hash."""
+
+    sequenced = True
+    ack = AckLayout.ONE_SLOT
+
+    def state_key(self, chunks: str) -> str:
+        """The meta hash."""
+        return keys.meta_key(chunks)
+
+    def hashes(self, chunks: str) -> tuple[str, ...]:
+        """The meta hash alone."""
+        return (keys.meta_key(chunks),)
+
+    def push(
+        self,
+        scripts: ScriptRunner,
+        key: str,
+        chunks: Iterable[bytes | str],
+        head: PushHead,
+        seq: int | None,
+    ) -> Pushed:
+        """A single chunk: one push.lua call (step push). Unsequenced batches on one
+        server: the fast path, TRANSACTION_BATCHES native RPUSHes of PUSH_BATCH chunks
+        and push.lua counting them (step rpushed) per MULTI/EXEC. Otherwise one push.lua
+        call per PUSH_BATCH chunks; PUSH_PIPELINE of them per round trip on one server,
+        one at a time on a cluster (redis-py refuses scripts in a cluster pipeline)."""
+        meta = keys.meta_key(key)
+        if type(chunks) is tuple and len(chunks) == 1:  # push_chunk, once per token
+            size = chunk_bytes(chunks[0])
+            call = PushArgs.push(key, meta, head, chunks, size, seq=seq)
+            if seq is not None:
+                return Pushed(*self._send(scripts, [call]), size)
+            try:
+                with redis_errors(scripts.target.url):
+                    return Pushed(*scripts.run_once(call), size)
+            except SentUnconfirmed:
+                raise outcome_unknown(scripts.target.url, key, confirmed=0, in_doubt=1) from None
+        if seq is None and not scripts.target.cluster:
+            return self._push_transactions(scripts, key, chunks, head)
+        length = appended = skipped = sent = 0
+        group: list[PushArgs] = []
+        for batch in _batches(chunks):
+            size = _total_bytes(batch)
+            group.append(PushArgs.push(key, meta, head, batch, size, seq=seq))
+            sent += size
+            seq = None if seq is None else seq + len(batch)
+            if len(group) == PUSH_PIPELINE or scripts.target.cluster:
+                reply = self._send(scripts, group, appended)
+                length, appended, skipped = _sum(reply, appended, skipped)
+                group = []
+        if group:
+            length, appended, skipped = _sum(
+                self._send(scripts, group, appended), appended, skipped
+            )
+        elif appended + skipped == 0:  # nothing to push: the list as it is
+            with redis_errors(scripts.target.url):
+                length = int(scripts.target.client.llen(key))
+        return Pushed(length, appended, skipped, sent)
+
+    @staticmethod
+    def _push_transactions(
+        scripts: ScriptRunner, key: str, chunks: Iterable[bytes | str], head: PushHead
+    ) -> Pushed:
+        """Unsequenced batches as MULTI/EXEC transactions, each sent once: native RPUSHes
+        (no chunk converted to a Lua string), then push.lua counting them."""
+        meta = keys.meta_key(key)
+        url = scripts.target.url
+        length = appended = sent = count = 0
+        try:
+            with redis_errors(url):
+                for group, size in _transactions(chunks):
+                    count = sum(map(len, group))
+                    rpushes = [("RPUSH", key, *batch) for batch in group]
+                    counting = PushArgs.rpushed(key, meta, head, count, size)
+                    try:
+                        reply = scripts.run_after(rpushes, counting)
+                    except SentUnconfirmed:
+                        doubt = count
+                        raise outcome_unknown(
+                            url, key, confirmed=appended, in_doubt=doubt
+                        ) from None
+                    length, appended, sent = reply.length, appended + count, sent + size
+                if appended == 0:  # nothing to push: the list as it is
+                    length = int(scripts.target.client.llen(key))
+        except RefusedAfter as refused:  # the RPUSHes ran, push.lua refused to count them
+            raise OperationFailed(
+                f"Redis at {mask_url(url)} refused to count a push to {key}: "
+                f"{str(refused.error).splitlines()[0]}; {appended + count} chunks appended, "
+                f"the last {count} not counted in its meta hash",
+                hint="the chunks are in the buffer (compaction reports the count mismatch); "
+                "push only the rest, once Redis accepts writes again",
+            ) from None
+        except OperationFailed as refused:  # refused while queued (EXECABORT): none of it ran
+            raise OperationFailed(
+                f"{refused.message}; {appended} chunks confirmed, the refused ones were not "
+                "appended",
+                hint=refused.hint,
+            ) from None
+        return Pushed(length, appended, 0, sent)
+
+    @staticmethod
+    def _send(scripts: ScriptRunner, group: list[PushArgs], before: int = 0) -> PushReply:
+        """Run ``group`` in order (``before``: chunks this push appended already, for an
+        error to count); their replies summed, the last one's length."""
+        url = scripts.target.url
+        try:
+            with redis_errors(url):
+                if len(group) == 1:
+                    call = group[0]
+                    # a sequenced call may be retried (push.lua skips what arrived)
+                    return scripts.run(call) if call.seq is not None else scripts.run_once(call)
+                # (sequenced: an unsequenced group goes as transactions)
+                replies = scripts.run_pipelined(group, in_order=True)
+        except SentUnconfirmed:  # (unsequenced) the group may have run, wholly or in part
+            doubt = sum(len(call.chunks) for call in group)
+            key = group[0].chunks_key
+            raise outcome_unknown(url, key, confirmed=before, in_doubt=doubt) from None
+        return PushReply(
+            replies[-1].length,
+            sum(reply.appended for reply in replies),
+            sum(reply.skipped for reply in replies),
+        )
+
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """One call on the list and its meta hash (safe to repeat)."""
+        with redis_errors(scripts.target.url):
+            scripts.run(PushArgs.finish(key, keys.meta_key(key), head))
+
+    def snapshot(
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+    ) -> tuple[dict[str, str], SnapshotReply]:
+        """snapshot.lua on the list and its meta hash; nothing read apart."""
+        with redis_errors(scripts.target.url):
+            return {}, scripts.run(call)
+
+    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
+        """Nothing: ack.lua deleted both keys."""
+
+
+class Split(Layout):
+    """An untagged list on a Redis Cluster: the app's meta hash in another slot, genbuf's
+    fields in ``{K}:genbuf`` beside the list (see the module)."""
+
+    sequenced = False
+    ack = AckLayout.SPLIT
+
+    def state_key(self, chunks: str) -> str:
+        """``{K}:genbuf``, in the list's slot."""
+        return keys.state_key(chunks)
+
+    def hashes(self, chunks: str) -> tuple[str, ...]:
+        """The app's meta hash, then genbuf's own."""
+        return (keys.meta_key(chunks), keys.state_key(chunks))
+
+    def push(
+        self,
+        scripts: ScriptRunner,
+        key: str,
+        chunks: Iterable[bytes | str],
+        head: PushHead,
+        seq: int | None,
+    ) -> Pushed:
+        """Per PUSH_BATCH chunks, the list side and then the count (the order the layout
+        relies on), each sent once."""
+        if seq is not None:
+            raise UsageError(
+                f"sequenced pushes to {key} need list and meta hash in one slot on a "
+                "Redis Cluster: the hash-tagged key template, GENERATION_KEY_TAGS=true",
+                hint="set GENERATION_KEY_TAGS=true, or push without sequence numbers",
+            )
+        state, meta = keys.state_key(key), keys.meta_key(key)
+        url = scripts.target.url
+        length = appended = sent = 0
+        with redis_errors(url):
+            for batch in _batches(chunks):
+                size = _total_bytes(batch)
+                try:
+                    listed = scripts.run_once(PushArgs.list_side(key, state, head, batch, size))
+                except SentUnconfirmed:
+                    doubt = len(batch)
+                    raise outcome_unknown(url, key, confirmed=appended, in_doubt=doubt) from None
+                count = PushArgs.count_side(meta, head, listed.appended, size, listed.length)
+                try:
+                    scripts.run_once(count)
+                except SentUnconfirmed:  # the chunks are in; their count may not be
+                    confirmed = appended + listed.appended
+                    raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=0) from None
+                length = listed.length
+                appended += listed.appended
+                sent += size
+            if appended == 0:  # nothing to push: the list as it is
+                length = int(scripts.target.client.llen(key))
+        return Pushed(length, appended, 0, sent)
+
+    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
+        """The list's length read first (another slot), then the meta hash marked."""
+        meta = keys.meta_key(key)
+        with redis_errors(scripts.target.url):
+            length = int(scripts.target.client.llen(key))
+            scripts.run(PushArgs.finish(meta, meta, head, length))
+
+    def snapshot(
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+    ) -> tuple[dict[str, str], SnapshotReply]:
+        """The meta hash read first, a deleted life a killed deleter left finished, a
+        stale counter read again."""
+        key = call.chunks_key
+        read_only = call.mode == Mode.READ_ONLY
+        with redis_errors(scripts.target.url):
+            for _ in range(SPLIT_TRIES):
+                produced, there = self._read_meta(scripts, key, 0 if read_only else lease)
+                counter = produced.get(fields.CHUNK_COUNT, Counter.NONE)
+                meta_hash = MetaHash.EXISTS if there else MetaHash.ABSENT
+                read = replace(call, counter=counter, meta_hash=meta_hash)
+                first_try = SplitTry.CONFIRMED if read_only else SplitTry.FIRST
+                reply = scripts.run(replace(read, split_try=first_try))
+                if reply.tag == SnapshotTag.UNFINISHED_DELETE:  # a deleter was killed
+                    self.after_delete(scripts, key, reply.trimmed, reply.stream_id)
+                elif reply.tag != SnapshotTag.VANISHED:
+                    return produced, reply
+                elif self._counter(scripts, key) == counter:  # the chunks did vanish
+                    return produced, scripts.run(replace(read, split_try=SplitTry.CONFIRMED))
+                # else: a life deleted in between (its counter was stale): read it all again
+        raise StreamChanged(
+            f"buffer {key} kept changing while its snapshot was taken",
+            hint="nothing was written; run the command again",
+        )
+
+    @staticmethod
+    def _read_meta(scripts: ScriptRunner, chunks: str, lease: int) -> tuple[dict[str, str], bool]:
+        """The meta hash (every field) and whether it exists; one that would expire within
+        ``lease`` seconds is extended to it (it must outlive the compaction reading it)."""
+        meta = keys.meta_key(chunks)
+        client = scripts.target.client
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(meta)
+        pipe.ttl(meta)
+        values, ttl = pipe.execute()
+        if 0 <= int(ttl) < lease:
+            client.expire(meta, lease)
+        return {text(k): text(v) for k, v in values.items()}, int(ttl) != -2
+
+    @staticmethod
+    def _counter(scripts: ScriptRunner, chunks: str) -> str:
+        """The meta hash's chunk_count now ('-' when it has none)."""
+        value = scripts.target.client.hget(keys.meta_key(chunks), fields.CHUNK_COUNT)
+        return Counter.NONE if value is None else text(value)
+
+    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
+        """Take the deleted life's chunks off the meta hash's count, then drop genbuf's
+        hash. Safe to repeat, and to run from another process (one killed between the
+        steps leaves `ended`, which the next snapshot finishes)."""
+        with redis_errors(scripts.target.url):
+            scripts.run(ReleaseMetaArgs(keys.meta_key(key), life=life, stream_id=stream))
+            scripts.run(DropStateArgs(keys.state_key(key), stream_id=stream))
+
+
+ONE_SLOT = OneSlot()
+SPLIT = Split()
+
+
+def layout_of(target: RedisTarget, chunks: str) -> Layout:
+    """The layout of the list ``chunks`` on ``target``: split where it is an untagged key
+    on a Redis Cluster, else one slot. The one place the choice is made."""
+    return SPLIT if target.cluster and keys.hash_tag(chunks) is None else ONE_SLOT
