@@ -398,7 +398,9 @@ def test_serve_answers_while_redis_is_paused(servers: Stack, tmp_path: Path) -> 
     env = {**servers.env, "REDIS_URL": private.url}
     port = free_port()
     process = spawn_genbuf(["metrics", "--serve", str(port), "--refresh", "1s", "--json"], env)
-    admin = redis.Redis.from_url(private.url)
+    # Redis 7.0 holds CLIENT UNPAUSE itself until the pause ends: the admin connection
+    # waits up to the whole pause (redis-py's default timeout is 5 s)
+    admin = redis.Redis.from_url(private.url, socket_timeout=30)
     try:
         assert process.stdout is not None
         listening = json.loads(process.stdout.readline())
