@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from genbuffer.compaction import CompactionRequest, CompactionResult, assemble_and_persist
+from genbuffer.db.rows import LEASES
 from tests.conftest import Stack
 
 
@@ -46,3 +50,16 @@ def sequenced(stack: Stack) -> Stack:
     if stack.name == "cluster":
         stack.env["GENERATION_KEY_TAGS"] = "true"
     return stack
+
+
+def expire_lease(stack: Stack, job: str) -> None:
+    """The job's lease as a dead holder leaves it JOB_LEASE_TTL after its last renewal:
+    never released, its expiry past. The next run takes it over at once instead of a
+    test waiting out the TTL (the dead run no longer renews it)."""
+    with stack.repository.engine.begin() as connection:
+        done = connection.execute(
+            update(LEASES)
+            .where(LEASES.c.job == job, LEASES.c.released_at.is_(None))
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    assert done.rowcount == 1, f"no lease of {job} held to expire"

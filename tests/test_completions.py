@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,8 +18,9 @@ from genbuffer.engine.burst import compact_pending
 from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan, SimulatedCrash
 from tests.conftest import Stack
-from tests.helpers import compact, stored_bytes
+from tests.helpers import compact, expire_lease, stored_bytes
 from tests.support.runner import run_genbuf
+from tests.support.wait import wait_until
 
 ON_CLUSTER = True  # the stream is one key: no hash tag needed, checked on a real cluster
 
@@ -188,17 +188,17 @@ def test_compact_pending_crashed_after_its_commit_is_announced_by_the_next_run(
 def test_compact_pending_killed_after_its_commit_is_announced_by_the_next_run(
     stack: Stack,
 ) -> None:
-    """The same with kill -9 (GENBUFFER_CRASH_AT=after_commit) and genbuf processes: the
-    dead run's lease lapses (JOB_LEASE_TTL=3), the next run announces and trims."""
-    stack.env["JOB_LEASE_TTL"] = "3"
+    """The same with kill -9 (GENBUFFER_CRASH_AT=after_commit) and genbuf processes: once
+    the dead run's lease has lapsed, the next run announces and trims."""
     gen = stack.repository.create_generation(31)
     data = b'{"crash": "compact-pending, kill -9"}'
     _finished(stack, gen, data)
     _killed_after_commit(stack, "compact-pending")
     assert stored_bytes(stack, gen) == data and _entries(stack) == []
-    time.sleep(3.5)  # the killed run's lease lapses
+    expire_lease(stack, "compact-pending")  # JOB_LEASE_TTL after the kill
     retry = run_genbuf(["compact-pending", "--json"], stack.env)
     assert retry.returncode == 0, retry.stderr
+    assert "took over the lease" in retry.stderr, retry.stderr
     report = json.loads(retry.stdout)
     assert report["already_persisted"] == 1 and report["compacted"] == 0, report
     (entry,) = _entries(stack)
@@ -246,10 +246,12 @@ def test_a_worker_killed_after_its_commit_is_announced_by_the_next_worker(
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
-    deadline = time.monotonic() + 30
     try:
-        while stack.buffer.keyspace.generation_keys(31, gen) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: not stack.buffer.keyspace.generation_keys(31, gen),
+            30,
+            "the next worker to take the entry over and trim the buffer",
+        )
     finally:
         stop.set()
         thread.join(timeout=30)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,13 +19,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import update
 
-from genbuffer.db.leases import JobLeases
+from genbuffer.db.leases import JobLeases, LeaseRow
 from genbuffer.db.rows import LEASES
 from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import LeaseLost
 from genbuffer.exclusion import Lease, hold_lease
 from tests.conftest import Stack
 from tests.helpers import stored_bytes
+from tests.support.wait import wait_until
 
 ORG = 84
 JOB = "compact-pending"
@@ -112,13 +112,12 @@ def test_a_held_lease_is_renewed_while_the_job_works(stack: Stack) -> None:
     leases = _leases(stack, seconds=3)
     with hold_lease(leases, JOB) as lease:
         _, [taken] = leases.all()
-        deadline = time.monotonic() + 10
-        while True:
+
+        def renewed() -> LeaseRow | None:
             _, [row] = leases.all()
-            if row.renewed_at > taken.renewed_at:
-                break
-            assert time.monotonic() < deadline, "never renewed"
-            time.sleep(0.05)
+            return row if row.renewed_at > taken.renewed_at else None
+
+        row = wait_until(renewed, 10, "a renewal (every second with JOB_LEASE_TTL=3)")
         assert row.expires_at > taken.expires_at and row.token == taken.token
         lease.check()  # still ours
     _, [after] = leases.all()
@@ -131,11 +130,8 @@ def test_a_lost_lease_stops_the_job(embedded: Stack) -> None:
     leases = _leases(embedded, seconds=3)
     with hold_lease(leases, JOB) as lease:
         _set_lease(embedded, token="f" * 32, host="thief", pid=1)
-        deadline = time.monotonic() + 10
         with pytest.raises(LeaseLost, match="could not be renewed"):
-            while time.monotonic() < deadline:
-                lease.check()
-                time.sleep(0.05)
+            wait_until(lease.check, 10, "the next renewal to find the lease lost")
     _, [row] = leases.all()
     assert row.host == "thief" and row.released_at is None  # the thief's is left alone
 

@@ -10,8 +10,8 @@ import contextlib
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -29,9 +29,12 @@ from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
+from tests.support.clock import let_time_pass
+from tests.support.faulty import Hold
 from tests.support.runner import run_genbuf, spawn_genbuf
 from tests.support.servers import PrivateRedis
 from tests.support.urls import POSTGRES_ADMIN_URL
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -87,18 +90,18 @@ def test_sigkill_at_every_step_then_retry(crash_stack: Stack, step: str) -> None
 
 
 def _wait_idle_in_transaction(database: str, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
+    """The backend pid of the compactor paused inside its transaction."""
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        while time.monotonic() < deadline:
+
+        def paused() -> int | None:
             row = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s "
                 "AND state = 'idle in transaction' AND pid <> pg_backend_pid()",
                 (database,),
             ).fetchone()
-            if row:
-                return int(row[0])
-            time.sleep(0.05)
-    raise AssertionError("the compactor never opened its transaction")
+            return None if row is None else int(row[0])
+
+        return wait_until(paused, timeout, "the compactor to open its transaction")
 
 
 @pytest.mark.slow
@@ -109,13 +112,14 @@ def test_postgres_backend_terminated_mid_transaction(crash_stack: Stack) -> None
     gen = stack.repository.create_generation(41)
     chunks = [f"<{i}>".encode() for i in range(50)]
     stack.buffer.push_many(41, gen, chunks)
-    proc = _spawn(
-        stack, "compact-generation", "41", str(gen), "--delete", GENBUFFER_PAUSE_AT="after_update=3"
-    )
+    hold = Hold("after_update", stack.tmp_path / "hold")
+    proc = _spawn(stack, "compact-generation", "41", str(gen), "--delete", **hold.env())
+    hold.wait_reached(proc)
     database = make_url(stack.env["DATABASE_URL"]).database
     pid = _wait_idle_in_transaction(str(database))
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    hold.release()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
     assert stderr.startswith("error: ") and "Traceback" not in stderr
@@ -134,14 +138,12 @@ def test_redis_killed_after_the_commit(crash_stack: Stack, private_redis: Privat
     gen = stack.repository.create_generation(42)
     chunks = [f"<{i}>".encode() for i in range(40)]
     stack.buffer.push_many(42, gen, chunks)
-    proc = _spawn(
-        stack, "compact-generation", "42", str(gen), "--delete", GENBUFFER_PAUSE_AT="before_ack=3"
-    )
-    deadline = time.monotonic() + 30
-    while stored_bytes(stack, gen) is None:  # committed, now paused before the ack
-        assert time.monotonic() < deadline and proc.poll() is None, "never committed"
-        time.sleep(0.05)
+    hold = Hold("before_ack", stack.tmp_path / "hold")
+    proc = _spawn(stack, "compact-generation", "42", str(gen), "--delete", **hold.env())
+    hold.wait_reached(proc)
+    assert stored_bytes(stack, gen) == b"".join(chunks)  # committed, not acknowledged
     private_redis.kill()
+    hold.release()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
     # the row is safe, and says so: the completion event that could not be sent is a
@@ -167,17 +169,11 @@ def test_redis_restarted_mid_compaction(crash_stack: Stack, private_redis: Priva
     gen = stack.repository.create_generation(43)
     chunks = [f"<{i}>".encode() for i in range(40)]
     stack.buffer.push_many(43, gen, chunks)
-    proc = _spawn(
-        stack,
-        "compact-generation",
-        "43",
-        str(gen),
-        "--delete",
-        GENBUFFER_PAUSE_AT="after_snapshot=3",
-    )
-    database = make_url(stack.env["DATABASE_URL"]).database
-    _wait_idle_in_transaction(str(database))  # row locked, snapshot taken, now paused
+    hold = Hold("after_snapshot", stack.tmp_path / "hold")
+    proc = _spawn(stack, "compact-generation", "43", str(gen), "--delete", **hold.env())
+    hold.wait_reached(proc)  # row locked, snapshot taken
     private_redis.restart()
+    hold.release()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode in {0, 3}, stderr
     if proc.returncode == 3:
@@ -241,14 +237,19 @@ def test_commit_with_unknown_outcome_is_checked_before_acknowledging(
 
 
 def test_ttl_running_out_during_a_compaction_loses_nothing(stack: Stack) -> None:
-    """Keys due to expire in 1 s survive a compaction that takes 2.5 s (the TTL lease)."""
+    """Keys due to expire in 1 s survive a compaction that takes 2.5 s (the TTL lease):
+    2.5 s pass after its snapshot (tests/support/clock.py: a key whose TTL runs out in
+    that time is deleted, as the server would have expired it)."""
     gen = stack.repository.create_generation(45)
     key = stack.buffer.push_many(45, gen, [b'{"a":', b"1}"]).key
     for name in (key, key + ":meta"):
         stack.buffer.client.expire(name, 1)
-    result = compact(
-        stack, 45, gen, config={"faults": FaultPlan(pause_at="after_snapshot", pause_seconds=2.5)}
-    )
+
+    def slow(step: str) -> None:
+        if step == "after_snapshot":
+            let_time_pass(stack.buffer, key, timedelta(seconds=2.5))
+
+    result = compact(stack, 45, gen, config={"faults": FaultPlan(on_step=slow)})
     assert result.ok and stored_bytes(stack, gen) == b'{"a":1}'
     assert stack.buffer.keyspace.ttl_of(key) > 0
 

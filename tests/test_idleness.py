@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from genbuffer.redis.meta import Observation
 from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
+from tests.support.clock import let_time_pass
 from tests.support.servers import PrivateRedis
 from tests.support.urls import IN_CI
 from tests.support.valkey import valkey_server
@@ -125,18 +125,18 @@ def test_a_trusted_lru_clock_is_an_upper_bound(last_push: int, idle: int) -> Non
 @pytest.mark.backends("embedded", "servers", "cluster")
 def test_reads_between_runs_do_not_keep_a_plain_list_active(stack: Stack) -> None:
     """A plain list, looked at once by compact-pending, then read by every read-only
-    command for longer than --idle (status, metrics, dry runs, inspect, show, doctor,
-    tail), is idle on the next run. On Redis 7.0 the reads reset OBJECT IDLETIME,
-    which the rule before this one believed: the list was never compacted."""
+    command (status, metrics, dry runs, inspect, show, doctor, tail) before and after
+    --idle has passed, is idle on the next run. On Redis 7.0 the reads reset OBJECT
+    IDLETIME, which the rule before this one believed: the list was never compacted."""
     gen = stack.repository.create_generation(ORG)
     key = stack.buffer.key_for(ORG, gen, None)
     _plain_push(stack, key, [b'{"a": ', b"1}"])
-    first = stack.cli("compact-pending", "--idle", "2s", "--json")
+    first = stack.cli("compact-pending", "--idle", "5m", "--json")
     assert json.loads(first.stdout)["compacted"] == 0, first.output
-    deadline = time.monotonic() + 2.2
-    while time.monotonic() < deadline:
-        _read_everything(stack, ORG, gen)
-    second = stack.cli("compact-pending", "--idle", "2s", "--json")
+    _read_everything(stack, ORG, gen)
+    let_time_pass(stack.buffer, key, timedelta(minutes=10))
+    _read_everything(stack, ORG, gen)
+    second = stack.cli("compact-pending", "--idle", "5m", "--json")
     out = json.loads(second.stdout)
     assert (out["compacted"], out["skipped_active"]) == (1, 0), second.output
     assert stored_bytes(stack, gen) == b'{"a": 1}'
@@ -249,12 +249,11 @@ def test_valkey_reads_with_no_touch(valkey: Stack) -> None:
     gen = valkey.repository.create_generation(ORG)
     key = valkey.buffer.key_for(ORG, gen, None)
     _plain_push(valkey, key, [b'{"valkey": ', b"1}"])
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        _read_everything(valkey, ORG, gen)
     assert valkey.buffer.target.no_touch.active
-    assert int(valkey.buffer.client.object("idletime", key) or 0) >= 2
-    done = valkey.cli("compact-pending", "--idle", "2s", "--json")
+    let_time_pass(valkey.buffer, key, timedelta(minutes=10))  # its LRU clock too
+    _read_everything(valkey, ORG, gen)
+    assert int(valkey.buffer.client.object("idletime", key) or 0) >= 600
+    done = valkey.cli("compact-pending", "--idle", "5m", "--json")
     assert json.loads(done.stdout)["compacted"] == 1, done.output
     assert stored_bytes(valkey, gen) == b'{"valkey": 1}'
 
@@ -264,29 +263,34 @@ def test_valkey_reads_with_no_touch(valkey: Stack) -> None:
 
 @pytest.mark.backends("embedded", "servers", "cluster")
 def test_a_list_about_to_expire_is_compacted_in_time(stack: Stack) -> None:
-    """A plain producer keeps streaming into a list with a short TTL while compact-pending
-    runs every half second with --idle 30m: the buffer is compacted when its TTL falls
-    under GENERATION_EXPIRY_MARGIN (status counts it at_risk until then), and every
-    chunk ends in the row, byte-exact and in order, none expired."""
+    """A plain producer keeps streaming into a list with a ten-minute TTL while
+    compact-pending runs every 100 s with --idle 30m (time the test lets pass,
+    tests/support/clock.py): the buffer is compacted when its TTL falls under
+    GENERATION_EXPIRY_MARGIN (status counts it at_risk until then), and every chunk
+    ends in the row, byte-exact and in order, none expired."""
     gen = stack.repository.create_generation(ORG)
     key = stack.buffer.key_for(ORG, gen, None)
-    env = {"GENERATION_EXPIRY_MARGIN": "3"}
+    env = {"GENERATION_EXPIRY_MARGIN": "300"}
     chunks = [b'{"n": ['] + [f"{i}, ".encode() for i in range(8)] + [b"8]}"]
     at_risk_seen = provisional_seen = False
-    start = time.monotonic()
-    for i, chunk in enumerate(chunks):
-        _plain_push(stack, key, [chunk], ttl=4)
+
+    def cron_then_100_seconds() -> None:
+        nonlocal at_risk_seen, provisional_seen
         status = json.loads(stack.cli("status", "--json", env=env).stdout)
         at_risk_seen |= status["at_risk"] > 0
         done = stack.cli("compact-pending", "--idle", "30m", "--json", env=env)
         assert done.exit_code == 0, done.output
         provisional_seen |= json.loads(done.stdout)["at_risk"] > 0
-        if i < len(chunks) - 1:
-            time.sleep(max(0.0, start + 0.4 * (i + 1) - time.monotonic()))
-    while stack.buffer.keyspace.generation_keys(ORG, gen):  # the last list, till its turn
-        assert time.monotonic() - start < 30, "the last list was never compacted"
-        stack.cli("compact-pending", "--idle", "30m", "--json", env=env)
-        time.sleep(0.3)
+        let_time_pass(stack.buffer, key, timedelta(seconds=100))
+
+    for chunk in chunks:
+        _plain_push(stack, key, [chunk], ttl=600)
+        cron_then_100_seconds()
+    for _ in range(5):  # the last list, till its turn
+        if not stack.buffer.keyspace.generation_keys(ORG, gen):
+            break
+        cron_then_100_seconds()
+    assert stack.buffer.keyspace.generation_keys(ORG, gen) == [], "never compacted"
     assert at_risk_seen and provisional_seen
     assert stored_bytes(stack, gen) == b"".join(chunks)
     row = stack.repository.get_generation(gen)

@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from genbuffer.errors import Interrupted
-from genbuffer.ingest import StopRequest, push_lines
+from genbuffer.ingest import PushSummary, StopRequest, push_lines
 from tests.conftest import Stack
 from tests.support.runner import GENBUF
+from tests.support.wait import wait_until
 
 
 def _chunks(stack: Stack, gen: int) -> list[bytes]:
@@ -21,44 +23,58 @@ def _chunks(stack: Stack, gen: int) -> list[bytes]:
     return list(stack.buffer.client.lrange(key, 0, -1))
 
 
-def test_a_slow_producers_lines_arrive_while_it_writes(embedded: Stack) -> None:
-    """A line is in Redis within a fraction of a second, long before the stream ends."""
-    read_end, write_end = os.pipe()
-    seen_before_end: list[list[bytes]] = []
+@contextmanager
+def _pushing(stack: Stack, gen: int, read_end: int, stop: StopRequest) -> Iterator[list[object]]:
+    """push_lines reading the pipe ``read_end`` in a thread for the block; what it
+    returned or raised, once the block has ended (and the thread with it)."""
+    outcome: list[object] = []
 
-    def produce() -> None:
+    def push() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as stream:
+            try:
+                outcome.append(push_lines(stack.buffer, 3, gen, stream, stop=stop))
+            except Interrupted as stopped:
+                outcome.append(stopped)
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        stop.request("the test's end")  # (only read when it has not ended already)
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_slow_producers_lines_arrive_while_it_writes(embedded: Stack) -> None:
+    """A line is in Redis while its producer is still writing, long before the stream
+    ends (within FLUSH_SECONDS: the wait allows for a loaded machine)."""
+    read_end, write_end = os.pipe()
+    with _pushing(embedded, 7, read_end, StopRequest()) as outcome:
         os.write(write_end, b'{"a": 1,\n')
-        time.sleep(0.5)
-        seen_before_end.append(_chunks(embedded, 7))
+        wait_until(lambda: _chunks(embedded, 7), 10, "the first line in Redis")
+        assert _chunks(embedded, 7) == [b'{"a": 1,\n']  # and the stream still open
         os.write(write_end, b'"b": 2}\n')
         os.close(write_end)
-
-    writer = threading.Thread(target=produce)
-    writer.start()
-    with os.fdopen(read_end, "rb", buffering=0) as stream:
-        summary = push_lines(embedded.buffer, 3, 7, stream)
-    writer.join()
-    assert seen_before_end == [[b'{"a": 1,\n']]
-    assert summary.chunks == 2 and _chunks(embedded, 7) == [b'{"a": 1,\n', b'"b": 2}\n']
+        wait_until(lambda: outcome, 10, "push_lines to end with the stream")
+    (summary,) = outcome
+    assert isinstance(summary, PushSummary) and summary.chunks == 2
+    assert _chunks(embedded, 7) == [b'{"a": 1,\n', b'"b": 2}\n']
 
 
 def test_a_stop_request_pushes_what_was_read_then_says_so(embedded: Stack) -> None:
     """Stopped mid-stream: every line read (half a line too) is pushed; exit 143."""
     read_end, write_end = os.pipe()
     stop = StopRequest()
-
-    def produce() -> None:
-        os.write(write_end, b"one\ntwo\nhal")
-        time.sleep(0.3)
+    with _pushing(embedded, 8, read_end, stop) as outcome:
+        os.write(write_end, b"one\ntwo\nhal")  # one write: read whole, "hal" kept back
+        wait_until(lambda: len(_chunks(embedded, 8)) == 2, 10, "the two whole lines in Redis")
         stop.request("SIGTERM")
-
-    writer = threading.Thread(target=produce)
-    writer.start()
-    with os.fdopen(read_end, "rb", buffering=0) as stream, pytest.raises(Interrupted) as raised:
-        push_lines(embedded.buffer, 3, 8, stream, stop=stop)
-    writer.join()
+        wait_until(lambda: outcome, 10, "push_lines to stop")
     os.close(write_end)
-    assert raised.value.exit_code == 143 and "pushed 3 chunks" in raised.value.message
+    (raised,) = outcome
+    assert isinstance(raised, Interrupted)
+    assert raised.exit_code == 143 and "pushed 3 chunks" in raised.message
     assert _chunks(embedded, 8) == [b"one\n", b"two\n", b"hal"]
 
 
@@ -78,9 +94,8 @@ def test_signal_to_a_real_push_process(servers: Stack, sig: int, code: int) -> N
     assert proc.stdin is not None
     proc.stdin.write(b"first\nsecond\n")
     proc.stdin.flush()
-    deadline = time.monotonic() + 10
-    while len(_chunks(servers, 9)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # sent as read: no need to close stdin first
+    # sent as read: no need to close stdin first
+    wait_until(lambda: len(_chunks(servers, 9)) == 2, 10, "both lines in Redis")
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr

@@ -11,9 +11,9 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -21,7 +21,9 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from genbuffer.redis import GenerationBuffer
 from tests.conftest import require_server
+from tests.support.clock import let_time_pass
 from tests.support.runner import run_genbuf
 from tests.support.urls import IN_CI, REDIS_TEST_URL, REPO_ROOT
 
@@ -266,16 +268,18 @@ def test_php_plain_producers_are_all_compacted_by_the_cron_line(
     wrong = _genbuf(unprefixed, "compact-pending", "--idle", "2s", "--json")
     assert wrong.returncode == 1 and f"REDIS_PREFIX={prefix}" in wrong.stderr, wrong.stderr
 
-    # the cron line every 2.5 s: a list without `last_chunk_at` is idle --idle after the
-    # run that first saw it at its final length (genbuffer.engine.idleness)
+    # the cron line twice, ten minutes apart: a list without `last_chunk_at` is idle
+    # --idle after the run that first saw it at its final length (genbuffer.engine.idleness)
+    app = GenerationBuffer(redis.Redis.from_url(REDIS_TEST_URL), prefix=prefix)
     runs = []
-    for _ in range(2):
-        done = _genbuf(env, "compact-pending", "--idle", "2s", "--json")
+    for pause in (timedelta(minutes=10), None):
+        done = _genbuf(env, "compact-pending", "--idle", "5m", "--json")
         assert done.returncode == 0, done.stderr
         runs.append(json.loads(done.stdout))
-        time.sleep(2.5)
-    assert runs[0]["buffers"] == 3, runs
-    assert sum(run["compacted"] for run in runs) == 3 and not any(r["failed"] for r in runs), runs
+        for key in wrote if pause else ():
+            let_time_pass(app, key, pause)
+    assert runs[0]["buffers"] == 3 and runs[0]["compacted"] == 0, runs
+    assert runs[1]["compacted"] == 3 and not any(r["failed"] for r in runs), runs
     with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database) as c:
         stored = dict(
             c.execute(

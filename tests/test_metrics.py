@@ -28,12 +28,15 @@ from tests.conftest import Stack, require_server
 from tests.support.runner import run_genbuf, spawn_genbuf
 from tests.support.servers import PrivateRedis, free_port
 from tests.support.urls import IN_CI, REPO_ROOT
+from tests.support.wait import wait_until
 from tests.test_status import ORG, build_fixture
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+def samples(text: str) -> Samples:
     """Every sample of an exposition by (name, sorted labels), via prometheus_client's parser."""
     found = {}
     for family in text_string_to_metric_families(text):
@@ -133,26 +136,30 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
     served (--refresh 1s); SIGTERM stops it with exit 0."""
     port = free_port()
     process = spawn_genbuf(["metrics", "--serve", str(port), "--refresh", "1s"], servers.env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    orphaned = ("genbuf_buffers", (("state", "orphaned"),))
+
+    def scrape() -> Samples:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return samples(reply.read().decode())
+
+    def listening() -> Samples | None:
+        assert process.poll() is None, "the exporter exited"
+        try:
+            return scrape()
+        except OSError:  # not listening yet
+            return None
+
+    def counted() -> Samples | None:  # each scrape is served at once, from the latest survey
+        seen = scrape()
+        return seen if seen[orphaned] == 1 else None
+
     try:
-        body = ""
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                    body = reply.read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert samples(body)[("genbuf_buffers", (("state", "finished"),))] == 0
+        first = wait_until(listening, 20, "the exporter to answer a scrape")
+        assert first[("genbuf_buffers", (("state", "finished"),))] == 0
         servers.buffer.push_chunk(ORG, 5, b"x")
         servers.buffer.finish(ORG, 5)
-        deadline = time.monotonic() + 20
-        while True:  # each scrape is served at once; a later one carries a later survey
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                again = samples(reply.read().decode())
-            if again[("genbuf_buffers", (("state", "orphaned"),))] == 1:
-                break
-            assert time.monotonic() < deadline, again
-            time.sleep(0.2)
+        again = wait_until(counted, 20, "a survey that counts the new buffer")
         assert again[("genbuf_survey_ok", ())] == 1
     finally:
         process.send_signal(signal.SIGTERM)
@@ -391,20 +398,24 @@ def test_serve_answers_while_redis_is_paused(servers: Stack, tmp_path: Path) -> 
     env = {**servers.env, "REDIS_URL": private.url}
     port = free_port()
     process = spawn_genbuf(["metrics", "--serve", str(port), "--refresh", "1s", "--json"], env)
-    admin = redis.Redis.from_url(private.url)
+    # Redis 7.0 holds CLIENT UNPAUSE itself until the pause ends: the admin connection
+    # waits up to the whole pause (redis-py's default timeout is 5 s)
+    admin = redis.Redis.from_url(private.url, socket_timeout=30)
     try:
         assert process.stdout is not None
         listening = json.loads(process.stdout.readline())
         assert listening["listening"] == f"127.0.0.1:{port}"
         admin.execute_command("CLIENT", "PAUSE", "6000", "ALL")
-        ages = []
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
+        ages: list[float] = []
+
+        def five_scrapes_answered() -> bool:  # each within a second, or _scrape fails
             with ThreadPoolExecutor(5) as pool:
                 bodies = list(pool.map(lambda _: _scrape(port, timeout=1.0), range(5)))
-            ages += [samples(body)[("genbuf_survey_age_seconds", ())] for body in bodies]
-            time.sleep(0.3)
-        assert max(ages) > 2  # the survey in flight waits behind the pause, scrapes do not
+            ages.extend(samples(body)[("genbuf_survey_age_seconds", ())] for body in bodies)
+            return max(ages) > 2
+
+        # the survey in flight waits behind the pause (its age grows), scrapes do not
+        wait_until(five_scrapes_answered, 5, lambda: f"a survey older than 2 s: ages {ages}")
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
         process.send_signal(signal.SIGTERM)

@@ -23,12 +23,15 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
+from typer.testing import Result
 
 from genbuffer.db.engine import make_engine
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import audit_lines, stored_bytes
+from tests.support.faulty import Hold
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
 from tests.support.urls import POSTGRES_ADMIN_URL
+from tests.support.wait import wait_until
 
 ORG = 83
 LEASE_TTL = 3  # JOB_LEASE_TTL for the kill -9 test: the next run may wait this long
@@ -53,23 +56,15 @@ def _advisory_locks(database: str) -> list[tuple[Any, ...]]:
     )
 
 
-def _paused_in_compaction(database: str, pid: int) -> bool:
-    """Whether the run ``pid`` holds the job's lease and a compaction of it waits inside
-    its transaction (idle in it for half a second: the lease's own transactions last
-    milliseconds)."""
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        waiting = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-            "AND state = 'idle in transaction' AND state_change < now() - interval '0.5 s'",
-            (database,),
-        ).fetchone()[0]
+def _lease_holder(database: str) -> int | None:
+    """The pid of the run that holds compact-pending's lease (None: nobody)."""
     url = make_url(POSTGRES_ADMIN_URL).set(database=database)
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as db:
         holder = db.execute(
             "SELECT pid FROM genbuf_job_leases WHERE job = 'compact-pending' "
             "AND released_at IS NULL"
         ).fetchone()
-    return waiting > 0 and holder is not None and holder[0] == pid
+    return None if holder is None else int(holder[0])
 
 
 def _push_finished(stack: Stack, count: int, tag: str) -> dict[int, bytes]:
@@ -82,13 +77,6 @@ def _push_finished(stack: Stack, count: int, tag: str) -> dict[int, bytes]:
         stack.buffer.finish(ORG, gen)
         expected[gen] = b"".join(chunks)
     return expected
-
-
-def _wait_for(done: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_no_prepared_statement_reaches_the_pooler(pooled: Stack) -> None:
@@ -184,20 +172,19 @@ def test_two_runs_at_once_exactly_one_works(pooled: Stack) -> None:
     """A second compact-pending started while the first is in the middle of its work
     exits 0 saying which run holds the job (host, pid); the first compacts everything."""
     expected = _push_finished(pooled, 4, "twice")
-    env = {**pooled.env, "GENBUFFER_PAUSE_AT": "before_commit=3"}
+    hold = Hold("before_commit", pooled.tmp_path / "hold")
     first = subprocess.Popen(
         [*FAULTY_GENBUF, "compact-pending", "--json"],
-        env=clean_environ(env),
+        env=clean_environ({**pooled.env, **hold.env()}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        _wait_for(
-            lambda: _paused_in_compaction(_database(pooled), first.pid),
-            "the first run's compactions",
-        )
-        second = pooled.cli("compact-pending", "--json")  # in-process: well inside the pause
+        hold.wait_reached(first)  # its compactions wait before their COMMIT
+        assert _lease_holder(_database(pooled)) == first.pid
+        second = pooled.cli("compact-pending", "--json")  # in-process, the first one held
+        hold.release()
         out, err = first.communicate(timeout=60)
     finally:
         if first.poll() is None:
@@ -223,32 +210,36 @@ def test_a_run_killed_with_kill_9_is_taken_over_once_its_lease_expires(pooled: S
     JOB_LEASE_TTL (plus a renewal period) after the kill."""
     expected = _push_finished(pooled, 4, "killed")
     env = {**pooled.env, "JOB_LEASE_TTL": str(LEASE_TTL)}
+    hold = Hold("before_commit", pooled.tmp_path / "hold")  # never released: killed there
     victim = subprocess.Popen(
         [*FAULTY_GENBUF, "compact-pending", "--json"],
-        env=clean_environ({**env, "GENBUFFER_PAUSE_AT": "before_commit=60"}),
+        env=clean_environ({**env, **hold.env()}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(
-            lambda: _paused_in_compaction(_database(pooled), victim.pid),
-            "the victim's compactions",
-        )
+        hold.wait_reached(victim)
+        assert _lease_holder(_database(pooled)) == victim.pid
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
     killed_at = time.monotonic()
     refusals = 0
-    while True:
+
+    # the lease's own expiry on the database's clock, through the pooler, is what this
+    # test times: it polls for it rather than moving it (tests.helpers.expire_lease)
+    def taken_over() -> tuple[Result, dict[str, Any]] | None:
+        nonlocal refusals
         run = pooled.cli("compact-pending", "--json", env=env)
         assert run.exit_code == 0, run.output
         result = json.loads(run.stdout)
         if not result["already_running"]:
-            break
+            return run, result
         assert result["held_by"]["pid"] == victim.pid
         refusals += 1
-        assert time.monotonic() - killed_at < LEASE_TTL + 5, "the dead run's lease never lapsed"
-        time.sleep(0.2)
+        return None
+
+    run, result = wait_until(taken_over, LEASE_TTL + 5, "the dead run's lease to lapse", every=0.2)
     waited = time.monotonic() - killed_at
     assert refusals >= 1  # right after the kill its lease was still valid
     assert waited <= LEASE_TTL + 1.5, waited
@@ -281,12 +272,12 @@ def test_a_worker_fleet_through_the_pooler(pooled: Stack, tmp_path: Path) -> Non
     ]
     try:
         # both workers up (their signal handlers set) before the last one can be stopped
-        _wait_for(lambda: len(pooled.buffer.fleet.alive()) == 2, "two live workers", timeout=60)
+        wait_until(lambda: len(pooled.buffer.fleet.alive()) == 2, 60, "two live workers")
         expected = _push_finished(pooled, 60, "fleet")
-        _wait_for(
+        wait_until(
             lambda: all(stored_bytes(pooled, gen) is not None for gen in expected),
+            90,
             "the fleet's compactions",
-            timeout=90,
         )
     finally:
         for worker in fleet:

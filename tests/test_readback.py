@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import subprocess
 import threading
-import time
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import update
@@ -18,6 +19,7 @@ from genbuffer.readback import follow_buffer
 from tests.conftest import Stack
 from tests.helpers import compact
 from tests.support.runner import GENBUF, clean_environ, run_genbuf
+from tests.support.wait import wait_until
 
 ORG = 74
 # every byte value, a NUL, a multibyte character split across chunks, no final newline
@@ -87,7 +89,8 @@ def test_show_generation_without_an_artifact(stack: Stack) -> None:
 
 def test_tail_follows_a_stream_while_it_is_pushed(servers: Stack) -> None:
     """`genbuf tail --follow` started before the first chunk prints the stream byte for
-    byte and ends when the producer marks it finished."""
+    byte as it is pushed (each hundred chunks printed before the next are pushed) and
+    ends when the producer marks it finished."""
     gen = 4242
     process = subprocess.Popen(
         [GENBUF, "tail", str(ORG), str(gen), "--follow", "--poll", "0.02"],
@@ -95,17 +98,26 @@ def test_tail_follows_a_stream_while_it_is_pushed(servers: Stack) -> None:
         stderr=subprocess.PIPE,
         env=clean_environ(servers.env),
     )
-    sent = []
+    assert process.stdout is not None
+    output, printed = process.stdout.fileno(), bytearray()
+
+    def caught_up(sent: bytes) -> bool:  # what tail printed so far (read without blocking)
+        assert process.poll() is None, "tail ended before the stream did"
+        while select.select([output], [], [], 0)[0] and len(printed) < len(sent):
+            printed.extend(os.read(output, 1 << 16))
+        return bytes(printed) == sent
+
+    sent = b""
     for index in range(300):
         chunk = os.urandom(index % 50) + b"\n"
         servers.buffer.push_chunk(ORG, gen, chunk)
-        sent.append(chunk)
-        if index % 100 == 0:
-            time.sleep(0.05)
+        sent += chunk
+        if index % 100 == 99:
+            wait_until(partial(caught_up, sent), 30, f"tail to print the first {index + 1} chunks")
     servers.buffer.finish(ORG, gen)
-    out, err = process.communicate(timeout=30)
+    rest, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert out == b"".join(sent)
+    assert bytes(printed) + rest == sent
 
 
 def test_tail_skips_what_compaction_trimmed_and_says_so(stack: Stack) -> None:

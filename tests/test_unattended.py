@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.layout import layout_of
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
+from tests.support.clock import let_time_pass
 
 ORG = 12
 
@@ -40,18 +41,20 @@ def _plain_push(stack: Stack, key: str, chunks: list[bytes], counter: bool = Fal
             client.hincrby(keys.meta_key(key), "chunk_count", 1)
 
 
-def _pending_until_done(stack: Stack, *args: str, runs: int = 3) -> list[dict[str, Any]]:
-    """Run the cron line until it compacts something (without CLIENT NO-TOUCH the first
-    run only notes what it saw: see genbuffer.engine.idleness)."""
-    outputs = []
-    for _ in range(runs):
-        time.sleep(1.2)
-        done = stack.cli("compact-pending", "--idle", "1s", "--json", *args)
+def _cron_around_a_pause(stack: Stack, key: str) -> list[dict[str, Any]]:
+    """The cron line twice, the stream at ``key`` quiet for ten minutes in between: the
+    first run finds it streaming and notes what it saw, the second judges it idle by that
+    (without CLIENT NO-TOUCH nothing else tells: see genbuffer.engine.idleness)."""
+
+    def cron() -> dict[str, Any]:
+        done = stack.cli("compact-pending", "--idle", "5m", "--json")
         assert done.exit_code == 0, done.output
-        outputs.append(json.loads(done.stdout))
-        if outputs[-1]["compacted"]:
-            break
-    return outputs
+        return dict(json.loads(done.stdout))
+
+    first = cron()
+    assert (first["compacted"], first["skipped_active"]) == (0, 1), first
+    let_time_pass(stack.buffer, key, timedelta(minutes=10))
+    return [first, cron()]
 
 
 @pytest.mark.parametrize("counter", [False, True], ids=["no-meta", "counter-only"])
@@ -62,10 +65,7 @@ def test_compact_pending_compacts_a_plain_producers_buffer(stack: Stack, counter
     key = stack.buffer.key_for(ORG, gen, None)
     chunks = [b'{"plan": "Porto ', "ñ".encode(), b'", "steps": [1, 2]}']
     _plain_push(stack, key, chunks, counter=counter)
-    outputs = _pending_until_done(stack)
-    # OBJECT IDLETIME counts only where genbuf reads with CLIENT NO-TOUCH (Redis 7.2+):
-    # elsewhere the first run notes what it saw, and the next one judges by that
-    assert len(outputs) == (1 if stack.buffer.target.no_touch.active else 2)
+    outputs = _cron_around_a_pause(stack, key)
     assert outputs[-1]["compacted"] == 1 and outputs[-1]["ok"]
     assert stored_bytes(stack, gen) == b"".join(chunks)
     assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
@@ -298,10 +298,10 @@ def test_a_paused_plain_stream_ends_whole_in_the_row(stack: Stack) -> None:
     gen = stack.repository.create_generation(ORG)
     key = stack.buffer.key_for(ORG, gen, None)
     _plain_push(stack, key, [b'{"steps": [', b'"one", '])
-    first = _pending_until_done(stack)
+    first = _cron_around_a_pause(stack, key)
     assert first[-1]["compacted"] == 1
     _plain_push(stack, key, [b'"two"', b"]}"])
-    second = _pending_until_done(stack)
+    second = _cron_around_a_pause(stack, key)
     assert second[-1]["compacted"] == 1
     assert stored_bytes(stack, gen) == b'{"steps": ["one", "two"]}'
     row = stack.repository.get_generation(gen)
@@ -350,8 +350,9 @@ def test_dry_runs_change_nothing(servers: Stack) -> None:
     bad = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, bad, [b"{broken"])
     names = [key, keys.meta_key(key), *stack.buffer.keyspace.generation_keys(ORG, bad)]
+    for name in (key, stack.buffer.key_for(ORG, bad, None)):  # idle for --idle 1s, if judged
+        let_time_pass(stack.buffer, name, timedelta(seconds=5))
     before = _state(client, names)
-    time.sleep(1.1)  # so that a plain push would be idle for --idle 1s
     for _ in range(5):
         done = stack.cli("compact-generation", str(ORG), str(gen), "--dry-run", "--json")
         assert done.exit_code == 0 and "would persist 2" in json.loads(done.stdout)["message"]

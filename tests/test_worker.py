@@ -22,7 +22,9 @@ from genbuffer.faults import FaultPlan
 from genbuffer.redis.fleet import WorkerBeat
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import stored_bytes
+from tests.support.faulty import Hold
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
+from tests.support.wait import wait_until
 
 ORG = 76
 
@@ -31,18 +33,10 @@ def _chunks(gen: int) -> list[bytes]:
     return [f"{gen}:{i};".encode() for i in range(1 + gen % 7)]
 
 
-def _run_until(worker: Worker, done: Callable[[], bool], timeout: float = 30) -> None:
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while not done() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
+def _run_until(worker: Worker, done: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Run ``worker`` in a thread until ``done``; then stopped and joined."""
+    with _running(worker) as running:
+        running.wait_for(done, timeout, what)
 
 
 def test_worker_compacts_announced_and_swept_buffers(stack: Stack) -> None:
@@ -70,6 +64,7 @@ def test_worker_compacts_announced_and_swept_buffers(stack: Stack) -> None:
             all(stored_bytes(stack, g) is not None for g in everyone)
             and not stack.buffer.keyspace.existing_keys([plain_key])
         ),
+        "every buffer compacted, the plain list gone",
     )
     for gen in everyone:
         assert stored_bytes(stack, gen) == b"".join(_chunks(gen)), gen
@@ -93,7 +88,7 @@ def test_a_dead_workers_entries_are_taken_over(embedded: Stack) -> None:
         visibility=timedelta(milliseconds=200), sweep_every=timedelta(hours=1), consumer="w2"
     )
     worker = Worker(embedded.buffer, embedded.repository, embedded.config(), options)
-    _run_until(worker, lambda: stored_bytes(embedded, gen) is not None)
+    _run_until(worker, lambda: stored_bytes(embedded, gen) is not None, "the entry taken over")
     assert stored_bytes(embedded, gen) == b"".join(_chunks(gen))
     assert worker.summary.taken_over == 1
 
@@ -110,7 +105,7 @@ def test_a_duplicate_delivery_is_harmless(embedded: Stack) -> None:
     worker = Worker(
         embedded.buffer, embedded.repository, embedded.config(), options, log=records.append
     )
-    _run_until(worker, lambda: len(records) == 3)
+    _run_until(worker, lambda: len(records) == 3, "three deliveries logged")
     assert sorted(r["outcome"] for r in records) == ["compacted", "needless", "needless"]
     assert stored_bytes(embedded, gen) == b"".join(_chunks(gen))
 
@@ -173,11 +168,21 @@ def test_a_fleet_with_a_worker_killed(backend: Stack, tmp_path: Path) -> None:
     # start, so that it holds deliveries when it is killed
     fleet = [start(logs[0])]
     gens: list[int] = []
+
+    def first_at_work() -> bool:  # one more generation each look, till it has logged
+        assert fleet[0].poll() is None, logs[0].read_text()
+        gens.append(produce(len(gens)))
+        return bool(logs[0].read_text())
+
+    def unfinished() -> str | None:  # what is left to do; None once every buffer is done
+        empty = [g for g in gens if stored_bytes(backend, g) is None]
+        keys_left = _buffer_keys(backend)
+        if not empty and not keys_left:
+            return None
+        return f"{len(empty)} rows empty {empty[:5]}, keys left {keys_left[:5]}"
+
     try:
-        deadline = time.monotonic() + 30
-        while not logs[0].read_text() and time.monotonic() < deadline:
-            gens.append(produce(len(gens)))
-            time.sleep(0.02)
+        wait_until(first_at_work, 30, "the first worker's first compaction", every=0.02)
         fleet += [start(logs[1]), start(logs[2])]
         while len(gens) < 250:
             gens.append(produce(len(gens)))
@@ -185,13 +190,12 @@ def test_a_fleet_with_a_worker_killed(backend: Stack, tmp_path: Path) -> None:
                 fleet[0].kill()  # kill -9, in the middle of its work
         # until every buffer is gone: the killed worker's last delivery is taken over
         # only after --visibility, and the sweeper's deliveries come a period apart
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if all(stored_bytes(backend, g) is not None for g in gens) and not _buffer_keys(
-                backend
-            ):
-                break
-            time.sleep(0.2)
+        wait_until(
+            lambda: unfinished() is None,
+            120,
+            lambda: f"every buffer compacted and gone: {unfinished()}",
+            every=0.2,
+        )
         for gen in gens:
             assert stored_bytes(backend, gen) == b"".join(_chunks(gen)), gen
         left = _buffer_keys(backend)
@@ -220,19 +224,17 @@ def test_sigterm_finishes_the_compaction_in_hand(servers: Stack, tmp_path: Path)
     servers.buffer.push_many(ORG, gen, _chunks(gen))
     servers.buffer.finish(ORG, gen)
     log = tmp_path / "worker.jsonl"
-    env = clean_environ({**servers.env, "GENBUFFER_PAUSE_AT": "before_commit=3"})
+    hold = Hold("before_commit", tmp_path / "hold")
     worker = subprocess.Popen(
         [*FAULTY_GENBUF, "worker", "--json"],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env=env,
+        env=clean_environ({**servers.env, **hold.env()}),
     )
-    stream = servers.buffer.events.stream
-    deadline = time.monotonic() + 30
-    while not _held(servers.buffer.client, stream):  # started, and paused before the commit
-        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    hold.wait_reached(worker)
+    assert _held(servers.buffer.client, servers.buffer.events.stream) >= 1
     worker.send_signal(signal.SIGTERM)
+    hold.release()  # the compaction in hand goes on after the signal
     assert worker.wait(timeout=30) == 0, log.read_text()
     assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
     assert servers.buffer.keyspace.generation_keys(ORG, gen) == []
@@ -311,13 +313,16 @@ class _Running:
         """Whether the worker still runs."""
         return self.thread.is_alive()
 
-    def wait_for(self, done: Callable[[], bool], timeout: float = 30) -> None:
+    def wait_for(
+        self, done: Callable[[], bool], timeout: float = 30, what: str = "the condition"
+    ) -> None:
         """Poll ``done`` until true; fail if the worker died or the time ran out."""
-        deadline = time.monotonic() + timeout
-        while not done():
+
+        def while_alive() -> bool:
             assert self.thread.is_alive(), f"the worker died: {self.error!r}"
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.05)
+            return done()
+
+        wait_until(while_alive, timeout, what)
 
 
 @contextmanager

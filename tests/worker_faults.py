@@ -42,6 +42,7 @@ from genbuffer.settings import Settings
 from tests.support.cluster import LocalCluster
 from tests.support.runner import GENBUF, clean_environ
 from tests.support.urls import POSTGRES_ADMIN_URL, pg_url
+from tests.support.wait import wait_until
 
 ORG = 21
 WORKERS = 2
@@ -132,14 +133,12 @@ class _FleetFaults:
         return sum(1 for c in clients if c.get("cmd") == "xreadgroup" and "b" in c["flags"])
 
     def _until(self, done: Callable[[], bool], what: str, seconds: float = 90) -> None:
-        deadline = time.monotonic() + seconds
-        while not done():
+        def while_all_live() -> bool:
             dead = [w.pid for w in self.workers if w.poll() is not None]
-            if dead:
-                raise AssertionError(f"workers {dead} exited while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+            assert not dead, f"workers {dead} exited while waiting for {what}"
+            return done()
+
+        wait_until(while_all_live, seconds, what)
 
     def _produce(self, count: int) -> list[int]:
         """``count`` generations: genbuf's producer with finish(), and every third an

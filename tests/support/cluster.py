@@ -13,13 +13,13 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import redis
 
 from tests.support.servers import wait_for_ping
+from tests.support.wait import wait_until
 
 
 def cluster_port() -> int:
@@ -141,20 +141,19 @@ class LocalCluster:
 
     def wait_ok(self, seconds: float = 30) -> None:
         """Until every live node says cluster_state:ok and agrees on the primaries."""
-        deadline = time.monotonic() + seconds
-        while True:
-            states = []
+        states: list[str] = []
+
+        def ok() -> bool:
+            states[:] = []
             for port in self.live_ports():
                 try:
                     info = self._client(port).cluster("info")
                     states.append(str(info.get("cluster_state", "")))
                 except redis.exceptions.RedisError:
                     states.append("down")
-            if states and all(state == "ok" for state in states) and self._replicas_linked():
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not ok after {seconds}s: {states}")
-            time.sleep(0.1)
+            return bool(states) and all(s == "ok" for s in states) and self._replicas_linked()
+
+        wait_until(ok, seconds, lambda: f"the cluster to be ok: {states}", every=0.1)
 
     def _replicas_linked(self) -> bool:
         """Whether every live replica has finished syncing with its primary."""
@@ -195,15 +194,14 @@ class LocalCluster:
         as the primary it was."""
         replicas = self.replicas_of(port)
         self.kill(port)
-        deadline = time.monotonic() + seconds
-        while True:
-            promoted = [p for p in replicas if self.roles().get(p) == "master"]
-            if promoted:
-                self.wait_ok(seconds)  # (the killed primary's replicas: none left)
-                return promoted[0]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no replica of {port} took over in {seconds}s")
-            time.sleep(0.1)
+        promoted = wait_until(
+            lambda: [p for p in replicas if self.roles().get(p) == "master"],
+            seconds,
+            f"a replica of {port} to take over",
+            every=0.1,
+        )
+        self.wait_ok(seconds)  # (the killed primary's replicas: none left)
+        return promoted[0]
 
     def replicas_of(self, port: int) -> list[int]:
         """Ports of the live replicas that replicate the primary at ``port``."""
@@ -269,11 +267,11 @@ class LocalCluster:
         of the new primary."""
         (replica,) = self.replicas_of(primary)[:1]
         self._client(replica).execute_command("CLUSTER", "FAILOVER")
-        deadline = time.monotonic() + seconds
-        while self.roles().get(replica) != "master" or self.roles().get(primary) != "slave":
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{replica} did not take over from {primary} in {seconds}s")
-            time.sleep(0.05)
+        wait_until(
+            lambda: self.roles().get(replica) == "master" and self.roles().get(primary) == "slave",
+            seconds,
+            f"{replica} to take over from {primary}",
+        )
         self.wait_ok(seconds)
         return replica
 

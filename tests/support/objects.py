@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 ACCESS_KEY = "genbuf-test"
 SECRET_KEY = "genbuf-test-secret"
@@ -30,16 +30,20 @@ class S3Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()  # noqa: S310
-                return
-            except (urllib.error.URLError, OSError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto's S3 server did not start (log: {log})") from None
-                time.sleep(0.1)
+        try:
+            wait_until(self._answers, 30, "moto's S3 server to answer", every=0.1)
+        except AssertionError as failed:
+            self.stop()
+            raise RuntimeError(f"moto's S3 server did not start (log: {log}): {failed}") from None
+
+    def _answers(self) -> bool:
+        """Whether the server answers (it must not have exited)."""
+        assert self.process.poll() is None, "moto's S3 server exited"
+        try:
+            urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()  # noqa: S310
+        except (urllib.error.URLError, OSError):
+            return False
+        return True
 
     def create_bucket(self) -> str:
         """A new, empty bucket's name."""

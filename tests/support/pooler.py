@@ -18,11 +18,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 __all__ = ["PgBouncer", "pgbouncer_binary", "through"]
 
@@ -117,18 +117,21 @@ class PgBouncer:
             group=self._run_as,
             extra_groups=[] if self._run_as else None,
         )
-        deadline = time.monotonic() + 15
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited at start: {self.log()[-500:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"pgbouncer did not listen: {self.log()[-500:]}") from None
-                time.sleep(0.05)
+        try:
+            wait_until(self._listening, 15, "pgbouncer to listen")
+        except AssertionError as failed:
+            self.stop()
+            raise RuntimeError(f"{failed}: {self.log()[-500:]}") from None
+        return self
+
+    def _listening(self) -> bool:
+        """Whether pgbouncer accepts connections (it must not have exited)."""
+        assert self.process is not None and self.process.poll() is None, "pgbouncer exited"
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def url(self, database_url: str) -> str:
         """A database URL on the upstream server, pointed at this pooler."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import redis
+
+from tests.support.wait import wait_until
 
 
 def free_port() -> int:
@@ -21,16 +22,15 @@ def free_port() -> int:
 def wait_for_ping(url: str, seconds: float = 15) -> None:
     """Until the Redis at ``url`` answers PING (its AOF is replayed first)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + seconds
-    while True:
+
+    def answers() -> bool:
         try:
-            client.ping()
-            client.close()
-            return
+            return bool(client.ping())
         except redis.exceptions.RedisError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return False
+
+    wait_until(answers, seconds, f"the Redis at {url} to answer PING")
+    client.close()
 
 
 class PrivateRedis:
