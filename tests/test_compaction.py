@@ -292,7 +292,10 @@ def test_pushes_during_compactions_are_never_lost(stack: Stack) -> None:
 def test_two_concurrent_compactors_neither_lose_nor_duplicate(stack: Stack) -> None:
     """Two compactors with --delete and a producer, all at once: each chunk lands once."""
     gen = stack.repository.create_generation(15)
-    sent = [f"[{i}]".encode() for i in range(300)]
+    # never JSON, alone or together: a compactor that drains and deletes the buffer ends
+    # its stream, and a new stream whose first snapshot held one chunk that parses alone
+    # (``[233]``) would replace the provisional artifact by design (json_new_document)
+    sent = [f"<{i}>".encode() for i in range(300)]
     done = threading.Event()
     failures: list[BaseException] = []
 
