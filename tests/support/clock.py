@@ -15,6 +15,7 @@ from datetime import UTC, timedelta
 from genbuffer import keys
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis import meta as fields
+from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import parse_time
 
 __all__ = ["TIME_FIELDS", "let_time_pass"]
@@ -37,7 +38,7 @@ def let_time_pass(buffer: GenerationBuffer, key: str, by: timedelta) -> None:
     have expired it), and under NO-TOUCH its list idle ``by`` longer."""
     client = buffer.client
     by_ms = int(by.total_seconds() * 1000)
-    for name in sorted({key, keys.meta_key(key), buffer.target.state_of(key)}):
+    for name in sorted({key, keys.meta_key(key), layout_of(buffer.target, key).state_key(key)}):
         ttl_ms = int(client.pttl(name))
         if ttl_ms == -2:  # no such key
             continue
