@@ -394,7 +394,10 @@ def test_a_malformed_event_is_parked_and_the_valid_ones_behind_it_compacted(
         buffer.push_many(ORG, gen, _chunks(gen))
         buffer.finish(ORG, gen)
     records: list[dict[str, object]] = []
-    options = WorkerOptions(concurrency=2, visibility=timedelta(milliseconds=300), consumer="w-bad")
+    # long enough that no compaction of its own outlasts it on a loaded machine (the
+    # worker would take over its own entry: taken_over 1, seen once under CI load),
+    # short enough that the dead consumer's entry is taken over within the wait
+    options = WorkerOptions(concurrency=2, visibility=timedelta(seconds=3), consumer="w-bad")
     worker = Worker(buffer, single.repository, single.config(), options, records.append)
     parked_key = keys.parked_events_key(buffer.prefix)
     with _running(worker) as running:
