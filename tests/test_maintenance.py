@@ -12,7 +12,8 @@ from genbuffer.db.retention import _NEVER_ANALYZED
 from genbuffer.db.rows import CHUNKS
 from genbuffer.durations import parse_age
 from genbuffer.errors import UsageError
-from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
+from genbuffer.operations.migrate_compacted import migrate_compacted_from_metadata
+from genbuffer.operations.purge_chunks import purge_chunks
 from tests.conftest import Stack
 from tests.helpers import compact, stored_bytes
 

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from genbuffer.compaction import Found
 from genbuffer.db.rows import GEN
-from genbuffer.readback import follow_buffer
+from genbuffer.observation.tail import follow_buffer
 from tests.conftest import Stack
 from tests.helpers import compact
 from tests.support.runner import GENBUF, clean_environ, run_genbuf
