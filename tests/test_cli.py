@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -258,3 +259,56 @@ def test_the_audit_log_of_a_cron_run_is_beside_its_env_file(
     (line,) = audit_lines(app / "storage" / "logs" / "metadata-validation.log")
     assert line["generation_id"] == gen
     assert not (elsewhere / "storage").exists()
+
+
+def _root_group() -> Any:
+    import typer.main  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    return typer.main.get_command(app)
+
+
+def test_the_root_help_summaries_are_each_commands_first_help_paragraph() -> None:
+    """`genbuf --help` lists every command from SUMMARIES without importing it: each
+    summary is the real command's first help paragraph, so the list shortens it alike."""
+    from genbuffer.cli import COMMANDS, SUMMARIES  # noqa: PLC0415
+
+    root = _root_group()
+    ctx = root.make_context("genbuf", [], resilient_parsing=True)
+    assert root.list_commands(ctx) == list(COMMANDS) == list(SUMMARIES)
+    for name in COMMANDS:
+        real = root.get_command(ctx, name)
+        assert real is not None and real.name == name, name
+        first = " ".join((real.help or "").split("\n\n")[0].split())
+        assert SUMMARIES[name] == first, name
+
+
+def test_commands_load_lazily_and_a_typo_is_still_suggested() -> None:
+    """The root's help imports no command module; a command imports its own only; a
+    mistyped name still gets typer's 'Did you mean'."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('genbuffer.cli.')\n"
+        "    and not m.startswith('genbuffer.cli._')), file=sys.stderr)\n"
+    )
+
+    def loaded(*args: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
+        )
+        *_, last = done.stderr.strip().splitlines()
+        return done.stdout + done.stderr, last
+
+    out, modules = loaded("--help")
+    assert modules == "[]" and "compact-generation" in out and "Show the effective" in out
+    _, modules = loaded("push", "--help")
+    assert modules == "['genbuffer.cli.push_cmd']"
+    out, _ = loaded("compact-generatio", "1", "2")
+    assert "Did you mean 'compact-generation'" in out
