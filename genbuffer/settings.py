@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis URL; wins over the `REDIS_*` below. `memory://` is an in-process "
-        "Redis (fakeredis) that lives as long as the process: for demos and tests, never a "
-        "fallback",
+        "Redis (fakeredis, the extra `pip install 'genbuffer[embedded]'`) that lives as long "
+        "as the process: for demos and tests, never a fallback",
     )
     redis_host: str | None = Field(
         default=None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,3 +314,44 @@ def test_commands_load_lazily_and_a_typo_is_still_suggested() -> None:
     assert modules == "['genbuffer.cli.push_cmd']"
     out, _ = loaded("compact-generatio", "1", "2")
     assert "Did you mean 'compact-generation'" in out
+
+
+def test_the_embedded_redis_without_its_extra_is_one_line_exit_2(tmp_path: Path) -> None:
+    """fakeredis is the extra `genbuffer[embedded]`: without it, REDIS_URL=memory:// is a
+    usage error (exit 2) on one line naming what is missing and the pip command, with no
+    traceback; a command that needs no Redis is not affected."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "sys.modules['fakeredis'] = None  # as if the extra were not installed\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "REDIS_URL": "memory://",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    done = run("inspect-generation", "1", "1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: REDIS_URL=memory:// is the embedded Redis, which needs fakeredis (not "
+        "installed): pip install 'genbuffer[embedded]'"
+    ]
+    assert done.stdout == ""
+    assert run("db", "upgrade").returncode == 0
