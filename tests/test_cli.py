@@ -355,3 +355,51 @@ def test_the_embedded_redis_without_its_extra_is_one_line_exit_2(tmp_path: Path)
     ]
     assert done.stdout == ""
     assert run("db", "upgrade").returncode == 0
+
+
+# Optional heavy modules a compaction that persists (plain output, no JSON Schema, no
+# offload) has no use for: rich is for a terminal, the others for other commands/settings.
+NOT_ON_THE_PERSISTING_PATH = (
+    "rich",
+    "jsonschema",
+    "obstore",
+    "zstandard",
+    "fakeredis",
+    "prometheus_client",
+    "alembic",
+    "hypothesis",
+)
+
+
+def test_a_persisting_compaction_loads_no_optional_heavy_module(servers: Stack) -> None:
+    """`genbuf compact-generation ORG GEN --delete` on a real row, stdout a pipe: the
+    artifact persisted and the buffer deleted, and none of the optional heavy modules
+    imported (the fixed cost of a compaction: bench/run.py fixed)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.support.runner import clean_environ  # noqa: PLC0415
+
+    stack = servers
+    gen = stack.repository.create_generation(12)
+    stack.buffer.push_chunk(12, gen, b'{"answer": 42}')
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('loaded', sorted({m.split('.')[0] for m in sys.modules}"
+        f" & {set(NOT_ON_THE_PERSISTING_PATH)!r}), file=sys.stderr))\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "compact-generation", "12", str(gen), "--delete"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_environ(stack.env),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ") and "buffer deleted  True" in done.stdout
+    assert stored_bytes(stack, gen) == b'{"answer": 42}'
+    assert done.stderr.strip().splitlines()[-1] == "loaded []", done.stderr
