@@ -21,8 +21,9 @@ demo: venv
 
 # make test: the unit tests, the embedded backend and the real Redis + PostgreSQL, on both
 # cores (each xdist worker starts its own redis-server; tests/support/urls.py).
-# make test-rest: what it leaves out (subprocess and chaos runs, MariaDB, the Redis
-# Cluster, PgBouncer); make test-all: both at once. CI runs test and test-rest.
+# make test-rest: what it leaves out (subprocess and chaos runs, the wheel build,
+# MariaDB, the Redis Cluster, PgBouncer); make test-all: everything (make test, then
+# make test-rest, then the state machine at full size). CI runs test-all and test-lowest.
 PYTEST_WORKERS ?= 2
 FAST := not slow and not mariadb and not cluster and not pgbouncer
 test: venv
@@ -31,8 +32,13 @@ test: venv
 test-rest: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not ($(FAST))"
 
-test-all: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS)
+# the full-size state machine runs one seed (CI reproducible); a hunt of your own:
+# make test-all STATE_MACHINE_SEED=$$RANDOM, or STATE_MACHINE_EXAMPLES=1000 pytest …
+STATE_MACHINE_FULL ?= 200
+STATE_MACHINE_SEED ?= 20261206
+test-all: test test-rest
+	STATE_MACHINE_EXAMPLES=$(STATE_MACHINE_FULL) $(PY) -m pytest -n $(PYTEST_WORKERS) \
+		--hypothesis-seed=$(STATE_MACHINE_SEED) tests/test_state_machine.py -k test_compaction_state_machine
 
 # The Redis, CLI, metrics and offload tests again on the lowest versions allowed of redis-py,
 # typer, prometheus-client, obstore and zstandard.

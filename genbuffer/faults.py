@@ -2,9 +2,9 @@
 
 ``CompactionConfig.faults`` is a FaultPlan; the settings never fill it. A test
 entry point (``tests/support/faulty.py``) builds one from ``GENBUFFER_CRASH_AT=<step>``
-(SIGKILL at that step, as ``kill -9`` would) and ``GENBUFFER_PAUSE_AT=<step>=<seconds>``
-(sleep there, so a test can restart a server or terminate a backend at that
-exact moment). In-process tests use ``mode="raise"``: a BaseException that no handler catches,
+(SIGKILL at that step, as ``kill -9`` would) and holds a process at a step by a
+marker file (``on_step``), so a test acts on a process that is at that exact moment.
+In-process tests use ``mode="raise"``: a BaseException that no handler catches,
 which leaves transactions and Redis exactly as a killed process would, and
 ``on_step``, a callback run at every step (to push chunks mid-compaction).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -40,35 +39,23 @@ class SimulatedCrash(BaseException):
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """Where to crash or pause; the default plan does nothing."""
+    """Where to crash, and what to run at every step; the default plan does nothing."""
 
     crash_at: str | None = None
-    pause_at: str | None = None
-    pause_seconds: float = 0.0
     mode: Literal["kill", "raise"] = "kill"
     on_step: Callable[[str], None] | None = None
 
     @classmethod
-    def parse(cls, crash_at: str | None, pause_at: str | None) -> FaultPlan:
-        """Build a plan from the two settings, rejecting unknown steps."""
-        pause_step, seconds = None, 0.0
-        if pause_at:
-            pause_step, _, raw = pause_at.partition("=")
-            try:
-                seconds = float(raw or "1")
-            except ValueError:
-                raise UsageError(f"GENBUFFER_PAUSE_AT={pause_at!r}: use <step>=<seconds>") from None
-        for step in (crash_at, pause_step):
-            if step is not None and step not in STEPS:
-                raise UsageError(f"unknown fault step {step!r}", hint=f"one of {', '.join(STEPS)}")
-        return cls(crash_at=crash_at, pause_at=pause_step, pause_seconds=seconds)
+    def parse(cls, crash_at: str | None) -> FaultPlan:
+        """Build a plan from ``GENBUFFER_CRASH_AT``, rejecting an unknown step."""
+        if crash_at is not None and crash_at not in STEPS:
+            raise UsageError(f"unknown fault step {crash_at!r}", hint=f"one of {', '.join(STEPS)}")
+        return cls(crash_at=crash_at)
 
     def at(self, step: str) -> None:
         """Apply the plan at ``step``."""
         if self.on_step is not None:
             self.on_step(step)
-        if self.pause_at == step:
-            time.sleep(self.pause_seconds)
         if self.crash_at == step:
             if self.mode == "raise":
                 raise SimulatedCrash(step)

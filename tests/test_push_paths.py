@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from genbuffer import keys
+from genbuffer.errors import OperationFailed
 from genbuffer.redis.layout import OneSlot, Split, layout_of
 from tests.conftest import Stack
 from tests.helpers import sequenced
@@ -228,3 +229,27 @@ def test_finish_marks_only_a_buffer_that_exists(stack: Stack, tagged: bool) -> N
     client.delete(key, *layout_of(stack.buffer.target, key).hashes(key))
     stack.buffer.finish(ORG, gen, SCENARIO)
     assert not client.exists(meta)
+
+
+@pytest.mark.backends("embedded", "servers")
+def test_a_count_refused_after_the_rpushes_ran_says_what_is_where(stack: Stack) -> None:
+    """push_many's one-slot transaction: the RPUSHes run, then push.lua's count is
+    refused (here its meta key is a string: WRONGTYPE, as an OOM inside the script would
+    be). One OperationFailed that says the chunks are in the buffer and not counted; no
+    chunk is pushed twice and nothing is lost."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, SCENARIO)
+    stack.buffer.client.set(keys.meta_key(key), "not a hash")
+    chunks = [b"a", b"bc", b"def"]
+    with pytest.raises(OperationFailed) as raised:
+        stack.buffer.push_many(ORG, gen, chunks, SCENARIO)
+    error = raised.value
+    assert f"refused to count a push to {key}" in error.message
+    assert "WRONGTYPE" in error.message
+    assert "3 chunks appended, the last 3 not counted in its meta hash" in error.message
+    assert error.hint is not None and "push only the rest" in error.hint
+    assert stack.buffer.client.lrange(key, 0, -1) == chunks
+    result = stack.cli("push", str(ORG), str(gen), "--scenario-id", str(SCENARIO), input=b"x")
+    assert result.exit_code == 1, result.output
+    assert "refused to count a push" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2, result.output

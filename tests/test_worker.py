@@ -394,8 +394,6 @@ def test_a_malformed_event_is_parked_and_the_valid_ones_behind_it_compacted(
         buffer.push_many(ORG, gen, _chunks(gen))
         buffer.finish(ORG, gen)
     records: list[dict[str, object]] = []
-    # long enough that no compaction of its own outlasts it on a loaded machine (the
-    # worker would take over its own entry: taken_over 1, seen once under CI load),
     # short enough that the dead consumer's entry is taken over within the wait
     options = WorkerOptions(concurrency=2, visibility=timedelta(seconds=3), consumer="w-bad")
     worker = Worker(buffer, single.repository, single.config(), options, records.append)
@@ -542,3 +540,46 @@ def test_doctor_takes_live_workers_for_someone_who_compacts(embedded: Stack) -> 
         killed["workers"]["status"] == "fail" and "no worker alive" in killed["workers"]["message"]
     )
     assert killed["cron compact-pending"]["status"] == "warn"
+
+
+def test_a_worker_does_not_take_over_its_own_slow_compaction(servers: Stack) -> None:
+    """A compaction held past the visibility timeout comes back to its own worker's
+    XAUTOCLAIM (the claim only renews it): it runs once, where it already runs, and is
+    no entry taken over."""
+    gen = servers.repository.create_generation(ORG)
+    servers.buffer.push_many(ORG, gen, _chunks(gen))
+    servers.buffer.finish(ORG, gen)
+    assert servers.buffer.events.try_sweep("another worker", 3_600_000)  # no sweep here
+    held, release = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "before_commit":
+            held.set()
+            assert release.wait(60), "never released"
+
+    config = servers.config(faults=FaultPlan(on_step=hold))
+    records: list[dict[str, object]] = []
+    # free threads beside the held one: a worker that took its own entry over would run
+    # it again there (and wait on the row lock), not stop claiming
+    options = WorkerOptions(
+        concurrency=3, visibility=timedelta(milliseconds=200), consumer="w-slow"
+    )
+    worker = Worker(servers.buffer, servers.repository, config, options, records.append)
+    claims: list[int] = []  # entries each claim brought
+    take_over = worker.events.take_over
+
+    def counted(*args: object, **kwargs: object) -> object:
+        taken = take_over(*args, **kwargs)  # type: ignore[arg-type]
+        claims.append(len(taken.events))
+        return taken
+
+    worker.events.take_over = counted  # type: ignore[method-assign,assignment]
+    with _running(worker) as running:
+        running.wait_for(held.is_set)
+        # the held entry idles past the visibility and comes back to the worker's claims
+        running.wait_for(lambda: len(claims) >= 3, what="claims while the entry is held")
+        release.set()
+        running.wait_for(lambda: len(records) >= 1 and stored_bytes(servers, gen) is not None)
+    assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
+    assert [r["outcome"] for r in records] == ["compacted"], records
+    assert worker.summary.taken_over == 0 and worker.summary.compacted == 1

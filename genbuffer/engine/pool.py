@@ -54,6 +54,11 @@ class Pool(Generic[T]):
         return len(self._running)
 
     @property
+    def in_flight(self) -> list[T]:
+        """What the compactions in flight were started for."""
+        return list(self._running.values())
+
+    @property
     def free(self) -> int:
         """Threads with nothing to do."""
         return self.size - len(self._running)

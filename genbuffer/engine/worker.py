@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -198,7 +198,7 @@ class Worker:
         if pool.free <= 0:
             self._settle(pool.finished(timeout=self.options.block.total_seconds()))
             return
-        delivery = self._next_delivery(pool.free, now)
+        delivery = self._next_delivery(pool, now)
         for event in delivery.events:
             self._start(pool, event)
         self._handle(delivery)
@@ -217,9 +217,10 @@ class Worker:
         request = self.engine.request(job)
         pool.start(event, lambda: self.engine.run_one(request))
 
-    def _next_delivery(self, free: int, now: float) -> Delivery:
+    def _next_delivery(self, pool: Pool[Event], now: float) -> Delivery:
         """Entries of dead workers when a look is due, else new ones (blocking up to
         ``block``: a worker waits on the server, never in a loop of its own)."""
+        free = pool.free
         if now >= self._next_claim:
             self._acknowledge()  # first: what this worker finished is not taken over
             visibility = int(self.options.visibility.total_seconds() * 1000)
@@ -227,12 +228,16 @@ class Worker:
                 self.options.consumer, visibility, free, start=self._claim_cursor
             )
             self._claim_cursor = taken.cursor
-            self.summary.taken_over += len(taken.events)
             # more may wait further on in the pending list: look again at once
             more = taken.cursor != "0-0" and bool(taken.events or taken.malformed)
             self._next_claim = now if more else now + self.options.claim_every
-            if taken.events or taken.malformed or taken.interrupted:
-                return taken
+            # a compaction of this worker's that outlasts the visibility comes back to
+            # it too (the claim only renews it): it runs once, where it already runs
+            in_flight = {event.entry for event in pool.in_flight}
+            fresh = [event for event in taken.events if event.entry not in in_flight]
+            self.summary.taken_over += len(fresh)
+            if fresh or taken.malformed or taken.interrupted:
+                return replace(taken, events=fresh)
         block = max(1, int(self.options.block.total_seconds() * 1000))
         delivery = self.events.read(self.options.consumer, free, block, done=self._done)
         self._done = []  # (kept for the next read when this one failed: XACK is idempotent)

@@ -12,7 +12,7 @@ use Genbuffer\Laravel\Exceptions\GenbufferException;
  * The producer side of genbuf's protocol: push chunks into a generation's buffer with the
  * one push script genbuf ships (genbuffer/lua/push.lua, step 'push': the list, the meta
  * hash's chunk_count, bytes, first_chunk_at, last_chunk_at, ids and TTLs, atomically),
- * mark it finished and announce it to `genbuf worker`.
+ * mark it finished (its step 'finish') and announce it to `genbuf worker`.
  */
 final class GenerationBuffer
 {
@@ -107,15 +107,12 @@ final class GenerationBuffer
     public function finish(int $org, int $gen, ?int $scenario = null): string
     {
         $key = $this->keys->chunks($org, $gen, $scenario);
-        $meta = Keys::meta($key);
-        // a finish() retried after its announcement failed must not bring back a meta hash
-        // that a compaction deleted with its list meanwhile (as genbuf's finish())
-        if ((int) $this->redis->command($key, ['EXISTS', $key, $meta]) > 0) {
-            $this->redis->command($meta, ['HSET', $meta, 'finished_at', self::now()]);
-            if ((int) $this->redis->command($meta, ['TTL', $meta]) === -1) {
-                $this->redis->command($meta, ['EXPIRE', $meta, $this->ttl]);
-            }
-        }
+        // push.lua's step 'finish', as genbuf's finish(): finished_at and its TTL, only
+        // where the list or its meta hash exists (a finish() retried after its
+        // announcement failed must not bring back a meta hash a compaction deleted)
+        $this->redis->script('push', [$key, Keys::meta($key)], [
+            'finish', $this->ttl, self::now(), $org, $scenario ?? '', $gen, '', '', '', '',
+        ]);
         $this->announce($org, $gen, $scenario, $key);
 
         return $key;

@@ -87,6 +87,25 @@ final class ProducerTest extends Support
             array_map('strval', array_values($last)));
     }
 
+    /** @dataProvider clients */
+    public function testAFinishRetriedAfterTheBufferWasCompactedBringsBackNoMetaHash(string $client): void
+    {
+        $app = self::app($client);
+        $gen = self::newGeneration(22);
+        $buffer = $app->make(GenerationBuffer::class);
+        $key = $buffer->keys->chunks(22, $gen);
+        // no list and no meta hash: compacted and deleted since the first finish()
+        self::assertSame($key, Buffer::finish(22, $gen));
+        self::assertSame(0, (int) $buffer->redis()->command($key, ['EXISTS', $key, Keys::meta($key)]));
+
+        Buffer::push(22, $gen, 'x');
+        Buffer::finish(22, $gen);
+        $meta = Keys::meta($key);
+        self::assertArrayHasKey('finished_at', self::hash($buffer, $meta));
+        $ttl = (int) $buffer->redis()->command($meta, ['TTL', $meta]);
+        self::assertGreaterThan(86000, $ttl);
+    }
+
     /** @return array<string, string> */
     private static function hash(GenerationBuffer $buffer, string $key): array
     {

@@ -2,10 +2,10 @@
 
 ``python -m tests.support.faulty ARGS`` runs ``genbuf ARGS`` with the plan that
 ``GENBUFFER_CRASH_AT=<step>`` (SIGKILL at that step, as ``kill -9`` would) and
-``GENBUFFER_PAUSE_AT=<step>=<seconds>`` describe, and ``GENBUFFER_HOLD_AT=<step>``
-with ``GENBUFFER_HOLD_DIR=<directory>`` (a ``Hold``): every compaction that reaches
-the step says so in a marker file and waits there until the test releases it, so
-a test acts on a process that is at that point, not one it hopes is. The hooks are
+``GENBUFFER_HOLD_AT=<step>`` with ``GENBUFFER_HOLD_DIR=<directory>`` (a ``Hold``)
+describe: every compaction that reaches the step says so in a marker file and waits
+there until the test releases it, so a test acts on a process that is at that
+point, not one it hopes is. The hooks are
 a seam of the compaction service (``CompactionConfig.faults``); only this test
 entry point fills it from the environment, so production settings know nothing of
 them.
@@ -67,9 +67,7 @@ class Hold:
 
 
 def _install() -> None:
-    plan = FaultPlan.parse(
-        os.environ.get("GENBUFFER_CRASH_AT") or None, os.environ.get("GENBUFFER_PAUSE_AT") or None
-    )
+    plan = FaultPlan.parse(os.environ.get("GENBUFFER_CRASH_AT") or None)
     if hold_at := os.environ.get("GENBUFFER_HOLD_AT"):
         plan = replace(plan, on_step=Hold(hold_at, Path(os.environ["GENBUFFER_HOLD_DIR"])).at)
     resolve = CompactionConfig.from_settings

@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["FAULTY_GENBUF", "GENBUF", "clean_environ", "run_genbuf", "spawn_genbuf"]
 
 GENBUF = str(Path(sys.executable).parent / "genbuf")
-# genbuf with the fault hooks a test asks for (GENBUFFER_CRASH_AT / GENBUFFER_PAUSE_AT):
+# genbuf with the fault hooks a test asks for (GENBUFFER_CRASH_AT, GENBUFFER_HOLD_AT):
 # see tests/support/faulty.py; production genbuf has no such settings
 FAULTY_GENBUF = [sys.executable, "-m", "tests.support.faulty"]
 _SETTING_PREFIXES = ("REDIS_", "DB_", "DATABASE_", "GENERATION_", "METADATA_", "GENBUF", "AWS_")
