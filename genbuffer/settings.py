@@ -8,6 +8,7 @@ are accepted as they are (``REDIS_HOST``, ``DB_CONNECTION``, …) so an app's
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -497,7 +498,20 @@ class Settings(BaseSettings):
         if self.redis_password is not None:
             user = quote(self.redis_username or "", safe="")
             auth = f"{user}:{quote(self.redis_password.get_secret_value(), safe='')}@"
-        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        host = self.redis_host.strip()
+        if host.startswith("/"):  # a Unix socket, as phpredis takes it
+            return f"unix://{auth}{quote(host)}?db={self.redis_db}"
+        scheme, sep, rest = host.partition("://")
+        if sep and scheme.lower() not in ("tcp", "tls", "ssl", "rediss"):
+            raise UsageError(
+                f"REDIS_HOST={host!r}: {scheme}:// is not a Redis host genbuf knows",
+                hint="give a host name, an IP address, tls://host or a socket path, or set "
+                "REDIS_URL",
+            )
+        authority = _url_host(rest if sep else host, "REDIS_HOST", "REDIS_PORT")
+        # phpredis's tls://host: TLS to one node
+        kind = "rediss" if sep and scheme.lower() != "tcp" else "redis"
+        return f"{kind}://{auth}{authority}:{self.redis_port}/{self.redis_db}"
 
     def effective_database_url(self) -> str:
         """The SQLAlchemy URL: DATABASE_URL, else Laravel's DB_*, else the embedded SQLite file.
@@ -528,8 +542,18 @@ class Settings(BaseSettings):
             password = ":" + quote(self.db_password.get_secret_value(), safe="")
         auth = f"{user}{password}@" if user or password else ""
         port = self.db_port or default_port
-        database = quote(self.db_database or "", safe="")
-        return f"{driver}://{auth}{self.db_host}:{port}/{database}"
+        if not self.db_database:  # else the server's default: a database named as the user
+            raise UsageError(
+                f"DB_CONNECTION={self.db_connection} without DB_DATABASE: which database?",
+                hint="set DB_DATABASE (as the app's .env does), or DATABASE_URL",
+            )
+        database = quote(self.db_database, safe="")
+        host = self.db_host.strip()
+        if host.startswith("/"):  # a Unix socket's folder (pgsql) or file (mysql)
+            if connection == "pgsql":  # libpq: the socket's folder, and the port names it
+                return f"{driver}://{auth}/{database}?host={quote(host)}&port={port}"
+            return f"{driver}://{auth}/{database}?unix_socket={quote(host)}"
+        return f"{driver}://{auth}{_url_host(host, 'DB_HOST', 'DB_PORT')}:{port}/{database}"
 
 
 def _url_list(value: str | None) -> list[str]:
@@ -547,6 +571,27 @@ def group_id(group: str) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise ValueError(f"no group {group!r} on this host") from None
+
+
+def _url_host(host: str, name: str, port_name: str) -> str:
+    """``host`` (the setting ``name``) as a URL's authority has it: an IPv6 address in
+    brackets; anything that is no host name or address is a UsageError."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        try:
+            return f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            raise UsageError(
+                f"{name}={host!r} is not a host name or an IP address",
+                hint=f"give the port in {port_name}, not in {name}",
+            ) from None
+    if not host or not re.fullmatch(r"[A-Za-z0-9._%-]+", host):
+        raise UsageError(
+            f"{name}={host!r} is not a host name or an IP address",
+            hint=f"check {name} in the app's .env",
+        )
+    return host
 
 
 def _normalise_database_url(url: str) -> str:
@@ -601,10 +646,15 @@ def env_file_from_environment() -> Path | None:
     return Path(value) if value else None
 
 
-def load_settings(env_file: Path | None = None) -> Settings:
-    """Load Settings from the environment and ``env_file``; bad values are a UsageError."""
+def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Load Settings from the environment and ``env_file`` (by default GENBUF_ENV_FILE's,
+    as `genbuf --env-file` does); bad values are a UsageError."""
+    env_file = Path(env_file) if env_file is not None else env_file_from_environment()
     if env_file is not None and not env_file.is_file():
-        raise UsageError(f"env file not found: {env_file}")
+        raise UsageError(
+            f"env file not found: {env_file}",
+            hint="give the path of the app's .env (--env-file or GENBUF_ENV_FILE)",
+        )
     try:
         settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:

@@ -403,3 +403,25 @@ def test_a_persisting_compaction_loads_no_optional_heavy_module(servers: Stack) 
     assert done.stdout.startswith("ok ") and "buffer deleted  True" in done.stdout
     assert stored_bytes(stack, gen) == b'{"answer": 42}'
     assert done.stderr.strip().splitlines()[-1] == "loaded []", done.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://u:pw@127.0.0.1:notaport/app", "postgresql://u@[::1/app"]
+)
+def test_a_database_url_that_does_not_parse_is_one_line_exit_2(embedded: Stack, url: str) -> None:
+    """A bad port or bracket in DATABASE_URL: exit 2, one line naming it (password
+    masked), in --json too; never a traceback."""
+    done = embedded.cli("status", "--json", env={"DATABASE_URL": url})
+    assert done.exit_code == 2, done.output
+    error = _json(done.stdout)["error"]
+    assert error["message"].startswith("invalid DATABASE_URL postgresql"), error
+    assert "pw" not in done.output and "Traceback" not in done.output
+
+
+def test_a_limit_past_any_buffer_count_is_exit_2(embedded: Stack) -> None:
+    """`compact-pending --limit 99999999999999999999` (and status's): a usage error
+    naming --limit, not a traceback from deep inside the scan."""
+    for command in ("compact-pending", "status"):
+        done = embedded.cli(command, "--limit", "99999999999999999999")
+        assert done.exit_code == 2, done.output
+        assert "--limit" in done.output and "Traceback" not in done.output

@@ -284,3 +284,86 @@ def test_prefix_rules_agree_with_laravel_run_by_php() -> None:
     for name, slugs in zip(names, laravel, strict=True):
         assert laravel_slug(name, "_") == slugs["underscore"], name
         assert laravel_slug(name, "-") == slugs["hyphen"], name
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("10.1.2.3", "redis://:p%20w@10.1.2.3:6380/2"),
+        ("::1", "redis://:p%20w@[::1]:6380/2"),
+        ("[::1]", "redis://:p%20w@[::1]:6380/2"),
+        ("/run/redis/redis.sock", "unix://:p%20w@/run/redis/redis.sock?db=2"),
+        ("tls://cache.internal", "rediss://:p%20w@cache.internal:6380/2"),
+        ("tcp://cache.internal", "redis://:p%20w@cache.internal:6380/2"),
+    ],
+)
+def test_every_form_of_laravels_redis_host_is_a_url_to_that_server(
+    clean_env: None, host: str, expected: str
+) -> None:
+    """REDIS_HOST as Laravel's phpredis takes it: an IPv6 address (bracketed), a Unix
+    socket, tls://host (TLS to one node): each the URL of that server, never a string
+    redis-py reads as another one (a socket path glued before `:6379/0` is localhost)."""
+    settings = Settings(redis_host=host, redis_port=6380, redis_db=2, redis_password="p w")
+    assert settings.effective_redis_url() == expected
+
+
+@pytest.mark.parametrize("host", ["cache.internal:6380", "a b", "http://cache", ""])
+def test_a_redis_host_that_is_no_host_is_a_usage_error(clean_env: None, host: str) -> None:
+    """A port glued to the host, a space, another scheme: exit 2 naming REDIS_HOST (an
+    empty one: Redis is not configured)."""
+    with pytest.raises(UsageError, match="REDIS_HOST"):
+        Settings(redis_host=host).effective_redis_url()
+
+
+@pytest.mark.parametrize(
+    ("connection", "host", "expected"),
+    [
+        ("pgsql", "::1", "postgresql+psycopg://u@[::1]:5432/app"),
+        ("mysql", "fd00::5", "mysql+pymysql://u@[fd00::5]:3306/app"),
+        (
+            "pgsql",
+            "/var/run/postgresql",
+            "postgresql+psycopg://u@/app?host=/var/run/postgresql&port=5432",
+        ),
+        (
+            "mysql",
+            "/run/mysqld/mysqld.sock",
+            "mysql+pymysql://u@/app?unix_socket=/run/mysqld/mysqld.sock",
+        ),
+    ],
+)
+def test_every_form_of_laravels_db_host_is_a_url_to_that_server(
+    clean_env: None, connection: str, host: str, expected: str
+) -> None:
+    """DB_HOST as Laravel takes it: an IPv6 address (bracketed), a Unix socket."""
+    settings = Settings(db_connection=connection, db_host=host, db_database="app", db_username="u")
+    assert settings.effective_database_url() == expected
+
+
+def test_a_db_host_with_a_port_and_a_missing_db_database_are_usage_errors(clean_env: None) -> None:
+    """DB_HOST=db.local:5433 names DB_PORT; no DB_DATABASE is no database, not the
+    server's default one (PostgreSQL's: the user's name), where tables would be made."""
+    with pytest.raises(UsageError, match="DB_HOST") as raised:
+        Settings(
+            db_connection="pgsql", db_host="db.local:5433", db_database="app"
+        ).effective_database_url()
+    assert raised.value.hint is not None and "DB_PORT" in raised.value.hint
+    for database in (None, ""):
+        with pytest.raises(UsageError, match="DB_DATABASE"):
+            Settings(db_connection="pgsql", db_database=database).effective_database_url()
+
+
+def test_load_settings_reads_genbuf_env_file_and_takes_a_str_path(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python API reads the env file as `genbuf` does: GENBUF_ENV_FILE when no path
+    is given, and a path given as a str; a missing one is a UsageError with a hint."""
+    env = tmp_path / ".env"
+    env.write_text("REDIS_HOST=10.1.2.3\nREDIS_PORT=6380\n")
+    monkeypatch.setenv("GENBUF_ENV_FILE", str(env))
+    assert load_settings().effective_redis_url() == "redis://10.1.2.3:6380/0"
+    monkeypatch.delenv("GENBUF_ENV_FILE")
+    assert load_settings(str(env)).effective_redis_url() == "redis://10.1.2.3:6380/0"
+    with pytest.raises(UsageError, match="env file not found") as raised:
+        load_settings(str(tmp_path / "missing.env"))
+    assert raised.value.hint is not None

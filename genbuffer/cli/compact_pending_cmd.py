@@ -34,7 +34,10 @@ def compact_pending_cmd(
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Compact at most this many buffers.")
+        int | None,
+        typer.Option(
+            "--limit", min=1, max=1_000_000_000, help="Compact at most this many buffers."
+        ),
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the buffers (no --delete).")] = False,
     workers: Annotated[

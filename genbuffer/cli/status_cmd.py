@@ -45,7 +45,10 @@ def status_cmd(
         bool, typer.Option("--list", help="List the buffers themselves, oldest first.")
     ] = False,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="Buffers listed with --list at most.")
+        int,
+        typer.Option(
+            "--limit", min=1, max=1_000_000_000, help="Buffers listed with --list at most."
+        ),
     ] = 100,
     states: Annotated[
         list[str] | None,

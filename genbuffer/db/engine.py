@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from genbuffer.errors import DatabaseUnavailable, SchemaMissing, UsageError
 from genbuffer.settings import mask_url
 
-__all__ = ["database_errors", "make_engine", "require_sqlite_file"]
+__all__ = ["database_errors", "make_engine", "parse_database_url", "require_sqlite_file"]
 
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 _MYSQL_NO_SUCH_TABLE = 1146
@@ -24,12 +24,20 @@ _AUTH_SQLSTATES = {"28000", "28P01"}  # invalid authorization, invalid password
 _AUTH_MARKERS = ("password authentication failed", "role ", "access denied for user")
 
 
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed; one that does not parse (a bad port, say) is a UsageError."""
+    try:
+        return make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        raise UsageError(
+            f"invalid DATABASE_URL {mask_url(url)}: {exc}",
+            hint="check DATABASE_URL, or DB_HOST and DB_PORT in the app's .env",
+        ) from None
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets a busy timeout and write-locking transactions."""
-    try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError as exc:
-        raise UsageError(f"invalid DATABASE_URL {mask_url(url)}: {exc}") from None
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).parent
@@ -74,12 +82,9 @@ def require_sqlite_file(url: str) -> None:
 
     For what only reads (doctor): connecting would create the file, empty, and
     make_engine its folder. Other backends and in-memory SQLite pass; a URL that
-    does not parse is left to make_engine to report.
+    does not parse is a UsageError.
     """
-    try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError:
-        return
+    parsed = parse_database_url(url)
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return
