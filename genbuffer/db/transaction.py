@@ -37,6 +37,9 @@ _BACKUP_UNNEST = """
     FROM unnest(%(contents)b::bytea[]) WITH ORDINALITY AS backup(content, position)
     ON CONFLICT (generation_id, seq) DO NOTHING
 """
+# Built once: the ledger's INSERT, its values bound (a statement built from the values
+# each time cost SQLAlchemy a new cache key and coercions a compaction: ~1 ms of CPU)
+_RECORD = insert(LEDGER)
 _HISTORY_COPIED = (
     "organization_id",
     "compacted",
@@ -186,7 +189,7 @@ class Transaction:
 
     def record_compaction(self, values: dict[str, Any]) -> None:
         """Append one outcome to the compaction ledger (`generation_compactions`)."""
-        self.connection.execute(insert(LEDGER).values(**values))
+        self.connection.execute(_RECORD, values)
 
     def keep_history(self, generation_id: int, reason: str) -> int:
         """Copy the row's artifact into `generation_artifact_history` (server-side); its id.
