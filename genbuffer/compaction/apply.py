@@ -114,6 +114,7 @@ def write(
         history_id=history_id,
         offloaded=offloaded,
     )
+    record = ledger_entry(request, plan, result=LedgerResult.PERSISTED, mode=mode, now=now)
     if offloaded is not None and planned.offload is not None:
         tx.save_offloaded(
             gen,
@@ -122,13 +123,14 @@ def write(
             json_text=planned.offload.llm_response_json,
             values=values,
         )
+        tx.record_compaction(record)
     else:
         encoded = base64.b64encode(data)
         del data  # from here on only the base64 bytes are held
-        tx.save_artifact(gen, encoded, llm_response=planned.llm_response, values=values)
-    tx.record_compaction(
-        ledger_entry(request, plan, result=LedgerResult.PERSISTED, mode=mode, now=now)
-    )
+        # the ledger row with the artifact (PostgreSQL: one statement, one round trip)
+        tx.save_artifact(
+            gen, encoded, llm_response=planned.llm_response, values=values, record=record
+        )
     config.faults.at("after_update")
     return Written(validation_id=validation_id, history_id=history_id)
 

@@ -85,13 +85,20 @@ class Transaction:
         *,
         llm_response: str,
         values: dict[str, Any],
+        record: dict[str, Any] | None = None,
     ) -> None:
-        """Write a compacted artifact and the row's other compaction columns (see db.artifact).
+        """Write a compacted artifact and the row's other compaction columns (see db.artifact),
+        and ``record``, the compaction ledger's row (PostgreSQL: in the same statement).
 
         ``llm_response``: "json" (parse the artifact), "null", or "keep" (leave it).
         """
         save_artifact(
-            self.connection, generation_id, encoded, llm_response=llm_response, values=values
+            self.connection,
+            generation_id,
+            encoded,
+            llm_response=llm_response,
+            values=values,
+            record=record,
         )
 
     def base64_artifacts(
