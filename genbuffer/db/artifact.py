@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, LargeBinary, Text, bindparam, func, insert, null, select, update
 from sqlalchemy import cast as cast_
 
-from genbuffer.db.rows import GEN, LEDGER
+from genbuffer.db.rows import GEN, LEDGER, prepared
 
 __all__ = ["ROW_COLUMNS", "save_artifact", "save_offloaded"]
 
@@ -116,13 +116,15 @@ def save_artifact(
     """
     params = {"row_id": generation_id, **{name: values[name] for name in ROW_COLUMNS}}
     if connection.dialect.name == "postgresql":
+        # compiled once (db.rows.Prepared): SQLAlchemy's per-execute walk of this
+        # statement's tree cost ~0.2 ms of CPU a compaction
         params["encoded"] = encoded
         if record is None:
-            connection.execute(_postgresql(llm_response), params)
+            prepared(_postgresql(llm_response), connection).execute(connection, params)
             return
-        columns = tuple(record)
         params |= {f"ledger_{name}": value for name, value in record.items()}
-        connection.execute(_postgresql_recorded(llm_response, columns), params)
+        statement = _postgresql_recorded(llm_response, tuple(record))
+        prepared(statement, connection).execute(connection, params)
         return
     params["compacted"] = encoded.decode("ascii")
     if llm_response != "keep":

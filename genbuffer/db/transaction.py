@@ -18,6 +18,7 @@ from genbuffer.db.rows import (
     LOCK_ROW,
     GenerationRow,
     new_id,
+    prepared,
     to_row,
 )
 
@@ -71,7 +72,12 @@ class Transaction:
 
     def lock_generation(self, generation_id: int) -> GenerationRow | None:
         """Read a generation row and lock it until the transaction ends."""
-        found = self.connection.execute(LOCK_ROW, {"id": generation_id}).first()
+        found: Any
+        if self.connection.dialect.name == "postgresql":  # compiled once (db.rows.Prepared)
+            lock = prepared(LOCK_ROW, self.connection)
+            found = lock.execute(self.connection, {"id": generation_id}).first()
+        else:  # (SQLite's and MySQL's dates and JSON come back through SQLAlchemy's types)
+            found = self.connection.execute(LOCK_ROW, {"id": generation_id}).first()
         return None if found is None else to_row(found)
 
     def update_generation(self, generation_id: int, values: dict[str, Any]) -> None:
