@@ -28,10 +28,11 @@ import psycopg
 import redis
 
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
-from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.db.upgrade import upgrade
 from genbuffer.engine.burst import compact_pending
-from genbuffer.maintenance import migrate_compacted_from_metadata, purge_chunks
+from genbuffer.operations.migrate_compacted import migrate_compacted_from_metadata
+from genbuffer.operations.purge_chunks import purge_chunks
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 
@@ -145,7 +146,7 @@ class Bench:
             metadata_validation_log=Path(tempfile.mkdtemp()) / "audit.log",
         )
         self.repository = Repository.from_settings(self.settings)
-        migrate.upgrade(self.repository.engine, self.repository.url)
+        upgrade(self.repository.engine, self.repository.url)
         self.buffer = GenerationBuffer.from_settings(self.settings)
         self.config = CompactionConfig.from_settings(self.settings)
         self.redis = redis.Redis.from_url(REDIS_URL)

@@ -74,7 +74,7 @@ def _exclusion_row(settings: Settings) -> ConfigRow:
     """How cron jobs keep from overlapping on this database (pooler-safe leases)."""
     from datetime import timedelta  # noqa: PLC0415
 
-    from genbuffer.exclusion import mechanism  # noqa: PLC0415
+    from genbuffer.db.leases import mechanism  # noqa: PLC0415
 
     # the URL's scheme names the backend (postgresql+psycopg, mysql+pymysql, sqlite)
     dialect = settings.effective_database_url().partition("://")[0].partition("+")[0]

@@ -31,8 +31,8 @@ from pathlib import Path
 import psycopg
 
 from genbuffer.compaction import CompactionConfig, CompactionRequest, assemble_and_persist
-from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.db.upgrade import upgrade
 from genbuffer.errors import NothingToCompact, RedisUnavailable
 from genbuffer.faults import IN_ROW_STEPS
 from genbuffer.redis import GenerationBuffer
@@ -118,7 +118,7 @@ class _Chaos:
             metadata_validation_log=self.workdir / "audit.log",
         )
         self.repository = Repository.from_settings(self.settings)
-        migrate.upgrade(self.repository.engine, self.repository.url)
+        upgrade(self.repository.engine, self.repository.url)
         for gen in self.generations:
             self.repository.create_generation(ORG, generation_id=gen)
         self.buffer = GenerationBuffer.from_settings(self.settings)

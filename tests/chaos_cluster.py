@@ -41,8 +41,8 @@ import psycopg
 import redis
 
 from genbuffer import keys
-from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.db.upgrade import upgrade
 from genbuffer.errors import GenbufferError
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
@@ -133,7 +133,7 @@ class _ClusterChaos:
         }
         settings = Settings(**{k.lower(): v for k, v in self.env.items()})
         self.repository = Repository.from_settings(settings)
-        migrate.upgrade(self.repository.engine, self.repository.url)
+        upgrade(self.repository.engine, self.repository.url)
         self.gens = [self.repository.create_generation(ORG) for _ in range(self.count)]
         self.buffer = GenerationBuffer.from_settings(settings)
 

@@ -25,8 +25,8 @@ from typer.testing import CliRunner, Result
 
 from genbuffer.cli import app
 from genbuffer.compaction import CompactionConfig
-from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.db.upgrade import upgrade
 from genbuffer.redis import GenerationBuffer
 from genbuffer.runtime import Runtime
 from genbuffer.settings import Settings
@@ -103,7 +103,7 @@ def empty_mariadb_database() -> Iterator[str]:
 def mariadb_database(empty_mariadb_database: str) -> str:
     """A fresh migrated MariaDB database for one test; its URL."""
     repository = Repository.from_settings(Settings(database_url=empty_mariadb_database))
-    migrate.upgrade(repository.engine, repository.url)
+    upgrade(repository.engine, repository.url)
     repository.engine.dispose()
     return empty_mariadb_database
 
@@ -120,7 +120,7 @@ def pg_template() -> Iterator[str]:
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     repository = Repository.from_settings(Settings(database_url=pg_url(name)))
-    migrate.upgrade(repository.engine, repository.url)
+    upgrade(repository.engine, repository.url)
     repository.engine.dispose()
     yield name
     with _admin() as conn:
@@ -332,7 +332,7 @@ def _pooled_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str
 def _embedded_stack(tmp_path: Path) -> Stack:
     env = _embedded_env(tmp_path)
     repository = Repository.from_settings(Settings(database_url=env["DATABASE_URL"]))
-    migrate.upgrade(repository.engine, repository.url)
+    upgrade(repository.engine, repository.url)
     repository.engine.dispose()
     return Stack(name="embedded", env=env, tmp_path=tmp_path)
 

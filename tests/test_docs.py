@@ -186,10 +186,10 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
 
     from genbuffer import Repository, load_settings  # noqa: PLC0415
-    from genbuffer.db import migrate  # noqa: PLC0415
+    from genbuffer.db.upgrade import upgrade  # noqa: PLC0415
 
     repository = Repository.from_settings(load_settings())
-    migrate.upgrade(repository.engine, repository.url)
+    upgrade(repository.engine, repository.url)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for line, code in _blocks(page):
         where = f"{page.relative_to(REPO_ROOT)}, the block at line {line}"

@@ -1,4 +1,4 @@
-"""Cron job leases (genbuffer.exclusion, genbuffer.db.leases): one run at a time on
+"""Cron job leases (genbuffer.operations.exclusion, genbuffer.db.leases): one run at a time on
 SQLite, PostgreSQL and MariaDB, taken over once a dead holder's lease expires, renewed
 while the job works, a lost lease stops the job, and status, doctor and config show
 say who holds what. A hypothesis state machine checks the lease rules against a model
@@ -23,7 +23,7 @@ from genbuffer.db.leases import JobLeases, LeaseRow
 from genbuffer.db.rows import LEASES
 from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import LeaseLost
-from genbuffer.exclusion import Lease, hold_lease
+from genbuffer.operations.exclusion import Lease, hold_lease
 from tests.conftest import Stack
 from tests.helpers import stored_bytes
 from tests.support.wait import wait_until

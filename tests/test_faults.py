@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 from genbuffer.compaction import CompactionRequest, assemble_and_persist
 from genbuffer.db.repository import Repository
 from genbuffer.errors import DatabaseUnavailable, Quarantined, RedisUnavailable
-from genbuffer.exclusion import hold_lease
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan
+from genbuffer.operations.exclusion import hold_lease
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server

@@ -24,8 +24,8 @@ from genbuffer.engine.burst import compact_pending
 from genbuffer.engine.idleness import quiet_for
 from genbuffer.engine.selection import select_buffers
 from genbuffer.errors import GenbufferError
+from genbuffer.observation.status import StatusOptions, collect_status
 from genbuffer.redis.meta import Observation
-from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import Stack, require_server
 from tests.helpers import compact, stored_bytes
 from tests.support.clock import let_time_pass

@@ -2,8 +2,10 @@
 
 Imports are read from the source (``ast``), wherever they stand: at module level, in a
 function (deferred), or under ``if TYPE_CHECKING``. Between genbuffer's own modules they
-form a graph that must have no cycle, and must point down: the CLI and the services
-above the adapters (redis/, lua/, db/, objects/), the adapters above the foundation.
+form a graph that must have no cycle, and must point down: the CLI above the public API
+and runtime.py, those above the services (observation/ above engine/ above operations/
+above compaction/ and ingest/), the services above the adapters (redis/, lua/, db/,
+objects/) and the foundation at the root.
 """
 
 from __future__ import annotations
@@ -51,20 +53,19 @@ FOUNDATION = frozenset(
         "laravel_ascii",
     )
 )
+# the services, in layers from the bottom up: a package imports its own layer's
+# package and those below, never one above nor another package of its own layer
+SERVICES = (
+    ("genbuffer.compaction", "genbuffer.ingest"),  # the compaction core; genbuf push
+    ("genbuffer.operations",),  # the cron jobs, their leases and run records
+    ("genbuffer.engine",),  # the compaction engine: compact-pending (a cron job), worker
+    ("genbuffer.observation",),  # status, metrics, doctor, reports, read-back
+)
 # above the services: the public API (genbuffer/__init__.py re-exports them) and the
 # composition root (runtime.py builds one command's adapters and compaction config);
 # above those, the CLI
 TOP = frozenset({"genbuffer", "genbuffer.runtime"})
 CLI = ("genbuffer.cli",)
-# upward imports that a later move removes, each named with the move; the test fails
-# once one is gone, so that the list only shrinks
-KNOWN_UPWARD = {
-    # cron jobs still under objects/ and a report of the lease mechanism: they go to
-    # operations/ (and exclusion.py with them) in the layout's second round
-    ("genbuffer.objects.migrate", "genbuffer.exclusion"),
-    ("genbuffer.objects.orphans", "genbuffer.exclusion"),
-    ("genbuffer.config_report", "genbuffer.exclusion"),
-}
 
 
 def _imports(path: Path) -> list[str]:
@@ -193,21 +194,36 @@ def _in(name: str, packages: tuple[str, ...]) -> bool:
     return any(name == package or name.startswith(f"{package}.") for package in packages)
 
 
+def _package(name: str) -> str:
+    """The top-level package (or root module) of genbuffer that ``name`` is in."""
+    return ".".join(name.split(".")[:2])
+
+
 def _layer(name: str) -> int:
-    """0 the foundation and the adapters, 1 a service, 2 the top, 3 the CLI."""
+    """0 the foundation and the adapters, 1.. the service layers, then the top, the CLI."""
     if _in(name, CLI):
-        return 3
+        return len(SERVICES) + 2
     if name in TOP:
-        return 2
-    return 0 if name in FOUNDATION or _in(name, ADAPTERS) else 1
+        return len(SERVICES) + 1
+    for layer, packages in enumerate(SERVICES, start=1):
+        if _in(name, packages):
+            return layer
+    assert name in FOUNDATION or _in(name, ADAPTERS), f"{name}: in no layer of test_layout"
+    return 0
 
 
 def _upward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Imports of a higher layer, or of another service package of the same layer."""
     return {
         (name, target)
         for name, targets in graph.items()
         for target in targets
         if _layer(target) > _layer(name)
+        or (
+            _layer(target) == _layer(name)
+            and 0 < _layer(name) <= len(SERVICES)
+            and _package(target) != _package(name)
+        )
     }
 
 
@@ -219,7 +235,7 @@ def test_the_graph_is_read_whole() -> None:
     assert "genbuffer.compaction.run" in graph["genbuffer.compaction"]  # TYPE_CHECKING
     assert "genbuffer.compaction.apply" in graph["genbuffer.compaction.run"]  # package import
     assert "genbuffer.compaction" in graph["genbuffer.runtime"]  # deferred, a package's name
-    assert "genbuffer.exclusion" in graph["genbuffer.config_report"]  # in a function
+    assert "genbuffer.db.leases" in graph["genbuffer.config_report"]  # in a function
     assert len(graph) > 80
 
 
@@ -233,15 +249,35 @@ def test_no_import_cycle() -> None:
 
 def test_no_upward_import() -> None:
     """The adapters (redis/, lua/, db/, objects/) and the foundation at the root import
-    no service (nor the CLI, the public API or runtime.py); a service imports neither
+    no service (nor the CLI, the public API or runtime.py); a service package imports
+    only those below it (observation → engine → operations → compaction, ingest), never
     the CLI nor what is built above it (the public API, runtime.py)."""
-    upward = _upward(_graph())
-    assert sorted(upward - KNOWN_UPWARD) == []
-    assert sorted(KNOWN_UPWARD - upward) == [], "gone: remove them from KNOWN_UPWARD"
+    assert sorted(_upward(_graph())) == []
+
+
+def test_the_layers_catch_a_wrong_way_import() -> None:
+    """The rule itself: up a layer, or across to another package of the same layer, is
+    caught; down, or within a package, is not."""
+    graph = {
+        "genbuffer.operations.purge_chunks": {"genbuffer.engine.burst", "genbuffer.db.leases"},
+        "genbuffer.compaction.apply": {"genbuffer.ingest.push", "genbuffer.compaction.plan"},
+        "genbuffer.observation.status": {"genbuffer.engine.idleness", "genbuffer.cli"},
+        "genbuffer.db.leases": {"genbuffer.operations.exclusion", "genbuffer.errors"},
+    }
+    assert sorted(_upward(graph)) == [
+        ("genbuffer.compaction.apply", "genbuffer.ingest.push"),
+        ("genbuffer.db.leases", "genbuffer.operations.exclusion"),
+        ("genbuffer.observation.status", "genbuffer.cli"),
+        ("genbuffer.operations.purge_chunks", "genbuffer.engine.burst"),
+    ]
 
 
 def test_no_private_api_of_a_dependency() -> None:
-    """No `typer._x`, `redis._x`, … : public APIs of dependencies only."""
+    """No `typer._x`, `redis._x`, … : public APIs of dependencies only, in every
+    package (the services' as well as the adapters')."""
+    read = {_package(module.removesuffix(".py").replace("/", ".")) for module, _ in _modules()}
+    packages = {*ADAPTERS, *CLI, *(package for layer in SERVICES for package in layer)}
+    assert packages <= read, f"not read: {sorted(packages - read)}"
     private = [
         (module, name)
         for module, names in _modules()

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from genbuffer.errors import RedisUnavailable
-from genbuffer.jobs import job_run
-from genbuffer.metrics import LatestSurvey
+from genbuffer.observation.metrics import LatestSurvey
+from genbuffer.operations.job_runs import job_run
 from tests.conftest import Stack, require_server
 from tests.support.runner import run_genbuf, spawn_genbuf
 from tests.support.servers import PrivateRedis, free_port

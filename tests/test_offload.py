@@ -24,7 +24,7 @@ from genbuffer.errors import ForeignArtifact, StreamChanged
 from genbuffer.objects.artifact import OBJECT_PATH, OUTPUT_BLOCK, read_verified, upload
 from genbuffer.objects.offload import Offload
 from genbuffer.objects.store import Store, open_store, s3_config
-from genbuffer.readback import read_artifact
+from genbuffer.observation.show_generation import read_artifact
 from genbuffer.settings import Settings
 from tests.conftest import Stack, _embedded_stack
 from tests.helpers import compact, expire_lease

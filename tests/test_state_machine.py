@@ -48,10 +48,10 @@ from genbuffer.compaction import CompactionResult, Found
 from genbuffer.engine.selection import IDLE, select_buffers
 from genbuffer.errors import GenbufferError, NothingToCompact, Quarantined
 from genbuffer.faults import IN_ROW_STEPS, FaultPlan, SimulatedCrash
-from genbuffer.readback import read_artifact
+from genbuffer.observation.show_generation import read_artifact
+from genbuffer.observation.status import StatusOptions, collect_status
 from genbuffer.redis.layout import Split, layout_of
 from genbuffer.redis.meta import IsoClock
-from genbuffer.status import StatusOptions, collect_status
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import compact, stored_bytes
 

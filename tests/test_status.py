@@ -13,10 +13,10 @@ from sqlalchemy import update
 
 from genbuffer.db.rows import GEN
 from genbuffer.durations import human_duration
+from genbuffer.observation.status import StatusOptions, buffer_state, collect_status
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import BufferMeta
 from genbuffer.redis.survey import BufferFacts
-from genbuffer.status import StatusOptions, buffer_state, collect_status
 from tests.conftest import Stack
 from tests.helpers import compact
 

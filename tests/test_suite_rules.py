@@ -1,4 +1,11 @@
-"""The test suite's own rules: no sleep stands in for synchronisation (issue 24).
+"""The test suite's own rules (issue 24): where a test goes is obvious, and no sleep
+stands in for synchronisation.
+
+A module with logic has its tests in ``tests/test_<module>.py``, named after the
+module's file (``genbuffer/operations/purge_chunks.py`` → ``tests/test_purge_chunks.py``)
+or, for tests of a package as a whole, after the package (``tests/test_compaction.py``,
+``tests/test_cli.py``); every other ``tests/test_*.py`` is a scenario suite, listed
+below with what it runs.
 
 A test that waits for another thread or process polls a condition with
 ``tests/support/wait.py`` (``wait_until``), holds a genbuf process at a named step
@@ -18,6 +25,29 @@ import pytest
 from tests.support.urls import REPO_ROOT
 
 TESTS = REPO_ROOT / "tests"
+PACKAGE = REPO_ROOT / "genbuffer"
+# tests/test_<name>.py that mirror no module: scenario suites (several modules at work
+# in one situation) and the repository's own checks, each with what it runs
+SCENARIOS = {
+    "adversarial": "what an adversarial pass broke: hostile input on every path",
+    "adversarial_objects": "rows naming objects outside the configured store",
+    "chaos": "the short chaos runs (make chaos, make chaos-cluster at full size)",
+    "cluster": "genbuf on a real 3-primary Redis Cluster",
+    "laravel": "beside a Laravel app: its .env, key prefix, tables, a PHP producer",
+    "php_package": "the Laravel package (php/) under phpunit",
+    "pooler": "genbuf through PgBouncer in transaction mode",
+    "process": "genbuf as a real process: exit codes, one-line errors, signals",
+    "property": "hypothesis: any chunks compact to their concatenation",
+    "push_paths": "every path that writes a buffer leaves the same state",
+    "state_machine": "a hypothesis state machine over push, compact, crash, failover",
+    "unattended": "cron beside a Laravel-like producer: nothing wiped or skipped",
+    # the repository's own checks
+    "docs": "the docs: generated references, runnable examples, links",
+    "layout": "the package's layering: imports, dependencies, private APIs",
+    "package": "the wheel, built and installed",
+    "release": "genbuf --version and the CHANGELOG's versions",
+    "suite_rules": "the test suite's own rules (this file)",
+}
 # the only files of tests/ that may call time.sleep, and why
 MAY_SLEEP = {
     "tests/support/wait.py": "wait_until's pause between two looks at a condition",
@@ -50,6 +80,37 @@ def sleeps(source: str) -> list[int]:
         ) or (isinstance(node, ast.Name) and node.id in functions):
             lines.append(node.lineno)
     return sorted(set(lines))
+
+
+def module_names() -> set[str]:
+    """What a ``tests/test_<name>.py`` may mirror: every module's file name and every
+    package's name (``migrations`` included: shipped as genbuffer.migrations)."""
+    names = {"migrations"}
+    for path in PACKAGE.rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            names.add(path.parent.name if path.stem == "__init__" else path.stem)
+    return names
+
+
+def test_every_test_file_mirrors_a_module_or_is_a_scenario() -> None:
+    """tests/test_<name>.py: <name> is a module or package of genbuffer, or a scenario
+    suite listed in SCENARIOS (a test of genbuffer/x/y.py goes in tests/test_y.py)."""
+    modules = module_names()
+    stray = [
+        path.name
+        for path in sorted(TESTS.glob("test_*.py"))
+        if (name := path.stem.removeprefix("test_")) not in modules and name not in SCENARIOS
+    ]
+    assert stray == [], (
+        "name a test file after the module it tests (tests/test_<module>.py), or list "
+        f"it in SCENARIOS with what it runs: {stray}"
+    )
+
+
+def test_every_scenario_suite_listed_exists() -> None:
+    """SCENARIOS names no file that is gone."""
+    gone = [name for name in SCENARIOS if not (TESTS / f"test_{name}.py").exists()]
+    assert gone == [], f"remove from SCENARIOS: {gone}"
 
 
 def _test_files() -> list[Path]:

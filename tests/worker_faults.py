@@ -35,8 +35,8 @@ import psycopg
 import redis
 
 from genbuffer import keys
-from genbuffer.db import migrate
 from genbuffer.db.repository import Repository
+from genbuffer.db.upgrade import upgrade
 from genbuffer.redis import GenerationBuffer
 from genbuffer.settings import Settings
 from tests.support.cluster import LocalCluster
@@ -102,7 +102,7 @@ class _FleetFaults:
         }
         settings = Settings(**{k.lower(): v for k, v in self.env.items()})
         self.repository = Repository.from_settings(settings)
-        migrate.upgrade(self.repository.engine, self.repository.url)
+        upgrade(self.repository.engine, self.repository.url)
         self.buffer = GenerationBuffer.from_settings(settings)
         client = self.buffer.client
         assert isinstance(client, redis.RedisCluster)

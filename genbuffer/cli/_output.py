@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from genbuffer.errors import GenbufferError
-    from genbuffer.exclusion import LeaseState
+    from genbuffer.operations.exclusion import LeaseState
     from genbuffer.runtime import Runtime
 
 __all__ = [

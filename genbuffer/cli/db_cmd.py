@@ -25,13 +25,13 @@ def upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     Example: genbuf db upgrade
     """
-    from genbuffer.db import migrate
     from genbuffer.db.check import UpgradeResult
+    from genbuffer.db.upgrade import upgrade as apply_migrations
     from genbuffer.settings import mask_url
 
     rt = runtime(ctx, as_json)
     repository = rt.new_repository()  # the one command that creates a SQLite file
-    revision = migrate.upgrade(repository.engine, repository.url)
+    revision = apply_migrations(repository.engine, repository.url)
     result = UpgradeResult(database=mask_url(repository.url), revision=revision)
     emit(
         rt,

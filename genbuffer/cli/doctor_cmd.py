@@ -12,7 +12,7 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.doctor import DoctorReport
+    from genbuffer.observation.doctor import DoctorReport
 
 MARKS = {"ok": "[green]ok[/green]  ", "warn": "[yellow]warn[/yellow]", "fail": "[red]fail[/red]"}
 
@@ -40,9 +40,9 @@ def doctor_cmd(
     Exit 1 if any check fails, 3 if Redis, the database or the object store is unreachable.
     Example: genbuf doctor --cron-max-age 15m
     """
-    from genbuffer.doctor import DoctorOptions, run_doctor
     from genbuffer.durations import parse_age
     from genbuffer.objects.offload import Offload
+    from genbuffer.observation.doctor import DoctorOptions, run_doctor
 
     rt = runtime(ctx, as_json)
     options = DoctorOptions(

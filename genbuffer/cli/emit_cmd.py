@@ -22,7 +22,7 @@ def emit_validation_test_cmd(
 
     Example: genbuf emit-validation-test 9999
     """
-    from genbuffer.issues import emit_validation_test
+    from genbuffer.observation.emit_test_issue import emit_validation_test
 
     rt = runtime(ctx, as_json)
     result = emit_validation_test(

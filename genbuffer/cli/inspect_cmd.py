@@ -21,7 +21,7 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.inspection import InspectionResult
+    from genbuffer.observation.inspect_generation import InspectionResult
 
 
 def inspect_generation_cmd(
@@ -39,7 +39,7 @@ def inspect_generation_cmd(
     them; chunks that no row holds are deleted only with --yes (or at the prompt).
     Example: genbuf inspect-generation 12 59 --scenario-id 345
     """
-    from genbuffer.inspection import inspect_generation
+    from genbuffer.observation.inspect_generation import inspect_generation
 
     rt = runtime(ctx, as_json)
     result = inspect_generation(

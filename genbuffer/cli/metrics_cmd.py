@@ -66,8 +66,8 @@ def metrics_cmd(
 
     from genbuffer.durations import parse_age
     from genbuffer.errors import UsageError
-    from genbuffer.metrics import collected, exposition, registry_for, write_textfile
-    from genbuffer.status import StatusOptions
+    from genbuffer.observation.metrics import collected, exposition, registry_for, write_textfile
+    from genbuffer.observation.status import StatusOptions
 
     rt = runtime(ctx, as_json)
     if textfile is not None and serve is not None:
@@ -112,7 +112,7 @@ def _serve(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from genbuffer.errors import UsageError
-    from genbuffer.metrics import LatestSurvey
+    from genbuffer.observation.metrics import LatestSurvey
 
     latest = LatestSurvey(registry, refresh, log=lambda line: stderr().print(line))
     served = CollectorRegistry(auto_describe=False)

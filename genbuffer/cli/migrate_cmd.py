@@ -24,7 +24,7 @@ def migrate_compacted_cmd(
     Idempotent and resumable: every batch commits, and a rerun continues.
     Example: genbuf migrate-compacted-from-metadata --batch-size 1000
     """
-    from genbuffer.maintenance import migrate_compacted_from_metadata
+    from genbuffer.operations.migrate_compacted import migrate_compacted_from_metadata
 
     rt = runtime(ctx, as_json)
     with progress_bar("migrating") as advance:

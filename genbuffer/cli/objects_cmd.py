@@ -56,7 +56,7 @@ def offload_compacted_cmd(
     Example: genbuf offload-compacted --min-bytes 8388608 --dry-run
     """
     from genbuffer.errors import UsageError
-    from genbuffer.objects.migrate import offload_compacted
+    from genbuffer.operations.offload_compacted import offload_compacted
 
     rt = runtime(ctx, as_json)
     store = _configured_store(rt)
@@ -130,8 +130,8 @@ def purge_objects_cmd(
     Example (cron): genbuf purge-objects --grace 24h --json
     """
     from genbuffer.durations import parse_age
-    from genbuffer.jobs import job_run
-    from genbuffer.objects.orphans import purge_objects
+    from genbuffer.operations.job_runs import job_run
+    from genbuffer.operations.purge_objects import purge_objects
 
     rt = runtime(ctx, as_json)
     # 0 is safe (each orphan is deleted with its row locked) but never the default

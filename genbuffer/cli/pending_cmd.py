@@ -67,7 +67,7 @@ def compact_pending_cmd(
 
     from genbuffer.durations import parse_age
     from genbuffer.engine.burst import compact_pending
-    from genbuffer.jobs import job_run
+    from genbuffer.operations.job_runs import job_run
 
     rt = runtime(ctx, as_json)
     age = parse_age(idle) if idle else None

@@ -34,8 +34,8 @@ def purge_chunks_cmd(
     Example (cron): genbuf purge-chunks --older-than 7d --json
     """
     from genbuffer.durations import parse_age
-    from genbuffer.jobs import job_run
-    from genbuffer.maintenance import purge_chunks
+    from genbuffer.operations.job_runs import job_run
+    from genbuffer.operations.purge_chunks import purge_chunks
 
     rt = runtime(ctx, as_json)
     age = older_than or f"{rt.settings.generation_chunks_retention_days}d"

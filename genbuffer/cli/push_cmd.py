@@ -28,7 +28,7 @@ def push_cmd(
     Example: genbuf push 12 59 --finish < response.json
     """
     from genbuffer.errors import UsageError
-    from genbuffer.ingest import StopRequest, push_lines
+    from genbuffer.ingest.push import StopRequest, push_lines
 
     rt = runtime(ctx, as_json)
     try:

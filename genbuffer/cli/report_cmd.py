@@ -12,7 +12,7 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.report import ValidationReport
+    from genbuffer.observation.validation_report import ValidationReport
 
 
 def validation_report_cmd(
@@ -28,7 +28,7 @@ def validation_report_cmd(
     Example: genbuf validation-report --since 1d
     """
     from genbuffer.durations import parse_age
-    from genbuffer.report import validation_report
+    from genbuffer.observation.validation_report import validation_report
 
     rt = runtime(ctx, as_json)
     report = validation_report(rt.repository, parse_age(since))

@@ -15,7 +15,7 @@ from genbuffer.cli._options import GenerationArg, JsonOpt, OrganizationArg, runt
 from genbuffer.cli._output import emit, fields_table, stderr
 
 if TYPE_CHECKING:
-    from genbuffer.readback import ArtifactFacts
+    from genbuffer.observation.show_generation import ArtifactFacts
 
 
 def show_generation_cmd(
@@ -46,7 +46,7 @@ def show_generation_cmd(
     Example: genbuf show-generation 12 59 | cmp - pushed.txt
     """
     from genbuffer.objects.offload import Offload
-    from genbuffer.readback import open_artifact
+    from genbuffer.observation.show_generation import open_artifact
 
     rt = runtime(ctx, as_json)
     blocks, facts = open_artifact(

@@ -12,7 +12,7 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from genbuffer.smoke import SmokeResult
+    from genbuffer.observation.redis_probe import SmokeResult
 
 
 def test_redis_buffer(
@@ -27,7 +27,7 @@ def test_redis_buffer(
 
     Example: genbuf test-redis-buffer --chunks 100
     """
-    from genbuffer.smoke import smoke_test
+    from genbuffer.observation.redis_probe import smoke_test
 
     rt = runtime(ctx, as_json)
     result = smoke_test(rt.buffer, chunks=chunks, keep=keep)

@@ -13,8 +13,8 @@ from genbuffer.cli._output import emit, printable
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from genbuffer.observation.status import StatusOptions, StatusReport
     from genbuffer.runtime import Runtime
-    from genbuffer.status import StatusOptions, StatusReport
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_MINUTES = 30
@@ -88,7 +88,7 @@ def status_cmd(
 
     from genbuffer.durations import parse_age
     from genbuffer.errors import UsageError
-    from genbuffer.status import STATES, StatusOptions, Thresholds, collect_status
+    from genbuffer.observation.status import STATES, StatusOptions, Thresholds, collect_status
 
     rt = runtime(ctx, as_json)
     unknown = sorted(set(states or ()) - set(STATES))
@@ -128,7 +128,7 @@ def _watch(rt: Runtime, options: StatusOptions, interval: float) -> None:
 
     from rich.live import Live
 
-    from genbuffer.status import collect_status
+    from genbuffer.observation.status import collect_status
 
     observations = rt.repository.observations
     with Live(auto_refresh=False, screen=False) as live:

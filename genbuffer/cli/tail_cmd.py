@@ -36,7 +36,7 @@ def tail_cmd(
     --json prints, at the end, one document with the chunk and byte counts instead of
     the bytes. Example (QA): genbuf tail 12 59 --follow
     """
-    from genbuffer.readback import follow_buffer, tail_key
+    from genbuffer.observation.tail import follow_buffer, tail_key
 
     rt = runtime(ctx, as_json)
     buffer = rt.buffer

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from genbuffer.audit import IssueRecord
+from genbuffer.compaction.audit import IssueRecord
 
 if TYPE_CHECKING:
     from genbuffer.compaction.placement import RowRecord

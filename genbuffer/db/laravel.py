@@ -40,9 +40,9 @@ def head_revision() -> str | None:
     """The newest Alembic revision this genbuf ships."""
     from alembic.script import ScriptDirectory  # noqa: PLC0415
 
-    from genbuffer.db.migrate import _script_location  # noqa: PLC0415
+    from genbuffer.db.upgrade import script_location  # noqa: PLC0415
 
-    return ScriptDirectory(str(_script_location())).get_current_head()
+    return ScriptDirectory(str(script_location())).get_current_head()
 
 
 def migration_filename(at: datetime | None = None) -> str:

@@ -30,8 +30,9 @@ from sqlalchemy import exc as sa_exc
 from genbuffer.db.engine import database_errors
 from genbuffer.db.rows import LEASES
 
-__all__ = ["JobLeases", "LeaseRow", "Taken"]
+__all__ = ["RENEWALS_PER_TTL", "JobLeases", "LeaseRow", "Taken", "mechanism"]
 
+RENEWALS_PER_TTL = 3  # a renewal may fail twice (a blip) before the lease lapses
 TAKE_ATTEMPTS = 5  # reads and compare-and-sets before a take gives up to a racing run
 _PG_NOW = text("SELECT now()")
 _MYSQL_NOW = text("SELECT UTC_TIMESTAMP(6)")
@@ -198,3 +199,17 @@ def _utc(value: Any) -> datetime:
     """A timestamp as the driver gives it, in UTC when it has no zone (SQLite, MariaDB)."""
     stamp: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
     return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def mechanism(dialect: str, ttl: timedelta) -> str:
+    """How cron jobs exclude each other here, in one line (`config show`, `doctor`)."""
+    seconds = int(ttl.total_seconds())
+    said = (
+        f"leases in genbuf_job_leases (renewed every {seconds // RENEWALS_PER_TTL}s, "
+        f"taken over {seconds}s after a holder dies); no session state"
+    )
+    if dialect == "postgresql":
+        return said + ", no prepared statements: works behind a transaction-mode pooler"
+    if dialect in {"mysql", "mariadb"}:
+        return said + ": works behind ProxySQL"
+    return said

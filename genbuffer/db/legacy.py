@@ -3,7 +3,7 @@
 PostgreSQL moves them in SQL, an id range per short transaction: one UPDATE
 judges and moves the good blobs, then what still holds a blob it could not move
 is listed as a conflict. Other databases read rows in batches and the service
-(``genbuffer.maintenance``) judges each in Python.
+(``genbuffer.operations.migrate_compacted``) judges each in Python.
 
 A blob moves when it is canonical base64 (the text is exactly the base64 of what
 it decodes to; encode() wraps lines at 76 characters, hence the replace) and the

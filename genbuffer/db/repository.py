@@ -66,7 +66,7 @@ class Repository:
 
     @cached_property
     def leases(self) -> JobLeases:
-        """The cron jobs' lease rows (genbuffer.exclusion holds them)."""
+        """The cron jobs' lease rows (genbuffer.operations.exclusion holds them)."""
         from genbuffer.db.leases import JobLeases  # noqa: PLC0415
 
         return JobLeases(self.engine, self.url, self.lease_ttl)

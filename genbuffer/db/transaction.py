@@ -57,13 +57,11 @@ class Transaction:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.rolled_back = False
         self.commit_check: Callable[[], bool] | None = None
 
     def rollback(self) -> None:
         """End the transaction now, writing nothing (the block may go on reading)."""
         self.connection.rollback()
-        self.rolled_back = True
 
     def verify_commit_with(self, check: Callable[[], bool]) -> None:
         """If the COMMIT fails with its outcome unknown (the connection died), ask

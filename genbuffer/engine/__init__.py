@@ -11,6 +11,6 @@ transaction (one on SQLite). Two runs use them:
   delivers the buffers, the pool compacts them until the worker is stopped; one
   worker of the fleet at a time sweeps for what nobody announced (``sweeper``).
 
-Both judge idleness by ``idleness.quiet_for``. ``batches`` holds what every batch
-job shares (progress, id ranges).
+Both judge idleness by ``idleness.quiet_for``. A burst run is a cron job like the
+others: its lease, progress and run record come from ``genbuffer.operations``.
 """

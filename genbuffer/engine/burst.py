@@ -20,12 +20,12 @@ from pydantic import Field
 from genbuffer.compaction import CompactionConfig
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.engine.batches import Progress
 from genbuffer.engine.pool import Pool, pool_size
 from genbuffer.engine.run import Engine, Job, Ran
 from genbuffer.engine.selection import AT_RISK, Selection, chosen_pages
 from genbuffer.errors import DependencyUnavailable, LeaseLost
-from genbuffer.exclusion import LeaseState, hold_lease
+from genbuffer.operations.batches import Progress
+from genbuffer.operations.exclusion import LeaseState, hold_lease
 from genbuffer.prefixes import check_prefix
 from genbuffer.redis import FoundBuffer, GenerationBuffer
 from genbuffer.states import Outcome
@@ -120,7 +120,7 @@ def compact_pending(
     generation that fails is reported and the run goes on (exit 1); an outage stops
     it (exit 3). Quarantined and orphaned buffers are skipped; a buffer found to have
     no row is reported once, then set aside as orphaned. One run at a time (the job's
-    lease: genbuffer.exclusion). ``workers`` generations are compacted at once, each in
+    lease: genbuffer.operations.exclusion). ``workers`` generations are compacted at once, each in
     its own transaction.
     """
     with hold_lease(repository.leases, "compact-pending") as lease:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from genbuffer.audit import IssueRecord
+from genbuffer.compaction.audit import IssueRecord
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 

@@ -1,4 +1,4 @@
-"""Run the Alembic migrations from code, on a connection shared with the caller."""
+"""db upgrade: the Alembic migrations run from code, on a connection shared with the caller."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 
 from genbuffer.db.engine import database_errors
 
-__all__ = ["alembic_config", "check", "current_revision", "upgrade"]
+__all__ = ["alembic_config", "check", "current_revision", "script_location", "upgrade"]
 
 
-def _script_location() -> Path:
+def script_location() -> Path:
     """The migrations: genbuffer.migrations, which is migrations/ at the repository root."""
     return Path(str(files("genbuffer.migrations")))
 
@@ -22,7 +22,7 @@ def _script_location() -> Path:
 def alembic_config(engine: Engine) -> Config:
     """An Alembic Config pointing at genbuffer's migrations, without reading alembic.ini."""
     config = Config()
-    config.set_main_option("script_location", str(_script_location()))
+    config.set_main_option("script_location", str(script_location()))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     config.attributes["configure_logger"] = False
     return config

@@ -1,9 +1,9 @@
 """genbuf metrics: Prometheus exposition of status and of the database's counters.
 
-Gauges come from a survey (``genbuffer.status``); counters are counted from the
+Gauges come from a survey (``genbuffer.observation.status``); counters are counted from the
 database (the compaction ledger, the validation issue rows), so they stay
 monotonic across the cron processes that write them. A cron job's own run goes
-to a textfile (``write_job_textfile``) for node_exporter's textfile collector.
+to a textfile (``genbuffer.operations.job_runs``) for node_exporter's textfile collector.
 Imported by the commands that print metrics only (start-up time).
 """
 
@@ -13,8 +13,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
@@ -23,19 +21,17 @@ from prometheus_client.registry import Collector
 
 from genbuffer.db.repository import Repository
 from genbuffer.errors import GenbufferError
+from genbuffer.observation.status import StatusOptions, StatusReport, collect_status
 from genbuffer.redis import GenerationBuffer
 from genbuffer.states import LedgerResult
-from genbuffer.status import StatusOptions, StatusReport, collect_status
 
 __all__ = [
     "CRON_JOBS",
     "GenbufCollector",
-    "JobRun",
     "LatestSurvey",
     "collected",
     "exposition",
     "registry_for",
-    "write_job_textfile",
     "write_textfile",
 ]
 
@@ -184,12 +180,6 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def _job_gauge(name: str, documentation: str, job: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=["job"])
-    family.add_metric([job], value)
-    return family
-
-
 def registry_for(
     buffer: GenerationBuffer, repository: Repository, options: StatusOptions
 ) -> CollectorRegistry:
@@ -224,92 +214,6 @@ class _Fixed(Collector):
 def write_textfile(path: Path, registry: CollectorRegistry) -> None:
     """Write the exposition to ``path`` atomically (a temporary file, then a rename)."""
     write_to_textfile(str(path), registry)
-
-
-@dataclass(frozen=True)
-class JobRun:
-    """One run of a cron job, as its textfile records it."""
-
-    job: str
-    ok: bool  # completed (a success for cron freshness)
-    clean: bool  # completed with nothing failed (exit 0)
-    started_at: datetime
-    finished_at: datetime
-    counts: dict[str, int]
-
-
-def _previous_success(path: Path, job: str) -> float | None:
-    """The last success a job's textfile recorded, so that a failed run keeps it."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "genbuf_last_success_timestamp_seconds" and sample.labels == {
-                "job": job,
-                "source": "textfile",
-            }:
-                return float(sample.value)
-    return None
-
-
-def write_job_textfile(path: Path, run: JobRun) -> None:
-    """Record one run for node_exporter's textfile collector: when it ran, whether it
-    succeeded, how long it took, what it did, and when it last succeeded."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_JobRunCollector(run, _previous_success(path, run.job)))
-    write_textfile(path, registry)
-
-
-class _JobRunCollector(Collector):
-    def __init__(self, run: JobRun, previous_success: float | None) -> None:
-        self.run = run
-        self.previous_success = previous_success
-
-    def collect(self) -> Iterator[Metric]:
-        run = self.run
-        yield _job_gauge(
-            "genbuf_job_last_run_timestamp_seconds",
-            "When the job last ran.",
-            run.job,
-            run.finished_at.timestamp(),
-        )
-        yield _job_gauge(
-            "genbuf_job_last_run_ok",
-            "Whether the job's last run completed (1), even if some items failed.",
-            run.job,
-            1.0 if run.ok else 0.0,
-        )
-        yield _job_gauge(
-            "genbuf_job_last_run_clean",
-            "Whether the job's last run completed with nothing failed (exit 0).",
-            run.job,
-            1.0 if run.clean else 0.0,
-        )
-        yield _job_gauge(
-            "genbuf_job_duration_seconds",
-            "How long the job's last run took.",
-            run.job,
-            (run.finished_at - run.started_at).total_seconds(),
-        )
-        items = GaugeMetricFamily(
-            "genbuf_job_items", "What the job's last run did.", labels=["job", "outcome"]
-        )
-        for outcome, count in sorted(run.counts.items()):
-            items.add_metric([run.job, outcome], count)
-        yield items
-        success = run.finished_at.timestamp() if run.ok else self.previous_success
-        if success is not None:
-            family = GaugeMetricFamily(
-                "genbuf_last_success_timestamp_seconds",
-                "When each cron job last succeeded (source: the database, or the job's textfile).",
-                labels=["job", "source"],
-            )
-            family.add_metric([run.job, "textfile"], success)
-            yield family
 
 
 class LatestSurvey(Collector):

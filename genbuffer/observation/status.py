@@ -23,7 +23,7 @@ from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.engine.idleness import quiet_for
-from genbuffer.exclusion import LeaseState
+from genbuffer.operations.exclusion import LeaseState
 from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.meta import parse_time
@@ -47,7 +47,6 @@ STATES = (
     BufferState.QUARANTINED,
     BufferState.ORPHANED,
 )
-PENDING = frozenset({BufferState.FINISHED, BufferState.IDLE})  # waiting for a compaction
 LOST_LISTED = 20  # lost generations named in the report (all are counted)
 LAG_POINTS = (0.5, 0.95)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from pydantic import Field
 
-from genbuffer.checks import Check, Status, durability_checks
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.errors import (
@@ -27,6 +26,7 @@ from genbuffer.errors import (
     UsageError,
 )
 from genbuffer.objects.store import Store, StoreDirectoryMissing
+from genbuffer.observation.durability import Check, Status, durability_checks
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.fleet import WorkerBeat
@@ -329,7 +329,8 @@ def _cron(repository: Repository, options: DoctorOptions, workers: list[WorkerBe
 def _leases(repository: Repository) -> list[Check]:
     """How cron jobs exclude each other, which run holds each job now, and any lease
     held past its expiry (its run died or lost the database: the next run takes it)."""
-    from genbuffer.exclusion import LeaseState, mechanism  # noqa: PLC0415
+    from genbuffer.db.leases import mechanism  # noqa: PLC0415
+    from genbuffer.operations.exclusion import LeaseState  # noqa: PLC0415
 
     clock, rows = repository.leases.all()
     found = [

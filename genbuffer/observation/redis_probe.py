@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 from genbuffer import keys
-from genbuffer.checks import durability_checks as doctor_durability_checks
 from genbuffer.documents import Document
+from genbuffer.observation.durability import durability_checks as doctor_durability_checks
 from genbuffer.prefixes import prefix_report
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.layout import layout_of

@@ -24,18 +24,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from genbuffer.db.leases import JobLeases, LeaseRow
+from genbuffer.db.leases import RENEWALS_PER_TTL, JobLeases, LeaseRow
 from genbuffer.documents import Document
 from genbuffer.errors import GenbufferError, LeaseLost
 
-__all__ = ["Lease", "LeaseState", "hold_lease", "mechanism"]
+__all__ = ["Lease", "LeaseState", "hold_lease"]
 
 log = logging.getLogger(__name__)
 
-RENEWALS_PER_TTL = 3  # a renewal may fail twice (a blip) before the lease lapses
 # MariaDB's DATETIME keeps whole seconds: a stored expiry may be up to 1 s earlier than
 # the one computed, so a holder counts its lease as ending that much sooner
 CLOCK_SLACK = 1.0
@@ -207,17 +206,3 @@ def hold_lease(leases: JobLeases, job: str) -> Iterator[Lease]:
                 error.message,
                 leases.ttl.total_seconds(),
             )
-
-
-def mechanism(dialect: str, ttl: timedelta) -> str:
-    """How cron jobs exclude each other here, in one line (`config show`, `doctor`)."""
-    seconds = int(ttl.total_seconds())
-    said = (
-        f"leases in genbuf_job_leases (renewed every {seconds // RENEWALS_PER_TTL}s, "
-        f"taken over {seconds}s after a holder dies); no session state"
-    )
-    if dialect == "postgresql":
-        return said + ", no prepared statements: works behind a transaction-mode pooler"
-    if dialect in {"mysql", "mariadb"}:
-        return said + ": works behind ProxySQL"
-    return said

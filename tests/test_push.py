@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from genbuffer.errors import Interrupted
-from genbuffer.ingest import PushSummary, StopRequest, push_lines
+from genbuffer.ingest.push import PushSummary, StopRequest, push_lines
 from tests.conftest import Stack
 from tests.support.runner import GENBUF
 from tests.support.wait import wait_until

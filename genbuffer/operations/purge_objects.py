@@ -33,10 +33,10 @@ from datetime import UTC, datetime, timedelta
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.errors import UsageError
-from genbuffer.exclusion import LeaseState, hold_lease
 from genbuffer.objects.artifact import OBJECT_PATH
 from genbuffer.objects.location import Location, object_location
 from genbuffer.objects.store import Store, StoredObject
+from genbuffer.operations.exclusion import LeaseState, hold_lease
 
 __all__ = ["PurgeObjectsResult", "References", "purge_objects"]
 

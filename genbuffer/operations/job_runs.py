@@ -74,7 +74,8 @@ def _record(
     ok = note.completed and not failed
     clean = ok and note.clean
     if textfile is not None:
-        from genbuffer.metrics import JobRun, write_job_textfile  # noqa: PLC0415
+        # prometheus_client only for a run that writes a textfile (start-up time)
+        from genbuffer.operations.job_textfile import JobRun, write_job_textfile  # noqa: PLC0415
 
         run = JobRun(job, ok, clean, started, finished, dict(note.counts))
         try:

@@ -1,34 +1,25 @@
-"""Reading back: a compacted artifact's bytes (show-generation), verified by sha256,
-and a buffer's chunks as they arrive (tail)."""
+"""show-generation: a compacted artifact's bytes read back (its row or the object
+store), verified by sha256."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 
-from genbuffer import keys
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import AmbiguousBuffer, GenerationNotFound, NothingToCompact
+from genbuffer.errors import GenerationNotFound, NothingToCompact
 from genbuffer.objects.artifact import ArtifactMismatch, OffloadRecord
 from genbuffer.objects.offload import Offload
 from genbuffer.redis import GenerationBuffer
 
-__all__ = [
-    "ArtifactFacts",
-    "ArtifactMismatch",
-    "follow_buffer",
-    "open_artifact",
-    "read_artifact",
-    "tail_key",
-]
+__all__ = ["ArtifactFacts", "ArtifactMismatch", "open_artifact", "read_artifact"]
 
 
 class ArtifactFacts(Document):
@@ -176,77 +167,6 @@ def _decoded(generation_id: int, compacted: str, recorded: str | None) -> bytes:
             "(generation_chunks) may still hold the original",
         )
     return data
-
-
-def tail_key(
-    buffer: GenerationBuffer, organization_id: int, generation_id: int, scenario_id: int | None
-) -> str | None:
-    """The chunks key to follow: the one given, else the only one found (SCAN)."""
-    if scenario_id is not None:
-        return buffer.read_key_for(organization_id, generation_id, scenario_id)
-    found = {
-        keys.chunks_key_of(name)
-        for name in buffer.keyspace.generation_keys(organization_id, generation_id, None)
-        if keys.parse_chunks_key(name, buffer.prefix) is not None  # not genbuf's own hash
-    }
-    if len(found) > 1:
-        raise AmbiguousBuffer(
-            f"generation {generation_id} has {len(found)} buffers: {', '.join(sorted(found))}",
-            hint="pick one with --scenario-id",
-        )
-    return found.pop() if found else None
-
-
-def follow_buffer(
-    buffer: GenerationBuffer,
-    key: str,
-    *,
-    follow: bool,
-    poll: float = 0.2,
-    note: Callable[[str], None] = lambda _: None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[list[bytes]]:
-    """Pages of the buffer's chunks in push order, from its first chunk still in Redis.
-
-    Without ``follow``: what is there now. With it: also what arrives, until the
-    producer marks the stream finished and all of it was shown, or the buffer is
-    deleted (compacted); a buffer that does not exist yet is waited for.
-    """
-    position = 0
-    stream: str | None = None
-    seen = False
-    while True:
-        page = buffer.tailer.page(key, position)
-        if not page.exists and not page.chunks:
-            if seen or not follow:
-                if not seen:
-                    raise NothingToCompact(
-                        f"no Redis buffer at {key}",
-                        hint="check the ids and REDIS_PREFIX, or add --follow to wait for it",
-                    )
-                return
-            sleep(poll)
-            continue
-        seen = True
-        if stream is not None and page.stream_id not in (None, stream):
-            note("a new stream of this generation began: following it from its start")
-            position = 0
-            stream = page.stream_id
-            continue
-        stream = page.stream_id or stream
-        if position < page.trimmed:
-            note(
-                f"{page.trimmed - position} chunks were compacted and trimmed before they "
-                "were read: see genbuf show-generation"
-            )
-            position = page.trimmed
-        if page.chunks:
-            yield page.chunks
-            position += len(page.chunks)
-            continue
-        if not follow or page.finished:
-            return
-        sleep(poll)
 
 
 def _utc(stamp: datetime | None) -> datetime | None:

@@ -22,11 +22,11 @@ from pydantic import Field
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.exclusion import Lease, LeaseState, hold_lease
 from genbuffer.faults import FaultPlan
 from genbuffer.objects.artifact import OffloadRecord, upload
 from genbuffer.objects.offload import content_type
 from genbuffer.objects.store import Store
+from genbuffer.operations.exclusion import Lease, LeaseState, hold_lease
 
 __all__ = ["OffloadCompactedResult", "offload_compacted"]
 

@@ -1,0 +1,1 @@
+"""Getting chunks into buffers from outside Python: ``push`` (genbuf push)."""

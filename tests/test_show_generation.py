@@ -1,0 +1,81 @@
+"""show-generation: an artifact's bytes back, byte-exact and verified by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import update
+
+from genbuffer.db.rows import GEN
+from tests.conftest import Stack
+from tests.helpers import compact
+from tests.support.runner import GENBUF, clean_environ, run_genbuf
+
+ORG = 74
+
+# every byte value, a NUL, a multibyte character split across chunks, no final newline
+CHUNKS = [b"\x00\xff binary\n", "é".encode()[:1], "é".encode()[1:] + b"\n", bytes(range(256))]
+
+ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
+
+
+def test_show_generation_is_byte_exact_through_a_pipe(servers: Stack, tmp_path: Path) -> None:
+    """`genbuf show-generation | cmp - pushed` and --output, as an operator runs them."""
+    gen = servers.repository.create_generation(ORG)
+    servers.buffer.push_many(ORG, gen, CHUNKS)
+    assert compact(servers, ORG, gen, delete=True).persisted
+    pushed = tmp_path / "pushed.bin"
+    pushed.write_bytes(b"".join(CHUNKS))
+    env = clean_environ(servers.env)
+    show = subprocess.Popen(
+        [GENBUF, "show-generation", str(ORG), str(gen)], stdout=subprocess.PIPE, env=env
+    )
+    compared = subprocess.run(["cmp", "-", str(pushed)], stdin=show.stdout, check=False)
+    assert show.wait() == 0 and compared.returncode == 0
+    out = tmp_path / "artifact.bin"
+    done = run_genbuf(
+        ["show-generation", str(ORG), str(gen), "--output", str(out), "--json"], servers.env
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert out.read_bytes() == pushed.read_bytes()
+    assert (
+        facts["sha256"]
+        == hashlib.sha256(pushed.read_bytes()).hexdigest()
+        == facts["sha256_recorded"]
+    )
+    assert (facts["bytes"], facts["chunk_count"], facts["verified"]) == (
+        len(pushed.read_bytes()),
+        4,
+        True,
+    )
+    assert facts["buffer_in_redis"] is False and facts["output"] == str(out)
+
+
+def test_show_generation_refuses_bytes_that_do_not_match(stack: Stack) -> None:
+    """A `compacted` changed outside genbuf: exit 1, nothing on stdout."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, CHUNKS)
+    assert compact(stack, ORG, gen).persisted
+    with stack.repository.engine.begin() as connection:
+        connection.execute(update(GEN).where(GEN.c.id == gen).values(compacted="dGFtcGVyZWQ="))
+    done = stack.cli("show-generation", str(ORG), str(gen))
+    assert done.exit_code == 1 and done.stdout == ""
+    assert "compaction recorded" in done.stderr
+
+
+def test_show_generation_without_an_artifact(stack: Stack) -> None:
+    """No such row, another organization's row, or no artifact yet: exit 1 with a hint."""
+    gen = stack.repository.create_generation(ORG)
+    missing = stack.cli("show-generation", str(ORG), "999999")
+    assert missing.exit_code == 1 and "no generation 999999" in missing.stderr
+    other = stack.cli("show-generation", str(ORG + 1), str(gen))
+    assert other.exit_code == 1
+    pending = stack.cli("show-generation", str(ORG), str(gen), "--json")
+    assert (
+        pending.exit_code == 1
+        and "compact-generation" in json.loads(pending.stdout)["error"]["hint"]
+    )
