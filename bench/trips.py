@@ -18,6 +18,7 @@ import runpy
 import signal
 import sys
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 import psycopg._connection_base
@@ -51,8 +52,7 @@ redis.connection.AbstractConnection.send_packed_command = _counted_send  # type:
 
 
 def _write(path: str) -> None:
-    with open(path, "w") as out:
-        json.dump(counts, out)
+    Path(path).write_text(json.dumps(counts))
 
 
 def main() -> None:
