@@ -682,6 +682,49 @@ def _as_is(*argv: str) -> Callable[[], Prepared]:
     return lambda: (list(argv), None)
 
 
+FIXED_ROUNDS = int(os.environ.get("BENCH_FIXED_ROUNDS", "20"))
+
+
+def bench_fixed(b: Bench) -> None:
+    """The fixed cost of a compaction that persists (issue 23): one chunk, a real row,
+    ``--delete``, as a whole process, against the stack's import floor, alternately.
+
+    Run alone with ``bench/run.py fixed`` (``BENCH_FIXED_ROUNDS`` rounds, default 20).
+    """
+    audit = Path(tempfile.mkdtemp()) / "audit.log"
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": b.prefix,
+        "DATABASE_URL": b.pg_dsn,
+        "METADATA_VALIDATION_LOG": str(audit),
+    }
+    genbuf = str(BIN / "genbuf")
+
+    def persisting() -> Prepared:
+        gen = b.repository.create_generation(7)
+        b.buffer.push_chunk(7, gen, b'{"answer": 42}')
+        return [genbuf, "compact-generation", "7", str(gen), "--delete"], None
+
+    rounds = _processes(
+        {"floor": _as_is(sys.executable, "-c", FLOOR), "genbuf": persisting},
+        env,
+        repeat=FIXED_ROUNDS,
+    )
+    b.flush()
+    b.add(
+        Row(
+            "7. fixed cost: compact-generation that persists",
+            ms(statistics.median(rounds["genbuf"])),
+            ms(statistics.median(rounds["floor"])),
+            _paired_ratio(rounds["genbuf"], rounds["floor"]),
+            Target.at_most(1.25),
+            f"one chunk, a real row, --delete; baseline: python -c '{FLOOR}'; medians of "
+            f"{FIXED_ROUNDS} alternating rounds, the ratio round by round",
+        )
+    )
+
+
 def bench_processes(b: Bench) -> None:
     """Start-up (the same command on trivial input) against the stack's import floor, and
     the work of a whole command (its time minus that fixed cost) against a raw script's."""
@@ -1422,6 +1465,7 @@ def main() -> int:
             ("memory", bench_memory),
             ("migrate", bench_migrate),
             ("purge", bench_purge),
+            ("fixed", bench_fixed),
             ("processes", bench_processes),
             ("status", bench_status),
             ("workers", bench_workers),

@@ -16,7 +16,12 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from genbuffer.errors import UsageError
 from genbuffer.objects.location import store_location
@@ -41,12 +46,28 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources in its order; without an env file (no --env-file,
+        no GENBUF_ENV_FILE) no env-file source at all, rather than one that reads nothing
+        and still looks up every field."""
+        if isinstance(dotenv_settings, DotEnvSettingsSource) and dotenv_settings.env_file is None:
+            return init_settings, env_settings, file_secret_settings
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
     # Each field's description is its entry in docs/settings.md (scripts/gen_docs.py).
     redis_url: str | None = Field(
         default=None,
         description="Redis URL; wins over the `REDIS_*` below. `memory://` is an in-process "
-        "Redis (fakeredis) that lives as long as the process: for demos and tests, never a "
-        "fallback",
+        "Redis (fakeredis, the extra `pip install 'genbuffer[embedded]'`) that lives as long "
+        "as the process: for demos and tests, never a fallback",
     )
     redis_host: str | None = Field(
         default=None,

@@ -47,9 +47,14 @@ def command_paths() -> Iterator[list[str]]:
 
     def walk(command: Any, path: list[str]) -> Iterator[list[str]]:
         yield path
-        # typer vendors click: a group is what has sub-commands (in registration order)
-        for name, sub in (getattr(command, "commands", None) or {}).items():
-            if not sub.hidden:
+        # a group is what lists sub-commands (Click's list_commands/get_command: the root
+        # loads its commands lazily; typer vendors click, so no isinstance check)
+        if not hasattr(command, "list_commands"):
+            return
+        ctx = command.make_context(" ".join(["genbuf", *path]), [], resilient_parsing=True)
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
                 yield from walk(sub, [*path, name])
 
     yield from walk(root, [])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +261,145 @@ def test_the_audit_log_of_a_cron_run_is_beside_its_env_file(
     (line,) = audit_lines(app / "storage" / "logs" / "metadata-validation.log")
     assert line["generation_id"] == gen
     assert not (elsewhere / "storage").exists()
+
+
+def _root_group() -> Any:
+    import typer.main  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    return typer.main.get_command(app)
+
+
+def test_the_root_help_summaries_are_each_commands_first_help_paragraph() -> None:
+    """`genbuf --help` lists every command from SUMMARIES without importing it: each
+    summary is the real command's first help paragraph, so the list shortens it alike."""
+    from genbuffer.cli import COMMANDS, SUMMARIES  # noqa: PLC0415
+
+    root = _root_group()
+    ctx = root.make_context("genbuf", [], resilient_parsing=True)
+    assert root.list_commands(ctx) == list(COMMANDS) == list(SUMMARIES)
+    for name in COMMANDS:
+        real = root.get_command(ctx, name)
+        assert real is not None and real.name == name, name
+        first = " ".join((real.help or "").split("\n\n")[0].split())
+        assert SUMMARIES[name] == first, name
+
+
+def test_commands_load_lazily_and_a_typo_is_still_suggested() -> None:
+    """The root's help imports no command module; a command imports its own only; a
+    mistyped name still gets typer's 'Did you mean'."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('genbuffer.cli.')\n"
+        "    and not m.startswith('genbuffer.cli._')), file=sys.stderr)\n"
+    )
+
+    def loaded(*args: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
+        )
+        *_, last = done.stderr.strip().splitlines()
+        return done.stdout + done.stderr, last
+
+    out, modules = loaded("--help")
+    assert modules == "[]" and "compact-generation" in out and "Show the effective" in out
+    _, modules = loaded("push", "--help")
+    assert modules == "['genbuffer.cli.push_cmd']"
+    out, _ = loaded("compact-generatio", "1", "2")
+    assert "Did you mean 'compact-generation'" in out
+
+
+def test_the_embedded_redis_without_its_extra_is_one_line_exit_2(tmp_path: Path) -> None:
+    """fakeredis is the extra `genbuffer[embedded]`: without it, REDIS_URL=memory:// is a
+    usage error (exit 2) on one line naming what is missing and the pip command, with no
+    traceback; a command that needs no Redis is not affected."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "sys.modules['fakeredis'] = None  # as if the extra were not installed\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "REDIS_URL": "memory://",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    done = run("inspect-generation", "1", "1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: REDIS_URL=memory:// is the embedded Redis, which needs fakeredis (not "
+        "installed): pip install 'genbuffer[embedded]'"
+    ]
+    assert done.stdout == ""
+    assert run("db", "upgrade").returncode == 0
+
+
+# Optional heavy modules a compaction that persists (plain output, no JSON Schema, no
+# offload) has no use for: rich is for a terminal, the others for other commands/settings.
+NOT_ON_THE_PERSISTING_PATH = (
+    "rich",
+    "jsonschema",
+    "obstore",
+    "zstandard",
+    "fakeredis",
+    "prometheus_client",
+    "alembic",
+    "hypothesis",
+)
+
+
+def test_a_persisting_compaction_loads_no_optional_heavy_module(servers: Stack) -> None:
+    """`genbuf compact-generation ORG GEN --delete` on a real row, stdout a pipe: the
+    artifact persisted and the buffer deleted, and none of the optional heavy modules
+    imported (the fixed cost of a compaction: bench/run.py fixed)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.support.runner import clean_environ  # noqa: PLC0415
+
+    stack = servers
+    gen = stack.repository.create_generation(12)
+    stack.buffer.push_chunk(12, gen, b'{"answer": 42}')
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('loaded', sorted({m.split('.')[0] for m in sys.modules}"
+        f" & {set(NOT_ON_THE_PERSISTING_PATH)!r}), file=sys.stderr))\n"
+        "from genbuffer.cli import main\n"
+        "sys.argv = ['genbuf', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "compact-generation", "12", str(gen), "--delete"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=clean_environ(stack.env),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ") and "buffer deleted  True" in done.stdout
+    assert stored_bytes(stack, gen) == b'{"answer": 42}'
+    assert done.stderr.strip().splitlines()[-1] == "loaded []", done.stderr

@@ -127,6 +127,41 @@ def test_environment_wins_over_env_file(
     assert load_settings(env).effective_redis_url() == "redis://override:6379/0"
 
 
+def test_without_an_env_file_no_env_file_source_is_read(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No env file: settings come from the environment with no env-file source at all
+    (one that would read nothing still looks up every field); a .env in the working
+    directory is not read, as before."""
+    from pydantic_settings import DotEnvSettingsSource  # noqa: PLC0415
+
+    def refused(self: DotEnvSettingsSource) -> dict[str, object]:
+        raise AssertionError("the env-file source was read without an env file")
+
+    (tmp_path / ".env").write_text(LARAVEL_ENV)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/1")
+    monkeypatch.setattr(DotEnvSettingsSource, "__call__", refused)
+    settings = load_settings()
+    assert settings.effective_redis_url() == "redis://from-env:6379/1"
+    assert settings.redis_prefix is None and not settings.database_configured()
+    with pytest.raises(AssertionError, match="env-file source"):
+        load_settings(tmp_path / ".env")
+
+
+def test_with_an_env_file_its_source_sits_between_environment_and_defaults(
+    clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Laravel .env: its values fill what the environment leaves unset, as always."""
+    env = tmp_path / ".env"
+    env.write_text(LARAVEL_ENV)
+    monkeypatch.setenv("REDIS_PREFIX", "from_env_")
+    settings = load_settings(env)
+    assert settings.redis_prefix == "from_env_"  # the environment wins
+    assert settings.effective_redis_url() == "redis://10.1.2.3:6380/2"  # the file fills
+    assert settings.generation_chunk_ttl == 3600  # over the default
+
+
 @pytest.mark.parametrize(
     ("connection", "expected"),
     [

@@ -1,4 +1,10 @@
-"""The `genbuf` Typer app: builds the app and registers one module per command.
+"""The `genbuf` Typer app: the root options, and every command loaded when it is used.
+
+Commands load lazily the way Click documents it ("Lazily Loading Subcommands"): the
+root group's ``lazy_subcommands`` maps each name to the module attribute that is the
+command, and ``list_commands``/``get_command`` are the only hooks. ``genbuf --help``
+lists every command from ``SUMMARIES`` (each command's first help paragraph, checked
+against the real help by tests/test_cli.py) without importing one.
 
 The error boundary is ``GenbufGroup.invoke``: a GenbufferError raised anywhere
 below becomes ``error: …`` (and ``hint: …``) on stderr and its exit code;
@@ -10,46 +16,185 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from difflib import get_close_matches
 from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, ClassVar
 
 import typer
-from typer.core import TyperGroup
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from genbuffer import __version__
 from genbuffer.cli._output import error_document, report_error, stderr, write_json
 from genbuffer.errors import GenbufferError
 from genbuffer.runtime import Runtime
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "SUMMARIES", "LazyGroup", "app", "command_group", "main"]
+
+# Every command by name: "module:attribute", a command function or a Typer sub-app (db,
+# config), in the order `genbuf --help` lists them.
+COMMANDS: dict[str, str] = {
+    "compact-generation": "genbuffer.cli.compact_generation_cmd:compact_generation",
+    "inspect-generation": "genbuffer.cli.inspect_generation_cmd:inspect_generation_cmd",
+    "emit-validation-test": "genbuffer.cli.emit_validation_test_cmd:emit_validation_test_cmd",
+    "test-redis-buffer": "genbuffer.cli.test_redis_buffer_cmd:test_redis_buffer",
+    "migrate-compacted-from-metadata": "genbuffer.cli.migrate_compacted_cmd:migrate_compacted_cmd",
+    "purge-chunks": "genbuffer.cli.purge_chunks_cmd:purge_chunks_cmd",
+    "compact-pending": "genbuffer.cli.compact_pending_cmd:compact_pending_cmd",
+    "push": "genbuffer.cli.push_cmd:push_cmd",
+    "status": "genbuffer.cli.status_cmd:status_cmd",
+    "metrics": "genbuffer.cli.metrics_cmd:metrics_cmd",
+    "doctor": "genbuffer.cli.doctor_cmd:doctor_cmd",
+    "validation-report": "genbuffer.cli.validation_report_cmd:validation_report_cmd",
+    "show-generation": "genbuffer.cli.show_generation_cmd:show_generation_cmd",
+    "tail": "genbuffer.cli.tail_cmd:tail_cmd",
+    "worker": "genbuffer.cli.worker_cmd:worker_cmd",
+    "offload-compacted": "genbuffer.cli.objects_cmd:offload_compacted_cmd",
+    "purge-objects": "genbuffer.cli.objects_cmd:purge_objects_cmd",
+    "db": "genbuffer.cli.db_cmd:db_app",
+    "config": "genbuffer.cli.config_cmd:config_app",
+}
+
+# Each command's first help paragraph, on one line: what `genbuf --help` shortens into
+# its list (tests/test_cli.py checks each against the command's real help).
+SUMMARIES: dict[str, str] = {
+    "compact-generation": (
+        "Assemble a generation's Redis chunks and persist them into scenario_generations."
+    ),
+    "inspect-generation": "List a generation's Redis keys with type, length, TTL and memory.",
+    "emit-validation-test": (
+        "Write one synthetic validation issue (JSONL line and DB row) and print its id."
+    ),
+    "test-redis-buffer": (
+        "Push, read back and clean up a throw-away buffer; exit 1 if any check fails."
+    ),
+    "migrate-compacted-from-metadata": (
+        "Move each metadata.compacted blob into scenario_generations.compacted."
+    ),
+    "purge-chunks": (
+        "Delete chunk backups older than the retention age, of compacted generations only."
+    ),
+    "compact-pending": (
+        "Compact every finished buffer (and idle ones with --idle), deleting each after commit."
+    ),
+    "push": "Push stdin into the buffer, one chunk a line with its newline kept.",
+    "status": (
+        "Every buffer under the prefix by state, with what is at risk and the database's counts."
+    ),
+    "metrics": (
+        "Prometheus metrics: buffers by state, at risk, lost, and counters from the database."
+    ),
+    "doctor": (
+        "Check the set-up: Redis (reachable, eviction policy, persistence, prefix), the "
+        "database (reachable, schema, cron jobs' last success), the offload object store (it "
+        "answers a listing), the audit log and clocks."
+    ),
+    "validation-report": (
+        "Validation issues by code and severity, per day, and how many of the period's soft "
+        "compactions strict mode would have aborted (ask before "
+        "METADATA_VALIDATION_STRICT=true)."
+    ),
+    "show-generation": (
+        "The artifact's bytes exactly as pushed (stdout, or --output), verified against the "
+        "sha256 compaction recorded; a mismatch prints nothing and exits 1."
+    ),
+    "tail": "Print a buffer's chunks byte for byte, in push order (read-only).",
+    "worker": "Compact finished buffers as producers announce them; many workers run at once.",
+    "offload-compacted": (
+        "Move existing large base64 artifacts from their rows to the object store."
+    ),
+    "purge-objects": (
+        "Delete the objects no row points at: uploads whose compaction never committed."
+    ),
+    "db": "Database schema: apply the Alembic migrations.",
+    "config": "Show the effective configuration.",
+}
 
 
-class GenbufGroup(TyperGroup):
-    """The root group: the one place expected failures become exit codes."""
+def command_group(command: Any, name: str) -> typer.Typer:
+    """A Typer app holding the one command (a function, or a Typer sub-app) as ``name``,
+    registered as the root registers it: with the root's rendering (no rich markup)."""
+    holder = typer.Typer(
+        add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
+    )
+    holder.callback()(_holder)
+    if isinstance(command, typer.Typer):
+        holder.add_typer(command, name=name)
+    else:
+        holder.command(name)(command)
+    return holder
+
+
+def _holder() -> None:
+    """Holds one command (a group of one, so that a sub-app stays a group)."""
+
+
+class LazyGroup(TyperGroup):
+    """A group whose sub-commands are imported when one is used (Click's LazyGroup)."""
+
+    # {command name: "module:attribute"}, set by a subclass
+    lazy_subcommands: ClassVar[dict[str, str]] = {}
+    # {command name: its first help paragraph}, listed by --help without importing it
+    lazy_summaries: ClassVar[dict[str, str]] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """The group's own commands, then the lazy ones."""
+        return [*super().list_commands(ctx), *self.lazy_subcommands]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command ``cmd_name``, imported on first use; while the group's --help lists
+        the commands, a stand-in holding only its summary."""
+        if cmd_name not in self.lazy_subcommands:
+            return super().get_command(ctx, cmd_name)
+        if ctx.meta.get(_LISTING) is self and cmd_name in self.lazy_summaries:
+            return TyperCommand(name=cmd_name, help=self.lazy_summaries[cmd_name])
+        return self._lazy_load(cmd_name)
+
+    def _lazy_load(self, cmd_name: str) -> Any:
+        module_name, attribute = self.lazy_subcommands[cmd_name].split(":")
+        loaded = getattr(import_module(module_name), attribute)
+        holder = typer.main.get_command(command_group(loaded, cmd_name))
+        return holder.commands[cmd_name]  # type: ignore[attr-defined]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """List the commands from their summaries (nothing imported)."""
+        ctx.meta[_LISTING] = self
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            del ctx.meta[_LISTING]
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """As typer's, suggesting the lazy commands too for a mistyped name."""
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as error:
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if (
+                error.message.startswith("No such command")
+                and matches
+                and "Did you mean" not in error.message
+            ):
+                suggestions = ", ".join(f"{match!r}" for match in matches)
+                error.message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
+
+
+_LISTING = "genbuffer.cli.listing"  # ctx.meta: the group whose --help lists its commands
+
+
+class GenbufGroup(LazyGroup):
+    """The root group: genbuf's commands, and the one place expected failures become
+    exit codes."""
+
+    lazy_subcommands = COMMANDS
+    lazy_summaries = SUMMARIES
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Note whether --json was asked for, so a usage error can answer in JSON too,
-        and which root options the root's own arguments give."""
+        """Note whether --json was asked for, so a usage error can answer in JSON too."""
         ctx.meta["genbuf.json"] = "--json" in args
-        root = _root_args(args)
-        # None: the root's help, or no command (all the root options are shown)
-        ctx.meta["genbuf.root_options"] = root.options if root.command is not None else None
         return super().parse_args(ctx, args)
-
-    def get_params(self, ctx: Any) -> Any:
-        """The root options that were given, or all of them for the root's help.
-
-        Typer coerces every root option through pydantic even when it is absent
-        (its --help and completion flags included), so processing them all would
-        load pydantic for `genbuf CMD --help`. An absent option keeps its default
-        (GENBUF_ENV_FILE, --env-file's variable, is then read by the Runtime).
-        """
-        params = super().get_params(ctx)
-        given = ctx.meta.get("genbuf.root_options")
-        if given is None:  # the root's help, or no command: all of them
-            return params
-        return [param for param in params if given & {*param.opts, *param.secondary_opts}]
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; turn a GenbufferError into its message and exit code."""
@@ -69,31 +214,6 @@ class GenbufGroup(TyperGroup):
         except KeyboardInterrupt:
             stderr().print("interrupted")
             raise typer.Exit(130) from None
-
-
-_ROOT_OPTIONS_WITH_A_VALUE = {"--env-file"}
-
-
-class _RootArgs(NamedTuple):
-    """What a command line says before its command."""
-
-    options: set[str]  # root options given (``--name=value`` as ``--name``)
-    command: str | None  # the command named, unless the root's help comes first
-
-
-def _root_args(args: list[str]) -> _RootArgs:
-    """Read the root's part of ``args``: its options, then the command (or --help)."""
-    given: set[str] = set()
-    values = iter(args)
-    for arg in values:
-        if not arg.startswith("-"):
-            return _RootArgs(given, arg)  # what follows is the command's own
-        if arg in {"--help", "-h"}:
-            return _RootArgs(given, None)
-        given.add(arg.split("=", 1)[0])
-        if arg in _ROOT_OPTIONS_WITH_A_VALUE:
-            next(values, None)
-    return _RootArgs(given, None)
 
 
 def _new_app() -> typer.Typer:
@@ -147,66 +267,7 @@ def root(
     ctx.obj = Runtime(env_file)  # settings load on first use, inside the error boundary
 
 
-# Every command by name: the module and function (or sub-app: db, config) that is it.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "compact-generation": ("genbuffer.cli.compact", "compact_generation"),
-    "inspect-generation": ("genbuffer.cli.inspect_cmd", "inspect_generation_cmd"),
-    "emit-validation-test": ("genbuffer.cli.emit_cmd", "emit_validation_test_cmd"),
-    "test-redis-buffer": ("genbuffer.cli.smoke_cmd", "test_redis_buffer"),
-    "migrate-compacted-from-metadata": ("genbuffer.cli.migrate_cmd", "migrate_compacted_cmd"),
-    "purge-chunks": ("genbuffer.cli.purge_cmd", "purge_chunks_cmd"),
-    "compact-pending": ("genbuffer.cli.pending_cmd", "compact_pending_cmd"),
-    "push": ("genbuffer.cli.push_cmd", "push_cmd"),
-    "status": ("genbuffer.cli.status_cmd", "status_cmd"),
-    "metrics": ("genbuffer.cli.metrics_cmd", "metrics_cmd"),
-    "doctor": ("genbuffer.cli.doctor_cmd", "doctor_cmd"),
-    "validation-report": ("genbuffer.cli.report_cmd", "validation_report_cmd"),
-    "show-generation": ("genbuffer.cli.show_cmd", "show_generation_cmd"),
-    "tail": ("genbuffer.cli.tail_cmd", "tail_cmd"),
-    "worker": ("genbuffer.cli.worker_cmd", "worker_cmd"),
-    "offload-compacted": ("genbuffer.cli.objects_cmd", "offload_compacted_cmd"),
-    "purge-objects": ("genbuffer.cli.objects_cmd", "purge_objects_cmd"),
-    "db": ("genbuffer.cli.db_cmd", "db_app"),
-    "config": ("genbuffer.cli.config_cmd", "config_app"),
-}
-
-
-def build_app(only: str | None = None) -> typer.Typer:
-    """The genbuf app with every command, or with only the command ``only``.
-
-    Typer builds the parameters of every registered command on each run; a run
-    that names its command imports and builds that one only (the root's help,
-    shell completion and an unknown name get them all).
-    """
-    built = _new_app()
-    for name, (module, attribute) in COMMANDS.items():
-        if only is not None and name != only:
-            continue
-        command = getattr(import_module(module), attribute)
-        if isinstance(command, typer.Typer):
-            built.add_typer(command, name=name)
-        else:
-            built.command(name)(command)
-    return built
-
-
-def __getattr__(name: str) -> typer.Typer:
-    """``app``, the Typer app with every command, built on first use (PEP 562): a run
-    of one command imports that command's module only."""
-    if name == "app":
-        built = build_app()
-        globals()["app"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _invoked_command(args: list[str]) -> str | None:
-    """The command ``args`` name, if it is one of genbuf's and nothing asks for every
-    command (the root's help, shell completion)."""
-    if "_GENBUF_COMPLETE" in os.environ:  # typer's shell completion
-        return None
-    command = _root_args(args).command
-    return command if command in COMMANDS else None
+app = _new_app()
 
 
 def main() -> None:
@@ -220,7 +281,7 @@ def main() -> None:
             sys.stderr.write("error: stdout is closed: nowhere to print the result\n")
         raise SystemExit(2)
     try:
-        build_app(_invoked_command(sys.argv[1:]))()
+        app()
     except BrokenPipeError:
         # the reader left: point stdout at /dev/null so that the interpreter's final
         # flush does not fail again, and exit like a command killed by SIGPIPE

@@ -22,6 +22,9 @@ __all__ = [
     "error_document",
     "fields_table",
     "note_already_running",
+    "plain_fields",
+    "plain_table",
+    "plain_text",
     "printable",
     "report_error",
     "stderr",
@@ -44,8 +47,15 @@ def stderr() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
-def emit(rt: Runtime, result: BaseModel, human: Callable[[Console], None]) -> None:
-    """Print ``result`` as one JSON document (with `warnings`), or let ``human`` render it.
+def emit(
+    rt: Runtime,
+    result: BaseModel,
+    human: Callable[[Console], None],
+    plain: Callable[[], list[str]] | None = None,
+) -> None:
+    """Print ``result`` as one JSON document (with `warnings`), or let ``human`` render it;
+    when stdout is no terminal (a pipe, cron's mail) and ``plain`` is given, its lines,
+    without loading rich.
 
     Every document has `ok`: a result model without one is a programming error.
     """
@@ -56,6 +66,9 @@ def emit(rt: Runtime, result: BaseModel, human: Callable[[Console], None]) -> No
         if rt.warnings:
             document["warnings"] = list(rt.warnings)
         write_json(document)
+    elif plain is not None and not sys.stdout.isatty():
+        sys.stdout.write("".join(f"{line}\n" for line in plain()))
+        sys.stdout.flush()
     else:
         human(stdout())
 
@@ -99,6 +112,29 @@ def fields_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     for label, value in rows:
         table.add_row(label, printable(value))
     return table
+
+
+def plain_text(value: object) -> str:
+    """Text from content or keys for a plain line: control characters shown as escapes."""
+    return _escaped(value)
+
+
+def plain_fields(title: str, rows: list[tuple[str, Any]]) -> list[str]:
+    """``fields_table`` as plain lines: the title, then each label and its value, aligned
+    (control characters shown as escapes, as everywhere)."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return [title, *(f"{label:<{width}}  {_escaped(value)}".rstrip() for label, value in rows)]
+
+
+def plain_table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """A table as plain lines: the title, the header, then the rows, columns aligned."""
+    cells = [header, *(tuple(_escaped(value) for value in row) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+    return [title, *lines]
 
 
 def report_error(error: GenbufferError, as_json: bool) -> None:

@@ -96,8 +96,13 @@ def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = Non
     ``no_touch``, each connection asks for CLIENT NO-TOUCH and records the answer.
     """
     if url.startswith(MEMORY_REDIS_URL):
-        import fakeredis  # noqa: PLC0415  (only the embedded default needs it)
-
+        try:
+            import fakeredis  # noqa: PLC0415  (only the embedded backend needs it: an extra)
+        except ImportError:
+            raise UsageError(
+                f"REDIS_URL={url} is the embedded Redis, which needs fakeredis (not "
+                "installed): pip install 'genbuffer[embedded]'"
+            ) from None
         server = _MEMORY_SERVERS.setdefault(url, fakeredis.FakeServer())
         client: redis.Redis = fakeredis.FakeRedis(server=server)
         return client

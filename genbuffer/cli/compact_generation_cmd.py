@@ -17,9 +17,18 @@ from genbuffer.cli._options import (
     regeneration_policy,
     runtime,
 )
-from genbuffer.cli._output import emit, fields_table, printable
+from genbuffer.cli._output import (
+    emit,
+    fields_table,
+    plain_fields,
+    plain_table,
+    plain_text,
+    printable,
+)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from rich.console import Console
 
     from genbuffer.compaction import CompactionResult
@@ -71,9 +80,42 @@ def compact_generation(
     result = assemble_and_persist(
         request, buffer=rt.buffer, repository=rt.repository, config=rt.compaction
     )
-    emit(rt, result, lambda console: _render(console, result))
+    emit(rt, result, lambda console: _render(console, result), lambda: _plain(result))
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _title(result: CompactionResult) -> str:
+    return f"generation {result.generation_id} (organization {result.organization_id})"
+
+
+def _fields(result: CompactionResult) -> list[tuple[str, Any]]:
+    return [
+        ("key", result.key),
+        ("mode", result.mode),
+        ("persisted", result.persisted),
+        ("chunks", f"{result.chunk_count} ({result.new_chunks} new)"),
+        ("bytes", result.bytes),
+        ("sha256", result.sha256),
+        ("validation id", result.validation_id),
+        ("buffer deleted", result.deleted),
+    ]
+
+
+def _plain(result: CompactionResult) -> list[str]:
+    """The result as plain lines (stdout is no terminal): what _render shows, no rich."""
+    status = plain_text(f"{'ok' if result.ok else 'failed'} {result.message}")
+    lines = [status, *plain_fields(_title(result), _fields(result))]
+    if result.issues:
+        lines += plain_table(
+            "issues",
+            ("severity", "code", "path", "message"),
+            [
+                (issue["severity"], issue["code"], issue.get("path", ""), issue["message"])
+                for issue in result.issues
+            ],
+        )
+    return lines
 
 
 def _render(console: Console, result: CompactionResult) -> None:
@@ -81,21 +123,7 @@ def _render(console: Console, result: CompactionResult) -> None:
 
     status = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
     console.print(f"{status} {printable(result.message)}")
-    console.print(
-        fields_table(
-            f"generation {result.generation_id} (organization {result.organization_id})",
-            [
-                ("key", result.key),
-                ("mode", result.mode),
-                ("persisted", result.persisted),
-                ("chunks", f"{result.chunk_count} ({result.new_chunks} new)"),
-                ("bytes", result.bytes),
-                ("sha256", result.sha256),
-                ("validation id", result.validation_id),
-                ("buffer deleted", result.deleted),
-            ],
-        )
-    )
+    console.print(fields_table(_title(result), _fields(result)))
     if result.issues:
         table = Table("severity", "code", title="issues", title_justify="left")
         table.add_column("path", overflow="fold")
