@@ -1001,8 +1001,11 @@ class _Fleet:
         for gen in self.ids:
             self.buffer.push_many(WORKER_ORG, gen, body)
 
-    def start(self, n: int, raw: bool) -> list[subprocess.Popen[bytes]]:
-        """``n`` workers, started and waiting for events (each has said so on stderr)."""
+    def start(
+        self, n: int, raw: bool, counted: Path | None = None
+    ) -> list[subprocess.Popen[bytes]]:
+        """``n`` workers, started and waiting for events (each has said so on stderr);
+        ``counted``: one worker, its round trips counted into that file (bench/trips.py)."""
         logs = [Path(tempfile.mkstemp(suffix=".log")[1]) for _ in range(n)]
         if raw:
             self.client.xgroup_create(self.raw_stream, "raw", id="0", mkstream=True)
@@ -1011,6 +1014,10 @@ class _Fleet:
         else:
             argv = [str(BIN / "genbuf"), "worker", "--idle", "1h"]  # its default concurrency
             commands = [argv] * n
+        if counted is not None:
+            trips = [sys.executable, str(ROOT / "bench" / "trips.py"), str(counted)]
+            # the raw script's path and arguments, or genbuf's sub-command and options
+            commands = [[*trips, *(c[1:] if raw else ["genbuf", *c[1:]])] for c in commands]
         workers = [
             subprocess.Popen(
                 command, env=self.env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
@@ -1047,18 +1054,43 @@ class _Fleet:
             time.sleep(0.01)
         raise RuntimeError("the workers did not compact everything")
 
-    def throughput(self, n: int, raw: bool, gens: int, chunks: int) -> float:
-        """Seconds for ``n`` running workers to compact ``gens`` announced generations."""
+    def throughput(self, n: int, raw: bool, gens: int, chunks: int) -> tuple[float, float]:
+        """Seconds for ``n`` running workers to compact ``gens`` announced generations,
+        and the CPU seconds (user + system) the workers spent meanwhile."""
         self.fill(gens, chunks)
         workers = self.start(n, raw)
         try:
+            cpu = _cpu(workers)
             started = time.perf_counter()
             for gen in self.ids:
                 self.announce(gen, raw)
             self.wait_compacted(self.ids)
-            return time.perf_counter() - started
+            return time.perf_counter() - started, _cpu(workers) - cpu
         finally:
             _stop(workers)
+
+    def trips(self, raw: bool, gens: int, chunks: int) -> dict[str, float]:
+        """Round trips to Redis and PostgreSQL per compaction, one worker (bench/trips.py),
+        its start-up left out."""
+        self.fill(gens, chunks)
+        out = Path(tempfile.mkstemp(suffix=".json")[1])
+        (worker,) = self.start(1, raw, counted=out)
+        try:
+            worker.send_signal(signal.SIGUSR1)
+            mark = Path(f"{out}.start")
+            deadline = time.monotonic() + 30
+            while not mark.exists() or not mark.read_text():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the counted worker wrote no mark")
+                time.sleep(0.01)
+            for gen in self.ids:
+                self.announce(gen, raw)
+            self.wait_compacted(self.ids)
+        finally:
+            _stop([worker])
+        before = json.loads(mark.read_text())
+        after = json.loads(out.read_text())
+        return {side: (after[side] - before[side]) / gens for side in after}
 
     def latency(self, raw: bool, per_second: float, seconds: float) -> tuple[float, float]:
         """p50 and p95 (ms) from a producer's end of stream to the row's compacted_at, at a
@@ -1102,6 +1134,15 @@ def _json_body(chunks: int) -> list[bytes]:
     return [b"["] + [b'"' + b"b" * 97 + b'",'] * (chunks - 2) + [b'"end"]']
 
 
+def _cpu(workers: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system, every thread) the processes have used so far."""
+    ticks = 0
+    for worker in workers:
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
@@ -1118,19 +1159,27 @@ def bench_workers(b: Bench) -> None:
 
     gens, chunks = (120, 20) if QUICK else (400, 20)
     repeat = max(1, min(REPEAT, 3))
+    where = os.environ.get("BENCH_FLEET", "one,cluster").split(",")  # one node, cluster, both
     cluster = LocalCluster(Path(tempfile.mkdtemp()), primaries=3).start()
     try:
         for label, nodes in (("one node", None), ("3-primary cluster", cluster.nodes)):
+            if ("cluster" if nodes else "one") not in where:
+                continue
             fleet = _Fleet(b, nodes)
             try:
                 rates: dict[tuple[int, bool], float] = {}
+                cpus: dict[tuple[int, bool], float] = {}
                 for n in FLEET:
                     times: dict[bool, list[float]] = {False: [], True: []}
+                    cpu: dict[bool, list[float]] = {False: [], True: []}
                     for rep in range(repeat):
                         for raw in (False, True) if rep % 2 == 0 else (True, False):
-                            times[raw].append(fleet.throughput(n, raw, gens, chunks))
+                            seconds, used = fleet.throughput(n, raw, gens, chunks)
+                            times[raw].append(seconds)
+                            cpu[raw].append(used / gens)
                     for raw in (False, True):
                         rates[n, raw] = gens / statistics.median(times[raw])
+                        cpus[n, raw] = statistics.median(cpu[raw])
                     b.add(
                         Row(
                             f"9. worker, {label}: {n} process{'es' if n > 1 else ''}",
@@ -1143,6 +1192,18 @@ def bench_workers(b: Bench) -> None:
                             "LRANGE, UPDATE, DEL, XACK",
                         )
                     )
+                    b.add(
+                        Row(
+                            f"9. worker, {label}: CPU per compaction, {n} "
+                            f"process{'es' if n > 1 else ''}",
+                            ms(cpus[n, False]),
+                            ms(cpus[n, True]),
+                            cpus[n, False] / cpus[n, True],
+                            Target.none("(info)"),
+                            "the workers' user + system CPU (/proc/PID/stat) over the run, "
+                            "per generation compacted; lower is better",
+                        )
+                    )
                 ours = rates[4, False] / rates[1, False]
                 theirs = rates[4, True] / rates[1, True]
                 b.add(
@@ -1153,6 +1214,19 @@ def bench_workers(b: Bench) -> None:
                         ours / theirs,
                         Target.at_least(0.8),
                         f"scaling on {os.cpu_count()} cores (PostgreSQL and Redis on them too)",
+                    )
+                )
+                ours_t = fleet.trips(False, gens, chunks)
+                raw_t = fleet.trips(True, gens, chunks)
+                b.add(
+                    Row(
+                        f"9. worker, {label}: round trips per compaction, Redis + PostgreSQL",
+                        f"{ours_t['redis']:.1f} + {ours_t['postgres']:.1f}",
+                        f"{raw_t['redis']:.1f} + {raw_t['postgres']:.1f}",
+                        sum(ours_t.values()) / sum(raw_t.values()),
+                        Target.none("(info)"),
+                        "one worker, counted by bench/trips.py (a pipeline is one trip; "
+                        "BEGIN and COMMIT are trips); lower is better",
                     )
                 )
                 ours_p = fleet.latency(False, 20, 10)

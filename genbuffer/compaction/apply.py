@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from genbuffer.compaction.placement import RowRecord
 from genbuffer.compaction.records import issue_record, ledger_entry, row_values, slices
-from genbuffer.errors import GenbufferError
+from genbuffer.errors import DependencyUnavailable, GenbufferError
 from genbuffer.redis.completions import Completion, Completions
 from genbuffer.states import LedgerResult, ValidationMode
 
@@ -114,6 +114,7 @@ def write(
         history_id=history_id,
         offloaded=offloaded,
     )
+    record = ledger_entry(request, plan, result=LedgerResult.PERSISTED, mode=mode, now=now)
     if offloaded is not None and planned.offload is not None:
         tx.save_offloaded(
             gen,
@@ -122,13 +123,14 @@ def write(
             json_text=planned.offload.llm_response_json,
             values=values,
         )
+        tx.record_compaction(record)
     else:
         encoded = base64.b64encode(data)
         del data  # from here on only the base64 bytes are held
-        tx.save_artifact(gen, encoded, llm_response=planned.llm_response, values=values)
-    tx.record_compaction(
-        ledger_entry(request, plan, result=LedgerResult.PERSISTED, mode=mode, now=now)
-    )
+        # the ledger row with the artifact (PostgreSQL: one statement, one round trip)
+        tx.save_artifact(
+            gen, encoded, llm_response=planned.llm_response, values=values, record=record
+        )
     config.faults.at("after_update")
     return Written(validation_id=validation_id, history_id=history_id)
 
@@ -177,12 +179,12 @@ def settle(
             )
     if validation_id is not None:
         issue_record(request, mode, issues, now).log(config.audit_log, validation_id)
-    announced = False
+    completion = None
     if plan.announcement is not None:
-        announced = _announce(
-            buffer, config, request, plan, validation_id=validation_id, outcome=plan.announcement
+        completion = _completion(
+            request, plan, validation_id=validation_id, outcome=plan.announcement
         )
-    deleted, left = _trim(request, plan, buffer, config)
+    announced, deleted, left = _announce_and_trim(completion, request, plan, buffer, config)
     attempts, quarantined = _count(plan, buffer, config)
     return Applied(
         validation_id=validation_id,
@@ -195,17 +197,11 @@ def settle(
     )
 
 
-def _announce(
-    buffer: GenerationBuffer,
-    config: CompactionConfig,
-    request: CompactionRequest,
-    plan: Plan,
-    *,
-    validation_id: int | None,
-    outcome: LedgerResult,
-) -> bool:
-    """Add the completion event (never raises for Redis: see genbuffer.redis.completions)."""
-    completion = Completion(
+def _completion(
+    request: CompactionRequest, plan: Plan, *, validation_id: int | None, outcome: LedgerResult
+) -> Completion:
+    """The completion event of this compaction."""
+    return Completion(
         organization_id=request.organization_id,
         generation_id=request.generation_id,
         scenario_id=plan.scenario_id,
@@ -215,21 +211,42 @@ def _announce(
         bytes=plan.size,
         sha256=plan.sha256,
     )
-    return Completions(buffer.target, max_length=config.completion_events).announce(completion)
 
 
-def _trim(
-    request: CompactionRequest, plan: Plan, buffer: GenerationBuffer, config: CompactionConfig
-) -> tuple[bool, int | None]:
-    """--delete: trim what the row now holds, delete the keys if nothing else is left
-    (unless the engine trims in batches). Returns (deleted, chunks left; None when
-    nothing was trimmed here)."""
+def _announce_and_trim(
+    completion: Completion | None,
+    request: CompactionRequest,
+    plan: Plan,
+    buffer: GenerationBuffer,
+    config: CompactionConfig,
+) -> tuple[bool, bool, int | None]:
+    """The completion event (never fails the compaction for Redis: see
+    genbuffer.redis.completions), then --delete's trim of what the row now holds (the
+    keys deleted if nothing else is left; not here when the engine trims in batches).
+    Both in one round trip when both are due (the event is sent first, in the same
+    pipeline). Returns (announced, deleted, chunks left: None when nothing was trimmed
+    here)."""
+    completions = Completions(buffer.target, max_length=config.completion_events)
     trim = plan.trim
     if trim is None or (request.found is not None and request.found.trim_later):
-        return False, None
+        announced = completion is not None and completions.announce(completion)
+        return announced, False, None
+    command = None if completion is None else completions.command(completion)
     config.faults.at("before_ack")
-    _, deleted, left = buffer.protocol.acknowledge(trim.key, trim.stream, trim.end, True)
-    return deleted, left
+    if completion is None or command is None:
+        _, deleted, left = buffer.protocol.acknowledge(trim.key, trim.stream, trim.end, True)
+        return False, deleted, left
+    try:
+        reply, (_, deleted, left) = buffer.protocol.acknowledge_after(
+            command, trim.key, trim.stream, trim.end, True
+        )
+    except DependencyUnavailable as error:  # neither went out: the next run does both
+        completions.not_announced(completion, error)
+        raise
+    if isinstance(reply, Exception):
+        completions.not_announced(completion, reply)
+        return False, deleted, left
+    return True, deleted, left
 
 
 def _count(plan: Plan, buffer: GenerationBuffer, config: CompactionConfig) -> tuple[int, bool]:

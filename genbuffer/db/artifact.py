@@ -15,10 +15,10 @@ import base64
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, LargeBinary, Text, bindparam, func, null, select, update
+from sqlalchemy import Connection, LargeBinary, Text, bindparam, func, insert, null, select, update
 from sqlalchemy import cast as cast_
 
-from genbuffer.db.rows import GEN
+from genbuffer.db.rows import GEN, LEDGER, prepared
 
 __all__ = ["ROW_COLUMNS", "save_artifact", "save_offloaded"]
 
@@ -62,6 +62,22 @@ def _postgresql(llm_response_mode: str) -> Any:
     )
 
 
+@cache
+def _postgresql_recorded(llm_response_mode: str, columns: tuple[str, ...]) -> Any:
+    """The artifact's UPDATE and the ledger's INSERT as one statement (one round trip):
+    ``WITH written AS (UPDATE … RETURNING id) INSERT INTO generation_compactions …
+    SELECT … FROM written``. The ledger's values are bound as ``ledger_<column>``, each
+    cast to its column's type (a NULL parameter in a SELECT list has none)."""
+    written = _postgresql(llm_response_mode).returning(GEN.c.id).cte("written")
+    row = select(
+        *(
+            cast_(bindparam(f"ledger_{name}", type_=LEDGER.c[name].type), LEDGER.c[name].type)
+            for name in columns
+        )
+    ).select_from(written)
+    return insert(LEDGER).from_select(list(columns), row)
+
+
 def _bound_update(llm_response: Any) -> Any:
     """UPDATE the row: `compacted` and ROW_COLUMNS bound, `llm_response` as given."""
     return (
@@ -88,16 +104,27 @@ def save_artifact(
     *,
     llm_response: str,
     values: dict[str, Any],
+    record: dict[str, Any] | None = None,
 ) -> None:
     """Write the artifact whose standard base64 is ``encoded``, plus ROW_COLUMNS from ``values``.
 
     ``llm_response``: "json" when the content is valid UTF-8 JSON that the column can
     store (the validator's verdict), "null" otherwise, or "keep" to leave the column
     as it is (a good document is never wiped by a concatenation that does not parse).
+    ``record``: the compaction ledger's row, inserted in the same transaction (on
+    PostgreSQL by the same statement: one round trip fewer a compaction).
     """
     params = {"row_id": generation_id, **{name: values[name] for name in ROW_COLUMNS}}
     if connection.dialect.name == "postgresql":
-        connection.execute(_postgresql(llm_response), {**params, "encoded": encoded})
+        # compiled once (db.rows.Prepared): SQLAlchemy's per-execute walk of this
+        # statement's tree cost ~0.2 ms of CPU a compaction
+        params["encoded"] = encoded
+        if record is None:
+            prepared(_postgresql(llm_response), connection).execute(connection, params)
+            return
+        params |= {f"ledger_{name}": value for name, value in record.items()}
+        statement = _postgresql_recorded(llm_response, tuple(record))
+        prepared(statement, connection).execute(connection, params)
         return
     params["compacted"] = encoded.decode("ascii")
     if llm_response != "keep":
@@ -105,6 +132,11 @@ def save_artifact(
             base64.b64decode(encoded).decode("utf-8") if llm_response == "json" else None
         )
     connection.execute(_generic(llm_response == "keep"), params)
+    if record is not None:
+        connection.execute(_RECORD, record)
+
+
+_RECORD = insert(LEDGER)  # built once, its values bound
 
 
 @cache

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, bindparam, select
+from sqlalchemy import Connection, CursorResult, bindparam, select
 
 from genbuffer.db.schema import (
     genbuf_job_leases,
@@ -29,7 +29,9 @@ __all__ = [
     "ROW_COLUMNS",
     "RUNS",
     "GenerationRow",
+    "Prepared",
     "new_id",
+    "prepared",
     "to_row",
 ]
 
@@ -89,3 +91,51 @@ def new_id(result: CursorResult[Any]) -> int:
     if key is None or key[0] is None:
         raise RuntimeError("the database returned no id for the new row")
     return int(key[0])
+
+
+class Prepared:
+    """A statement compiled once for a dialect, sent as its SQL text
+    (``exec_driver_sql``): what SQLAlchemy does again at every ``execute`` (the
+    statement's cache key, a walk of its whole tree; the compiled cache's lookup) is
+    done here once. The bind processors of the parameters' types still apply (JSON
+    serialised, bytes wrapped); the statement's own literals are bound as compiled.
+    Errors are the connection's, as for ``execute``. For the statements a compaction
+    runs every time (a worker runs thousands)."""
+
+    __slots__ = ("literals", "processors", "sql")
+
+    def __init__(self, statement: Any, connection: Connection) -> None:
+        dialect = connection.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        binds = {name: bind for bind, name in compiled.bind_names.items()}  # as rendered
+        self.literals = {
+            name: value
+            for name, value in compiled.params.items()
+            if value is not None and not binds[name].required
+        }
+        self.processors = {
+            name: processor
+            for name, bind in binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+        """Run the statement with ``params`` (by name)."""
+        bound = self.literals | params
+        for name, processor in self.processors.items():
+            if name in bound:
+                bound[name] = processor(bound[name])
+        return connection.exec_driver_sql(self.sql, bound)
+
+
+_PREPARED: dict[tuple[str, Any], Prepared] = {}
+
+
+def prepared(statement: Any, connection: Connection) -> Prepared:
+    """``statement`` prepared for the connection's dialect, once (statements built once)."""
+    key = (connection.dialect.name, statement)
+    found = _PREPARED.get(key)
+    if found is None:
+        found = _PREPARED[key] = Prepared(statement, connection)
+    return found

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -89,28 +90,36 @@ class Completions:
         """Add one entry; whether it was added. Never raises for Redis: a failure is
         logged (one line) and the caller's compaction stands. With ``max_length`` 0 the
         events are off and nothing is written."""
-        if self.max_length <= 0:
+        command = self.command(completion)
+        if command is None:
             return False
+        try:
+            client: Any = self.target.client
+            with redis_errors(self.target.url):
+                client.execute_command(*command)
+        except (GenbufferError, redis.exceptions.RedisError) as error:
+            self.not_announced(completion, error)
+            return False
+        return True
+
+    def command(self, completion: Completion) -> tuple[str | int, ...] | None:
+        """The XADD that announces ``completion`` (None: the events are off), for a caller
+        that sends it beside another command (``CompactionProtocol.acknowledge_after``)."""
+        if self.max_length <= 0:
+            return None
         if completion.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {completion.outcome!r}")
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            with redis_errors(self.target.url):
-                self.target.client.xadd(
-                    self.stream,
-                    dict(completion.fields(at)),  # type: ignore[arg-type]
-                    maxlen=self.max_length,
-                    approximate=True,
-                )
-        except (GenbufferError, redis.exceptions.RedisError) as error:
-            said = getattr(error, "message", None) or " ".join(str(error).split())
-            log.warning(
-                "generation %d: compacted (%s), but its completion event was not announced "
-                "on %s: %s",
-                completion.generation_id,
-                completion.outcome,
-                self.stream,
-                said,
-            )
-            return False
-        return True
+        entry = [part for pair in completion.fields(at).items() for part in pair]
+        return ("XADD", self.stream, "MAXLEN", "~", self.max_length, "*", *entry)
+
+    def not_announced(self, completion: Completion, error: BaseException) -> None:
+        """Log that ``completion`` was not announced (one line; the compaction stands)."""
+        said = getattr(error, "message", None) or " ".join(str(error).split())
+        log.warning(
+            "generation %d: compacted (%s), but its completion event was not announced on %s: %s",
+            completion.generation_id,
+            completion.outcome,
+            self.stream,
+            said,
+        )

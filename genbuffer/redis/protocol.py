@@ -12,8 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from genbuffer.errors import StreamChanged
+import redis
+
+from genbuffer.errors import GenbufferError, StreamChanged
 from genbuffer.lua.ack import AckArgs, WhenEmpty
 from genbuffer.lua.fail import FailArgs, SetAside
 from genbuffer.lua.snapshot import Mode, SnapshotArgs, SnapshotTag
@@ -254,6 +257,30 @@ class CompactionProtocol:
         if reply.deleted:
             layout_of(self.target, key).after_delete(self.scripts, key, reply.life, stream_id)
         return reply.trimmed, reply.deleted, reply.left
+
+    def acknowledge_after(
+        self, command: tuple[Any, ...], key: str, stream_id: str, persisted: int, delete: bool
+    ) -> tuple[Any, tuple[int, bool, int]]:
+        """``command`` (the completion event's XADD), then ``acknowledge``, in one round
+        trip on one server (a pipeline: the acknowledgement runs whatever the command
+        replied); on a Redis Cluster one after the other. Returns the command's reply (an
+        error reply as its exception, not raised) and what ``acknowledge`` returns."""
+        if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
+            reply: Any
+            client: Any = self.target.client
+            try:
+                with redis_errors(self.target.url):
+                    reply = client.execute_command(*command)
+            except (GenbufferError, redis.exceptions.RedisError) as error:
+                reply = error  # (an outage: the acknowledgement raises it next)
+            return reply, self.acknowledge(key, stream_id, persisted, delete)
+        with redis_errors(self.target.url):
+            (reply,), ack = self.scripts.run_beside(
+                [command], self._ack_call(key, stream_id, persisted, delete)
+            )
+        if ack.deleted:
+            layout_of(self.target, key).after_delete(self.scripts, key, ack.life, stream_id)
+        return reply, (ack.trimmed, ack.deleted, ack.left)
 
     def _ack_call(self, key: str, stream_id: str, persisted: int, delete: bool) -> AckArgs:
         """ack.lua's arguments for ``key``."""
