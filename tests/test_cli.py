@@ -119,7 +119,9 @@ def test_missing_row_exits_1(stack: Stack) -> None:
     result = stack.cli("compact-generation", "2", str(gen), "--json")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no generation")
-    assert _json(result.stdout)["error"]["type"] == "GenerationNotFound"
+    error = _json(result.stdout)["error"]
+    assert error["type"] == "GenerationNotFound"
+    assert "scenario_generations needs the row" in error["hint"]  # the app creates it
 
 
 def test_nothing_to_compact_exits_1(stack: Stack) -> None:

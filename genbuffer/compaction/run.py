@@ -116,7 +116,9 @@ def _locked_row(tx: Transaction, request: CompactionRequest) -> GenerationRow:
     row = tx.lock_generation(request.generation_id)
     if row is None or row.organization_id != request.organization_id:
         raise GenerationNotFound(
-            f"no generation {request.generation_id} for organization {request.organization_id}"
+            f"no generation {request.generation_id} for organization {request.organization_id}",
+            hint="genbuf compacts into the app's row: scenario_generations needs the row "
+            "(its id and organization_id) before the buffer is compacted; the buffer is kept",
         )
     return row
 
