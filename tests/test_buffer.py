@@ -433,3 +433,25 @@ def test_cluster_push_whose_reply_is_lost_is_not_resent(
     assert (caught.value.confirmed, caught.value.in_doubt) == (0, 20)
     monkeypatch.undo()
     assert buffer.client.lrange(buffer.key_for(3, 6, None), 0, -1) == [b"warm", *sent]  # once
+
+
+@pytest.mark.redis_server
+def test_refused_credentials_name_the_password_settings(tmp_path: Path) -> None:
+    """A wrong or missing Redis password: exit 3 as for the database, with a hint that
+    names REDIS_PASSWORD, not one that sends the operator to the host and port."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        redis.Redis.from_url(server.url).config_set("requirepass", "secret")
+        for auth in (":wrong@", ""):
+            url = server.url.replace("redis://", f"redis://{auth}")
+            buffer = GenerationBuffer.from_settings(Settings(redis_url=url))
+            with pytest.raises(RedisUnavailable) as raised:
+                buffer.push_chunk(14, 1, b"x")
+            assert "refused the credentials" in raised.value.message
+            assert "wrong" not in raised.value.message  # the password is masked
+            assert raised.value.hint is not None and "REDIS_PASSWORD" in raised.value.hint
+            buffer.close()
+    finally:
+        server.kill()

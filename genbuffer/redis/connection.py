@@ -180,6 +180,13 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
             "a slot is moving between nodes",
             hint="a reshard or failover is under way: run the command again when it is over",
         )
+    credentials = redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
+    if isinstance(exc, credentials) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
+        # (as the database side: the server is there, the credentials are refused)
+        return RedisUnavailable(
+            f"Redis at {mask_url(url)} refused the credentials: {first}",
+            hint="check REDIS_PASSWORD and REDIS_USERNAME (or the user:password in REDIS_URL)",
+        )
     if isinstance(exc, redis.exceptions.ResponseError):
         text = str(exc)
         if "DB index is out of range" in text:
