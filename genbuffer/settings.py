@@ -224,7 +224,7 @@ class Settings(BaseSettings):
         "every committed compaction and strict abort for the app; 0 announces nothing",
     )
     generation_chunks_retention_days: int = Field(
-        default=7, gt=0, description="default age for `purge-chunks`"
+        default=7, gt=0, le=36500, description="default age for `purge-chunks`"
     )
     metadata_validation_strict: bool = Field(
         default=False, description="strict mode: validation errors abort the persist"

@@ -101,3 +101,11 @@ def test_signal_to_a_real_push_process(servers: Stack, sig: int, code: int) -> N
     assert proc.returncode == code, stderr
     assert b"pushed 2 chunks" in stderr and b"Traceback" not in stderr
     assert _chunks(servers, 9) == [b"first\n", b"second\n"]
+
+
+def test_a_push_into_the_in_process_redis_warns_that_the_chunks_vanish(embedded: Stack) -> None:
+    """REDIS_URL=memory:// (asked for, never a default): the push works, and says its
+    chunks end with the command, so that a mistyped set-up is not taken for a push."""
+    done = embedded.cli("push", "1", "1", input=b"x\n")
+    assert done.exit_code == 0, done.output
+    assert "in-process Redis: the chunks pushed are gone" in done.stderr

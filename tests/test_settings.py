@@ -367,3 +367,13 @@ def test_load_settings_reads_genbuf_env_file_and_takes_a_str_path(
     with pytest.raises(UsageError, match="env file not found") as raised:
         load_settings(str(tmp_path / "missing.env"))
     assert raised.value.hint is not None
+
+
+def test_a_retention_past_a_century_is_refused_when_settings_load(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GENERATION_CHUNKS_RETENTION_DAYS=999999999: exit 2 naming the setting when the
+    settings load, not an age the operator never typed when purge-chunks runs."""
+    monkeypatch.setenv("GENERATION_CHUNKS_RETENTION_DAYS", "999999999")
+    with pytest.raises(UsageError, match="invalid setting GENERATION_CHUNKS_RETENTION_DAYS"):
+        load_settings()

@@ -55,6 +55,13 @@ def push_cmd(
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    from genbuffer.settings import MEMORY_REDIS_URL  # deferred, as the runtime defers settings
+
+    if rt.settings.effective_redis_url().startswith(MEMORY_REDIS_URL):
+        rt.warn(
+            "REDIS_URL=memory:// is an in-process Redis: the chunks pushed are gone when "
+            "this command ends (set REDIS_URL to the app's Redis)"
+        )
     emit(
         rt,
         result,
