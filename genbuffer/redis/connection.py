@@ -181,7 +181,10 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
             hint="a reshard or failover is under way: run the command again when it is over",
         )
     credentials = redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
-    if isinstance(exc, credentials) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
+    refused = ("NOAUTH", "WRONGPASS", "Protocol error: unauthenticated")
+    # (the last: a command of many arguments sent unauthenticated, as redis-py 6 sends one
+    # without HELLO; Redis 7 ends the connection with it)
+    if isinstance(exc, credentials) or str(exc).startswith(refused):
         # (as the database side: the server is there, the credentials are refused)
         return RedisUnavailable(
             f"Redis at {mask_url(url)} refused the credentials: {first}",
