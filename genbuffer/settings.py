@@ -500,7 +500,7 @@ class Settings(BaseSettings):
             scheme = "rediss-cluster" if self.cluster_tls() else "redis-cluster"
             return f"{scheme}://{seed_list(nodes)}"
         if self.redis_url:
-            return self.redis_url
+            return _checked_redis_url(self.redis_url)
         if not self.redis_host:
             raise UsageError(
                 "Redis is not configured: neither REDIS_URL nor REDIS_HOST is set",
@@ -621,6 +621,22 @@ def _url_host(host: str, name: str, port_name: str, *, for_redis: bool = False) 
             "hyphens, 63 characters at most each)",
         )
     return host
+
+
+def _checked_redis_url(url: str) -> str:
+    """REDIS_URL as it is, unless an ``@`` follows its authority: redis-py ends the
+    authority at the first ``/``, ``?`` or ``#``, so a password holding one and an ``@``
+    made the rest of it the host it connected to (and printed)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("redis", "rediss"):
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        if "@" in rest[len(authority) :]:
+            raise UsageError(
+                f"invalid REDIS_URL {mask_url(url)}: an @ after the authority",
+                hint="percent-encode @ : / # ? % in REDIS_URL's password, or set "
+                "REDIS_HOST and REDIS_PASSWORD",
+            )
+    return url
 
 
 def _bare_host(authority: str) -> str:

@@ -495,3 +495,17 @@ def test_mask_url_masks_a_url_missing_its_slashes(url: str) -> None:
     """A URL typed with one slash or none does not parse: the error that prints it
     must not print its password."""
     assert "s3cr3t" not in mask_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:se@cr/et@cache.internal:6379/0", "rediss://u:a#b@c@cache.internal:6380"]
+)
+def test_a_redis_url_with_an_unencoded_at_in_its_password_is_a_usage_error(
+    clean_env: None, url: str
+) -> None:
+    """redis-py ends the authority at the first / or #: the rest of the password became
+    the host it connected to (and printed in its error). Exit 2 naming REDIS_URL."""
+    with pytest.raises(UsageError, match="REDIS_URL") as error:
+        Settings(redis_url=url).effective_redis_url()
+    assert "cr/et" not in str(error.value)
+    assert "a#b" not in str(error.value)
