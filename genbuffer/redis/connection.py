@@ -18,7 +18,7 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
-from genbuffer.settings import MEMORY_REDIS_URL, mask_url
+from genbuffer.settings import MEMORY_REDIS_URL, mask_url, seed_list
 
 __all__ = [
     "SCRIPT_RELOADS",
@@ -135,7 +135,7 @@ def connect_cluster(
 
     A cluster whose slots are not all served is refused here (exit 3), not at the
     first key that lands in a hole."""
-    url = "redis-cluster://" + ",".join(f"{host}:{port}" for host, port in nodes)
+    url = "redis-cluster://" + seed_list(nodes)
     try:
         with redis_errors(url):
             return redis.RedisCluster(
