@@ -1,0 +1,41 @@
+"""genbuf's command packer writes exactly what redis-py's own would."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import Connection
+
+from genbuffer.redis.packer import HiredisPacker
+
+ARGUMENT = st.one_of(
+    st.text(),
+    st.binary(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.binary().map(bytearray),
+    st.binary().map(memoryview),
+)
+
+
+def _theirs(*args: object) -> bytes:
+    return b"".join(Connection().pack_command(*args))
+
+
+@given(
+    st.sampled_from(["SET", "EVALSHA", b"RPUSH", "CONFIG GET", b"CLIENT SETNAME"]),
+    st.lists(ARGUMENT, max_size=12),
+)
+def test_the_bytes_are_redis_pys(command: str | bytes, args: list[object]) -> None:
+    assert b"".join(HiredisPacker().pack(command, *args)) == _theirs(command, *args)
+
+
+@pytest.mark.parametrize("bad", [True, None, [1], {"a": 1}])
+def test_a_value_redis_has_no_form_for_is_redis_pys_data_error(bad: object) -> None:
+    with pytest.raises(redis.exceptions.DataError, match="Invalid input of type") as ours:
+        HiredisPacker().pack("SET", "k", bad)
+    with pytest.raises(redis.exceptions.DataError) as theirs:
+        _theirs("SET", "k", bad)
+    assert str(ours.value) == str(theirs.value)
