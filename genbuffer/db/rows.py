@@ -107,12 +107,13 @@ class Prepared:
     statements (``sent_directly`` lists them). For the statements a compaction runs
     every time (a worker runs thousands), on PostgreSQL."""
 
-    __slots__ = ("literals", "processors", "sql")
+    __slots__ = ("literals", "processors", "rows", "sql")
 
     def __init__(self, statement: Any, connection: Connection) -> None:
         dialect = connection.dialect
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
+        self.rows = bool(statement.is_select)  # (the driver's description builds objects)
         binds = {name: bind for bind, name in compiled.bind_names.items()}  # as rendered
         self.literals = {
             name: value
@@ -136,9 +137,7 @@ class Prepared:
         try:
             with driver.cursor() as cursor:  # type: ignore[union-attr]
                 cursor.execute(self.sql, bound)
-                row: Sequence[Any] | None = (
-                    cursor.fetchone() if cursor.description is not None else None
-                )
+                row: Sequence[Any] | None = cursor.fetchone() if self.rows else None
                 return row
         except dialect.loaded_dbapi.Error as error:
             lost = dialect.is_disconnect(error, driver, None)
