@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.connection import Connection
 
-from genbuffer.redis.packer import HiredisPacker
+from genbuffer.redis.packer import HiredisPacker, PackedConnection
+from tests.conftest import Stack
 
 ARGUMENT = st.one_of(
     st.text(),
@@ -39,3 +40,20 @@ def test_a_value_redis_has_no_form_for_is_redis_pys_data_error(bad: object) -> N
     with pytest.raises(redis.exceptions.DataError) as theirs:
         _theirs("SET", "k", bad)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_a_single_servers_connections_pack_with_it(servers: Stack) -> None:
+    client = servers.buffer.client
+    assert isinstance(client, redis.Redis)
+    packer = client.connection_pool.connection_kwargs["command_packer"]
+    assert isinstance(packer, HiredisPacker)
+    assert client.ping()
+
+
+def test_a_clusters_nodes_pack_with_it(cluster: Stack) -> None:
+    client = cluster.buffer.client
+    assert isinstance(client, redis.RedisCluster)
+    assert client.ping()
+    for node in client.get_nodes():
+        assert node.redis_connection is not None
+        assert node.redis_connection.connection_pool.connection_class is PackedConnection
