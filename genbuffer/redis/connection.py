@@ -18,7 +18,7 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
-from genbuffer.redis.packer import HiredisPacker, PackedConnection, PackedSSLConnection
+from genbuffer.redis.packer import HiredisPacker
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url, seed_list
 
 __all__ = [
@@ -148,7 +148,6 @@ def connect_cluster(
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 require_full_coverage=True,
-                connection_class=PackedSSLConnection if tls else PackedConnection,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3),
                 # RedisCluster sets each node connection up itself, then calls this
                 redis_connect_func=None if no_touch is None else no_touch.ask,

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from hiredis import pack_command
 from redis.exceptions import DataError
 
-__all__ = ["HiredisPacker", "PackedConnection", "PackedSSLConnection"]
+__all__ = ["HiredisPacker"]
 
 
 class HiredisPacker:
@@ -44,20 +43,3 @@ def _as_packed(value: Any) -> Any:
             "Convert to a bytes, string, int or float first."
         )
     return bytes(value) if isinstance(value, bytearray | memoryview) else value
-
-
-class PackedConnection(redis.Connection):
-    """redis-py's TCP connection, packing with HiredisPacker: a Redis Cluster client
-    takes a connection class for its nodes, not a packer."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("command_packer", HiredisPacker())
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-
-
-class PackedSSLConnection(redis.SSLConnection):
-    """PackedConnection over TLS (a cluster with ``ssl`` needs an SSLConnection)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("command_packer", HiredisPacker())
-        super().__init__(**kwargs)
