@@ -113,6 +113,69 @@ def test_usage_errors_exit_2_without_traceback(stack: Stack, args: list[str]) ->
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "error", "hint"),
+    [
+        (
+            ["compact-generation", "12", "abc"],
+            "error: Invalid value for 'GEN': id must be a positive integer, got 'abc'",
+            "hint: see 'genbuf compact-generation --help'",
+        ),
+        (
+            ["status", "--bogus"],
+            "error: No such option: --bogus (Possible options: --org)",
+            "hint: see 'genbuf status --help'",
+        ),
+        (
+            ["db", "upgrade", "--bogus"],
+            "error: No such option: --bogus",
+            "hint: see 'genbuf db upgrade --help'",
+        ),
+        (["nosuch"], "error: No such command 'nosuch'.", "hint: see 'genbuf --help'"),
+        (
+            ["--bogus"],
+            "error: No such option: --bogus (Possible options: --verbose)",
+            "hint: see 'genbuf --help'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_usage_error_is_one_error_line_and_a_hint(
+    args: list[str], error: str, hint: str, as_json: bool
+) -> None:
+    """Click's usage errors say it the way every genbuf error does: `error:` and `hint:`
+    on stderr (no usage block), exit 2; with --json, stdout has one error document."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    result = CliRunner().invoke(app, [*args, *(["--json"] if as_json else [])])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [error, hint]
+    if as_json:
+        document = _json(result.stdout)
+        assert document["ok"] is False and document["error"]["exit_code"] == 2
+        assert document["error"]["type"] == "UsageError"
+        assert f"error: {document['error']['message']}" == error
+        assert f"hint: {document['error']['hint']}" == hint
+    else:
+        assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [[], ["db"], ["config"]])
+def test_a_group_without_a_command_still_prints_its_help(args: list[str]) -> None:
+    """`genbuf` (or `genbuf db`) alone prints the group's help (Click's no_args_is_help,
+    exit 2), not an error line."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Usage: genbuf {' '.join(args)}".rstrip() + " [OPTIONS]")
+    assert "Commands:" in result.output and "error:" not in result.output
+
+
 def test_missing_row_exits_1(stack: Stack) -> None:
     """No such row (or another organization's): exit 1 and one error line."""
     gen = stack.repository.create_generation(1)
