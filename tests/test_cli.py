@@ -195,6 +195,25 @@ def test_nothing_to_compact_exits_1(stack: Stack) -> None:
     assert "hint:" in result.stderr
 
 
+def test_status_list_with_no_buffer_says_so(embedded: Stack) -> None:
+    """`status --list` with nothing to list says so in one line (no empty table), naming
+    the prefix and the filters that left nothing; --json keeps its empty list."""
+    empty = embedded.cli("status", "--list")
+    assert empty.exit_code == 0, empty.output
+    prefix = repr(_json(embedded.cli("status", "--json").stdout)["prefix"])
+    assert f"no buffers under prefix {prefix}" in empty.stdout.splitlines()
+    assert "org" not in empty.stdout and "─" not in empty.stdout  # no table header
+    embedded.buffer.push_chunk(12, 5, b"x")
+    filtered = embedded.cli("status", "--list", "--state", "finished", "--older-than", "1h")
+    assert filtered.exit_code == 0, filtered.output
+    wanted = f"no buffers under prefix {prefix} match --state finished, --older-than 1h"
+    assert wanted in filtered.stdout.splitlines()
+    listed = embedded.cli("status", "--list")
+    assert "streaming" in listed.stdout and "no buffers" not in listed.stdout
+    document = _json(embedded.cli("status", "--list", "--state", "finished", "--json").stdout)
+    assert document["entries"] == []
+
+
 def test_inspect_and_delete(stack: Stack) -> None:
     """inspect-generation lists type, length and TTL; --delete removes the keys, and asks
     for --yes when no row holds their chunks."""
