@@ -214,6 +214,29 @@ def test_status_list_with_no_buffer_says_so(embedded: Stack) -> None:
     assert document["entries"] == []
 
 
+@pytest.mark.parametrize("where", ["missing/out.txt", "file/out.txt"])
+def test_show_generation_output_error_names_the_path_given(
+    embedded: Stack, tmp_path: Path, where: str
+) -> None:
+    """--output that cannot be written (its folder missing, or a file) is exit 2 naming
+    the path the user gave, never the temporary file beside it; nothing is left."""
+    gen = embedded.repository.create_generation(12)
+    embedded.buffer.push_chunk(12, gen, b"hello")
+    assert embedded.cli("compact-generation", "12", str(gen)).exit_code == 0
+    (tmp_path / "file").write_bytes(b"")
+    out = tmp_path / where
+    done = embedded.cli("show-generation", "12", str(gen), "--output", str(out), "--json")
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith(f"error: cannot write --output {out}: "), done.stderr
+    assert f".{out.name}." not in done.stderr  # the temporary file's name
+    assert str(out.parent) in done.stderr.splitlines()[0]
+    assert _json(done.stdout)["error"]["exit_code"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == [
+        "file",
+        "genbuffer.sqlite3",
+    ]
+
+
 def test_inspect_and_delete(stack: Stack) -> None:
     """inspect-generation lists type, length and TTL; --delete removes the keys, and asks
     for --yes when no row holds their chunks."""
