@@ -25,7 +25,9 @@ def status_cmd(
     ctx: typer.Context,
     organization_id: Annotated[
         int | None,
-        typer.Option("--org", parser=parse_id, help="Only this organization's buffers."),
+        typer.Option(
+            "--org", parser=parse_id, metavar="<int>", help="Only this organization's buffers."
+        ),
     ] = None,
     idle: IdleAfterOpt = "30m",
     compaction_within: CompactionWithinOpt = "1h",
