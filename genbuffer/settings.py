@@ -34,6 +34,7 @@ __all__ = [
     "laravel_slug",
     "load_settings",
     "mask_url",
+    "seed_list",
 ]
 
 MEMORY_REDIS_URL = "memory://"
@@ -127,9 +128,10 @@ class Settings(BaseSettings):
         "`REDIS_URL`/`REDIS_HOST`. `REDIS_USERNAME`/`REDIS_PASSWORD`, the prefix and the TTL "
         "apply. See [Redis Cluster](design.md#redis-cluster)",
     )
-    redis_scheme: Literal["tcp", "tls"] = Field(  # Laravel's name; tls: TLS to cluster nodes
+    redis_scheme: Literal["tcp", "tls"] = Field(  # Laravel's name: TLS to the host or nodes
         default="tcp",
-        description="`tls`: TLS to the cluster's nodes (a `rediss://` `REDIS_URL` says the same)",
+        description="`tls`: TLS to `REDIS_HOST` (as `tls://host` does) and to the cluster's "
+        "nodes; a `rediss://` `REDIS_URL` says the same",
     )
     # The hash-tagged key template for genbuf's own pushes (keys of both are always read)
     generation_key_tags: bool = Field(
@@ -444,19 +446,31 @@ class Settings(BaseSettings):
         return bool(self.redis_cluster_nodes or self.redis_url or self.redis_host)
 
     def cluster_nodes(self) -> list[tuple[str, int]]:
-        """The seed nodes of REDIS_CLUSTER_NODES as (host, port); empty: not a cluster."""
+        """The seed nodes of REDIS_CLUSTER_NODES as (host, port); empty: not a cluster.
+
+        Each host follows REDIS_HOST's rule (``_url_host``); an IPv6 address goes in
+        brackets, ``[::1]:7000``, since without them no one can tell where the port starts.
+        """
         if not self.redis_cluster_nodes:
             return []
         nodes: list[tuple[str, int]] = []
         for item in self.redis_cluster_nodes.split(","):
-            host, sep, port = item.strip().rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")  # [::1]:7000
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise UsageError(
-                    f"invalid REDIS_CLUSTER_NODES entry {item.strip()!r}",
-                    hint="give seed nodes as host:port[,host:port…], e.g. 10.0.0.5:7000",
-                )
-            nodes.append((host, int(port)))
+            entry = item.strip()
+            host, sep, port = entry.rpartition(":")
+            bad = UsageError(
+                f"invalid REDIS_CLUSTER_NODES entry {_masked(entry)!r}",
+                hint="give seed nodes as host:port[,host:port…], e.g. 10.0.0.5:7000 or "
+                "[fd00::5]:7000; credentials go in REDIS_USERNAME/REDIS_PASSWORD",
+            )
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise bad
+            if ":" in host and not (host.startswith("[") and host.endswith("]")):
+                raise bad
+            try:
+                authority = _url_host(host, "REDIS_CLUSTER_NODES", "REDIS_CLUSTER_NODES")
+            except UsageError:
+                raise bad from None
+            nodes.append((_bare_host(authority), int(port)))
         return nodes
 
     def cluster_tls(self) -> bool:
@@ -484,10 +498,9 @@ class Settings(BaseSettings):
         """
         if nodes := self.cluster_nodes():
             scheme = "rediss-cluster" if self.cluster_tls() else "redis-cluster"
-            seeds = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
-            return f"{scheme}://{seeds}"
+            return f"{scheme}://{seed_list(nodes)}"
         if self.redis_url:
-            return self.redis_url
+            return _checked_redis_url(self.redis_url)
         if not self.redis_host:
             raise UsageError(
                 "Redis is not configured: neither REDIS_URL nor REDIS_HOST is set",
@@ -504,13 +517,15 @@ class Settings(BaseSettings):
         scheme, sep, rest = host.partition("://")
         if sep and scheme.lower() not in ("tcp", "tls", "ssl", "rediss"):
             raise UsageError(
-                f"REDIS_HOST={host!r}: {scheme}:// is not a Redis host genbuf knows",
+                f"REDIS_HOST={_masked(host)!r}: {scheme}:// is not a Redis host genbuf knows",
                 hint="give a host name, an IP address, tls://host or a socket path, or set "
                 "REDIS_URL",
             )
-        authority = _url_host(rest if sep else host, "REDIS_HOST", "REDIS_PORT")
-        # phpredis's tls://host: TLS to one node
-        kind = "rediss" if sep and scheme.lower() != "tcp" else "redis"
+        authority = _url_host(rest if sep else host, "REDIS_HOST", "REDIS_PORT", for_redis=True)
+        # phpredis's tls://host: TLS to one node; so is REDIS_SCHEME=tls, which Laravel's
+        # connector puts before the host (never the password in clear to a TLS port)
+        tls = scheme.lower() != "tcp" if sep else self.redis_scheme == "tls"
+        kind = "rediss" if tls else "redis"
         return f"{kind}://{auth}{authority}:{self.redis_port}/{self.redis_db}"
 
     def effective_database_url(self) -> str:
@@ -573,25 +588,74 @@ def group_id(group: str) -> int:
         raise ValueError(f"no group {group!r} on this host") from None
 
 
-def _url_host(host: str, name: str, port_name: str) -> str:
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _url_host(host: str, name: str, port_name: str, *, for_redis: bool = False) -> str:
     """``host`` (the setting ``name``) as a URL's authority has it: an IPv6 address in
-    brackets; anything that is no host name or address is a UsageError."""
+    brackets; anything that is no host name or address is a UsageError (its credentials,
+    if someone pasted ``user:password@`` into it, masked).
+
+    The one rule for every host genbuf composes a URL with (REDIS_HOST, DB_HOST, the
+    seeds of REDIS_CLUSTER_NODES). An IPv6 zone id (``fe80::1%eth0``) is spelled for the
+    parser that reads the URL: redis-py unquotes the host (``%25``), SQLAlchemy does not.
+    No percent escape in a name: the two parsers would read two hosts in one value.
+    """
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if ":" in host:
         try:
-            return f"[{ipaddress.IPv6Address(host)}]"
+            address = str(ipaddress.IPv6Address(host))
         except ValueError:
             raise UsageError(
-                f"{name}={host!r} is not a host name or an IP address",
-                hint=f"give the port in {port_name}, not in {name}",
+                f"{name}={_masked(host)!r} is not a host name or an IP address",
+                hint=f"give the port in {port_name}, not in {name}, and credentials in "
+                "their own settings",
             ) from None
-    if not host or not re.fullmatch(r"[A-Za-z0-9._%-]+", host):
+        return f"[{address.replace('%', '%25')}]" if for_redis else f"[{address}]"
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
         raise UsageError(
-            f"{name}={host!r} is not a host name or an IP address",
-            hint=f"check {name} in the app's .env",
+            f"{name}={_masked(host)!r} is not a host name or an IP address",
+            hint=f"check {name} in the app's .env (a name: labels of letters, digits and "
+            "hyphens, 63 characters at most each)",
         )
     return host
+
+
+def _checked_redis_url(url: str) -> str:
+    """REDIS_URL as it is, unless an ``@`` follows its authority: redis-py ends the
+    authority at the first ``/``, ``?`` or ``#``, so a password holding one and an ``@``
+    made the rest of it the host it connected to (and printed)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("redis", "rediss"):
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        if "@" in rest[len(authority) :]:
+            raise UsageError(
+                f"invalid REDIS_URL {mask_url(url)}: an @ after the authority",
+                hint="percent-encode @ : / # ? % in REDIS_URL's password, or set "
+                "REDIS_HOST and REDIS_PASSWORD",
+            )
+    return url
+
+
+def _bare_host(authority: str) -> str:
+    """The host of an authority ``_url_host`` made: no brackets, no URL escape."""
+    return authority.removeprefix("[").removesuffix("]").replace("%25", "%")
+
+
+def seed_list(nodes: list[tuple[str, int]]) -> str:
+    """Cluster seed nodes as ``host:port,…`` for a message or URL (IPv6 in brackets)."""
+    return ",".join(
+        f"{_url_host(h, 'REDIS_CLUSTER_NODES', '', for_redis=True)}:{p}" for h, p in nodes
+    )
+
+
+def _masked(value: str) -> str:
+    """``value`` with whatever precedes its last ``@`` (credentials someone put in a host
+    setting) replaced by ``***``, and cut at 80 characters (a message is one line)."""
+    shown = f"***@{value.rpartition('@')[2]}" if "@" in value else value
+    return shown if len(shown) <= 80 else shown[:80] + "…"
 
 
 def _normalise_database_url(url: str) -> str:
@@ -628,7 +692,11 @@ def mask_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return _QUERY_SECRET.sub(r"\1***", url)
+        # a URL missing its slashes (postgresql:/u:pw@h/db): masked up to its last @
+        scheme, colon, rest = url.partition(":")
+        if colon and "@" in rest:
+            rest = "***@" + rest.rpartition("@")[2]
+        return _QUERY_SECRET.sub(r"\1***", f"{scheme}{colon}{rest}")
     at = rest.rfind("@")
     if at >= 0:
         userinfo, host = rest[:at], rest[at + 1 :]

@@ -113,6 +113,69 @@ def test_usage_errors_exit_2_without_traceback(stack: Stack, args: list[str]) ->
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "error", "hint"),
+    [
+        (
+            ["compact-generation", "12", "abc"],
+            "error: Invalid value for 'GEN': id must be a positive integer, got 'abc'",
+            "hint: see 'genbuf compact-generation --help'",
+        ),
+        (
+            ["status", "--bogus"],
+            "error: No such option: --bogus (Possible options: --org)",
+            "hint: see 'genbuf status --help'",
+        ),
+        (
+            ["db", "upgrade", "--bogus"],
+            "error: No such option: --bogus",
+            "hint: see 'genbuf db upgrade --help'",
+        ),
+        (["nosuch"], "error: No such command 'nosuch'.", "hint: see 'genbuf --help'"),
+        (
+            ["--bogus"],
+            "error: No such option: --bogus (Possible options: --verbose)",
+            "hint: see 'genbuf --help'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_usage_error_is_one_error_line_and_a_hint(
+    args: list[str], error: str, hint: str, as_json: bool
+) -> None:
+    """Click's usage errors say it the way every genbuf error does: `error:` and `hint:`
+    on stderr (no usage block), exit 2; with --json, stdout has one error document."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    result = CliRunner().invoke(app, [*args, *(["--json"] if as_json else [])])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [error, hint]
+    if as_json:
+        document = _json(result.stdout)
+        assert document["ok"] is False and document["error"]["exit_code"] == 2
+        assert document["error"]["type"] == "UsageError"
+        assert f"error: {document['error']['message']}" == error
+        assert f"hint: {document['error']['hint']}" == hint
+    else:
+        assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [[], ["db"], ["config"]])
+def test_a_group_without_a_command_still_prints_its_help(args: list[str]) -> None:
+    """`genbuf` (or `genbuf db`) alone prints the group's help (Click's no_args_is_help,
+    exit 2), not an error line."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Usage: genbuf {' '.join(args)}".rstrip() + " [OPTIONS]")
+    assert "Commands:" in result.output and "error:" not in result.output
+
+
 def test_missing_row_exits_1(stack: Stack) -> None:
     """No such row (or another organization's): exit 1 and one error line."""
     gen = stack.repository.create_generation(1)
@@ -130,6 +193,48 @@ def test_nothing_to_compact_exits_1(stack: Stack) -> None:
     result = stack.cli("compact-generation", "1", str(gen))
     assert result.exit_code == 1 and "nothing to compact" in result.stderr
     assert "hint:" in result.stderr
+
+
+def test_status_list_with_no_buffer_says_so(embedded: Stack) -> None:
+    """`status --list` with nothing to list says so in one line (no empty table), naming
+    the prefix and the filters that left nothing; --json keeps its empty list."""
+    empty = embedded.cli("status", "--list")
+    assert empty.exit_code == 0, empty.output
+    prefix = repr(_json(embedded.cli("status", "--json").stdout)["prefix"])
+    assert f"no buffers under prefix {prefix}" in empty.stdout.splitlines()
+    assert "org" not in empty.stdout and "─" not in empty.stdout  # no table header
+    embedded.buffer.push_chunk(12, 5, b"x")
+    filtered = embedded.cli("status", "--list", "--state", "finished", "--older-than", "1h")
+    assert filtered.exit_code == 0, filtered.output
+    wanted = f"no buffers under prefix {prefix} match --state finished, --older-than 1h"
+    assert wanted in filtered.stdout.splitlines()
+    listed = embedded.cli("status", "--list")
+    assert "streaming" in listed.stdout and "no buffers" not in listed.stdout
+    document = _json(embedded.cli("status", "--list", "--state", "finished", "--json").stdout)
+    assert document["entries"] == []
+
+
+@pytest.mark.parametrize("where", ["missing/out.txt", "file/out.txt"])
+def test_show_generation_output_error_names_the_path_given(
+    embedded: Stack, tmp_path: Path, where: str
+) -> None:
+    """--output that cannot be written (its folder missing, or a file) is exit 2 naming
+    the path the user gave, never the temporary file beside it; nothing is left."""
+    gen = embedded.repository.create_generation(12)
+    embedded.buffer.push_chunk(12, gen, b"hello")
+    assert embedded.cli("compact-generation", "12", str(gen)).exit_code == 0
+    (tmp_path / "file").write_bytes(b"")
+    out = tmp_path / where
+    done = embedded.cli("show-generation", "12", str(gen), "--output", str(out), "--json")
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith(f"error: cannot write --output {out}: "), done.stderr
+    assert f".{out.name}." not in done.stderr  # the temporary file's name
+    assert str(out.parent) in done.stderr.splitlines()[0]
+    assert _json(done.stdout)["error"]["exit_code"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == [
+        "file",
+        "genbuffer.sqlite3",
+    ]
 
 
 def test_inspect_and_delete(stack: Stack) -> None:
@@ -370,6 +475,11 @@ NOT_ON_THE_PERSISTING_PATH = (
     "prometheus_client",
     "alembic",
     "hypothesis",
+    # genbuffer's own: discovery, the events stream and a failure's script load when used
+    "genbuffer.redis.scan",
+    "genbuffer.redis.events",
+    "genbuffer.lua.fail",
+    "genbuffer.lua.observe",
 )
 
 
@@ -387,8 +497,8 @@ def test_a_persisting_compaction_loads_no_optional_heavy_module(servers: Stack) 
     stack.buffer.push_chunk(12, gen, b'{"answer": 42}')
     probe = (
         "import atexit, sys\n"
-        "atexit.register(lambda: print('loaded', sorted({m.split('.')[0] for m in sys.modules}"
-        f" & {set(NOT_ON_THE_PERSISTING_PATH)!r}), file=sys.stderr))\n"
+        "atexit.register(lambda: print('loaded', sorted(({m.split('.')[0] for m in sys.modules}"
+        f" | set(sys.modules)) & {set(NOT_ON_THE_PERSISTING_PATH)!r}), file=sys.stderr))\n"
         "from genbuffer.cli import main\n"
         "sys.argv = ['genbuf', *sys.argv[1:]]\n"
         "main()\n"

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 
 from genbuffer.compaction import CompactionRequest, CompactionResult
+from genbuffer.db.engine import parse_database_url
 from genbuffer.engine import run
 from genbuffer.engine.burst import compact_pending
 from genbuffer.engine.pool import Pool, pool_size
 from genbuffer.engine.run import Engine, Job, Ran, outcome_of
 from genbuffer.engine.worker import _logged, _record
-from genbuffer.errors import GenbufferError, RedisUnavailable
+from genbuffer.errors import GenbufferError, RedisUnavailable, UsageError
 from genbuffer.redis.events import Event
 from genbuffer.states import Outcome, WorkerOutcome
 from tests.conftest import Stack
@@ -160,3 +161,19 @@ def test_compact_pending_compacts_while_its_scan_goes_on(
     assert (result.buffers, result.eligible, result.compacted) == (5, 3, 3)
     assert len(pages_read) == 3 and at_first_compaction == [1]
     assert sum(stored_bytes(embedded, gen) is not None for gen in gens) == 3
+
+
+def test_a_database_url_with_an_unencoded_at_in_its_password_is_a_usage_error() -> None:
+    """SQLAlchemy ends the password at its first @: the rest became the host, which the
+    driver's error printed. Exit 2 naming DATABASE_URL, the password not shown."""
+    with pytest.raises(UsageError, match="DATABASE_URL") as error:
+        parse_database_url("postgresql://u:s3c@r3t@db.internal/app")
+    assert "r3t" not in str(error.value)
+
+
+def test_a_database_url_whose_port_does_not_parse_does_not_echo_it() -> None:
+    """A password with an unencoded `@` and `:` put a piece of it in the port: the
+    error names the port as wrong without printing it."""
+    with pytest.raises(UsageError, match="DATABASE_URL") as error:
+        parse_database_url("postgresql://u:p@ss:s3cr3t@db.internal/app")
+    assert "s3cr3t" not in str(error.value)

@@ -65,7 +65,7 @@ SERVICES = (
 # composition root (runtime.py builds one command's adapters and compaction config);
 # above those, the CLI
 TOP = frozenset({"genbuffer", "genbuffer.runtime"})
-CLI = ("genbuffer.cli",)
+CLI = ("genbuffer.cli", "genbuffer.launch")
 
 
 def _imports(path: Path) -> list[str]:

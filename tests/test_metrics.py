@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -161,6 +162,40 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
         servers.buffer.finish(ORG, 5)
         again = wait_until(counted, 20, "a survey that counts the new buffer")
         assert again[("genbuf_survey_ok", ())] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+def test_serve_answers_metrics_on_its_paths_only(embedded: Stack) -> None:
+    """--serve answers /metrics (and /) with the exposition; any other path (a browser's
+    /favicon.ico, a typo) is 404, not the metrics or an empty 200."""
+    port = free_port()
+    process = spawn_genbuf(["metrics", "--serve", str(port)], embedded.env)
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read()
+
+    def listening() -> tuple[int, bytes] | None:
+        assert process.poll() is None, "the exporter exited"
+        try:
+            return get("/metrics")
+        except urllib.error.URLError:  # not listening yet
+            return None
+
+    try:
+        status, body = wait_until(listening, 20, "the exporter to answer a scrape")
+        assert status == 200 and b"genbuf_buffers" in body
+        root = get("/")
+        assert root[0] == 200 and b"genbuf_buffers" in root[1]
+        for path in ("/favicon.ico", "/anything", "/metrics/x", "/metricsx"):
+            status, body = get(path)
+            assert status == 404, path
+            assert b"genbuf_buffers" not in body and b"/metrics" in body, path
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

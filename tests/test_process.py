@@ -104,8 +104,9 @@ def test_help_loads_no_service_module() -> None:
     typer's coercion.
 
     typer 0.29 coerces every option of the root through pydantic, even an absent one
-    (its own --help included), before a command's --help runs: `CMD --help` pays for
-    pydantic there, and genbuf uses no private hook to avoid it (issue 23).
+    (its own --help included), before a command's --help runs: there `CMD --help` pays
+    for pydantic (genbuf uses no private hook to avoid it; pyproject.toml allows typer
+    below 0.29 for that start-up cost, issue 23).
     """
     probe = (
         "import sys\n"

@@ -6,11 +6,15 @@ import os
 import signal
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import redis
 
+import genbuffer
 from genbuffer.errors import Interrupted
 from genbuffer.ingest.push import PushSummary, StopRequest, push_lines
 from tests.conftest import Stack
@@ -109,3 +113,123 @@ def test_a_push_into_the_in_process_redis_warns_that_the_chunks_vanish(embedded:
     done = embedded.cli("push", "1", "1", input=b"x\n")
     assert done.exit_code == 0, done.output
     assert "in-process Redis: the chunks pushed are gone" in done.stderr
+
+
+_PUSH_LUA = (Path(genbuffer.__file__).parent / "lua" / "push.lua").read_text(encoding="utf-8")
+_LIST = "app:scenario_planning:org:3:generation:{gen}:chunks"
+
+
+def _fresh_gen() -> int:
+    """A generation id no other test uses (the embedded server lives for the session)."""
+    return uuid.uuid4().int % 10**12 + 1
+
+
+def _push_lua(stack: Stack, keys: list[str], argv: list[object]) -> object:
+    """push.lua called as a producer in another language would (the PHP package)."""
+    try:
+        return stack.buffer.client.eval(_PUSH_LUA, len(keys), *keys, *argv)
+    except redis.exceptions.ResponseError as refused:
+        return refused
+
+
+def _head(step: str, ttl: object = 60, org: object = 3, gen: object = 1) -> list[object]:
+    return [step, ttl, "2026-01-01T00:00:00.000000Z", org, "", gen]
+
+
+@pytest.mark.backends("embedded", "servers")
+@pytest.mark.parametrize(
+    ("step", "argv"),
+    [
+        ("push", ["", 1, "", "", "a"]),  # a TTL of 0 or less deleted the list pushed
+        ("finish", ["", "", "", ""]),  # … or the meta hash of a list-only producer
+    ],
+)
+@pytest.mark.parametrize("ttl", [0, -1, "1.5", "x", 2**62])
+def test_push_lua_refuses_a_bad_ttl_before_writing(
+    stack: Stack, step: str, argv: list[object], ttl: object
+) -> None:
+    """A TTL Redis's EXPIRE would refuse or take as "delete now": refused before any
+    write (a Lua error does not undo what ran before it: a list without TTL and
+    uncounted, or a meta hash without one, or a chunk gone while the reply said
+    appended)."""
+    gen = _fresh_gen()
+    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    client.rpush(key, "old")
+    client.expire(key, 100)
+    reply = _push_lua(stack, [key, key + ":meta"], [*_head(step, ttl, gen=gen), *argv])
+    assert isinstance(reply, redis.exceptions.ResponseError), reply
+    assert client.lrange(key, 0, -1) == [b"old"] and client.ttl(key) > 0
+    assert not client.exists(key + ":meta")
+
+
+@pytest.mark.backends("embedded", "servers")
+@pytest.mark.parametrize(
+    ("field", "index", "value"),
+    [
+        ("seq", 6, "1e300"),  # became seq_base: every later chunk skipped as a retry
+        ("seq", 6, str(2**60)),  # past 2**53 a Lua number is not the integer
+        ("seq", 6, "-5"),
+        ("total_bytes", 7, "-100"),
+        ("organization_id", 3, "0"),
+        ("generation_id", 5, "1 OR 2"),
+    ],
+)
+def test_push_lua_refuses_a_malformed_number(
+    stack: Stack, field: str, index: int, value: str
+) -> None:
+    """Sequence numbers, byte counts and ids are non-negative integers a Lua number
+    holds exactly (ids positive): anything else refused, nothing written."""
+    gen = _fresh_gen()
+    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    argv: list[object] = [*_head("push", gen=gen), "", 1, "", "", "a"]
+    argv[index] = value
+    reply = _push_lua(stack, [key, key + ":meta"], argv)
+    assert isinstance(reply, redis.exceptions.ResponseError), (field, reply)
+    assert not client.exists(key, key + ":meta")
+
+
+@pytest.mark.backends("embedded", "servers")
+def test_push_lua_refuses_a_negative_count(stack: Stack) -> None:
+    """Step 'rpushed' with appended -7 took chunk_count below the list's length."""
+    gen = _fresh_gen()
+    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    _push_lua(stack, [key, key + ":meta"], [*_head("push", gen=gen), "", 1, "", "", "a"])
+    reply = _push_lua(stack, [key, key + ":meta"], [*_head("rpushed", gen=gen), "", 0, "-7", ""])
+    assert isinstance(reply, redis.exceptions.ResponseError), reply
+    assert client.hget(key + ":meta", "chunk_count") == b"1"
+
+
+@pytest.mark.backends("embedded", "servers")
+@pytest.mark.parametrize(
+    ("step", "keys", "argv"),
+    [
+        ("push", ["t:" + _LIST.format(gen=1), "t:victim"], ["", 1, "", "", "z"]),
+        ("list", ["t:" + _LIST.format(gen=1), "t:victim"], ["", 1, "", "", "z"]),
+        ("finish", ["t:" + _LIST.format(gen=1), "t:victim"], ["", "", "", "5"]),
+        ("count", ["t:victim", "t:victim"], ["", 1, "1", "1"]),
+    ],
+)
+def test_push_lua_writes_one_buffers_keys_only(
+    stack: Stack, step: str, keys: list[str], argv: list[object]
+) -> None:
+    """A KEYS[2] that is not KEYS[1]'s meta hash (finished_at, the counters written
+    into another key): refused, nothing written."""
+    client = stack.buffer.client
+    reply = _push_lua(stack, keys, [*_head(step, gen=1), *argv])
+    assert isinstance(reply, redis.exceptions.ResponseError), reply
+    assert not client.exists(*keys)
+
+
+@pytest.mark.backends("embedded", "servers")
+def test_push_lua_finish_before_a_push_and_twice(stack: Stack) -> None:
+    """finish before any chunk writes nothing; finished twice, the counters stay."""
+    gen = _fresh_gen()
+    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    finish = [*_head("finish", gen=gen), "", "", "", ""]
+    assert _push_lua(stack, [key, key + ":meta"], finish) == [0, 0, 0]
+    assert not client.exists(key, key + ":meta")
+    _push_lua(stack, [key, key + ":meta"], [*_head("push", gen=gen), "", 1, "", "", "a"])
+    for _ in range(2):
+        assert _push_lua(stack, [key, key + ":meta"], finish) == [1, 0, 0]
+    meta = client.hgetall(key + ":meta")
+    assert (meta[b"chunk_count"], meta[b"bytes"]) == (b"1", b"1") and b"finished_at" in meta

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from redis.connection import parse_url
+from sqlalchemy.engine import make_url
 
 from genbuffer.errors import UsageError
 from genbuffer.laravel_ascii import table as transliterations
@@ -377,3 +379,133 @@ def test_a_retention_past_a_century_is_refused_when_settings_load(
     monkeypatch.setenv("GENERATION_CHUNKS_RETENTION_DAYS", "999999999")
     with pytest.raises(UsageError, match="invalid setting GENERATION_CHUNKS_RETENTION_DAYS"):
         load_settings()
+
+
+_HOSTILE_PASSWORD = "p@:/#?% x\r\n"
+
+
+@pytest.mark.parametrize("host", ["::1", "10.1.2.3", "cache.internal", "/run/my sock/r.sock?db=9"])
+def test_a_composed_redis_url_carries_the_exact_password_and_server(
+    clean_env: None, host: str
+) -> None:
+    """A password (and user) holding every URL delimiter, a space and CRLF comes back
+    from redis-py's parser as it was, and the server is the one named, never one
+    spelled inside the password."""
+    settings = Settings(redis_host=host, redis_password=_HOSTILE_PASSWORD, redis_username="us@r:x")
+    parsed = parse_url(settings.effective_redis_url())
+    assert (parsed["password"], parsed["username"]) == (_HOSTILE_PASSWORD, "us@r:x")
+    assert parsed.get("path", parsed.get("host")) == host
+
+
+@pytest.mark.parametrize(
+    ("host", "zone"), [("fe80::1%eth0", "eth0"), ("fe80::1%12", "12"), ("[fe80::1%25]", "25")]
+)
+def test_an_ipv6_zone_id_reaches_redis_and_the_database_as_given(
+    clean_env: None, host: str, zone: str
+) -> None:
+    """fe80::1%12: redis-py unquotes the host it parses (a bare %12 became \\x12) and
+    SQLAlchemy does not: each URL spells the zone so that its parser gives it back."""
+    redis_url = Settings(redis_host=host).effective_redis_url()
+    assert parse_url(redis_url)["host"] == f"fe80::1%{zone}"
+    database_url = Settings(
+        db_connection="pgsql", db_host=host, db_database="app"
+    ).effective_database_url()
+    assert make_url(database_url).host == f"fe80::1%{zone}"
+
+
+@pytest.mark.parametrize(
+    "host", ["h%3A6380", "h%40x", "a" * 64, ".".join(["a" * 63] * 5), "-h", "h..x"]
+)
+def test_a_host_no_resolver_takes_is_a_usage_error_naming_it(clean_env: None, host: str) -> None:
+    """A percent escape (redis-py decodes it, SQLAlchemy does not: two servers for one
+    value), a label over 63 characters or a name over 253 (the IDNA codec's traceback
+    at connect): exit 2 naming the variable."""
+    with pytest.raises(UsageError, match="REDIS_HOST"):
+        Settings(redis_host=host).effective_redis_url()
+    with pytest.raises(UsageError, match="DB_HOST"):
+        Settings(db_connection="pgsql", db_host=host, db_database="a").effective_database_url()
+
+
+@pytest.mark.parametrize(
+    "host", ["user:s3cr3t@cache", "redis://:s3cr3t@cache", "tls://u:s3cr3t@cache", "s3cr3t@h:1"]
+)
+def test_credentials_pasted_into_a_host_are_never_echoed(clean_env: None, host: str) -> None:
+    """REDIS_HOST/DB_HOST holding user:password@: the error names the variable and masks
+    the credentials, as every URL genbuf prints is masked."""
+    with pytest.raises(UsageError, match="REDIS_HOST") as redis_error:
+        Settings(redis_host=host).effective_redis_url()
+    with pytest.raises(UsageError, match="DB_HOST") as db_error:
+        Settings(db_connection="pgsql", db_host=host, db_database="a").effective_database_url()
+    for error in (redis_error.value, db_error.value):
+        assert "s3cr3t" not in f"{error} {error.hint}"
+
+
+def test_redis_scheme_tls_is_tls_to_a_single_host_too(clean_env: None) -> None:
+    """REDIS_SCHEME=tls (Laravel's `scheme`, which phpredis puts before the host) with
+    REDIS_HOST: TLS, never the password in clear to the same host."""
+    settings = Settings(redis_host="cache.internal", redis_scheme="tls", redis_password="pw")
+    assert settings.effective_redis_url().startswith("rediss://")
+
+
+@pytest.mark.parametrize(
+    ("nodes", "seeds", "url"),
+    [
+        (
+            "[::1]:7000,10.0.0.5:7001",
+            [("::1", 7000), ("10.0.0.5", 7001)],
+            "[::1]:7000,10.0.0.5:7001",
+        ),
+        ("[0:0::1]:7000", [("::1", 7000)], "[::1]:7000"),
+        ("[fe80::1%eth0]:7000", [("fe80::1%eth0", 7000)], "[fe80::1%25eth0]:7000"),
+        ("cache-1.internal:7000", [("cache-1.internal", 7000)], "cache-1.internal:7000"),
+    ],
+)
+def test_cluster_seeds_follow_the_one_host_rule(
+    clean_env: None, nodes: str, seeds: list[tuple[str, int]], url: str
+) -> None:
+    """REDIS_CLUSTER_NODES' hosts are checked and bracketed by the rule REDIS_HOST
+    follows (one rule: the URL that names the cluster agrees with the seeds)."""
+    settings = Settings(redis_cluster_nodes=nodes)
+    assert settings.cluster_nodes() == seeds
+    assert settings.effective_redis_url() == f"redis-cluster://{url}"
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    ["fe80::1", "2001:db8::7000", "::1:7000", ":s3cr3t@10.0.0.1:7000", "h o:7000", "a/b:7000"],
+)
+def test_a_cluster_seed_that_is_no_host_is_a_usage_error(clean_env: None, nodes: str) -> None:
+    """An IPv6 address without brackets (where does the port start?), credentials, a
+    space, a path: exit 2 naming REDIS_CLUSTER_NODES, the credentials masked (they
+    reached the connect error as a host name)."""
+    with pytest.raises(UsageError, match="REDIS_CLUSTER_NODES") as error:
+        Settings(redis_cluster_nodes=nodes).cluster_nodes()
+    assert "s3cr3t" not in f"{error.value} {error.value.hint}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:/u:s3cr3t@h/db",
+        "postgresql:u:s3cr3t@h/db",
+        "redis:/:s3cr3t@h:6379/0",
+    ],
+)
+def test_mask_url_masks_a_url_missing_its_slashes(url: str) -> None:
+    """A URL typed with one slash or none does not parse: the error that prints it
+    must not print its password."""
+    assert "s3cr3t" not in mask_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:se@cr/et@cache.internal:6379/0", "rediss://u:a#b@c@cache.internal:6380"]
+)
+def test_a_redis_url_with_an_unencoded_at_in_its_password_is_a_usage_error(
+    clean_env: None, url: str
+) -> None:
+    """redis-py ends the authority at the first / or #: the rest of the password became
+    the host it connected to (and printed in its error). Exit 2 naming REDIS_URL."""
+    with pytest.raises(UsageError, match="REDIS_URL") as error:
+        Settings(redis_url=url).effective_redis_url()
+    assert "cr/et" not in str(error.value)
+    assert "a#b" not in str(error.value)

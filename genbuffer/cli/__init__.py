@@ -8,7 +8,8 @@ against the real help by tests/test_cli.py) without importing one.
 
 The error boundary is ``GenbufGroup.invoke``: a GenbufferError raised anywhere
 below becomes ``error: …`` (and ``hint: …``) on stderr and its exit code;
-never a traceback.
+never a traceback. Click's usage errors (exit 2) are said the same way, with a hint
+naming the command's ``--help``, rather than as Click's usage block.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from genbuffer import __version__
-from genbuffer.cli._output import error_document, report_error, stderr, write_json
-from genbuffer.errors import GenbufferError
+from genbuffer.cli._output import report_error, stderr
+from genbuffer.errors import GenbufferError, UsageError
 from genbuffer.runtime import Runtime
 
 __all__ = ["COMMANDS", "SUMMARIES", "LazyGroup", "app", "command_group", "main"]
@@ -192,20 +193,21 @@ class GenbufGroup(LazyGroup):
     lazy_summaries = SUMMARIES
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Note whether --json was asked for, so a usage error can answer in JSON too."""
+        """Note whether --json was asked for, so a usage error can answer in JSON too; a
+        usage error in the root's own options is said as any other."""
         ctx.meta["genbuf.json"] = "--json" in args
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as error:
+            _report_usage_error(ctx, error)
+            raise
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; turn a GenbufferError into its message and exit code."""
         try:
             return super().invoke(ctx)
         except typer.TyperException as error:
-            # typer's usage errors (exit code 2): with --json, stdout still gets its one
-            # JSON document; typer then prints its usage message on stderr as always
-            if ctx.meta.get("genbuf.json") and getattr(error, "exit_code", 1) == 2:
-                hint = "see the command's --help"
-                write_json(error_document("UsageError", error.format_message(), hint, 2))
+            _report_usage_error(ctx, error)
             raise
         except GenbufferError as error:
             runtime = ctx.obj if isinstance(ctx.obj, Runtime) else None
@@ -214,6 +216,22 @@ class GenbufGroup(LazyGroup):
         except KeyboardInterrupt:
             stderr().print("interrupted")
             raise typer.Exit(130) from None
+
+
+def _report_usage_error(ctx: Any, error: typer.TyperException) -> None:
+    """A Click usage error (exit code 2: a bad value, an unknown option or command) said
+    the way every genbuf error is: one `error:` line and a `hint:` line naming the
+    command's --help, instead of Click's usage block; with --json, the error document on
+    stdout too. Raises typer.Exit(2) once said; anything else is left to typer (a group
+    called without a command prints its help, exit 2, as Click does)."""
+    if getattr(error, "exit_code", 1) != 2:
+        return
+    where = getattr(error, "ctx", None) or ctx
+    if error.format_message() == where.get_help():  # no_args_is_help: the help is the message
+        return
+    said = UsageError(error.format_message(), hint=f"see '{where.command_path} --help'")
+    report_error(said, as_json=bool(ctx.meta.get("genbuf.json")))
+    raise typer.Exit(2) from None
 
 
 def _new_app() -> typer.Typer:

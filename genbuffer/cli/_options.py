@@ -65,6 +65,7 @@ ScenarioOpt = Annotated[
     typer.Option(
         "--scenario-id",
         parser=parse_id,
+        metavar="<int>",  # (typer 0.28 would name the parser)
         help="Scenario id, when the key carries one.",
         show_default=False,
     ),

@@ -14,7 +14,8 @@ def emit_validation_test_cmd(
     ctx: typer.Context,
     generation_id: GenerationArg,
     organization_id: Annotated[
-        int | None, typer.Option("--org", parser=parse_id, help="Organization id to record.")
+        int | None,
+        typer.Option("--org", parser=parse_id, metavar="<int>", help="Organization id to record."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -109,16 +109,16 @@ def _serve(
     import signal
     import threading
 
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from genbuffer.errors import UsageError
-    from genbuffer.observation.metrics import LatestSurvey
+    from genbuffer.observation.metrics import LatestSurvey, serve_metrics
 
     latest = LatestSurvey(registry, refresh, log=lambda line: stderr().print(line))
     served = CollectorRegistry(auto_describe=False)
     served.register(latest)
     try:
-        start_http_server(port, addr=bind, registry=served)
+        serve_metrics(served, bind, port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {bind}:{port}: {exc}") from None
     stop = threading.Event()

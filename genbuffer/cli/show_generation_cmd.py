@@ -104,13 +104,23 @@ def _write_atomically(path: Path, blocks: Iterable[bytes]) -> None:
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     except OSError as exc:
-        raise UsageError(f"cannot write --output {path}: {exc}") from None
+        raise UsageError(f"cannot write --output {path}: {_reason(directory, exc)}") from None
     try:
         with os.fdopen(handle, "wb") as file:
             for block in blocks:
                 file.write(block)
         Path(temporary).replace(path)
     except OSError as exc:
-        raise UsageError(f"cannot write --output {path}: {exc}") from None
+        raise UsageError(f"cannot write --output {path}: {_reason(directory, exc)}") from None
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _reason(directory: Path, exc: OSError) -> str:
+    """Why --output could not be written, naming what the user gave: the OSError's own
+    text names the temporary file beside it, which the user never heard of."""
+    if not directory.exists():
+        return f"no such directory {directory}"
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    return exc.strerror or type(exc).__name__

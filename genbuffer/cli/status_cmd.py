@@ -25,7 +25,9 @@ def status_cmd(
     ctx: typer.Context,
     organization_id: Annotated[
         int | None,
-        typer.Option("--org", parser=parse_id, help="Only this organization's buffers."),
+        typer.Option(
+            "--org", parser=parse_id, metavar="<int>", help="Only this organization's buffers."
+        ),
     ] = None,
     idle: IdleAfterOpt = "30m",
     compaction_within: CompactionWithinOpt = "1h",
@@ -116,15 +118,23 @@ def status_cmd(
         pause=scan_pause,
     )
     if watch and sys.stdout.isatty():
-        _watch(rt, options, interval)
+        _watch(rt, options, interval, _filters(organization_id, states, older_than))
         return
     report = collect_status(rt.buffer, rt.repository, options)
-    emit(rt, report, lambda console: console.print(_view(report, None)))
+    filters = _filters(organization_id, states, older_than)
+    emit(rt, report, lambda console: console.print(_view(report, None, filters)))
     if not report.ok:
         raise typer.Exit(1)
 
 
-def _watch(rt: Runtime, options: StatusOptions, interval: float) -> None:
+def _filters(org: int | None, states: list[str] | None, older_than: str | None) -> list[str]:
+    """The filters given, as the user typed them (named when --list finds nothing)."""
+    given = [] if org is None else [f"--org {org}"]
+    given += [f"--state {', '.join(states)}"] if states else []
+    return given + ([f"--older-than {older_than}"] if older_than else [])
+
+
+def _watch(rt: Runtime, options: StatusOptions, interval: float, filters: list[str]) -> None:
     """Redraw the view every ``interval`` seconds until Ctrl-C."""
     import time
     from datetime import UTC, datetime
@@ -139,7 +149,7 @@ def _watch(rt: Runtime, options: StatusOptions, interval: float) -> None:
             while True:
                 report = collect_status(rt.buffer, rt.repository, options)
                 rate = observations.compactions_per_minute(SPARK_MINUTES, datetime.now(UTC))
-                live.update(_view(report, rate), refresh=True)
+                live.update(_view(report, rate, filters), refresh=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             return
@@ -153,8 +163,9 @@ def _sparkline(counts: list[int]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, value * (len(SPARK) - 1) // top)] for value in counts)
 
 
-def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
-    """The report for people (with the compactions-per-minute sparkline under --watch)."""
+def _view(report: StatusReport, rate: list[int] | None, filters: list[str]) -> RenderableType:
+    """The report for people (with the compactions-per-minute sparkline under --watch);
+    a --list that finds nothing is one line saying so, naming ``filters``."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -221,7 +232,10 @@ def _view(report: StatusReport, rate: list[int] | None) -> RenderableType:
             " never compacted, buffer gone"
         )
     lines.extend(f"[red]alert:[/red] {printable(alert)}" for alert in report.alerts)
-    if report.entries is not None:
+    if report.entries == []:
+        match = f" match {printable(', '.join(filters))}" if filters else ""
+        lines.append(f"no buffers under prefix {printable(repr(report.prefix))}{match}")
+    elif report.entries is not None:
         # made for 80 columns: the row's facts, then its last error on a line of its own
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         for name in LIST_COLUMNS:

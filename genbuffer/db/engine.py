@@ -25,14 +25,30 @@ _AUTH_MARKERS = ("password authentication failed", "role ", "access denied for u
 
 
 def parse_database_url(url: str) -> URL:
-    """``url`` parsed; one that does not parse (a bad port, say) is a UsageError."""
+    """``url`` parsed; one that does not parse (a bad port, say) is a UsageError.
+
+    So is one whose host holds an ``@``: SQLAlchemy ends the password at its first
+    ``@``, so an unencoded one made the rest of the password the host (which the
+    driver's error then printed). Neither error prints what it could not parse.
+    """
+    hint = (
+        "check DATABASE_URL, or DB_HOST and DB_PORT in the app's .env; percent-encode "
+        "@ : / # ? % in a password"
+    )
     try:
-        return make_url(url)
-    except (sa_exc.ArgumentError, ValueError) as exc:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise UsageError(f"invalid DATABASE_URL {mask_url(url)}: {exc}", hint=hint) from None
+    except ValueError:  # int() of the port: its text may be a piece of a password
         raise UsageError(
-            f"invalid DATABASE_URL {mask_url(url)}: {exc}",
-            hint="check DATABASE_URL, or DB_HOST and DB_PORT in the app's .env",
+            f"invalid DATABASE_URL {mask_url(url)}: its port is not a number", hint=hint
         ) from None
+    if "@" in (parsed.host or ""):
+        raise UsageError(
+            f"invalid DATABASE_URL {mask_url(url)}: an @ after the password's first one",
+            hint=hint,
+        )
+    return parsed
 
 
 def make_engine(url: str) -> Engine:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, bindparam, select
+from sqlalchemy import exc as sa_exc
 
 from genbuffer.db.schema import (
     genbuf_job_leases,
@@ -32,6 +33,7 @@ __all__ = [
     "Prepared",
     "new_id",
     "prepared",
+    "sent_directly",
     "to_row",
 ]
 
@@ -94,20 +96,24 @@ def new_id(result: CursorResult[Any]) -> int:
 
 
 class Prepared:
-    """A statement compiled once for a dialect, sent as its SQL text
-    (``exec_driver_sql``): what SQLAlchemy does again at every ``execute`` (the
-    statement's cache key, a walk of its whole tree; the compiled cache's lookup) is
-    done here once. The bind processors of the parameters' types still apply (JSON
-    serialised, bytes wrapped); the statement's own literals are bound as compiled.
-    Errors are the connection's, as for ``execute``. For the statements a compaction
-    runs every time (a worker runs thousands)."""
+    """A statement compiled once for a dialect and sent as its SQL text on the driver's
+    cursor: what SQLAlchemy does again at every ``execute`` (the statement's cache key,
+    a walk of its whole tree, the compiled cache's lookup, an execution context and a
+    result object) is done once or not at all: ~0.15-0.3 ms of CPU a compaction of a
+    worker (bench/NOTES.md, items 12 and 13). The bind processors of the parameters'
+    types still apply (JSON serialised, bytes wrapped); the statement's own literals
+    are bound as compiled. A driver error is SQLAlchemy's, as ``execute`` raises it (a
+    lost connection invalidated). SQLAlchemy's cursor events do not see these
+    statements (``sent_directly`` lists them). For the statements a compaction runs
+    every time (a worker runs thousands), on PostgreSQL."""
 
-    __slots__ = ("literals", "processors", "sql")
+    __slots__ = ("literals", "processors", "rows", "sql")
 
     def __init__(self, statement: Any, connection: Connection) -> None:
         dialect = connection.dialect
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
+        self.rows = bool(statement.is_select)  # (the driver's description builds objects)
         binds = {name: bind for bind, name in compiled.bind_names.items()}  # as rendered
         self.literals = {
             name: value
@@ -120,13 +126,36 @@ class Prepared:
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
 
-    def execute(self, connection: Connection, params: dict[str, Any]) -> CursorResult[Any]:
-        """Run the statement with ``params`` (by name)."""
+    def execute(self, connection: Connection, params: dict[str, Any]) -> Sequence[Any] | None:
+        """Run the statement with ``params`` (by name); the first row it returns, if any."""
         bound = self.literals | params
         for name, processor in self.processors.items():
             if name in bound:
                 bound[name] = processor(bound[name])
-        return connection.exec_driver_sql(self.sql, bound)
+        driver = connection.connection.dbapi_connection
+        dialect = connection.dialect
+        try:
+            with driver.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(self.sql, bound)
+                row: Sequence[Any] | None = cursor.fetchone() if self.rows else None
+                return row
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, driver, None)
+            if lost:
+                connection.invalidate()
+            raise sa_exc.DBAPIError.instance(
+                self.sql,
+                bound,
+                error,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from error
+
+
+def sent_directly() -> list[str]:
+    """The SQL of every statement prepared so far (Prepared: past SQLAlchemy's events)."""
+    return [statement.sql for statement in _PREPARED.values()]
 
 
 _PREPARED: dict[tuple[str, Any], Prepared] = {}

@@ -73,7 +73,7 @@ class Transaction:
         found: Any
         if self.connection.dialect.name == "postgresql":  # compiled once (db.rows.Prepared)
             lock = prepared(LOCK_ROW, self.connection)
-            found = lock.execute(self.connection, {"id": generation_id}).first()
+            found = lock.execute(self.connection, {"id": generation_id})
         else:  # (SQLite's and MySQL's dates and JSON come back through SQLAlchemy's types)
             found = self.connection.execute(LOCK_ROW, {"id": generation_id}).first()
         return None if found is None else to_row(found)

@@ -34,6 +34,48 @@
 -- Returns {list length, chunks appended, chunks skipped}.
 local step, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
+-- Every argument is checked before the first write: a Lua error does not undo what ran
+-- before it (a list left uncounted or without TTL), EXPIRE with 0 or less deletes the
+-- key, and a number past 2^53 is no integer in Lua (a seq_base that skips every chunk).
+local function malformed(index, least, digits, optional)
+  local value = ARGV[index]
+  if optional and value == '' then return nil end
+  if type(value) ~= 'string' or not string.match(value, '^%d+$') or #value > digits
+      or tonumber(value) < least then
+    return 'push.lua: ARGV[' .. index .. '] is not an integer of at most ' .. digits
+      .. ' digits, ' .. least .. ' or more: ' .. string.sub(tostring(value), 1, 40)
+  end
+  return nil
+end
+local problem = malformed(2, 1, 10) or (ttl > 4294967296 and 'push.lua: ttl over 2^32')
+  or malformed(4, 1, 19) or malformed(5, 1, 19, true) or malformed(6, 1, 19)
+  or malformed(7, 0, 15, true) or malformed(8, 0, 15, step == 'finish')
+  or malformed(9, 0, 15, true)
+  or malformed(10, 0, 15, true)
+if problem then return redis.error_reply(problem) end
+do
+  -- KEYS[2] must be KEYS[1]'s meta hash (or genbuf's hash beside it): a call writes one
+  -- buffer's keys only (which ids its list names is the caller's: a smoke test's key
+  -- names none)
+  local function is_meta(key) return string.sub(key, -5) == ':meta' end
+  local fits
+  if step == 'push' or step == 'rpushed' then
+    fits = KEYS[2] == KEYS[1] .. ':meta'
+  elseif step == 'list' then
+    fits = KEYS[2] == '{' .. KEYS[1] .. '}:genbuf'
+  elseif step == 'count' then
+    fits = KEYS[1] == KEYS[2] and is_meta(KEYS[1])
+  elseif step == 'finish' then
+    fits = KEYS[2] == KEYS[1] .. ':meta' or (KEYS[1] == KEYS[2] and is_meta(KEYS[1])
+      and ARGV[10] ~= '')
+  else
+    return redis.error_reply('push.lua: unknown step ' .. tostring(step))
+  end
+  if not fits then
+    return redis.error_reply('push.lua: KEYS[2] is not the ' .. step .. ' hash of KEYS[1]')
+  end
+end
+
 -- TTL rule 1: a key without a TTL gets the configured one (nothing lives forever)
 local function give_ttl(key)
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ttl) end

@@ -9,13 +9,22 @@ Imported by the commands that print metrics only (start-up time).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    generate_latest,
+    make_wsgi_app,
+    write_to_textfile,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,13 +34,19 @@ from genbuffer.observation.status import StatusOptions, StatusReport, collect_st
 from genbuffer.redis import GenerationBuffer
 from genbuffer.states import LedgerResult
 
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
 __all__ = [
     "CRON_JOBS",
+    "METRICS_PATHS",
     "GenbufCollector",
     "LatestSurvey",
     "collected",
     "exposition",
+    "metrics_app",
     "registry_for",
+    "serve_metrics",
     "write_textfile",
 ]
 
@@ -276,3 +291,50 @@ class LatestSurvey(Collector):
                 self._families, self._taken, self._ok = families, started, True
         finally:
             self._idle.set()
+
+
+# the paths an exporter answers with the exposition: /metrics, where Prometheus scrapes,
+# and / for a person with a browser; anything else is 404 (prometheus_client's own app
+# serves the metrics on every path, and an empty 200 on /favicon.ico)
+METRICS_PATHS = frozenset({"/", "/metrics"})
+
+
+def metrics_app(registry: Collector) -> WSGIApplication:
+    """prometheus_client's WSGI app (content negotiation, gzip, ``name[]`` filters, 405
+    on other methods) on ``METRICS_PATHS`` only; any other path is 404."""
+    exporter = make_wsgi_app(registry)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in METRICS_PATHS:
+            return exporter(environ, start_response)  # type: ignore[no-any-return]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"404 Not Found: genbuf serves its metrics on /metrics\n"]
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in hand never holds the process at exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log no request (a scrape every 15 s is no news)."""
+
+
+def serve_metrics(registry: Collector, bind: str, port: int) -> WSGIServer:
+    """Serve ``metrics_app(registry)`` on ``bind``:``port`` (IPv4 or IPv6, as ``bind``
+    resolves) in a daemon thread; the server is returned listening. An address that
+    does not resolve or cannot be bound is OSError."""
+    family, _, _, _, address = socket.getaddrinfo(
+        bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class MetricsServer(_ThreadingServer):
+        address_family = family  # the class's: WSGIServer binds as it is constructed
+
+    server = make_server(
+        str(address[0]), port, metrics_app(registry), MetricsServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="genbuf-metrics", daemon=True).start()
+    return server

@@ -11,12 +11,16 @@
 Only this package imports redis-py.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from genbuffer.redis.buffer import GenerationBuffer
 from genbuffer.redis.connection import connect_redis
 from genbuffer.redis.keyspace import KeyInfo
 from genbuffer.redis.producer import PushResult
 from genbuffer.redis.protocol import BufferSnapshot
-from genbuffer.redis.scan import FoundBuffer
+
+if TYPE_CHECKING:
+    from genbuffer.redis.scan import FoundBuffer
 
 __all__ = [
     "BufferSnapshot",
@@ -26,3 +30,12 @@ __all__ = [
     "PushResult",
     "connect_redis",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # discovery (scan.py, observe.lua's call) loads when used: a compaction never scans
+    if name == "FoundBuffer":
+        from genbuffer.redis.scan import FoundBuffer  # noqa: PLC0415
+
+        return FoundBuffer
+    raise AttributeError(f"module 'genbuffer.redis' has no attribute {name!r}")

@@ -19,11 +19,11 @@ from genbuffer.redis.connection import NoTouch, RedisTarget, connect_cluster, co
 from genbuffer.redis.keyspace import Keyspace
 from genbuffer.redis.producer import Producer
 from genbuffer.redis.protocol import CompactionProtocol
-from genbuffer.redis.scan import Scanner
 from genbuffer.settings import Settings
 
 if TYPE_CHECKING:
     from genbuffer.redis.fleet import Fleet
+    from genbuffer.redis.scan import Scanner
     from genbuffer.redis.survey import Survey
     from genbuffer.redis.tail import Tailer
 
@@ -63,7 +63,6 @@ class GenerationBuffer(Producer):
         )
         super().__init__(target, ttl=ttl, max_len=max_len, tagged=tagged)
         self.protocol = CompactionProtocol(target, ttl=ttl, clock=self.clock)
-        self.scan = Scanner(target, ttl=ttl)
         self.keyspace = Keyspace(target)
 
     @classmethod
@@ -100,6 +99,13 @@ class GenerationBuffer(Producer):
             tagged=settings.generation_key_tags,
             no_touch=no_touch,
         )
+
+    @cached_property
+    def scan(self) -> Scanner:
+        """Discovery of buffers under the prefix (compact-pending, the sweeper, checks)."""
+        from genbuffer.redis.scan import Scanner  # noqa: PLC0415  (a compaction never scans)
+
+        return Scanner(self.target, ttl=self.ttl)
 
     @cached_property
     def survey(self) -> Survey:

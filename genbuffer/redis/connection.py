@@ -18,7 +18,8 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from genbuffer.errors import OperationFailed, RedisUnavailable, UsageError
-from genbuffer.settings import MEMORY_REDIS_URL, mask_url
+from genbuffer.redis.packer import HiredisPacker
+from genbuffer.settings import MEMORY_REDIS_URL, mask_url, seed_list
 
 __all__ = [
     "SCRIPT_RELOADS",
@@ -116,6 +117,7 @@ def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = Non
             # attempt of a command too, so a frozen server costs (1 + retries)² timeouts
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=1),
             redis_connect_func=None if no_touch is None else no_touch.on_connect,
+            command_packer=HiredisPacker(),  # (genbuffer.redis.packer: CPU a command)
         )
     except ValueError as exc:
         raise UsageError(f"invalid REDIS_URL {mask_url(url)}: {exc}") from None
@@ -135,7 +137,7 @@ def connect_cluster(
 
     A cluster whose slots are not all served is refused here (exit 3), not at the
     first key that lands in a hole."""
-    url = "redis-cluster://" + ",".join(f"{host}:{port}" for host, port in nodes)
+    url = "redis-cluster://" + seed_list(nodes)
     try:
         with redis_errors(url):
             return redis.RedisCluster(

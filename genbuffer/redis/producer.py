@@ -13,15 +13,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 from genbuffer import keys
 from genbuffer.lua.push import PushHead
 from genbuffer.redis.connection import RedisTarget, redis_errors
-from genbuffer.redis.events import Events
 from genbuffer.redis.layout import PUSH_BATCH, PUSH_PIPELINE, layout_of
 from genbuffer.redis.meta import IsoClock
 from genbuffer.redis.scripts import ScriptRunner
+
+if TYPE_CHECKING:
+    from genbuffer.redis.events import Events
 
 __all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
 
@@ -63,7 +66,13 @@ class Producer:
         self.tagged = tagged  # GENERATION_KEY_TAGS: the template pushes write
         self.clock = IsoClock()
         self.scripts = ScriptRunner(target)
-        self.events = Events(target, ttl=ttl)
+
+    @cached_property
+    def events(self) -> Events:
+        """The compaction-events stream (finish() announces; the worker reads)."""
+        from genbuffer.redis.events import Events  # noqa: PLC0415  (not a compaction's)
+
+        return Events(self.target, ttl=self.ttl)
 
     def key_for(self, organization_id: int, generation_id: int, scenario_id: int | None) -> str:
         """The chunks key a push writes (the configured template), prefix included."""

@@ -12,19 +12,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from genbuffer.errors import GenbufferError, StreamChanged
 from genbuffer.lua.ack import AckArgs, WhenEmpty
-from genbuffer.lua.fail import FailArgs, SetAside
 from genbuffer.lua.snapshot import Mode, SnapshotArgs, SnapshotTag
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta, IsoClock
 from genbuffer.redis.scripts import ScriptRunner
+
+if TYPE_CHECKING:
+    from genbuffer.lua.fail import SetAside
 
 __all__ = ["LEASE_SECONDS", "PAGE_BYTES", "READ_PAGE", "BufferSnapshot", "CompactionProtocol"]
 
@@ -51,9 +54,9 @@ class BufferSnapshot:
     # `trimmed` of a lost meta hash; shorter than asked where the list lacks them.
     windows: list[list[bytes]] = field(default_factory=list)
 
-    @property
+    @cached_property
     def fields(self) -> BufferMeta:
-        """The meta hash, typed."""
+        """The meta hash, typed (built once: a compaction reads it some twenty times)."""
         return BufferMeta(self.meta)
 
     @property
@@ -316,14 +319,20 @@ class CompactionProtocol:
 
         Both keys get a TTL if they have none, so a buffer set aside still expires.
         """
+        from genbuffer.lua.fail import SetAside  # noqa: PLC0415  (a failure's path only)
+
         return self._set_aside(key, error, max_attempts, SetAside.QUARANTINED)
 
     def mark_orphaned(self, key: str, error: str) -> bool:
         """Set aside a buffer whose row does not exist; True the first time (report it once)."""
+        from genbuffer.lua.fail import SetAside  # noqa: PLC0415  (an orphan's path only)
+
         attempts, _ = self._set_aside(key, error, 1, SetAside.ORPHANED)
         return attempts == 1
 
     def _set_aside(self, key: str, error: str, limit: int, aside: SetAside) -> tuple[int, bool]:
+        from genbuffer.lua.fail import FailArgs  # noqa: PLC0415  (fail.lua: failures only)
+
         call = FailArgs(
             state_key=layout_of(self.target, key).state_key(key),
             chunks_key=key,
