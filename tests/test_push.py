@@ -119,6 +119,11 @@ _PUSH_LUA = (Path(genbuffer.__file__).parent / "lua" / "push.lua").read_text(enc
 _LIST = "app:scenario_planning:org:3:generation:{gen}:chunks"
 
 
+def _key(stack: Stack, gen: int) -> str:
+    """A chunks key under the test's prefix (its keys are removed after it)."""
+    return stack.buffer.prefix + _LIST.format(gen=gen)
+
+
 def _fresh_gen() -> int:
     """A generation id no other test uses (the embedded server lives for the session)."""
     return uuid.uuid4().int % 10**12 + 1
@@ -153,7 +158,7 @@ def test_push_lua_refuses_a_bad_ttl_before_writing(
     uncounted, or a meta hash without one, or a chunk gone while the reply said
     appended)."""
     gen = _fresh_gen()
-    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    client, key = stack.buffer.client, _key(stack, gen)
     client.rpush(key, "old")
     client.expire(key, 100)
     reply = _push_lua(stack, [key, key + ":meta"], [*_head(step, ttl, gen=gen), *argv])
@@ -180,7 +185,7 @@ def test_push_lua_refuses_a_malformed_number(
     """Sequence numbers, byte counts and ids are non-negative integers a Lua number
     holds exactly (ids positive): anything else refused, nothing written."""
     gen = _fresh_gen()
-    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    client, key = stack.buffer.client, _key(stack, gen)
     argv: list[object] = [*_head("push", gen=gen), "", 1, "", "", "a"]
     argv[index] = value
     reply = _push_lua(stack, [key, key + ":meta"], argv)
@@ -192,7 +197,7 @@ def test_push_lua_refuses_a_malformed_number(
 def test_push_lua_refuses_a_negative_count(stack: Stack) -> None:
     """Step 'rpushed' with appended -7 took chunk_count below the list's length."""
     gen = _fresh_gen()
-    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    client, key = stack.buffer.client, _key(stack, gen)
     _push_lua(stack, [key, key + ":meta"], [*_head("push", gen=gen), "", 1, "", "", "a"])
     reply = _push_lua(stack, [key, key + ":meta"], [*_head("rpushed", gen=gen), "", 0, "-7", ""])
     assert isinstance(reply, redis.exceptions.ResponseError), reply
@@ -206,7 +211,7 @@ def test_push_lua_refuses_a_negative_count(stack: Stack) -> None:
         ("push", ["t:" + _LIST.format(gen=1), "t:victim"], ["", 1, "", "", "z"]),
         ("list", ["t:" + _LIST.format(gen=1), "t:victim"], ["", 1, "", "", "z"]),
         ("finish", ["t:" + _LIST.format(gen=1), "t:victim"], ["", "", "", "5"]),
-        ("count", ["t:victim", "t:victim"], ["", 1, "1", "1"]),
+        ("count", ["t:victim", "t:victim"], ["", 1, "1", "1"]),  # (under the test's prefix)
     ],
 )
 def test_push_lua_writes_one_buffers_keys_only(
@@ -215,6 +220,7 @@ def test_push_lua_writes_one_buffers_keys_only(
     """A KEYS[2] that is not KEYS[1]'s meta hash (finished_at, the counters written
     into another key): refused, nothing written."""
     client = stack.buffer.client
+    keys = [stack.buffer.prefix + key for key in keys]
     reply = _push_lua(stack, keys, [*_head(step, gen=1), *argv])
     assert isinstance(reply, redis.exceptions.ResponseError), reply
     assert not client.exists(*keys)
@@ -224,7 +230,7 @@ def test_push_lua_writes_one_buffers_keys_only(
 def test_push_lua_finish_before_a_push_and_twice(stack: Stack) -> None:
     """finish before any chunk writes nothing; finished twice, the counters stay."""
     gen = _fresh_gen()
-    client, key = stack.buffer.client, _LIST.format(gen=gen)
+    client, key = stack.buffer.client, _key(stack, gen)
     finish = [*_head("finish", gen=gen), "", "", "", ""]
     assert _push_lua(stack, [key, key + ":meta"], finish) == [0, 0, 0]
     assert not client.exists(key, key + ":meta")
