@@ -572,7 +572,7 @@ def bench_migrate(b: Bench) -> None:
             rate(n, ours_time),
             rate(n, raw_time),
             raw_time / ours_time,
-            Target.at_least(0.8),
+            Target.at_least(0.5),  # issue 5 (issue 23 raised row 4's only)
             "baseline: one UPDATE statement; genbuf commits every 5,000 rows",
         )
     )
@@ -630,7 +630,7 @@ def bench_purge(b: Bench) -> None:
             rate(n, ours_time),
             rate(n, raw_time),
             raw_time / ours_time,
-            Target.at_least(0.8),
+            Target.at_least(0.5),  # issue 5 (issue 23 raised row 4's only)
             "baseline: DELETE in id ranges of 5,000; genbuf also checks the generation "
             "is compacted",
         )
