@@ -27,6 +27,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -241,6 +242,11 @@ class _ClusterChaos:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and self._left() > 0:
             time.sleep(0.5)
+        # a worker restarted by the last kill may still be starting (no SIGTERM handler
+        # yet: the signal's default action would end it): each beats once it runs
+        started = time.monotonic() + 60
+        while time.monotonic() < started and not self._all_beating():
+            time.sleep(0.2)
         for worker in self.workers:
             worker.send_signal(signal.SIGTERM)
         self.report.worker_exit_codes = [w.wait(timeout=120) for w in self.workers]
@@ -250,6 +256,14 @@ class _ClusterChaos:
         self._verify()
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _all_beating(self) -> bool:
+        """Whether every worker process has beaten (its loop runs, its handlers are set)."""
+        try:
+            beating = {beat.consumer for beat in self.buffer.fleet.members()}
+        except GenbufferError:
+            return False
+        return all(f"{socket.gethostname()}-{w.pid}" in beating for w in self.workers)
 
     def _left(self) -> int:
         try:
