@@ -244,8 +244,8 @@ class _ClusterChaos:
             time.sleep(0.5)
         # a worker restarted by the last kill may still be starting (no SIGTERM handler
         # yet: the signal's default action would end it): each beats once it runs
-        started = time.monotonic() + 60
-        while time.monotonic() < started and not self._all_beating():
+        beating_by = time.monotonic() + 60
+        while time.monotonic() < beating_by and not self._all_beating():
             time.sleep(0.2)
         for worker in self.workers:
             worker.send_signal(signal.SIGTERM)
