@@ -117,11 +117,11 @@ def status_cmd(
         expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
         pause=scan_pause,
     )
+    filters = _filters(organization_id, states, older_than)
     if watch and sys.stdout.isatty():
-        _watch(rt, options, interval, _filters(organization_id, states, older_than))
+        _watch(rt, options, interval, filters)
         return
     report = collect_status(rt.buffer, rt.repository, options)
-    filters = _filters(organization_id, states, older_than)
     emit(rt, report, lambda console: console.print(_view(report, None, filters)))
     if not report.ok:
         raise typer.Exit(1)

@@ -14,9 +14,9 @@ path (pool checkout, hooks, retry wrapper) push_chunk made 0.45x a raw RPUSH loo
 a loaded machine, against 0.90x on a connection of its own. So single commands go
 on one connection made by the twin pool and kept outside it, through redis-py's
 connection API (``make_connection``, ``connect``, ``can_read``,
-``send_packed_command``, ``read_response``, ``disconnect``; tested at both ends of
-the pin, ``make test-lowest``), the command packed by hiredis. It is polled before
-each command, so one the server closed while idle is replaced while nothing is at
+``send_command``, ``read_response``, ``disconnect``; tested at both ends of
+the pin, ``make test-lowest``), the command packed by hiredis (redis.packer). It is
+polled before each command, so one the server closed while idle is replaced while nothing is at
 stake; it is used under a lock (threads), and a forked child opens its own.
 """
 
@@ -28,7 +28,6 @@ import weakref
 from typing import Any
 
 import redis
-from hiredis import pack_command
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -101,9 +100,8 @@ class OnceClient:
         with self._lock:
             conn = self._ready()  # (a failure here: nothing was sent)
             try:
-                # packed by hiredis as it is (redis-py's packer encodes each argument in
-                # Python first: a third of a push_chunk's time)
-                conn.send_packed_command([pack_command(args)], check_health=False)
+                # packed by the connection's HiredisPacker (genbuffer.redis.packer)
+                conn.send_command(*args, check_health=False)
                 return conn.read_response()
             except redis.exceptions.ResponseError:
                 raise  # an error reply, read whole
