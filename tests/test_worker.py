@@ -7,16 +7,21 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 from genbuffer import keys
+from genbuffer.db.engine import make_engine
+from genbuffer.db.repository import Repository
 from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan
 from genbuffer.redis.fleet import WorkerBeat
@@ -24,6 +29,7 @@ from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import stored_bytes
 from tests.support.faulty import Hold
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
+from tests.support.urls import POSTGRES_ADMIN_URL
 from tests.support.wait import wait_until
 
 ORG = 76
@@ -583,3 +589,84 @@ def test_a_worker_does_not_take_over_its_own_slow_compaction(servers: Stack) -> 
     assert stored_bytes(servers, gen) == b"".join(_chunks(gen))
     assert [r["outcome"] for r in records] == ["compacted"], records
     assert worker.summary.taken_over == 0 and worker.summary.compacted == 1
+
+
+def _backends(application: str) -> list[int]:
+    """The pids of the PostgreSQL backends of the connections named ``application``."""
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(servers: Stack) -> None:
+    """PostgreSQL ends every backend of a worker (pg_terminate_backend, as a failover or an
+    admin does) while a compaction is in flight on each of its threads: each fails as an
+    outage, and the worker runs its entry again after the outage pause, rather than
+    leaving it pending for a take-over --visibility (10 minutes here) later. Every
+    generation is compacted byte-exact without a take-over, every entry acknowledged."""
+    concurrency = 4
+    gens = [servers.repository.create_generation(ORG) for _ in range(concurrency)]
+    for gen in gens:
+        servers.buffer.push_many(ORG, gen, _chunks(gen))
+        servers.buffer.finish(ORG, gen)
+    assert servers.buffer.events.try_sweep("another worker", 3_600_000)  # no sweep here
+    arrived: list[str] = []
+    counting = threading.Lock()
+    held, release = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:  # every thread waits before its COMMIT, the first time
+        if step == "before_commit" and not release.is_set():
+            with counting:
+                arrived.append(threading.current_thread().name)
+                if len(arrived) == concurrency:
+                    held.set()
+            assert release.wait(60), "never released"
+
+    # the worker's own engine, its connections named: the test's reads are not ended
+    application = f"genbuf-outage-{uuid.uuid4().hex[:12]}"
+    url = make_url(servers.env["DATABASE_URL"]).update_query_dict({"application_name": application})
+    repository = Repository(
+        make_engine(url.render_as_string(hide_password=False)), servers.env["DATABASE_URL"]
+    )
+    config = servers.config(faults=FaultPlan(on_step=hold))
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(
+        concurrency=concurrency,
+        visibility=timedelta(minutes=10),
+        sweep_every=timedelta(hours=1),
+        consumer="w-outage",
+    )
+    worker = Worker(servers.buffer, repository, config, options, records.append)
+    client, stream = servers.buffer.client, servers.buffer.events.stream
+    try:
+        with _running(worker) as running:
+            running.wait_for(held.is_set, what="a compaction held on every thread")
+            ended = _backends(application)
+            assert len(ended) >= concurrency, ended
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                for pid in ended:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            running.wait_for(
+                lambda: not set(ended) & set(_backends(application)), what="the backends to end"
+            )
+            release.set()
+            # far below the visibility: only a run again by this worker gets there
+            running.wait_for(
+                lambda: (
+                    all(stored_bytes(servers, g) is not None for g in gens)
+                    and _held(client, stream) == 0
+                ),
+                timeout=60,
+                what="every generation compacted and acknowledged",
+            )
+    finally:
+        repository.engine.dispose()
+    for gen in gens:
+        assert stored_bytes(servers, gen) == b"".join(_chunks(gen)), gen
+        assert servers.buffer.keyspace.generation_keys(ORG, gen) == []
+    outages = [r for r in records if r["outcome"] == "outage"]
+    assert {r["generation_id"] for r in outages} == set(gens), records
+    assert worker.summary.taken_over == 0, worker.summary
+    assert worker.summary.compacted == len(gens), worker.summary

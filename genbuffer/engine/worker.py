@@ -16,8 +16,20 @@ malformed entry (parked) is logged in one line and the loop goes on. Each worker
 beats every few seconds from a thread of its own (status, metrics and doctor count
 the live ones).
 
+A compaction an outage stopped (Redis or the database unreachable, a connection the
+server ended: a failover, ``pg_terminate_backend``) is run again by the same worker
+once ``PAUSE`` has passed, not left for a take-over a ``--visibility`` later: its entry
+stays pending (unacknowledged) meanwhile and waits on one of the worker's threads, so
+the worker holds no more entries than it has threads and reads no new ones for that
+thread. Each failure is one log line; an outage that persists is tried again once a
+``PAUSE``, never in a loop; an entry is never run twice at once by one worker (a
+take-over of it by this worker's own claim is dropped, as for one in flight), and is
+acknowledged only once done. Should the worker die meanwhile, the entry is still taken
+over after the visibility.
+
 Stopping (SIGTERM, SIGINT: ``stop`` set) finishes the compactions in hand,
-acknowledges them, takes no more, leaves the fleet and returns.
+acknowledges them, takes no more, leaves the fleet and returns; an entry still waiting
+to be run again after an outage stays pending, for a take-over.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from genbuffer.states import Outcome, WorkerOutcome
 __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
 PAUSE = 1.0  # seconds before going on after Redis or the database failed, or refused
+# (and before a compaction an outage stopped runs again)
 CLAIM_EVERY_MAX = 30.0  # seconds: entries of dead workers are looked for at least this often
 
 
@@ -121,6 +134,9 @@ class Worker:
         self._group_ready = False
         # entries done and not yet acknowledged: sent with the next read (one round trip)
         self._done: list[str] = []
+        # entries whose compaction an outage stopped, by entry id: (when it runs again on
+        # time.monotonic()'s clock, the event); pending in the group, each keeping a thread
+        self._again: dict[str, tuple[float, Event]] = {}
 
     def prepare(self) -> None:
         """What the first deliveries would otherwise wait for: the consumer group, and
@@ -162,7 +178,7 @@ class Worker:
         try:
             with Pool[Event](size, name="worker") as pool:
                 while not stop.is_set():
-                    self._guarded(lambda: self._step(pool), stop)
+                    self._guarded(lambda: self._step(pool, stop), stop)
                 self._guarded(lambda: self._settle(pool.drain()), stop)  # in hand
                 self._guarded(self._acknowledge, stop)
         finally:
@@ -188,21 +204,42 @@ class Worker:
         if stop is not None:
             stop.wait(PAUSE)
 
-    def _step(self, pool: Pool[Event]) -> None:
-        """Claim when due; take what the stream delivers (waiting on the read, or on a
-        compaction when every slot is busy); acknowledge what finished."""
+    def _step(self, pool: Pool[Event], stop: threading.Event) -> None:
+        """Run again what an outage stopped, once due; claim when due; take what the
+        stream delivers (waiting on the read, on a compaction when every thread is busy,
+        or until the next run again is due); acknowledge what finished."""
         now = time.monotonic()
         if not self._group_ready:
             self.events.ensure_group()
             self._group_ready = True
+        self._run_again(pool, now)
+        block = self.options.block.total_seconds()
         if pool.free <= 0:
-            self._settle(pool.finished(timeout=self.options.block.total_seconds()))
+            self._settle(pool.finished(timeout=block))
             return
-        delivery = self._next_delivery(pool, now)
+        if self._again:  # none is due (a free thread took each due one): until the first
+            block = min(block, min(due for due, _ in self._again.values()) - now)
+        room = pool.free - len(self._again)  # each entry to run again keeps a thread
+        if room <= 0:
+            if pool.running:
+                self._settle(pool.finished(timeout=block))
+            else:
+                stop.wait(block)
+            return
+        delivery = self._next_delivery(pool, now, room, block)
         for event in delivery.events:
             self._start(pool, event)
         self._handle(delivery)
         self._settle(pool.finished(timeout=0))
+
+    def _run_again(self, pool: Pool[Event], now: float) -> None:
+        """Start the entries an outage stopped whose pause is over, on free threads."""
+        for entry, (due, event) in list(self._again.items()):
+            if pool.free <= 0:
+                return
+            if due <= now:
+                del self._again[entry]
+                self._start(pool, event)
 
     def _start(self, pool: Pool[Event], event: Event) -> None:
         """One delivery into the engine: the key the event names, if it is this
@@ -217,29 +254,30 @@ class Worker:
         request = self.engine.request(job)
         pool.start(event, lambda: self.engine.run_one(request))
 
-    def _next_delivery(self, pool: Pool[Event], now: float) -> Delivery:
-        """Entries of dead workers when a look is due, else new ones (blocking up to
-        ``block``: a worker waits on the server, never in a loop of its own)."""
-        free = pool.free
+    def _next_delivery(self, pool: Pool[Event], now: float, room: int, block: float) -> Delivery:
+        """Up to ``room`` entries of dead workers when a look is due, else new ones
+        (blocking up to ``block`` seconds, at least 1 ms: a worker waits on the server,
+        never in a loop of its own)."""
         if now >= self._next_claim:
             self._acknowledge()  # first: what this worker finished is not taken over
             visibility = int(self.options.visibility.total_seconds() * 1000)
             taken = self.events.take_over(
-                self.options.consumer, visibility, free, start=self._claim_cursor
+                self.options.consumer, visibility, room, start=self._claim_cursor
             )
             self._claim_cursor = taken.cursor
             # more may wait further on in the pending list: look again at once
             more = taken.cursor != "0-0" and bool(taken.events or taken.malformed)
             self._next_claim = now if more else now + self.options.claim_every
             # a compaction of this worker's that outlasts the visibility comes back to
-            # it too (the claim only renews it): it runs once, where it already runs
-            in_flight = {event.entry for event in pool.in_flight}
-            fresh = [event for event in taken.events if event.entry not in in_flight]
+            # it too (the claim only renews it): it runs once, where it already runs; so
+            # does an entry waiting to run again after an outage that outlasts it
+            held = {event.entry for event in pool.in_flight} | set(self._again)
+            fresh = [event for event in taken.events if event.entry not in held]
             self.summary.taken_over += len(fresh)
             if fresh or taken.malformed or taken.interrupted:
                 return replace(taken, events=fresh)
-        block = max(1, int(self.options.block.total_seconds() * 1000))
-        delivery = self.events.read(self.options.consumer, free, block, done=self._done)
+        block_ms = max(1, int(block * 1000))
+        delivery = self.events.read(self.options.consumer, room, block_ms, done=self._done)
         self._done = []  # (kept for the next read when this one failed: XACK is idempotent)
         return delivery
 
@@ -308,10 +346,11 @@ class Worker:
 
     def _settle(self, finished: list[Finished[Event]]) -> None:
         """Log and count the finished compactions; their entries are acknowledged with
-        the next read (an outage leaves its entry pending: redelivered later, compaction
-        is idempotent)."""
+        the next read. An outage leaves its entry pending, to run again here once
+        ``PAUSE`` has passed (compaction is idempotent; a take-over if the worker dies)."""
         for event, ran in finished:
             if isinstance(ran, DependencyUnavailable):
+                self._again[event.entry] = (time.monotonic() + PAUSE, event)
                 record = {"ok": False, "outcome": WorkerOutcome.OUTAGE, "entry": event.entry}
                 self.log({**record, "generation_id": event.generation_id, "message": ran.message})
                 continue
