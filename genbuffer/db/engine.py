@@ -78,8 +78,12 @@ def make_engine(url: str) -> Engine:
         if parsed.get_driver_name() == "psycopg":
             connect_args["prepare_threshold"] = None
     try:
-        # No pool_pre_ping: it costs a round trip per transaction, and a connection
-        # that died is invalidated on its first error anyway (reported as exit 3).
+        # No pool_pre_ping: it costs a round trip per transaction (SELECT 1 at every
+        # checkout: +37 us of CPU and +70 us on a local PostgreSQL, a network round trip
+        # on a remote one, beside a worker's ~2.3 ms of CPU a compaction), and would
+        # spare only the first use of a connection that died while pooled, not one in
+        # use. Such a connection is invalidated on its first error anyway: an outage
+        # (exit 3; a worker runs the compaction again after its pause).
         return create_engine(parsed, connect_args=connect_args)
     except ModuleNotFoundError as exc:
         raise UsageError(
