@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
@@ -455,3 +456,46 @@ def test_refused_credentials_name_the_password_settings(tmp_path: Path) -> None:
             buffer.close()
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("seq", [None, 0], ids=["unsequenced", "sequenced"])
+def test_bytes_like_chunks_are_pushed_as_their_bytes(redis_stack: Stack, seq: int | None) -> None:
+    """A bytearray or a memoryview is a chunk of its bytes (a view of a non-byte array:
+    its raw bytes), through push_chunk and push_many alike; the bytes counted are theirs."""
+    if seq is not None:
+        sequenced(redis_stack)
+    buffer = redis_stack.buffer
+    wide = memoryview(array.array("H", [1, 2]))  # 2 items, 4 bytes
+    chunks: list[Any] = [bytearray(b"ab"), memoryview(b"cd"), wide, "é"]
+    for offset, chunk in enumerate(chunks):
+        one = buffer.push_chunk(1, 40, chunk, seq=None if seq is None else seq + offset)
+        assert one.appended == 1
+    many = buffer.push_many(1, 41, chunks, seq=seq)
+    expected = [b"ab", b"cd", bytes(wide), "é".encode()]
+    for key in (one.key, many.key):
+        assert buffer.client.lrange(key, 0, -1) == expected
+        assert buffer.protocol.snapshot(key).meta["bytes"] == "10"
+
+
+@pytest.mark.parametrize("bad", [5, None, 1.5, True, object()], ids=lambda v: type(v).__name__)
+def test_a_chunk_of_another_type_is_a_type_error_before_anything_is_sent(
+    redis_stack: Stack, bad: object
+) -> None:
+    """push_chunk, push_many (the bad chunk anywhere, past the first batch too, from a
+    generator too) and a str given as the list of chunks: a TypeError naming the type,
+    and nothing reaches Redis (no key)."""
+    buffer = redis_stack.buffer
+    name = type(bad).__name__
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_chunk(1, 42, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_chunk(1, 42, bad, seq=0)  # type: ignore[arg-type]
+    late = [b"x"] * (PUSH_BATCH + 5) + [bad]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_many(1, 42, late)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_many(1, 42, iter(late))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not one str"):
+        buffer.push_many(1, 42, "text")
+    assert not buffer.client.exists(buffer.key_for(1, 42, None))
+    assert not buffer.client.exists(keys.meta_key(buffer.key_for(1, 42, None)))
