@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
@@ -14,13 +15,19 @@ import pytest
 import redis
 
 from genbuffer import keys
-from genbuffer.errors import PushOutcomeUnknown, RedisUnavailable, StreamChanged
+from genbuffer.errors import (
+    OperationFailed,
+    PushOutcomeUnknown,
+    RedisUnavailable,
+    StreamChanged,
+)
 from genbuffer.redis import GenerationBuffer, layout
 from genbuffer.redis.layout import PUSH_BATCH, layout_of
 from genbuffer.settings import Settings
 from tests.conftest import Stack, require_server
 from tests.helpers import sequenced
 from tests.support.proxy import ReplyCutter
+from tests.support.runner import run_genbuf
 from tests.support.servers import PrivateRedis
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
@@ -455,3 +462,143 @@ def test_refused_credentials_name_the_password_settings(tmp_path: Path) -> None:
             buffer.close()
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("seq", [None, 0], ids=["unsequenced", "sequenced"])
+def test_bytes_like_chunks_are_pushed_as_their_bytes(redis_stack: Stack, seq: int | None) -> None:
+    """A bytearray or a memoryview is a chunk of its bytes (a view of a non-byte array:
+    its raw bytes), through push_chunk and push_many alike; the bytes counted are theirs."""
+    if seq is not None:
+        sequenced(redis_stack)
+    buffer = redis_stack.buffer
+    wide = memoryview(array.array("H", [1, 2]))  # 2 items, 4 bytes
+    chunks: list[Any] = [bytearray(b"ab"), memoryview(b"cd"), wide, "é"]
+    for offset, chunk in enumerate(chunks):
+        one = buffer.push_chunk(1, 40, chunk, seq=None if seq is None else seq + offset)
+        assert one.appended == 1
+    many = buffer.push_many(1, 41, chunks, seq=seq)
+    expected = [b"ab", b"cd", bytes(wide), "é".encode()]
+    for key in (one.key, many.key):
+        assert buffer.client.lrange(key, 0, -1) == expected
+        assert buffer.protocol.snapshot(key).meta["bytes"] == "10"
+
+
+@pytest.mark.parametrize("bad", [5, None, 1.5, True, object()], ids=lambda v: type(v).__name__)
+def test_a_chunk_of_another_type_is_a_type_error_before_anything_is_sent(
+    redis_stack: Stack, bad: object
+) -> None:
+    """push_chunk, push_many (the bad chunk anywhere, past the first batch too, from a
+    generator too) and a str given as the list of chunks: a TypeError naming the type,
+    and nothing reaches Redis (no key)."""
+    buffer = redis_stack.buffer
+    name = type(bad).__name__
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_chunk(1, 42, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_chunk(1, 42, bad, seq=0)  # type: ignore[arg-type]
+    late = [b"x"] * (PUSH_BATCH + 5) + [bad]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_many(1, 42, late)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=f"not {name}"):
+        buffer.push_many(1, 42, iter(late))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not one str"):
+        buffer.push_many(1, 42, "text")
+    assert not buffer.client.exists(buffer.key_for(1, 42, None))
+    assert not buffer.client.exists(keys.meta_key(buffer.key_for(1, 42, None)))
+
+
+@pytest.fixture
+def tight(tmp_path: Path) -> Iterator[tuple[GenerationBuffer, redis.Redis]]:
+    """A buffer on a private Redis whose proto-max-bulk-len is 1 MiB (the least it
+    takes), and a direct client of it."""
+    require_server("redis")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    direct = redis.Redis.from_url(server.url)
+    direct.config_set("proto-max-bulk-len", "1mb")
+    buffer = GenerationBuffer.from_settings(Settings(redis_url=server.url))  # type: ignore[call-arg]
+    yield buffer, direct
+    buffer.close()
+    direct.close()
+    server.kill()
+
+
+_OVER_PATHS = {
+    "push_chunk": lambda b, gen, big: b.push_chunk(3, gen, big),
+    "push_chunk_seq": lambda b, gen, big: b.push_chunk(3, gen, big, seq=0),
+    "push_many": lambda b, gen, big: b.push_many(3, gen, [b"a", big]),
+    "push_many_seq": lambda b, gen, big: b.push_many(3, gen, [b"a", big], seq=0),
+}
+
+
+@pytest.mark.parametrize("path", sorted(_OVER_PATHS))
+@pytest.mark.parametrize("size", [(1 << 20) + 10_000, 8 << 20], ids=["just_over", "well_over"])
+def test_a_chunk_over_the_servers_bulk_limit_is_refused_not_in_doubt(
+    tight: tuple[GenerationBuffer, redis.Redis], path: str, size: int
+) -> None:
+    """A chunk longer than proto-max-bulk-len: Redis refuses the command before running
+    it (an error reply, or the connection closed while the chunk is still being sent).
+    That is a definite refusal (exit 1, naming the limit), never PushOutcomeUnknown or
+    RedisUnavailable (a producer retrying those would loop); nothing is in Redis, and
+    the next push works."""
+    buffer, direct = tight
+    with pytest.raises(OperationFailed) as caught:
+        _OVER_PATHS[path](buffer, 1, b"x" * size)
+    assert not isinstance(caught.value, RedisUnavailable) and caught.value.exit_code == 1
+    assert "proto-max-bulk-len" in caught.value.message, caught.value.message
+    key = buffer.key_for(3, 1, None)
+    assert not direct.exists(key) and not direct.exists(keys.meta_key(key))
+    assert buffer.push_chunk(3, 1, b"ok").length == 1
+
+
+def test_genbuf_push_of_a_line_over_the_bulk_limit_exits_1(
+    tight: tuple[GenerationBuffer, redis.Redis],
+) -> None:
+    """genbuf push of a line Redis refuses: one error line naming the limit, exit 1."""
+    url = tight[0].url
+    done = run_genbuf(["push", "3", "2"], {"REDIS_URL": url}, stdin=b"x" * (8 << 20))
+    assert done.returncode == 1, done.stderr
+    assert "proto-max-bulk-len" in done.stderr and "Traceback" not in done.stderr
+    assert not tight[1].exists(tight[0].key_for(3, 2, None))
+
+
+def test_a_push_whose_connection_fails_while_it_is_written_is_not_in_doubt(
+    cutter: tuple[GenerationBuffer, ReplyCutter, redis.Redis],
+) -> None:
+    """The connection is reset while a push is still being written (a 32 MiB chunk,
+    under the server's limit): Redis never received the command whole, so it did not
+    run. A plain RedisUnavailable saying nothing was appended (a retry is safe), not
+    PushOutcomeUnknown; the chunk is not in Redis."""
+    buffer, proxy, direct = cutter
+    buffer.push_chunk(3, 7, b"first")
+    for push in (
+        lambda chunk: buffer.push_chunk(3, 7, chunk),
+        lambda chunk: buffer.push_many(3, 7, [b"a", chunk]),
+    ):
+        proxy.cut_next_request(b"QQQQ")
+        with pytest.raises(RedisUnavailable) as caught:
+            push(b"Q" * (32 << 20))
+        assert not isinstance(caught.value, PushOutcomeUnknown), caught.value.message
+        assert "none of it was appended" in caught.value.message, caught.value.message
+    assert direct.lrange(buffer.key_for(3, 7, None), 0, -1) == [b"first"]
+
+
+def test_a_chunk_over_the_bulk_limit_of_a_cluster_node_is_refused(cluster: Stack) -> None:
+    """On a Redis Cluster (the untagged keys' split layout, and the key's node asked for
+    its limit): a chunk over proto-max-bulk-len is OperationFailed, nothing appended."""
+    buffer = cluster.buffer
+    key = buffer.key_for(3, 8, None)
+    client: Any = buffer.client
+    node = client.get_node_from_key(key)
+    before = client.config_get("proto-max-bulk-len", target_nodes=node)["proto-max-bulk-len"]
+    client.config_set("proto-max-bulk-len", "1mb", target_nodes=node)
+    try:
+        for push in (
+            lambda chunk: buffer.push_chunk(3, 8, chunk),
+            lambda chunk: buffer.push_many(3, 8, [b"a", chunk]),
+        ):
+            with pytest.raises(OperationFailed, match="proto-max-bulk-len"):
+                push(b"x" * (8 << 20))
+    finally:
+        client.config_set("proto-max-bulk-len", before, target_nodes=node)
+    assert not client.exists(key)

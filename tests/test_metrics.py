@@ -3,10 +3,13 @@ across processes), cron runs write their textfile, and --serve serves."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -23,7 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from genbuffer.errors import RedisUnavailable
-from genbuffer.observation.metrics import LatestSurvey
+from genbuffer.observation.metrics import (
+    MAX_CONNECTIONS,
+    READ_TIMEOUT,
+    LatestSurvey,
+    serve_metrics,
+)
 from genbuffer.operations.job_runs import job_run
 from tests.conftest import Stack, require_server
 from tests.support.runner import run_genbuf, spawn_genbuf
@@ -462,3 +470,94 @@ def _scrape(port: int, timeout: float) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as reply:
         body: str = reply.read().decode()
     return body
+
+
+class _OneGauge(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("genbuf_buffer_chunks", "chunks", value=1)
+
+
+@pytest.fixture
+def bounded_exporter() -> Iterator[int]:
+    """An exporter served in this process (its threads counted by the test): at most 4
+    connections at once, each with 2 s to send its request; its port."""
+    port = free_port()
+    server = serve_metrics(_OneGauge(), "127.0.0.1", port, read_timeout=2.0, max_connections=4)
+    yield port
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has answered or closed ``sock`` (readable: data, EOF or reset)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def test_serve_keeps_its_threads_bounded_however_many_connections_wait(
+    bounded_exporter: int,
+) -> None:
+    """300 idle connections (a thread each, unbounded, before the cap): the exporter
+    serves 4 at once and refuses the rest (503, closed); the 4 it serves are dropped once
+    they have sent nothing for their read timeout, and a scrape is answered again."""
+    port = bounded_exporter
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
+    try:
+
+        def every_connection_handled() -> tuple[int, int] | None:
+            refused = sum(map(_closed_by_server, idle))
+            threads = threading.active_count() - before
+            return (refused, threads) if refused + threads >= len(idle) else None
+
+        refused, threads = wait_until(
+            every_connection_handled, 60, "each connection refused or served by a thread"
+        )
+        assert threads <= 4, f"{threads} threads for {len(idle)} idle connections"
+        assert refused >= len(idle) - 4
+        answers = [sock.recv(100) for sock in idle[4:] if _closed_by_server(sock)]
+        assert any(answer.startswith(b"HTTP/1.0 503 ") for answer in answers)
+        # the silent ones are dropped after their read timeout: every socket is closed,
+        # and a scrape gets a slot again
+        wait_until(lambda: all(map(_closed_by_server, idle)), 60, "the idle ones dropped")
+
+        def scraped() -> str | None:
+            try:
+                return _scrape(port, timeout=10)
+            except OSError:  # (a 503 is an HTTPError, an OSError)
+                return None
+
+        assert "genbuf_buffer_chunks 1.0" in wait_until(scraped, 60, "a scrape answered")
+        wait_until(lambda: threading.active_count() <= before, 30, "the served threads gone")
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_serve_drops_a_client_that_trickles_its_request(bounded_exporter: int) -> None:
+    """A client that sends a byte of its request every 0.2 s (never silent for as long as
+    the read timeout, 2 s) is dropped all the same: the whole request has 2 s to arrive."""
+    port = bounded_exporter
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        slow.sendall(b"GET /metrics HTTP/1.0\r\nX-Slow: ")
+
+        def dropped() -> bool:
+            if _closed_by_server(slow):
+                return True
+            try:
+                slow.send(b"a")  # one more byte of a header that never ends
+            except OSError:  # reset: dropped
+                return True
+            return False
+
+        wait_until(dropped, 60, "the trickling client dropped", every=0.2)
+        with contextlib.suppress(OSError):  # EOF, or a reset
+            assert slow.recv(100) == b""
+
+
+def test_the_help_and_docs_state_the_exporters_limits() -> None:
+    """--serve's help (docs/cli.md) and docs/commands.md give the limits the server keeps."""
+    limits = (f"{MAX_CONNECTIONS} connections", f"{READ_TIMEOUT:g} s")
+    for page in ("cli.md", "commands.md"):
+        text = " ".join((REPO_ROOT / "docs" / page).read_text(encoding="utf-8").split())
+        assert all(limit in text for limit in limits), page

@@ -34,7 +34,8 @@ def metrics_cmd(
             min=1,
             max=65535,
             help="Serve /metrics on this port (an exporter: every scrape is served from the "
-            "latest survey at once).",
+            "latest survey at once; 16 connections at a time, one more is answered 503, and "
+            "each has 10 s to send its request).",
             show_default=False,
         ),
     ] = None,
@@ -59,7 +60,9 @@ def metrics_cmd(
     (genbuf_compactions_total, genbuf_validation_issues_total) are counted from the
     database, so they stay monotonic across cron processes. --serve answers every
     scrape from the latest survey (genbuf_survey_age_seconds says how old), listening
-    on 127.0.0.1 unless --bind says otherwise.
+    on 127.0.0.1 unless --bind says otherwise; it serves 16 connections at a time (one
+    more is answered 503 and closed) and drops one that has not sent its whole request
+    within 10 s.
     Example (cron): genbuf metrics --textfile /var/lib/node_exporter/genbuf.prom
     """
     from datetime import timedelta

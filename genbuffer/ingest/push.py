@@ -86,20 +86,32 @@ def _lines_of(fd: int, stop: StopRequest, batches: _Batches) -> Iterator[None]:
 
     select() wakes up at least every FLUSH_SECONDS, so a waiting batch is sent and a
     stop request is seen even while the producer writes nothing.
+
+    Each read is searched once: the line it continues is kept in pieces (none holds a
+    line ending) and joined once, when a read ends it, so a line of any length costs
+    time and memory in proportion to its length (it was copied whole at each read).
     """
-    tail = b""
+    started: list[bytes] = []  # the line begun in earlier reads, in pieces
     while not stop.is_set():
         ready, _, _ = select.select([fd], [], [], FLUSH_SECONDS)
         if ready:
             data = os.read(fd, READ_BYTES)
             if not data:
                 break
-            lines = (tail + data).splitlines(keepends=True)
-            tail = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
-            batches.add(lines)
+            if b"\n" not in data and b"\r" not in data:  # the line goes on
+                started.append(data)
+            else:
+                lines = data.splitlines(keepends=True)  # the first ends a line
+                if started:
+                    started.append(lines[0])
+                    lines[0] = b"".join(started)
+                    started = []
+                if not lines[-1].endswith((b"\n", b"\r")):
+                    started.append(lines.pop())
+                batches.add(lines)
         yield
-    if tail:  # a last line without a newline, or half a line read when asked to stop
-        batches.add([tail])
+    if started:  # a last line without a newline, or half a line read when asked to stop
+        batches.add([b"".join(started)])
 
 
 def _file_descriptor(stream: BinaryIO | Iterable[bytes]) -> int | None:

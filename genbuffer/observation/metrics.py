@@ -9,6 +9,8 @@ Imported by the commands that print metrics only (start-up time).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import threading
 import time
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CRON_JOBS",
+    "MAX_CONNECTIONS",
     "METRICS_PATHS",
+    "READ_TIMEOUT",
     "GenbufCollector",
     "LatestSurvey",
     "collected",
@@ -313,28 +317,130 @@ def metrics_app(registry: Collector) -> WSGIApplication:
     return app
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
+# what an exporter gives one connection: idle or trickling sockets must not pile up
+# threads (each connection is served by a thread of its own)
+READ_TIMEOUT = 10.0  # seconds a connection has to send its whole request, then dropped
+MAX_CONNECTIONS = 16  # connections served at once; one more is answered 503 and closed
+
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\ngenbuf metrics: too many connections at once, try again\n"
+)
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, ``max_connections`` of them at most: a connection over
+    the cap is answered 503 at once and closed (a scraper tries again at its next
+    interval), so the process's threads stay bounded however many sockets are open."""
+
     daemon_threads = True  # a scrape in hand never holds the process at exit
+    request_queue_size = 64  # a burst of connections waits in the backlog, not in SYN retries
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread if a slot is free, else refuse it now."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # best effort: the client may be gone
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve the connection (in its thread), then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _RequestReader(io.RawIOBase):
+    """A socket's reads, each waiting at most until one deadline: a client that sends
+    its request slowly (a byte at a time) is dropped as a silent one is."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        """Always: a reader."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Receive into ``buffer``; TimeoutError once the deadline has passed."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took too long to arrive")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """One request a connection, which must arrive within ``timeout`` seconds (its
+    reply is written with the same timeout); a connection that fails is dropped."""
+
+    timeout = READ_TIMEOUT
+
+    def setup(self) -> None:
+        """The socket's reader replaced by one with the request's deadline."""
+        super().setup()
+        self.rfile.close()  # (the socket stays open: the handler's own reader only)
+        self.rfile = io.BufferedReader(_RequestReader(self.connection, float(self.timeout)))
+
+    def parse_request(self) -> bool:
+        """The request's head, read by its deadline; then the reply's own timeout."""
+        parsed = super().parse_request()
+        self.connection.settimeout(self.timeout)
+        return parsed
+
+    def handle(self) -> None:
+        """Serve the request; a client that is silent, too slow or gone is dropped."""
+        with contextlib.suppress(OSError):  # TimeoutError included
+            super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Log no request (a scrape every 15 s is no news)."""
 
 
-def serve_metrics(registry: Collector, bind: str, port: int) -> WSGIServer:
+def serve_metrics(
+    registry: Collector,
+    bind: str,
+    port: int,
+    *,
+    read_timeout: float = READ_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> WSGIServer:
     """Serve ``metrics_app(registry)`` on ``bind``:``port`` (IPv4 or IPv6, as ``bind``
     resolves) in a daemon thread; the server is returned listening. An address that
-    does not resolve or cannot be bound is OSError."""
+    does not resolve or cannot be bound is OSError.
+
+    At most ``max_connections`` connections are served at once (one thread each; one
+    more is answered 503 and closed); each has ``read_timeout`` seconds to send its
+    request, else it is dropped."""
     family, _, _, _, address = socket.getaddrinfo(
         bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
 
-    class MetricsServer(_ThreadingServer):
+    cap = max_connections
+
+    class MetricsServer(_BoundedServer):
         address_family = family  # the class's: WSGIServer binds as it is constructed
+        max_connections = cap
+
+    class Handler(_QuietHandler):
+        timeout = read_timeout
 
     server = make_server(
-        str(address[0]), port, metrics_app(registry), MetricsServer, handler_class=_QuietHandler
+        str(address[0]), port, metrics_app(registry), MetricsServer, handler_class=Handler
     )
     threading.Thread(target=server.serve_forever, name="genbuf-metrics", daemon=True).start()
     return server

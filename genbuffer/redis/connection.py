@@ -24,6 +24,7 @@ from genbuffer.settings import MEMORY_REDIS_URL, mask_url, seed_list
 __all__ = [
     "SCRIPT_RELOADS",
     "NoTouch",
+    "NotWritten",
     "RedisTarget",
     "SentUnconfirmed",
     "connect_cluster",
@@ -87,6 +88,12 @@ class NoTouch:
 class SentUnconfirmed(Exception):
     """A write was sent and its connection failed before the reply: it may have run.
     The caller, who knows what the write carried, says so (PushOutcomeUnknown)."""
+
+
+class NotWritten(SentUnconfirmed):
+    """A write whose connection failed while it was being written: Redis never received
+    it whole, so it did not run (what a SentUnconfirmed caller that does not know this
+    one takes for in doubt, it takes for not appended)."""
 
 
 def connect_redis(url: str, timeout: float = 5.0, no_touch: NoTouch | None = None) -> redis.Redis:
@@ -204,6 +211,14 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
                 f"Redis at {mask_url(url)} refused a write: {first}",
                 hint="Redis is full: raise maxmemory, or compact and delete buffers; "
                 "nothing that was refused was written",
+            )
+        if text.startswith("Protocol error: invalid bulk length"):
+            # refused as it was read, before it ran; the server closes the connection
+            return OperationFailed(
+                f"Redis at {mask_url(url)} refused a command: {first} (an argument, a "
+                "chunk say, longer than its proto-max-bulk-len); nothing of it ran",
+                hint="split the chunk into smaller ones, or raise proto-max-bulk-len: "
+                "sending it again fails the same way",
             )
         if text.startswith("READONLY"):
             return RedisUnavailable(

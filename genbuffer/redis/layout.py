@@ -39,13 +39,22 @@ and calls the strategy; none branches on the layout itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from itertools import islice
-from typing import ClassVar, NamedTuple
+from itertools import chain, islice
+from typing import Any, ClassVar, NamedTuple
+
+import redis
 
 from genbuffer import keys
-from genbuffer.errors import OperationFailed, PushOutcomeUnknown, StreamChanged, UsageError
+from genbuffer.errors import (
+    GenbufferError,
+    OperationFailed,
+    PushOutcomeUnknown,
+    RedisUnavailable,
+    StreamChanged,
+    UsageError,
+)
 from genbuffer.lua.ack import Layout as AckLayout
 from genbuffer.lua.drop_state import DropStateArgs
 from genbuffer.lua.push import PushArgs, PushHead, PushReply
@@ -60,7 +69,13 @@ from genbuffer.lua.snapshot import (
     SplitTry,
 )
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, SentUnconfirmed, redis_errors, text
+from genbuffer.redis.connection import (
+    NotWritten,
+    RedisTarget,
+    SentUnconfirmed,
+    redis_errors,
+    text,
+)
 from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from genbuffer.settings import mask_url
 
@@ -75,6 +90,7 @@ __all__ = [
     "chunk_bytes",
     "layout_of",
     "outcome_unknown",
+    "push_failed",
 ]
 
 PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
@@ -82,6 +98,8 @@ PUSH_PIPELINE = 16  # calls sent per round trip where a pipeline may carry scrip
 TRANSACTION_BATCHES = 16  # RPUSHes of PUSH_BATCH chunks per MULTI/EXEC (the fast path) …
 TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
+# the least proto-max-bulk-len Redis takes: no chunk this long or shorter is over the limit
+LEAST_BULK_LIMIT = 1024 * 1024
 
 
 class Pushed(NamedTuple):
@@ -146,6 +164,72 @@ def outcome_unknown(url: str, key: str, *, confirmed: int, in_doubt: int) -> Pus
         "numbers may append them twice; push with seq= (sequence numbers skip what already "
         "arrived), or check the buffer (inspect-generation) before pushing the rest",
     )
+
+
+def _largest(chunks: Iterable[bytes | str]) -> int:
+    """The longest chunk's length in bytes (0 for none)."""
+    return max(map(chunk_bytes, chunks), default=0)
+
+
+def _bulk_limit_passed(target: RedisTarget, key: str, largest: int) -> int | None:
+    """The server's proto-max-bulk-len when a chunk of ``largest`` bytes is over it, so
+    that Redis refused the command carrying it before running it (it closes the
+    connection on it: a write that fails, or its "invalid bulk length" reply). None
+    when the chunk is within it, or when the server does not say (CONFIG refused, as
+    managed services do; unreachable). Asked only after a push failed."""
+    if largest <= LEAST_BULK_LIMIT:
+        return None
+    client: Any = target.client  # (a RedisCluster: CONFIG GET goes to the key's node)
+    node = {"target_nodes": client.get_node_from_key(key)} if target.cluster else {}
+    try:
+        said = client.config_get("proto-max-bulk-len", **node)
+        limit = int(said.get("proto-max-bulk-len") or "")
+    except (redis.exceptions.RedisError, AttributeError, TypeError, ValueError):
+        return None
+    return limit if largest > limit else None
+
+
+def _refused_over_limit(url: str, key: str, largest: int, limit: int) -> OperationFailed:
+    """The error of a push Redis refused for a chunk over its proto-max-bulk-len."""
+    return OperationFailed(
+        f"Redis at {mask_url(url)} refused a push to {key}: a chunk of {largest} bytes is "
+        f"over its proto-max-bulk-len ({limit} bytes): the call carrying it did not run",
+        hint="split the chunk into smaller ones, or raise proto-max-bulk-len: pushing it "
+        "again fails the same way",
+    )
+
+
+def push_failed(
+    target: RedisTarget,
+    key: str,
+    exc: SentUnconfirmed,
+    chunks: Sequence[bytes | str],
+    confirmed: int,
+) -> GenbufferError:
+    """The error of a push sent once whose connection failed (``chunks``: what the
+    failed call carried; ``confirmed``: chunks of the push appended before it), as
+    certain as the failure allows:
+
+    - a chunk over the server's proto-max-bulk-len (asked after the fact): Redis
+      refuses any command with such an argument before running it, and closes the
+      connection (OperationFailed, exit 1: pushing it again fails the same way);
+    - a failure while the call was being written (NotWritten): Redis never received it
+      whole, so none of it was appended (RedisUnavailable, exit 3: a retry is safe);
+    - otherwise it may have run (PushOutcomeUnknown)."""
+    url = target.url
+    largest = _largest(chunks)
+    limit = None if "Timeout" in str(exc) else _bulk_limit_passed(target, key, largest)
+    if limit is not None:
+        return _refused_over_limit(url, key, largest, limit)
+    if isinstance(exc, NotWritten):
+        return RedisUnavailable(
+            f"Redis connection at {mask_url(url)} failed while a push to {key} was being "
+            f"written ({exc}): Redis never received it whole, so none of it was appended; "
+            f"{confirmed} chunks of the push confirmed before it",
+            hint="push the chunks not confirmed again once Redis answers (none of them is "
+            "in the buffer), and check REDIS_URL and that the server is up",
+        )
+    return outcome_unknown(url, key, confirmed=confirmed, in_doubt=len(chunks))
 
 
 class Layout(ABC):
@@ -230,8 +314,8 @@ class OneSlot(Layout):
             try:
                 with redis_errors(scripts.target.url):
                     return Pushed(*scripts.run_once(call), size)
-            except SentUnconfirmed:
-                raise outcome_unknown(scripts.target.url, key, confirmed=0, in_doubt=1) from None
+            except SentUnconfirmed as exc:
+                raise push_failed(scripts.target, key, exc, chunks, 0) from None
         if seq is None and not scripts.target.cluster:
             return self._push_transactions(scripts, key, chunks, head)
         length = appended = skipped = sent = 0
@@ -271,11 +355,9 @@ class OneSlot(Layout):
                     counting = PushArgs.rpushed(key, meta, head, count, size)
                     try:
                         reply = scripts.run_after(rpushes, counting)
-                    except SentUnconfirmed:
-                        doubt = count
-                        raise outcome_unknown(
-                            url, key, confirmed=appended, in_doubt=doubt
-                        ) from None
+                    except SentUnconfirmed as exc:
+                        carried = list(chain.from_iterable(group))
+                        raise push_failed(scripts.target, key, exc, carried, appended) from None
                     length, appended, sent = reply.length, appended + count, sent + size
                 if appended == 0:  # nothing to push: the list as it is
                     length = int(scripts.target.client.llen(key))
@@ -300,18 +382,27 @@ class OneSlot(Layout):
         """Run ``group`` in order (``before``: chunks this push appended already, for an
         error to count); their replies summed, the last one's length."""
         url = scripts.target.url
+        key = group[0].chunks_key
         try:
             with redis_errors(url):
-                if len(group) == 1:
-                    call = group[0]
-                    # a sequenced call may be retried (push.lua skips what arrived)
-                    return scripts.run(call) if call.seq is not None else scripts.run_once(call)
-                # (sequenced: an unsequenced group goes as transactions)
-                replies = scripts.run_pipelined(group, in_order=True)
-        except SentUnconfirmed:  # (unsequenced) the group may have run, wholly or in part
-            doubt = sum(len(call.chunks) for call in group)
-            key = group[0].chunks_key
-            raise outcome_unknown(url, key, confirmed=before, in_doubt=doubt) from None
+                try:
+                    if len(group) == 1:
+                        call = group[0]
+                        # a sequenced call may be retried (push.lua skips what arrived)
+                        if call.seq is not None:
+                            return scripts.run(call)
+                        return scripts.run_once(call)
+                    # (sequenced: an unsequenced group goes as transactions)
+                    replies = scripts.run_pipelined(group, in_order=True)
+                except redis.exceptions.ConnectionError:  # (sequenced) a retry is safe…
+                    largest = _largest(chain.from_iterable(call.chunks for call in group))
+                    limit = _bulk_limit_passed(scripts.target, key, largest)
+                    if limit is not None:  # … unless Redis refuses the call for a chunk
+                        raise _refused_over_limit(url, key, largest, limit) from None
+                    raise
+        except SentUnconfirmed as exc:  # (unsequenced) the group may have run
+            sent = [chunk for call in group for chunk in call.chunks]
+            raise push_failed(scripts.target, key, exc, sent, before) from None
         return PushReply(
             replies[-1].length,
             sum(reply.appended for reply in replies),
@@ -373,9 +464,8 @@ class Split(Layout):
                 size = _total_bytes(batch)
                 try:
                     listed = scripts.run_once(PushArgs.list_side(key, state, head, batch, size))
-                except SentUnconfirmed:
-                    doubt = len(batch)
-                    raise outcome_unknown(url, key, confirmed=appended, in_doubt=doubt) from None
+                except SentUnconfirmed as exc:
+                    raise push_failed(scripts.target, key, exc, batch, appended) from None
                 count = PushArgs.count_side(meta, head, listed.appended, size, listed.length)
                 try:
                     scripts.run_once(count)

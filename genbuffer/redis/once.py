@@ -5,7 +5,8 @@ may have run; an unsequenced push sent twice appends its chunks twice. So these
 writes go through a twin of the client's pool (same URL, timeouts, TLS and set-up:
 a ``redis.ConnectionPool`` built from the client's, with ``retry`` of no retries)
 and are sent once: a connection error after sending is ``SentUnconfirmed`` (the
-caller says what is in doubt), one before it is raised as it is.
+caller says what is in doubt), one while writing is ``NotWritten`` (it did not run),
+one before it is raised as it is.
 
 A pipeline (push_many's MULTI/EXEC transactions) takes a connection of the twin
 pool, which polls it before handing it out. A single command (push_chunk, once per
@@ -31,9 +32,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from genbuffer.redis.connection import SentUnconfirmed
+from genbuffer.redis.connection import NotWritten, SentUnconfirmed
 
-__all__ = ["OnceClient", "never_sent"]
+__all__ = ["OnceClient", "never_sent", "not_written", "unconfirmed"]
 
 _LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
@@ -42,6 +43,19 @@ def never_sent(exc: Exception) -> bool:
     """Whether a connection error happened while connecting, before any command was
     written (redis-py's connect errors say "connecting to"): then a retry is safe."""
     return "connecting to" in str(exc)
+
+
+def not_written(exc: Exception) -> bool:
+    """Whether a connection error happened while a command was being written (redis-py's
+    write errors say "writing to socket", 6.1 to 8.2): Redis never received the whole
+    command, so it did not run (nor a MULTI/EXEC it was part of)."""
+    return "writing to socket" in str(exc)
+
+
+def unconfirmed(exc: Exception) -> SentUnconfirmed:
+    """What a connection error of a write sent once stands for: NotWritten when it
+    happened while the write was being written, else SentUnconfirmed (it may have run)."""
+    return NotWritten(str(exc)) if not_written(exc) else SentUnconfirmed(str(exc))
 
 
 def _twin(client: redis.Redis) -> redis.Redis:
@@ -95,8 +109,8 @@ class OnceClient:
 
     def execute(self, *args: Any) -> Any:
         """Send one command once; its reply (as the server sent it). A connection error
-        after sending is SentUnconfirmed; an error reply is raised as redis-py raises it
-        (the connection stays in step)."""
+        after sending is SentUnconfirmed (NotWritten while writing); an error reply is
+        raised as redis-py raises it (the connection stays in step)."""
         with self._lock:
             conn = self._ready()  # (a failure here: nothing was sent)
             try:
@@ -107,7 +121,7 @@ class OnceClient:
                 raise  # an error reply, read whole
             except _LOST as exc:
                 self._drop()
-                raise SentUnconfirmed(str(exc)) from None
+                raise unconfirmed(exc) from None
             except BaseException:
                 self._drop()  # e.g. interrupted between send and read: out of step
                 raise

@@ -6,12 +6,16 @@ there and in ``meta``'s docstring), run as the buffer's key layout says
 the list and then the count on a split list). ``push_chunk`` (once per token),
 ``push_many`` and ``genbuf push`` all go through ``Layout.push``; with ``seq`` a
 retried push is recognised and skipped, without it each call is sent once.
+
+A chunk is ``bytes`` or ``str`` (sent as UTF-8); a ``bytearray`` or ``memoryview`` is
+taken as its bytes. Anything else is a TypeError naming its type, raised before any
+chunk of the call is sent (``push_many`` reads an iterator whole first).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
@@ -26,9 +30,41 @@ from genbuffer.redis.scripts import ScriptRunner
 if TYPE_CHECKING:
     from genbuffer.redis.events import Events
 
-__all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Producer", "PushResult"]
+__all__ = ["PUSH_BATCH", "PUSH_PIPELINE", "Chunk", "Producer", "PushResult"]
 
 log = logging.getLogger(__name__)
+
+Chunk = bytes | bytearray | memoryview | str  # what a push takes as one chunk
+_SENT_AS_THEY_ARE = frozenset({bytes, str})
+
+
+def _chunk(value: object) -> bytes | str:
+    """One chunk as it is sent: bytes and str as they are, a bytearray or memoryview
+    as its bytes; anything else is a TypeError naming its type."""
+    if isinstance(value, bytes | str):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(
+        f"a chunk is bytes or str (or a bytearray or memoryview, taken as its bytes), "
+        f"not {type(value).__name__}: nothing of this push was sent"
+    )
+
+
+def _chunks(chunks: Iterable[Chunk]) -> Sequence[bytes | str]:
+    """Every chunk of a push checked (``_chunk``) before any is sent: an iterator is read
+    whole first. A str, bytes or the like given as the chunks is a TypeError (its
+    characters or bytes would each be a chunk)."""
+    if isinstance(chunks, str | bytes | bytearray | memoryview):
+        raise TypeError(
+            f"push_many takes an iterable of chunks, not one {type(chunks).__name__}: "
+            "push_chunk pushes one chunk"
+        )
+    held = chunks if type(chunks) is list or type(chunks) is tuple else list(chunks)
+    if set(map(type, held)) <= _SENT_AS_THEY_ARE:  # the usual case: one pass in C
+        return held  # type: ignore[return-value]
+    checked = [_chunk(value) for value in held]
+    return tuple(checked) if type(held) is tuple else checked
 
 
 @dataclass(frozen=True)
@@ -110,7 +146,7 @@ class Producer:
         self,
         organization_id: int,
         generation_id: int,
-        chunk: bytes | str,
+        chunk: Chunk,
         scenario_id: int | None = None,
         *,
         seq: int | None = None,
@@ -123,20 +159,21 @@ class Producer:
         key = _cached_keys(
             organization_id, generation_id, scenario_id, self.target.prefix, self.tagged
         )
-        return self.push_to_key(
-            key, (chunk,), (organization_id, scenario_id, generation_id), seq=seq
-        )
+        if type(chunk) is not bytes and type(chunk) is not str:  # (once per token: cheap)
+            chunk = _chunk(chunk)
+        return self._push(key, (chunk,), (organization_id, scenario_id, generation_id), seq)
 
     def push_many(
         self,
         organization_id: int,
         generation_id: int,
-        chunks: Iterable[bytes | str],
+        chunks: Iterable[Chunk],
         scenario_id: int | None = None,
         *,
         seq: int | None = None,
     ) -> PushResult:
-        """Append chunks in order, a batch of them per atomic round trip."""
+        """Append chunks in order, a batch of them per atomic round trip (every chunk
+        is checked before the first is sent)."""
         key = self.key_for(organization_id, generation_id, scenario_id)
         ids = (organization_id, scenario_id, generation_id)
         return self.push_to_key(key, chunks, ids, seq=seq)
@@ -144,15 +181,26 @@ class Producer:
     def push_to_key(
         self,
         key: str,
-        chunks: Iterable[bytes | str],
+        chunks: Iterable[Chunk],
         ids: tuple[int, int | None, int],
         *,
         seq: int | None = None,
     ) -> PushResult:
         """Append chunks to an already built chunks key; ``ids`` are (org, scenario, generation).
 
-        PUSH_BATCH chunks per push.lua call, as the key's layout sends them.
+        PUSH_BATCH chunks per push.lua call, as the key's layout sends them; every
+        chunk is checked before the first is sent.
         """
+        return self._push(key, _chunks(chunks), ids, seq)
+
+    def _push(
+        self,
+        key: str,
+        chunks: Sequence[bytes | str],
+        ids: tuple[int, int | None, int],
+        seq: int | None,
+    ) -> PushResult:
+        """``push_to_key`` of chunks already checked."""
         org, scenario, generation = ids
         head = PushHead(self.ttl, self.clock.now(), org, scenario, generation)
         pushed = layout_of(self.target, key).push(self.scripts, key, chunks, head, seq)

@@ -28,10 +28,9 @@ from genbuffer.lua import R, ScriptCall
 from genbuffer.redis.connection import (
     SCRIPT_RELOADS,
     RedisTarget,
-    SentUnconfirmed,
     load_script,
 )
-from genbuffer.redis.once import OnceClient, never_sent
+from genbuffer.redis.once import OnceClient, never_sent, unconfirmed
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
 __all__ = ["RefusedAfter", "ScriptRunner"]
@@ -123,8 +122,8 @@ class ScriptRunner:
         Sent once (see the module); on a Redis Cluster to the key's node, as redis-py's
         retry would send it again to the same or a promoted node. MOVED, ASK and
         NOSCRIPT, which say it did not run, are still followed. A connection error after
-        the call was written is SentUnconfirmed; one before it is raised as it is (the
-        caller's ``redis_errors`` maps it)."""
+        the call was written is SentUnconfirmed (NotWritten while it was written); one
+        before it is raised as it is (the caller's ``redis_errors`` maps it)."""
         keys = call.keys()
         command = ("EVALSHA", self.sha(call), len(keys), *keys, *call.argv())
         for _ in range(SCRIPT_RELOADS):
@@ -150,7 +149,7 @@ class ScriptRunner:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if never_sent(exc):
                 raise
-            raise SentUnconfirmed(str(exc)) from None
+            raise unconfirmed(exc) from None
 
     def run_pipelined(self, calls: Sequence[ScriptCall[R]], *, in_order: bool = False) -> list[R]:
         """Run ``calls`` in one round trip (a pipeline, not a transaction) and parse their
@@ -239,7 +238,7 @@ class ScriptRunner:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if writes is None or never_sent(exc):
                 raise
-            raise SentUnconfirmed(str(exc)) from None
+            raise unconfirmed(exc) from None
         *before, last = results
         for result in before:
             if isinstance(result, Exception):

@@ -4,16 +4,22 @@ never hears back (its connection is cut instead), as when a primary dies after a
 ``ReplyCutter(upstream_port)`` listens on a free loopback port and pipes every
 connection to the upstream server; after ``cut_next_reply(marker)`` the next bytes the
 server sends back that hold ``marker`` (``*``: the array EXEC answers with, once the
-transaction ran) are dropped and that client connection is closed.
+transaction ran) are dropped and that client connection is closed. After
+``cut_next_request(marker)`` the next bytes a client sends that hold ``marker`` are
+dropped and both sides of that connection reset: the server never gets the command
+whole, and a client still writing it fails while writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 
 from tests.support.servers import free_port
+
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class ReplyCutter:
@@ -25,6 +31,8 @@ class ReplyCutter:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._cut = threading.Event()
         self._marker = b""
+        self._cut_request = threading.Event()
+        self._request_marker = b""
         self.cuts = 0
         self._sockets: list[socket.socket] = [self._listener]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -34,6 +42,12 @@ class ReplyCutter:
         client's connection."""
         self._marker = marker
         self._cut.set()
+
+    def cut_next_request(self, marker: bytes) -> None:
+        """Drop the next bytes a client sends that hold ``marker``, and reset that
+        client's connection and its connection to the server."""
+        self._request_marker = marker
+        self._cut_request.set()
 
     def close(self) -> None:
         """Stop listening and close every connection."""
@@ -54,6 +68,13 @@ class ReplyCutter:
     def _pipe(self, source: socket.socket, target: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
+                if not replies and self._cut_request.is_set() and self._request_marker in data:
+                    self._cut_request.clear()
+                    self.cuts += 1
+                    for sock in (source, target):  # a reset (SO_LINGER 0), not an orderly end
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                        sock.close()
+                    return
                 if replies and self._cut.is_set() and self._marker in data:
                     self._cut.clear()
                     self.cuts += 1
