@@ -15,7 +15,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from genbuffer.compaction.placement import RowRecord
 from genbuffer.compaction.records import issue_record, ledger_entry, row_values, slices
@@ -25,14 +25,24 @@ from genbuffer.states import LedgerResult, ValidationMode
 
 if TYPE_CHECKING:
     from genbuffer.compaction.config import CompactionConfig
-    from genbuffer.compaction.plan import Content, Plan
+    from genbuffer.compaction.plan import Content, Plan, Trim
     from genbuffer.compaction.request import CompactionRequest
     from genbuffer.db.repository import Repository
     from genbuffer.db.rows import GenerationRow
     from genbuffer.db.transaction import Transaction
     from genbuffer.redis import GenerationBuffer
 
-__all__ = ["Applied", "Counting", "Failed", "Written", "committed", "count_failure", "settle"]
+__all__ = [
+    "Applied",
+    "Counting",
+    "Failed",
+    "Settling",
+    "Written",
+    "committed",
+    "count_failure",
+    "settle",
+    "settle_many",
+]
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,18 @@ def committed(repository: Repository, request: CompactionRequest, plan: Plan) ->
     )
 
 
+@dataclass(frozen=True)
+class Settling:
+    """A committed compaction to settle: its request, plan, what it wrote, how it
+    validated, when."""
+
+    request: CompactionRequest
+    plan: Plan
+    written: Written
+    mode: ValidationMode
+    now: datetime
+
+
 def settle(
     request: CompactionRequest,
     plan: Plan,
@@ -161,8 +183,69 @@ def settle(
 ) -> Applied:
     """After the commit: a stop's ledger and issue rows, the audit line, the completion
     event (before the buffer is trimmed), the trim, the attempt count."""
+    item = Settling(request, plan, written, mode, now)
+    (applied,) = settle_many([item], buffer=buffer, repository=repository, config=config)
+    if isinstance(applied, Exception):
+        raise applied
+    return applied
+
+
+def settle_many(
+    items: list[Settling],
+    *,
+    buffer: GenerationBuffer,
+    repository: Repository,
+    config: CompactionConfig,
+) -> list[Applied | Exception]:
+    """``settle`` of several committed compactions: each one's records and audit line,
+    then every completion event and trim in one round trip, then each one's attempt
+    count. What one comes to, or the error that stopped it, does not stop the others'."""
+    settled: list[Applied | Exception | None] = [None] * len(items)
+    told: list[tuple[int, int | None, Completion | None]] = []
+    for index, item in enumerate(items):
+        try:
+            validation_id = _recorded(item, repository=repository, config=config)
+        except Exception as error:  # this compaction's (an outage, too)
+            settled[index] = error
+            continue
+        plan = item.plan
+        completion = None
+        if plan.announcement is not None:
+            completion = _completion(
+                item.request, plan, validation_id=validation_id, outcome=plan.announcement
+            )
+        told.append((index, validation_id, completion))
+    trims = _announce_and_trim(
+        [(completion, items[index]) for index, _, completion in told], buffer, config
+    )
+    for (index, validation_id, _), trimmed in zip(told, trims, strict=True):
+        if isinstance(trimmed, Exception):
+            settled[index] = trimmed
+            continue
+        announced, deleted, left = trimmed
+        try:
+            attempts, quarantined = _count(items[index].plan, buffer, config)
+        except Exception as error:
+            settled[index] = error
+            continue
+        settled[index] = Applied(
+            validation_id=validation_id,
+            history_id=items[index].written.history_id,
+            announced=announced,
+            deleted=deleted,
+            chunks_left=left,
+            attempts=attempts,
+            quarantined=quarantined,
+        )
+    return [outcome for outcome in settled if outcome is not None]
+
+
+def _recorded(item: Settling, *, repository: Repository, config: CompactionConfig) -> int | None:
+    """A stop's ledger and issue rows (in a transaction of their own), and the audit
+    line; the validation id."""
+    request, plan, mode, now = item.request, item.plan, item.mode, item.now
     issues = [issue.as_dict() for issue in plan.validation.issues]
-    validation_id = written.validation_id
+    validation_id = item.written.validation_id
     if plan.stop is not None:
         with repository.transaction() as tx:  # strict mode still records what it found
             if issues:
@@ -179,22 +262,7 @@ def settle(
             )
     if validation_id is not None:
         issue_record(request, mode, issues, now).log(config.audit_log, validation_id)
-    completion = None
-    if plan.announcement is not None:
-        completion = _completion(
-            request, plan, validation_id=validation_id, outcome=plan.announcement
-        )
-    announced, deleted, left = _announce_and_trim(completion, request, plan, buffer, config)
-    attempts, quarantined = _count(plan, buffer, config)
-    return Applied(
-        validation_id=validation_id,
-        history_id=written.history_id,
-        announced=announced,
-        deleted=deleted,
-        chunks_left=left,
-        attempts=attempts,
-        quarantined=quarantined,
-    )
+    return validation_id
 
 
 def _completion(
@@ -213,40 +281,59 @@ def _completion(
     )
 
 
+Trimmed = tuple[bool, bool, int | None]  # announced, deleted, chunks left (None: no trim)
+
+
 def _announce_and_trim(
-    completion: Completion | None,
-    request: CompactionRequest,
-    plan: Plan,
+    told: list[tuple[Completion | None, Settling]],
     buffer: GenerationBuffer,
     config: CompactionConfig,
-) -> tuple[bool, bool, int | None]:
-    """The completion event (never fails the compaction for Redis: see
+) -> list[Trimmed | Exception]:
+    """Each completion event (never fails a compaction for Redis: see
     genbuffer.redis.completions), then --delete's trim of what the row now holds (the
     keys deleted if nothing else is left; not here when the engine trims in batches).
-    Both in one round trip when both are due (the event is sent first, in the same
-    pipeline). Returns (announced, deleted, chunks left: None when nothing was trimmed
-    here)."""
+    The events and trims due go in one round trip (each event sent before its trim).
+    For each: (announced, deleted, chunks left: None when nothing was trimmed here),
+    or the error that stopped its trim."""
     completions = Completions(buffer.target, max_length=config.completion_events)
-    trim = plan.trim
-    if trim is None or (request.found is not None and request.found.trim_later):
-        announced = completion is not None and completions.announce(completion)
-        return announced, False, None
-    command = None if completion is None else completions.command(completion)
-    config.faults.at("before_ack")
-    if completion is None or command is None:
-        _, deleted, left = buffer.protocol.acknowledge(trim.key, trim.stream, trim.end, True)
-        return False, deleted, left
-    try:
-        reply, (_, deleted, left) = buffer.protocol.acknowledge_after(
-            command, trim.key, trim.stream, trim.end, True
-        )
-    except DependencyUnavailable as error:  # neither went out: the next run does both
-        completions.not_announced(completion, error)
-        raise
-    if isinstance(reply, Exception):
-        completions.not_announced(completion, reply)
-        return False, deleted, left
-    return True, deleted, left
+    trimmed: list[Trimmed | Exception | None] = [None] * len(told)
+    acks: list[tuple[int, tuple[Any, ...] | None, Completion | None, Trim]] = []
+    for index, (completion, item) in enumerate(told):
+        trim, found = item.plan.trim, item.request.found
+        if trim is None or (found is not None and found.trim_later):
+            try:
+                announced = completion is not None and completions.announce(completion)
+            except Exception as error:
+                trimmed[index] = error
+            else:
+                trimmed[index] = (announced, False, None)
+            continue
+        command = None if completion is None else completions.command(completion)
+        config.faults.at("before_ack")
+        acks.append((index, command, completion, trim))
+    if acks:
+        try:
+            replies = buffer.protocol.acknowledge_each_after(
+                [(command, trim.key, trim.stream, trim.end) for _, command, _, trim in acks],
+                True,
+            )
+        except DependencyUnavailable as error:  # none went out: the next runs do them
+            for index, _, completion, _ in acks:
+                if completion is not None:
+                    completions.not_announced(completion, error)
+                trimmed[index] = error
+        else:
+            for (index, command, completion, _), (reply, acked) in zip(acks, replies, strict=True):
+                if isinstance(acked, Exception):
+                    trimmed[index] = acked
+                    continue
+                _, deleted, left = acked
+                announced = completion is not None and command is not None
+                if completion is not None and isinstance(reply, Exception):
+                    completions.not_announced(completion, reply)
+                    announced = False
+                trimmed[index] = (announced, deleted, left)
+    return [outcome for outcome in trimmed if outcome is not None]
 
 
 def _count(plan: Plan, buffer: GenerationBuffer, config: CompactionConfig) -> tuple[int, bool]:

@@ -272,6 +272,11 @@ class Layout(ABC):
     def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
         """What follows ack.lua deleting a life of ``life`` chunks of stream ``stream``."""
 
+    def after_deletes(self, scripts: ScriptRunner, deleted: list[tuple[str, int, str]]) -> None:
+        """``after_delete`` of several deletions (key, life, stream)."""
+        for key, life, stream in deleted:
+            self.after_delete(scripts, key, life, stream)
+
 
 def _sum(reply: PushReply, appended: int, skipped: int) -> tuple[int, int, int]:
     """(list length, appended, skipped) after ``reply``, counting from those before."""
@@ -540,6 +545,18 @@ class Split(Layout):
         with redis_errors(scripts.target.url):
             scripts.run(ReleaseMetaArgs(keys.meta_key(key), life=life, stream_id=stream))
             scripts.run(DropStateArgs(keys.state_key(key), stream_id=stream))
+
+    def after_deletes(self, scripts: ScriptRunner, deleted: list[tuple[str, int, str]]) -> None:
+        """Every meta hash released, then every genbuf hash dropped: two round trips for
+        all of them (each key's steps in the order ``after_delete`` keeps)."""
+        if len(deleted) < 2:
+            super().after_deletes(scripts, deleted)
+            return
+        releases = [ReleaseMetaArgs(keys.meta_key(k), life=n, stream_id=s) for k, n, s in deleted]
+        drops = [DropStateArgs(keys.state_key(k), stream_id=s) for k, _, s in deleted]
+        with redis_errors(scripts.target.url):
+            scripts.run_pipelined(releases)
+            scripts.run_pipelined(drops)
 
 
 ONE_SLOT = OneSlot()

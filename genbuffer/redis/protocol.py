@@ -10,19 +10,17 @@ committed while producers keep appending and other compactors keep reading.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from genbuffer.errors import GenbufferError, StreamChanged
-from genbuffer.lua.ack import AckArgs, WhenEmpty
+from genbuffer.errors import StreamChanged
+from genbuffer.lua.ack import AckArgs, AckReply, WhenEmpty
 from genbuffer.lua.snapshot import Mode, SnapshotArgs, SnapshotTag
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
-from genbuffer.redis.layout import layout_of
+from genbuffer.redis.layout import Layout, layout_of
 from genbuffer.redis.meta import BufferMeta, IsoClock
 from genbuffer.redis.scripts import ScriptRunner
 
@@ -265,25 +263,50 @@ class CompactionProtocol:
         self, command: tuple[Any, ...], key: str, stream_id: str, persisted: int, delete: bool
     ) -> tuple[Any, tuple[int, bool, int]]:
         """``command`` (the completion event's XADD), then ``acknowledge``, in one round
-        trip on one server (a pipeline: the acknowledgement runs whatever the command
-        replied); on a Redis Cluster one after the other. Returns the command's reply (an
-        error reply as its exception, not raised) and what ``acknowledge`` returns."""
-        if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
-            reply: Any
-            client: Any = self.target.client
-            try:
-                with redis_errors(self.target.url):
-                    reply = client.execute_command(*command)
-            except (GenbufferError, redis.exceptions.RedisError) as error:
-                reply = error  # (an outage: the acknowledgement raises it next)
-            return reply, self.acknowledge(key, stream_id, persisted, delete)
+        trip (a pipeline: the acknowledgement runs whatever the command replied). Returns
+        the command's reply (an error reply as its exception, not raised) and what
+        ``acknowledge`` returns."""
+        ((reply, acked),) = self.acknowledge_each_after(
+            [(command, key, stream_id, persisted)], delete
+        )
+        if isinstance(acked, Exception):
+            raise acked
+        return reply, acked
+
+    def acknowledge_each_after(
+        self, acks: Sequence[tuple[tuple[Any, ...] | None, str, str, int]], delete: bool
+    ) -> list[tuple[Any, tuple[int, bool, int] | Exception]]:
+        """For each (command or None, key, stream id, persisted): the command (a completion
+        event's XADD), then ``acknowledge``; all in one round trip (a pipeline: on a Redis
+        Cluster each node is sent its share at once), the deleted lives' after-steps in
+        the layout's trips. For each: the command's reply and what ``acknowledge``
+        returns, or the error reply that refused the acknowledgement (neither raised); an
+        outage is raised."""
+        calls = [
+            self._ack_call(key, stream, persisted, delete) for _, key, stream, persisted in acks
+        ]
         with redis_errors(self.target.url):
-            (reply,), ack = self.scripts.run_beside(
-                [command], self._ack_call(key, stream_id, persisted, delete)
+            replies = self.scripts.run_each_beside(
+                [(ack[0], call) for ack, call in zip(acks, calls, strict=True)]
             )
-        if ack.deleted:
-            layout_of(self.target, key).after_delete(self.scripts, key, ack.life, stream_id)
-        return reply, (ack.trimmed, ack.deleted, ack.left)
+            deleted: dict[Layout, list[tuple[str, int, str]]] = {}
+            for call, (_, reply) in zip(calls, replies, strict=True):
+                if not isinstance(reply, Exception) and reply.deleted:
+                    layout = layout_of(self.target, call.chunks_key)
+                    deleted.setdefault(layout, []).append(
+                        (call.chunks_key, reply.life, call.stream_id)
+                    )
+            for layout, lives in deleted.items():
+                layout.after_deletes(self.scripts, lives)
+        return [
+            (
+                before,
+                reply
+                if isinstance(reply, Exception)
+                else (reply.trimmed, reply.deleted, reply.left),
+            )
+            for before, reply in replies
+        ]
 
     def _ack_call(self, key: str, stream_id: str, persisted: int, delete: bool) -> AckArgs:
         """ack.lua's arguments for ``key``."""
@@ -300,19 +323,18 @@ class CompactionProtocol:
     def acknowledge_many(self, acks: list[tuple[str, str, int]], delete: bool) -> int:
         """Acknowledge several committed compactions (key, stream id, persisted) in one trip.
 
-        Returns how many buffers were deleted.
+        Returns how many buffers were deleted; the first error reply is raised.
         """
         if not acks:
             return 0
-        if self.target.cluster:  # redis-py refuses scripts in a cluster pipeline
-            return sum(
-                self.acknowledge(key, stream, persisted, delete)[1]
-                for key, stream, persisted in acks
-            )
-        calls = [self._ack_call(key, stream, persisted, delete) for key, stream, persisted in acks]
-        with redis_errors(self.target.url):
-            # acknowledgements are idempotent: calls refused (NOSCRIPT) are sent again
-            return sum(reply.deleted for reply in self.scripts.run_pipelined(calls))
+        # acknowledgements are idempotent: calls refused (NOSCRIPT) are sent again
+        results = self.acknowledge_each_after([(None, *ack) for ack in acks], delete)
+        deleted = 0
+        for _, acked in results:
+            if isinstance(acked, Exception):
+                raise acked
+            deleted += acked[1]
+        return deleted
 
     def record_failure(self, key: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed compaction of ``key``; returns (attempts, quarantined).
@@ -351,3 +373,8 @@ class CompactionProtocol:
         with redis_errors(self.target.url):
             state = layout_of(self.target, key).state_key(key)
             self.target.client.hdel(state, *fields.FAILURE_FIELDS)
+
+
+def _acked(reply: AckReply) -> tuple[int, bool, int]:
+    """What ``acknowledge`` returns: chunks trimmed, keys deleted, chunks left."""
+    return reply.trimmed, reply.deleted, reply.left

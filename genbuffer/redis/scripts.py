@@ -8,8 +8,8 @@ and calls again, SCRIPT_RELOADS times at most: a server that keeps refusing is
 reported as unavailable. The same holds for calls in a pipeline (redis-py's
 ``pipeline``, whose ``execute`` first loads the scripts it carries): the calls
 refused are sent again. It works alike for ``redis.Redis``, ``redis.RedisCluster``
-(every call's keys in one slot; redis-py refuses EVALSHA in a cluster pipeline, so
-callers run those one by one) and fakeredis.
+(every call's keys in one slot; a cluster pipeline carries EVALSHA as a plain
+command, each node sent its share) and fakeredis.
 
 A call whose effect must not happen twice (an unsequenced push) is sent *once*
 (``run_once``, ``run_after``): on one server through
@@ -152,8 +152,8 @@ class ScriptRunner:
             raise unconfirmed(exc) from None
 
     def run_pipelined(self, calls: Sequence[ScriptCall[R]], *, in_order: bool = False) -> list[R]:
-        """Run ``calls`` in one round trip (a pipeline, not a transaction) and parse their
-        replies, in order; not on a Redis Cluster (redis-py refuses scripts there).
+        """Run ``calls`` in one round trip (a pipeline, not a transaction: on a Redis
+        Cluster each node is sent its share at once) and parse their replies, in order.
 
         Calls refused with NOSCRIPT did not run: their scripts are loaded and they are
         sent again (after a Redis restart, redis-py retries a pipeline on a new
@@ -164,10 +164,9 @@ class ScriptRunner:
         waiting = list(range(len(calls)))
         client = self.target.client
         for _ in range(SCRIPT_RELOADS):
-            pipe = client.pipeline(transaction=False)
-            for index in waiting:
-                call = calls[index]
-                self._script(call.SCRIPT)(keys=call.keys(), args=call.argv(), client=pipe)
+            pipe: Any = client.pipeline(transaction=False)
+            for index in waiting:  # EVALSHA as is: a Script would ask SCRIPT EXISTS first
+                pipe.execute_command(*self.command(calls[index]))
             results = pipe.execute(raise_on_error=False)
             refused = [isinstance(r, redis.exceptions.NoScriptError) for r in results]
             ran = refused.index(True) if True in refused else len(results)
@@ -211,6 +210,36 @@ class ScriptRunner:
         if isinstance(last, Exception):
             raise last
         return before, call.parse(last)
+
+    def run_each_beside(
+        self, pairs: Sequence[tuple[tuple[Any, ...] | None, ScriptCall[R]]]
+    ) -> list[tuple[Any, R | Exception]]:
+        """Each pair's command (or none) and then its call, all in one round trip (a
+        pipeline, not a transaction: each call runs whatever its command replied; on a
+        Redis Cluster each node is sent its share at once). Returns for each pair the
+        command's reply (None without one) and the call's parsed reply; error replies
+        come back as their exceptions, not raised. A call refused with NOSCRIPT did not
+        run: it runs then, on its own (``run``). A connection error is raised."""
+        pipe: Any = self.target.client.pipeline(transaction=False)
+        for command, call in pairs:
+            if command is not None:
+                pipe.execute_command(*command)
+            pipe.execute_command(*self.command(call))
+        replies = iter(pipe.execute(raise_on_error=False))
+        results: list[tuple[Any, R | Exception]] = []
+        for command, call in pairs:
+            before = None if command is None else next(replies)
+            reply = next(replies)
+            parsed: R | Exception
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                try:
+                    parsed = self.run(call)
+                except redis.exceptions.ResponseError as error:
+                    parsed = error
+            else:
+                parsed = reply if isinstance(reply, Exception) else call.parse(reply)
+            results.append((before, parsed))
+        return results
 
     def run_after(self, commands: Sequence[tuple[Any, ...]], call: ScriptCall[R]) -> R:
         """``commands`` and then ``call`` in one MULTI/EXEC transaction, sent once (see
