@@ -25,6 +25,9 @@ The protocol, per generation::
     JSONL line; with --delete acknowledge: trim exactly the committed chunks (Lua),
     and delete the keys only if nothing arrived meanwhile
 
+Several generations may share one transaction (``assemble_and_persist_many``: a
+worker's batch): rows locked in id order, each one's steps as above, one COMMIT.
+
 The row records which buffer stream it holds and up to which position
 (``metadata.buffer``), so a crash anywhere, a retry or a second compactor
 appends exactly the chunks not yet persisted. There is no claim to sweep after

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, bindparam, select
+from sqlalchemy import Connection, CursorResult, any_, bindparam, select
 from sqlalchemy import exc as sa_exc
 
 from genbuffer.db.schema import (
@@ -31,6 +32,7 @@ __all__ = [
     "RUNS",
     "GenerationRow",
     "Prepared",
+    "lock_rows",
     "new_id",
     "prepared",
     "sent_directly",
@@ -82,6 +84,16 @@ ROW_COLUMNS = (
 LOCK_ROW = select(*ROW_COLUMNS).where(GEN.c.id == bindparam("id")).with_for_update()
 
 
+@cache  # PostgreSQL only: built on first use
+def lock_rows() -> Any:
+    """Several rows locked in id order, on PostgreSQL: ``WHERE id = ANY(:ids) ORDER BY id
+    FOR UPDATE`` (a batch of compactions' rows in one round trip)."""
+    from sqlalchemy.dialects.postgresql import ARRAY  # noqa: PLC0415  (PostgreSQL only)
+
+    ids = bindparam("ids", type_=ARRAY(GEN.c.id.type))
+    return select(*ROW_COLUMNS).where(GEN.c.id == any_(ids)).order_by(GEN.c.id).with_for_update()
+
+
 def to_row(values: Sequence[Any]) -> GenerationRow:
     """A fetched row of ROW_COLUMNS as a GenerationRow."""
     return GenerationRow(*values)
@@ -128,6 +140,16 @@ class Prepared:
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> Sequence[Any] | None:
         """Run the statement with ``params`` (by name); the first row it returns, if any."""
+        rows = self._run(connection, params, every=False)
+        return rows[0] if rows else None
+
+    def fetch_all(self, connection: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """Run the statement (a SELECT) with ``params``; every row it returns."""
+        return self._run(connection, params, every=True)
+
+    def _run(
+        self, connection: Connection, params: dict[str, Any], *, every: bool
+    ) -> list[Sequence[Any]]:
         bound = self.literals | params
         for name, processor in self.processors.items():
             if name in bound:
@@ -137,8 +159,12 @@ class Prepared:
         try:
             with driver.cursor() as cursor:  # type: ignore[union-attr]
                 cursor.execute(self.sql, bound)
-                row: Sequence[Any] | None = cursor.fetchone() if self.rows else None
-                return row
+                if not self.rows:
+                    return []
+                if every:
+                    return list(cursor.fetchall())
+                row = cursor.fetchone()
+                return [] if row is None else [row]
         except dialect.loaded_dbapi.Error as error:
             lost = dialect.is_disconnect(error, driver, None)
             if lost:

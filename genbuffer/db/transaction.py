@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from genbuffer.db.rows import (
     LEDGER,
     LOCK_ROW,
     GenerationRow,
+    lock_rows,
     new_id,
     prepared,
     to_row,
@@ -77,6 +78,18 @@ class Transaction:
         else:  # (SQLite's and MySQL's dates and JSON come back through SQLAlchemy's types)
             found = self.connection.execute(LOCK_ROW, {"id": generation_id}).first()
         return None if found is None else to_row(found)
+
+    def lock_generations(self, generation_ids: Sequence[int]) -> dict[int, GenerationRow]:
+        """Read generation rows and lock them until the transaction ends, in id order (two
+        transactions locking some of the same rows never wait on each other in a
+        circle); the rows found, by id."""
+        ordered = sorted(set(generation_ids))
+        if self.connection.dialect.name != "postgresql":
+            locked = ((id_, self.lock_generation(id_)) for id_ in ordered)
+            return {id_: row for id_, row in locked if row is not None}
+        lock = prepared(lock_rows(), self.connection)  # one round trip for them all
+        found = lock.fetch_all(self.connection, {"ids": ordered})
+        return {row.id: row for row in map(to_row, found)}
 
     def update_generation(self, generation_id: int, values: dict[str, Any]) -> None:
         """Write some columns of one row (the compaction writes with save_artifact)."""

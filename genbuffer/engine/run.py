@@ -9,6 +9,7 @@ worker); whatever else goes wrong is one generation's failure, never the run's.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from genbuffer.compaction import (
@@ -17,6 +18,7 @@ from genbuffer.compaction import (
     CompactionResult,
     assemble_and_persist,
 )
+from genbuffer.compaction.run import assemble_and_persist_many
 from genbuffer.db.repository import Repository
 from genbuffer.errors import (
     DependencyUnavailable,
@@ -139,30 +141,75 @@ class Engine:
         """Run one compaction; what it came to. Raises only DependencyUnavailable (an
         outage: nothing to hold against the generation)."""
         started = time.perf_counter()
-        ran = self._run(request)
-        return replace(ran, seconds=time.perf_counter() - started)
-
-    def _run(self, request: CompactionRequest) -> Ran:
         try:
-            result = assemble_and_persist(
+            result: CompactionResult | Exception = assemble_and_persist(
                 request, buffer=self.buffer, repository=self.repository, config=self.config
             )
         except DependencyUnavailable:
             raise
-        except NothingToCompact as error:  # compacted and deleted before: a duplicate
-            return Ran(Outcome.NEEDLESS, request, message=error.message)
-        except GenerationNotFound as error:
+        except Exception as error:  # one bad generation must not stop the run
+            result = error
+        return replace(self._ran(request, result), seconds=time.perf_counter() - started)
+
+    def run_many(self, requests: Sequence[CompactionRequest]) -> list[Ran | DependencyUnavailable]:
+        """Run compactions of distinct generations in one transaction (fewer round trips
+        and commits a compaction), each coming to what ``run_one`` would make of it; an
+        outage is that compaction's, not raised. When the batch's transaction is rolled
+        back (a database error, an outage), each runs again on its own."""
+        # a generation named twice (an event and a sweep): the second runs after, alone
+        first: dict[int, int] = {}  # generation id: its first request's index
+        for index, request in enumerate(requests):
+            first.setdefault(request.generation_id, index)
+        batch = list(first.values())
+        ran = dict(zip(batch, self._batch([requests[i] for i in batch]), strict=True))
+        return [
+            ran[index] if index in ran else self._one(request)
+            for index, request in enumerate(requests)
+        ]
+
+    def _batch(self, requests: list[CompactionRequest]) -> list[Ran | DependencyUnavailable]:
+        if len(requests) < 2 or self.dry_run:
+            return [self._one(request) for request in requests]
+        started = time.perf_counter()
+        try:
+            results = assemble_and_persist_many(
+                requests, buffer=self.buffer, repository=self.repository, config=self.config
+            )
+        except Exception:  # nothing of the batch was written: each on its own
+            return [self._one(request) for request in requests]
+        seconds = (time.perf_counter() - started) / len(requests)
+        ran: list[Ran | DependencyUnavailable] = []
+        for request, result in zip(requests, results, strict=True):
+            try:
+                if isinstance(result, DependencyUnavailable):
+                    raise result
+                ran.append(replace(self._ran(request, result), seconds=seconds))
+            except DependencyUnavailable as outage:  # (setting an orphan aside, too)
+                ran.append(outage)
+        return ran
+
+    def _one(self, request: CompactionRequest) -> Ran | DependencyUnavailable:
+        try:
+            return self.run_one(request)
+        except DependencyUnavailable as outage:
+            return outage
+
+    def _ran(self, request: CompactionRequest, result: CompactionResult | Exception) -> Ran:
+        """What a compaction's result, or the error it raised, comes to."""
+        if isinstance(result, CompactionResult):
+            return Ran(outcome_of(result), request, result, message=result.message)
+        if isinstance(result, NothingToCompact):  # compacted and deleted before: a duplicate
+            return Ran(Outcome.NEEDLESS, request, message=result.message)
+        if isinstance(result, GenerationNotFound):
             return Ran(
                 Outcome.ORPHANED,
                 request,
-                message=error.message,
-                first_report=self._set_aside(request, error.message),
+                message=result.message,
+                first_report=self._set_aside(request, result.message),
             )
-        except GenbufferError as error:  # an attempt counted; a later run tries again
-            return Ran(Outcome.FAILED, request, message=error.message)
-        except Exception as error:  # one bad generation must not stop the run
-            return Ran(Outcome.FAILED, request, message=one_line(error))
-        return Ran(outcome_of(result), request, result, message=result.message)
+        if isinstance(result, GenbufferError):  # an attempt counted; a later run tries again
+            return Ran(Outcome.FAILED, request, message=result.message)
+        return Ran(Outcome.FAILED, request, message=one_line(result))
 
     def _set_aside(self, request: CompactionRequest, message: str) -> bool:
         """Mark the buffer of a generation that has no row orphaned (not in a dry run);
