@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from genbuffer import keys
 from genbuffer.db.engine import make_engine
 from genbuffer.db.repository import Repository
+from genbuffer.engine import run
 from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan
 from genbuffer.redis.fleet import WorkerBeat
@@ -485,6 +487,38 @@ def _command_calls(client: redis.Redis) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+def test_entries_that_wait_are_compacted_in_batches(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries waiting when the worker reads are compacted a batch (up to BATCH) to a
+    transaction, full batches first: 20 announced before the worker starts are 3
+    transactions (8, 8, 4), not 20. All byte-exact, no buffer left."""
+    gens = [stack.repository.create_generation(ORG) for _ in range(20)]
+    for gen in gens:
+        stack.buffer.push_many(ORG, gen, _chunks(gen))
+        stack.buffer.finish(ORG, gen)
+    batches: list[int] = []
+    real = run.assemble_and_persist_many
+
+    def counted(requests: Any, **kwargs: Any) -> Any:
+        batches.append(len(requests))
+        return real(requests, **kwargs)
+
+    monkeypatch.setattr(run, "assemble_and_persist_many", counted)
+    options = WorkerOptions(concurrency=4, sweep_every=timedelta(hours=1), consumer="w-batch")
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options)
+    _run_until(
+        worker,
+        lambda: all(stored_bytes(stack, g) is not None for g in gens),
+        "every buffer compacted",
+    )
+    for gen in gens:
+        assert stored_bytes(stack, gen) == b"".join(_chunks(gen)), gen
+        assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert sorted(batches, reverse=True) == [8, 8, 4], batches
+    assert sum(batches) == len(gens) and worker.summary.compacted == len(gens)
+
+
 def test_a_partly_busy_worker_does_not_poll(servers: Stack) -> None:
     """A worker with one compaction in hand and a free slot waits on the server: over
     three seconds it sends a few blocking XREADGROUPs and at most one XAUTOCLAIM (it
@@ -600,13 +634,19 @@ def _backends(application: str) -> list[int]:
     return [int(pid) for (pid,) in rows]
 
 
-def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(servers: Stack) -> None:
+@pytest.mark.parametrize("batch", [1, 8])
+def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(
+    servers: Stack, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PostgreSQL ends every backend of a worker (pg_terminate_backend, as a failover or an
-    admin does) while a compaction is in flight on each of its threads: each fails as an
-    outage, and the worker runs its entry again after the outage pause, rather than
-    leaving it pending for a take-over --visibility (10 minutes here) later. Every
-    generation is compacted byte-exact without a take-over, every entry acknowledged."""
+    admin does) while its compactions are in flight (batch 1: one on each thread; 8: all
+    in one batch's transaction): each fails as an outage, and the worker runs its entry
+    again after the outage pause, rather than leaving it pending for a take-over
+    --visibility (10 minutes here) later. Every generation is compacted byte-exact
+    without a take-over, every entry acknowledged."""
+    monkeypatch.setattr("genbuffer.engine.worker.BATCH", batch)
     concurrency = 4
+    in_flight = concurrency if batch == 1 else 1  # transactions held
     gens = [servers.repository.create_generation(ORG) for _ in range(concurrency)]
     for gen in gens:
         servers.buffer.push_many(ORG, gen, _chunks(gen))
@@ -620,7 +660,7 @@ def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(servers
         if step == "before_commit" and not release.is_set():
             with counting:
                 arrived.append(threading.current_thread().name)
-                if len(arrived) == concurrency:
+                if len(arrived) == in_flight:
                     held.set()
             assert release.wait(60), "never released"
 
@@ -642,9 +682,9 @@ def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(servers
     client, stream = servers.buffer.client, servers.buffer.events.stream
     try:
         with _running(worker) as running:
-            running.wait_for(held.is_set, what="a compaction held on every thread")
+            running.wait_for(held.is_set, what="every compaction held before its COMMIT")
             ended = _backends(application)
-            assert len(ended) >= concurrency, ended
+            assert len(ended) >= in_flight, ended
             with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
                 for pid in ended:
                     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -667,6 +707,7 @@ def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(servers
         assert stored_bytes(servers, gen) == b"".join(_chunks(gen)), gen
         assert servers.buffer.keyspace.generation_keys(ORG, gen) == []
     outages = [r for r in records if r["outcome"] == "outage"]
-    assert {r["generation_id"] for r in outages} == set(gens), records
+    if batch == 1:  # (a batch's transaction that fails is run one by one at once)
+        assert {r["generation_id"] for r in outages} == set(gens), records
     assert worker.summary.taken_over == 0, worker.summary
     assert worker.summary.compacted == len(gens), worker.summary

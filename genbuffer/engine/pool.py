@@ -1,4 +1,5 @@
-"""The engine's pool: compactions at once, each in a thread and a transaction of its own.
+"""The engine's pool: compactions at once, each (or each batch) in a thread and a
+transaction of its own.
 
 A compaction mostly waits (Redis, the row lock, the UPDATE, the commit's WAL flush), so
 a few in flight overlap those waits and let PostgreSQL flush several commits at once.
@@ -7,8 +8,10 @@ SQLite writes one at a time: one thread there, whatever was asked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from collections.abc import Callable, Sequence
+from itertools import count
+from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -21,6 +24,7 @@ T = TypeVar("T")
 
 # (what was started, what it came to: a Ran, or the outage that stopped it)
 Finished = tuple[T, Ran | DependencyUnavailable]
+Outcomes = list[Ran | DependencyUnavailable]  # a batch's, in the order of its items
 
 
 def pool_size(requested: int, dialect: str) -> int:
@@ -30,12 +34,23 @@ def pool_size(requested: int, dialect: str) -> int:
 
 class Pool(Generic[T]):
     """Threads running compactions; each started with the item it is for (a scan's
-    buffer, a stream's event), handed back with what it came to as it finishes."""
+    buffer, a stream's event), or a batch of them run in one transaction, handed back
+    with what each came to as they finish. Work and results go through two C-level
+    queues (``queue.SimpleQueue``): a worker's main loop asks for what finished after
+    every read, and a ``concurrent.futures.wait`` cost it a waiter on every future."""
 
     def __init__(self, size: int, *, name: str) -> None:
         self.size = size
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
-        self._running: dict[Future[Ran], T] = {}
+        self._jobs: SimpleQueue[tuple[int, Callable[[], Outcomes]] | None] = SimpleQueue()
+        self._done: SimpleQueue[tuple[int, Outcomes | BaseException]] = SimpleQueue()
+        self._running: dict[int, list[T]] = {}
+        self._ids = count()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{index}", daemon=True)
+            for index in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def __enter__(self) -> Pool[T]:
         return self
@@ -46,17 +61,30 @@ class Pool(Generic[T]):
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._executor.shutdown(wait=True)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            ident, compactions = job
+            outcome: Outcomes | BaseException
+            try:
+                outcome = compactions()
+            except BaseException as error:  # handed to the caller, as a future's result would
+                outcome = error
+            self._done.put((ident, outcome))
 
     @property
     def running(self) -> int:
-        """Compactions in flight."""
+        """Compactions (or batches of them) in flight."""
         return len(self._running)
 
     @property
     def in_flight(self) -> list[T]:
         """What the compactions in flight were started for."""
-        return list(self._running.values())
+        return [item for items in self._running.values() for item in items]
 
     @property
     def free(self) -> int:
@@ -65,26 +93,48 @@ class Pool(Generic[T]):
 
     def start(self, item: T, compaction: Callable[[], Ran]) -> None:
         """Run ``compaction`` (for ``item``) on a free thread."""
-        self._running[self._executor.submit(compaction)] = item
+
+        def one() -> Outcomes:
+            try:
+                return [compaction()]
+            except DependencyUnavailable as outage:  # run_one raises nothing else
+                return [outage]
+
+        self.start_batch([item], one)
+
+    def start_batch(self, items: Sequence[T], compactions: Callable[[], Outcomes]) -> None:
+        """Run ``compactions`` (one outcome for each of ``items``, in order) on a free
+        thread."""
+        ident = next(self._ids)
+        self._running[ident] = list(items)
+        self._jobs.put((ident, compactions))
 
     def finished(self, timeout: float | None = None) -> list[Finished[T]]:
         """The compactions that finished: at least one unless ``timeout`` (seconds; 0:
         do not wait) ran out first; none when nothing is in flight."""
         if not self._running:
             return []
-        done, _ = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
-        return [self._settled(future) for future in done]
+        try:
+            first = self._done.get(timeout=timeout) if timeout != 0 else self._done.get_nowait()
+        except Empty:
+            return []
+        done = [first]
+        while len(done) < len(self._running):
+            try:
+                done.append(self._done.get_nowait())
+            except Empty:
+                break
+        return [finished for result in done for finished in self._settled(*result)]
 
     def drain(self) -> list[Finished[T]]:
         """Every compaction in flight, once all of them finished."""
-        if not self._running:
-            return []
-        done, _ = wait(self._running)
-        return [self._settled(future) for future in done]
+        done = [self._done.get() for _ in range(len(self._running))]
+        return [finished for result in done for finished in self._settled(*result)]
 
-    def _settled(self, future: Future[Ran]) -> Finished[T]:
-        item = self._running.pop(future)
-        try:
-            return item, future.result()
-        except DependencyUnavailable as outage:  # run_one raises nothing else
-            return item, outage
+    def _settled(self, ident: int, outcome: Outcomes | BaseException) -> list[Finished[T]]:
+        items = self._running.pop(ident)
+        if isinstance(outcome, DependencyUnavailable):  # (a batch's runner raises nothing)
+            return [(item, outcome) for item in items]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return list(zip(items, outcome, strict=True))
