@@ -271,3 +271,29 @@ def test_a_worker_fleet_survives_failover_deleted_stream_malformed_event_and_res
     assert report.outcomes.get("interrupted", 0) >= 3  # failover, deletion, reshard
     assert report.outcomes.get("parked") == 1 and len(report.parked) == 1
     assert "abc" in report.parked[0]["fields"]
+
+
+def test_a_workers_read_goes_to_the_streams_node_in_one_trip(
+    cluster: Stack, redis_cluster: LocalCluster
+) -> None:
+    """On a cluster a worker's read (XACK + XDEL of what it finished, then XREADGROUP)
+    is one pipeline to the stream's node: redis-py's cluster client asked every node
+    for XREADGROUP's keys (COMMAND GETKEYS) before each read, a round trip more."""
+    events = cluster.buffer.events
+    events.ensure_group()
+    for gen in (1, 2):
+        events.announce(7, gen)
+
+    def getkeys() -> int:
+        calls = 0
+        for port in redis_cluster.ports:
+            stats = redis.Redis(port=port).info("commandstats")
+            calls += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+        return calls
+
+    before = getkeys()
+    first = events.read("c1", 10, 10)
+    second = events.read("c1", 10, 10, done=[event.entry for event in first.events])
+    assert [e.generation_id for e in first.events] == [1, 2] and second.events == []
+    assert getkeys() == before
+    assert events.queued() == set()  # both acknowledged, with the second read

@@ -38,6 +38,15 @@ PAGE = 1000  # entries per XRANGE when the sweeper lists what is queued
 # Replies that say the server ended a blocked read or lost the group, not that genbuf
 # asked for something wrong: the next read goes on (creating the group again if needed).
 _INTERRUPTIONS = ("UNBLOCKED", "NOGROUP")
+# what a cluster node says, or does, when it no longer serves a key
+_MOVED = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -170,27 +179,41 @@ class Events:
     def read(self, consumer: str, count: int, block_ms: int, done: Sequence[str] = ()) -> Delivery:
         """New entries for this worker, waiting up to ``block_ms`` for one. ``done``
         (entries finished since the last read) are acknowledged first, in the same round
-        trip on one server; a cluster acknowledges them apart."""
-        if done and self.target.cluster:
-            self.acknowledge(list(done))
-            done = ()
-        client = self.target.client
-        with redis_errors(self.target.url):
+        trip. On a Redis Cluster the trip goes to the stream's node as it is: redis-py's
+        cluster client asks the server for XREADGROUP's keys (COMMAND GETKEYS) before
+        every read, a round trip more; a node that no longer holds the stream (MOVED, a
+        failover) sends the read through the cluster client, which follows it."""
+        if self.target.cluster:
+            client: Any = self.target.client
             try:
-                if done:
-                    pipe = client.pipeline(transaction=False)
-                    pipe.xack(self.stream, GROUP, *done)
-                    pipe.xdel(self.stream, *done)
-                    pipe.xreadgroup(
-                        GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-                    )
-                    reply = pipe.execute()[-1]
-                else:
-                    reply = client.xreadgroup(
-                        GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-                    )
-            except redis.exceptions.ResponseError as error:
-                return self._interrupted(error)
+                node = client.get_redis_connection(client.get_node_from_key(self.stream))
+                return self._read(node, consumer, count, block_ms, done)
+            except _MOVED:  # (the cluster client's errors are the ones reported)
+                pass
+            if done:
+                self.acknowledge(list(done))
+                done = ()
+        with redis_errors(self.target.url):
+            return self._read(self.target.client, consumer, count, block_ms, done)
+
+    def _read(
+        self, client: Any, consumer: str, count: int, block_ms: int, done: Sequence[str]
+    ) -> Delivery:
+        try:
+            if done:
+                pipe = client.pipeline(transaction=False)
+                pipe.xack(self.stream, GROUP, *done)
+                pipe.xdel(self.stream, *done)
+                pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
+                reply = pipe.execute()[-1]
+            else:
+                reply = client.xreadgroup(
+                    GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+                )
+        except _MOVED:
+            raise
+        except redis.exceptions.ResponseError as error:
+            return self._interrupted(error)
         # [[stream, [(entry, fields), …]]] (RESP2; a dict under RESP3), None if nothing came
         found: Any = reply or []
         streams = found.values() if isinstance(found, dict) else [e for _, e in found]
