@@ -3,9 +3,10 @@
 ``write`` runs inside the row's transaction (history, issue row, backups or the
 upload, the artifact, the ledger row); ``committed`` tells, on a fresh connection,
 whether a COMMIT whose reply was lost went through. Once the commit is done,
-``settle`` records a stopped plan (its ledger and issue rows, in a transaction of
-their own), writes the audit line, announces the outcome on the completion
-stream, trims what the commit holds (--delete) and counts the attempt.
+``settle_many`` (one compaction's, or a batch's) records a stopped plan (its ledger
+and issue rows, in a transaction of their own), writes the audit line, announces the
+outcome on the completion stream, trims what the commit holds (--delete) and counts
+the attempt; the events and trims of all in one round trip.
 ``count_failure`` is the same bookkeeping for a compaction that raised.
 """
 
@@ -40,7 +41,6 @@ __all__ = [
     "Written",
     "committed",
     "count_failure",
-    "settle",
     "settle_many",
 ]
 
@@ -170,26 +170,6 @@ class Settling:
     now: datetime
 
 
-def settle(
-    request: CompactionRequest,
-    plan: Plan,
-    written: Written,
-    *,
-    buffer: GenerationBuffer,
-    repository: Repository,
-    config: CompactionConfig,
-    mode: ValidationMode,
-    now: datetime,
-) -> Applied:
-    """After the commit: a stop's ledger and issue rows, the audit line, the completion
-    event (before the buffer is trimmed), the trim, the attempt count."""
-    item = Settling(request, plan, written, mode, now)
-    (applied,) = settle_many([item], buffer=buffer, repository=repository, config=config)
-    if isinstance(applied, Exception):
-        raise applied
-    return applied
-
-
 def settle_many(
     items: list[Settling],
     *,
@@ -197,9 +177,10 @@ def settle_many(
     repository: Repository,
     config: CompactionConfig,
 ) -> list[Applied | Exception]:
-    """``settle`` of several committed compactions: each one's records and audit line,
-    then every completion event and trim in one round trip, then each one's attempt
-    count. What one comes to, or the error that stopped it, does not stop the others'."""
+    """After the commit, for each compaction: a stop's ledger and issue rows, the audit
+    line; then every completion event (each before its buffer is trimmed) and trim in
+    one round trip; then each one's attempt count. What one comes to, or the error that
+    stopped it, does not stop the others'."""
     settled: list[Applied | Exception | None] = [None] * len(items)
     told: list[tuple[int, int | None, Completion | None]] = []
     for index, item in enumerate(items):

@@ -104,7 +104,7 @@ class Completions:
 
     def command(self, completion: Completion) -> tuple[str | int, ...] | None:
         """The XADD that announces ``completion`` (None: the events are off), for a caller
-        that sends it beside another command (``CompactionProtocol.acknowledge_after``)."""
+        that sends it beside another command (``CompactionProtocol.acknowledge_each_after``)."""
         if self.max_length <= 0:
             return None
         if completion.outcome not in OUTCOMES:

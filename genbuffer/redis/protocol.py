@@ -259,20 +259,6 @@ class CompactionProtocol:
             layout_of(self.target, key).after_delete(self.scripts, key, reply.life, stream_id)
         return reply.trimmed, reply.deleted, reply.left
 
-    def acknowledge_after(
-        self, command: tuple[Any, ...], key: str, stream_id: str, persisted: int, delete: bool
-    ) -> tuple[Any, tuple[int, bool, int]]:
-        """``command`` (the completion event's XADD), then ``acknowledge``, in one round
-        trip (a pipeline: the acknowledgement runs whatever the command replied). Returns
-        the command's reply (an error reply as its exception, not raised) and what
-        ``acknowledge`` returns."""
-        ((reply, acked),) = self.acknowledge_each_after(
-            [(command, key, stream_id, persisted)], delete
-        )
-        if isinstance(acked, Exception):
-            raise acked
-        return reply, acked
-
     def acknowledge_each_after(
         self, acks: Sequence[tuple[tuple[Any, ...] | None, str, str, int]], delete: bool
     ) -> list[tuple[Any, tuple[int, bool, int] | Exception]]:

@@ -191,26 +191,6 @@ class ScriptRunner:
                 self._reload(refused_call)
         raise self._exhausted()
 
-    def run_beside(
-        self, commands: Sequence[tuple[Any, ...]], call: ScriptCall[R]
-    ) -> tuple[list[Any], R]:
-        """``commands`` and then ``call`` in one round trip (a pipeline, not a transaction:
-        the call runs whatever the commands replied; not on a Redis Cluster). Returns the
-        commands' replies (an error reply as its exception, not raised) and the call's
-        parsed reply; an error reply of the call is raised. A NOSCRIPT says the call
-        alone did not run: it runs then, on its own (``run``)."""
-        pipe: Any = self.target.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        keys = call.keys()
-        pipe.execute_command("EVALSHA", self.sha(call), len(keys), *keys, *call.argv())
-        *before, last = pipe.execute(raise_on_error=False)
-        if isinstance(last, redis.exceptions.NoScriptError):
-            return before, self.run(call)
-        if isinstance(last, Exception):
-            raise last
-        return before, call.parse(last)
-
     def run_each_beside(
         self, pairs: Sequence[tuple[tuple[Any, ...] | None, ScriptCall[R]]]
     ) -> list[tuple[Any, R | Exception]]:
