@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from genbuffer.compaction import CompactionRequest
-from genbuffer.engine import run
+from genbuffer.engine import burst, run
 from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
@@ -152,6 +152,7 @@ def test_compact_pending_with_workers_compacts_each_once(
         return real(request, **kwargs)
 
     monkeypatch.setattr(run, "assemble_and_persist", flaky)
+    monkeypatch.setattr(burst, "BATCH", 1)  # (each alone: the batches' own test is below)
     result = compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=4)
     assert (result.compacted, result.failed) == (21, 3)
     assert [f["generation_id"] for f in result.failures] == sorted(broken)
@@ -163,6 +164,33 @@ def test_compact_pending_with_workers_compacts_each_once(
         else:
             assert stored_bytes(stack, gen) == f'{{"gen": {gen}, "ok": true}}'.encode()
             assert stack.buffer.keyspace.generation_keys(61, gen) == []
+
+
+def test_compact_pending_compacts_in_batches_after_each_threads_first(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread's first buffer alone (compacting starts while the scan goes on), then up
+    to BATCH in one transaction: 20 buffers on 2 threads are 2 alone and then batches
+    of at most 8 (18 in all). Every one byte-exact, acknowledged, counted once."""
+    gens = [stack.repository.create_generation(63) for _ in range(20)]
+    for gen in gens:
+        stack.buffer.push_many(63, gen, [b"[", f"{gen}".encode(), b"]"])
+        stack.buffer.finish(63, gen)
+    batches: list[int] = []
+    real = run.assemble_and_persist_many
+
+    def counted(requests: Any, **kwargs: Any) -> Any:
+        batches.append(len(requests))
+        return real(requests, **kwargs)
+
+    monkeypatch.setattr(run, "assemble_and_persist_many", counted)
+    result = compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=2)
+    assert (result.compacted, result.failed) == (20, 0)
+    pool = 1 if stack.repository.dialect == "sqlite" else 2  # (SQLite: one thread)
+    assert sum(batches) == 20 - pool and max(batches) == 8, batches
+    for gen in gens:
+        assert stored_bytes(stack, gen) == f"[{gen}]".encode()
+        assert stack.buffer.keyspace.generation_keys(63, gen) == []
 
 
 def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
@@ -184,6 +212,7 @@ def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
         return real(request, **kwargs)
 
     monkeypatch.setattr(run, "assemble_and_persist", failing)
+    monkeypatch.setattr(burst, "BATCH", 1)  # (a batch's outage: tests/test_run.py)
     with pytest.raises(DatabaseUnavailable):
         compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=2)
     assert len(started) < len(gens)  # no new work after the outage

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import chain, islice
 from typing import NamedTuple
 
@@ -21,7 +22,7 @@ from genbuffer.compaction import CompactionConfig
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.engine.pool import Pool, pool_size
-from genbuffer.engine.run import Engine, Job, Ran
+from genbuffer.engine.run import BATCH, Engine, Job, Ran
 from genbuffer.engine.selection import AT_RISK, Selection, chosen_pages
 from genbuffer.errors import DependencyUnavailable, LeaseLost
 from genbuffer.operations.batches import Progress
@@ -229,23 +230,30 @@ def _compact_all(
     tally = _Tally()
     queue = candidates
 
-    def start(pool: Pool[FoundBuffer], found: FoundBuffer, why: str) -> None:
-        job = Job(found.organization_id, found.generation_id, found.scenario_id, found.key, why)
-        request = engine.request(job)
-        pool.start(found, lambda: engine.run_one(request))
+    def start(pool: Pool[FoundBuffer], chosen: list[tuple[FoundBuffer, str]]) -> None:
+        jobs = [
+            Job(f.organization_id, f.generation_id, f.scenario_id, f.key, why) for f, why in chosen
+        ]
+        requests = [engine.request(job) for job in jobs]
+        pool.start_batch([found for found, _ in chosen], partial(engine.run_many, requests))
 
     size = pool_size(workers, engine.repository.dialect)
+    # a thread's first one alone (compacting starts while the scan goes on), then up to
+    # BATCH in one transaction (a dry run: one at a time, on every thread)
+    batch = 1 if engine.dry_run else BATCH
     with Pool[FoundBuffer](size, name="compact") as pool:
         for found, why in islice(queue, pool.size):
-            start(pool, found, why)
+            start(pool, [(found, why)])
         while pool.running:
             for found, ran in pool.finished():
                 tally.settle(found, ran)
                 if progress:
                     progress(tally.done)
-                tally.check(check_lease)
-                if tally.outage is None and (following := next(queue, None)) is not None:
-                    start(pool, *following)
+            tally.check(check_lease)
+            while (
+                tally.outage is None and pool.free > 0 and (following := list(islice(queue, batch)))
+            ):
+                start(pool, following)
             if len(tally.acks) >= ACK_BATCH:
                 protocol.acknowledge_many(tally.acks, delete=True)
                 tally.acks = []

@@ -29,9 +29,10 @@ from genbuffer.errors import (
 from genbuffer.redis import GenerationBuffer
 from genbuffer.states import Outcome
 
-__all__ = ["Engine", "Job", "Ran", "one_line", "outcome_of"]
+__all__ = ["BATCH", "Engine", "Job", "Ran", "one_line", "outcome_of"]
 
 ERROR_LINE = 300  # characters of an unexpected error kept in its one line
+BATCH = 8  # compactions in one transaction at most (run_many), as a run hands them out
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from genbuffer.compaction import CompactionConfig
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 from genbuffer.engine.pool import Finished, Pool, pool_size
-from genbuffer.engine.run import Engine, Job, Ran, one_line
+from genbuffer.engine.run import BATCH, Engine, Job, Ran, one_line
 from genbuffer.engine.sweeper import Sweeper
 from genbuffer.errors import DependencyUnavailable, GenbufferError
 from genbuffer.redis import GenerationBuffer
@@ -63,7 +63,6 @@ __all__ = ["Worker", "WorkerOptions", "WorkerSummary", "consumer_name"]
 
 PAUSE = 1.0  # seconds before going on after Redis or the database failed, or refused
 # (and before a compaction an outage stopped runs again)
-BATCH = 8  # entries a free thread takes at once, compacted in one transaction
 CLAIM_EVERY_MAX = 30.0  # seconds: entries of dead workers are looked for at least this often
 
 
