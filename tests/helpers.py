@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from genbuffer.compaction import CompactionRequest, CompactionResult, assemble_and_persist
@@ -63,3 +64,19 @@ def expire_lease(stack: Stack, job: str) -> None:
             .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
         )
     assert done.rowcount == 1, f"no lease of {job} held to expire"
+
+
+def count_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the engine runs in one transaction from now on (those of
+    one generation run alone and are not counted), filled in as they run."""
+    from genbuffer.engine import run  # noqa: PLC0415
+
+    batches: list[int] = []
+    real = run.assemble_and_persist_many
+
+    def counted(requests: Any, **kwargs: Any) -> Any:
+        batches.append(len(requests))
+        return real(requests, **kwargs)
+
+    monkeypatch.setattr(run, "assemble_and_persist_many", counted)
+    return batches

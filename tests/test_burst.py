@@ -13,7 +13,7 @@ from genbuffer.engine import burst, run
 from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
-from tests.helpers import compact, stored_bytes
+from tests.helpers import compact, count_batches, stored_bytes
 
 ON_CLUSTER = True  # the `stack` tests run on the real Redis Cluster too (conftest)
 
@@ -176,14 +176,7 @@ def test_compact_pending_compacts_in_batches_after_each_threads_first(
     for gen in gens:
         stack.buffer.push_many(63, gen, [b"[", f"{gen}".encode(), b"]"])
         stack.buffer.finish(63, gen)
-    batches: list[int] = []
-    real = run.assemble_and_persist_many
-
-    def counted(requests: Any, **kwargs: Any) -> Any:
-        batches.append(len(requests))
-        return real(requests, **kwargs)
-
-    monkeypatch.setattr(run, "assemble_and_persist_many", counted)
+    batches = count_batches(monkeypatch)
     result = compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=2)
     assert (result.compacted, result.failed) == (20, 0)
     pool = 1 if stack.repository.dialect == "sqlite" else 2  # (SQLite: one thread)

@@ -15,13 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from genbuffer.compaction import CompactionRequest, apply
-from genbuffer.compaction import run as pipeline
 from genbuffer.db.rows import LEDGER
 from genbuffer.engine.run import Engine, Ran
 from genbuffer.errors import DependencyUnavailable
 from genbuffer.states import Outcome
 from tests.conftest import Stack
-from tests.helpers import compact, stored_bytes
+from tests.helpers import compact, count_batches, stored_bytes
 
 ON_CLUSTER = True  # the split layout of the app's untagged keys, too
 ON_POOLER = True  # and through PgBouncer in transaction mode
@@ -121,14 +120,7 @@ def test_a_batch_whose_write_fails_is_run_one_by_one(
         return real(tx, request, *args, **kwargs)
 
     monkeypatch.setattr(apply, "write", write)
-    batches: list[int] = []
-    real_many = pipeline.assemble_and_persist_many
-
-    def counted(requests: Any, **kwargs: Any) -> Any:
-        batches.append(len(requests))
-        return real_many(requests, **kwargs)
-
-    monkeypatch.setattr("genbuffer.engine.run.assemble_and_persist_many", counted)
+    batches = count_batches(monkeypatch)
     engine = Engine(stack.buffer, stack.repository, stack.config(), compacted_by="batch-test")
     ran = engine.run_many(requests)
     assert batches == [3] and failed == [failing]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -23,12 +22,11 @@ from sqlalchemy.engine import make_url
 from genbuffer import keys
 from genbuffer.db.engine import make_engine
 from genbuffer.db.repository import Repository
-from genbuffer.engine import run
 from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan
 from genbuffer.redis.fleet import WorkerBeat
 from tests.conftest import SUMMARY_LINES, Stack
-from tests.helpers import stored_bytes
+from tests.helpers import count_batches, stored_bytes
 from tests.support.faulty import Hold
 from tests.support.runner import FAULTY_GENBUF, GENBUF, clean_environ
 from tests.support.urls import POSTGRES_ADMIN_URL
@@ -497,14 +495,7 @@ def test_entries_that_wait_are_compacted_in_batches(
     for gen in gens:
         stack.buffer.push_many(ORG, gen, _chunks(gen))
         stack.buffer.finish(ORG, gen)
-    batches: list[int] = []
-    real = run.assemble_and_persist_many
-
-    def counted(requests: Any, **kwargs: Any) -> Any:
-        batches.append(len(requests))
-        return real(requests, **kwargs)
-
-    monkeypatch.setattr(run, "assemble_and_persist_many", counted)
+    batches = count_batches(monkeypatch)
     options = WorkerOptions(concurrency=4, sweep_every=timedelta(hours=1), consumer="w-batch")
     worker = Worker(stack.buffer, stack.repository, stack.config(), options)
     _run_until(
