@@ -181,11 +181,12 @@ class Engine:
         seconds = (time.perf_counter() - started) / len(requests)
         ran: list[Ran | DependencyUnavailable] = []
         for request, result in zip(requests, results, strict=True):
+            if isinstance(result, DependencyUnavailable):
+                ran.append(result)
+                continue
             try:
-                if isinstance(result, DependencyUnavailable):
-                    raise result
                 ran.append(replace(self._ran(request, result), seconds=seconds))
-            except DependencyUnavailable as outage:  # (setting an orphan aside, too)
+            except DependencyUnavailable as outage:  # setting an orphan aside
                 ran.append(outage)
         return ran
 

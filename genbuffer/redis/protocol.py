@@ -253,11 +253,10 @@ class CompactionProtocol:
 
         Returns (chunks trimmed, keys deleted, chunks left).
         """
-        with redis_errors(self.target.url):
-            reply = self.scripts.run(self._ack_call(key, stream_id, persisted, delete))
-        if reply.deleted:
-            layout_of(self.target, key).after_delete(self.scripts, key, reply.life, stream_id)
-        return reply.trimmed, reply.deleted, reply.left
+        ((_, acked),) = self.acknowledge_each_after([(None, key, stream_id, persisted)], delete)
+        if isinstance(acked, Exception):
+            raise acked
+        return acked
 
     def acknowledge_each_after(
         self, acks: Sequence[tuple[tuple[Any, ...] | None, str, str, int]], delete: bool

@@ -5,11 +5,11 @@ parser); the runner sends it as EVALSHA of the script's SHA1 (computed locally, 
 nothing is loaded up front) and, when the server answers NOSCRIPT (the call did not
 run: a restart, a failover, SCRIPT FLUSH between load and call), loads the script
 and calls again, SCRIPT_RELOADS times at most: a server that keeps refusing is
-reported as unavailable. The same holds for calls in a pipeline (redis-py's
-``pipeline``, whose ``execute`` first loads the scripts it carries): the calls
-refused are sent again. It works alike for ``redis.Redis``, ``redis.RedisCluster``
-(every call's keys in one slot; a cluster pipeline carries EVALSHA as a plain
-command, each node sent its share) and fakeredis.
+reported as unavailable. The same holds for calls in a pipeline (sent as EVALSHA
+too: nothing asks SCRIPT EXISTS first): the calls refused are sent again. It works
+alike for ``redis.Redis``, ``redis.RedisCluster`` (every call's keys in one slot; a
+cluster pipeline carries EVALSHA as a plain command, each node sent its share) and
+fakeredis.
 
 A call whose effect must not happen twice (an unsequenced push) is sent *once*
 (``run_once``, ``run_after``): on one server through
@@ -71,8 +71,7 @@ class ScriptRunner:
         return self._once
 
     def _script(self, name: str) -> Any:
-        """redis-py's Script for ``name``: its source and SHA1, and what a pipeline's
-        ``execute`` loads before sending (nothing is sent here)."""
+        """redis-py's Script for ``name``: its source and SHA1 (nothing is sent here)."""
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.target.client.register_script(load_script(name))
