@@ -179,3 +179,22 @@ def test_a_batch_holds_one_artifact_at_a_time(stack: Stack) -> None:
     batch = generations("json", 3) + generations("strict", 1)
     together = peak(lambda: engine.run_many(batch))
     assert together < 1.1 * alone, (together, alone)
+
+
+@pytest.mark.backends("embedded", "servers")
+def test_an_orphan_redis_refuses_to_mark_fails_alone(stack: Stack) -> None:
+    """A generation with no row whose meta hash is hostile (a string, so Redis refuses
+    to mark the buffer orphaned) is that generation's failure, in a batch or alone: it
+    did escape run_many and run_one, failing the whole batch's entries."""
+    org = 3_600
+    good = [_prepare(stack, org, "json") for _ in range(2)]
+    orphan = _prepare(stack, org, "no_row")
+    meta = stack.buffer.key_for(org, orphan.generation_id, None) + ":meta"
+    stack.buffer.client.delete(meta)
+    stack.buffer.client.set(meta, "garbage")
+    engine = Engine(stack.buffer, stack.repository, stack.config(), compacted_by="batch-test")
+    ran = engine.run_many([good[0], orphan, good[1]])
+    outcomes = [r.outcome for r in ran if isinstance(r, Ran)]
+    assert outcomes == [Outcome.COMPACTED, Outcome.FAILED, Outcome.COMPACTED], ran
+    alone = engine.run_one(orphan)
+    assert alone.outcome == Outcome.FAILED and "no generation" in alone.message

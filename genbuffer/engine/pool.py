@@ -44,6 +44,7 @@ class Pool(Generic[T]):
         self._jobs: SimpleQueue[tuple[int, Callable[[], Outcomes]] | None] = SimpleQueue()
         self._done: SimpleQueue[tuple[int, Outcomes | BaseException]] = SimpleQueue()
         self._running: dict[int, list[T]] = {}
+        self._taken: list[Finished[T]] = []  # settled, not handed back (another raised)
         self._ids = count()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{index}", daemon=True)
@@ -112,8 +113,8 @@ class Pool(Generic[T]):
     def finished(self, timeout: float | None = None) -> list[Finished[T]]:
         """The compactions that finished: at least one unless ``timeout`` (seconds; 0:
         do not wait) ran out first; none when nothing is in flight."""
-        if not self._running:
-            return []
+        if self._taken or not self._running:
+            return self._hand_back([])
         try:
             first = self._done.get(timeout=timeout) if timeout != 0 else self._done.get_nowait()
         except Empty:
@@ -124,17 +125,25 @@ class Pool(Generic[T]):
                 done.append(self._done.get_nowait())
             except Empty:
                 break
-        return [finished for result in done for finished in self._settled(*result)]
+        return self._hand_back(done)
 
     def drain(self) -> list[Finished[T]]:
         """Every compaction in flight, once all of them finished."""
-        done = [self._done.get() for _ in range(len(self._running))]
-        return [finished for result in done for finished in self._settled(*result)]
+        return self._hand_back([self._done.get() for _ in range(len(self._running))])
 
-    def _settled(self, ident: int, outcome: Outcomes | BaseException) -> list[Finished[T]]:
-        items = self._running.pop(ident)
-        if isinstance(outcome, DependencyUnavailable):  # (a batch's runner raises nothing)
-            return [(item, outcome) for item in items]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return list(zip(items, outcome, strict=True))
+    def _hand_back(self, done: list[tuple[int, Outcomes | BaseException]]) -> list[Finished[T]]:
+        """Every result taken settled (none in flight forever); a runner's unexpected
+        error raised after that, the others kept for the next call."""
+        error: BaseException | None = None
+        for ident, outcome in done:
+            items = self._running.pop(ident)
+            if isinstance(outcome, DependencyUnavailable):  # (a batch's runner raises nothing)
+                self._taken += [(item, outcome) for item in items]
+            elif isinstance(outcome, BaseException):
+                error = error or outcome  # (its items are left for a take-over)
+            else:
+                self._taken += zip(items, outcome, strict=True)
+        if error is not None:
+            raise error
+        taken, self._taken = self._taken, []
+        return taken

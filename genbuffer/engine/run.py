@@ -203,12 +203,13 @@ class Engine:
         if isinstance(result, NothingToCompact):  # compacted and deleted before: a duplicate
             return Ran(Outcome.NEEDLESS, request, message=result.message)
         if isinstance(result, GenerationNotFound):
-            return Ran(
-                Outcome.ORPHANED,
-                request,
-                message=result.message,
-                first_report=self._set_aside(request, result.message),
-            )
+            try:
+                first = self._set_aside(request, result.message)
+            except DependencyUnavailable:
+                raise
+            except Exception as error:  # a buffer Redis refuses to mark (a hostile meta)
+                return Ran(Outcome.FAILED, request, message=f"{result.message}; {one_line(error)}")
+            return Ran(Outcome.ORPHANED, request, message=result.message, first_report=first)
         if isinstance(result, GenbufferError):  # an attempt counted; a later run tries again
             return Ran(Outcome.FAILED, request, message=result.message)
         return Ran(Outcome.FAILED, request, message=one_line(result))
