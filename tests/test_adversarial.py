@@ -460,3 +460,121 @@ def test_the_byte_cap_stops_reading_within_a_page(
     assert not result.persisted and "oversize" in _codes(result)
     assert sum(read_bytes) <= (2 << 20) + PAGE_BYTES + len(chunk), read_bytes
     assert stored_bytes(stack, gen) is None
+
+
+# -- a meta hash whose counters are not integers ------------------------------------------
+
+HOSTILE_COUNTS = ("abc", "1e400", "nan", "inf", "-5", "1.5", "", "9" * 40, " 3")
+
+
+def _hostile_counter_is_ignored(stack: Stack, field: str, value: str) -> None:
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"[1,", b"2,", b"3]"]).key
+    stack.buffer.client.hset(keys.meta_key(key), field, value)
+    first = compact(stack, ORG, gen)
+    assert first.persisted and stored_bytes(stack, gen) == b"[1,2,3]", first.message
+    stack.buffer.push_many(ORG, gen, [b" "])
+    last = compact(stack, ORG, gen, delete=True)
+    assert last.persisted and last.deleted, last.message
+    assert stored_bytes(stack, gen) == b"[1,2,3] "
+    assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+
+
+@pytest.mark.parametrize("value", HOSTILE_COUNTS)
+@pytest.mark.parametrize("field", ["chunk_count", "bytes"])
+def test_a_counter_that_is_not_an_integer_loses_nothing(
+    embedded: Stack, field: str, value: str
+) -> None:
+    """A meta hash whose chunk_count (or bytes) is not a non-negative integer (text,
+    1e400, nan, negative, a fraction): pushes go on, and the buffer is compacted
+    byte-exact and deleted, as for a meta hash without the field, instead of failing
+    every run until the buffer expires."""
+    _hostile_counter_is_ignored(embedded, field, value)
+
+
+def test_an_expired_that_is_not_an_integer_still_counts_what_vanished(stack: Stack) -> None:
+    """Chunks vanished from the head (counted by `expired`) while `expired` is text: the
+    rest is compacted, the loss reported, and `expired` counts it again."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"a", b"b", b"c"]).key
+    stack.buffer.client.lpop(key)
+    stack.buffer.client.hset(keys.meta_key(key), "expired", "abc")
+    result = compact(stack, ORG, gen)
+    assert result.persisted and stored_bytes(stack, gen) == b"bc", result.message
+    assert "chunk_count_mismatch" in _codes(result)
+    assert stack.buffer.client.hget(keys.meta_key(key), "expired") == b"1"
+
+
+def test_attempts_that_is_not_an_integer_still_sets_an_orphan_aside(stack: Stack) -> None:
+    """A buffer without a row whose `attempts` is text is set aside as orphaned, as any
+    other (fail.lua counts from 0 again), instead of failing at every run."""
+    key = stack.buffer.push_many(ORG, 987_654, [b"x"]).key
+    stack.buffer.finish(ORG, 987_654)
+    stack.buffer.client.hset(keys.meta_key(key), "attempts", "nan")
+    done = stack.cli("compact-pending", "--json")
+    out = json.loads(done.stdout)
+    assert (out["failed"], len(out["orphaned"])) == (0, 1), done.stdout
+    meta = stack.buffer.client.hgetall(keys.meta_key(key))
+    assert b"orphaned_at" in meta and meta[b"attempts"] == b"1"
+
+
+def test_gaps_that_is_not_an_integer_still_counts_a_jump(embedded: Stack) -> None:
+    """A sequenced push that jumps ahead while `gaps` is text: appended, and the jump
+    counted from 0 again."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.push_many(ORG, gen, [b"a"], seq=0).key
+    embedded.buffer.client.hset(keys.meta_key(key), "gaps", "1e400")
+    embedded.buffer.push_many(ORG, gen, [b"f"], seq=5)
+    assert embedded.buffer.client.lrange(key, 0, -1) == [b"a", b"f"]
+    assert embedded.buffer.client.hget(keys.meta_key(key), "gaps") == b"4"
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "-5"])
+def test_a_trimmed_that_is_not_an_integer_stops_loudly_and_trims_nothing(
+    stack: Stack, value: str
+) -> None:
+    """`trimmed` places every chunk, so one that is not a count is refused in one line
+    naming the field; nothing is written, trimmed or lost, and once the field is
+    mended the buffer is compacted byte-exact."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    stack.buffer.client.hset(keys.meta_key(key), "trimmed", value)
+    refused = stack.cli("compact-generation", str(ORG), str(gen), "--delete")
+    assert refused.exit_code == 1 and "trimmed of" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and stored_bytes(stack, gen) is None
+    assert stack.buffer.client.llen(key) == 2
+    stack.buffer.client.hset(keys.meta_key(key), "trimmed", "0")
+    mended = compact(stack, ORG, gen, delete=True)
+    assert mended.persisted and stored_bytes(stack, gen) == b"[1,2]", mended.message
+
+
+def test_a_seq_base_that_is_not_an_integer_refuses_the_push_before_it_writes(
+    embedded: Stack,
+) -> None:
+    """A sequenced push cannot place its chunks against a `seq_base` that is no integer:
+    refused in one line, nothing appended (a retry after the fix appends once)."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.push_many(ORG, gen, [b"a"], seq=0).key
+    embedded.buffer.client.hset(keys.meta_key(key), "seq_base", "x")
+    with pytest.raises(Exception, match="seq_base"):
+        embedded.buffer.push_many(ORG, gen, [b"b"], seq=1)
+    assert embedded.buffer.client.lrange(key, 0, -1) == [b"a"]
+
+
+@pytest.mark.backends("servers")
+@pytest.mark.parametrize("value", ["abc", "1e400", "nan"])
+def test_a_counter_that_is_not_an_integer_loses_nothing_on_servers(
+    stack: Stack, value: str
+) -> None:
+    """The same on real Redis and PostgreSQL (Lua's tonumber is the server's own)."""
+    _hostile_counter_is_ignored(stack, "chunk_count", value)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "nan", "-5"])
+def test_a_counter_that_is_not_an_integer_loses_nothing_on_a_cluster(
+    cluster: Stack, value: str
+) -> None:
+    """On a cluster, the app's untagged keys (the split layout): the app's meta hash is
+    read apart, and its count released after a --delete; a hostile count neither stops
+    the trim nor leaves the meta hash behind."""
+    _hostile_counter_is_ignored(cluster, "chunk_count", value)

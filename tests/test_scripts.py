@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import fakeredis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genbuffer.errors import RedisUnavailable
 from genbuffer.lua import ScriptCall, encode
@@ -233,3 +235,38 @@ def test_the_runner_reloads_after_noscript_alone_and_in_a_pipeline() -> None:
     with pytest.raises(RedisUnavailable, match="NOSCRIPT"):
         runner.run(push(b"e"))
     assert client.llen("k") == 7
+
+
+_WHOLE = re.compile(r"^-- A counter as stored:.*?\nend\n", re.DOTALL | re.MULTILINE)
+
+
+def _whole_helpers() -> dict[str, str]:
+    return {name: m.group(0) for name in SCRIPTS if (m := _WHOLE.search(_source(name)))}
+
+
+def _source(name: str) -> str:
+    return (LUA / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def test_every_script_reading_a_counter_reads_it_with_the_same_whole() -> None:
+    """Scripts cannot share code (Redis and the PHP package load each file alone), so
+    the counter rule is one helper copied word for word: a script that reads a counter
+    with tonumber of a stored field, or a copy that drifted, fails here."""
+    helpers = _whole_helpers()
+    assert len(set(helpers.values())) == 1, sorted(helpers)
+    for name in SCRIPTS:
+        stored_read = re.search(r"tonumber\(redis\.call\('H(M?GET)", _source(name))
+        assert stored_read is None, f"{name}.lua reads a stored counter with tonumber"
+
+
+@given(value=st.one_of(st.from_regex(r"-?[0-9]{0,17}(\.[0-9])?", fullmatch=True), st.text()))
+@settings(max_examples=300, deadline=None)
+def test_lua_and_python_read_a_counter_alike(value: str) -> None:
+    """snapshot.lua's `whole` and meta.as_count agree on any stored text: what compaction
+    decides in Python is what the scripts did."""
+    helper = next(iter(_whole_helpers().values()))
+    client = fakeredis.FakeRedis()
+    lua = helper + "local n = whole(ARGV[1]); if n == nil then return -1 end; return tostring(n)"
+    got = client.eval(lua, 0, value.encode("utf-8"))
+    want = fields.as_count(value)
+    assert (None if got == -1 else int(got)) == want

@@ -13,10 +13,25 @@
 -- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left, chunks of
 -- the stream trimmed in all} (the last: what the app's meta hash counted of a deleted
 -- life, see genbuffer.redis.layout).
+-- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
+-- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
+-- are no count a producer or genbuf writes: they must not stop a script for good)
+local function whole(value)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  return tonumber(value)
+end
 if redis.call('HGET', KEYS[2], 'stream_id') ~= ARGV[1] then
   return {0, 0, redis.call('LLEN', KEYS[1]), 0}
 end
-local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+local raw_trimmed = redis.call('HGET', KEYS[2], 'trimmed')
+local trimmed = whole(raw_trimmed) or 0
+if raw_trimmed and not whole(raw_trimmed) then
+  -- which chunks lie below ARGV[2] cannot be told: trim nothing (see snapshot.lua)
+  return redis.error_reply('ack.lua: trimmed of ' .. KEYS[2] .. ' is not a count: '
+    .. string.sub(raw_trimmed, 1, 40))
+end
 local length = redis.call('LLEN', KEYS[1])
 local n = math.min(tonumber(ARGV[2]) - trimmed, length)
 if n > 0 then

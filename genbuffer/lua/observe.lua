@@ -14,11 +14,20 @@
 -- longer than its list.
 -- Returns {seen_at, seen_first, seen_end} as they now stand, or false when the list
 -- does not exist.
+-- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
+-- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
+-- are no count a producer or genbuf writes: they must not stop a script for good)
+local function whole(value)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  return tonumber(value)
+end
 local length = redis.call('LLEN', KEYS[1])
 if length == 0 then return false end
 local stored = redis.call('HMGET', KEYS[2], 'trimmed', 'seen_end', 'seen_at', 'seen_first')
-local ends = (tonumber(stored[1] or '0') or 0) + length
-if stored[3] and tonumber(stored[2] or '-1') == ends then
+local ends = (whole(stored[1]) or 0) + length
+if stored[3] and whole(stored[2]) == ends then
   return {stored[3], stored[4] or '0', ends}
 end
 local first = stored[3] and '0' or '1'

@@ -76,6 +76,16 @@ do
   end
 end
 
+-- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
+-- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
+-- are no count a producer or genbuf writes: they must not stop a script for good)
+local function whole(value)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  return tonumber(value)
+end
+
 -- TTL rule 1: a key without a TTL gets the configured one (nothing lives forever)
 local function give_ttl(key)
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ttl) end
@@ -111,20 +121,30 @@ elseif step == 'push' or step == 'list' then
       return redis.error_reply('push.lua: a sequenced push needs the list and its meta hash in one slot')
     end
     -- only sequenced pushes pay for reading the counters first
-    local counted = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '0')
+    local stored = redis.call('HMGET', KEYS[2], 'chunk_count', 'trimmed', 'seq_base', 'gaps')
+    -- the base places every sequence number (it may be below 0): one that is not an
+    -- integer cannot be guessed (a wrong one skips or repeats chunks), so the push
+    -- stops before it writes
+    if stored[3] and (#stored[3] > 16 or not string.match(stored[3], '^-?%d+$')) then
+      return redis.error_reply('push.lua: seq_base of ' .. KEYS[2] .. ' is not an integer: '
+        .. string.sub(stored[3], 1, 40))
+    end
+    local counted = whole(stored[1]) or 0
     local seq = tonumber(ARGV[7])
     -- the stream's positions so far: what was counted, or (a meta hash recreated while
     -- its list lived on) what the list holds
-    local held = math.max(counted,
-      tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + redis.call('LLEN', KEYS[1]))
-    if counted == 0 then redis.call('HSETNX', KEYS[2], 'seq_base', seq - held) end
-    local base = tonumber(redis.call('HGET', KEYS[2], 'seq_base') or '0')
-    local expected = base + held + tonumber(redis.call('HGET', KEYS[2], 'gaps') or '0')
+    local held = math.max(counted, (whole(stored[2]) or 0) + redis.call('LLEN', KEYS[1]))
+    local base = tonumber(stored[3] or '0')
+    if counted == 0 and redis.call('HSETNX', KEYS[2], 'seq_base', seq - held) == 1 then
+      base = seq - held
+    end
+    local gaps = whole(stored[4]) or 0
+    local expected = base + held + gaps
     if seq < expected then
       skipped = math.min(expected - seq, #ARGV - first + 1)
       first = first + skipped
     elseif seq > expected then
-      redis.call('HINCRBY', KEYS[2], 'gaps', seq - expected)
+      redis.call('HSET', KEYS[2], 'gaps', gaps + seq - expected)
     end
   end
   appended = #ARGV - first + 1
@@ -149,8 +169,24 @@ else
 end
 
 -- The meta hash's side: counters, the ids and start of a new count, and its TTL.
-local counted = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
-redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+-- A counter that is not a count (a producer's bug, a hand edit) would make HINCRBY
+-- fail after the chunks went in, at every push from then on: it is counted again
+-- instead, chunk_count from what the list holds (trimmed + length, as it always
+-- stays; beside a split list `trimmed` is in genbuf's hash, so it may count less,
+-- which compaction never takes for chunks that vanished)
+local stored = redis.call('HMGET', KEYS[2], 'chunk_count', 'bytes', 'trimmed')
+local counted
+if stored[1] and not whole(stored[1]) then
+  counted = (whole(stored[3]) or 0) + length
+  redis.call('HSET', KEYS[2], 'chunk_count', counted)
+else
+  counted = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
+end
+if stored[2] and not whole(stored[2]) then
+  redis.call('HSET', KEYS[2], 'bytes', bytes)
+else
+  redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
+end
 redis.call('HSET', KEYS[2], 'last_chunk_at', now)
 if counted == appended then
   redis.call('HSET', KEYS[2], 'first_chunk_at', now, 'organization_id', ARGV[4],

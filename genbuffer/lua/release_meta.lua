@@ -6,9 +6,19 @@
 -- ARGV[1]  life: chunks of the deleted life (ack.lua's fourth reply)
 -- ARGV[2]  stream_id: the deleted life's stream id
 -- Returns 1 if the meta hash was deleted, else 0.
+-- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
+-- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
+-- are no count a producer or genbuf writes: they must not stop a script for good)
+local function whole(value)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  return tonumber(value)
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'released') == ARGV[2] then return 0 end
-local left = tonumber(redis.call('HGET', KEYS[1], 'chunk_count') or '0') - tonumber(ARGV[1])
+-- a count that is not one holds nothing of a next life: the meta hash goes
+local left = (whole(redis.call('HGET', KEYS[1], 'chunk_count')) or 0) - tonumber(ARGV[1])
 if left <= 0 then
   redis.call('DEL', KEYS[1])
   return 1

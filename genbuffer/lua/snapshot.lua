@@ -36,11 +36,27 @@
 -- first page of chunks from max(held, trimmed), absolute position of that page,
 -- chunks vanished from the head that the meta hash does not count yet (read-only),
 -- the windows of ARGV[8] chunks (empty where the list does not hold them)}.
+-- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
+-- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
+-- are no count a producer or genbuf writes: they must not stop a script for good)
+local function whole(value)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    return nil
+  end
+  return tonumber(value)
+end
+-- `trimmed` places every chunk: one that is not a count cannot be guessed (a wrong one
+-- would skip or repeat chunks), so the snapshot stops, before it writes anything
+local raw_trimmed = redis.call('HGET', KEYS[2], 'trimmed')
+if raw_trimmed and not whole(raw_trimmed) then
+  return redis.error_reply('snapshot.lua: trimmed of ' .. KEYS[2] .. ' is not a count: '
+    .. string.sub(raw_trimmed, 1, 40))
+end
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
 local has_own = redis.call('EXISTS', KEYS[2]) == 1
 local has_meta = has_own or ARGV[10] == '1'
 if ARGV[11] == '1' and redis.call('HGET', KEYS[2], 'ended') then
-  return {3, tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0'),
+  return {3, whole(raw_trimmed) or 0,
     redis.call('HGET', KEYS[2], 'stream_id') or ''}
 end
 if not has_list and not has_meta then return {0} end
@@ -54,19 +70,21 @@ end
 local length = redis.call('LLEN', KEYS[1])
 -- Read apart, the counter can only lag the list: producers append before they count,
 -- and it was read before the list (see genbuffer.redis.layout)
+-- (a chunk_count that is not a count is no count: nothing is taken for vanished)
 local count
 if ARGV[9] == '' then
-  count = tonumber(redis.call('HGET', KEYS[2], 'chunk_count') or '-1')
+  count = whole(redis.call('HGET', KEYS[2], 'chunk_count')) or -1
 else
-  count = tonumber(ARGV[9]) or -1
+  count = whole(ARGV[9]) or -1
 end
-local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+local trimmed = whole(raw_trimmed) or 0
 local vanished = 0
 if count >= 0 and count - trimmed > length then
   if ARGV[11] == '1' and not has_list and not has_own then return {2} end
   vanished = count - trimmed - length
   if not read_only then
-    redis.call('HINCRBY', KEYS[2], 'expired', vanished)
+    redis.call('HSET', KEYS[2], 'expired',
+      (whole(redis.call('HGET', KEYS[2], 'expired')) or 0) + vanished)
     redis.call('HSET', KEYS[2], 'trimmed', count - length)
     vanished = 0
   end
@@ -85,7 +103,7 @@ local same = ARGV[4] ~= '' and (redis.call('HGET', KEYS[2], 'stream_id') or '') 
 if same then
   held = tonumber(ARGV[5])
 end
-trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') + vanished
+trimmed = (whole(redis.call('HGET', KEYS[2], 'trimmed')) or 0) + vanished
 local windows = {}
 local wanted = tonumber(ARGV[8] or '0')
 if wanted > 0 then

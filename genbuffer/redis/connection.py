@@ -7,6 +7,7 @@ with ``redis_errors``; scripts run through ``genbuffer.redis.scripts.ScriptRunne
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -33,6 +34,10 @@ __all__ = [
     "redis_errors",
     "text",
 ]
+
+# a genbuf script's refusal of a field it places chunks by ("snapshot.lua: trimmed of
+# KEY is not a count: abc"), raised before it wrote anything
+_FIELD_REFUSED = re.compile(r"[a-z_]+\.lua: [a-z_]+ of .+ is not (a count|an integer): ")
 
 # `memory://` is an in-process Redis: one server per URL, shared by every client of
 # this process, so the demo's separate commands see the same buffers.
@@ -219,6 +224,14 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
                 "chunk say, longer than its proto-max-bulk-len); nothing of it ran",
                 hint="split the chunk into smaller ones, or raise proto-max-bulk-len: "
                 "sending it again fails the same way",
+            )
+        if _FIELD_REFUSED.match(text):
+            # one of genbuf's scripts stopped, before it wrote, on a value in a buffer's
+            # hash that it cannot place chunks by (edited by hand, or a faulty producer)
+            return OperationFailed(
+                f"Redis at {mask_url(url)}: {first}",
+                hint="set that field of the buffer's hash right (or HDEL it) and run "
+                "again; nothing was written",
             )
         if text.startswith("READONLY"):
             return RedisUnavailable(

@@ -19,6 +19,7 @@ TTL rules, written once in push.lua and the same on every push path
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "BufferMeta",
     "IsoClock",
     "Observation",
+    "as_count",
     "as_int",
     "parse_time",
 ]
@@ -107,14 +109,22 @@ IDLE_FIELDS = (LAST_CHUNK_AT, TRIMMED, SEEN_END, SEEN_AT, SEEN_FIRST)
 DISCOVERY_FIELDS = (FINISHED_AT, QUARANTINED_AT, ORPHANED_AT, CHUNK_COUNT, *IDLE_FIELDS)
 
 
+_COUNT = re.compile(r"[0-9]{1,15}")
+_SEQ_BASE = re.compile(r"-?[0-9]{1,15}")
+
+
+def as_count(value: object) -> int | None:
+    """A counter as stored: a non-negative integer of at most 15 digits, else None, as
+    for an absent field. The Lua scripts' ``whole`` is the same rule (text, 1e400,
+    nan, -5 or 1.5 is no count anything writes: a script must not stop on one)."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return int(text) if isinstance(text, str) and _COUNT.fullmatch(text) else None
+
+
 def as_int(value: object, default: int = 0) -> int:
-    """A counter as stored (text), or ``default`` when absent or not a number."""
-    if value is None:
-        return default
-    try:
-        return int(str(value))
-    except ValueError:
-        return default
+    """A counter as stored (text), or ``default`` when absent or not a count."""
+    found = as_count(value)
+    return default if found is None else found
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -154,14 +164,13 @@ class BufferMeta:
     @property
     def counted(self) -> int | None:
         """Chunks the producer says it pushed, if it keeps a count."""
-        value = self.fields.get(CHUNK_COUNT)
-        return None if value is None else as_int(value)
+        return as_count(self.fields.get(CHUNK_COUNT))
 
     @property
     def seq_base(self) -> int | None:
         """The sequence number this life began at (None: not a sequenced stream)."""
-        value = self.fields.get(SEQ_BASE)
-        return None if value is None else as_int(value)
+        value = self.fields.get(SEQ_BASE)  # may be below 0 (see push.lua)
+        return int(value) if value is not None and _SEQ_BASE.fullmatch(value) else None
 
     @property
     def gaps(self) -> int:
