@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -702,3 +703,33 @@ def test_compactions_an_outage_stopped_are_run_again_without_a_take_over(
         assert {r["generation_id"] for r in outages} == set(gens), records
     assert worker.summary.taken_over == 0, worker.summary
     assert worker.summary.compacted == len(gens), worker.summary
+
+
+@pytest.mark.backends("servers")
+def test_a_finish_is_one_round_trip_its_mark_before_its_announcement(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On one server the producer's finish() sends the mark (push.lua, step finish) and
+    the announcement (XADD, EXPIRE) in one pipeline, the mark first: a worker that reads
+    the entry sees the stream finished. After SCRIPT FLUSH the mark still happens."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"x"]).key
+    stack.buffer.finish(ORG, gen)  # the script is loaded before its first pipeline
+    sent: list[bytes] = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self: redis.connection.Connection, command: Any, **kwargs: Any) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else bytes(command))
+        original(self, command, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    stack.buffer.client.hdel(keys.meta_key(key), "finished_at")
+    sent.clear()
+    stack.buffer.finish(ORG, gen)
+    assert len(sent) == 1 and sent[0].index(b"EVALSHA") < sent[0].index(b"XADD"), sent
+    assert stack.buffer.client.hexists(keys.meta_key(key), "finished_at")
+    stack.buffer.client.hdel(keys.meta_key(key), "finished_at")
+    stack.buffer.client.script_flush()
+    stack.buffer.finish(ORG, gen)
+    assert stack.buffer.client.hexists(keys.meta_key(key), "finished_at")
+    assert len(stack.buffer.client.xrange(stack.buffer.events.stream)) == 3

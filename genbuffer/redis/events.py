@@ -116,22 +116,38 @@ class Events:
         """Add one buffer to compact (the producer's finish(), or the sweeper); ``key``
         names its chunks key (either template), sparing the worker a lookup; ``why``
         the sweeper's reason (finished, idle or at_risk)."""
-        fields: dict[bytes | bytearray | memoryview | str | int | float, Any] = {
-            "org": organization_id,
-            "gen": generation_id,
-            "idle": int(idle),
-        }
-        if scenario_id is not None:
-            fields["scenario"] = scenario_id
-        if key is not None:
-            fields["key"] = key
-        if why is not None:
-            fields["why"] = why
+        commands = self.announcement(
+            organization_id, generation_id, scenario_id, idle=idle, key=key, why=why
+        )
         with redis_errors(self.target.url):
-            pipe = self.target.client.pipeline(transaction=False)
-            pipe.xadd(self.stream, fields, maxlen=MAX_LENGTH, approximate=True)
-            pipe.expire(self.stream, self.ttl)
+            pipe: Any = self.target.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
             pipe.execute()
+
+    def announcement(
+        self,
+        organization_id: int,
+        generation_id: int,
+        scenario_id: int | None = None,
+        *,
+        idle: bool = False,
+        key: str | None = None,
+        why: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """``announce``'s commands (XADD, capped, then the stream's TTL), to be sent in a
+        pipeline of the caller's (the producer's finish() sends its mark with them)."""
+        fields: list[Any] = ["org", organization_id, "gen", generation_id, "idle", int(idle)]
+        if scenario_id is not None:
+            fields += ["scenario", scenario_id]
+        if key is not None:
+            fields += ["key", key]
+        if why is not None:
+            fields += ["why", why]
+        return [
+            ("XADD", self.stream, "MAXLEN", "~", MAX_LENGTH, "*", *fields),
+            ("EXPIRE", self.stream, self.ttl),
+        ]
 
     def backlog(self) -> Backlog | None:
         """The queue's figures; None when no stream exists (no producer announces, or it

@@ -93,6 +93,8 @@ __all__ = [
     "push_failed",
 ]
 
+Command = tuple[Any, ...]  # one Redis command, as execute_command takes it
+
 PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # calls sent per round trip where a pipeline may carry scripts
 TRANSACTION_BATCHES = 16  # RPUSHes of PUSH_BATCH chunks per MULTI/EXEC (the fast path) …
@@ -258,8 +260,11 @@ class Layout(ABC):
         """Append ``chunks`` to the list ``key`` in order and count them (push.lua)."""
 
     @abstractmethod
-    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
-        """Mark the stream of the list ``key`` finished (push.lua, step finish)."""
+    def finish(
+        self, scripts: ScriptRunner, key: str, head: PushHead, then: Sequence[Command] = ()
+    ) -> None:
+        """Mark the stream of the list ``key`` finished (push.lua, step finish), and then
+        send ``then`` (the announcement: it must follow the mark)."""
 
     @abstractmethod
     def snapshot(
@@ -276,6 +281,15 @@ class Layout(ABC):
         """``after_delete`` of several deletions (key, life, stream)."""
         for key, life, stream in deleted:
             self.after_delete(scripts, key, life, stream)
+
+
+def _send(scripts: ScriptRunner, commands: Sequence[Command]) -> None:
+    """``commands`` in one pipeline (none: nothing sent); an error reply is raised."""
+    if commands:
+        pipe: Any = scripts.target.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.execute()
 
 
 def _sum(reply: PushReply, appended: int, skipped: int) -> tuple[int, int, int]:
@@ -414,10 +428,18 @@ class OneSlot(Layout):
             sum(reply.skipped for reply in replies),
         )
 
-    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
-        """One call on the list and its meta hash (safe to repeat)."""
+    def finish(
+        self, scripts: ScriptRunner, key: str, head: PushHead, then: Sequence[Command] = ()
+    ) -> None:
+        """One call on the list and its meta hash (safe to repeat); on one server ``then``
+        in the same round trip, after it."""
+        call = PushArgs.finish(key, keys.meta_key(key), head)
         with redis_errors(scripts.target.url):
-            scripts.run(PushArgs.finish(key, keys.meta_key(key), head))
+            if scripts.target.cluster:
+                scripts.run(call)
+                _send(scripts, then)
+            else:
+                scripts.run_then(call, then)
 
     def snapshot(
         self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
@@ -484,12 +506,16 @@ class Split(Layout):
                 length = int(scripts.target.client.llen(key))
         return Pushed(length, appended, 0, sent)
 
-    def finish(self, scripts: ScriptRunner, key: str, head: PushHead) -> None:
-        """The list's length read first (another slot), then the meta hash marked."""
+    def finish(
+        self, scripts: ScriptRunner, key: str, head: PushHead, then: Sequence[Command] = ()
+    ) -> None:
+        """The list's length read first (another slot), then the meta hash marked, then
+        ``then``."""
         meta = keys.meta_key(key)
         with redis_errors(scripts.target.url):
             length = int(scripts.target.client.llen(key))
             scripts.run(PushArgs.finish(meta, meta, head, length))
+            _send(scripts, then)
 
     def snapshot(
         self, scripts: ScriptRunner, call: SnapshotArgs, lease: int

@@ -233,6 +233,8 @@ class Producer:
         # push.lua, step finish: where the list or its meta hash exists (a finish()
         # retried after its announcement failed must not bring back, as a stray, a meta
         # hash that a compaction has deleted with its list meanwhile)
-        layout_of(self.target, key).finish(self.scripts, key, head)
-        self.events.announce(organization_id, generation_id, scenario_id, key=key)
+        announcement = self.events.announcement(
+            organization_id, generation_id, scenario_id, key=key
+        )
+        layout_of(self.target, key).finish(self.scripts, key, head, then=announcement)
         return key

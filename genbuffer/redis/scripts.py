@@ -51,7 +51,7 @@ class ScriptRunner:
     def __init__(self, target: RedisTarget) -> None:
         self.target = target
         self._scripts: dict[str, Any] = {}  # name -> redis-py Script (source, SHA1)
-        self._loaded: set[str] = set()  # scripts loaded by run_after
+        self._loaded: set[str] = set()  # scripts loaded by run_after and run_then
         # writes sent once on one server (a cluster routes them itself; the in-process
         # Redis loses no connection)
         local = target.cluster or target.url.startswith(MEMORY_REDIS_URL)
@@ -219,6 +219,32 @@ class ScriptRunner:
                 parsed = reply if isinstance(reply, Exception) else call.parse(reply)
             results.append((before, parsed))
         return results
+
+    def run_then(self, call: ScriptCall[R], commands: Sequence[tuple[Any, ...]]) -> R:
+        """``call`` and then ``commands`` in one round trip: a pipeline on one connection,
+        so they run in that order (not on a Redis Cluster, whose nodes each run their
+        share), and not a transaction (the commands run whatever the call replied). The
+        call's reply; an error reply, the call's or a command's, is raised (the first).
+        The script is loaded before its first such pipeline; a NOSCRIPT still met (the
+        cache flushed since) says the call alone did not run: it runs then, after the
+        commands."""
+        if call.SCRIPT not in self._loaded:
+            self._reload(call)
+            self._loaded.add(call.SCRIPT)
+        pipe: Any = self.target.client.pipeline(transaction=False)
+        pipe.execute_command(*self.command(call))
+        for command in commands:
+            pipe.execute_command(*command)
+        first, *after = pipe.execute(raise_on_error=False)
+        for result in after:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(first, redis.exceptions.NoScriptError):
+            self._loaded.discard(call.SCRIPT)
+            return self.run(call)
+        if isinstance(first, Exception):
+            raise first
+        return call.parse(first)
 
     def run_after(self, commands: Sequence[tuple[Any, ...]], call: ScriptCall[R]) -> R:
         """``commands`` and then ``call`` in one MULTI/EXEC transaction, sent once (see
