@@ -13,6 +13,7 @@ import base64
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -297,3 +298,39 @@ def test_a_workers_read_goes_to_the_streams_node_in_one_trip(
     assert [e.generation_id for e in first.events] == [1, 2] and second.events == []
     assert getkeys() == before
     assert events.queued() == set()  # both acknowledged, with the second read
+
+
+def test_commands_sent_to_a_node_that_no_longer_serves_the_key_follow_the_cluster(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Script calls, pipelines by node and the producer's finish() go straight to a key's
+    node; a node that answers MOVED (here: every key sent to the wrong primary, as
+    after a reshard) has them sent again through the cluster client, nothing lost or
+    refused."""
+    from genbuffer.redis.direct import on_key_node, pipeline_on_nodes  # noqa: PLC0415
+
+    client: Any = cluster.buffer.client
+    target = cluster.buffer.protocol.target
+    keys_ = [f"{{{tag}}}:direct" for tag in ("a", "b", "c", "d")]
+    right = {key: client.get_node_from_key(key).name for key in keys_}
+    assert len(set(right.values())) > 1  # several nodes
+    primaries = list(client.get_primaries())
+
+    def wrong(key: str, *args: Any, **kwargs: Any) -> Any:
+        return next(node for node in primaries if node.name != right[key])
+
+    monkeypatch.setattr(client, "get_node_from_key", wrong)
+    assert on_key_node(target, keys_[1], lambda c: c.set(keys_[1], 1))
+    replies = pipeline_on_nodes(target, [(key, ("SET", key, key)) for key in keys_])
+    assert replies == [True] * len(keys_)
+    assert on_key_node(target, keys_[0], lambda c: c.get(keys_[0])) == keys_[0].encode()
+    gen = cluster.repository.create_generation(ORG)
+    monkeypatch.undo()
+    key = cluster.buffer.push_many(ORG, gen, [b"[1]"]).key
+    for name in (key, keys.meta_key(key), cluster.buffer.events.stream):
+        right[name] = client.get_node_from_key(name).name
+    monkeypatch.setattr(client, "get_node_from_key", wrong)
+    cluster.buffer.finish(ORG, gen)
+    monkeypatch.undo()
+    assert client.hexists(keys.meta_key(key), "finished_at")
+    assert (ORG, gen) in cluster.buffer.events.queued()

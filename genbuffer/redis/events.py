@@ -27,6 +27,7 @@ import redis
 from genbuffer import keys
 from genbuffer.errors import OperationFailed, UsageError
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
+from genbuffer.redis.direct import MOVED, send_on_one_key
 
 __all__ = ["GROUP", "Backlog", "Delivery", "Event", "Events", "Malformed"]
 
@@ -38,15 +39,6 @@ PAGE = 1000  # entries per XRANGE when the sweeper lists what is queued
 # Replies that say the server ended a blocked read or lost the group, not that genbuf
 # asked for something wrong: the next read goes on (creating the group again if needed).
 _INTERRUPTIONS = ("UNBLOCKED", "NOGROUP")
-# what a cluster node says, or does, when it no longer serves a key
-_MOVED = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 
 
 @dataclass(frozen=True)
@@ -120,10 +112,7 @@ class Events:
             organization_id, generation_id, scenario_id, idle=idle, key=key, why=why
         )
         with redis_errors(self.target.url):
-            pipe: Any = self.target.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            pipe.execute()
+            send_on_one_key(self.target, commands)
 
     def announcement(
         self,
@@ -204,7 +193,7 @@ class Events:
             try:
                 node = client.get_redis_connection(client.get_node_from_key(self.stream))
                 return self._read(node, consumer, count, block_ms, done)
-            except _MOVED:  # (the cluster client's errors are the ones reported)
+            except MOVED:  # (the cluster client's errors are the ones reported)
                 pass
             if done:
                 self.acknowledge(list(done))
@@ -226,7 +215,7 @@ class Events:
                 reply = client.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
                 )
-        except _MOVED:
+        except MOVED:
             raise
         except redis.exceptions.ResponseError as error:
             return self._interrupted(error)

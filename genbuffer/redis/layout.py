@@ -76,6 +76,7 @@ from genbuffer.redis.connection import (
     redis_errors,
     text,
 )
+from genbuffer.redis.direct import on_key_node, pipeline_on_nodes, send_on_one_key
 from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from genbuffer.settings import mask_url
 
@@ -264,7 +265,7 @@ class Layout(ABC):
         self, scripts: ScriptRunner, key: str, head: PushHead, then: Sequence[Command] = ()
     ) -> None:
         """Mark the stream of the list ``key`` finished (push.lua, step finish), and then
-        send ``then`` (the announcement: it must follow the mark)."""
+        send ``then``, commands on one key (the announcement: it must follow the mark)."""
 
     @abstractmethod
     def snapshot(
@@ -283,13 +284,12 @@ class Layout(ABC):
             self.after_delete(scripts, key, life, stream)
 
 
-def _send(scripts: ScriptRunner, commands: Sequence[Command]) -> None:
-    """``commands`` in one pipeline (none: nothing sent); an error reply is raised."""
-    if commands:
-        pipe: Any = scripts.target.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        pipe.execute()
+def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
+    """HGETALL's reply sent as a plain command: a dict (RESP3, or parsed by redis-py's
+    callback) or a flat list of field, value."""
+    if isinstance(reply, dict):
+        return reply.items()
+    return zip(reply[::2], reply[1::2], strict=True)
 
 
 def _sum(reply: PushReply, appended: int, skipped: int) -> tuple[int, int, int]:
@@ -437,7 +437,7 @@ class OneSlot(Layout):
         with redis_errors(scripts.target.url):
             if scripts.target.cluster:
                 scripts.run(call)
-                _send(scripts, then)
+                send_on_one_key(scripts.target, then)
             else:
                 scripts.run_then(call, then)
 
@@ -513,9 +513,9 @@ class Split(Layout):
         ``then``."""
         meta = keys.meta_key(key)
         with redis_errors(scripts.target.url):
-            length = int(scripts.target.client.llen(key))
+            length = int(on_key_node(scripts.target, key, lambda client: client.llen(key)))
             scripts.run(PushArgs.finish(meta, meta, head, length))
-            _send(scripts, then)
+            send_on_one_key(scripts.target, then)
 
     def snapshot(
         self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
@@ -549,19 +549,23 @@ class Split(Layout):
         """The meta hash (every field) and whether it exists; one that would expire within
         ``lease`` seconds is extended to it (it must outlive the compaction reading it)."""
         meta = keys.meta_key(chunks)
-        client = scripts.target.client
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(meta)
-        pipe.ttl(meta)
-        values, ttl = pipe.execute()
+        values, ttl = pipeline_on_nodes(
+            scripts.target, [(meta, ("HGETALL", meta)), (meta, ("TTL", meta))]
+        )
+        for reply in (values, ttl):
+            if isinstance(reply, Exception):
+                raise reply
         if 0 <= int(ttl) < lease:
-            client.expire(meta, lease)
-        return {text(k): text(v) for k, v in values.items()}, int(ttl) != -2
+            on_key_node(scripts.target, meta, lambda client: client.expire(meta, lease))
+        return {text(k): text(v) for k, v in _pairs(values)}, int(ttl) != -2
 
     @staticmethod
     def _counter(scripts: ScriptRunner, chunks: str) -> str:
         """The meta hash's chunk_count now ('-' when it has none)."""
-        value = scripts.target.client.hget(keys.meta_key(chunks), fields.CHUNK_COUNT)
+        meta = keys.meta_key(chunks)
+        value = on_key_node(
+            scripts.target, meta, lambda client: client.hget(meta, fields.CHUNK_COUNT)
+        )
         return Counter.NONE if value is None else text(value)
 
     def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:

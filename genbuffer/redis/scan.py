@@ -10,12 +10,15 @@ from genbuffer import keys
 from genbuffer.lua.observe import ObserveArgs, ObserveReply
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
+from genbuffer.redis.direct import Keyed, pipeline_on_nodes
 from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
 from genbuffer.redis.scripts import ScriptRunner
 from genbuffer.states import BufferState
 
 __all__ = ["FoundBuffer", "Scanner"]
+
+_IDLETIME = {"infotype": "idletime"}  # redis-py parses OBJECT's reply by it
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,16 @@ class Scanner:
 
     def _describe_page(self, names: list[str]) -> Iterator[FoundBuffer]:
         found = keys.buffers_in_page(names, self.target.prefix)
-        pipe = self.target.client.pipeline(transaction=False)
         hashes = [layout_of(self.target, chunks).hashes(chunks) for _, chunks in found]
+        commands: list[Keyed] = []
         for (_, chunks), where in zip(found, hashes, strict=True):
-            pipe.object("idletime", chunks)
-            pipe.llen(chunks)  # 0: no list (Redis deletes a list once it is empty)
-            pipe.pttl(chunks)
-            for name in where:
-                pipe.hmget(name, fields.DISCOVERY_FIELDS)
-        replies = iter(pipe.execute(raise_on_error=False))
+            commands += [
+                (chunks, ("OBJECT", "IDLETIME", chunks), _IDLETIME),
+                (chunks, ("LLEN", chunks)),  # 0: no list (Redis deletes an empty list)
+                (chunks, ("PTTL", chunks)),
+            ]
+            commands += [(name, ("HMGET", name, *fields.DISCOVERY_FIELDS)) for name in where]
+        replies = iter(pipeline_on_nodes(self.target, commands))
         trusted = self.target.no_touch.active
         for (parts, chunks), where in zip(found, hashes, strict=True):
             idle, length, pttl = next(replies), next(replies), next(replies)

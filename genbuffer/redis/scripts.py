@@ -19,6 +19,7 @@ A call whose effect must not happen twice (an unsequenced push) is sent *once*
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import redis
@@ -30,6 +31,7 @@ from genbuffer.redis.connection import (
     RedisTarget,
     load_script,
 )
+from genbuffer.redis.direct import on_key_node, pipeline_on_nodes
 from genbuffer.redis.once import OnceClient, never_sent, unconfirmed
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
@@ -102,13 +104,15 @@ class ScriptRunner:
 
     def run(self, call: ScriptCall[R]) -> R:
         """Run one call and parse its reply; on NOSCRIPT, load the script and call again.
+        On a Redis Cluster it goes straight to its first key's node (``on_key_node``).
 
         redis-py's errors are the caller's to map (``redis_errors``)."""
         keys = call.keys()
         argv = call.argv()
         for _ in range(SCRIPT_RELOADS):
+            command = ("EVALSHA", self.sha(call), len(keys), *keys, *argv)
             try:
-                reply = self.target.client.evalsha(self.sha(call), len(keys), *keys, *argv)
+                reply = on_key_node(self.target, keys[0], partial(_send, command))
             except redis.exceptions.NoScriptError:
                 self._reload(call)
             else:
@@ -152,7 +156,9 @@ class ScriptRunner:
 
     def run_pipelined(self, calls: Sequence[ScriptCall[R]], *, in_order: bool = False) -> list[R]:
         """Run ``calls`` in one round trip (a pipeline, not a transaction: on a Redis
-        Cluster each node is sent its share at once) and parse their replies, in order.
+        Cluster each node is sent its share; calls not ``in_order`` go straight to their
+        nodes, ``pipeline_on_nodes``, and must be safe to repeat) and parse their
+        replies, in order.
 
         Calls refused with NOSCRIPT did not run: their scripts are loaded and they are
         sent again (after a Redis restart, redis-py retries a pipeline on a new
@@ -163,10 +169,14 @@ class ScriptRunner:
         waiting = list(range(len(calls)))
         client = self.target.client
         for _ in range(SCRIPT_RELOADS):
-            pipe: Any = client.pipeline(transaction=False)
-            for index in waiting:  # EVALSHA as is: a Script would ask SCRIPT EXISTS first
-                pipe.execute_command(*self.command(calls[index]))
-            results = pipe.execute(raise_on_error=False)
+            if in_order:  # pushes: sent once, by redis-py's routing
+                pipe: Any = client.pipeline(transaction=False)
+                for index in waiting:  # EVALSHA as is: a Script would ask SCRIPT EXISTS first
+                    pipe.execute_command(*self.command(calls[index]))
+                results = pipe.execute(raise_on_error=False)
+            else:  # calls safe to repeat: straight to their nodes on a cluster
+                sent = [(calls[i].keys()[0], self.command(calls[i])) for i in waiting]
+                results = pipeline_on_nodes(self.target, sent)
             refused = [isinstance(r, redis.exceptions.NoScriptError) for r in results]
             ran = refused.index(True) if True in refused else len(results)
             if in_order and not all(refused[ran:]):
@@ -193,18 +203,19 @@ class ScriptRunner:
     def run_each_beside(
         self, pairs: Sequence[tuple[tuple[Any, ...] | None, ScriptCall[R]]]
     ) -> list[tuple[Any, R | Exception]]:
-        """Each pair's command (or none) and then its call, all in one round trip (a
-        pipeline, not a transaction: each call runs whatever its command replied; on a
-        Redis Cluster each node is sent its share at once). Returns for each pair the
+        """Each pair's command (a command on one key, its first argument; or none) and
+        then its call, all in one round trip (a pipeline, not a transaction: each call
+        runs whatever its command replied; on a Redis Cluster a pipeline to each node,
+        ``pipeline_on_nodes``: both must be safe to repeat). Returns for each pair the
         command's reply (None without one) and the call's parsed reply; error replies
         come back as their exceptions, not raised. A call refused with NOSCRIPT did not
         run: it runs then, on its own (``run``). A connection error is raised."""
-        pipe: Any = self.target.client.pipeline(transaction=False)
+        sent: list[tuple[str, tuple[Any, ...]]] = []
         for command, call in pairs:
             if command is not None:
-                pipe.execute_command(*command)
-            pipe.execute_command(*self.command(call))
-        replies = iter(pipe.execute(raise_on_error=False))
+                sent.append((command[1], command))
+            sent.append((call.keys()[0], self.command(call)))
+        replies = iter(pipeline_on_nodes(self.target, sent))
         results: list[tuple[Any, R | Exception]] = []
         for command, call in pairs:
             before = None if command is None else next(replies)
@@ -283,3 +294,8 @@ class ScriptRunner:
         if isinstance(last, Exception):
             raise RefusedAfter(last)
         return call.parse(last)
+
+
+def _send(command: tuple[Any, ...], client: Any) -> Any:
+    """``command`` on ``client`` (EVALSHA routed by its keys on a cluster client)."""
+    return client.execute_command(*command)
