@@ -266,7 +266,8 @@ def test_lua_and_python_read_a_counter_alike(value: str) -> None:
     decides in Python is what the scripts did."""
     helper = next(iter(_whole_helpers().values()))
     client = fakeredis.FakeRedis()
-    lua = helper + "local n = whole(ARGV[1]); if n == nil then return -1 end; return tostring(n)"
+    lua = helper + "local n = whole(ARGV[1]); if n == nil then return -1 end; "
+    lua += "return string.format('%.0f', n)"
     got = client.eval(lua, 0, value.encode("utf-8"))
     want = fields.as_count(value)
     assert (None if got == -1 else int(got)) == want
