@@ -956,6 +956,7 @@ WORKER_ORG = 9999
 FLEET = (1, 2, 4)
 # issue 23: 1 process >= 0.75x the raw worker, 4 processes >= 0.6x raw's 4 (2: no target)
 FLEET_TARGETS = {1: Target.at_least(0.75), 4: Target.at_least(0.6)}
+SERIAL = (1, 4)  # fleets also run with --concurrency 1, for the like-for-like 4/1 scaling
 
 
 class _Fleet:
@@ -1002,17 +1003,20 @@ class _Fleet:
             self.buffer.push_many(WORKER_ORG, gen, body)
 
     def start(
-        self, n: int, raw: bool, counted: Path | None = None
+        self, n: int, raw: bool, counted: Path | None = None, concurrency: int | None = None
     ) -> list[subprocess.Popen[bytes]]:
         """``n`` workers, started and waiting for events (each has said so on stderr);
-        ``counted``: one worker, its round trips counted into that file (bench/trips.py)."""
+        ``counted``: one worker, its round trips counted into that file (bench/trips.py);
+        ``concurrency``: genbuf's --concurrency (None: its default)."""
         logs = [Path(tempfile.mkstemp(suffix=".log")[1]) for _ in range(n)]
         if raw:
             self.client.xgroup_create(self.raw_stream, "raw", id="0", mkstream=True)
             argv = [sys.executable, str(RAW / "worker.py"), self.raw_target, self.b.pg_dsn]
             commands = [[*argv, self.raw_stream, "raw", f"raw-{i}"] for i in range(n)]
         else:
-            argv = [str(BIN / "genbuf"), "worker", "--idle", "1h"]  # its default concurrency
+            argv = [str(BIN / "genbuf"), "worker", "--idle", "1h"]
+            if concurrency is not None:
+                argv += ["--concurrency", str(concurrency)]
             commands = [argv] * n
         if counted is not None:
             trips = [sys.executable, str(ROOT / "bench" / "trips.py"), str(counted)]
@@ -1054,19 +1058,33 @@ class _Fleet:
             time.sleep(0.01)
         raise RuntimeError("the workers did not compact everything")
 
-    def throughput(self, n: int, raw: bool, gens: int, chunks: int) -> tuple[float, float]:
+    def throughput(
+        self, n: int, raw: bool, gens: int, chunks: int, concurrency: int | None = None
+    ) -> tuple[float, float, float]:
         """Seconds for ``n`` running workers to compact ``gens`` announced generations,
-        and the CPU seconds (user + system) the workers spent meanwhile."""
+        the CPU seconds (user + system) the workers spent meanwhile, and the seconds
+        the announcing took. The workers are stopped (SIGSTOP) while the generations
+        are announced and timed from SIGCONT: a backlog that both fleets drain, not a
+        race with this process's announcing loop on the same cores (genbuf's finish()
+        marks the stream and announces it; raw's is one XADD: see the finish row)."""
         self.fill(gens, chunks)
-        workers = self.start(n, raw)
+        workers = self.start(n, raw, concurrency=concurrency)
         try:
-            cpu = _cpu(workers)
-            started = time.perf_counter()
+            for worker in workers:
+                worker.send_signal(signal.SIGSTOP)
+            announcing = time.perf_counter()
             for gen in self.ids:
                 self.announce(gen, raw)
+            announced = time.perf_counter() - announcing
+            cpu = _cpu(workers)
+            started = time.perf_counter()
+            for worker in workers:
+                worker.send_signal(signal.SIGCONT)
             self.wait_compacted(self.ids)
-            return time.perf_counter() - started, _cpu(workers) - cpu
+            return time.perf_counter() - started, _cpu(workers) - cpu, announced
         finally:
+            for worker in workers:
+                worker.send_signal(signal.SIGCONT)
             _stop(workers)
 
     def trips(self, raw: bool, gens: int, chunks: int) -> dict[str, float]:
@@ -1169,17 +1187,25 @@ def bench_workers(b: Bench) -> None:
             try:
                 rates: dict[tuple[int, bool], float] = {}
                 cpus: dict[tuple[int, bool], float] = {}
+                announcing: dict[bool, list[float]] = {False: [], True: []}
+                serial: dict[int, float] = {}
                 for n in FLEET:
                     times: dict[bool, list[float]] = {False: [], True: []}
                     cpu: dict[bool, list[float]] = {False: [], True: []}
+                    one_by_one: list[float] = []
                     for rep in range(repeat):
                         for raw in (False, True) if rep % 2 == 0 else (True, False):
-                            seconds, used = fleet.throughput(n, raw, gens, chunks)
+                            seconds, used, announced = fleet.throughput(n, raw, gens, chunks)
                             times[raw].append(seconds)
                             cpu[raw].append(used / gens)
+                            announcing[raw].append(announced / gens)
+                        if n in SERIAL:
+                            one_by_one.append(fleet.throughput(n, False, gens, chunks, 1)[0])
                     for raw in (False, True):
                         rates[n, raw] = gens / statistics.median(times[raw])
                         cpus[n, raw] = statistics.median(cpu[raw])
+                    if one_by_one:
+                        serial[n] = gens / statistics.median(one_by_one)
                     b.add(
                         Row(
                             f"9. worker, {label}: {n} process{'es' if n > 1 else ''}",
@@ -1187,7 +1213,7 @@ def bench_workers(b: Bench) -> None:
                             f"{rates[n, True]:,.0f} gen/s",
                             rates[n, False] / rates[n, True],
                             FLEET_TARGETS.get(n, Target.none("(info)")),
-                            f"{gens} announced generations x {chunks} chunks, "
+                            f"a backlog of {gens} announced generations x {chunks} chunks, "
                             "genbuf: its default --concurrency 4; raw: one loop of XREADGROUP, "
                             "LRANGE, UPDATE, DEL, XACK",
                         )
@@ -1212,8 +1238,33 @@ def bench_workers(b: Bench) -> None:
                         f"{ours:.2f}x",
                         f"{theirs:.2f}x",
                         ours / theirs,
+                        Target.none("(info)"),
+                        f"scaling on {os.cpu_count()} cores (PostgreSQL and Redis on them too); "
+                        "genbuf's one process already runs 4 compactions at once, raw's one",
+                    )
+                )
+                ours = serial[4] / serial[1]
+                b.add(
+                    Row(
+                        f"9. worker, {label}: 4 processes / 1, one compaction at a time",
+                        f"{ours:.2f}x",
+                        f"{theirs:.2f}x",
+                        ours / theirs,
                         Target.at_least(0.8),
-                        f"scaling on {os.cpu_count()} cores (PostgreSQL and Redis on them too)",
+                        "genbuf with --concurrency 1, as the raw loop: how processes scale "
+                        f"beside each other (the sweep lock, the stream, the rows) on "
+                        f"{os.cpu_count()} cores",
+                    )
+                )
+                b.add(
+                    Row(
+                        f"9. producer's end of stream, {label}",
+                        f"{statistics.median(announcing[False]) * 1e6:,.0f} us",
+                        f"{statistics.median(announcing[True]) * 1e6:,.0f} us",
+                        statistics.median(announcing[False]) / statistics.median(announcing[True]),
+                        Target.none("(info)"),
+                        "per generation: genbuf's finish() (the mark, then the announcement: "
+                        "one round trip on one node) against one XADD",
                     )
                 )
                 ours_t = fleet.trips(False, gens, chunks)
