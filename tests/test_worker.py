@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -11,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,12 @@ import redis
 from sqlalchemy.engine import make_url
 
 from genbuffer import keys
+from genbuffer.compaction.placement import RowRecord
 from genbuffer.db.engine import make_engine
 from genbuffer.db.repository import Repository
 from genbuffer.engine.worker import Worker, WorkerOptions
 from genbuffer.faults import FaultPlan
+from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.fleet import WorkerBeat
 from tests.conftest import SUMMARY_LINES, Stack
 from tests.helpers import count_batches, stored_bytes
@@ -733,3 +737,297 @@ def test_a_finish_is_one_round_trip_its_mark_before_its_announcement(
     stack.buffer.finish(ORG, gen)
     assert stack.buffer.client.hexists(keys.meta_key(key), "finished_at")
     assert len(stack.buffer.client.xrange(stack.buffer.events.stream)) == 3
+
+
+def _announced(stack: Stack, count: int) -> list[int]:
+    """``count`` generations pushed and finished (each announced once)."""
+    gens = []
+    for _ in range(count):
+        gen = stack.repository.create_generation(ORG)
+        stack.buffer.push_many(ORG, gen, _chunks(gen))
+        stack.buffer.finish(ORG, gen)
+        gens.append(gen)
+    return gens
+
+
+def _exact_once(stack: Stack, gens: list[int]) -> None:
+    """Every row byte-exact, with one `persisted` ledger row each (none written twice)."""
+    for gen in gens:
+        assert stored_bytes(stack, gen) == b"".join(_chunks(gen)), gen
+    with stack.repository.engine.connect() as connection:
+        found = connection.exec_driver_sql(
+            "SELECT generation_id, count(*) FROM generation_compactions "
+            "WHERE result = 'persisted' GROUP BY generation_id"
+        )
+        ledger = {int(gen): int(n) for gen, n in found}
+    assert {gen: ledger.get(gen) for gen in gens} == dict.fromkeys(gens, 1), ledger
+
+
+def _all_done(stack: Stack) -> bool:
+    """No buffer left, and no entry in the stream (none pending)."""
+    stream = stack.buffer.events.stream
+    return (
+        not _buffer_keys(stack)
+        and not stack.buffer.client.xlen(stream)
+        and not _held(stack.buffer.client, stream)
+    )
+
+
+def _spawn_worker(
+    stack: Stack, log: Path, *args: str, faults: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A `genbuf worker --json` process (with fault hooks when ``faults`` is given)."""
+    command = [GENBUF] if faults is None else FAULTY_GENBUF
+    return subprocess.Popen(  # output to a file: a pipe nobody reads would block it
+        [*command, "worker", "--json", *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=clean_environ({**stack.env, **(faults or {})}),
+    )
+
+
+def _quiet(log: Path) -> None:
+    """A worker's log holds compactions and needless deliveries only, and its summary."""
+    text = log.read_text()
+    assert "Traceback" not in text and "deadlock" not in text, text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert all(line.get("outcome") in (None, "compacted", "needless") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("step", "partly_trimmed"), [("after_commit", False), ("before_ack", True)]
+)
+def test_a_worker_killed_after_its_batch_committed(
+    servers: Stack, tmp_path: Path, step: str, partly_trimmed: bool
+) -> None:
+    """kill -9 of a worker once its batch of 8 committed, before its trims (or, as a
+    pipeline cut short would leave them, half of them done): the next worker finishes
+    every row byte-exact with one ledger row each, every buffer and entry gone."""
+    gens = _announced(servers, 8)
+    dying_log = tmp_path / "dying.jsonl"
+    dying = _spawn_worker(
+        servers, dying_log, "--concurrency", "1", faults={"GENBUFFER_CRASH_AT": step}
+    )
+    assert dying.wait(timeout=60) == -signal.SIGKILL, dying_log.read_text()
+    for gen in gens:  # the batch committed whole, nothing trimmed
+        assert stored_bytes(servers, gen) == b"".join(_chunks(gen)), gen
+        key = servers.buffer.key_for(ORG, gen, None)
+        assert servers.buffer.client.llen(key) == len(_chunks(gen))
+    if partly_trimmed:
+        acks = []
+        for gen in gens[::2]:
+            row = servers.repository.get_generation(gen)
+            assert row is not None
+            record = RowRecord.from_metadata(row.metadata)
+            assert record is not None
+            acks.append((servers.buffer.key_for(ORG, gen, None), record.stream_id, record.offset))
+        servers.buffer.protocol.acknowledge_many(acks, True)
+    log = tmp_path / "next.jsonl"
+    worker = _spawn_worker(servers, log, "--concurrency", "2", "--visibility", "1s")
+    try:
+        wait_until(lambda: _all_done(servers), 30, lambda: f"all done: {log.read_text()}")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+    assert code == 0, log.read_text()
+    _exact_once(servers, gens)
+    _quiet(log)
+
+
+def _lock_waits(stack: Stack) -> int:
+    """Sessions of the test's database waiting on a lock."""
+    with stack.repository.engine.connect() as connection:
+        return int(
+            connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).scalar_one()
+        )
+
+
+def _owned(stack: Stack, consumer: str) -> int:
+    """Entries ``consumer`` holds."""
+    return len(
+        stack.buffer.client.xpending_range(
+            stack.buffer.events.stream, "genbuf-workers", "-", "+", 100, consumername=consumer
+        )
+    )
+
+
+@pytest.mark.parametrize("end", ["commits", "killed"])
+def test_three_workers_with_overlapping_batches(servers: Stack, tmp_path: Path, end: str) -> None:
+    """40 generations, each announced twice (the duplicates queued after all of them).
+    Worker 1 holds its batch of 8 before COMMIT (their rows locked); workers 2 and 3
+    take its entries over (--visibility 1s) and read the duplicates, batches of theirs
+    waiting on its locks. Then it commits (or is killed -9): every row byte-exact, one
+    persisted ledger row each, no history row, no deadlock, no failure."""
+    gens = _announced(servers, 40)
+    for gen in gens:
+        servers.buffer.events.announce(ORG, gen)
+    hold = Hold("before_commit", tmp_path / "hold")
+    common = ("--visibility", "1s", "--sweep-every", "1h")
+    logs = [tmp_path / f"w{n}.jsonl" for n in range(3)]
+    first = _spawn_worker(servers, logs[0], "--concurrency", "1", *common, faults=hold.env())
+    fleet = [first]
+    try:
+        hold.wait_reached(first)
+        fleet += [_spawn_worker(servers, log, "--concurrency", "2", *common) for log in logs[1:]]
+        held = f"{socket.gethostname()}-{first.pid}"
+        wait_until(
+            lambda: _owned(servers, held) == 0 and _lock_waits(servers) >= 1,
+            30,
+            lambda: (
+                f"worker 1's entries taken over ({_owned(servers, held)} left), a batch waiting"
+            ),
+        )
+        if end == "killed":
+            first.kill()
+        hold.release()
+        wait_until(lambda: _all_done(servers), 60, "every buffer and entry done")
+    finally:
+        hold.release()
+        for worker in fleet:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=60) for worker in fleet]
+    assert codes == [-signal.SIGKILL if end == "killed" else 0, 0, 0], codes
+    _exact_once(servers, gens)
+    with servers.repository.engine.connect() as connection:
+        history = connection.exec_driver_sql("SELECT count(*) FROM generation_artifact_history")
+        assert history.scalar_one() == 0
+    for log in logs[1:] if end == "killed" else logs:
+        _quiet(log)
+    summaries = [json.loads(log.read_text().splitlines()[-1]) for log in logs[1:]]
+    assert sum(summary["taken_over"] for summary in summaries) >= 8, summaries
+
+
+def _readers_on_the_streams_node(stack: Stack) -> int:
+    """Clients blocked in XREADGROUP where the stream lives (its node on a cluster)."""
+    client = stack.buffer.client
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_node_from_key(stack.buffer.events.stream)
+        return _blocked_readers(redis.Redis(host=node.host, port=node.port))
+    return _blocked_readers(client)
+
+
+@pytest.mark.parametrize("fault", ["XGROUP DESTROY", "DEL"])
+def test_a_read_carrying_acknowledgements_that_the_server_ends(backend: Stack, fault: str) -> None:
+    """The read after a compaction carries its acknowledgement (XACK, XDEL, XREADGROUP
+    in one pipeline). The group destroyed (or the stream deleted) while that read
+    blocks: redis-py words the error "Command # 3 (XREADGROUP …) of pipeline caused
+    error: NOGROUP …". It is an interruption like any other (the group created again
+    at once, the next announcement compacted), not a refusal logged every second
+    until the next take-over look (30 s with the default --visibility)."""
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(
+        concurrency=1,
+        block=timedelta(seconds=2),
+        sweep_every=timedelta(hours=1),
+        consumer="w-acks",
+    )
+    worker = Worker(backend.buffer, backend.repository, backend.config(), options, records.append)
+    client = backend.buffer.client
+    stream = backend.buffer.events.stream
+    with _running(worker) as running:
+        (first,) = _announced(backend, 1)
+        running.wait_for(  # compacted; the read that acknowledged it now blocks
+            lambda: (
+                stored_bytes(backend, first) is not None
+                and client.xlen(stream) == 0
+                and _readers_on_the_streams_node(backend) == 1
+            )
+        )
+        if fault == "DEL":
+            client.delete(stream)
+        else:
+            client.xgroup_destroy(stream, "genbuf-workers")
+        (second,) = _announced(backend, 1)
+        running.wait_for(lambda: stored_bytes(backend, second) is not None, 10)
+    said = [r for r in records if r["outcome"] in ("interrupted", "error")]
+    assert [r["outcome"] for r in said] == ["interrupted"], said
+
+
+def test_cluster_workers_outlive_their_group_and_stream(cluster: Stack) -> None:
+    """Two workers on the Redis Cluster (each read straight to the stream's node): the
+    group destroyed while both block, then while a compaction is in flight; the stream
+    deleted while one is in flight; the stream replaced by a string for a while; nine
+    malformed entries and two with hostile extras. Every valid generation compacted
+    byte-exact once, the nine parked, no error but the string's, no worker stops."""
+    stream = cluster.buffer.events.stream
+    client = cluster.buffer.client
+    gate, at_gate = threading.Event(), threading.Event()
+    gate.set()
+
+    def on_step(step: str) -> None:
+        if step == "before_commit" and not gate.is_set():
+            at_gate.set()
+            gate.wait(60)
+
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(visibility=timedelta(seconds=2), sweep_every=timedelta(hours=1))
+    workers = [
+        Worker(
+            GenerationBuffer.from_settings(cluster.settings),
+            cluster.repository,
+            cluster.config(faults=FaultPlan(on_step=on_step)),
+            replace(options, consumer=f"w{n}"),
+            records.append,
+        )
+        for n in range(2)
+    ]
+    gens: list[int] = []
+
+    def done() -> bool:
+        return all(stored_bytes(cluster, g) is not None for g in gens) and not _buffer_keys(cluster)
+
+    def in_flight_when(fault: Callable[[], object]) -> None:
+        gate.clear()
+        at_gate.clear()
+        gens.extend(_announced(cluster, 1))
+        running.wait_for(at_gate.is_set)
+        fault()
+        gate.set()
+
+    with _running(workers[0]) as running, _running(workers[1]) as other:
+
+        def second_died() -> bool:  # running.wait_for fails if the first dies; this, the second
+            assert other.thread.is_alive(), repr(other.error)
+            return False
+
+        running.wait_for(lambda: second_died() or _readers_on_the_streams_node(cluster) == 2)
+        client.xgroup_destroy(stream, "genbuf-workers")
+        gens.extend(_announced(cluster, 6))
+        running.wait_for(lambda: second_died() or done())
+        in_flight_when(lambda: client.xgroup_destroy(stream, "genbuf-workers"))
+        gens.extend(_announced(cluster, 4))
+        running.wait_for(lambda: second_died() or done())
+        in_flight_when(lambda: client.delete(stream))
+        gens.extend(_announced(cluster, 4))
+        running.wait_for(lambda: second_died() or done())
+        client.delete(stream)
+        client.set(stream, "not a stream")
+        running.wait_for(lambda: any(r["outcome"] == "error" for r in records))
+        client.delete(stream)
+        gens.extend(_announced(cluster, 2))
+        for fields in (
+            {"org": "abc", "gen": "1"},
+            {"org": str(ORG)},
+            {"gen": "5"},
+            {"org": str(ORG), "gen": "-3"},
+            {"org": str(ORG), "gen": "9" * 40},
+            {"org": str(ORG), "gen": "1", "scenario": "0"},
+            {"org": b"\xff\xfe", "gen": b"\x00\x01"},
+            {"org": "٣", "gen": "٣"},  # digits, not ASCII ones
+            {"x": "y"},
+        ):
+            client.xadd(stream, fields)  # type: ignore[arg-type]
+        other_key = f"{cluster.buffer.prefix}org:1:generation:1:chunks"
+        client.xadd(stream, {"org": ORG, "gen": gens[0], "key": "x" * 10000, "why": "z" * 100})
+        client.xadd(stream, {"org": ORG, "gen": gens[1], "key": other_key})
+        gens.extend(_announced(cluster, 2))
+        parked = keys.parked_events_key(cluster.buffer.prefix)
+        running.wait_for(lambda: second_died() or (done() and client.xlen(parked) == 9))
+        assert other.thread.is_alive()
+    _exact_once(cluster, gens)
+    errors = [r for r in records if r["outcome"] in ("error", "outage", "failed", "orphaned")]
+    assert errors and all("WRONGTYPE" in str(r["message"]) for r in errors), errors

@@ -210,7 +210,14 @@ class Events:
                 pipe.xack(self.stream, GROUP, *done)
                 pipe.xdel(self.stream, *done)
                 pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
-                reply = pipe.execute()[-1]
+                # the errors as the server said them: raise_on_error words the first one
+                # "Command # 3 (XREADGROUP …) of pipeline caused error: NOGROUP …", which
+                # _interrupted would not take for the interruption it is
+                replies = pipe.execute(raise_on_error=False)
+                failed = next((r for r in replies if isinstance(r, Exception)), None)
+                if failed is not None:
+                    raise failed
+                reply = replies[-1]
             else:
                 reply = client.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
