@@ -1031,3 +1031,17 @@ def test_cluster_workers_outlive_their_group_and_stream(cluster: Stack) -> None:
     _exact_once(cluster, gens)
     errors = [r for r in records if r["outcome"] in ("error", "outage", "failed", "orphaned")]
     assert errors and all("WRONGTYPE" in str(r["message"]) for r in errors), errors
+
+
+def test_an_events_reason_is_one_the_sweeper_gives_or_none(embedded: Stack) -> None:
+    """An entry's `why` ends up in the row's metadata (`buffer.provisional`) when an open
+    buffer is compacted: only the sweeper's reasons are taken, any other text (10 KB
+    of it, say) is dropped."""
+    events = embedded.buffer.events
+    events.ensure_group()
+    client = embedded.buffer.client
+    client.xadd(events.stream, {"org": ORG, "gen": 1, "why": "x" * 10_000})
+    client.xadd(events.stream, {"org": ORG, "gen": 2, "why": "at_risk"})
+    client.xadd(events.stream, {"org": ORG, "gen": 3, "idle": "1", "why": "<script>"})
+    delivery = events.read("c1", 10, 10)
+    assert [event.why for event in delivery.events] == [None, "at_risk", "idle"]

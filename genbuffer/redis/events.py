@@ -28,6 +28,7 @@ from genbuffer import keys
 from genbuffer.errors import OperationFailed, UsageError
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 from genbuffer.redis.direct import MOVED, send_on_one_key
+from genbuffer.states import Selected
 
 __all__ = ["GROUP", "Backlog", "Delivery", "Event", "Events", "Malformed"]
 
@@ -363,6 +364,18 @@ def _event(
         scenario_id=scenario_id,
         idle=values.get("idle") == "1",
         key=values.get("key") or None,
-        why=values.get("why") or ("idle" if values.get("idle") == "1" else None),
+        why=_why(values),
         deliveries_before=taken,
     )
+
+
+_REASONS = frozenset(Selected)
+
+
+def _why(values: dict[str, str]) -> str | None:
+    """The sweeper's reason: one it gives, or none (any other text is the entry's own,
+    and would end up in the row's metadata)."""
+    why = values.get("why")
+    if why in _REASONS:
+        return why
+    return Selected.IDLE.value if values.get("idle") == "1" else None
