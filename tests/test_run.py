@@ -45,8 +45,14 @@ def _prepare(stack: Stack, org: int, kind: str) -> CompactionRequest:
         stack.buffer.push_many(org, gen, [b"[1,", b"2]"])
         compact(stack, org, gen)
         stack.buffer.push_many(org, gen, [b" "])
-    return CompactionRequest(
-        org, gen, delete=True, strict=kind == "strict" or None, compacted_by="batch-test"
+    return CompactionRequest(  # with its key, as a worker's event and a scan name it
+        org,
+        gen,
+        delete=True,
+        strict=kind == "strict" or None,
+        compacted_by="batch-test",
+        key=stack.buffer.key_for(org, gen, None),
+        exact_key=True,
     )
 
 
@@ -198,3 +204,26 @@ def test_an_orphan_redis_refuses_to_mark_fails_alone(stack: Stack) -> None:
     assert outcomes == [Outcome.COMPACTED, Outcome.FAILED, Outcome.COMPACTED], ran
     alone = engine.run_one(orphan)
     assert alone.outcome == Outcome.FAILED and "no generation" in alone.message
+
+
+@pytest.mark.backends("cluster")
+def test_a_batch_reads_the_meta_hashes_it_reads_apart_at_once(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster the app's untagged keys have their meta hash in another slot, read
+    before each snapshot: a batch reads them all first, in one trip to each node, none
+    one by one, and each comes to what it comes to alone."""
+    from genbuffer.redis.layout import SPLIT  # noqa: PLC0415
+
+    kinds = ["json", "grown", "held", "not_json", "no_row"]
+    batch = [_prepare(stack, 3_300, kind) for kind in kinds]
+    alone = [_prepare(stack, 3_301, kind) for kind in kinds]
+    one_by_one: list[str] = []
+    original = SPLIT._read_meta
+    monkeypatch.setattr(SPLIT, "_read_meta", lambda *a: one_by_one.append(a[1]) or original(*a))
+    engine = Engine(stack.buffer, stack.repository, stack.config(), compacted_by="batch-test")
+    in_batch = engine.run_many(batch)
+    assert one_by_one == []
+    by_itself = [engine.run_one(request) for request in alone]
+    assert len(one_by_one) == len(kinds) - 1  # a generation without a row reads nothing
+    assert [_what(stack, ran) for ran in in_batch] == [_what(stack, ran) for ran in by_itself]

@@ -12,6 +12,7 @@ compact (after looking for buffers under another prefix).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from genbuffer.compaction.request import CompactionRequest
     from genbuffer.db.rows import GenerationRow
     from genbuffer.redis import BufferSnapshot, GenerationBuffer
+    from genbuffer.redis.layout import MetaRead
 
 __all__ = ["Absence", "Source", "older_than", "read", "snapshot_for"]
 
@@ -74,14 +76,18 @@ def read(
     *,
     lease: bool,
     now: datetime,
+    known: Mapping[str, MetaRead] | None = None,
 ) -> Source:
-    """Snapshot the buffer of a locked row (``lease`` False: a peek that writes nothing).
+    """Snapshot the buffer of a locked row (``lease`` False: a peek that writes nothing;
+    ``known``: meta hashes a batch read before, ``CompactionProtocol.read_metas``).
 
     Raises NothingToCompact (no buffer, nothing held, nothing lost), WrongPrefix
     (buffers under another prefix), Quarantined (set aside, without --force)."""
     located = _locate(request, row, buffer)
     record = RowRecord.from_metadata(row.metadata)
-    snapshot = snapshot_for(buffer, located.key, record, lease=lease, page=_first_page(row, config))
+    page = _first_page(row, config)
+    meta = None if known is None else known.get(located.key)
+    snapshot = snapshot_for(buffer, located.key, record, lease=lease, page=page, known=meta)
     source = Source(row, record, snapshot, located.scenario_id, located.note, buffer.ttl)
     if not snapshot.exists:
         return _absent(source, buffer, now)
@@ -106,7 +112,13 @@ def _first_page(row: GenerationRow, config: CompactionConfig) -> int:
 
 
 def snapshot_for(
-    buffer: GenerationBuffer, key: str, record: RowRecord | None, *, lease: bool, page: int
+    buffer: GenerationBuffer,
+    key: str,
+    record: RowRecord | None,
+    *,
+    lease: bool,
+    page: int,
+    known: MetaRead | None = None,
 ) -> BufferSnapshot:
     """A snapshot of ``key`` carrying what placement needs to judge it against ``record``:
     the first page after what the row holds, and the windows where its last chunks are."""
@@ -117,6 +129,7 @@ def snapshot_for(
         read_only=not lease,
         window=0 if record is None else record.tail_count,
         shifts=record.shifts() if record is not None and record.kept else (),
+        known=known,
     )
 
 

@@ -18,7 +18,7 @@ quarantined after COMPACTION_MAX_ATTEMPTS, and refused until ``--force``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from genbuffer.db.rows import GenerationRow
     from genbuffer.db.transaction import Transaction
     from genbuffer.redis import GenerationBuffer
+    from genbuffer.redis.layout import MetaRead
     from genbuffer.states import ValidationMode
 
 __all__ = ["assemble_and_persist", "assemble_and_persist_many"]
@@ -100,7 +101,12 @@ def assemble_and_persist_many(
     ordered = sorted(requests, key=lambda request: request.generation_id)  # no deadlock
     with repository.transaction() as tx:
         locked = tx.lock_generations([request.generation_id for request in ordered])
-        steps = [_prepare(tx, request, buffer, config, now, locked=locked) for request in ordered]
+        # the meta hashes read apart (a cluster's split lists), all in one trip per node
+        known = buffer.protocol.read_metas([key for r in ordered if (key := _known_key(r))])
+        steps = [
+            _prepare(tx, request, buffer, config, now, locked=locked, known=known)
+            for request in ordered
+        ]
         writing = [step for step in steps if step.writes]
         if writing:
             config.faults.at("before_commit")
@@ -142,6 +148,12 @@ def _check(request: CompactionRequest) -> None:
         )
 
 
+def _known_key(request: CompactionRequest) -> str | None:
+    """The chunks key a request names (a worker's event, compact-pending's scan)."""
+    found = request.found
+    return None if found is None else found.key
+
+
 def _prepare(
     tx: Transaction,
     request: CompactionRequest,
@@ -150,6 +162,7 @@ def _prepare(
     now: datetime,
     *,
     locked: dict[int, GenerationRow] | None = None,
+    known: Mapping[str, MetaRead] | None = None,
 ) -> _Step:
     """Lock the row, read, plan and (unless a dry run or a stop) write. Alone (no
     ``locked``, the batch's rows locked before) the transaction is this generation's,
@@ -162,7 +175,8 @@ def _prepare(
     step = _Step(request, mode, now)
     try:
         row = _locked_row(tx, request, locked)
-        source = read(request, row, buffer, config, lease=not request.options.dry_run, now=now)
+        lease = not request.options.dry_run
+        source = read(request, row, buffer, config, lease=lease, now=now, known=known)
         planned = _plan(source, request, buffer, config, mode=mode)
     except DependencyUnavailable:
         raise

@@ -76,7 +76,7 @@ from genbuffer.redis.connection import (
     redis_errors,
     text,
 )
-from genbuffer.redis.direct import on_key_node, pipeline_on_nodes, send_on_one_key
+from genbuffer.redis.direct import Keyed, on_key_node, pipeline_on_nodes, send_on_one_key
 from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from genbuffer.settings import mask_url
 
@@ -95,6 +95,7 @@ __all__ = [
 ]
 
 Command = tuple[Any, ...]  # one Redis command, as execute_command takes it
+MetaRead = tuple[dict[str, str], bool]  # a meta hash read apart (its fields), and whether it exists
 
 PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
 PUSH_PIPELINE = 16  # calls sent per round trip where a pipeline may carry scripts
@@ -269,10 +270,18 @@ class Layout(ABC):
 
     @abstractmethod
     def snapshot(
-        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int, known: MetaRead | None = None
     ) -> tuple[dict[str, str], SnapshotReply]:
         """snapshot.lua's reply, and the producer's fields read apart from it (if any);
-        ``lease``: how long a meta hash read apart must live at least."""
+        ``lease``: how long a meta hash read apart must live at least; ``known``: that
+        meta hash as ``read_metas`` read it before (a batch's), used for the first try."""
+
+    def read_metas(
+        self, scripts: ScriptRunner, chunks: Sequence[str], lease: int
+    ) -> dict[str, MetaRead]:
+        """The meta hashes snapshots of ``chunks`` read apart, each as it stands and
+        whether it exists, read in one round trip to each node (none here)."""
+        return {}
 
     @abstractmethod
     def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
@@ -282,6 +291,14 @@ class Layout(ABC):
         """``after_delete`` of several deletions (key, life, stream)."""
         for key, life, stream in deleted:
             self.after_delete(scripts, key, life, stream)
+
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """``replies``, the first error reply among them raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
@@ -442,7 +459,7 @@ class OneSlot(Layout):
                 scripts.run_then(call, then)
 
     def snapshot(
-        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int, known: MetaRead | None = None
     ) -> tuple[dict[str, str], SnapshotReply]:
         """snapshot.lua on the list and its meta hash; nothing read apart."""
         with redis_errors(scripts.target.url):
@@ -518,15 +535,18 @@ class Split(Layout):
             send_on_one_key(scripts.target, then)
 
     def snapshot(
-        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int
+        self, scripts: ScriptRunner, call: SnapshotArgs, lease: int, known: MetaRead | None = None
     ) -> tuple[dict[str, str], SnapshotReply]:
-        """The meta hash read first, a deleted life a killed deleter left finished, a
-        stale counter read again."""
+        """The meta hash read first (or ``known``, read before: a counter read earlier
+        only lags more), a deleted life a killed deleter left finished, a stale counter
+        read again."""
         key = call.chunks_key
         read_only = call.mode == Mode.READ_ONLY
         with redis_errors(scripts.target.url):
             for _ in range(SPLIT_TRIES):
-                produced, there = self._read_meta(scripts, key, 0 if read_only else lease)
+                if known is None:
+                    known = self._read_meta(scripts, key, 0 if read_only else lease)
+                (produced, there), known = known, None
                 counter = produced.get(fields.CHUNK_COUNT, Counter.NONE)
                 meta_hash = MetaHash.EXISTS if there else MetaHash.ABSENT
                 read = replace(call, counter=counter, meta_hash=meta_hash)
@@ -544,20 +564,34 @@ class Split(Layout):
             hint="nothing was written; run the command again",
         )
 
-    @staticmethod
-    def _read_meta(scripts: ScriptRunner, chunks: str, lease: int) -> tuple[dict[str, str], bool]:
-        """The meta hash (every field) and whether it exists; one that would expire within
-        ``lease`` seconds is extended to it (it must outlive the compaction reading it)."""
-        meta = keys.meta_key(chunks)
-        values, ttl = pipeline_on_nodes(
-            scripts.target, [(meta, ("HGETALL", meta)), (meta, ("TTL", meta))]
-        )
-        for reply in (values, ttl):
-            if isinstance(reply, Exception):
-                raise reply
-        if 0 <= int(ttl) < lease:
-            on_key_node(scripts.target, meta, lambda client: client.expire(meta, lease))
-        return {text(k): text(v) for k, v in _pairs(values)}, int(ttl) != -2
+    def read_metas(
+        self, scripts: ScriptRunner, chunks: Sequence[str], lease: int
+    ) -> dict[str, MetaRead]:
+        """Each list's meta hash (every field) and whether it exists, in one round trip
+        to each node; one that would expire within ``lease`` seconds is extended to it
+        (it must outlive the compaction reading it), in one more."""
+        metas = [keys.meta_key(name) for name in chunks]
+        reads: list[Keyed] = []
+        for meta in metas:
+            reads += [(meta, ("HGETALL", meta)), (meta, ("TTL", meta))]
+        with redis_errors(scripts.target.url):
+            replies = _raised(pipeline_on_nodes(scripts.target, reads))
+            ttls = [int(ttl) for ttl in replies[1::2]]
+            short = [
+                (m, ("EXPIRE", m, lease))
+                for m, t in zip(metas, ttls, strict=True)
+                if 0 <= t < lease
+            ]
+            if short:
+                _raised(pipeline_on_nodes(scripts.target, short))
+        return {
+            name: ({text(k): text(v) for k, v in _pairs(values)}, ttl != -2)
+            for name, values, ttl in zip(chunks, replies[::2], ttls, strict=True)
+        }
+
+    def _read_meta(self, scripts: ScriptRunner, chunks: str, lease: int) -> MetaRead:
+        """``read_metas`` of one list."""
+        return self.read_metas(scripts, [chunks], lease)[chunks]
 
     @staticmethod
     def _counter(scripts: ScriptRunner, chunks: str) -> str:
