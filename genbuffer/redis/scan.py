@@ -138,7 +138,8 @@ class Scanner:
 
     def observe(self, names: list[str], now: datetime) -> dict[str, Observation | None]:
         """Record this look, made ``now``, at each buffer of ``names`` for the idle rule
-        (observe.lua, pipelined: one round trip for all of them); what each records,
+        (observe.lua, pipelined: one round trip for all of them, on a cluster one to
+        each node; a look recorded twice is the same look); what each records,
         None where the list is gone. Compactors only: a read-only command must not
         change what they decide."""
         at = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -146,11 +147,8 @@ class Scanner:
             ObserveArgs(name, layout_of(self.target, name).state_key(name), at, self.ttl)
             for name in names
         ]
-        with redis_errors(self.target.url):
-            if self.target.cluster:  # redis-py refuses EVALSHA in a cluster pipeline
-                replies = [self.scripts.run(call) for call in calls]
-            else:
-                replies = self.scripts.run_pipelined(calls)
+        with redis_errors(self.target.url):  # (on a cluster: one trip to each node)
+            replies = self.scripts.run_pipelined(calls)
         return {name: _observation(reply) for name, reply in zip(names, replies, strict=True)}
 
 
