@@ -76,7 +76,13 @@ from genbuffer.redis.connection import (
     redis_errors,
     text,
 )
-from genbuffer.redis.direct import Keyed, on_key_node, pipeline_on_nodes, send_on_one_key
+from genbuffer.redis.direct import (
+    Command,
+    Keyed,
+    on_key_node,
+    pipeline_on_nodes,
+    send_on_one_key,
+)
 from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from genbuffer.settings import mask_url
 
@@ -94,7 +100,6 @@ __all__ = [
     "push_failed",
 ]
 
-Command = tuple[Any, ...]  # one Redis command, as execute_command takes it
 MetaRead = tuple[dict[str, str], bool]  # a meta hash read apart (its fields), and whether it exists
 
 PUSH_BATCH = 1000  # chunks per push.lua call: far below Lua's unpack() limit of ~8000 values
