@@ -173,19 +173,16 @@ end
 -- fail after the chunks went in, at every push from then on: it is counted again
 -- instead, chunk_count from what the list holds (trimmed + length, as it always
 -- stays; beside a split list `trimmed` is in genbuf's hash, so it may count less,
--- which compaction never takes for chunks that vanished)
-local stored = redis.call('HMGET', KEYS[2], 'chunk_count', 'bytes', 'trimmed')
-local counted
-if stored[1] and not whole(stored[1]) then
-  counted = (whole(stored[3]) or 0) + length
+-- which compaction never takes for chunks that vanished). HINCRBY is tried first (a
+-- refused one changes nothing): the usual push pays nothing more.
+local counted = redis.pcall('HINCRBY', KEYS[2], 'chunk_count', appended)
+if type(counted) == 'table' or counted < appended then
+  counted = (whole(redis.call('HGET', KEYS[2], 'trimmed')) or 0) + length
   redis.call('HSET', KEYS[2], 'chunk_count', counted)
-else
-  counted = redis.call('HINCRBY', KEYS[2], 'chunk_count', appended)
 end
-if stored[2] and not whole(stored[2]) then
+local total = redis.pcall('HINCRBY', KEYS[2], 'bytes', bytes)
+if type(total) == 'table' or total < tonumber(bytes) then
   redis.call('HSET', KEYS[2], 'bytes', bytes)
-else
-  redis.call('HINCRBY', KEYS[2], 'bytes', bytes)
 end
 redis.call('HSET', KEYS[2], 'last_chunk_at', now)
 if counted == appended then
