@@ -578,3 +578,34 @@ def test_a_counter_that_is_not_an_integer_loses_nothing_on_a_cluster(
     read apart, and its count released after a --delete; a hostile count neither stops
     the trim nor leaves the meta hash behind."""
     _hostile_counter_is_ignored(cluster, "chunk_count", value)
+
+
+# -- counters Redis's HINCRBY takes but Lua or Python may not (red team 2) ---------------
+
+REDIS_INTEGERS = ("1" + "0" * 15, "9223372036854775807", "-9223372036854775808")
+TEXT_COUNTS = ("-0", "+5", "0x10", " 5", "1e3")
+
+
+@pytest.mark.parametrize("value", REDIS_INTEGERS + TEXT_COUNTS)
+@pytest.mark.parametrize("field", ["chunk_count", "bytes", "trimmed"])
+def test_readers_of_a_counter_that_is_not_a_count_print_no_traceback(
+    embedded: Stack, field: str, value: str
+) -> None:
+    """status, metrics, inspect-generation and tail read the meta hash's counters by the
+    scripts' rule: `bytes` of 0x10 or 1e3 stopped status and metrics on a ValueError, a
+    `trimmed` that is no count stopped tail (one of 2^63 sent LRANGE past Redis's
+    range); tail now refuses it in one line, as compaction does."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    embedded.buffer.client.hset(keys.meta_key(key), field, value)
+    for args in (
+        ("status", "--json", "--list"),
+        ("metrics",),
+        ("inspect-generation", str(ORG), str(gen), "--json"),
+        ("tail", str(ORG), str(gen), "--json"),
+    ):
+        done = embedded.cli(*args)  # (a traceback is raised here)
+        refused = field == "trimmed" and args[0] == "tail"  # (every one of them)
+        assert done.exit_code == (1 if refused else 0), (args, done.output)
+    if field == "trimmed":
+        assert "trimmed of" in done.stderr and "not a count" in done.stderr

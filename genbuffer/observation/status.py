@@ -26,7 +26,7 @@ from genbuffer.engine.idleness import quiet_for
 from genbuffer.operations.exclusion import LeaseState
 from genbuffer.prefixes import misplaced
 from genbuffer.redis import GenerationBuffer
-from genbuffer.redis.meta import parse_time
+from genbuffer.redis.meta import as_int, parse_time
 from genbuffer.redis.survey import BufferFacts
 from genbuffer.states import BufferState, LedgerResult
 
@@ -216,7 +216,7 @@ class _Tally:
         self.buffers += 1
         self.states[state] += 1
         self.chunks += facts.length or 0
-        self.content += int(facts.meta.get("bytes") or 0)
+        self.content += as_int(facts.meta.get("bytes"))  # (a hostile value: none)
         self.memory = (
             None
             if self.memory is None or facts.memory_bytes is None

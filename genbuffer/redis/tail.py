@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from genbuffer.errors import OperationFailed
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
 from genbuffer.redis.layout import layout_of
+from genbuffer.redis.meta import as_count
 
 __all__ = ["TailPage", "Tailer"]
 
@@ -42,7 +44,7 @@ class Tailer:
         meta = layout.state_key(key)
         wanted = [fields.STREAM_ID, fields.TRIMMED, fields.FINISHED_AT]
         with redis_errors(self.target.url):
-            trimmed = int(self.target.client.hget(meta, fields.TRIMMED) or 0)
+            trimmed = _trimmed(meta, self.target.client.hget(meta, fields.TRIMMED))
             # the producer's hash apart from genbuf's (a split list's): read on its own
             marked = any(
                 self.target.client.hget(name, fields.FINISHED_AT) is not None
@@ -56,7 +58,7 @@ class Tailer:
                 pipe.lrange(key, start, start + count - 1)
                 pipe.exists(key)
                 (stream, seen, finished), chunks, exists = pipe.execute()
-                seen_trimmed = int(seen or 0)
+                seen_trimmed = _trimmed(meta, seen)
                 if seen_trimmed == trimmed:
                     return TailPage(
                         chunks=list(chunks),
@@ -66,3 +68,17 @@ class Tailer:
                         exists=bool(exists),
                     )
                 trimmed = seen_trimmed
+
+
+def _trimmed(meta: str, value: bytes | str | None) -> int:
+    """`trimmed` as stored (0 when absent); one that is not a count places no chunk, as
+    snapshot.lua refuses it: one line naming the field, nothing read."""
+    if value is None:
+        return 0
+    found = as_count(value)
+    if found is None:
+        raise OperationFailed(
+            f"trimmed of {meta} is not a count: {text(value)[:40]!r}",
+            hint="set that field of the buffer's hash right (or HDEL it) and run again",
+        )
+    return found
