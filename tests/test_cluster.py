@@ -354,3 +354,61 @@ def test_the_sweepers_looks_go_to_each_node_at_once(
     )
     looks = cluster.buffer.scan.observe(names, datetime.now(UTC))
     assert alone == [] and all(looks[name] is not None for name in names)
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["on-the-old-node", "moved"])
+@pytest.mark.parametrize("tagged", [False, True], ids=["split", "tagged"])
+def test_a_buffer_whose_slot_migrates_is_found_compacted_and_deleted(
+    cluster: Stack, redis_cluster: LocalCluster, tagged: bool, moved: bool
+) -> None:
+    """Mid-reshard, a buffer's keys of the migrating slot still on the old node, or all
+    already on the new one (which the old node's ASK leads to, through the cluster
+    client): found, looked at, compacted byte-exact and deleted while the slot migrates,
+    nothing left; a pipeline mixing moved keys, keys not moved and another node's gets
+    every reply in order. ack.lua deleted the list it had just emptied together with its
+    hash (DEL of two keys): a node whose slot migrates refuses a script's command on a
+    key it no longer holds (ASK or TRYAGAIN, 'Script attempted to access a non local
+    key'), so the acknowledgement stopped halfway (the list trimmed, the hash left) and
+    compact-generation --delete printed a traceback, exit 1."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from genbuffer.redis.direct import pipeline_on_nodes  # noqa: PLC0415
+
+    stack = cluster
+    if tagged:
+        cluster.env["GENERATION_KEY_TAGS"] = "true"
+        stack = Stack(name="cluster", env=cluster.env, tmp_path=cluster.tmp_path)
+    try:
+        gen = stack.repository.create_generation(ORG)
+        key = stack.buffer.push_many(ORG, gen, CHUNKS).key
+        stack.buffer.finish(ORG, gen)
+        client: Any = stack.buffer.client
+        slot = client.keyslot(key)
+        names = stack.buffer.keyspace.generation_keys(ORG, gen)
+        in_slot = [name for name in names if client.keyslot(name) == slot]
+        source = redis_cluster.owner(slot)
+        target = next(p for p in redis_cluster.ports if p != source)
+        other = next(k for k in (f"{{o{i}}}" for i in range(50)) if client.keyslot(k) != slot)
+        stay = f"{key}:stay" if tagged else f"{{{key}}}:stay"  # same slot, never moved
+        client.set(other, b"o")
+        client.set(stay, b"s")
+        redis_cluster.begin_migration(slot, source, target)
+        try:
+            if moved:
+                redis_cluster.migrate_keys(source, target, in_slot)
+            sent = [(key, ("LLEN", key)), (stay, ("GET", stay)), (other, ("GET", other))]
+            replies = pipeline_on_nodes(stack.buffer.protocol.target, sent)
+            assert replies == [len(CHUNKS), b"s", b"o"], replies
+            assert gen in {found.generation_id for found in stack.buffer.scan.discover()}
+            assert stack.buffer.scan.observe([key], datetime.now(UTC))[key] is not None
+            done = _genbuf(stack, "compact-generation", str(ORG), str(gen), "--delete")
+            assert done.returncode == 0, done.stderr
+            assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+        finally:
+            redis_cluster.end_migration(slot, source, target)
+        assert stored_bytes(stack, gen) == b"".join(CHUNKS)
+        assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+        client.delete(stay, other)
+    finally:
+        if tagged:
+            stack.close()

@@ -42,11 +42,13 @@ else
 end
 local left = length - n
 if ARGV[3] == '1' and left == 0 then
+  -- the list is gone already: Redis deleted it as LTRIM emptied it (or it was empty).
+  -- It is not named again: while its slot migrates, a node refuses a script's command
+  -- on a key it does not hold (ASK, TRYAGAIN), and the script would stop here, halfway
   if ARGV[4] == '1' then
-    redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[2], 'ended', '1')
   else
-    redis.call('DEL', KEYS[1], KEYS[2])
+    redis.call('DEL', KEYS[2])
   end
   return {n, 1, 0, trimmed + n}
 end
