@@ -1045,3 +1045,44 @@ def test_an_events_reason_is_one_the_sweeper_gives_or_none(embedded: Stack) -> N
     client.xadd(events.stream, {"org": ORG, "gen": 3, "idle": "1", "why": "<script>"})
     delivery = events.read("c1", 10, 10)
     assert [event.why for event in delivery.events] == [None, "at_risk", "idle"]
+
+
+@pytest.mark.backends("servers")
+def test_an_announcement_out_before_its_mark_loses_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finish() after SCRIPT FLUSH: its pipeline's mark is refused (NOSCRIPT) while the
+    announcement goes out, and the mark sent alone then fails (a restart): a worker
+    reads the announcement of a stream not marked finished. Nothing is lost or left;
+    the producer's retried finish() is compacted (or needless)."""
+    from genbuffer.errors import GenbufferError  # noqa: PLC0415
+    from genbuffer.redis.scripts import ScriptRunner  # noqa: PLC0415
+
+    warm = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, warm, _chunks(warm))
+    stack.buffer.finish(ORG, warm)  # push.lua loaded before finish()'s pipelines
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, _chunks(gen)).key
+    stack.buffer.client.script_flush()
+    original = ScriptRunner.run
+
+    def down(self: ScriptRunner, call: Any) -> Any:
+        if call.SCRIPT == "push":
+            raise redis.exceptions.ConnectionError("Connection reset by peer")
+        return original(self, call)
+
+    monkeypatch.setattr(ScriptRunner, "run", down)
+    with pytest.raises(GenbufferError):
+        stack.buffer.finish(ORG, gen)
+    monkeypatch.undo()
+    assert not stack.buffer.client.hexists(keys.meta_key(key), "finished_at")
+    assert (ORG, gen) in stack.buffer.events.queued()  # announced without its mark
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(concurrency=1, sweep_every=timedelta(hours=1), consumer="m1")
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options, log=records.append)
+    _run_until(worker, lambda: len(records) == 2, "both announcements handled")
+    stack.buffer.finish(ORG, gen)  # the producer's retry
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options, log=records.append)
+    _run_until(worker, lambda: len(records) == 3, "the retry handled")
+    _exact_once(stack, [warm, gen])
+    assert _all_done(stack), _buffer_keys(stack)
