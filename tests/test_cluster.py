@@ -412,3 +412,20 @@ def test_a_buffer_whose_slot_migrates_is_found_compacted_and_deleted(
     finally:
         if tagged:
             stack.close()
+
+
+def test_a_script_refused_on_a_moving_slot_is_an_outage_of_one_line() -> None:
+    """A node refusing a script's key while its slot migrates ("Script attempted to
+    access a non local key") is RedisUnavailable (exit 3, run again), not a traceback."""
+    from genbuffer.errors import RedisUnavailable  # noqa: PLC0415
+    from genbuffer.redis.connection import redis_errors  # noqa: PLC0415
+
+    refusal = redis.exceptions.ResponseError(
+        "Script attempted to access a non local key in a cluster node script: @user_script:46: ..."
+    )
+    with (
+        pytest.raises(RedisUnavailable, match="slot is moving") as raised,
+        redis_errors("redis://127.0.0.1:7000"),
+    ):
+        raise refusal
+    assert raised.value.exit_code == 3

@@ -233,6 +233,13 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
                 hint="set that field of the buffer's hash right (or HDEL it) and run "
                 "again; nothing was written",
             )
+        if "Script attempted to access a non local key" in text:
+            # a slot moving between nodes under a script (ASK or TRYAGAIN inside it)
+            return RedisUnavailable(
+                f"Redis Cluster at {mask_url(url)} refused a script on a key whose slot is "
+                f"moving: {first}",
+                hint="a reshard is under way: run the command again when it is over",
+            )
         if text.startswith("READONLY"):
             return RedisUnavailable(
                 f"Redis at {mask_url(url)} is a read-only replica: {first}",
