@@ -548,14 +548,16 @@ def test_a_trimmed_that_is_not_an_integer_stops_loudly_and_trims_nothing(
     assert mended.persisted and stored_bytes(stack, gen) == b"[1,2]", mended.message
 
 
+@pytest.mark.parametrize("value", ["x", "1" * 16, "-" + "1" * 16, "1.5"])
 def test_a_seq_base_that_is_not_an_integer_refuses_the_push_before_it_writes(
-    embedded: Stack,
+    embedded: Stack, value: str
 ) -> None:
-    """A sequenced push cannot place its chunks against a `seq_base` that is no integer:
-    refused in one line, nothing appended (a retry after the fix appends once)."""
+    """A sequenced push cannot place its chunks against a `seq_base` that is no integer
+    (of at most 15 digits, as Python reads it): refused in one line, nothing
+    appended."""
     gen = embedded.repository.create_generation(ORG)
     key = embedded.buffer.push_many(ORG, gen, [b"a"], seq=0).key
-    embedded.buffer.client.hset(keys.meta_key(key), "seq_base", "x")
+    embedded.buffer.client.hset(keys.meta_key(key), "seq_base", value)
     with pytest.raises(Exception, match="seq_base"):
         embedded.buffer.push_many(ORG, gen, [b"b"], seq=1)
     assert embedded.buffer.client.lrange(key, 0, -1) == [b"a"]

@@ -125,7 +125,8 @@ elseif step == 'push' or step == 'list' then
     -- the base places every sequence number (it may be below 0): one that is not an
     -- integer cannot be guessed (a wrong one skips or repeats chunks), so the push
     -- stops before it writes
-    if stored[3] and (#stored[3] > 16 or not string.match(stored[3], '^-?%d+$')) then
+    local digits = stored[3] and string.match(stored[3], '^-?(%d+)$')
+    if stored[3] and (not digits or #digits > 15) then
       return redis.error_reply('push.lua: seq_base of ' .. KEYS[2] .. ' is not an integer: '
         .. string.sub(stored[3], 1, 40))
     end
