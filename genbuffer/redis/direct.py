@@ -20,7 +20,15 @@ import redis
 
 from genbuffer.redis.connection import RedisTarget
 
-__all__ = ["MOVED", "Command", "Keyed", "on_key_node", "pipeline_on_nodes", "send_on_one_key"]
+__all__ = [
+    "MOVED",
+    "Command",
+    "Keyed",
+    "on_key_node",
+    "pipeline_on_nodes",
+    "raise_first",
+    "send_on_one_key",
+]
 
 T = TypeVar("T")
 Command = tuple[Any, ...]  # one Redis command, as execute_command takes it
@@ -51,19 +59,20 @@ def on_key_node(target: RedisTarget, key: str, send: Callable[[Any], T]) -> T:
     return send(client)
 
 
-def send_on_one_key(target: RedisTarget, commands: Sequence[tuple[Any, ...]]) -> None:
+def send_on_one_key(target: RedisTarget, commands: Sequence[Command]) -> None:
     """``commands``, all on one key (their first argument), in one pipeline to its node
-    (see ``on_key_node``); an error reply is raised. None: nothing is sent."""
-    if not commands:
-        return
+    (``pipeline_on_nodes``); an error reply is raised. None: nothing is sent."""
+    if commands:
+        raise_first(pipeline_on_nodes(target, [(command[1], command) for command in commands]))
 
-    def send(client: Any) -> None:
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        pipe.execute()
 
-    on_key_node(target, commands[0][1], send)
+def raise_first(replies: list[Any]) -> list[Any]:
+    """``replies`` (a pipeline's, error replies as their exceptions), the first error
+    among them raised as the server worded it."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def pipeline_on_nodes(target: RedisTarget, commands: Sequence[Keyed]) -> list[Any]:

@@ -27,7 +27,7 @@ import redis
 from genbuffer import keys
 from genbuffer.errors import OperationFailed, UsageError
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
-from genbuffer.redis.direct import MOVED, send_on_one_key
+from genbuffer.redis.direct import MOVED, raise_first, send_on_one_key
 from genbuffer.states import Selected
 
 __all__ = ["GROUP", "Backlog", "Delivery", "Event", "Events", "Malformed"]
@@ -214,11 +214,7 @@ class Events:
                 # the errors as the server said them: raise_on_error words the first one
                 # "Command # 3 (XREADGROUP …) of pipeline caused error: NOGROUP …", which
                 # _interrupted would not take for the interruption it is
-                replies = pipe.execute(raise_on_error=False)
-                failed = next((r for r in replies if isinstance(r, Exception)), None)
-                if failed is not None:
-                    raise failed
-                reply = replies[-1]
+                reply = raise_first(pipe.execute(raise_on_error=False))[-1]
             else:
                 reply = client.xreadgroup(
                     GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms

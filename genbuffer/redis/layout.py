@@ -81,6 +81,7 @@ from genbuffer.redis.direct import (
     Keyed,
     on_key_node,
     pipeline_on_nodes,
+    raise_first,
     send_on_one_key,
 )
 from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
@@ -296,14 +297,6 @@ class Layout(ABC):
         """``after_delete`` of several deletions (key, life, stream)."""
         for key, life, stream in deleted:
             self.after_delete(scripts, key, life, stream)
-
-
-def _raised(replies: list[Any]) -> list[Any]:
-    """``replies``, the first error reply among them raised."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
 
 
 def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
@@ -580,7 +573,7 @@ class Split(Layout):
         for meta in metas:
             reads += [(meta, ("HGETALL", meta)), (meta, ("TTL", meta))]
         with redis_errors(scripts.target.url):
-            replies = _raised(pipeline_on_nodes(scripts.target, reads))
+            replies = raise_first(pipeline_on_nodes(scripts.target, reads))
             ttls = [int(ttl) for ttl in replies[1::2]]
             short = [
                 (m, ("EXPIRE", m, lease))
@@ -588,7 +581,7 @@ class Split(Layout):
                 if 0 <= t < lease
             ]
             if short:
-                _raised(pipeline_on_nodes(scripts.target, short))
+                raise_first(pipeline_on_nodes(scripts.target, short))
         return {
             name: ({text(k): text(v) for k, v in _pairs(values)}, ttl != -2)
             for name, values, ttl in zip(chunks, replies[::2], ttls, strict=True)

@@ -297,12 +297,7 @@ class CompactionProtocol:
             for layout, lives in deleted.items():
                 layout.after_deletes(self.scripts, lives)
         return [
-            (
-                before,
-                reply
-                if isinstance(reply, Exception)
-                else (reply.trimmed, reply.deleted, reply.left),
-            )
+            (before, reply if isinstance(reply, Exception) else _acked(reply))
             for before, reply in replies
         ]
 

@@ -31,7 +31,7 @@ from genbuffer.redis.connection import (
     RedisTarget,
     load_script,
 )
-from genbuffer.redis.direct import on_key_node, pipeline_on_nodes
+from genbuffer.redis.direct import on_key_node, pipeline_on_nodes, raise_first
 from genbuffer.redis.once import OnceClient, never_sent, unconfirmed
 from genbuffer.settings import MEMORY_REDIS_URL, mask_url
 
@@ -247,9 +247,7 @@ class ScriptRunner:
         for command in commands:
             pipe.execute_command(*command)
         first, *after = pipe.execute(raise_on_error=False)
-        for result in after:
-            if isinstance(result, Exception):
-                raise result
+        raise_first(after)
         if isinstance(first, redis.exceptions.NoScriptError):
             self._loaded.discard(call.SCRIPT)
             return self.run(call)
