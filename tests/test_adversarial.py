@@ -611,3 +611,21 @@ def test_readers_of_a_counter_that_is_not_a_count_print_no_traceback(
         assert done.exit_code == (1 if refused else 0), (args, done.output)
     if field == "trimmed":
         assert "trimmed of" in done.stderr and "not a count" in done.stderr
+
+
+def test_a_key_of_another_type_under_the_prefix_stops_no_survey(stack: Stack) -> None:
+    """A string where a chunks list (or its meta hash) would be: status, metrics and
+    compact-pending skip it and go on (they stopped on WRONGTYPE, and with them every
+    sweep: finished buffers were left to expire)."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"[1]"])
+    stack.buffer.finish(ORG, gen)
+    stray = stack.buffer.key_for(ORG, 987_001, None)
+    stack.buffer.client.set(stray, "not a list")
+    stack.buffer.client.set(keys.meta_key(stack.buffer.key_for(ORG, 987_002, None)), "x")
+    for command in (["status", "--json"], ["metrics", "--json"]):
+        done = stack.cli(*command)
+        assert done.exit_code == 0 and "Traceback" not in done.stderr, done.stderr
+    done = stack.cli("compact-pending", "--json")
+    assert json.loads(done.stdout)["compacted"] == 1, done.stdout
+    assert stored_bytes(stack, gen) == b"[1]"

@@ -33,6 +33,7 @@ __all__ = [
     "load_script",
     "redis_errors",
     "text",
+    "wrong_type",
 ]
 
 # a genbuf script's refusal of a field it places chunks by ("snapshot.lua: trimmed of
@@ -311,3 +312,9 @@ class RedisTarget:
     app_name: str | None = None
     cluster: bool = False
     no_touch: NoTouch = field(default_factory=NoTouch)
+
+
+def wrong_type(reply: object) -> bool:
+    """Whether a pipeline's reply says its key holds another type than the command's (a
+    key under the prefix that no producer of buffers wrote: not a buffer, skipped)."""
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("WRONGTYPE")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from genbuffer import keys
 from genbuffer.lua.observe import ObserveArgs, ObserveReply
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
+from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text, wrong_type
 from genbuffer.redis.direct import Keyed, pipeline_on_nodes
 from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta, Observation, as_int, parse_time
@@ -86,6 +86,8 @@ class Scanner:
         for (parts, chunks), where in zip(found, hashes, strict=True):
             idle, length, pttl = next(replies), next(replies), next(replies)
             read = [next(replies) for _ in where]
+            if any(wrong_type(reply) for reply in (length, pttl, *read)):
+                continue  # a key of another type under the prefix: no buffer
             for reply in (length, pttl, *read):
                 if isinstance(reply, Exception):
                     raise reply

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from genbuffer import keys
 from genbuffer.redis import meta as fields
-from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text
+from genbuffer.redis.connection import RedisTarget, redis_errors, scan_pages, text, wrong_type
 from genbuffer.redis.layout import layout_of
 from genbuffer.redis.meta import BufferMeta
 
@@ -118,6 +118,8 @@ class Survey:
             ]
             read = replies[base + PER_BUFFER : base + PER_BUFFER + len(where)]
             base += PER_BUFFER + len(where)
+            if any(wrong_type(reply) for reply in (length, list_pttl, meta_pttl, *read)):
+                continue  # a key of another type under the prefix: no buffer
             for reply in (length, list_pttl, meta_pttl, *read):
                 if isinstance(reply, Exception):
                     raise reply
