@@ -629,3 +629,58 @@ def test_a_key_of_another_type_under_the_prefix_stops_no_survey(stack: Stack) ->
     done = stack.cli("compact-pending", "--json")
     assert json.loads(done.stdout)["compacted"] == 1, done.stdout
     assert stored_bytes(stack, gen) == b"[1]"
+
+
+def _keyspace(client: redis.Redis) -> dict[bytes, tuple[bytes | None, int]]:
+    return {name: (client.dump(name), client.ttl(name)) for name in client.keys("*")}
+
+
+@pytest.mark.parametrize("stray", ["chunks", "meta"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("compact-generation", "--delete"),
+        ("compact-generation", "--dry-run"),
+        ("tail", "--json"),
+        ("push",),
+        ("push", "--finish"),
+    ],
+    ids=" ".join,
+)
+def test_a_buffer_key_of_another_type_is_one_line_and_writes_nothing(
+    stack: Stack, stray: str, command: tuple[str, ...]
+) -> None:
+    """A string where a generation's chunks list or meta hash would be (WRONGTYPE): the
+    commands that name that generation say so in one line (exit 1), and write nothing
+    (snapshot.lua gave the meta hash a stream id before it stopped, with no TTL: a
+    buffer "streaming" forever)."""
+    _another_type(stack, stray, command)
+
+
+def _another_type(stack: Stack, stray: str, command: tuple[str, ...]) -> None:
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    stack.buffer.client.set(key if stray == "chunks" else keys.meta_key(key), "not a buffer")
+    before = _keyspace(stack.buffer.client)
+    name, *options = command
+    done = stack.cli(name, str(ORG), str(gen), *options, input="x\n")
+    assert done.exit_code == 1 and "Traceback" not in done.stderr, done.output
+    assert "another type" in done.stderr, done.stderr
+    assert _keyspace(stack.buffer.client) == before
+    assert stored_bytes(stack, gen) is None
+    shown = stack.cli("inspect-generation", str(ORG), str(gen), "--json")  # QA's view of it
+    assert shown.exit_code == 0 and '"type": "string"' in shown.stdout, shown.output
+
+
+@pytest.mark.parametrize("stray", ["chunks", "meta"])
+@pytest.mark.parametrize(
+    "command",
+    [("compact-generation", "--delete"), ("compact-generation", "--dry-run"), ("tail",)],
+    ids=" ".join,
+)
+def test_a_buffer_key_of_another_type_on_a_cluster_writes_nothing(
+    cluster: Stack, stray: str, command: tuple[str, ...]
+) -> None:
+    """The same on a Redis Cluster, where the app's untagged list and meta hash are in
+    two slots (the meta hash is read before the snapshot)."""
+    _another_type(cluster, stray, command)

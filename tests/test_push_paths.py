@@ -13,12 +13,15 @@ push.lua (and described in genbuffer.redis.meta).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+import redis
 
 from genbuffer import keys
 from genbuffer.errors import OperationFailed
 from genbuffer.redis.layout import OneSlot, Split, layout_of
+from genbuffer.redis.scripts import RefusedAfter, ScriptRunner
 from tests.conftest import Stack
 from tests.helpers import sequenced
 
@@ -232,24 +235,51 @@ def test_finish_marks_only_a_buffer_that_exists(stack: Stack, tagged: bool) -> N
 
 
 @pytest.mark.backends("embedded", "servers")
-def test_a_count_refused_after_the_rpushes_ran_says_what_is_where(stack: Stack) -> None:
-    """push_many's one-slot transaction: the RPUSHes run, then push.lua's count is
-    refused (here its meta key is a string: WRONGTYPE, as an OOM inside the script would
-    be). One OperationFailed that says the chunks are in the buffer and not counted; no
-    chunk is pushed twice and nothing is lost."""
+def test_a_meta_key_of_another_type_takes_the_rpushes_back(stack: Stack) -> None:
+    """push_many's one-slot transaction: the RPUSHes run, then push.lua finds a string
+    where the meta hash goes (WRONGTYPE). It takes the chunks back (nobody can have read
+    them: the transaction runs as one), so the list is as it was, TTL included, and the
+    push is one line saying so (they were left in the list, uncounted)."""
     gen = stack.repository.create_generation(ORG)
     key = stack.buffer.key_for(ORG, gen, SCENARIO)
+    stack.buffer.client.rpush(key, b"old")  # a list without TTL, as a hand-made one
     stack.buffer.client.set(keys.meta_key(key), "not a hash")
+    with pytest.raises(OperationFailed) as raised:
+        stack.buffer.push_many(ORG, gen, [b"a", b"bc", b"def"], SCENARIO)
+    assert "another type" in raised.value.message and "nothing was appended" in (
+        raised.value.message
+    )
+    assert stack.buffer.client.lrange(key, 0, -1) == [b"old"]
+    assert stack.buffer.client.ttl(key) == -1
+    result = stack.cli("push", str(ORG), str(gen), "--scenario-id", str(SCENARIO), input=b"x")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "another type" in result.output and len(result.output.strip().splitlines()) <= 2
+    assert stack.buffer.client.lrange(key, 0, -1) == [b"old"]
+
+
+def test_a_count_refused_after_the_rpushes_ran_says_what_is_where(
+    embedded: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """push_many's one-slot transaction: the RPUSHes run, then push.lua's call is
+    refused (an error reply such as OOM inside the script, which no fake server gives:
+    the RPUSHes run here for real and the refusal is raised after them). One
+    OperationFailed that says the chunks are in the buffer and not counted; no chunk is
+    pushed twice and nothing is lost."""
+    gen = embedded.repository.create_generation(ORG)
+    key = embedded.buffer.key_for(ORG, gen, SCENARIO)
+    client = embedded.buffer.client
+
+    def refused_after(self: ScriptRunner, commands: Any, call: Any) -> Any:
+        for command in commands:
+            client.execute_command(*command)
+        raise RefusedAfter(redis.exceptions.ResponseError("OOM command not allowed"))
+
+    monkeypatch.setattr(ScriptRunner, "run_after", refused_after)
     chunks = [b"a", b"bc", b"def"]
     with pytest.raises(OperationFailed) as raised:
-        stack.buffer.push_many(ORG, gen, chunks, SCENARIO)
+        embedded.buffer.push_many(ORG, gen, chunks, SCENARIO)
     error = raised.value
-    assert f"refused to count a push to {key}" in error.message
-    assert "WRONGTYPE" in error.message
+    assert f"refused to count a push to {key}" in error.message and "OOM" in error.message
     assert "3 chunks appended, the last 3 not counted in its meta hash" in error.message
     assert error.hint is not None and "push only the rest" in error.hint
-    assert stack.buffer.client.lrange(key, 0, -1) == chunks
-    result = stack.cli("push", str(ORG), str(gen), "--scenario-id", str(SCENARIO), input=b"x")
-    assert result.exit_code == 1, result.output
-    assert "refused to count a push" in result.output and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) <= 2, result.output
+    assert client.lrange(key, 0, -1) == chunks

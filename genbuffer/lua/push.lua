@@ -87,8 +87,13 @@ local function whole(value)
 end
 
 -- TTL rule 1: a key without a TTL gets the configured one (nothing lives forever)
+-- (true when it gave one)
 local function give_ttl(key)
-  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ttl) end
+  if redis.call('TTL', key) == -1 then
+    redis.call('EXPIRE', key, ttl)
+    return true
+  end
+  return false
 end
 
 -- A life of the buffer has its stream id from the start, so that a replica's copy of
@@ -109,11 +114,12 @@ end
 
 -- The list's side: append (or take what was appended), and its TTL.
 local appended, length, bytes, skipped = 0, 0, ARGV[8], 0
+local gave_list_ttl = false
 if step == 'count' then
   appended, length = tonumber(ARGV[9]), tonumber(ARGV[10])
 elseif step == 'rpushed' then
   appended, length = tonumber(ARGV[9]), redis.call('LLEN', KEYS[1])
-  give_ttl(KEYS[1])
+  gave_list_ttl = give_ttl(KEYS[1])
 elseif step == 'push' or step == 'list' then
   local first = 11 -- ARGV index of the first chunk
   if ARGV[7] ~= '' then
@@ -158,7 +164,7 @@ elseif step == 'push' or step == 'list' then
     for i = first, #ARGV do bytes = bytes + string.len(ARGV[i]) end
   end
   length = redis.call('RPUSH', KEYS[1], unpack(ARGV, first))
-  give_ttl(KEYS[1])
+  gave_list_ttl = give_ttl(KEYS[1])
   if step == 'list' then
     -- genbuf's own hash beside a split list: a new list is a new life; a TTL like the list's
     if length == appended then new_life(KEYS[2]) end
@@ -177,6 +183,26 @@ end
 -- which compaction never takes for chunks that vanished). HINCRBY is tried first (a
 -- refused one changes nothing): the usual push pays nothing more.
 local counted = redis.pcall('HINCRBY', KEYS[2], 'chunk_count', appended)
+if type(counted) == 'table' then
+  -- Another type of value where the meta hash goes (a key no producer of buffers
+  -- wrote): the chunks cannot be counted. Steps 'push' and 'rpushed' take them back,
+  -- as nobody can have read them yet (this call and the RPUSHes before it run as one).
+  local kind = redis.call('TYPE', KEYS[2])['ok']
+  if kind ~= 'hash' and kind ~= 'none' then
+    local what = ': the chunks were appended, not counted'
+    if step ~= 'count' then
+      if length == appended then
+        redis.call('DEL', KEYS[1])
+      else
+        redis.call('LTRIM', KEYS[1], 0, -appended - 1)
+        if gave_list_ttl then redis.call('PERSIST', KEYS[1]) end
+      end
+      what = ': nothing was appended'
+    end
+    return redis.error_reply('WRONGTYPE push.lua: ' .. KEYS[2] .. ' holds a ' .. kind
+      .. ', not a meta hash' .. what)
+  end
+end
 if type(counted) == 'table' or counted < appended then
   counted = (whole(redis.call('HGET', KEYS[2], 'trimmed')) or 0) + length
   redis.call('HSET', KEYS[2], 'chunk_count', counted)

@@ -53,6 +53,9 @@ if raw_trimmed and not whole(raw_trimmed) then
     .. string.sub(raw_trimmed, 1, 40))
 end
 local has_list = redis.call('EXISTS', KEYS[1]) == 1
+-- read before the first write: a key of another type there (WRONGTYPE) stops the
+-- script here, and a Lua error does not undo what ran before it
+local length = redis.call('LLEN', KEYS[1])
 local has_own = redis.call('EXISTS', KEYS[2]) == 1
 local has_meta = has_own or ARGV[10] == '1'
 if ARGV[11] == '1' and redis.call('HGET', KEYS[2], 'ended') then
@@ -67,7 +70,6 @@ if has_list and not read_only then
   local ttl = redis.call('TTL', KEYS[1])
   if ttl >= 0 and ttl < lease then redis.call('EXPIRE', KEYS[1], lease) end
 end
-local length = redis.call('LLEN', KEYS[1])
 -- Read apart, the counter can only lag the list: producers append before they count,
 -- and it was read before the list (see genbuffer.redis.layout)
 -- (a chunk_count that is not a count is no count: nothing is taken for vanished)

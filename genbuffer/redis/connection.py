@@ -28,6 +28,7 @@ __all__ = [
     "NotWritten",
     "RedisTarget",
     "SentUnconfirmed",
+    "another_type",
     "connect_cluster",
     "connect_redis",
     "load_script",
@@ -178,7 +179,7 @@ def _node(host: str, port: int) -> ClusterNode:
     return node
 
 
-def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911  (one per kind)
+def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911, PLR0912  (one per kind)
     """The error ``redis_errors`` raises instead of ``exc`` (None: ``exc`` as it is)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, redis.exceptions.ClusterDownError | redis.exceptions.TryAgainError):
@@ -234,6 +235,9 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
                 hint="set that field of the buffer's hash right (or HDEL it) and run "
                 "again; nothing was written",
             )
+        if "WRONGTYPE" in text:
+            # (as a command of its own, a script's or a pipeline's, as redis-py words them)
+            return another_type(url, exc)
         if "Script attempted to access a non local key" in text:
             # a slot moving between nodes under a script (ASK or TRYAGAIN inside it)
             return RedisUnavailable(
@@ -258,6 +262,18 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911 
             hint="check REDIS_URL (or REDIS_HOST/REDIS_PORT) and that the server is up",
         )
     return None
+
+
+def another_type(url: str, exc: BaseException, done: str = "") -> OperationFailed:
+    """A buffer's key holding another type of value than genbuf's (WRONGTYPE), in one
+    line (``done``: what was written before it, said after the error)."""
+    first = str(exc).strip().splitlines()[0]
+    return OperationFailed(
+        f"Redis at {mask_url(url)}: a buffer's key holds another type of value than a "
+        f"chunks list or meta hash: {first}{done}",
+        hint="a key under the buffer's name that no producer of buffers wrote: see what "
+        "it holds (TYPE, inspect-generation --json); genbuf's scripts write nothing then",
+    )
 
 
 class redis_errors:

@@ -73,8 +73,10 @@ from genbuffer.redis.connection import (
     NotWritten,
     RedisTarget,
     SentUnconfirmed,
+    another_type,
     redis_errors,
     text,
+    wrong_type,
 )
 from genbuffer.redis.direct import (
     Command,
@@ -396,6 +398,8 @@ class OneSlot(Layout):
                 if appended == 0:  # nothing to push: the list as it is
                     length = int(scripts.target.client.llen(key))
         except RefusedAfter as refused:  # the RPUSHes ran, push.lua refused to count them
+            if wrong_type(refused.error):  # push.lua took them back (see there)
+                raise another_type(url, refused.error, f"; {appended} appended before") from None
             raise OperationFailed(
                 f"Redis at {mask_url(url)} refused to count a push to {key}: "
                 f"{str(refused.error).splitlines()[0]}; {appended + count} chunks appended, "
