@@ -684,3 +684,20 @@ def test_a_buffer_key_of_another_type_on_a_cluster_writes_nothing(
     """The same on a Redis Cluster, where the app's untagged list and meta hash are in
     two slots (the meta hash is read before the snapshot)."""
     _another_type(cluster, stray, command)
+
+
+def test_a_sequence_base_below_zero_is_no_gap(stack: Stack) -> None:
+    """A list whose meta hash was lost, then a sequenced push from sequence 0: push.lua
+    gives the life a base below 0 (the list's 3 chunks come before sequence 0). That is 3
+    extra chunks, a warning, and no loss: it was reported as "skipped -3 sequence
+    numbers: chunks missing" and the compaction as failed. Set by hand, the same."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"[1,", b"2,", b"3,"]).key
+    stack.buffer.client.delete(keys.meta_key(key))
+    stack.buffer.push_many(ORG, gen, [b"4]"], seq=0)
+    assert stack.buffer.client.hget(keys.meta_key(key), "seq_base") == b"-3"
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.persisted and stored_bytes(stack, gen) == b"[1,2,3,4]", result.message
+    assert _codes(result) == ["chunk_count_mismatch"], result.issues
+    assert result.issues[0]["severity"] == "warning" and "lost" not in result.message
+    assert stack.buffer.push_many(ORG, gen, [b"5"], seq=1).appended == 1  # next: seq 1

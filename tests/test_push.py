@@ -117,6 +117,24 @@ def test_signal_to_a_real_push_process(servers: Stack, sig: int, code: int) -> N
     assert _chunks(servers, 9) == [b"first\n", b"second\n"]
 
 
+@pytest.mark.parametrize(
+    ("lines", "options", "said"),
+    [
+        ("a\n", (), "pushed 1 chunk (2 bytes)"),
+        ("a\nb\n", ("--finish",), "pushed 2 chunks (4 bytes)"),
+    ],
+)
+def test_push_says_what_it_did_in_words(
+    embedded: Stack, lines: str, options: tuple[str, ...], said: str
+) -> None:
+    """One chunk is "1 chunk"; with --finish the line says the stream is marked
+    finished (it said neither)."""
+    gen = embedded.repository.create_generation(3)
+    done = embedded.cli("push", "3", str(gen), *options, input=lines)
+    assert done.exit_code == 0 and said in done.stdout, done.output
+    assert ("marked finished" in done.stdout) == bool(options), done.stdout
+
+
 def test_a_push_into_the_in_process_redis_warns_that_the_chunks_vanish(embedded: Stack) -> None:
     """REDIS_URL=memory:// (asked for, never a default): the push works, and says its
     chunks end with the command, so that a mistyped set-up is not taken for a push."""

@@ -66,7 +66,8 @@ def push_cmd(
         rt,
         result,
         lambda console: console.print(
-            f"pushed {result.chunks} chunks ({result.bytes} bytes) to {result.key}; "
-            f"it now holds {result.length}"
+            f"pushed {result.chunks} chunk{'' if result.chunks == 1 else 's'} "
+            f"({result.bytes} bytes) to {result.key}; it now holds {result.length}"
+            + ("; the stream is marked finished" if result.finished else "")
         ),
     )

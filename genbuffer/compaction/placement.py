@@ -129,7 +129,9 @@ class Placement:
 def place(record: RowRecord | None, snapshot: BufferSnapshot, *, closed: bool) -> Placement:
     """Where ``snapshot`` stands against ``record`` (``closed``: the row's stream is whole)."""
     if record is None:
-        return Placement(done=0, continues=True, gaps=snapshot.seq_base or 0)
+        # a base below 0: the list held chunks from before the producer's sequence 0 (its
+        # meta hash lost meanwhile); they are extra chunks (counted as such), never a gap
+        return Placement(done=0, continues=True, gaps=max(snapshot.seq_base or 0, 0))
     if record.stream_id == snapshot.stream_id:
         return _same_stream(record, snapshot)
     resumed = _resume_by_content(record, snapshot)

@@ -167,7 +167,8 @@ def push_lines(
     send()
     if stop.signal_name is not None:
         raise Interrupted(
-            f"stopped by {stop.signal_name}: pushed {chunks} chunks ({size} bytes) to {key}, "
+            f"stopped by {stop.signal_name}: pushed {chunks} chunk{'' if chunks == 1 else 's'} "
+            f"({size} bytes) to {key}, "
             "everything read until then; the stream was not marked finished",
             signal_name=stop.signal_name,
         )
