@@ -213,3 +213,34 @@ def test_compact_pending_outage_stops_new_work_and_acknowledges_what_committed(
     assert len(done) == len(started) - 1
     for gen in done:  # committed, so acknowledged before the outage was raised
         assert stack.buffer.keyspace.generation_keys(62, gen) == []
+
+
+def test_an_orphan_whose_row_comes_later_is_compacted(stack: Stack) -> None:
+    """An app that commits its row after the stream's end: the first run finds no row and
+    sets the buffer aside; once the row exists, the next run compacts it (it skipped it
+    for good, and the chunks expired: invariant 12). Status stops calling it orphaned."""
+    late = 987_401  # the row the app has not committed yet
+    stack.buffer.push_many(60, late, [b'{"late":', b"true}"])
+    stack.buffer.finish(60, late)
+    first = stack.cli("compact-pending", "--json")
+    assert [o["generation_id"] for o in json.loads(first.stdout)["orphaned"]] == [late]
+    stack.repository.create_generation(60, generation_id=late)
+    counted = json.loads(stack.cli("status", "--json").stdout)["generations"]
+    assert (counted["orphaned"], counted["finished"]) == (0, 1), counted
+    again = stack.cli("compact-pending", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["compacted"] == 1, again.stdout
+    assert stored_bytes(stack, late) == b'{"late":true}'
+    assert stack.buffer.keyspace.generation_keys(60, late) == []
+
+
+def test_an_orphan_of_another_organizations_row_stays_aside(stack: Stack) -> None:
+    """A row with that id but another organization is not the buffer's row: still
+    orphaned, not compacted into someone else's row."""
+    gen = stack.repository.create_generation(61)
+    stack.buffer.push_many(60, gen, [b"[1]"])
+    stack.buffer.finish(60, gen)
+    stack.cli("compact-pending", "--json")
+    again = json.loads(stack.cli("compact-pending", "--json").stdout)
+    assert (again["compacted"], again["skipped_orphaned"]) == (0, 1), again
+    assert stored_bytes(stack, gen) is None

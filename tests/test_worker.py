@@ -453,6 +453,22 @@ def test_a_producer_that_only_sets_finished_at_is_found_within_one_sweep(
     assert sweeps <= 2, sweeps  # the sweep under way when it was marked, and the next
 
 
+def test_a_sweep_compacts_an_orphan_once_its_row_exists(embedded: Stack) -> None:
+    """A finished buffer whose row the app commits late: the worker sets it aside (no
+    row), and the first sweep after the row exists compacts it (it was skipped for good
+    and its chunks expired)."""
+    options = WorkerOptions(sweep_every=timedelta(milliseconds=300), consumer="w-orphan")
+    worker = Worker(embedded.buffer, embedded.repository, embedded.config(), options)
+    late = 987_402
+    embedded.buffer.push_many(ORG, late, _chunks(late))
+    embedded.buffer.finish(ORG, late)
+    with _running(worker) as running:
+        running.wait_for(lambda: worker.summary.orphaned == 1)
+        embedded.repository.create_generation(ORG, generation_id=late)
+        running.wait_for(lambda: stored_bytes(embedded, late) is not None, timeout=20)
+    assert stored_bytes(embedded, late) == b"".join(_chunks(late))
+
+
 def test_the_sweep_applies_the_fleet_idle_rule_whoever_holds_the_lock(embedded: Stack) -> None:
     """Two workers, --idle 30m and --idle 3s: the sweep holder applies the fleet's rule
     (the shortest --idle of the live workers), so a plain list quiet for 20 s is

@@ -120,9 +120,9 @@ def compact_pending(
     Every buffer under the prefix is considered, with or without a meta hash. A
     generation that fails is reported and the run goes on (exit 1); an outage stops
     it (exit 3). Quarantined and orphaned buffers are skipped; a buffer found to have
-    no row is reported once, then set aside as orphaned. One run at a time (the job's
-    lease: genbuffer.operations.exclusion). ``workers`` generations are compacted at once, each in
-    its own transaction.
+    no row is reported once, then set aside as orphaned, until its row exists. One run
+    at a time (the job's lease: genbuffer.operations.exclusion). ``workers`` generations
+    are compacted at once, each in its own transaction.
     """
     with hold_lease(repository.leases, "compact-pending") as lease:
         if not lease.acquired:
@@ -136,6 +136,7 @@ def compact_pending(
             dry_run=dry_run,
             expiry_margin=expiry_margin,
             into=chosen,
+            owners=repository.observations.organizations_of,
         )
         found = islice(chain.from_iterable(pages), limit)
         engine = Engine(

@@ -5,12 +5,13 @@ is chosen when its stream is finished, when it has been idle for ``--idle``
 (``genbuffer.engine.idleness``), or when its chunks expire within
 GENERATION_EXPIRY_MARGIN (idle or not: compacted as a provisional artifact, which
 chunks arriving later continue); quarantined, orphaned, empty and active buffers are
-counted, not chosen.
+counted, not chosen. An orphaned buffer (set aside: no row) whose row exists by now (an
+app that commits its row after the stream's end) is sorted again as any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -27,6 +28,9 @@ IDLE = Selected.IDLE
 AT_RISK = Selected.AT_RISK
 
 OBSERVE_PAGE = 500  # buffers whose looks are recorded per round trip
+
+# the organization of each of these generations that has a row (Observations.organizations_of)
+RowOwners = Callable[[list[int]], dict[int, int]]
 
 
 @dataclass
@@ -49,14 +53,22 @@ def select_buffers(
     *,
     dry_run: bool,
     expiry_margin: timedelta | None = None,
+    owners: RowOwners | None = None,
 ) -> Selection:
     """Scan every buffer and sort it: finished, idle or about to expire (compact), or
     skipped and why. Idle is ``genbuffer.engine.idleness``'s rule; outside a dry run
     this records the look at each open buffer (the next run judges by it), a page of
-    buffers per round trip."""
+    buffers per round trip. ``owners`` says which orphaned buffers have a row by now
+    (None: none is asked)."""
     chosen = Selection()
     for _ in chosen_pages(
-        buffer, idle, now, dry_run=dry_run, expiry_margin=expiry_margin, into=chosen
+        buffer,
+        idle,
+        now,
+        dry_run=dry_run,
+        expiry_margin=expiry_margin,
+        into=chosen,
+        owners=owners,
     ):
         pass
     return chosen
@@ -70,18 +82,33 @@ def chosen_pages(
     dry_run: bool,
     expiry_margin: timedelta | None,
     into: Selection,
+    owners: RowOwners | None = None,
 ) -> Iterator[list[tuple[FoundBuffer, str]]]:
     """``select_buffers`` a page of buffers at a time: each page's candidates as soon as
     the page is sorted (compact-pending compacts them while the scan goes on); ``into``
     counts every buffer, once the pages are all read."""
     found_buffers = iter(buffer.scan.discover())
     while page := list(islice(found_buffers, OBSERVE_PAGE)):
+        page = _with_rows_found(page, owners)
         open_lists = [f.key for f in page if f.state == BufferState.OPEN and f.has_list]
         looks = {} if idle is None or dry_run else buffer.scan.observe(open_lists, now)
         before = len(into.candidates)
         for found in page:
             _sort(into, found, looks.get(found.key), idle=idle, now=now, margin=expiry_margin)
         yield into.candidates[before:]
+
+
+def _with_rows_found(page: list[FoundBuffer], owners: RowOwners | None) -> list[FoundBuffer]:
+    """``page``, each orphaned buffer whose row exists by now seen without its mark (its
+    compaction clears it): it was never compacted, and its chunks would expire."""
+    orphans = [found for found in page if found.state == BufferState.ORPHANED]
+    if not orphans or owners is None:
+        return page
+    rows = owners([found.generation_id for found in orphans])
+    revived = {
+        found.key for found in orphans if rows.get(found.generation_id) == found.organization_id
+    }
+    return [found.with_row() if found.key in revived else found for found in page]
 
 
 def _sort(

@@ -4,7 +4,8 @@ One worker of the fleet at a time sweeps (a Redis lock held for one period): it
 scans every buffer (``genbuffer.engine.selection``) and announces those no entry of
 the compaction-events stream names: finished buffers (the producer's event lost, or
 a producer that only sets `finished_at`), idle buffers of a plain `RPUSH` producer,
-and buffers whose chunks expire soon. It applies the fleet's rule
+buffers whose chunks expire soon, and any of these set aside for want of a row that
+has one by now. It applies the fleet's rule
 (``genbuffer.redis.fleet``: the shortest --idle and --sweep-every of the live
 workers), whichever worker holds the lock.
 
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from genbuffer.engine.run import one_line
-from genbuffer.engine.selection import IDLE, select_buffers
+from genbuffer.engine.selection import IDLE, RowOwners, select_buffers
 from genbuffer.errors import DependencyUnavailable, GenbufferError
 from genbuffer.redis import GenerationBuffer
 from genbuffer.redis.fleet import FleetRule, WorkerBeat
@@ -45,6 +46,7 @@ class Sweeper:
         expiry_margin: timedelta | None,
         counted: Callable[[int, int], None],
         log: Callable[[dict[str, Any]], None],
+        owners: RowOwners | None = None,
     ) -> None:
         self.buffer = buffer
         self.events = buffer.events
@@ -53,6 +55,7 @@ class Sweeper:
         self.expiry_margin = expiry_margin
         self.counted = counted
         self.log = log
+        self.owners = owners  # which orphaned buffers have a row by now
 
     def run(self, stopped: threading.Event) -> None:
         """Sweep when due (the first time at once) until ``stopped`` is set; what a
@@ -89,7 +92,12 @@ class Sweeper:
     def _announce_unqueued(self, idle: timedelta | None) -> None:
         """Announce the chosen buffers no entry of the stream names (each counted)."""
         chosen = select_buffers(
-            self.buffer, idle, datetime.now(UTC), dry_run=False, expiry_margin=self.expiry_margin
+            self.buffer,
+            idle,
+            datetime.now(UTC),
+            dry_run=False,
+            expiry_margin=self.expiry_margin,
+            owners=self.owners,
         )
         queued = self.events.queued()  # announced and not done: no duplicate
         for found, why in chosen.candidates:

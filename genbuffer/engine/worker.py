@@ -170,6 +170,7 @@ class Worker:
             expiry_margin=self.options.expiry_margin,
             counted=self._count_sweep,
             log=self.log,
+            owners=self.repository.observations.organizations_of,
         )
         helpers = [
             threading.Thread(target=self._beat, args=(stopped,), name="worker-heartbeat"),

@@ -156,7 +156,8 @@ def buffer_state(
     """streaming, finished, idle, quarantined or orphaned (set aside, or no row)."""
     if facts.meta.quarantined:
         return BufferState.QUARANTINED
-    if facts.meta.orphaned or has_row is False:
+    # (set aside for want of a row that exists by now: the next sweep compacts it)
+    if has_row is False or (facts.meta.orphaned and has_row is not True):
         return BufferState.ORPHANED
     if facts.meta.finished:
         return BufferState.FINISHED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from genbuffer import keys
@@ -42,6 +42,12 @@ class FoundBuffer:
         """`quarantined`, `orphaned`, `finished`, or `open` (streaming or idle: see
         ``genbuffer.engine.idleness``)."""
         return BufferMeta(self.meta).state
+
+    def with_row(self) -> FoundBuffer:
+        """This buffer as one whose row exists: not orphaned (the mark stays in Redis
+        until a compaction succeeds and clears it)."""
+        meta = {name: value for name, value in self.meta.items() if name != fields.ORPHANED_AT}
+        return replace(self, meta=meta)
 
     @property
     def end(self) -> int:
