@@ -21,9 +21,11 @@ import redis
 from genbuffer import keys
 from genbuffer.compaction import Found
 from genbuffer.errors import RedisUnavailable, UsageError
-from genbuffer.faults import FaultPlan
+from genbuffer.faults import FaultPlan, SimulatedCrash
 from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
+from genbuffer.lua.drop_state import DropStateArgs
 from genbuffer.redis.connection import load_script
+from genbuffer.redis.scripts import ScriptRunner
 from tests.conftest import SUMMARY_LINES, Stack, require_cluster_binaries, require_server
 from tests.helpers import compact, stored_bytes
 from tests.support.cluster import LocalCluster
@@ -219,6 +221,36 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     again = compact(cluster, ORG, gen, delete=True)
     assert "chunk_count_mismatch" not in [issue["code"] for issue in again.issues]
     assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert stored_bytes(cluster, gen) == b"[1,2]"
+
+
+def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compaction(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compactor killed after the app's meta hash gave the deleted life up but before
+    genbuf's hash was dropped: `{K}:genbuf` is left `ended`, with a TTL, and the next
+    compaction drops it (no false loss, no key left, the row as it was)."""
+    gen = cluster.repository.create_generation(ORG)
+    key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    real = ScriptRunner.run
+
+    def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
+        if isinstance(call, DropStateArgs):
+            raise SimulatedCrash("before drop_state.lua")
+        return real(self, call)
+
+    monkeypatch.setattr(ScriptRunner, "run", killed_at_the_drop)
+    with pytest.raises(SimulatedCrash):
+        compact(cluster, ORG, gen, delete=True)
+    monkeypatch.undo()
+    client = cluster.buffer.client
+    assert not client.exists(key) and not client.exists(keys.meta_key(key))
+    assert client.hget(keys.state_key(key), "ended") == b"1"
+    assert client.ttl(keys.state_key(key)) > 0
+    again = compact(cluster, ORG, gen, delete=True)
+    assert again.ok and "chunk_count_mismatch" not in [i["code"] for i in again.issues]
+    assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert not client.exists(keys.state_key(key))
     assert stored_bytes(cluster, gen) == b"[1,2]"
 
 
