@@ -492,6 +492,26 @@ def test_a_counter_that_is_not_an_integer_loses_nothing(
     _hostile_counter_is_ignored(embedded, field, value)
 
 
+@pytest.mark.parametrize("value", ["1234567890123456", "999999999999999999"])
+def test_a_counter_past_15_digits_is_counted_again_by_the_next_push(
+    stack: Stack, value: str
+) -> None:
+    """A chunk_count (and bytes) of 16 to 18 digits is no count to any script, yet
+    HINCRBY takes it: the next push counts again from what the list holds, as for any
+    counter that is not one, so chunks that vanish later are reported, not silently
+    matched against a counter nothing reads."""
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.push_many(ORG, gen, [b"[1,", b"2,"]).key
+    meta = keys.meta_key(key)
+    stack.buffer.client.hset(meta, mapping={"chunk_count": value, "bytes": value})
+    stack.buffer.push_chunk(ORG, gen, b"3]")
+    assert stack.buffer.client.hmget(meta, "chunk_count", "bytes") == [b"3", b"2"]
+    stack.buffer.client.lpop(key)  # a chunk vanishes from the head
+    result = compact(stack, ORG, gen, delete=True)
+    assert result.persisted and stored_bytes(stack, gen) == b"2,3]", result.message
+    assert "chunk_count_mismatch" in _codes(result)
+
+
 def test_an_expired_that_is_not_an_integer_still_counts_what_vanished(stack: Stack) -> None:
     """Chunks vanished from the head (counted by `expired`) while `expired` is text: the
     rest is compacted, the loss reported, and `expired` counts it again."""

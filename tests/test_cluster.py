@@ -20,8 +20,12 @@ import redis
 
 from genbuffer import keys
 from genbuffer.compaction import Found
-from genbuffer.errors import UsageError
+from genbuffer.errors import RedisUnavailable, UsageError
+from genbuffer.faults import FaultPlan, SimulatedCrash
 from genbuffer.lua.ack import AckArgs, Layout, WhenEmpty
+from genbuffer.lua.drop_state import DropStateArgs
+from genbuffer.redis.connection import load_script
+from genbuffer.redis.scripts import ScriptRunner
 from tests.conftest import SUMMARY_LINES, Stack, require_cluster_binaries, require_server
 from tests.helpers import compact, stored_bytes
 from tests.support.cluster import LocalCluster
@@ -217,6 +221,36 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     again = compact(cluster, ORG, gen, delete=True)
     assert "chunk_count_mismatch" not in [issue["code"] for issue in again.issues]
     assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert stored_bytes(cluster, gen) == b"[1,2]"
+
+
+def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compaction(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compactor killed after the app's meta hash gave the deleted life up but before
+    genbuf's hash was dropped: `{K}:genbuf` is left `ended`, with a TTL, and the next
+    compaction drops it (no false loss, no key left, the row as it was)."""
+    gen = cluster.repository.create_generation(ORG)
+    key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    real = ScriptRunner.run
+
+    def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
+        if isinstance(call, DropStateArgs):
+            raise SimulatedCrash("before drop_state.lua")
+        return real(self, call)
+
+    monkeypatch.setattr(ScriptRunner, "run", killed_at_the_drop)
+    with pytest.raises(SimulatedCrash):
+        compact(cluster, ORG, gen, delete=True)
+    monkeypatch.undo()
+    client = cluster.buffer.client
+    assert not client.exists(key) and not client.exists(keys.meta_key(key))
+    assert client.hget(keys.state_key(key), "ended") == b"1"
+    assert client.ttl(keys.state_key(key)) > 0
+    again = compact(cluster, ORG, gen, delete=True)
+    assert again.ok and "chunk_count_mismatch" not in [i["code"] for i in again.issues]
+    assert cluster.buffer.keyspace.generation_keys(ORG, gen) == []
+    assert not client.exists(keys.state_key(key))
     assert stored_bytes(cluster, gen) == b"[1,2]"
 
 
@@ -429,3 +463,52 @@ def test_a_script_refused_on_a_moving_slot_is_an_outage_of_one_line() -> None:
     ):
         raise refusal
     assert raised.value.exit_code == 3
+
+
+def test_a_trim_waits_for_its_completion_event_when_the_streams_primary_dies(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """kill -9 of the primary holding the completion stream as a committed compaction
+    sends its event and its trim (one pipeline to each node): the trim, on another
+    node, does not go out without the event. The run exits 3 with the buffer whole,
+    and once the node is back the next run announces, then trims (at least once:
+    before, the list was trimmed, no event was ever added, and no run announced it)."""
+    require_cluster_binaries()
+    nodes = LocalCluster(tmp_path / "cluster").start()
+    env = {
+        "REDIS_CLUSTER_NODES": nodes.nodes,
+        "REDIS_PREFIX": "ev_",
+        "DATABASE_URL": pg_database,
+        "METADATA_VALIDATION_LOG": str(tmp_path / "audit.log"),
+    }
+    stack = Stack(name="cluster", env=env, tmp_path=tmp_path)
+    try:
+        client = stack.buffer.client
+        stream = keys.completions_key("ev_")
+        holder = nodes.owner(int(client.keyslot(stream)))
+        gen = stack.repository.create_generation(ORG)
+        while nodes.owner(int(client.keyslot(stack.buffer.key_for(ORG, gen, None)))) == holder:
+            gen = stack.repository.create_generation(ORG)
+        key = stack.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+        for port in nodes.ports:  # as a worker that ran before has them
+            redis.Redis(port=port).script_load(load_script("ack"))
+
+        def kill_holder(step: str) -> None:
+            if step == "before_ack":
+                nodes.kill(holder)
+
+        faults = FaultPlan(on_step=kill_holder)
+        with pytest.raises(RedisUnavailable):
+            compact(stack, ORG, gen, delete=True, config={"faults": faults})
+        assert stored_bytes(stack, gen) == b"[1,2]"
+        assert client.lrange(key, 0, -1) == [b"[1,", b"2]"]  # not trimmed without its event
+        nodes.restart(holder)
+        nodes.wait_ok()
+        again = compact(stack, ORG, gen, delete=True)
+        assert again.deleted and again.announced, again.message
+        told = [entry for _, entry in client.xrange(stream) if entry[b"gen"] == str(gen).encode()]
+        assert len(told) == 1 and told[0][b"outcome"] == b"persisted"
+        assert stack.buffer.keyspace.generation_keys(ORG, gen) == []
+    finally:
+        stack.close()
+        nodes.stop()

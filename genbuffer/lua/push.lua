@@ -181,7 +181,9 @@ end
 -- instead, chunk_count from what the list holds (trimmed + length, as it always
 -- stays; beside a split list `trimmed` is in genbuf's hash, so it may count less,
 -- which compaction never takes for chunks that vanished). HINCRBY is tried first (a
--- refused one changes nothing): the usual push pays nothing more.
+-- refused one changes nothing): the usual push pays nothing more. HINCRBY also takes
+-- a counter of 16 to 19 digits, which is no count either (past 15): counted again too.
+local most = 999999999999999 -- the largest count of at most 15 digits (see whole)
 local counted = redis.pcall('HINCRBY', KEYS[2], 'chunk_count', appended)
 if type(counted) == 'table' then
   -- Another type of value where the meta hash goes (a key no producer of buffers
@@ -203,12 +205,12 @@ if type(counted) == 'table' then
       .. ', not a meta hash' .. what)
   end
 end
-if type(counted) == 'table' or counted < appended then
+if type(counted) == 'table' or counted < appended or counted > most then
   counted = (whole(redis.call('HGET', KEYS[2], 'trimmed')) or 0) + length
   redis.call('HSET', KEYS[2], 'chunk_count', counted)
 end
 local total = redis.pcall('HINCRBY', KEYS[2], 'bytes', bytes)
-if type(total) == 'table' or total < tonumber(bytes) then
+if type(total) == 'table' or total < tonumber(bytes) or total > most then
   redis.call('HSET', KEYS[2], 'bytes', bytes)
 end
 redis.call('HSET', KEYS[2], 'last_chunk_at', now)

@@ -79,11 +79,13 @@ def pipeline_on_nodes(target: RedisTarget, commands: Sequence[Keyed]) -> list[An
     """Each (key, command[, options for redis-py's reply parsing]) in one pipeline (not a
     transaction), the replies in order, error replies as their exceptions (not raised).
     On a Redis Cluster one pipeline to each node, to the client of its keys' node
-    (redis-py's cluster pipeline spends several times more Python on each command);
-    the commands a node refuses as no longer its own (MOVED, ASK, TRYAGAIN), or all of
-    a node that cannot be reached, go again through the cluster client, one by one,
-    which follows the cluster: every command must be safe to repeat. A connection
-    error there is raised."""
+    (redis-py's cluster pipeline spends several times more Python on each command),
+    the nodes in the order of their first command; the commands a node refuses as no
+    longer its own (MOVED, ASK, TRYAGAIN), or all of a node that cannot be reached, go
+    again through the cluster client, one by one, which follows the cluster, before
+    the next node is sent its share: every command must be safe to repeat. A
+    connection error there is raised, and no later node's command has gone out (a
+    caller that lists a command first knows it ran before any other node's)."""
     if not target.cluster:
         pipe: Any = target.client.pipeline(transaction=False)
         for keyed in commands:
@@ -94,7 +96,6 @@ def pipeline_on_nodes(target: RedisTarget, commands: Sequence[Keyed]) -> list[An
     for index, keyed in enumerate(commands):
         by_node.setdefault(client.get_node_from_key(keyed[0]).name, []).append(index)
     replies: list[Any] = [None] * len(commands)
-    again: list[int] = []
     for name, indexes in by_node.items():
         node = client.get_redis_connection(client.get_node(node_name=name))
         pipe = node.pipeline(transaction=False)
@@ -103,17 +104,17 @@ def pipeline_on_nodes(target: RedisTarget, commands: Sequence[Keyed]) -> list[An
         try:
             results = pipe.execute(raise_on_error=False)
         except MOVED:
-            again += indexes
-            continue
-        for index, result in zip(indexes, results, strict=True):
-            replies[index] = result
-            if isinstance(result, MOVED):
-                again.append(index)
-    for index in sorted(again):
-        try:
-            replies[index] = _queue(client, commands[index])
-        except redis.exceptions.ResponseError as error:
-            replies[index] = error
+            again = indexes
+        else:
+            replies_of = zip(indexes, results, strict=True)
+            again = [index for index, result in replies_of if isinstance(result, MOVED)]
+            for index, result in zip(indexes, results, strict=True):
+                replies[index] = result
+        for index in again:  # at once: a later node's commands may rely on these
+            try:
+                replies[index] = _queue(client, commands[index])
+            except redis.exceptions.ResponseError as error:
+                replies[index] = error
     return replies
 
 

@@ -209,16 +209,17 @@ class ScriptRunner:
         ``pipeline_on_nodes``: both must be safe to repeat). Returns for each pair the
         command's reply (None without one) and the call's parsed reply; error replies
         come back as their exceptions, not raised. A call refused with NOSCRIPT did not
-        run: it runs then, on its own (``run``). A connection error is raised."""
-        sent: list[tuple[str, tuple[Any, ...]]] = []
-        for command, call in pairs:
-            if command is not None:
-                sent.append((command[1], command))
-            sent.append((call.keys()[0], self.command(call)))
-        replies = iter(pipeline_on_nodes(self.target, sent))
+        run: it runs then, on its own (``run``). A connection error is raised. Every
+        command goes first: on a Redis Cluster too, where they are on another node than
+        the calls, none of the calls has run when a command's node cannot be reached."""
+        commands = [(command[1], command) for command, _ in pairs if command is not None]
+        calls = [(call.keys()[0], self.command(call)) for _, call in pairs]
+        sent: list[tuple[str, tuple[Any, ...]]] = [*commands, *calls]
+        replied = pipeline_on_nodes(self.target, sent)
+        before_replies, replies = iter(replied[: len(commands)]), iter(replied[len(commands) :])
         results: list[tuple[Any, R | Exception]] = []
         for command, call in pairs:
-            before = None if command is None else next(replies)
+            before = None if command is None else next(before_replies)
             reply = next(replies)
             parsed: R | Exception
             if isinstance(reply, redis.exceptions.NoScriptError):
