@@ -63,7 +63,7 @@ def metrics_cmd(
     on 127.0.0.1 unless --bind says otherwise; it serves 16 connections at a time (one
     more is answered 503 and closed) and drops one that has not sent its whole request
     within 10 s.
-    Example (cron): genbuf metrics --textfile /var/lib/node_exporter/genbuf.prom
+    Example (cron): genbuf metrics --textfile /var/lib/node_exporter/textfile/genbuf.prom
     """
     from datetime import timedelta
 
