@@ -16,14 +16,21 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 864
 MAX_AGE = timedelta(days=36500)
 
 
-def parse_age(text: str) -> timedelta:
-    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s`` (a bare number is days),
-    from one second to MAX_AGE (100 years); anything else is a UsageError."""
+def parse_age(text: str, *, bare_days: bool = False) -> timedelta:
+    """Parse an age like ``7d``, ``12h``, ``30m``, ``2w`` or ``90s``, from one second to
+    MAX_AGE (100 years); anything else is a UsageError. A bare number is days only where
+    ``bare_days`` (purge-chunks' ``--older-than 7``, as the Artisan command took it);
+    elsewhere it is refused: ``--visibility 300`` read as days waits 300 days."""
     match = _AGE.fullmatch(text)
     hint = "use a positive number with s, m, h, d or w"
     if match is None or not match.group(1).strip("0"):
         raise UsageError(f"invalid age {text!r}", hint=hint)
     digits, unit = match.group(1).lstrip("0"), match.group(2)
+    if not unit and not bare_days:
+        raise UsageError(
+            f"age {text.strip()!r} has no unit",
+            hint=f"add one: {digits}s, {digits}m, {digits}h or {digits}d",
+        )
     # the length first: int() of thousands of digits is refused (or slow), not an age
     seconds = int(digits) * _UNIT_SECONDS[unit] if len(digits) <= 12 else None
     if seconds is None or seconds > MAX_AGE.total_seconds():

@@ -19,12 +19,30 @@ from tests.conftest import Stack
         ("30m", timedelta(minutes=30)),
         ("2w", timedelta(weeks=2)),
         ("90s", timedelta(seconds=90)),
-        ("3", timedelta(days=3)),
     ],
 )
 def test_parse_age(text: str, expected: timedelta) -> None:
-    """Ages take s, m, h, d, w; a bare number is days."""
+    """Ages take s, m, h, d, w."""
     assert parse_age(text) == expected
+
+
+def test_a_bare_number_is_days_only_where_asked(embedded: Stack) -> None:
+    """purge-chunks' --older-than 7 is days, as the Artisan command took it, and says so;
+    elsewhere a number without a unit is refused with a hint (--visibility 300 waited
+    300 days, metrics --refresh 15 surveyed every 15 days)."""
+    assert parse_age("3", bare_days=True) == timedelta(days=3)
+    with pytest.raises(UsageError, match="no unit") as raised:
+        parse_age("300")
+    assert raised.value.hint is not None and "300s" in raised.value.hint
+    for command in (
+        ("worker", "--visibility", "300"),
+        ("status", "--max-age", "3600"),
+        ("compact-pending", "--idle", "30"),
+    ):
+        refused = embedded.cli(*command)
+        assert refused.exit_code == 2 and "no unit" in refused.stderr, (command, refused.output)
+    purged = embedded.cli("purge-chunks", "--older-than", "7", "--dry-run")
+    assert purged.exit_code == 0 and "older than 7d" in purged.stdout, purged.output
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ def purge_chunks_cmd(
         str | None,
         typer.Option(
             "--older-than",
-            help="Age like 7d, 12h, 30m. [default: GENERATION_CHUNKS_RETENTION_DAYS]",
+            help="Age like 7d, 12h, 30m (a bare number is days). "
+            "[default: GENERATION_CHUNKS_RETENTION_DAYS]",
             show_default=False,
         ),
     ] = None,
@@ -39,7 +40,8 @@ def purge_chunks_cmd(
 
     rt = runtime(ctx, as_json)
     age = older_than or f"{rt.settings.generation_chunks_retention_days}d"
-    parse_age(age)  # a bad age is a usage error before any query
+    parse_age(age, bare_days=True)  # a bad age is a usage error before any query
+    age = f"{age.strip()}d" if age.strip().isdigit() else age  # (days, as Artisan's)
     with (
         job_run(
             rt.repository, "purge-chunks", textfile=metrics_textfile, record=not dry_run

@@ -45,7 +45,7 @@ def purge_chunks(
     kept and counted. Each batch is its own short transaction. A second purge
     started while one runs returns at once with ``already_running`` (the job's lease).
     """
-    cutoff = (now or datetime.now(UTC)) - parse_age(older_than)
+    cutoff = (now or datetime.now(UTC)) - parse_age(older_than, bare_days=True)
     with hold_lease(repository.leases, "purge-chunks") as lease:
         if not lease.acquired:
             return PurgeResult(
