@@ -721,3 +721,35 @@ def test_a_sequence_base_below_zero_is_no_gap(stack: Stack) -> None:
     assert _codes(result) == ["chunk_count_mismatch"], result.issues
     assert result.issues[0]["severity"] == "warning" and "lost" not in result.message
     assert stack.buffer.push_many(ORG, gen, [b"5"], seq=1).appended == 1  # next: seq 1
+
+
+def test_an_audit_log_genbuf_cannot_write_stops_before_the_row(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """METADATA_VALIDATION_LOG in a place genbuf cannot write: every command that would
+    write a validation's row and its line refuses in one line before the row (it
+    committed the row, then failed on the line: exit 1 for a persisted compaction, and
+    a re-run said "already compacted", so the line was lost for good). A dry run still
+    runs; the worker does not start."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unwritable = {"METADATA_VALIDATION_LOG": str(blocker / "audit.log")}  # under a file
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"{bad"])
+    stack.buffer.finish(ORG, gen)
+    for command in (
+        ("compact-generation", str(ORG), str(gen), "--soft"),
+        ("emit-validation-test", str(gen)),
+        ("compact-pending", "--json"),
+        ("worker", "--json"),
+    ):
+        refused = stack.cli(*command, env=unwritable)
+        assert refused.exit_code == 1, (command, refused.output)
+        assert "cannot write the audit log" in refused.stderr, (command, refused.stderr)
+        assert "nothing was written" in refused.stderr, (command, refused.stderr)
+    assert stored_bytes(stack, gen) is None
+    assert stack.repository.issue(1) is None  # no row without its line
+    dry = stack.cli("compact-generation", str(ORG), str(gen), "--dry-run", env=unwritable)
+    assert dry.exit_code == 0 and "would persist" in dry.stdout, dry.output
+    done = stack.cli("compact-generation", str(ORG), str(gen), "--soft")
+    assert done.exit_code == 0 and stored_bytes(stack, gen) == b"{bad", done.output

@@ -68,6 +68,7 @@ def compact_pending_cmd(
     """
     from datetime import timedelta
 
+    from genbuffer.compaction.audit import check_appendable
     from genbuffer.durations import parse_age
     from genbuffer.engine.burst import compact_pending
     from genbuffer.operations.job_runs import job_run
@@ -80,6 +81,8 @@ def compact_pending_cmd(
         ) as run,
         progress_bar("compacting") as advance,
     ):
+        if not dry_run:  # (a setting every compaction would fail on: said once)
+            check_appendable(rt.compaction.audit_log)
         result = compact_pending(
             rt.buffer,
             rt.repository,

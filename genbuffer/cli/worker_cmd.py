@@ -63,6 +63,7 @@ def worker_cmd(
     """
     from datetime import timedelta
 
+    from genbuffer.compaction.audit import check_appendable
     from genbuffer.durations import parse_age
     from genbuffer.engine.worker import Worker, WorkerOptions
 
@@ -74,6 +75,9 @@ def worker_cmd(
         sweep_every=parse_age(sweep_every),
         expiry_margin=timedelta(seconds=rt.settings.generation_expiry_margin),
     )
+    # a setting every compaction would fail on stops the worker here, in one line: not
+    # each compaction in turn, for as long as it runs
+    check_appendable(rt.compaction.audit_log)
     stop = threading.Event()
     for name in (signal.SIGTERM, signal.SIGINT):
         signal.signal(name, lambda *_: stop.set())

@@ -15,7 +15,7 @@ from genbuffer.errors import OperationFailed
 if TYPE_CHECKING:
     from genbuffer.db.repository import Transaction
 
-__all__ = ["IssueRecord", "append_audit_line", "audit_record"]
+__all__ = ["IssueRecord", "append_audit_line", "audit_record", "check_appendable"]
 
 
 def audit_record(
@@ -47,17 +47,30 @@ def append_audit_line(path: Path, record: dict[str, Any]) -> None:
     log goes must not turn audit lines into writes to another file.
     """
     line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    _append(path, line, "")
+
+
+def check_appendable(path: Path) -> None:
+    """Open the audit log for appending (creating it, and its directory, as the first
+    line would) and write nothing: an OperationFailed before any row is written, where
+    a line refused after the row's COMMIT could not be written again (a re-run finds
+    the generation compacted)."""
+    _append(path, b"", "; nothing was written")
+
+
+def _append(path: Path, data: bytes, said: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
         try:
-            os.write(fd, line)
+            if data:
+                os.write(fd, data)
         finally:
             os.close(fd)
     except OSError as exc:
         reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror
         raise OperationFailed(
-            f"cannot write the audit log {path}: {reason}",
+            f"cannot write the audit log {path}: {reason}{said}",
             hint="check METADATA_VALIDATION_LOG (a regular file genbuf may append to)",
         ) from None
 

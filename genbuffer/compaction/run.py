@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from genbuffer.compaction import apply
 from genbuffer.compaction.apply import Counting, Failed, Settling, Written
+from genbuffer.compaction.audit import check_appendable
 from genbuffer.compaction.plan import Content, Planned, absent, decide
 from genbuffer.compaction.read import read
 from genbuffer.compaction.result import CompactionResult, result_of
@@ -63,6 +64,8 @@ def assemble_and_persist(
 ) -> CompactionResult:
     """Compact one generation's buffer into its `scenario_generations` row."""
     _check(request)
+    if not request.options.dry_run:
+        check_appendable(config.audit_log)
     with repository.transaction() as tx:
         step = _prepare(tx, request, buffer, config, datetime.now(UTC))
         if step.error is not None:
@@ -97,6 +100,7 @@ def assemble_and_persist_many(
         raise UsageError("a batch of compactions takes distinct generations, none a dry run")
     for request in requests:
         _check(request)
+    check_appendable(config.audit_log)
     now = datetime.now(UTC)
     ordered = sorted(requests, key=lambda request: request.generation_id)  # no deadlock
     with repository.transaction() as tx:

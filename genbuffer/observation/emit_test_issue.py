@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from genbuffer.compaction.audit import IssueRecord
+from genbuffer.compaction.audit import IssueRecord, check_appendable
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
 
@@ -43,6 +43,7 @@ def emit_validation_test(
     mode = "strict" if strict else "soft"
     errors = [dict(TEST_ISSUE)]
     record = IssueRecord(organization_id, generation_id, mode, "debug", errors, now)
+    check_appendable(audit_log)  # (the row and its line, or neither)
     with repository.transaction() as tx:
         validation_id = record.insert(tx)
     record.log(audit_log, validation_id)
