@@ -57,7 +57,21 @@ def test_compact_human_output_names_the_outcome(stack: Stack) -> None:
     stack.buffer.push_chunk(3, gen, b"{oops")
     result = stack.cli("compact-generation", "3", str(gen), "--soft")
     assert result.exit_code == 0
-    assert "persisted 1 new chunks" in result.stdout and "invalid_json" in result.stdout
+    assert "ok persisted 1 new chunk\n" in result.stdout and "invalid_json" in result.stdout
+
+
+def test_a_strict_dry_run_says_what_would_happen(stack: Stack) -> None:
+    """--strict --dry-run on invalid JSON says it would fail and nothing would be
+    persisted (it printed "failed strict validation failed: nothing persisted"); two
+    chunks are "2 new chunks"."""
+    gen = stack.repository.create_generation(3)
+    stack.buffer.push_many(3, gen, [b"{oo", b"ps"])
+    dry = stack.cli("compact-generation", "3", str(gen), "--strict", "--dry-run")
+    assert dry.exit_code == 1, dry.output
+    first = dry.stdout.splitlines()[0]
+    assert first == "would fail dry run: strict validation: nothing would be persisted", first
+    soft = stack.cli("compact-generation", "3", str(gen), "--soft", "--dry-run")
+    assert "would persist 2 new chunks" in soft.stdout, soft.output
 
 
 def test_strict_failure_exits_1_with_validation_id(stack: Stack) -> None:

@@ -93,5 +93,13 @@ def test_laravel_migration_names_every_table_and_column(tmp_path: Path) -> None:
 
     again = runner.invoke(app, ["db", "laravel-migration", "--output", str(path)])
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
+    # the directory again, a second later (another file name): a second migration of the
+    # same tables, which php artisan migrate would run too
+    path.rename(tmp_path / "2020_01_01_000000_create_genbuf_tables.php")
+    twice = runner.invoke(app, ["db", "laravel-migration", "--output", str(tmp_path)])
+    assert twice.exit_code == 2 and "second migration" in twice.output, twice.output
+    assert sorted(p.name for p in tmp_path.glob("*.php")) == [
+        "2020_01_01_000000_create_genbuf_tables.php"
+    ]
     nowhere = runner.invoke(app, ["db", "laravel-migration", "--output", str(tmp_path / "no")])
     assert nowhere.exit_code == 2 and "is not a directory" in nowhere.output

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genbuffer
+from genbuffer import keys
 from genbuffer.errors import Interrupted
 from genbuffer.ingest.push import (
     READ_BYTES,
@@ -133,6 +134,21 @@ def test_push_says_what_it_did_in_words(
     done = embedded.cli("push", "3", str(gen), *options, input=lines)
     assert done.exit_code == 0 and said in done.stdout, done.output
     assert ("marked finished" in done.stdout) == bool(options), done.stdout
+
+
+def test_finish_with_nothing_pushed_and_no_buffer_is_refused(embedded: Stack) -> None:
+    """push --finish with an empty stdin and no buffer said it marked the stream
+    finished (nothing was marked, and the announcement sent a worker after nothing):
+    one line, exit 1, nothing announced. With a buffer there it marks it, as before."""
+    gen = embedded.repository.create_generation(3)
+    refused = embedded.cli("push", "3", str(gen), "--finish", input="")
+    assert refused.exit_code == 1 and "nothing to finish" in refused.stderr, refused.output
+    assert embedded.buffer.client.keys("*") == []
+    embedded.buffer.push_many(3, gen, [b"[1]"])
+    marked = embedded.cli("push", "3", str(gen), "--finish", input="")
+    assert marked.exit_code == 0 and "marked finished" in marked.stdout, marked.output
+    key = keys.meta_key(embedded.buffer.key_for(3, gen, None))
+    assert embedded.buffer.client.hexists(key, "finished_at")
 
 
 def test_a_push_into_the_in_process_redis_warns_that_the_chunks_vanish(embedded: Stack) -> None:

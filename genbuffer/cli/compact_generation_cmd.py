@@ -104,7 +104,7 @@ def _fields(result: CompactionResult) -> list[tuple[str, Any]]:
 
 def _plain(result: CompactionResult) -> list[str]:
     """The result as plain lines (stdout is no terminal): what _render shows, no rich."""
-    status = plain_text(f"{'ok' if result.ok else 'failed'} {result.message}")
+    status = plain_text(f"{_verdict(result)} {result.message}")
     lines = [status, *plain_fields(_title(result), _fields(result))]
     if result.issues:
         lines += plain_table(
@@ -121,7 +121,8 @@ def _plain(result: CompactionResult) -> list[str]:
 def _render(console: Console, result: CompactionResult) -> None:
     from rich.table import Table
 
-    status = "[green]ok[/green]" if result.ok else "[red]failed[/red]"
+    colour = "green" if result.ok else "red"
+    status = f"[{colour}]{_verdict(result)}[/{colour}]"
     console.print(f"{status} {printable(result.message)}")
     console.print(fields_table(_title(result), _fields(result)))
     if result.issues:
@@ -136,3 +137,10 @@ def _render(console: Console, result: CompactionResult) -> None:
                 printable(issue["message"]),
             )
         console.print(table)
+
+
+def _verdict(result: CompactionResult) -> str:
+    """ok or failed; a dry run only says what it would do (its message: "would …")."""
+    if result.ok:
+        return "ok"
+    return "would fail" if result.dry_run else "failed"

@@ -85,7 +85,12 @@ def laravel_migration(
     Example: genbuf db laravel-migration --output /var/www/app/database/migrations
     """
     from genbuffer.db.check import MigrationWritten
-    from genbuffer.db.laravel import head_revision, migration_filename, render_migration
+    from genbuffer.db.laravel import (
+        MIGRATION_NAME,
+        head_revision,
+        migration_filename,
+        render_migration,
+    )
     from genbuffer.errors import UsageError
 
     rt = runtime(ctx, as_json)
@@ -97,6 +102,14 @@ def laravel_migration(
         )
     if path.exists():
         raise UsageError(f"{path} exists: refusing to overwrite it", hint="remove it first")
+    # a second run a second later names another file: Laravel would run both migrations
+    earlier = sorted(path.parent.glob(f"*_{MIGRATION_NAME}.php"))
+    if earlier and output.suffix != ".php":
+        raise UsageError(
+            f"{earlier[-1]} exists: refusing to write a second migration of genbuf's tables",
+            hint="remove it first to write it again (php artisan migrate would create "
+            "the tables twice)",
+        )
     revision = head_revision()
     try:
         path.write_text(render_migration(revision), encoding="utf-8")

@@ -39,7 +39,8 @@ def migrate_compacted_cmd(
         rt,
         result,
         lambda console: console.print(
-            f"{verb} {count} of {result.candidates} blobs in {result.batches} batches; "
+            f"{verb} {count} of {result.candidates} blobs in {result.batches} "
+            f"batch{'' if result.batches == 1 else 'es'}; "
             f"conflicts left unchanged: {result.conflicts or 'none'}"
         ),
     )

@@ -211,8 +211,10 @@ def _view(report: StatusReport, rate: list[int] | None, filters: list[str]) -> R
     if (queue := report.worker_queue) is not None:
         age = queue["oldest_entry_age_seconds"]
         lines.append(
-            f"worker queue: {queue['entries']} entries, {queue['pending']} held by a worker,"
-            f" oldest {human_duration(age)}; {queue['consumers']} workers alive"
+            f"worker queue: {queue['entries']} "
+            f"{'entry' if queue['entries'] == 1 else 'entries'}, {queue['pending']} held by "
+            f"a worker, oldest {human_duration(age)}; {queue['consumers']} "
+            f"worker{'' if queue['consumers'] == 1 else 's'} alive"
             + (f"; {queue['parked']} malformed events parked" if queue.get("parked") else "")
         )
     lines.extend(

@@ -227,7 +227,11 @@ def decide(
         late = checked.late
         validated = replace(validated, regenerated=late.outcome, late_rule=late.rule)
     if mode is ValidationMode.STRICT and validated.validation.has_errors:
-        reason = "strict validation failed: nothing persisted"
+        reason = (
+            "dry run: strict validation: nothing would be persisted"
+            if request.options.dry_run
+            else "strict validation failed: nothing persisted"
+        )
         return Planned(_stop(validated, StopCause.STRICT, reason).noted(source.note), Content())
     write, content = _write(source, checked, reading, request, config)
     planned = replace(validated, write=write, trim=_trim(validated, request))

@@ -99,9 +99,9 @@ def summary(plan: Plan, applied: Applied | None) -> str:
     if plan.stop is not None:
         return plan.stop.reason
     if applied is None and plan.new_chunks:
-        parts = [f"dry run: would persist {plan.new_chunks} new chunks"]
+        parts = [f"dry run: would persist {_chunks(plan.new_chunks)}"]
     elif applied is not None and plan.persists:
-        parts = [f"persisted {plan.new_chunks} new chunks"]
+        parts = [f"persisted {_chunks(plan.new_chunks)}"]
     else:
         parts = ["already compacted: nothing new"]
     if plan.regenerated is not None:
@@ -117,3 +117,7 @@ def summary(plan: Plan, applied: Applied | None) -> str:
     if applied is not None and applied.deleted:
         parts.append("buffer deleted")
     return "; ".join(parts)
+
+
+def _chunks(count: int) -> str:
+    return f"{count} new chunk{'' if count == 1 else 's'}"

@@ -33,7 +33,9 @@ from sqlalchemy.sql.functions import now
 
 from genbuffer.db.schema import LongBytes, metadata
 
-__all__ = ["head_revision", "migration_filename", "render_migration"]
+__all__ = ["MIGRATION_NAME", "head_revision", "migration_filename", "render_migration"]
+
+MIGRATION_NAME = "create_genbuf_tables"  # a migration file's name after its timestamp
 
 
 def head_revision() -> str | None:
@@ -48,7 +50,7 @@ def head_revision() -> str | None:
 def migration_filename(at: datetime | None = None) -> str:
     """A Laravel migration file name (its timestamp orders it among the app's)."""
     stamp = (at or datetime.now(UTC)).strftime("%Y_%m_%d_%H%M%S")
-    return f"{stamp}_create_genbuf_tables.php"
+    return f"{stamp}_{MIGRATION_NAME}.php"
 
 
 def _php(text: str) -> str:

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+from genbuffer import keys
 from genbuffer.documents import Document
-from genbuffer.errors import Interrupted
+from genbuffer.errors import Interrupted, OperationFailed
 from genbuffer.redis import GenerationBuffer
 
 __all__ = ["FLUSH_SECONDS", "PushSummary", "StopRequest", "push_lines"]
@@ -173,6 +174,13 @@ def push_lines(
             signal_name=stop.signal_name,
         )
     if finish:
+        if not chunks and not buffer.keyspace.existing_keys([key, keys.meta_key(key)]):
+            # (finish() would mark nothing, and announce a buffer no worker finds)
+            raise OperationFailed(
+                f"nothing to finish: stdin was empty and there is no buffer at {key}",
+                hint="push the generation's chunks (one a line) with --finish, or check the "
+                "ids, --scenario-id and REDIS_PREFIX",
+            )
         buffer.finish(organization_id, generation_id, scenario_id)
     return PushSummary(
         organization_id=organization_id,
