@@ -551,3 +551,17 @@ def test_a_limit_past_any_buffer_count_is_exit_2(embedded: Stack) -> None:
         done = embedded.cli(command, "--limit", "99999999999999999999")
         assert done.exit_code == 2, done.output
         assert "--limit" in done.output and "Traceback" not in done.output
+
+
+def test_inspect_names_the_scenario_it_found_and_compact_notes_another(stack: Stack) -> None:
+    """inspect-generation without --scenario-id reports the scenario of the keys it found
+    (it said null); compact-generation --scenario-id of another scenario than the row's
+    says so in its message (it replaced the artifact without a word)."""
+    gen = stack.repository.create_generation(3, scenario_id=345)
+    stack.buffer.push_many(3, gen, [b"[1]"], scenario_id=345)
+    shown = _json(stack.cli("inspect-generation", "3", str(gen), "--json").stdout)
+    assert shown["scenario_id"] == 345 and shown["keys"], shown
+    stack.buffer.push_many(3, gen, [b"[2]"], scenario_id=999)
+    done = stack.cli("compact-generation", "3", str(gen), "--scenario-id", "999", "--json")
+    message = _json(done.stdout)["message"]
+    assert "scenario 999, where the row's is 345" in message, message

@@ -79,3 +79,16 @@ def test_show_generation_without_an_artifact(stack: Stack) -> None:
         pending.exit_code == 1
         and "compact-generation" in json.loads(pending.stdout)["error"]["hint"]
     )
+
+
+def test_show_generation_reads_the_row_while_redis_is_down(servers: Stack) -> None:
+    """The artifact is the row's: show-generation prints it with Redis unreachable (it
+    exited 3 asking whether a buffer was still there), and says that is unknown."""
+    gen = servers.repository.create_generation(3)
+    servers.buffer.push_many(3, gen, [b"[1,", b"2]"])
+    assert compact(servers, 3, gen, delete=True).persisted
+    down = {**servers.env, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens there
+    shown = run_genbuf(["show-generation", "3", str(gen)], down)
+    assert shown.returncode == 0 and shown.stdout == "[1,2]", shown.stderr
+    facts = json.loads(run_genbuf(["show-generation", "3", str(gen), "--json"], down).stdout)
+    assert facts["buffer_in_redis"] is None and facts["verified"], facts

@@ -81,7 +81,10 @@ def _rows(facts: ArtifactFacts) -> list[tuple[str, object]]:
         ("sha256", facts.sha256 + (" (verified)" if facts.verified else " (not recorded)")),
         ("compacted", f"{facts.compacted_at} by {facts.compacted_by}"),
         ("validations", len(facts.validations)),
-        ("buffer in Redis", "yes" if facts.buffer_in_redis else "no"),
+        (
+            "buffer in Redis",
+            {True: "yes", False: "no", None: "unknown (unreachable)"}[facts.buffer_in_redis],
+        ),
         *([("offloaded to", facts.offloaded)] if facts.offloaded else []),
         *(
             [("provisional", f"{facts.provisional}: later chunks continue or replace it")]

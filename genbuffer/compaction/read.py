@@ -166,7 +166,10 @@ def _locate(request: CompactionRequest, row: GenerationRow, buffer: GenerationBu
     if found is not None and found.key is not None:
         return _Located(found.key, scenario_id)
     if found is not None or scenario_id is not None:
-        return _Located(buffer.read_key_for(org, gen, scenario_id), scenario_id)
+        note = None
+        if scenario_id is not None and row.scenario_id not in (None, scenario_id):
+            note = f"the buffer of scenario {scenario_id}, where the row's is {row.scenario_id}"
+        return _Located(buffer.read_key_for(org, gen, scenario_id), scenario_id, note)
     if row.scenario_id is None:
         return _Located(buffer.read_key_for(org, gen, None), None)
     with_scenario = buffer.read_key_for(org, gen, row.scenario_id)

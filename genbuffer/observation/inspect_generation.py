@@ -86,8 +86,20 @@ def inspect_generation(
         ok=not delete or deleted > 0 or not names,
         organization_id=organization_id,
         generation_id=generation_id,
-        scenario_id=scenario_id,
+        scenario_id=scenario_id if scenario_id is not None else _scenario_of(buffer, names),
         keys=reports,
         deleted=deleted,
         unpersisted_chunks=unpersisted,
     )
+
+
+def _scenario_of(buffer: GenerationBuffer, names: list[str]) -> int | None:
+    """The scenario the keys found name, when they all name one (a search without
+    --scenario-id found the generation's keys under it)."""
+    prefix = buffer.keyspace.target.prefix
+    scenarios = {
+        parts.scenario_id
+        for name in names
+        if (parts := keys.parse_chunks_key(keys.chunks_key_of(name), prefix)) is not None
+    }
+    return scenarios.pop() if len(scenarios) == 1 else None

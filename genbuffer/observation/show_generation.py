@@ -14,7 +14,7 @@ from pydantic import Field
 
 from genbuffer.db.repository import Repository
 from genbuffer.documents import Document
-from genbuffer.errors import GenerationNotFound, NothingToCompact
+from genbuffer.errors import GenerationNotFound, NothingToCompact, RedisUnavailable
 from genbuffer.objects.artifact import ArtifactMismatch, OffloadRecord
 from genbuffer.objects.offload import Offload
 from genbuffer.redis import GenerationBuffer
@@ -43,7 +43,7 @@ class ArtifactFacts(Document):
     provisional: str | None = None
     # each later stream that met the artifact: appended or replaced, the rule, when
     late_chunks: list[dict[str, Any]] = Field(default_factory=list)
-    buffer_in_redis: bool
+    buffer_in_redis: bool | None  # None: Redis could not be asked (the artifact is the row's)
     offloaded: str | None = None  # the object's URL, when `compacted` holds one
     compression: str | None = None  # of the offloaded object
     output: str | None = None
@@ -113,9 +113,7 @@ def open_artifact(
         }
         for issue in repository.observations.issues_of(generation_id)
     ]
-    present = buffer.keyspace.generation_keys(organization_id, generation_id, row.scenario_id)
-    if row.scenario_id is not None:
-        present += buffer.keyspace.generation_keys(organization_id, generation_id, None)
+    present = _buffer_in_redis(buffer, organization_id, generation_id, row.scenario_id)
     facts = ArtifactFacts(
         organization_id=organization_id,
         generation_id=generation_id,
@@ -135,7 +133,7 @@ def open_artifact(
             for entry in metadata.get("history") or []
             if isinstance(entry, dict)
         ],
-        buffer_in_redis=bool(present),
+        buffer_in_redis=present,
         offloaded=offloaded.url if offloaded is not None else None,
         compression=offloaded.compression if offloaded is not None else None,
     )
@@ -172,3 +170,17 @@ def _decoded(generation_id: int, compacted: str, recorded: str | None) -> bytes:
 def _utc(stamp: datetime | None) -> datetime | None:
     """A timestamp in UTC when the database gave none (SQLite, MariaDB store UTC)."""
     return stamp if stamp is None or stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _buffer_in_redis(
+    buffer: GenerationBuffer, organization_id: int, generation_id: int, scenario_id: int | None
+) -> bool | None:
+    """Whether a buffer of the generation is still in Redis; None when Redis cannot be
+    reached (the artifact is read from the database all the same)."""
+    try:
+        present = buffer.keyspace.generation_keys(organization_id, generation_id, scenario_id)
+        if scenario_id is not None:
+            present += buffer.keyspace.generation_keys(organization_id, generation_id, None)
+    except RedisUnavailable:
+        return None
+    return bool(present)
