@@ -40,6 +40,7 @@ __all__ = [
     "parked_events_key",
     "parse_chunks_key",
     "prefix_of",
+    "released_key",
     "scenario_scan_pattern",
     "smoke_chunks_key",
     "state_key",
@@ -115,6 +116,13 @@ def hash_tag(key: str) -> str | None:
     if closing <= opening + 1:
         return None
     return key[opening + 1 : closing]
+
+
+def released_key(meta: str) -> str:
+    """Where release_meta.lua remembers which life's release deleted the app's meta
+    hash ``meta`` (beside a split list on a Redis Cluster): ``{meta}:released``, in the
+    meta hash's slot (no buffer key: discovery passes it by)."""
+    return f"{{{meta}}}:released"
 
 
 def state_key(chunks: str) -> str:

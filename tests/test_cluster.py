@@ -254,6 +254,42 @@ def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compac
     assert stored_bytes(cluster, gen) == b"[1,2]"
 
 
+@pytest.mark.parametrize("next_life", [[b"[3]"], [b"[3,", b"4,", b"5]"]], ids=["short", "long"])
+def test_a_next_life_after_a_delete_killed_before_the_drop_keeps_its_count(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch, next_life: list[bytes]
+) -> None:
+    """Killed between the release and the drop, then the app begins a next life (a new
+    meta hash) before any retry: the retry's release of the deleted life must leave the
+    next life's meta hash alone. It took the deleted life's 2 chunks off it again: a
+    count too low ("more chunks than counted"), and a next life of 2 chunks or fewer
+    lost its meta hash whole (its finished_at, and a count to tell a loss by)."""
+    gen = cluster.repository.create_generation(ORG)
+    key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    real = ScriptRunner.run
+
+    def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
+        if isinstance(call, DropStateArgs):
+            raise SimulatedCrash("before drop_state.lua")
+        return real(self, call)
+
+    monkeypatch.setattr(ScriptRunner, "run", killed_at_the_drop)
+    with pytest.raises(SimulatedCrash):
+        compact(cluster, ORG, gen, delete=True)
+    monkeypatch.undo()
+    cluster.buffer.push_many(ORG, gen, next_life)  # the app's next life
+    cluster.buffer.finish(ORG, gen)
+    meta = keys.meta_key(key)
+    again = compact(cluster, ORG, gen, delete=False)
+    assert again.persisted, again.message
+    assert "chunk_count_mismatch" not in [i["code"] for i in again.issues], again.issues
+    client = cluster.buffer.client
+    assert client.hget(meta, "chunk_count") == str(len(next_life)).encode()
+    assert client.hexists(meta, "finished_at")
+    assert stored_bytes(cluster, gen) == b"".join(next_life)
+    done = compact(cluster, ORG, gen, delete=True)
+    assert done.ok and cluster.buffer.keyspace.generation_keys(ORG, gen) == [], done.message
+
+
 def test_a_compaction_during_a_slot_migration_exits_3_and_a_retry_persists_once(
     cluster: Stack, redis_cluster: LocalCluster
 ) -> None:

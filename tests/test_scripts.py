@@ -50,7 +50,7 @@ EXAMPLES: dict[str, ScriptCall[object]] = {
     "push": PushArgs(
         "k:chunks", "k:meta", Step.COUNT, 100, "now", 1, None, 3, 40, 11, 12, 13, (b"a", "b")
     ),
-    "release_meta": ReleaseMetaArgs("k:meta", 12, "s3"),
+    "release_meta": ReleaseMetaArgs("k:meta", "{k:meta}:released", 12, "s3", 660),
     "snapshot": SnapshotArgs(
         "k:chunks",
         "{k}:genbuf",

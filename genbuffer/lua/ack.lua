@@ -11,8 +11,9 @@
 -- Idempotent and monotonic: it trims only what lies below ARGV[2] and is still
 -- there, so an older or repeated acknowledgement is a no-op.
 -- Returns {chunks trimmed, 1 if the keys were deleted else 0, chunks left, chunks of
--- the stream trimmed in all} (the last: what the app's meta hash counted of a deleted
--- life, see genbuffer.redis.layout).
+-- the stream trimmed in all, TTL of KEYS[2] marked `ended` (else -2)} (the fourth: what
+-- the app's meta hash counted of a deleted life; the fifth: how long the release of that
+-- life must be remembered, see release_meta.lua and genbuffer.redis.layout).
 -- A counter as stored: a non-negative integer of at most 15 digits (exact in Lua's
 -- numbers), else nil, as for a field that is absent (text, 1e400, nan, -5 and 1.5
 -- are no count a producer or genbuf writes: they must not stop a script for good)
@@ -23,7 +24,7 @@ local function whole(value)
   return tonumber(value)
 end
 if redis.call('HGET', KEYS[2], 'stream_id') ~= ARGV[1] then
-  return {0, 0, redis.call('LLEN', KEYS[1]), 0}
+  return {0, 0, redis.call('LLEN', KEYS[1]), 0, -2}
 end
 local raw_trimmed = redis.call('HGET', KEYS[2], 'trimmed')
 local trimmed = whole(raw_trimmed) or 0
@@ -45,11 +46,13 @@ if ARGV[3] == '1' and left == 0 then
   -- the list is gone already: Redis deleted it as LTRIM emptied it (or it was empty).
   -- It is not named again: while its slot migrates, a node refuses a script's command
   -- on a key it does not hold (ASK, TRYAGAIN), and the script would stop here, halfway
+  local ended = -2
   if ARGV[4] == '1' then
     redis.call('HSET', KEYS[2], 'ended', '1')
+    ended = redis.call('TTL', KEYS[2])
   else
     redis.call('DEL', KEYS[2])
   end
-  return {n, 1, 0, trimmed + n}
+  return {n, 1, 0, trimmed + n, ended}
 end
-return {n, 0, left, trimmed + n}
+return {n, 0, left, trimmed + n, -2}

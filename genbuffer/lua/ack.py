@@ -28,13 +28,15 @@ class Layout(StrEnum):
 
 @dataclass(frozen=True)
 class AckReply:
-    """Chunks trimmed, whether the keys were deleted, chunks left, and chunks of the
-    stream trimmed in all (what the app's meta hash counted of a deleted life)."""
+    """Chunks trimmed, whether the keys were deleted, chunks left, chunks of the
+    stream trimmed in all (what the app's meta hash counted of a deleted life), and, for
+    a split list deleted, how long genbuf's hash marked `ended` lives on."""
 
     trimmed: int
     deleted: bool
     left: int
     life: int
+    ended_ttl: int = -2  # a split list's: TTL of genbuf's hash marked `ended`
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,6 @@ class AckArgs(ScriptCall[AckReply]):
     layout: Layout = Layout.ONE_SLOT
 
     def parse(self, reply: Any) -> AckReply:
-        """{trimmed, deleted 1/0, left, life}."""
-        trimmed, deleted, left, life = reply
-        return AckReply(int(trimmed), bool(int(deleted)), int(left), int(life))
+        """{trimmed, deleted 1/0, left, life, TTL of an `ended` hash}."""
+        trimmed, deleted, left, life, ended = reply
+        return AckReply(int(trimmed), bool(int(deleted)), int(left), int(life), int(ended))

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from genbuffer import keys
 from genbuffer.lua import ScriptCall
 
 __all__ = ["ReleaseMetaArgs"]
+
+REMEMBER_MARGIN = 60  # seconds past the `ended` hash's TTL (the release comes after it)
+# an `ended` hash without a TTL (nothing gives none; by hand): a day, as the default TTL
+REMEMBER_UNBOUNDED = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,12 +20,22 @@ class ReleaseMetaArgs(ScriptCall[bool]):
     """The arguments of release_meta.lua; its reply: whether the meta hash was deleted."""
 
     SCRIPT = "release_meta"
-    KEYS = ("meta_key",)
-    ARGV = ("life", "stream_id")
+    KEYS = ("meta_key", "released_key")
+    ARGV = ("life", "stream_id", "remember")
 
     meta_key: str
+    released_key: str  # keys.released_key(meta_key)
     life: int  # chunks of the deleted life (ack.lua's fourth reply)
     stream_id: str  # the deleted life's
+    remember: int  # seconds the release of a deleted hash is remembered
+
+    @classmethod
+    def of(cls, chunks: str, life: int, stream_id: str, ended_ttl: int) -> ReleaseMetaArgs:
+        """The release of the list ``chunks``'s deleted life, remembered for longer than
+        genbuf's hash marked `ended` lives on (``ended_ttl``: its TTL; -1: none)."""
+        meta = keys.meta_key(chunks)
+        remember = ended_ttl + REMEMBER_MARGIN if ended_ttl > 0 else REMEMBER_UNBOUNDED
+        return cls(meta, keys.released_key(meta), life, stream_id, remember)
 
     def parse(self, reply: Any) -> bool:
         """1 if the meta hash was deleted."""

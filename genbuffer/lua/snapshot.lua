@@ -19,7 +19,7 @@
 --          ('' to read it from KEYS[2]; '-' when that meta hash has none)
 -- ARGV[10] meta_hash: '1' when the app's meta hash (read before) exists, else '0'
 -- ARGV[11] split_try: for a split list: '1' on a first try, '2' once a vanishing was confirmed
---          ('' otherwise). A first try returns {3, trimmed, stream id} when a deleted
+--          ('' otherwise). A first try returns {3, trimmed, stream id, TTL of KEYS[2]} when a deleted
 --          life is not finished (`ended`: the meta hash may still count it), and {2}
 --          when neither list nor genbuf's hash exists and the counter read before says
 --          chunks vanished (it may be of a life deleted meanwhile: the caller reads the
@@ -60,7 +60,7 @@ local has_own = redis.call('EXISTS', KEYS[2]) == 1
 local has_meta = has_own or ARGV[10] == '1'
 if ARGV[11] == '1' and redis.call('HGET', KEYS[2], 'ended') then
   return {3, whole(raw_trimmed) or 0,
-    redis.call('HGET', KEYS[2], 'stream_id') or ''}
+    redis.call('HGET', KEYS[2], 'stream_id') or '', redis.call('TTL', KEYS[2])}
 end
 if not has_list and not has_meta then return {0} end
 local read_only = ARGV[7] == '1'

@@ -63,7 +63,7 @@ class SnapshotReply:
     text, the first page of chunks not yet held and its absolute position, chunks
     vanished from the head not counted yet (read-only), and the windows of chunks
     where the row's last ones should be. UNFINISHED_DELETE: the deleted life's
-    `trimmed` and stream id."""
+    `trimmed` and stream id, and how long genbuf's hash marked `ended` lives on."""
 
     tag: SnapshotTag
     length: int = 0
@@ -74,6 +74,7 @@ class SnapshotReply:
     windows: list[list[bytes]] = field(default_factory=list)
     trimmed: int = 0
     stream_id: str = ""
+    ended_ttl: int = -2  # TTL of genbuf's hash marked `ended` (-1: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +115,12 @@ class SnapshotArgs(ScriptCall[SnapshotReply]):
 
     def parse(self, reply: Any) -> SnapshotReply:
         """{0}, {1, length, hash, page, page_at, vanished, windows}, {2} or
-        {3, trimmed, stream id}."""
+        {3, trimmed, stream id, TTL}."""
         tag = SnapshotTag(int(reply[0]))
         if tag == SnapshotTag.UNFINISHED_DELETE:
-            return SnapshotReply(tag, trimmed=int(reply[1]), stream_id=text(reply[2]))
+            return SnapshotReply(
+                tag, trimmed=int(reply[1]), stream_id=text(reply[2]), ended_ttl=int(reply[3])
+            )
         if tag != SnapshotTag.TAKEN:
             return SnapshotReply(tag)
         flat = [text(item) for item in reply[2]]

@@ -93,6 +93,7 @@ __all__ = [
     "PUSH_BATCH",
     "PUSH_PIPELINE",
     "TRANSACTION_BATCHES",
+    "DeletedLife",
     "Layout",
     "OneSlot",
     "Pushed",
@@ -112,6 +113,16 @@ TRANSACTION_BYTES = 16 * 1024 * 1024  # … or fewer, past this many bytes
 SPLIT_TRIES = 5  # snapshots of a split list that met a delete under way, before giving up
 # the least proto-max-bulk-len Redis takes: no chunk this long or shorter is over the limit
 LEAST_BULK_LIMIT = 1024 * 1024
+
+
+class DeletedLife(NamedTuple):
+    """A life of a buffer ack.lua deleted: its list, its chunks, its stream id, and (a
+    split list's) the TTL of genbuf's hash it marked `ended` (-2: none)."""
+
+    key: str
+    life: int
+    stream: str
+    ended_ttl: int = -2
 
 
 class Pushed(NamedTuple):
@@ -292,13 +303,13 @@ class Layout(ABC):
         return {}
 
     @abstractmethod
-    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
-        """What follows ack.lua deleting a life of ``life`` chunks of stream ``stream``."""
+    def after_delete(self, scripts: ScriptRunner, deleted: DeletedLife) -> None:
+        """What follows ack.lua deleting a life of a buffer."""
 
-    def after_deletes(self, scripts: ScriptRunner, deleted: list[tuple[str, int, str]]) -> None:
-        """``after_delete`` of several deletions (key, life, stream)."""
-        for key, life, stream in deleted:
-            self.after_delete(scripts, key, life, stream)
+    def after_deletes(self, scripts: ScriptRunner, deleted: list[DeletedLife]) -> None:
+        """``after_delete`` of several deletions."""
+        for one in deleted:
+            self.after_delete(scripts, one)
 
 
 def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
@@ -467,7 +478,7 @@ class OneSlot(Layout):
         with redis_errors(scripts.target.url):
             return {}, scripts.run(call)
 
-    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
+    def after_delete(self, scripts: ScriptRunner, deleted: DeletedLife) -> None:
         """Nothing: ack.lua deleted both keys."""
 
 
@@ -555,7 +566,8 @@ class Split(Layout):
                 first_try = SplitTry.CONFIRMED if read_only else SplitTry.FIRST
                 reply = scripts.run(replace(read, split_try=first_try))
                 if reply.tag == SnapshotTag.UNFINISHED_DELETE:  # a deleter was killed
-                    self.after_delete(scripts, key, reply.trimmed, reply.stream_id)
+                    ended = DeletedLife(key, reply.trimmed, reply.stream_id, reply.ended_ttl)
+                    self.after_delete(scripts, ended)
                 elif reply.tag != SnapshotTag.VANISHED:
                     return produced, reply
                 elif self._counter(scripts, key) == counter:  # the chunks did vanish
@@ -604,22 +616,23 @@ class Split(Layout):
         )
         return Counter.NONE if value is None else text(value)
 
-    def after_delete(self, scripts: ScriptRunner, key: str, life: int, stream: str) -> None:
+    def after_delete(self, scripts: ScriptRunner, deleted: DeletedLife) -> None:
         """Take the deleted life's chunks off the meta hash's count, then drop genbuf's
         hash. Safe to repeat, and to run from another process (one killed between the
-        steps leaves `ended`, which the next snapshot finishes)."""
+        steps leaves `ended`, which the next snapshot finishes; a release repeated then
+        leaves a next life's meta hash alone: see release_meta.lua)."""
         with redis_errors(scripts.target.url):
-            scripts.run(ReleaseMetaArgs(keys.meta_key(key), life=life, stream_id=stream))
-            scripts.run(DropStateArgs(keys.state_key(key), stream_id=stream))
+            scripts.run(ReleaseMetaArgs.of(*deleted))
+            scripts.run(DropStateArgs(keys.state_key(deleted.key), stream_id=deleted.stream))
 
-    def after_deletes(self, scripts: ScriptRunner, deleted: list[tuple[str, int, str]]) -> None:
+    def after_deletes(self, scripts: ScriptRunner, deleted: list[DeletedLife]) -> None:
         """Every meta hash released, then every genbuf hash dropped: two round trips for
         all of them (each key's steps in the order ``after_delete`` keeps)."""
         if len(deleted) < 2:
             super().after_deletes(scripts, deleted)
             return
-        releases = [ReleaseMetaArgs(keys.meta_key(k), life=n, stream_id=s) for k, n, s in deleted]
-        drops = [DropStateArgs(keys.state_key(k), stream_id=s) for k, _, s in deleted]
+        releases = [ReleaseMetaArgs.of(*one) for one in deleted]
+        drops = [DropStateArgs(keys.state_key(one.key), stream_id=one.stream) for one in deleted]
         with redis_errors(scripts.target.url):
             scripts.run_pipelined(releases)
             scripts.run_pipelined(drops)

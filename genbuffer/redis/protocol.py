@@ -20,7 +20,7 @@ from genbuffer.lua.ack import AckArgs, AckReply, WhenEmpty
 from genbuffer.lua.snapshot import Mode, SnapshotArgs, SnapshotTag
 from genbuffer.redis import meta as fields
 from genbuffer.redis.connection import RedisTarget, redis_errors, text
-from genbuffer.redis.layout import Layout, MetaRead, layout_of
+from genbuffer.redis.layout import DeletedLife, Layout, MetaRead, layout_of
 from genbuffer.redis.meta import BufferMeta, IsoClock
 from genbuffer.redis.scripts import ScriptRunner
 
@@ -287,12 +287,12 @@ class CompactionProtocol:
             replies = self.scripts.run_each_beside(
                 [(ack[0], call) for ack, call in zip(acks, calls, strict=True)]
             )
-            deleted: dict[Layout, list[tuple[str, int, str]]] = {}
+            deleted: dict[Layout, list[DeletedLife]] = {}
             for call, (_, reply) in zip(calls, replies, strict=True):
                 if not isinstance(reply, Exception) and reply.deleted:
                     layout = layout_of(self.target, call.chunks_key)
                     deleted.setdefault(layout, []).append(
-                        (call.chunks_key, reply.life, call.stream_id)
+                        DeletedLife(call.chunks_key, reply.life, call.stream_id, reply.ended_ttl)
                     )
             for layout, lives in deleted.items():
                 layout.after_deletes(self.scripts, lives)
