@@ -244,6 +244,12 @@ def test_show_generation_output_error_names_the_path_given(
     assert done.stderr.startswith(f"error: cannot write --output {out}: "), done.stderr
     assert f".{out.name}." not in done.stderr  # the temporary file's name
     assert str(out.parent) in done.stderr.splitlines()[0]
+    _, hint = done.stderr.splitlines()  # one error line and its hint (it had none)
+    fix = "mkdir -p" if where.startswith("missing") else f"{tmp_path / 'file'} is a file"
+    assert hint.startswith("hint: ") and fix in hint, hint
+    assert _json(done.stdout)["error"]["hint"] == hint.removeprefix("hint: ")
+    unread = embedded.cli("show-generation", "12", "999999", "--output", str(out))
+    assert unread.exit_code == 2, unread.output  # said before the row is read
     assert _json(done.stdout)["error"]["exit_code"] == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == [
         "file",

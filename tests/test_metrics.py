@@ -90,6 +90,38 @@ def test_textfile_is_written_atomically(embedded: Stack, tmp_path: Path) -> None
     assert missing.exit_code == 2 and "no such directory" in missing.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["metrics", "--textfile"],
+        ["compact-pending", "--metrics-textfile"],
+        ["purge-chunks", "--metrics-textfile"],
+        ["purge-chunks", "--dry-run", "--metrics-textfile"],
+    ],
+)
+@pytest.mark.parametrize("where", ["nowhere/x.prom", "file/x.prom", "file/deeper/x.prom"])
+def test_a_textfile_into_no_directory_is_one_error_line_and_a_hint(
+    embedded: Stack, tmp_path: Path, args: list[str], where: str
+) -> None:
+    """A textfile whose directory is missing, or is a file (it said "no such directory"
+    of an existing file; metrics --textfile gave no hint): exit 2 before anything runs,
+    the error naming what is wrong and a hint saying what to do."""
+    (tmp_path / "file").write_bytes(b"")
+    target = tmp_path / where
+    done = embedded.cli(*args, str(target))
+    assert done.exit_code == 2 and done.stdout == "", done.output
+    error, hint = done.stderr.splitlines()
+    assert error.startswith(f"error: cannot write {args[-1]} {target}: "), error
+    if where.startswith("nowhere"):
+        assert error.endswith(f"no such directory {target.parent}"), error
+        assert hint.startswith(f"hint: create the directory first (mkdir -p {target.parent})")
+    else:
+        assert error.endswith(f"{tmp_path / 'file'} is not a directory"), error
+        assert hint.startswith(f"hint: {tmp_path / 'file'} is a file: give {args[-1]} a path")
+    assert hint.endswith("node_exporter's --collector.textfile.directory"), hint
+    assert not target.parent.is_dir()
+
+
 def test_counters_stay_monotonic_across_processes(servers: Stack) -> None:
     """Each compaction is its own process (as cron runs it); the counter adds them up."""
     env = servers.env

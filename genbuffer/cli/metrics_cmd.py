@@ -68,7 +68,7 @@ def metrics_cmd(
     from datetime import timedelta
 
     from genbuffer.durations import parse_age
-    from genbuffer.errors import UsageError
+    from genbuffer.errors import UsageError, output_folder_error
     from genbuffer.observation.metrics import collected, exposition, registry_for, write_textfile
     from genbuffer.observation.status import StatusOptions
 
@@ -76,8 +76,14 @@ def metrics_cmd(
     if textfile is not None and serve is not None:
         raise UsageError("--textfile and --serve are two ways to publish: give one")
     every = parse_age(refresh).total_seconds()
-    if textfile is not None and not textfile.parent.is_dir():
-        raise UsageError(f"--textfile {textfile}: no such directory {textfile.parent}")
+    if textfile is not None:
+        refused = output_folder_error(
+            "--textfile",
+            textfile,
+            where="a textfile belongs in node_exporter's --collector.textfile.directory",
+        )
+        if refused is not None:
+            raise refused
     options = StatusOptions(
         idle=parse_age(idle),
         compaction_within=parse_age(compaction_within),
