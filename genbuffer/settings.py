@@ -730,11 +730,74 @@ def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
             f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
         ) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "setting"
-        said = first["msg"].removeprefix("Value error, ")  # a validator's own words
-        raise UsageError(f"invalid setting {name}: {said}") from None
+        raise _invalid_setting(exc, env_file) from None
     return _beside_env_file(settings, env_file)
+
+
+def _invalid_setting(exc: ValidationError, env_file: Path | None) -> UsageError:
+    """A setting's bad value: its name, the value (never a secret's), where it was set
+    and what it takes; other bad settings named too."""
+    errors = exc.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    name = field.upper() or "setting"
+    said = first["msg"].removeprefix("Value error, ")  # a validator's own words
+    info = Settings.model_fields.get(field)
+    shown = ""  # a validator's message names the value; a secret's is never shown
+    secret = info is None or "SecretStr" in str(info.annotation)
+    if not secret and first["type"] != "value_error" and isinstance(first["input"], str):
+        shown = "=" + repr(_masked(first["input"]))
+    others = sorted({str(e["loc"][0]).upper() for e in errors[1:] if e["loc"]} - {name})
+    message = f"invalid setting {name}{shown}: {said}"
+    if others:
+        message += f" (and {', '.join(others)})"
+    in_environment = any(k.lower() == field for k, v in os.environ.items() if v != "")
+    if env_file is None:
+        source = "in the environment"
+    elif in_environment:
+        source = "in the environment (which wins over the env file)"
+    else:
+        source = f"in the env file {env_file}"
+    takes = _takes(info) if info is not None else None
+    return UsageError(
+        message, hint=f"{name} is set {source}: " + (f"give {takes}" if takes else "correct it")
+    )
+
+
+def _takes(info: Any) -> str | None:
+    """What a setting's field accepts, in words: a number and its range, a boolean, one
+    of its choices; None for free text (a validator's message says what is wrong)."""
+    import types  # noqa: PLC0415  (only on this error)
+    from typing import get_args, get_origin  # noqa: PLC0415
+
+    kinds = [info.annotation]
+    if isinstance(info.annotation, types.UnionType):
+        kinds = [kind for kind in get_args(info.annotation) if kind is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else None
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if kind not in (int, float):
+        return None
+    whole = kind is int
+    low = high = ""
+    for limit in info.metadata:
+        if (gt := getattr(limit, "gt", None)) is not None:
+            low = f"{gt + 1}" if whole else f"above {gt}"
+        if (ge := getattr(limit, "ge", None)) is not None:
+            low = f"{ge}" if whole else f"{ge} or more"
+        if (lt := getattr(limit, "lt", None)) is not None:
+            high = f"{lt - 1}" if whole else f"below {lt}"
+        if (le := getattr(limit, "le", None)) is not None:
+            high = f"{le}" if whole else f"at most {le}"
+    if not whole:
+        return " ".join(["a number", " and ".join(bound for bound in (low, high) if bound)]).strip()
+    if low and high:
+        return f"a whole number from {low} to {high}"
+    return "a whole number" + (
+        f" of at least {low}" if low else f" of at most {high}" if high else ""
+    )
 
 
 def _beside_env_file(settings: Settings, env_file: Path | None) -> Settings:

@@ -509,3 +509,71 @@ def test_a_redis_url_with_an_unencoded_at_in_its_password_is_a_usage_error(
         Settings(redis_url=url).effective_redis_url()
     assert "cr/et" not in str(error.value)
     assert "a#b" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("REDIS_PORT", "abc", "a whole number from 1 to 65535"),
+        ("GENERATION_CHUNK_MAX_LEN", "0", "a whole number of at least 1"),
+        ("REDIS_SOCKET_TIMEOUT", "0", "a number above 0 and at most 3600"),
+        ("METADATA_VALIDATION_STRICT", "maybe", "true or false"),
+        ("REDIS_PREFIX_RULE", "dash", "one of none, underscore, hyphen"),
+    ],
+)
+@pytest.mark.parametrize("in_file", [True, False])
+def test_an_invalid_setting_says_its_value_where_it_is_set_and_what_it_takes(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    case: tuple[str, str, str],
+    in_file: bool,
+) -> None:
+    """REDIS_PORT=abc (new-user pass): one error line with the value given, and a hint
+    saying where it is set (the env file, or the environment that wins over it) and what
+    the setting takes; it printed pydantic's words alone."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    name, value, takes = case
+    monkeypatch.delenv("GENBUF_ENV_FILE", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"REDIS_URL=memory://\n{name}={value}\n")
+    if not in_file:
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError) as raised:
+        load_settings(env_file)
+    assert raised.value.message.startswith(f"invalid setting {name}={value!r}: "), raised.value
+    where = f"in the env file {env_file}" if in_file else "in the environment (which wins"
+    assert raised.value.hint is not None and raised.value.hint.startswith(f"{name} is set {where}")
+    assert raised.value.hint.endswith(f": give {takes}"), raised.value.hint
+    done = CliRunner().invoke(app, ["--env-file", str(env_file), "status"])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: {raised.value.message}",
+        f"hint: {raised.value.hint}",
+    ]
+
+
+def test_invalid_settings_are_all_named_and_a_validators_value_said_once(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bad values: the first said, the other named; a validator's own message (which
+    names the value) is not repeated."""
+    monkeypatch.setenv("REDIS_PORT", "abc")
+    monkeypatch.setenv("DB_PORT", "x")
+    with pytest.raises(UsageError) as raised:
+        load_settings()
+    assert raised.value.message.endswith("(and DB_PORT)"), raised.value.message
+    assert (
+        raised.value.hint
+        == "REDIS_PORT is set in the environment: give a whole number from 1 to 65535"
+    )
+    monkeypatch.delenv("DB_PORT")
+    monkeypatch.delenv("REDIS_PORT")
+    monkeypatch.setenv("GENERATION_OFFLOAD_URL", "s3://bad bucket/x")
+    with pytest.raises(UsageError) as raised:
+        load_settings()
+    assert raised.value.message.startswith("invalid setting GENERATION_OFFLOAD_URL: ")
+    assert raised.value.message.count("bad bucket/x") == 1
