@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -726,12 +727,34 @@ def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     try:
         settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from None
+        raise _not_utf8(env_file, exc) from None
     except ValidationError as exc:
         raise _invalid_setting(exc, env_file) from None
     return _beside_env_file(settings, env_file)
+
+
+def _not_utf8(env_file: Path | None, exc: UnicodeDecodeError) -> UsageError:
+    """The env file's first byte that is not UTF-8, by line (and the variable it sets:
+    never its value, which may be a password)."""
+    where = f"byte {exc.start}: {exc.reason}"
+    try:
+        raw = env_file.read_bytes() if env_file is not None else b""
+        raw.decode("utf-8")
+    except UnicodeDecodeError as found:  # read again for its line
+        line_start = raw.rfind(b"\n", 0, found.start) + 1
+        line = raw[line_start : found.start]
+        name = re.match(rb"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=", line)
+        setting = f" ({name.group(1).decode()})" if name else ""
+        number = raw.count(b"\n", 0, found.start) + 1
+        where = f"line {number}{setting}, byte {found.start} (0x{raw[found.start]:02x})"
+    except OSError:
+        pass
+    given = shlex.quote(str(env_file))
+    return UsageError(
+        f"env file {env_file} is not UTF-8 text: {where}",
+        hint=f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {given} > {given}.utf8 (if it "
+        "was Latin-1), then point --env-file at that",
+    )
 
 
 def _invalid_setting(exc: ValidationError, env_file: Path | None) -> UsageError:

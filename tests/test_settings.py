@@ -577,3 +577,34 @@ def test_invalid_settings_are_all_named_and_a_validators_value_said_once(
         load_settings()
     assert raised.value.message.startswith("invalid setting GENERATION_OFFLOAD_URL: ")
     assert raised.value.message.count("bad bucket/x") == 1
+
+
+def test_an_env_file_that_is_not_utf8_names_the_line_and_variable_never_the_value(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Latin-1 byte deep in a long env file (new-user pass: a byte offset alone, no
+    hint): the line and the variable it sets, never its value (a password), and a hint
+    to convert it."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    monkeypatch.delenv("GENBUF_ENV_FILE", raising=False)
+    env_file = tmp_path / ".env"
+    padding = b"".join(b"# comment line %05d\n" % number for number in range(1000))
+    env_file.write_bytes(b"REDIS_URL=memory://\n" + padding + b"DB_PASSWORD=s3cr\xe9t\n")
+    offset = env_file.read_bytes().index(b"\xe9")
+    with pytest.raises(UsageError) as raised:
+        load_settings(env_file)
+    said = raised.value.message
+    assert (
+        said
+        == f"env file {env_file} is not UTF-8 text: line 1002 (DB_PASSWORD), byte {offset} (0xe9)"
+    )
+    assert "s3cr" not in said and raised.value.hint is not None
+    assert raised.value.hint.startswith(
+        f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {env_file}"
+    )
+    done = CliRunner().invoke(app, ["--env-file", str(env_file), "status"])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {said}", f"hint: {raised.value.hint}"]
