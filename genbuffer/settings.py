@@ -717,13 +717,17 @@ def env_file_from_environment() -> Path | None:
 
 def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     """Load Settings from the environment and ``env_file`` (by default GENBUF_ENV_FILE's,
-    as `genbuf --env-file` does); bad values are a UsageError."""
+    as `genbuf --env-file` does); bad values are a UsageError.
+
+    ``/dev/null`` is an empty env file (the usual way to say "none", overriding
+    GENBUF_ENV_FILE): nothing is read from it and relative paths stay the working
+    directory's, as without an env file."""
     env_file = Path(env_file) if env_file is not None else env_file_from_environment()
     if env_file is not None and not env_file.is_file():
-        raise UsageError(
-            f"env file not found: {env_file}",
-            hint="give the path of the app's .env (--env-file or GENBUF_ENV_FILE)",
-        )
+        if _is_null_device(env_file):
+            env_file = None
+        else:
+            raise _unusable_env_file(env_file)
     try:
         settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:
@@ -731,6 +735,42 @@ def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     except ValidationError as exc:
         raise _invalid_setting(exc, env_file) from None
     return _beside_env_file(settings, env_file)
+
+
+def _is_null_device(path: Path) -> bool:
+    try:
+        return path.samefile(os.devnull)
+    except OSError:
+        return False
+
+
+def _unusable_env_file(env_file: Path) -> UsageError:
+    """What is wrong with an env file path that is no regular file, said as it is."""
+    import stat  # noqa: PLC0415  (only on this error)
+
+    hint = "give the path of the app's .env (--env-file or GENBUF_ENV_FILE)"
+    try:
+        mode = env_file.stat().st_mode
+    except OSError:
+        if env_file.is_symlink():
+            target = env_file.readlink()
+            return UsageError(
+                f"env file {env_file} is a symbolic link to {target}, which does not exist",
+                hint=hint,
+            )
+        return UsageError(f"env file not found: {env_file}", hint=hint)
+    if stat.S_ISDIR(mode):
+        return UsageError(
+            f"env file {env_file} is a directory",
+            hint=f"give the file in it, e.g. --env-file {env_file / '.env'}",
+        )
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return UsageError(
+        f"env file {env_file} is {kind}, not a regular file",
+        hint="give a regular file (relative paths are taken from its folder, and `config "
+        "show` reads it again), or set the variables in the environment; --env-file "
+        "/dev/null reads none",
+    )
 
 
 def _not_utf8(env_file: Path | None, exc: UnicodeDecodeError) -> UsageError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -608,3 +609,51 @@ def test_an_env_file_that_is_not_utf8_names_the_line_and_variable_never_the_valu
     done = CliRunner().invoke(app, ["--env-file", str(env_file), "status"])
     assert done.exit_code == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"error: {said}", f"hint: {raised.value.hint}"]
+
+
+def test_dev_null_is_an_empty_env_file(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--env-file /dev/null (the usual "none", e.g. to override GENBUF_ENV_FILE for one
+    command) said "env file not found" of a file that exists: it reads as an empty env
+    file, the settings the environment's alone, a relative audit log the working
+    directory's (not /dev's)."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    monkeypatch.setenv("REDIS_PORT", "6390")
+    for given in ("/dev/null", None):
+        if given is None:  # GENBUF_ENV_FILE=/dev/null
+            monkeypatch.setenv("GENBUF_ENV_FILE", "/dev/null")
+        settings = load_settings(given)
+        assert settings.redis_port == 6390
+        assert settings.metadata_validation_log == Path("storage/logs/metadata-validation.log")
+    monkeypatch.setenv("GENBUF_ENV_FILE", str(tmp_path / "app.env"))  # overridden, never read
+    done = CliRunner().invoke(app, ["--env-file", "/dev/null", "config", "show", "--json"])
+    assert done.exit_code == 0, done.output
+    rows = {row["name"]: row for row in json.loads(done.stdout)["settings"]}
+    assert rows["REDIS_PORT"]["value"] == "6390"
+
+
+def test_an_env_file_that_is_no_regular_file_is_said_as_it_is(
+    clean_env: None, tmp_path: Path
+) -> None:
+    """A pipe (--env-file <(…)), a directory, a dangling symbolic link: each said as what
+    it is, with a hint, instead of "env file not found" of something that exists."""
+    fifo = tmp_path / "fifo.env"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "link.env"
+    dangling.symlink_to(tmp_path / "gone.env")
+    cases = {
+        fifo: f"env file {fifo} is a pipe, not a regular file",
+        tmp_path: f"env file {tmp_path} is a directory",
+        dangling: f"env file {dangling} is a symbolic link to {tmp_path / 'gone.env'}, which "
+        "does not exist",
+        tmp_path / "missing.env": f"env file not found: {tmp_path / 'missing.env'}",
+    }
+    for path, said in cases.items():
+        with pytest.raises(UsageError) as raised:
+            load_settings(path)  # never opened: a pipe nobody writes would block
+        assert raised.value.message == said
+        assert raised.value.hint
