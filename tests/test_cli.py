@@ -201,6 +201,23 @@ def test_missing_row_exits_1(stack: Stack) -> None:
     assert "scenario_generations needs the row" in error["hint"]  # the app creates it
 
 
+@pytest.mark.parametrize(("by", "said"), [("x" * 300, "is 300 characters"), ("", "is empty")])
+def test_a_by_the_column_cannot_hold_is_one_line_and_a_hint(
+    embedded: Stack, by: str, said: str
+) -> None:
+    """--by over 255 characters (or empty): exit 2, one error line saying what is wrong
+    and a hint (it said "must be 1 to 255 characters, got 300" alone)."""
+    gen = embedded.repository.create_generation(1)
+    embedded.buffer.push_chunk(1, gen, b"[1]")
+    done = embedded.cli("compact-generation", "1", str(gen), "--by", by)
+    assert done.exit_code == 2 and done.stdout == "", done.output
+    assert done.stderr.splitlines() == [
+        f"error: compacted_by (--by) {said}: the column takes 1 to 255",
+        "hint: give a short name of who or what compacts: a person, a job, a host "
+        "(e.g. --by cron@web1); the default is genbuf",
+    ]
+
+
 def test_nothing_to_compact_exits_1(stack: Stack) -> None:
     """A row without a buffer: exit 1 with a hint."""
     gen = stack.repository.create_generation(1)
