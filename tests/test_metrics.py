@@ -207,6 +207,32 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
         assert process.wait(timeout=10) == 0
 
 
+def test_serve_on_a_port_in_use_is_one_error_line_and_a_hint(embedded: Stack) -> None:
+    """--serve on a port another process listens on (or --bind an address this host does
+    not have): exit 2 at once, the error in words (it printed "[Errno 98] Address
+    already in use") and a hint saying what to do; --json the same in its document."""
+    build_fixture(embedded)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = embedded.cli("metrics", "--serve", str(port))
+        assert done.exit_code == 2 and done.stdout == "", done.output
+        assert done.stderr.splitlines() == [
+            f"error: cannot listen on 127.0.0.1:{port}: the port is already in use",
+            "hint: another process listens there (an earlier genbuf metrics --serve?): give "
+            f"--serve another port, or find it with: ss -ltnp 'sport = :{port}'",
+        ]
+        as_json = embedded.cli("metrics", "--serve", str(port), "--json")
+        assert as_json.exit_code == 2
+        assert json.loads(as_json.stdout)["error"]["hint"].startswith("another process")
+    elsewhere = embedded.cli("metrics", "--serve", str(free_port()), "--bind", "192.0.2.1")
+    assert elsewhere.exit_code == 2, elsewhere.output
+    error, hint = elsewhere.stderr.splitlines()
+    assert error.endswith(": 192.0.2.1 is not an address of this host"), error
+    assert hint.startswith("hint: give --bind one of this host's addresses"), hint
+
+
 def test_serve_answers_metrics_on_its_paths_only(embedded: Stack) -> None:
     """--serve answers /metrics (and /) with the exposition; any other path (a browser's
     /favicon.ico, a typo) is 404, not the metrics or an empty 200."""
