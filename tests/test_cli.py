@@ -372,9 +372,16 @@ def test_config_show_names_every_setting_whole_at_80_columns(stack: Stack) -> No
 @pytest.mark.backends("embedded")
 def test_db_check_names_every_table_whole_at_80_columns(stack: Stack) -> None:
     """db check at 80 columns: each table and column name on one line, none cut to
-    'generation_artifact…', even beside long messages."""
+    'generation_artifact…', even beside long messages (an extra NOT NULL column's note)."""
     with stack.repository.engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE generation_artifact_history DROP COLUMN reason")
+        issues = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'metadata_validation_issues'"
+        ).scalar_one()
+        connection.exec_driver_sql("DROP TABLE metadata_validation_issues")
+        connection.exec_driver_sql(
+            issues.replace("created_at ", "tenant_id BIGINT NOT NULL, created_at ", 1)
+        )
     shown = stack.cli("db", "check", env={"COLUMNS": "80"})
     assert shown.exit_code == 1, shown.output
     problems = _json(stack.cli("db", "check", "--json").stdout)["problems"]
