@@ -29,6 +29,9 @@ The CLI catches ``GenbufferError`` at one boundary, prints ``error: <message>``
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 __all__ = [
     "AmbiguousBuffer",
     "DatabaseUnavailable",
@@ -48,6 +51,7 @@ __all__ = [
     "StreamChanged",
     "UsageError",
     "WrongPrefix",
+    "output_folder_error",
 ]
 
 
@@ -153,3 +157,26 @@ class PushOutcomeUnknown(RedisUnavailable):
 
 class DatabaseUnavailable(DependencyUnavailable):
     """The database refused, dropped or timed out the connection."""
+
+
+def output_folder_error(option: str, path: Path, *, where: str | None = None) -> UsageError | None:
+    """The usage error of a file to write (``option`` ``path``) whose folder is missing,
+    or a file, said before any work; None when the folder is there. ``where``: which
+    folder the file belongs in, appended to the hint."""
+    folder = path.parent
+    if folder.is_dir():
+        return None
+    # the nearest thing on the way that exists: a file there makes mkdir -p fail too
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        what = "a file" if blocking.exists() else "a broken symbolic link"
+        reason = f"{blocking} is not a directory"
+        if blocking != folder:
+            reason = f"no such directory {folder}: {reason}"
+        fix = f"{blocking} is {what}: give {option} a path in a directory"
+    else:
+        reason = f"no such directory {folder}"
+        fix = f"create the directory first (mkdir -p {shlex.quote(str(folder))})"
+    return UsageError(
+        f"cannot write {option} {path}: {reason}", hint=f"{fix}{f'; {where}' if where else ''}"
+    )

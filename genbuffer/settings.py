@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -716,25 +717,150 @@ def env_file_from_environment() -> Path | None:
 
 def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
     """Load Settings from the environment and ``env_file`` (by default GENBUF_ENV_FILE's,
-    as `genbuf --env-file` does); bad values are a UsageError."""
+    as `genbuf --env-file` does); bad values are a UsageError.
+
+    ``/dev/null`` is an empty env file (the usual way to say "none", overriding
+    GENBUF_ENV_FILE): nothing is read from it and relative paths stay the working
+    directory's, as without an env file."""
     env_file = Path(env_file) if env_file is not None else env_file_from_environment()
     if env_file is not None and not env_file.is_file():
-        raise UsageError(
-            f"env file not found: {env_file}",
-            hint="give the path of the app's .env (--env-file or GENBUF_ENV_FILE)",
-        )
+        if _is_null_device(env_file):
+            env_file = None
+        else:
+            raise _unusable_env_file(env_file)
     try:
         settings = Settings(_env_file=env_file)
     except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"env file {env_file} is not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from None
+        raise _not_utf8(env_file, exc) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "setting"
-        said = first["msg"].removeprefix("Value error, ")  # a validator's own words
-        raise UsageError(f"invalid setting {name}: {said}") from None
+        raise _invalid_setting(exc, env_file) from None
     return _beside_env_file(settings, env_file)
+
+
+def _is_null_device(path: Path) -> bool:
+    try:
+        return path.samefile(os.devnull)
+    except OSError:
+        return False
+
+
+def _unusable_env_file(env_file: Path) -> UsageError:
+    """What is wrong with an env file path that is no regular file, said as it is."""
+    import stat  # noqa: PLC0415  (only on this error)
+
+    hint = "give the path of the app's .env (--env-file or GENBUF_ENV_FILE)"
+    try:
+        mode = env_file.stat().st_mode
+    except OSError:
+        if env_file.is_symlink():
+            target = env_file.readlink()
+            return UsageError(
+                f"env file {env_file} is a symbolic link to {target}, which does not exist",
+                hint=hint,
+            )
+        return UsageError(f"env file not found: {env_file}", hint=hint)
+    if stat.S_ISDIR(mode):
+        return UsageError(
+            f"env file {env_file} is a directory",
+            hint=f"give the file in it, e.g. --env-file {env_file / '.env'}",
+        )
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return UsageError(
+        f"env file {env_file} is {kind}, not a regular file",
+        hint="give a regular file (relative paths are taken from its folder, and `config "
+        "show` reads it again), or set the variables in the environment; --env-file "
+        "/dev/null reads none",
+    )
+
+
+def _not_utf8(env_file: Path | None, exc: UnicodeDecodeError) -> UsageError:
+    """The env file's first byte that is not UTF-8, by line (and the variable it sets:
+    never its value, which may be a password)."""
+    where = f"byte {exc.start}: {exc.reason}"
+    try:
+        raw = env_file.read_bytes() if env_file is not None else b""
+        raw.decode("utf-8")
+    except UnicodeDecodeError as found:  # read again for its line
+        line_start = raw.rfind(b"\n", 0, found.start) + 1
+        line = raw[line_start : found.start]
+        name = re.match(rb"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=", line)
+        setting = f" ({name.group(1).decode()})" if name else ""
+        number = raw.count(b"\n", 0, found.start) + 1
+        where = f"line {number}{setting}, byte {found.start} (0x{raw[found.start]:02x})"
+    except OSError:
+        pass
+    given = shlex.quote(str(env_file))
+    return UsageError(
+        f"env file {env_file} is not UTF-8 text: {where}",
+        hint=f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {given} > {given}.utf8 (if it "
+        "was Latin-1), then point --env-file at that",
+    )
+
+
+def _invalid_setting(exc: ValidationError, env_file: Path | None) -> UsageError:
+    """A setting's bad value: its name, the value (never a secret's), where it was set
+    and what it takes; other bad settings named too."""
+    errors = exc.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    name = field.upper() or "setting"
+    said = first["msg"].removeprefix("Value error, ")  # a validator's own words
+    info = Settings.model_fields.get(field)
+    shown = ""  # a validator's message names the value; a secret's is never shown
+    secret = info is None or "SecretStr" in str(info.annotation)
+    if not secret and first["type"] != "value_error" and isinstance(first["input"], str):
+        shown = "=" + repr(_masked(first["input"]))
+    others = sorted({str(e["loc"][0]).upper() for e in errors[1:] if e["loc"]} - {name})
+    message = f"invalid setting {name}{shown}: {said}"
+    if others:
+        message += f" (and {', '.join(others)})"
+    in_environment = any(k.lower() == field for k, v in os.environ.items() if v != "")
+    if env_file is None:
+        source = "in the environment"
+    elif in_environment:
+        source = "in the environment (which wins over the env file)"
+    else:
+        source = f"in the env file {env_file}"
+    takes = _takes(info) if info is not None else None
+    return UsageError(
+        message, hint=f"{name} is set {source}: " + (f"give {takes}" if takes else "correct it")
+    )
+
+
+def _takes(info: Any) -> str | None:
+    """What a setting's field accepts, in words: a number and its range, a boolean, one
+    of its choices; None for free text (a validator's message says what is wrong)."""
+    import types  # noqa: PLC0415  (only on this error)
+    from typing import get_args, get_origin  # noqa: PLC0415
+
+    kinds = [info.annotation]
+    if isinstance(info.annotation, types.UnionType):
+        kinds = [kind for kind in get_args(info.annotation) if kind is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else None
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if kind not in (int, float):
+        return None
+    whole = kind is int
+    low = high = ""
+    for limit in info.metadata:
+        if (gt := getattr(limit, "gt", None)) is not None:
+            low = f"{gt + 1}" if whole else f"above {gt}"
+        if (ge := getattr(limit, "ge", None)) is not None:
+            low = f"{ge}" if whole else f"{ge} or more"
+        if (lt := getattr(limit, "lt", None)) is not None:
+            high = f"{lt - 1}" if whole else f"below {lt}"
+        if (le := getattr(limit, "le", None)) is not None:
+            high = f"{le}" if whole else f"at most {le}"
+    if not whole:
+        return " ".join(["a number", " and ".join(bound for bound in (low, high) if bound)]).strip()
+    if low and high:
+        return f"a whole number from {low} to {high}"
+    return "a whole number" + (
+        f" of at least {low}" if low else f" of at most {high}" if high else ""
+    )
 
 
 def _beside_env_file(settings: Settings, env_file: Path | None) -> Settings:

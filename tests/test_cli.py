@@ -201,6 +201,23 @@ def test_missing_row_exits_1(stack: Stack) -> None:
     assert "scenario_generations needs the row" in error["hint"]  # the app creates it
 
 
+@pytest.mark.parametrize(("by", "said"), [("x" * 300, "is 300 characters"), ("", "is empty")])
+def test_a_by_the_column_cannot_hold_is_one_line_and_a_hint(
+    embedded: Stack, by: str, said: str
+) -> None:
+    """--by over 255 characters (or empty): exit 2, one error line saying what is wrong
+    and a hint (it said "must be 1 to 255 characters, got 300" alone)."""
+    gen = embedded.repository.create_generation(1)
+    embedded.buffer.push_chunk(1, gen, b"[1]")
+    done = embedded.cli("compact-generation", "1", str(gen), "--by", by)
+    assert done.exit_code == 2 and done.stdout == "", done.output
+    assert done.stderr.splitlines() == [
+        f"error: compacted_by (--by) {said}: the column takes 1 to 255",
+        "hint: give a short name of who or what compacts: a person, a job, a host "
+        "(e.g. --by cron@web1); the default is genbuf",
+    ]
+
+
 def test_nothing_to_compact_exits_1(stack: Stack) -> None:
     """A row without a buffer: exit 1 with a hint."""
     gen = stack.repository.create_generation(1)
@@ -244,6 +261,12 @@ def test_show_generation_output_error_names_the_path_given(
     assert done.stderr.startswith(f"error: cannot write --output {out}: "), done.stderr
     assert f".{out.name}." not in done.stderr  # the temporary file's name
     assert str(out.parent) in done.stderr.splitlines()[0]
+    _, hint = done.stderr.splitlines()  # one error line and its hint (it had none)
+    fix = "mkdir -p" if where.startswith("missing") else f"{tmp_path / 'file'} is a file"
+    assert hint.startswith("hint: ") and fix in hint, hint
+    assert _json(done.stdout)["error"]["hint"] == hint.removeprefix("hint: ")
+    unread = embedded.cli("show-generation", "12", "999999", "--output", str(out))
+    assert unread.exit_code == 2, unread.output  # said before the row is read
     assert _json(done.stdout)["error"]["exit_code"] == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == [
         "file",
@@ -349,9 +372,16 @@ def test_config_show_names_every_setting_whole_at_80_columns(stack: Stack) -> No
 @pytest.mark.backends("embedded")
 def test_db_check_names_every_table_whole_at_80_columns(stack: Stack) -> None:
     """db check at 80 columns: each table and column name on one line, none cut to
-    'generation_artifact…', even beside long messages."""
+    'generation_artifact…', even beside long messages (an extra NOT NULL column's note)."""
     with stack.repository.engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE generation_artifact_history DROP COLUMN reason")
+        issues = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'metadata_validation_issues'"
+        ).scalar_one()
+        connection.exec_driver_sql("DROP TABLE metadata_validation_issues")
+        connection.exec_driver_sql(
+            issues.replace("created_at ", "tenant_id BIGINT NOT NULL, created_at ", 1)
+        )
     shown = stack.cli("db", "check", env={"COLUMNS": "80"})
     assert shown.exit_code == 1, shown.output
     problems = _json(stack.cli("db", "check", "--json").stdout)["problems"]

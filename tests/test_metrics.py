@@ -90,6 +90,38 @@ def test_textfile_is_written_atomically(embedded: Stack, tmp_path: Path) -> None
     assert missing.exit_code == 2 and "no such directory" in missing.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["metrics", "--textfile"],
+        ["compact-pending", "--metrics-textfile"],
+        ["purge-chunks", "--metrics-textfile"],
+        ["purge-chunks", "--dry-run", "--metrics-textfile"],
+    ],
+)
+@pytest.mark.parametrize("where", ["nowhere/x.prom", "file/x.prom", "file/deeper/x.prom"])
+def test_a_textfile_into_no_directory_is_one_error_line_and_a_hint(
+    embedded: Stack, tmp_path: Path, args: list[str], where: str
+) -> None:
+    """A textfile whose directory is missing, or is a file (it said "no such directory"
+    of an existing file; metrics --textfile gave no hint): exit 2 before anything runs,
+    the error naming what is wrong and a hint saying what to do."""
+    (tmp_path / "file").write_bytes(b"")
+    target = tmp_path / where
+    done = embedded.cli(*args, str(target))
+    assert done.exit_code == 2 and done.stdout == "", done.output
+    error, hint = done.stderr.splitlines()
+    assert error.startswith(f"error: cannot write {args[-1]} {target}: "), error
+    if where.startswith("nowhere"):
+        assert error.endswith(f"no such directory {target.parent}"), error
+        assert hint.startswith(f"hint: create the directory first (mkdir -p {target.parent})")
+    else:
+        assert error.endswith(f"{tmp_path / 'file'} is not a directory"), error
+        assert hint.startswith(f"hint: {tmp_path / 'file'} is a file: give {args[-1]} a path")
+    assert hint.endswith("node_exporter's --collector.textfile.directory"), hint
+    assert not target.parent.is_dir()
+
+
 def test_counters_stay_monotonic_across_processes(servers: Stack) -> None:
     """Each compaction is its own process (as cron runs it); the counter adds them up."""
     env = servers.env
@@ -173,6 +205,32 @@ def test_serve_answers_scrapes_and_stops_on_sigterm(servers: Stack) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_serve_on_a_port_in_use_is_one_error_line_and_a_hint(embedded: Stack) -> None:
+    """--serve on a port another process listens on (or --bind an address this host does
+    not have): exit 2 at once, the error in words (it printed "[Errno 98] Address
+    already in use") and a hint saying what to do; --json the same in its document."""
+    build_fixture(embedded)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = embedded.cli("metrics", "--serve", str(port))
+        assert done.exit_code == 2 and done.stdout == "", done.output
+        assert done.stderr.splitlines() == [
+            f"error: cannot listen on 127.0.0.1:{port}: the port is already in use",
+            "hint: another process listens there (an earlier genbuf metrics --serve?): give "
+            f"--serve another port, or find it with: ss -ltnp 'sport = :{port}'",
+        ]
+        as_json = embedded.cli("metrics", "--serve", str(port), "--json")
+        assert as_json.exit_code == 2
+        assert json.loads(as_json.stdout)["error"]["hint"].startswith("another process")
+    elsewhere = embedded.cli("metrics", "--serve", str(free_port()), "--bind", "192.0.2.1")
+    assert elsewhere.exit_code == 2, elsewhere.output
+    error, hint = elsewhere.stderr.splitlines()
+    assert error.endswith(": 192.0.2.1 is not an address of this host"), error
+    assert hint.startswith("hint: give --bind one of this host's addresses"), hint
 
 
 def test_serve_answers_metrics_on_its_paths_only(embedded: Stack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -509,3 +510,150 @@ def test_a_redis_url_with_an_unencoded_at_in_its_password_is_a_usage_error(
         Settings(redis_url=url).effective_redis_url()
     assert "cr/et" not in str(error.value)
     assert "a#b" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("REDIS_PORT", "abc", "a whole number from 1 to 65535"),
+        ("GENERATION_CHUNK_MAX_LEN", "0", "a whole number of at least 1"),
+        ("REDIS_SOCKET_TIMEOUT", "0", "a number above 0 and at most 3600"),
+        ("METADATA_VALIDATION_STRICT", "maybe", "true or false"),
+        ("REDIS_PREFIX_RULE", "dash", "one of none, underscore, hyphen"),
+    ],
+)
+@pytest.mark.parametrize("in_file", [True, False])
+def test_an_invalid_setting_says_its_value_where_it_is_set_and_what_it_takes(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    case: tuple[str, str, str],
+    in_file: bool,
+) -> None:
+    """REDIS_PORT=abc (new-user pass): one error line with the value given, and a hint
+    saying where it is set (the env file, or the environment that wins over it) and what
+    the setting takes; it printed pydantic's words alone."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    name, value, takes = case
+    monkeypatch.delenv("GENBUF_ENV_FILE", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"REDIS_URL=memory://\n{name}={value}\n")
+    if not in_file:
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError) as raised:
+        load_settings(env_file)
+    assert raised.value.message.startswith(f"invalid setting {name}={value!r}: "), raised.value
+    where = f"in the env file {env_file}" if in_file else "in the environment (which wins"
+    assert raised.value.hint is not None and raised.value.hint.startswith(f"{name} is set {where}")
+    assert raised.value.hint.endswith(f": give {takes}"), raised.value.hint
+    done = CliRunner().invoke(app, ["--env-file", str(env_file), "status"])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: {raised.value.message}",
+        f"hint: {raised.value.hint}",
+    ]
+
+
+def test_invalid_settings_are_all_named_and_a_validators_value_said_once(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bad values: the first said, the other named; a validator's own message (which
+    names the value) is not repeated."""
+    monkeypatch.setenv("REDIS_PORT", "abc")
+    monkeypatch.setenv("DB_PORT", "x")
+    with pytest.raises(UsageError) as raised:
+        load_settings()
+    assert raised.value.message.endswith("(and DB_PORT)"), raised.value.message
+    assert (
+        raised.value.hint
+        == "REDIS_PORT is set in the environment: give a whole number from 1 to 65535"
+    )
+    monkeypatch.delenv("DB_PORT")
+    monkeypatch.delenv("REDIS_PORT")
+    monkeypatch.setenv("GENERATION_OFFLOAD_URL", "s3://bad bucket/x")
+    with pytest.raises(UsageError) as raised:
+        load_settings()
+    assert raised.value.message.startswith("invalid setting GENERATION_OFFLOAD_URL: ")
+    assert raised.value.message.count("bad bucket/x") == 1
+
+
+def test_an_env_file_that_is_not_utf8_names_the_line_and_variable_never_the_value(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Latin-1 byte deep in a long env file (new-user pass: a byte offset alone, no
+    hint): the line and the variable it sets, never its value (a password), and a hint
+    to convert it."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    monkeypatch.delenv("GENBUF_ENV_FILE", raising=False)
+    env_file = tmp_path / ".env"
+    padding = b"".join(b"# comment line %05d\n" % number for number in range(1000))
+    env_file.write_bytes(b"REDIS_URL=memory://\n" + padding + b"DB_PASSWORD=s3cr\xe9t\n")
+    offset = env_file.read_bytes().index(b"\xe9")
+    with pytest.raises(UsageError) as raised:
+        load_settings(env_file)
+    said = raised.value.message
+    assert (
+        said
+        == f"env file {env_file} is not UTF-8 text: line 1002 (DB_PASSWORD), byte {offset} (0xe9)"
+    )
+    assert "s3cr" not in said and raised.value.hint is not None
+    assert raised.value.hint.startswith(
+        f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {env_file}"
+    )
+    done = CliRunner().invoke(app, ["--env-file", str(env_file), "status"])
+    assert done.exit_code == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: {said}", f"hint: {raised.value.hint}"]
+
+
+def test_dev_null_is_an_empty_env_file(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--env-file /dev/null (the usual "none", e.g. to override GENBUF_ENV_FILE for one
+    command) said "env file not found" of a file that exists: it reads as an empty env
+    file, the settings the environment's alone, a relative audit log the working
+    directory's (not /dev's)."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from genbuffer.cli import app  # noqa: PLC0415
+
+    monkeypatch.setenv("REDIS_PORT", "6390")
+    for given in ("/dev/null", None):
+        if given is None:  # GENBUF_ENV_FILE=/dev/null
+            monkeypatch.setenv("GENBUF_ENV_FILE", "/dev/null")
+        settings = load_settings(given)
+        assert settings.redis_port == 6390
+        assert settings.metadata_validation_log == Path("storage/logs/metadata-validation.log")
+    monkeypatch.setenv("GENBUF_ENV_FILE", str(tmp_path / "app.env"))  # overridden, never read
+    done = CliRunner().invoke(app, ["--env-file", "/dev/null", "config", "show", "--json"])
+    assert done.exit_code == 0, done.output
+    rows = {row["name"]: row for row in json.loads(done.stdout)["settings"]}
+    assert rows["REDIS_PORT"]["value"] == "6390"
+
+
+def test_an_env_file_that_is_no_regular_file_is_said_as_it_is(
+    clean_env: None, tmp_path: Path
+) -> None:
+    """A pipe (--env-file <(…)), a directory, a dangling symbolic link: each said as what
+    it is, with a hint, instead of "env file not found" of something that exists."""
+    fifo = tmp_path / "fifo.env"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "link.env"
+    dangling.symlink_to(tmp_path / "gone.env")
+    cases = {
+        fifo: f"env file {fifo} is a pipe, not a regular file",
+        tmp_path: f"env file {tmp_path} is a directory",
+        dangling: f"env file {dangling} is a symbolic link to {tmp_path / 'gone.env'}, which "
+        "does not exist",
+        tmp_path / "missing.env": f"env file not found: {tmp_path / 'missing.env'}",
+    }
+    for path, said in cases.items():
+        with pytest.raises(UsageError) as raised:
+            load_settings(path)  # never opened: a pipe nobody writes would block
+        assert raised.value.message == said
+        assert raised.value.hint

@@ -81,6 +81,29 @@ def test_show_generation_without_an_artifact(stack: Stack) -> None:
     )
 
 
+def test_show_generation_of_a_missing_row_says_what_to_check(stack: Stack) -> None:
+    """No such row: one error line and a hint (it printed the error alone): the row is
+    the app's to create; another organization's row: the ids to check. --json says the
+    same hint."""
+    gen = stack.repository.create_generation(ORG)
+    missing = stack.cli("show-generation", str(ORG), "999999")
+    assert missing.exit_code == 1 and missing.stdout == ""
+    error, hint = missing.stderr.splitlines()
+    assert error == f"error: no generation 999999 for organization {ORG}"
+    assert hint.startswith("hint: scenario_generations has no row 999999: check GEN"), hint
+    other = stack.cli("show-generation", str(ORG + 1), str(gen), "--json")
+    assert other.exit_code == 1
+    said = json.loads(other.stdout)["error"]
+    assert said["type"] == "GenerationNotFound"
+    assert said["hint"].endswith(
+        "belongs to another organization: check ORG, the first argument (ORG GEN)"
+    )
+    assert other.stderr.splitlines() == [
+        f"error: no generation {gen} for organization {ORG + 1}",
+        f"hint: {said['hint']}",
+    ]
+
+
 def test_show_generation_reads_the_row_while_redis_is_down(servers: Stack) -> None:
     """The artifact is the row's: show-generation prints it with Redis unreachable (it
     exited 3 asking whether a buffer was still there), and says that is unknown."""

@@ -262,7 +262,8 @@ def root(
         typer.Option(
             "--env-file",
             envvar="GENBUF_ENV_FILE",
-            help="Read settings from this env file (a Laravel .env works as it is).",
+            help="Read settings from this env file (a Laravel .env works as it is; /dev/null: "
+            "none, overriding GENBUF_ENV_FILE).",
             dir_okay=False,
         ),
     ] = None,

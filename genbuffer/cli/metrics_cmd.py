@@ -11,6 +11,7 @@ import typer
 
 from genbuffer.cli._options import CompactionWithinOpt, IdleAfterOpt, JsonOpt, runtime
 from genbuffer.cli._output import stderr, write_json
+from genbuffer.errors import UsageError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -68,7 +69,7 @@ def metrics_cmd(
     from datetime import timedelta
 
     from genbuffer.durations import parse_age
-    from genbuffer.errors import UsageError
+    from genbuffer.errors import output_folder_error
     from genbuffer.observation.metrics import collected, exposition, registry_for, write_textfile
     from genbuffer.observation.status import StatusOptions
 
@@ -76,8 +77,14 @@ def metrics_cmd(
     if textfile is not None and serve is not None:
         raise UsageError("--textfile and --serve are two ways to publish: give one")
     every = parse_age(refresh).total_seconds()
-    if textfile is not None and not textfile.parent.is_dir():
-        raise UsageError(f"--textfile {textfile}: no such directory {textfile.parent}")
+    if textfile is not None:
+        refused = output_folder_error(
+            "--textfile",
+            textfile,
+            where="a textfile belongs in node_exporter's --collector.textfile.directory",
+        )
+        if refused is not None:
+            raise refused
     options = StatusOptions(
         idle=parse_age(idle),
         compaction_within=parse_age(compaction_within),
@@ -114,7 +121,6 @@ def _serve(
 
     from prometheus_client import CollectorRegistry
 
-    from genbuffer.errors import UsageError
     from genbuffer.observation.metrics import LatestSurvey, serve_metrics
 
     latest = LatestSurvey(registry, refresh, log=lambda line: stderr().print(line))
@@ -123,7 +129,7 @@ def _serve(
     try:
         serve_metrics(served, bind, port)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {bind}:{port}: {exc}") from None
+        raise _cannot_listen(bind, port, exc) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if as_json:
@@ -132,3 +138,36 @@ def _serve(
         stderr().print(f"serving metrics on http://{bind}:{port}/metrics (Ctrl-C stops)")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
         stop.wait()
+
+
+def _cannot_listen(bind: str, port: int, exc: OSError) -> UsageError:
+    """Why --serve could not listen, in words, and what to do (the OSError's own text
+    is '[Errno 98] Address already in use')."""
+    import errno
+    import socket
+
+    where = f"cannot listen on {bind}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return UsageError(
+            f"{where}: --bind {bind} is not an address this host resolves",
+            hint="give an IP address of this host (127.0.0.1, or 0.0.0.0 for every interface)",
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(
+            f"{where}: the port is already in use",
+            hint=f"another process listens there (an earlier genbuf metrics --serve?): give "
+            f"--serve another port, or find it with: ss -ltnp 'sport = :{port}'",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(
+            f"{where}: {bind} is not an address of this host",
+            hint="give --bind one of this host's addresses (ip -brief address), 127.0.0.1, or "
+            "0.0.0.0 for every interface",
+        )
+    if exc.errno == errno.EACCES:
+        return UsageError(
+            f"{where}: permission denied",
+            hint="ports below 1024 need privileges: give --serve a port above 1023 (node "
+            "exporters use 9100 and up)",
+        )
+    return UsageError(f"{where}: {exc.strerror or exc}", hint="give --serve another port")

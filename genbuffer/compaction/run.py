@@ -145,10 +145,13 @@ class _Step:
 
 
 def _check(request: CompactionRequest) -> None:
-    if not 0 < len(request.compacted_by) <= COMPACTED_BY_MAX:
+    length = len(request.compacted_by)
+    if not 0 < length <= COMPACTED_BY_MAX:
+        said = "is empty" if length == 0 else f"is {length} characters"
         raise UsageError(
-            f"compacted_by (--by) must be 1 to {COMPACTED_BY_MAX} characters, "
-            f"got {len(request.compacted_by)}"
+            f"compacted_by (--by) {said}: the column takes 1 to {COMPACTED_BY_MAX}",
+            hint="give a short name of who or what compacts: a person, a job, a host "
+            "(e.g. --by cron@web1); the default is genbuf",
         )
 
 

@@ -3,6 +3,11 @@
 Tolerant of a schema that a Laravel app created: `json` where genbuf would use
 `jsonb`, timestamps without time zone, and extra columns are fine (reported as
 notes). A missing table or column, or a column genbuf cannot use, is an error.
+
+The `jsonb` and time-zone notes are PostgreSQL's only: there genbuf's own migrations
+create `jsonb` and `timestamptz`, so a `json` or naive timestamp column says the table
+came from elsewhere. SQLite and MySQL/MariaDB have neither type: what genbuf's own
+`db upgrade` creates there is what they are, nothing to note.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def check_schema(engine: Engine, url: str) -> list[CheckRow]:
     with database_errors(url), engine.connect() as connection:
         inspector = inspect(connection)
         mariadb = connection.dialect.name in {"mysql", "mariadb"}
+        postgresql = connection.dialect.name == "postgresql"
         for table in metadata.sorted_tables:
             if not inspector.has_table(table.name):
                 problems.append(_problem(table.name, None, "error", "table is missing"))
@@ -101,7 +107,7 @@ def check_schema(engine: Engine, url: str) -> list[CheckRow]:
                 if found is None:
                     problems.append(_problem(table.name, column.name, "error", "column is missing"))
                     continue
-                problems.extend(_compare(table.name, column, found, mariadb))
+                problems.extend(_compare(table.name, column, found, mariadb, postgresql))
             known = {column.name for column in table.columns}
             for name, found in live.items():
                 if name not in known and not found["nullable"] and found.get("default") is None:
@@ -118,7 +124,7 @@ def check_schema(engine: Engine, url: str) -> list[CheckRow]:
 
 
 def _compare(
-    table: str, column: Column[Any], found: ReflectedColumn, mariadb: bool
+    table: str, column: Column[Any], found: ReflectedColumn, mariadb: bool, postgresql: bool
 ) -> list[CheckRow]:
     name = column.name
     wanted, have = _family(column.type), _family(found["type"])
@@ -129,7 +135,9 @@ def _compare(
         problems.append(
             _problem(table, name, "error", f"type is {found['type']}, genbuf needs {wanted}")
         )
-    elif wanted == "json" and "JSONB" not in str(found["type"]).upper() and not mariadb:
+    elif not postgresql:  # no jsonb, no time zone in a column: nothing to note
+        pass
+    elif wanted == "json" and "JSONB" not in str(found["type"]).upper():
         problems.append(_problem(table, name, "note", f"{found['type']} rather than jsonb: works"))
     elif wanted == "datetime" and not getattr(found["type"], "timezone", False):
         problems.append(

@@ -62,6 +62,21 @@ def read_artifact(
     return b"".join(blocks), facts
 
 
+def _not_found_hint(elsewhere: bool, organization_id: int, generation_id: int) -> str:
+    """What to check when the row is not the organization's: the ids' order, or that
+    the row was never created (the app creates it; genbuf only fills it)."""
+    if elsewhere:
+        return (
+            f"row {generation_id} of scenario_generations belongs to another organization: "
+            "check ORG, the first argument (ORG GEN)"
+        )
+    return (
+        f"scenario_generations has no row {generation_id}: check GEN, the second argument "
+        "(ORG GEN); the app creates the row, `genbuf status --list` lists buffers not "
+        "compacted yet"
+    )
+
+
 def open_artifact(
     repository: Repository,
     buffer: GenerationBuffer,
@@ -78,7 +93,8 @@ def open_artifact(
     row = repository.get_generation(generation_id)
     if row is None or row.organization_id != organization_id:
         raise GenerationNotFound(
-            f"no generation {generation_id} for organization {organization_id}"
+            f"no generation {generation_id} for organization {organization_id}",
+            hint=_not_found_hint(row is not None, organization_id, generation_id),
         )
     metadata = row.metadata if isinstance(row.metadata, dict) else {}
     if row.compacted is None:

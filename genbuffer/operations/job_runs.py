@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from genbuffer.db.repository import Repository
-from genbuffer.errors import GenbufferError, UsageError
+from genbuffer.errors import GenbufferError, UsageError, output_folder_error
 
 __all__ = ["JobRecord", "job_run"]
 
@@ -44,11 +44,14 @@ def job_run(
     Nothing is recorded for a dry run (``record`` False) or a skipped run. The
     textfile is written even when the database cannot take the record.
     """
-    if textfile is not None and not textfile.parent.is_dir():
-        raise UsageError(
-            f"--metrics-textfile {textfile}: no such directory {textfile.parent}",
-            hint="point it at node_exporter's --collector.textfile.directory",
+    if textfile is not None:
+        refused = output_folder_error(
+            "--metrics-textfile",
+            textfile,
+            where="a textfile belongs in node_exporter's --collector.textfile.directory",
         )
+        if refused is not None:
+            raise refused
     started = datetime.now(UTC)
     note = JobRecord()
     try:
