@@ -298,7 +298,7 @@ def test_status_shows_the_worker_queue(embedded: Stack) -> None:
             )
         )
         seen.append(json.loads(embedded.cli("status", "--json").stdout)["worker_queue"])
-        assert "1 workers alive" in embedded.cli("status").stdout
+        assert "1 worker alive" in embedded.cli("status").stdout
     assert (seen[0]["entries"], seen[0]["pending"], seen[0]["consumers"]) == (0, 0, 1)
     queue = json.loads(embedded.cli("status", "--json").stdout)["worker_queue"]
     assert (queue["entries"], queue["pending"], queue["consumers"]) == (0, 0, 0)
