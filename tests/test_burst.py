@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from genbuffer import keys
 from genbuffer.compaction import CompactionRequest
 from genbuffer.engine import burst, run
 from genbuffer.engine.burst import compact_pending
@@ -244,3 +245,24 @@ def test_an_orphan_of_another_organizations_row_stays_aside(stack: Stack) -> Non
     again = json.loads(stack.cli("compact-pending", "--json").stdout)
     assert (again["compacted"], again["skipped_orphaned"]) == (0, 1), again
     assert stored_bytes(stack, gen) is None
+
+
+def test_an_orphan_past_the_bigint_range_stops_no_run(stack: Stack) -> None:
+    """A buffer key's generation id may have 19 digits, past the bigint column: set aside
+    as orphaned, it was asked for its row with the page's other orphans, and SQLite
+    refused the query (OverflowError): compact-pending died with a traceback before it
+    compacted the page's other buffers, every run, and so did each sweep of a worker and
+    status. No row can have that id: it stays aside, the others are compacted."""
+    gen = stack.repository.create_generation(60)
+    key = stack.buffer.push_many(60, gen, [b"[", b"1]"]).key
+    stack.buffer.finish(60, gen)
+    past = key.replace(f":generation:{gen}:", f":generation:{keys.MAX_ID + 1}:")
+    stack.buffer.client.rpush(past, b"[2]")
+    stack.buffer.protocol.mark_orphaned(past, "no generation for organization 60")
+    done = stack.cli("compact-pending", "--json")
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert (result["compacted"], result["skipped_orphaned"]) == (1, 1), result
+    assert stored_bytes(stack, gen) == b"[1]"
+    status = stack.cli("status", "--json")
+    assert json.loads(status.stdout)["generations"]["orphaned"] == 1, status.output

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, and_, func, insert, select
 
 from genbuffer.db.engine import database_errors
 from genbuffer.db.rows import GEN, ISSUES, LEDGER, RUNS
+from genbuffer.keys import MAX_ID
 from genbuffer.states import LedgerResult
 
 __all__ = ["IssueRow", "Observations"]
@@ -159,7 +160,10 @@ class Observations:
         """The organization of each of these generations that has a row.
 
         PostgreSQL gets the ids as one array parameter (= ANY): an IN list of a
-        thousand placeholders costs ten times as much to send and plan."""
+        thousand placeholders costs ten times as much to send and plan. An id past the
+        bigint column's range (a key's 19 digits allow it) has no row: it is not asked
+        (SQLite refuses it, and PostgreSQL would compare numerics, off the primary key)."""
+        generation_ids = [gen for gen in generation_ids if 0 < gen <= MAX_ID]
         if not generation_ids:
             return {}
         with database_errors(self.url), self.engine.connect() as connection:
