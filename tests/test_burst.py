@@ -10,7 +10,7 @@ import pytest
 
 from genbuffer import keys
 from genbuffer.compaction import CompactionRequest
-from genbuffer.engine import burst, run
+from genbuffer.engine import burst, run, selection
 from genbuffer.engine.burst import compact_pending
 from genbuffer.errors import DatabaseUnavailable, GenbufferError
 from tests.conftest import Stack
@@ -266,3 +266,34 @@ def test_an_orphan_past_the_bigint_range_stops_no_run(stack: Stack) -> None:
     assert stored_bytes(stack, gen) == b"[1]"
     status = stack.cli("status", "--json")
     assert json.loads(status.stdout)["generations"]["orphaned"] == 1, status.output
+
+
+def test_compact_pending_acknowledges_what_committed_when_the_scan_meets_an_outage(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away while the scan asks which orphans of its next page have
+    their row by now: the outage is raised (exit 3), and what committed before it is
+    acknowledged (raised from the scan, it left those buffers in Redis, a compaction
+    done and not trimmed)."""
+    monkeypatch.setattr(selection, "OBSERVE_PAGE", 3)
+    gens = [stack.repository.create_generation(62) for _ in range(9)]
+    for gen in gens:  # each set aside while its row was not there, and it is by now
+        key = stack.buffer.push_many(62, gen, [b"[", f"{gen}".encode(), b"]"]).key
+        stack.buffer.finish(62, gen)
+        stack.buffer.protocol.mark_orphaned(key, "no generation for organization 62")
+    real = stack.repository.observations.organizations_of
+    asked: list[list[int]] = []
+
+    def owners(generation_ids: list[int]) -> dict[int, int]:
+        asked.append(generation_ids)
+        if len(asked) == 2:  # the second page's
+            raise DatabaseUnavailable("the database went away")
+        return real(generation_ids)
+
+    monkeypatch.setattr(stack.repository.observations, "organizations_of", owners)
+    with pytest.raises(DatabaseUnavailable):
+        compact_pending(stack.buffer, stack.repository, stack.runtime.compaction, workers=1)
+    done = [gen for gen in gens if stored_bytes(stack, gen) is not None]
+    assert done and set(done) <= set(asked[0]), (done, asked)
+    for gen in done:  # committed, so acknowledged before the outage was raised
+        assert stack.buffer.keyspace.generation_keys(62, gen) == [], gen

@@ -223,13 +223,14 @@ def _compact_all(
     """Compact ``candidates``, up to ``workers`` at once: the counts and which generations.
 
     Results are handled here, in order of completion: acknowledgements (each after
-    its own commit) go ACK_BATCH per round trip. On an outage, or once the job's lease
-    is lost (``check_lease`` raises), no new compaction starts; those in flight
-    finish, are acknowledged, and the outage (or LeaseLost) is raised.
+    its own commit) go ACK_BATCH per round trip. On an outage (a compaction's, or the
+    scan's), or once the job's lease is lost (``check_lease`` raises), no new
+    compaction starts; those in flight finish, are acknowledged, and the outage (or
+    LeaseLost) is raised.
     """
     protocol = engine.buffer.protocol
     tally = _Tally()
-    queue = candidates
+    queue = _until_outage(candidates, tally)
 
     def start(pool: Pool[FoundBuffer], chosen: list[tuple[FoundBuffer, str]]) -> None:
         jobs = [
@@ -262,6 +263,18 @@ def _compact_all(
     if tally.outage is not None:
         raise tally.outage
     return tally.done_as()
+
+
+def _until_outage(
+    candidates: Iterator[tuple[FoundBuffer, str]], tally: _Tally
+) -> Iterator[tuple[FoundBuffer, str]]:
+    """``candidates`` until the scan meets an outage (Redis, or the database asked which
+    orphans have their row by now): the run's outage, as a compaction's is. Raised from
+    the scan, it skipped the acknowledgements of what had committed."""
+    try:
+        yield from candidates
+    except DependencyUnavailable as outage:
+        tally.outage = tally.outage or outage
 
 
 @dataclass
