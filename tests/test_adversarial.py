@@ -8,8 +8,10 @@ leaked secrets and terminal escapes, and tracebacks where one line was promised.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -753,3 +755,51 @@ def test_an_audit_log_genbuf_cannot_write_stops_before_the_row(
     assert dry.exit_code == 0 and "would persist" in dry.stdout, dry.output
     done = stack.cli("compact-generation", str(ORG), str(gen), "--soft")
     assert done.exit_code == 0 and stored_bytes(stack, gen) == b"{bad", done.output
+
+
+def _within(seconds: float, fifo: Path, run: Any) -> Any:
+    """``run()`` in a thread; if it is still waiting after ``seconds``, the pipe gets a
+    reader (so the thread ends) and the test fails: it waited for one forever."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(run()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        thread.join(30)
+        os.close(reader)
+        pytest.fail(f"waited {seconds}s for a reader of the audit log {fifo}")
+    return done[0]
+
+
+def test_an_audit_log_that_is_a_named_pipe_nobody_reads_is_refused_at_once(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """METADATA_VALIDATION_LOG a named pipe (FIFO) no process reads: opening it for
+    appending waited for a reader forever, before every compaction (check_appendable)
+    and at the worker's start, where SIGTERM is not handled yet. Refused in one line
+    now, nothing written; a pipe that has a reader (a log shipper) gets its line."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    env = {"METADATA_VALIDATION_LOG": str(fifo)}
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"{bad"])
+    stack.buffer.finish(ORG, gen)
+    for command in (
+        ("compact-generation", str(ORG), str(gen), "--soft"),
+        ("emit-validation-test", str(gen)),
+        ("compact-pending", "--json"),
+        ("worker", "--json"),
+    ):
+        refused = _within(10, fifo, lambda command=command: stack.cli(*command, env=env))
+        assert refused.exit_code == 1, (command, refused.output)
+        assert "named pipe no process reads" in refused.stderr, (command, refused.stderr)
+    assert stored_bytes(stack, gen) is None
+    assert stack.repository.issue(1) is None
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        done = _within(10, fifo, lambda: stack.cli("emit-validation-test", str(gen), env=env))
+        assert done.exit_code == 0, done.output
+        assert json.loads(os.read(reader, 65536))["generation_id"] == gen
+    finally:
+        os.close(reader)

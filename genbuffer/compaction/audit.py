@@ -59,16 +59,25 @@ def check_appendable(path: Path) -> None:
 
 
 def _append(path: Path, data: bytes, said: str) -> None:
+    """Open without waiting (O_NONBLOCK): a named pipe no process reads is refused
+    (ENXIO) where a plain open waits for a reader forever, before every compaction; one
+    with a reader gets the line as before, written blocking."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        fd = os.open(path, flags, 0o640)
         try:
             if data:
+                os.set_blocking(fd, True)
                 os.write(fd, data)
         finally:
             os.close(fd)
     except OSError as exc:
-        reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        reasons = {
+            errno.ELOOP: "it is a symlink",
+            errno.ENXIO: "it is a named pipe no process reads",
+        }
+        reason = reasons.get(exc.errno or 0, exc.strerror)
         raise OperationFailed(
             f"cannot write the audit log {path}: {reason}{said}",
             hint="check METADATA_VALIDATION_LOG (a regular file genbuf may append to)",
