@@ -708,6 +708,27 @@ def test_a_buffer_key_of_another_type_on_a_cluster_writes_nothing(
     _another_type(cluster, stray, command)
 
 
+def test_a_meta_key_of_another_type_on_a_cluster_push_says_what_it_appended(
+    cluster: Stack,
+) -> None:
+    """The app's untagged list on a Redis Cluster, and a string where its meta hash goes:
+    the list side of a push (its own slot) runs before the count is refused, so its
+    chunks are in the list, not counted. The error said so, but its hint said genbuf's
+    scripts wrote nothing: an operator who removed the string and pushed again doubled
+    every chunk. It says how many were appended, and not to push them again."""
+    gen = cluster.repository.create_generation(ORG)
+    key = cluster.buffer.key_for(ORG, gen, None)
+    cluster.buffer.client.set(keys.meta_key(key), "not a buffer")
+    done = cluster.cli("push", str(ORG), str(gen), input="x\ny\n")
+    assert done.exit_code == 1 and "Traceback" not in done.stderr, done.output
+    assert "2 chunks appended to the list, not counted" in done.stderr, done.stderr
+    assert "write nothing" not in done.stderr and "push them again" in done.stderr
+    assert cluster.buffer.client.lrange(key, 0, -1) == [b"x\n", b"y\n"]
+    cluster.buffer.client.delete(keys.meta_key(key))  # as the hint says: then compact
+    compacted = cluster.cli("compact-generation", str(ORG), str(gen), "--delete")
+    assert compacted.exit_code == 0 and stored_bytes(cluster, gen) == b"x\ny\n", compacted.output
+
+
 def test_a_sequence_base_below_zero_is_no_gap(stack: Stack) -> None:
     """A list whose meta hash was lost, then a sequenced push from sequence 0: push.lua
     gives the life a base below 0 (the list's 3 chunks come before sequence 0). That is 3

@@ -264,15 +264,19 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911,
     return None
 
 
-def another_type(url: str, exc: BaseException, done: str = "") -> OperationFailed:
+def another_type(
+    url: str, exc: BaseException, done: str = "", *, kept: str | None = None
+) -> OperationFailed:
     """A buffer's key holding another type of value than genbuf's (WRONGTYPE), in one
-    line (``done``: what was written before it, said after the error)."""
+    line (``done``: what was written before it, said after the error; ``kept``: what
+    the refused call left written, said in the hint instead of "nothing")."""
     first = str(exc).strip().splitlines()[0]
+    then = "genbuf's scripts write nothing then" if kept is None else kept
     return OperationFailed(
         f"Redis at {mask_url(url)}: a buffer's key holds another type of value than a "
         f"chunks list or meta hash: {first}{done}",
         hint="a key under the buffer's name that no producer of buffers wrote: see what "
-        "it holds (TYPE, inspect-generation --json); genbuf's scripts write nothing then",
+        f"it holds (TYPE, inspect-generation --json); {then}",
     )
 
 

@@ -529,6 +529,20 @@ class Split(Layout):
                 except SentUnconfirmed:  # the chunks are in; their count may not be
                     confirmed = appended + listed.appended
                     raise outcome_unknown(url, key, confirmed=confirmed, in_doubt=0) from None
+                except redis.exceptions.ResponseError as refused:
+                    if not wrong_type(refused):
+                        raise
+                    # the list's slot is not the meta hash's: its side cannot be taken back
+                    # as one step, and pushed again the chunks would be there twice
+                    in_list = appended + listed.appended
+                    raise another_type(
+                        url,
+                        refused,
+                        f"; {in_list} chunk{'' if in_list == 1 else 's'} appended to the "
+                        "list, not counted",
+                        kept="the chunks are in the list: do not push them again (once the "
+                        "key is gone, compaction takes them as a list without a count)",
+                    ) from None
                 length = listed.length
                 appended += listed.appended
                 sent += size
