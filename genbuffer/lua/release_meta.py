@@ -8,11 +8,15 @@ from typing import Any
 from genbuffer import keys
 from genbuffer.lua import ScriptCall
 
-__all__ = ["ReleaseMetaArgs"]
+__all__ = ["REMEMBER_AFTER_DROP", "ReleaseMetaArgs"]
 
 REMEMBER_MARGIN = 60  # seconds past the `ended` hash's TTL (the release comes after it)
 # an `ended` hash without a TTL (nothing gives none; by hand): a day, as the default TTL
 REMEMBER_UNBOUNDED = 86400
+# once genbuf's hash is dropped, nothing asks for the release any more but a process that
+# read the `ended` mark just before: the mark is kept this much longer, not a day (a
+# deleted buffer's mark a day long is ~184 bytes a generation, held under noeviction)
+REMEMBER_AFTER_DROP = 600
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,16 +267,17 @@ def _mapped(url: str, exc: BaseException) -> Exception | None:  # noqa: PLR0911,
 def another_type(
     url: str, exc: BaseException, done: str = "", *, kept: str | None = None
 ) -> OperationFailed:
-    """A buffer's key holding another type of value than genbuf's (WRONGTYPE), in one
+    """A key genbuf uses (a buffer's list or hash, the events stream, the fleet's
+    hash) holding another type of value than genbuf keeps there (WRONGTYPE), in one
     line (``done``: what was written before it, said after the error; ``kept``: what
     the refused call left written, said in the hint instead of "nothing")."""
     first = str(exc).strip().splitlines()[0]
     then = "genbuf's scripts write nothing then" if kept is None else kept
     return OperationFailed(
-        f"Redis at {mask_url(url)}: a buffer's key holds another type of value than a "
-        f"chunks list or meta hash: {first}{done}",
-        hint="a key under the buffer's name that no producer of buffers wrote: see what "
-        f"it holds (TYPE, inspect-generation --json); {then}",
+        f"Redis at {mask_url(url)}: a key genbuf uses holds another type of value than "
+        f"genbuf keeps there: {first}{done}",
+        hint="something else wrote a key under genbuf's names: see what it holds "
+        f"(redis-cli TYPE; a buffer's keys: inspect-generation --json); {then}",
     )
 
 

@@ -58,7 +58,7 @@ from genbuffer.errors import (
 from genbuffer.lua.ack import Layout as AckLayout
 from genbuffer.lua.drop_state import DropStateArgs
 from genbuffer.lua.push import PushArgs, PushHead, PushReply
-from genbuffer.lua.release_meta import ReleaseMetaArgs
+from genbuffer.lua.release_meta import REMEMBER_AFTER_DROP, ReleaseMetaArgs
 from genbuffer.lua.snapshot import (
     Counter,
     MetaHash,
@@ -634,22 +634,37 @@ class Split(Layout):
         """Take the deleted life's chunks off the meta hash's count, then drop genbuf's
         hash. Safe to repeat, and to run from another process (one killed between the
         steps leaves `ended`, which the next snapshot finishes; a release repeated then
-        leaves a next life's meta hash alone: see release_meta.lua)."""
+        leaves a next life's meta hash alone: see release_meta.lua). Once the hash is
+        dropped, the release's mark is kept a little longer only (REMEMBER_AFTER_DROP)."""
         with redis_errors(scripts.target.url):
-            scripts.run(ReleaseMetaArgs.of(*deleted))
+            released = scripts.run(ReleaseMetaArgs.of(*deleted))
             scripts.run(DropStateArgs(keys.state_key(deleted.key), stream_id=deleted.stream))
+            if released:
+                raise_first(pipeline_on_nodes(scripts.target, [_forget_release(deleted)]))
 
     def after_deletes(self, scripts: ScriptRunner, deleted: list[DeletedLife]) -> None:
-        """Every meta hash released, then every genbuf hash dropped: two round trips for
-        all of them (each key's steps in the order ``after_delete`` keeps)."""
+        """Every meta hash released, then every genbuf hash dropped, then the marks of
+        the releases shortened: three round trips for all of them (each key's steps in
+        the order ``after_delete`` keeps)."""
         if len(deleted) < 2:
             super().after_deletes(scripts, deleted)
             return
         releases = [ReleaseMetaArgs.of(*one) for one in deleted]
         drops = [DropStateArgs(keys.state_key(one.key), stream_id=one.stream) for one in deleted]
         with redis_errors(scripts.target.url):
-            scripts.run_pipelined(releases)
+            released = scripts.run_pipelined(releases)
             scripts.run_pipelined(drops)
+            pairs = zip(deleted, released, strict=True)
+            marks = [_forget_release(one) for one, done in pairs if done]
+            if marks:
+                raise_first(pipeline_on_nodes(scripts.target, marks))
+
+
+def _forget_release(deleted: DeletedLife) -> Keyed:
+    """The EXPIRE that shortens a release's mark once genbuf's hash is dropped (see
+    release_meta.py)."""
+    mark = keys.released_key(keys.meta_key(deleted.key))
+    return (mark, ("EXPIRE", mark, REMEMBER_AFTER_DROP))
 
 
 ONE_SLOT = OneSlot()
