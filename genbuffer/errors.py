@@ -51,6 +51,7 @@ __all__ = [
     "StreamChanged",
     "UsageError",
     "WrongPrefix",
+    "check_textfile_folder",
     "output_folder_error",
 ]
 
@@ -180,3 +181,13 @@ def output_folder_error(option: str, path: Path, *, where: str | None = None) ->
     return UsageError(
         f"cannot write {option} {path}: {reason}", hint=f"{fix}{f'; {where}' if where else ''}"
     )
+
+
+def check_textfile_folder(option: str, path: Path) -> None:
+    """Refuse (UsageError) a node_exporter textfile whose folder is missing, before any
+    work (``output_folder_error``, with where a textfile belongs)."""
+    refused = output_folder_error(
+        option, path, where="a textfile belongs in node_exporter's --collector.textfile.directory"
+    )
+    if refused is not None:
+        raise refused

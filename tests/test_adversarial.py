@@ -746,6 +746,16 @@ def test_a_sequence_base_below_zero_is_no_gap(stack: Stack) -> None:
     assert stack.buffer.push_many(ORG, gen, [b"5"], seq=1).appended == 1  # next: seq 1
 
 
+def _audit_writers(gen: int) -> list[tuple[str, ...]]:
+    """The commands that write a validation's row and its audit line."""
+    return [
+        ("compact-generation", str(ORG), str(gen), "--soft"),
+        ("emit-validation-test", str(gen)),
+        ("compact-pending", "--json"),
+        ("worker", "--json"),
+    ]
+
+
 def test_an_audit_log_genbuf_cannot_write_stops_before_the_row(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -760,12 +770,7 @@ def test_an_audit_log_genbuf_cannot_write_stops_before_the_row(
     gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, gen, [b"{bad"])
     stack.buffer.finish(ORG, gen)
-    for command in (
-        ("compact-generation", str(ORG), str(gen), "--soft"),
-        ("emit-validation-test", str(gen)),
-        ("compact-pending", "--json"),
-        ("worker", "--json"),
-    ):
+    for command in _audit_writers(gen):
         refused = stack.cli(*command, env=unwritable)
         assert refused.exit_code == 1, (command, refused.output)
         assert "cannot write the audit log" in refused.stderr, (command, refused.stderr)
@@ -806,12 +811,7 @@ def test_an_audit_log_that_is_a_named_pipe_nobody_reads_is_refused_at_once(
     gen = stack.repository.create_generation(ORG)
     stack.buffer.push_many(ORG, gen, [b"{bad"])
     stack.buffer.finish(ORG, gen)
-    for command in (
-        ("compact-generation", str(ORG), str(gen), "--soft"),
-        ("emit-validation-test", str(gen)),
-        ("compact-pending", "--json"),
-        ("worker", "--json"),
-    ):
+    for command in _audit_writers(gen):
         refused = _within(10, fifo, lambda command=command: stack.cli(*command, env=env))
         assert refused.exit_code == 1, (command, refused.output)
         assert "named pipe no process reads" in refused.stderr, (command, refused.stderr)

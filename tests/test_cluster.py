@@ -225,14 +225,10 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
     assert stored_bytes(cluster, gen) == b"[1,2]"
 
 
-def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compaction(
-    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+def _delete_killed_before_the_drop(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch, gen: int
 ) -> None:
-    """A compactor killed after the app's meta hash gave the deleted life up but before
-    genbuf's hash was dropped: `{K}:genbuf` is left `ended`, with a TTL, and the next
-    compaction drops it (no false loss, no key left, the row as it was)."""
-    gen = cluster.repository.create_generation(ORG)
-    key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    """compact-generation --delete killed between release_meta.lua and drop_state.lua."""
     real = ScriptRunner.run
 
     def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
@@ -244,6 +240,17 @@ def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compac
     with pytest.raises(SimulatedCrash):
         compact(cluster, ORG, gen, delete=True)
     monkeypatch.undo()
+
+
+def test_a_delete_killed_between_release_and_drop_is_finished_by_the_next_compaction(
+    cluster: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compactor killed after the app's meta hash gave the deleted life up but before
+    genbuf's hash was dropped: `{K}:genbuf` is left `ended`, with a TTL, and the next
+    compaction drops it (no false loss, no key left, the row as it was)."""
+    gen = cluster.repository.create_generation(ORG)
+    key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
+    _delete_killed_before_the_drop(cluster, monkeypatch, gen)
     client = cluster.buffer.client
     assert not client.exists(key) and not client.exists(keys.meta_key(key))
     assert client.hget(keys.state_key(key), "ended") == b"1"
@@ -266,17 +273,7 @@ def test_a_next_life_after_a_delete_killed_before_the_drop_keeps_its_count(
     lost its meta hash whole (its finished_at, and a count to tell a loss by)."""
     gen = cluster.repository.create_generation(ORG)
     key = cluster.buffer.push_many(ORG, gen, [b"[1,", b"2]"]).key
-    real = ScriptRunner.run
-
-    def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
-        if isinstance(call, DropStateArgs):
-            raise SimulatedCrash("before drop_state.lua")
-        return real(self, call)
-
-    monkeypatch.setattr(ScriptRunner, "run", killed_at_the_drop)
-    with pytest.raises(SimulatedCrash):
-        compact(cluster, ORG, gen, delete=True)
-    monkeypatch.undo()
+    _delete_killed_before_the_drop(cluster, monkeypatch, gen)
     cluster.buffer.push_many(ORG, gen, next_life)  # the app's next life
     cluster.buffer.finish(ORG, gen)
     meta = keys.meta_key(key)

@@ -69,7 +69,7 @@ def metrics_cmd(
     from datetime import timedelta
 
     from genbuffer.durations import parse_age
-    from genbuffer.errors import output_folder_error
+    from genbuffer.errors import check_textfile_folder
     from genbuffer.observation.metrics import collected, exposition, registry_for, write_textfile
     from genbuffer.observation.status import StatusOptions
 
@@ -78,13 +78,7 @@ def metrics_cmd(
         raise UsageError("--textfile and --serve are two ways to publish: give one")
     every = parse_age(refresh).total_seconds()
     if textfile is not None:
-        refused = output_folder_error(
-            "--textfile",
-            textfile,
-            where="a textfile belongs in node_exporter's --collector.textfile.directory",
-        )
-        if refused is not None:
-            raise refused
+        check_textfile_folder("--textfile", textfile)
     options = StatusOptions(
         idle=parse_age(idle),
         compaction_within=parse_age(compaction_within),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from genbuffer.db.repository import Repository
-from genbuffer.errors import GenbufferError, UsageError, output_folder_error
+from genbuffer.errors import GenbufferError, UsageError, check_textfile_folder
 
 __all__ = ["JobRecord", "job_run"]
 
@@ -45,13 +45,7 @@ def job_run(
     textfile is written even when the database cannot take the record.
     """
     if textfile is not None:
-        refused = output_folder_error(
-            "--metrics-textfile",
-            textfile,
-            where="a textfile belongs in node_exporter's --collector.textfile.directory",
-        )
-        if refused is not None:
-            raise refused
+        check_textfile_folder("--metrics-textfile", textfile)
     started = datetime.now(UTC)
     note = JobRecord()
     try:
