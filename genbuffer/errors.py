@@ -51,8 +51,8 @@ __all__ = [
     "StreamChanged",
     "UsageError",
     "WrongPrefix",
+    "check_output_folder",
     "check_textfile_folder",
-    "output_folder_error",
 ]
 
 
@@ -160,13 +160,13 @@ class DatabaseUnavailable(DependencyUnavailable):
     """The database refused, dropped or timed out the connection."""
 
 
-def output_folder_error(option: str, path: Path, *, where: str | None = None) -> UsageError | None:
-    """The usage error of a file to write (``option`` ``path``) whose folder is missing,
-    or a file, said before any work; None when the folder is there. ``where``: which
-    folder the file belongs in, appended to the hint."""
+def check_output_folder(option: str, path: Path, *, where: str | None = None) -> None:
+    """Refuse (UsageError) a file to write (``option`` ``path``) whose folder is missing,
+    or a file, before any work. ``where``: which folder the file belongs in, appended to
+    the hint."""
     folder = path.parent
     if folder.is_dir():
-        return None
+        return
     # the nearest thing on the way that exists: a file there makes mkdir -p fail too
     blocking = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
     if blocking is not None and not blocking.is_dir():
@@ -178,16 +178,13 @@ def output_folder_error(option: str, path: Path, *, where: str | None = None) ->
     else:
         reason = f"no such directory {folder}"
         fix = f"create the directory first (mkdir -p {shlex.quote(str(folder))})"
-    return UsageError(
+    raise UsageError(
         f"cannot write {option} {path}: {reason}", hint=f"{fix}{f'; {where}' if where else ''}"
     )
 
 
 def check_textfile_folder(option: str, path: Path) -> None:
-    """Refuse (UsageError) a node_exporter textfile whose folder is missing, before any
-    work (``output_folder_error``, with where a textfile belongs)."""
-    refused = output_folder_error(
+    """``check_output_folder`` of a node_exporter textfile (the hint says where it goes)."""
+    check_output_folder(
         option, path, where="a textfile belongs in node_exporter's --collector.textfile.directory"
     )
-    if refused is not None:
-        raise refused

@@ -228,15 +228,22 @@ def test_a_delete_killed_halfway_is_finished_by_the_next_compaction(cluster: Sta
 def _delete_killed_before_the_drop(
     cluster: Stack, monkeypatch: pytest.MonkeyPatch, gen: int
 ) -> None:
-    """compact-generation --delete killed between release_meta.lua and drop_state.lua."""
-    real = ScriptRunner.run
+    """compact-generation --delete killed between release_meta.lua and drop_state.lua
+    (however the runner is asked to run it: alone, or in a pipeline)."""
+    real_run, real_pipelined = ScriptRunner.run, ScriptRunner.run_pipelined
 
     def killed_at_the_drop(self: ScriptRunner, call: Any) -> Any:
         if isinstance(call, DropStateArgs):
             raise SimulatedCrash("before drop_state.lua")
-        return real(self, call)
+        return real_run(self, call)
+
+    def pipelined_killed_at_the_drop(self: ScriptRunner, calls: Any, **options: Any) -> Any:
+        if any(isinstance(call, DropStateArgs) for call in calls):
+            raise SimulatedCrash("before drop_state.lua")
+        return real_pipelined(self, calls, **options)
 
     monkeypatch.setattr(ScriptRunner, "run", killed_at_the_drop)
+    monkeypatch.setattr(ScriptRunner, "run_pipelined", pipelined_killed_at_the_drop)
     with pytest.raises(SimulatedCrash):
         compact(cluster, ORG, gen, delete=True)
     monkeypatch.undo()

@@ -45,13 +45,13 @@ def show_generation_cmd(
     validations, whether a buffer is still in Redis); with --output, the file too.
     Example: genbuf show-generation 12 59 | cmp - pushed.txt
     """
-    from genbuffer.errors import output_folder_error
+    from genbuffer.errors import check_output_folder
     from genbuffer.objects.offload import Offload
     from genbuffer.observation.show_generation import open_artifact
 
     rt = runtime(ctx, as_json)
-    if output is not None and (refused := output_folder_error("--output", output)) is not None:
-        raise refused  # before the row is read
+    if output is not None:
+        check_output_folder("--output", output)  # before the row is read
     blocks, facts = open_artifact(
         rt.repository, rt.buffer, organization_id, generation_id, Offload.from_settings(rt.settings)
     )

@@ -62,7 +62,7 @@ def read_artifact(
     return b"".join(blocks), facts
 
 
-def _not_found_hint(elsewhere: bool, organization_id: int, generation_id: int) -> str:
+def _not_found_hint(elsewhere: bool, generation_id: int) -> str:
     """What to check when the row is not the organization's: the ids' order, or that
     the row was never created (the app creates it; genbuf only fills it)."""
     if elsewhere:
@@ -94,7 +94,7 @@ def open_artifact(
     if row is None or row.organization_id != organization_id:
         raise GenerationNotFound(
             f"no generation {generation_id} for organization {organization_id}",
-            hint=_not_found_hint(row is not None, organization_id, generation_id),
+            hint=_not_found_hint(row is not None, generation_id),
         )
     metadata = row.metadata if isinstance(row.metadata, dict) else {}
     if row.compacted is None:

@@ -636,20 +636,15 @@ class Split(Layout):
         steps leaves `ended`, which the next snapshot finishes; a release repeated then
         leaves a next life's meta hash alone: see release_meta.lua). Once the hash is
         dropped, the release's mark is kept a little longer only (REMEMBER_AFTER_DROP)."""
-        with redis_errors(scripts.target.url):
-            released = scripts.run(ReleaseMetaArgs.of(*deleted))
-            scripts.run(DropStateArgs(keys.state_key(deleted.key), stream_id=deleted.stream))
-            if released:
-                raise_first(pipeline_on_nodes(scripts.target, [_forget_release(deleted)]))
+        self.after_deletes(scripts, [deleted])
 
     def after_deletes(self, scripts: ScriptRunner, deleted: list[DeletedLife]) -> None:
-        """Every meta hash released, then every genbuf hash dropped, then the marks of
-        the releases shortened: three round trips for all of them (each key's steps in
-        the order ``after_delete`` keeps)."""
-        if len(deleted) < 2:
-            super().after_deletes(scripts, deleted)
-            return
-        releases = [ReleaseMetaArgs.of(*one) for one in deleted]
+        """``after_delete`` of each: every meta hash released, then every genbuf hash
+        dropped, then the marks of the releases shortened; three round trips for all of
+        them, each key's steps in that order."""
+        releases = [
+            ReleaseMetaArgs.of(one.key, one.life, one.stream, one.ended_ttl) for one in deleted
+        ]
         drops = [DropStateArgs(keys.state_key(one.key), stream_id=one.stream) for one in deleted]
         with redis_errors(scripts.target.url):
             released = scripts.run_pipelined(releases)
