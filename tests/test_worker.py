@@ -1154,3 +1154,24 @@ def test_a_fleet_hash_of_another_type_does_not_stop_the_sweeps(stack: Stack) -> 
     assert errors and all("WRONGTYPE" in str(r["message"]) for r in errors), errors
     assert len(errors) <= 2, errors  # a line a sweep (every 2 s), not one a second
 
+
+def test_a_huge_field_of_a_malformed_event_is_not_copied_into_its_log_line(
+    embedded: Stack,
+) -> None:
+    """A malformed event whose `org` is 1 MB of NUL bytes was logged (parked) in one
+    line of 5 MB, its value escaped in full (found by a month-long run: an entry a minute
+    fills a disk). The line shows the value's start and its length."""
+    events = embedded.buffer.events
+    events.ensure_group()
+    client = embedded.buffer.client
+    client.xadd(events.stream, {"org": "\x00" * 1_000_000, "gen": 1})
+    client.xadd(events.stream, {"org": ORG, "gen": "9" * 100_000})
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(sweep_every=timedelta(hours=1), consumer="w-huge")
+    worker = Worker(
+        embedded.buffer, embedded.repository, embedded.config(), options, log=records.append
+    )
+    _run_until(worker, lambda: worker.summary.parked == 2, "both entries parked")
+    lines = [json.dumps(r) for r in records if r["outcome"] == "parked"]
+    assert len(lines) == 2 and all(len(line) < 600 for line in lines), [len(x) for x in lines]
+    assert "characters)" in lines[0] and "characters)" in lines[1]
