@@ -20,6 +20,7 @@ __all__ = ["database_errors", "make_engine", "parse_database_url", "require_sqli
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 _MYSQL_NO_SUCH_TABLE = 1146
 _AUTH_SQLSTATES = {"28000", "28P01"}  # invalid authorization, invalid password
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL: `permission denied for table …` (a REVOKE)
 # what the servers say when a connection is refused for its credentials (psycopg gives
 # no SQLSTATE for a failed connect, so the text is what there is)
 _AUTH_MARKERS = ("password authentication failed", "role ", "access denied for user")
@@ -174,6 +175,13 @@ def database_errors(url: str) -> Iterator[None]:
             raise SchemaMissing(
                 "the genbuffer tables are missing in the database",
                 hint="run `genbuf db upgrade`",
+            ) from None
+        if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+            reason = str(exc.orig).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"the database at {mask_url(url)} refuses genbuf's user: {reason}",
+                hint="GRANT SELECT, INSERT, UPDATE, DELETE on genbuf's tables (and USAGE on "
+                "their sequences) to DB_USERNAME; `genbuf db check` lists the tables",
             ) from None
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
             exc.connection_invalidated
