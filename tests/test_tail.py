@@ -153,3 +153,21 @@ def test_tail_follow_outlives_a_redis_restart(servers: Stack, tmp_path: Path) ->
     assert out == b"first\nsecond\n"
     said = err.read_text().splitlines()
     assert len(said) <= 2 and "Traceback" not in err.read_text(), said
+
+
+def test_tail_follow_says_when_the_buffer_went_before_its_end_was_read(stack: Stack) -> None:
+    """The last chunk pushed with --finish, and a worker compacting and deleting the
+    buffer before tail's next poll: `tail --follow` ended, exit 0, the last chunks
+    missing and nothing said (month-long run: 79 lines of 80 printed). The end is in
+    the artifact now: tail says so, naming show-generation."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"a", b"b"])
+    key = stack.buffer.key_for(ORG, gen, None)
+    notes: list[str] = []
+    pages = follow_buffer(stack.buffer, key, follow=True, note=notes.append, sleep=lambda _: None)
+    assert next(pages) == [b"a", b"b"]
+    stack.buffer.push_many(ORG, gen, [b"c"])
+    stack.buffer.finish(ORG, gen)
+    assert compact(stack, ORG, gen, delete=True).persisted
+    assert list(pages) == []
+    assert len(notes) == 1 and "show-generation" in notes[0], notes

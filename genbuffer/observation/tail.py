@@ -58,7 +58,7 @@ def follow_buffer(
             if not follow:
                 raise
             if not outage:
-                note(f"{error.message}; waiting for it (Ctrl-C ends)")
+                note(f"{error.message.rstrip('.')}; waiting for it (Ctrl-C ends)")
             outage = True
             sleep(max(poll, 1.0))
             continue
@@ -72,6 +72,12 @@ def follow_buffer(
                         f"no Redis buffer at {key}",
                         hint="check the ids and REDIS_PREFIX, or add --follow to wait for it",
                     )
+                # gone before its end was read: compacted and deleted, or expired
+                note(
+                    f"the buffer is gone after {position} chunks, before its stream was seen "
+                    "finished (compacted and deleted, or expired): the rest, if compacted, is "
+                    "in genbuf show-generation"
+                )
                 return
             sleep(poll)
             continue
