@@ -52,6 +52,7 @@ ROOT = "app:scenario_planning"
 META_SUFFIX = ":meta"
 STATE_SUFFIX = ":genbuf"
 MAX_ID = 2**63 - 1  # ids are bigint columns
+SHOWN_MAX = 60  # characters of a value that is no id an error shows
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -75,16 +76,26 @@ class KeyParts(NamedTuple):  # a tuple: surveys build one per key of a million
 def validate_id(value: object, name: str = "id") -> int:
     """Return ``value`` as a positive bigint id, or raise UsageError."""
     if isinstance(value, bool):
-        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        raise UsageError(f"{name} must be a positive integer, got {_shown(value)}")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and _DIGITS.fullmatch(value):
         number = int(value)  # only ASCII digits: no sign, no "_", no spaces, no other scripts
     else:
-        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        raise UsageError(f"{name} must be a positive integer, got {_shown(value)}")
     if not 1 <= number <= MAX_ID:
         raise UsageError(f"{name} must be between 1 and {MAX_ID}, got {number}")
     return number
+
+
+def _shown(value: object) -> str:
+    """``value`` as an error shows it: its repr, cut at ``SHOWN_MAX`` characters (an id
+    read from Redis, a malformed event's field, may be megabytes: the worker's log line
+    stays one line of a readable length)."""
+    shown = repr(value)
+    if len(shown) <= SHOWN_MAX:
+        return shown
+    return f"{shown[:SHOWN_MAX]}… ({len(shown)} characters)"
 
 
 def chunks_key(

@@ -276,6 +276,7 @@ def test_alert_rules_name_only_metrics_genbuf_exposes(embedded: Stack, tmp_path:
         run.finish(clean=True, counts={"compacted": 1})
     exposed = {name for name, _ in samples(embedded.cli("metrics").stdout)}
     exposed |= {name for name, _ in samples(textfile.read_text())}
+    exposed |= set(_served(LatestSurvey(_SlowSurvey(), refresh=3600.0)))  # --serve's own
     rules = (REPO_ROOT / "deploy" / "genbuf-alerts.yml").read_text()
     named = set(re.findall(r"\b(genbuf_[a-z_]+)", rules))
     assert named and named <= exposed, named - exposed
@@ -619,3 +620,49 @@ def test_the_help_and_docs_state_the_exporters_limits() -> None:
     for page in ("cli.md", "commands.md"):
         text = " ".join((REPO_ROOT / "docs" / page).read_text(encoding="utf-8").split())
         assert all(limit in text for limit in limits), page
+
+
+def test_the_alert_rules_say_when_the_exporter_serves_an_old_survey(tmp_path: Path) -> None:
+    """`metrics --serve` whose surveys keep failing (Redis or the database gone, a key of
+    another type) serves the last good one for good: workers alive, nothing at risk.
+    No rule looked at its age (month-long run: a wrong-typed key kept it failing
+    unseen). GenbufMetricsStale fires once the survey served is over 15 minutes old."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if IN_CI:
+            pytest.fail("CI=true and promtool is not installed (Debian: prometheus)")
+        pytest.skip("promtool is not installed (Debian: prometheus)")
+    stale = {
+        "exp_labels": {"severity": "warning"},
+        "exp_annotations": {
+            "summary": "genbuf metrics --serve serves a survey 1290 s old",
+            "description": "Its surveys fail (see its log: 'survey failed'): every genbuf "
+            "gauge is that old; genbuf status says why",
+        },
+    }
+    minutes = ["30"] * 5 + [str(30 + 60 * n) for n in range(1, 26)]  # failing from 5m on
+    test = {
+        "rule_files": [str(REPO_ROOT / "deploy" / "genbuf-alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": "genbuf_survey_age_seconds", "values": " ".join(minutes)},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "GenbufMetricsStale", "exp_alerts": []},
+                    {"eval_time": "18m", "alertname": "GenbufMetricsStale", "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": "GenbufMetricsStale", "exp_alerts": [stale]},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules-test.yml").write_text(json.dumps(test))  # YAML is a superset of JSON
+    done = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "rules-test.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conftest import Stack
 from tests.helpers import stored_bytes
 from tests.support.runner import GENBUF, run_genbuf
+from tests.support.urls import POSTGRES_ADMIN_URL
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +181,42 @@ def test_wrong_database_user_is_not_a_missing_schema(tmp_path: Path) -> None:
     done = _run(["emit-validation-test", "5"], env)
     assert done.returncode == 3, done.stderr
     assert "tables are missing" not in done.stderr and "DB_USERNAME" in done.stderr
+
+
+def test_a_database_user_refused_its_tables_is_one_line(servers: Stack) -> None:
+    """The database refuses genbuf's user its tables (a DBA's REVOKE; PostgreSQL's
+    `permission denied for table`, SQLSTATE 42501): status, show-generation and
+    compact-generation printed SQLAlchemy's traceback and no JSON document (month-long
+    run). Exit 3 now, one line naming the refusal, and a hint about the grants."""
+    gen = servers.repository.create_generation(5)
+    servers.buffer.push_many(5, gen, [b"kept"])
+    url = make_url(servers.env["DATABASE_URL"])
+    role = f"genbuf_refused_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT CONNECT ON DATABASE "{url.database}" TO "{role}"')
+    try:
+        env = {
+            **servers.env,
+            "DATABASE_URL": url.set(username=role, password=None).render_as_string(
+                hide_password=False
+            ),
+        }
+        for args in (
+            ["status"],
+            ["show-generation", "5", str(gen)],
+            ["compact-generation", "5", str(gen)],
+        ):
+            done = _run([*args, "--json"], env)
+            assert done.returncode == 3, (args, done.stderr)
+            assert "Traceback" not in done.stderr, done.stderr
+            error = json.loads(done.stdout)["error"]
+            assert "permission denied" in error["message"] and "GRANT" in error["hint"], error
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'REVOKE CONNECT ON DATABASE "{url.database}" FROM "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+    assert servers.buffer.client.llen(servers.buffer.key_for(5, gen, None)) == 1
 
 
 def test_root_help_before_a_command_lists_every_command() -> None:

@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import text, update
 
 from genbuffer.db.rows import GEN
 from tests.conftest import Stack
@@ -115,3 +116,28 @@ def test_show_generation_reads_the_row_while_redis_is_down(servers: Stack) -> No
     assert shown.returncode == 0 and shown.stdout == "[1,2]", shown.stderr
     facts = json.loads(run_genbuf(["show-generation", "3", str(gen), "--json"], down).stdout)
     assert facts["buffer_in_redis"] is None and facts["verified"], facts
+
+
+@pytest.mark.backends("embedded", "servers")  # MariaDB's JSON_VALID refuses such a row
+def test_a_row_whose_json_is_nested_too_deep_is_one_error_line(stack: Stack) -> None:
+    """A row whose metadata (or llm_response) holds JSON 5,000 levels deep, which
+    jsonb stores: show-generation and compact-generation printed a RecursionError's
+    traceback and no JSON document; the worker logged `RecursionError` (month-long run).
+    One error line now, exit 1, the row left as it is."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, CHUNKS)
+    deep = '{"deep": ' + "[" * 5000 + "]" * 5000 + "}"
+    statement = (
+        "UPDATE scenario_generations SET metadata = :m WHERE id = :g"
+        if stack.name == "embedded"
+        else "UPDATE scenario_generations SET metadata = CAST(:m AS JSONB) WHERE id = :g"
+    )
+    with stack.repository.engine.begin() as connection:
+        connection.execute(text(statement), {"m": deep, "g": gen})
+    for args in (["show-generation"], ["compact-generation"]):
+        done = stack.cli(*args, str(ORG), str(gen), "--json")
+        assert done.exit_code == 1, done.stderr
+        said = json.loads(done.stdout)["error"]
+        assert "nested too deeply" in said["message"], said
+        assert "Traceback" not in done.stderr
+    assert stack.buffer.client.llen(stack.buffer.key_for(ORG, gen, None)) == len(CHUNKS)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,6 +25,9 @@ from genbuffer.redis.meta import BufferMeta
 from genbuffer.redis.survey import BufferFacts
 from tests.conftest import Stack
 from tests.helpers import compact
+from tests.support.runner import GENBUF, clean_environ
+from tests.support.servers import PrivateRedis
+from tests.support.wait import wait_until
 
 ORG = 71
 
@@ -246,3 +255,48 @@ def test_buffers_under_another_prefix_fail_status_naming_it(stack: Stack) -> Non
     assert shown.exit_code == 1 and "REDIS_PREFIX=" in shown.stdout and app_prefix in shown.stdout
     right = stack.cli("status", "--json", env={"REDIS_PREFIX": app_prefix})
     assert right.exit_code == 0 and json.loads(right.stdout)["other_prefixes"] == {}
+
+
+def test_watch_on_a_terminal_outlives_a_redis_restart(servers: Stack, tmp_path: Path) -> None:
+    """`status --watch` on a terminal, Redis killed under it (invariant 14): it exited
+    with the error at the first failed survey (month-long run). The error is shown in
+    place of the view, and the view comes back once Redis answers; Ctrl-C ends it."""
+    private = PrivateRedis(tmp_path / "redis")
+    private.directory.mkdir()
+    private.start()
+    env = clean_environ({**servers.env, "REDIS_URL": private.url, "COLUMNS": "200"})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [GENBUF, "status", "--watch", "--interval", "0.5"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    shown = bytearray()
+
+    def showing(text: bytes) -> bool:  # read what the terminal got so far, without blocking
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                shown.extend(os.read(leader, 1 << 16))
+            except OSError:  # the process ended: nothing more to read
+                break
+        return text in shown
+
+    try:
+        wait_until(lambda: showing(b"buffers under prefix"), 30, "the first frame")
+        private.kill()
+        wait_until(lambda: showing(b"unreachable") or process.poll() is not None, 30, "the outage")
+        assert process.poll() is None, bytes(shown).decode(errors="replace")
+        del shown[:]
+        private.start()
+        wait_until(lambda: showing(b"buffers under prefix"), 30, "the view again")
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+        private.kill()

@@ -8,12 +8,14 @@ import select
 import subprocess
 import threading
 from functools import partial
+from pathlib import Path
 
 from genbuffer.compaction import Found
 from genbuffer.observation.tail import follow_buffer
 from tests.conftest import Stack
 from tests.helpers import compact
-from tests.support.runner import GENBUF, clean_environ
+from tests.support.runner import GENBUF, clean_environ, run_genbuf
+from tests.support.servers import PrivateRedis
 from tests.support.wait import wait_until
 
 ORG = 74
@@ -111,3 +113,61 @@ def test_tail_of_nothing(stack: Stack) -> None:
     """No buffer and no --follow: exit 1 with a hint."""
     done = stack.cli("tail", str(ORG), "5")
     assert done.exit_code == 1 and "--follow" in done.stderr
+
+
+def test_tail_follow_outlives_a_redis_restart(servers: Stack, tmp_path: Path) -> None:
+    """Redis killed and started again under `tail --follow` (invariant 14): it exited 3
+    at the first failed read (month-long run). It says so in one line, waits for the
+    server, and prints the rest of the stream once, ending when it is finished."""
+    private = PrivateRedis(tmp_path / "redis")
+    private.directory.mkdir()
+    private.start()
+    env = {**servers.env, "REDIS_URL": private.url}
+    gen = 4343
+    err = tmp_path / "tail.err"
+    with err.open("wb") as errors:
+        process = subprocess.Popen(
+            [GENBUF, "tail", str(ORG), str(gen), "--follow", "--poll", "0.05"],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=clean_environ(env),
+        )
+    try:
+        assert run_genbuf(["push", str(ORG), str(gen)], env, stdin=b"first\n").returncode == 0
+        private.kill()
+        wait_until(
+            lambda: process.poll() is not None or b"unreachable" in err.read_bytes(),
+            30,
+            "tail to meet the outage",
+        )
+        assert process.poll() is None, err.read_text()
+        private.start()
+        pushed = run_genbuf(["push", str(ORG), str(gen), "--finish"], env, stdin=b"second\n")
+        assert pushed.returncode == 0, pushed.stderr
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        private.kill()
+    assert process.returncode == 0, err.read_text()
+    assert out == b"first\nsecond\n"
+    said = err.read_text().splitlines()
+    assert len(said) <= 2 and "Traceback" not in err.read_text(), said
+
+
+def test_tail_follow_says_when_the_buffer_went_before_its_end_was_read(stack: Stack) -> None:
+    """The last chunk pushed with --finish, and a worker compacting and deleting the
+    buffer before tail's next poll: `tail --follow` ended, exit 0, the last chunks
+    missing and nothing said (month-long run: 79 lines of 80 printed). The end is in
+    the artifact now: tail says so, naming show-generation."""
+    gen = stack.repository.create_generation(ORG)
+    stack.buffer.push_many(ORG, gen, [b"a", b"b"])
+    key = stack.buffer.key_for(ORG, gen, None)
+    notes: list[str] = []
+    pages = follow_buffer(stack.buffer, key, follow=True, note=notes.append, sleep=lambda _: None)
+    assert next(pages) == [b"a", b"b"]
+    stack.buffer.push_many(ORG, gen, [b"c"])
+    stack.buffer.finish(ORG, gen)
+    assert compact(stack, ORG, gen, delete=True).persisted
+    assert list(pages) == []
+    assert len(notes) == 1 and "show-generation" in notes[0], notes

@@ -1103,3 +1103,75 @@ def test_an_announcement_out_before_its_mark_loses_nothing(
     _run_until(worker, lambda: len(records) == 3, "the retry handled")
     _exact_once(stack, [warm, gen])
     assert _all_done(stack), _buffer_keys(stack)
+
+
+@pytest.mark.parametrize("held_by", ["string", "hash"])
+def test_a_sweep_lock_that_never_expires_stops_sweeps_for_one_period_only(
+    stack: Stack, held_by: str
+) -> None:
+    """The sweep lock holding a value without an expiry (set by hand, another type of
+    value: nothing genbuf writes) stopped every sweep of the fleet for good, silently
+    (found by a month-long run: a producer's finished_at, buffers about to expire and
+    late rows were never announced; status and doctor said nothing). It lasts one period
+    more now, then the fleet sweeps again."""
+    lock = keys.sweeper_lock_key(stack.buffer.prefix)
+    client = stack.buffer.client
+    if held_by == "string":
+        client.set(lock, "paused by hand")
+    else:
+        client.hset(lock, "x", "y")
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    stack.buffer.push_many(ORG, gen, _chunks(gen))
+    stack.buffer.client.hset(keys.meta_key(key), "finished_at", "2026-01-01T00:00:00Z")
+    options = WorkerOptions(sweep_every=timedelta(milliseconds=300), consumer="w-lock")
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options)
+    _run_until(worker, lambda: stored_bytes(stack, gen) is not None, "a sweep despite the lock")
+    assert stored_bytes(stack, gen) == b"".join(_chunks(gen))
+    assert worker.summary.sweeps >= 1
+
+
+def test_a_fleet_hash_of_another_type_does_not_stop_the_sweeps(stack: Stack) -> None:
+    """A string where the fleet's heartbeat hash lives made every sweep fail before it
+    began (the fleet's rule is read from the hash): one error line a second, for good,
+    and nothing swept (found by a month-long run). The sweep applies this worker's own
+    rule then, and says so once a sweep period at most."""
+    client = stack.buffer.client
+    client.set(keys.fleet_key(stack.buffer.prefix), "not a hash")
+    gen = stack.repository.create_generation(ORG)
+    key = stack.buffer.key_for(ORG, gen, None)
+    stack.buffer.push_many(ORG, gen, _chunks(gen))
+    client.hset(keys.meta_key(key), "finished_at", "2026-01-01T00:00:00Z")
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(sweep_every=timedelta(seconds=2), consumer="w-fleet")
+    worker = Worker(stack.buffer, stack.repository, stack.config(), options, log=records.append)
+    with _running(worker) as running:
+        running.wait_for(lambda: stored_bytes(stack, gen) is not None, 20, "a sweep")
+        started = time.monotonic()
+        running.wait_for(lambda: time.monotonic() - started > 1.5, 5, "1.5 s more")
+    assert stored_bytes(stack, gen) == b"".join(_chunks(gen))
+    errors = [r for r in records if r["outcome"] == "error"]
+    assert errors and all("WRONGTYPE" in str(r["message"]) for r in errors), errors
+    assert len(errors) <= 2, errors  # a line a sweep (every 2 s), not one a second
+
+
+def test_a_huge_field_of_a_malformed_event_is_not_copied_into_its_log_line(
+    embedded: Stack,
+) -> None:
+    """A malformed event whose `org` is 1 MB of NUL bytes was logged (parked) in one
+    line of 5 MB, its value escaped in full (found by a month-long run: an entry a minute
+    fills a disk). The line shows the value's start and its length."""
+    events = embedded.buffer.events
+    events.ensure_group()
+    client = embedded.buffer.client
+    client.xadd(events.stream, {"org": "\x00" * 1_000_000, "gen": 1})
+    client.xadd(events.stream, {"org": ORG, "gen": "9" * 100_000})
+    records: list[dict[str, object]] = []
+    options = WorkerOptions(sweep_every=timedelta(hours=1), consumer="w-huge")
+    worker = Worker(
+        embedded.buffer, embedded.repository, embedded.config(), options, log=records.append
+    )
+    _run_until(worker, lambda: worker.summary.parked == 2, "both entries parked")
+    lines = [json.dumps(r) for r in records if r["outcome"] == "parked"]
+    assert len(lines) == 2 and all(len(line) < 600 for line in lines), [len(x) for x in lines]
+    assert "characters)" in lines[0] and "characters)" in lines[1]

@@ -135,21 +135,32 @@ def _filters(org: int | None, states: list[str] | None, older_than: str | None) 
 
 
 def _watch(rt: Runtime, options: StatusOptions, interval: float, filters: list[str]) -> None:
-    """Redraw the view every ``interval`` seconds until Ctrl-C."""
+    """Redraw the view every ``interval`` seconds until Ctrl-C; a survey that fails (Redis
+    or the database gone, a key of another type) shows its error in place of the view
+    until the next one succeeds (invariant 14: a long-running view outlives its servers)."""
     import time
     from datetime import UTC, datetime
 
     from rich.live import Live
+    from rich.text import Text
 
+    from genbuffer.errors import GenbufferError
     from genbuffer.observation.status import collect_status
 
     observations = rt.repository.observations
     with Live(auto_refresh=False, screen=False) as live:
         try:
             while True:
-                report = collect_status(rt.buffer, rt.repository, options)
-                rate = observations.compactions_per_minute(SPARK_MINUTES, datetime.now(UTC))
-                live.update(_view(report, rate, filters), refresh=True)
+                try:
+                    report = collect_status(rt.buffer, rt.repository, options)
+                    rate = observations.compactions_per_minute(SPARK_MINUTES, datetime.now(UTC))
+                    view: RenderableType = _view(report, rate, filters)
+                except GenbufferError as error:  # a server's doing: said in place, tried again
+                    said = f"error: {error.message}" + (
+                        f"\nhint: {error.hint}" if error.hint else ""
+                    )
+                    view = Text(f"{said}\n(trying again every {interval:g} s; Ctrl-C ends)")
+                live.update(view, refresh=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
-from genbuffer.errors import DatabaseUnavailable, SchemaMissing, UsageError
+from genbuffer.errors import DatabaseUnavailable, OperationFailed, SchemaMissing, UsageError
 from genbuffer.settings import mask_url
 
 __all__ = ["database_errors", "make_engine", "parse_database_url", "require_sqlite_file"]
@@ -19,6 +20,7 @@ __all__ = ["database_errors", "make_engine", "parse_database_url", "require_sqli
 _UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 _MYSQL_NO_SUCH_TABLE = 1146
 _AUTH_SQLSTATES = {"28000", "28P01"}  # invalid authorization, invalid password
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL: `permission denied for table …` (a REVOKE)
 # what the servers say when a connection is refused for its credentials (psycopg gives
 # no SQLSTATE for a failed connect, so the text is what there is)
 _AUTH_MARKERS = ("password authentication failed", "role ", "access denied for user")
@@ -51,6 +53,21 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
+def _json_loads(value: str | bytes) -> Any:
+    """A JSON column's value, as json.loads reads it; JSON nested past Python's recursion
+    limit (a row's metadata 5,000 brackets deep: jsonb stores it) is an error of that
+    row in one line, not a RecursionError."""
+    try:
+        return json.loads(value)
+    except RecursionError:
+        raise OperationFailed(
+            "a row of the database holds JSON nested too deeply to read "
+            "(scenario_generations.metadata or llm_response)",
+            hint="look at the row's JSON columns: something other than genbuf wrote them; "
+            "genbuf leaves the row as it is",
+        ) from None
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets a busy timeout and write-locking transactions."""
     parsed = parse_database_url(url)
@@ -64,7 +81,7 @@ def make_engine(url: str) -> Engine:
                     f"cannot create the folder of the SQLite database {folder}: {exc.strerror}",
                     hint="check DATABASE_URL (or DB_DATABASE)",
                 ) from None
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30}, json_deserializer=_json_loads)
         _sqlite_immediate_transactions(engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -84,7 +101,7 @@ def make_engine(url: str) -> Engine:
         # spare only the first use of a connection that died while pooled, not one in
         # use. Such a connection is invalidated on its first error anyway: an outage
         # (exit 3; a worker runs the compaction again after its pause).
-        return create_engine(parsed, connect_args=connect_args)
+        return create_engine(parsed, connect_args=connect_args, json_deserializer=_json_loads)
     except ModuleNotFoundError as exc:
         raise UsageError(
             f"the driver for {parsed.get_backend_name()} is not installed ({exc.name})",
@@ -158,6 +175,13 @@ def database_errors(url: str) -> Iterator[None]:
             raise SchemaMissing(
                 "the genbuffer tables are missing in the database",
                 hint="run `genbuf db upgrade`",
+            ) from None
+        if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+            reason = str(exc.orig).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"the database at {mask_url(url)} refuses genbuf's user: {reason}",
+                hint="GRANT SELECT, INSERT, UPDATE, DELETE on genbuf's tables (and USAGE on "
+                "their sequences) to DB_USERNAME; `genbuf db check` lists the tables",
             ) from None
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
             exc.connection_invalidated

@@ -114,7 +114,15 @@ class Sweeper:
             self.counted(0, 1)
 
     def _fleet_rule(self) -> FleetRule:
-        """The live workers' rule (this worker's own options always among them)."""
+        """The live workers' rule (this worker's own options always among them); this
+        worker's own when the fleet's hash holds another type of value (the sweep goes
+        on, and its ``forget_dead`` says so once a sweep)."""
         mine = self.own_beat()
-        others = [beat for beat in self.fleet.alive() if beat.consumer != mine.consumer]
+        try:
+            beats = self.fleet.alive()
+        except DependencyUnavailable:
+            raise
+        except GenbufferError:
+            beats = []
+        others = [beat for beat in beats if beat.consumer != mine.consumer]
         return FleetRule.of([*others, mine])

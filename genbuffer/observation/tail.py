@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from genbuffer import keys
-from genbuffer.errors import AmbiguousBuffer, NothingToCompact
+from genbuffer.errors import AmbiguousBuffer, DependencyUnavailable, NothingToCompact
 from genbuffer.redis import GenerationBuffer
 
 __all__ = ["follow_buffer", "tail_key"]
@@ -44,13 +44,27 @@ def follow_buffer(
 
     Without ``follow``: what is there now. With it: also what arrives, until the
     producer marks the stream finished and all of it was shown, or the buffer is
-    deleted (compacted); a buffer that does not exist yet is waited for.
+    deleted (compacted); a buffer that does not exist yet is waited for, and so is a
+    Redis that stopped answering (said once, in one line, when it stops).
     """
     position = 0
     stream: str | None = None
     seen = False
+    outage = False
     while True:
-        page = buffer.tailer.page(key, position)
+        try:
+            page = buffer.tailer.page(key, position)
+        except DependencyUnavailable as error:
+            if not follow:
+                raise
+            if not outage:
+                note(f"{error.message.rstrip('.')}; waiting for it (Ctrl-C ends)")
+            outage = True
+            sleep(max(poll, 1.0))
+            continue
+        if outage:
+            note("Redis answers again: following on")
+            outage = False
         if not page.exists and not page.chunks:
             if seen or not follow:
                 if not seen:
@@ -58,6 +72,12 @@ def follow_buffer(
                         f"no Redis buffer at {key}",
                         hint="check the ids and REDIS_PREFIX, or add --follow to wait for it",
                     )
+                # gone before its end was read: compacted and deleted, or expired
+                note(
+                    f"the buffer is gone after {position} chunks, before its stream was seen "
+                    "finished (compacted and deleted, or expired): the rest, if compacted, is "
+                    "in genbuf show-generation"
+                )
                 return
             sleep(poll)
             continue

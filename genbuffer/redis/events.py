@@ -319,13 +319,17 @@ class Events:
         return True
 
     def try_sweep(self, holder: str, period_ms: int) -> bool:
-        """Whether this worker sweeps now: at most one sweep a period across the fleet."""
+        """Whether this worker sweeps now: at most one sweep a period across the fleet.
+        A lock without an expiry (set by hand, or another type of value: genbuf writes
+        none) would stop every sweep for good: it is given one period to live."""
+        lock = keys.sweeper_lock_key(self.target.prefix)
+        client = self.target.client
         with redis_errors(self.target.url):
-            return bool(
-                self.target.client.set(
-                    keys.sweeper_lock_key(self.target.prefix), holder, nx=True, px=period_ms
-                )
-            )
+            if client.set(lock, holder, nx=True, px=period_ms):
+                return True
+            if client.pttl(lock) == -1:  # -2: gone meanwhile; >= 0: a holder's period
+                client.pexpire(lock, period_ms)
+            return False
 
 
 def _delivery(items: list[tuple[Any, dict[bytes, bytes]]], *, taken: bool = False) -> Delivery:
